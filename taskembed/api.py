@@ -1,0 +1,180 @@
+"""The public Python API: train, load, evaluate. The CLI and the demo use only these.
+
+Data flows one way: config -> data -> model -> lr plan -> fit -> evaluate -> output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from taskembed import artifacts
+from taskembed.config import Config, DataConfig, load_config
+from taskembed.data import Splits, clean_split, encode_split, load_raw, load_splits, read_table
+from taskembed.errors import UserError
+from taskembed.metrics import baselines
+from taskembed.modeling import load_classifier
+from taskembed.plan import LrPlan, apply_freezing, build_plan
+from taskembed.predict import Classifier
+from taskembed.train import distributed, evaluate_encoded, fit, use_bf16
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    baselines: dict[str, Any] | None
+    train_seconds: float
+
+
+def _as_config(config: Config | str | Path | None, overrides: dict[str, Any] | None) -> Config:
+    if isinstance(config, Config):
+        if overrides:
+            from taskembed.config import config_from_dict
+
+            return config_from_dict(config.to_dict(), overrides)
+        return config
+    return load_config(config, overrides)
+
+
+def make_plan(cfg: Config, model) -> LrPlan:
+    t = cfg.train
+    return build_plan(model, lr=t.lr, decay=t.layer_decay, head_lr=t.head_lr, embedding_lr=t.embedding_lr,
+                      weight_decay=t.weight_decay, freeze_embeddings=t.freeze_embeddings, freeze_layers=t.freeze_layers)
+
+
+def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
+    """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
+    cfg = _as_config(config, overrides)
+    model, _ = load_classifier(cfg.model, ["negative", "positive"])
+    p = make_plan(cfg, model)
+    if cfg.train.freeze_layers > p.num_layers:
+        raise UserError(f"train.freeze_layers is {cfg.train.freeze_layers} but the model has {p.num_layers} layers")
+    return p
+
+
+def train(
+    config: Config | str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train a classifier as the config says and write the output folder. Returns its path and metrics."""
+    started = time.perf_counter()
+    cfg = _as_config(config, overrides)
+    rank, world = distributed()
+    say = echo if rank == 0 else (lambda _msg: None)
+    out = Path(cfg.output.dir)
+    artifacts.check_output_dir(out, cfg.output.overwrite)
+
+    splits = load_splits(cfg.data)
+    say(_data_summary(splits))
+    if cfg.train.early_stopping_patience and "validation" not in splits.frames:
+        raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
+    model, tokenizer = load_classifier(cfg.model, splits.labels)
+    lr_plan = make_plan(cfg, model)
+    if cfg.train.freeze_layers > lr_plan.num_layers:
+        raise UserError(f"train.freeze_layers is {cfg.train.freeze_layers} but {cfg.model.name} has {lr_plan.num_layers} layers")
+    apply_freezing(model, lr_plan)
+    say("learning-rate plan:\n" + lr_plan.table())
+
+    encoded = {s: encode_split(tokenizer, df, splits.label2id, cfg.data.max_length) for s, df in splits.frames.items()}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    bf16 = use_bf16(cfg.train.bf16, device)
+    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}, {world} process(es)")
+    result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
+                 device=device, progress=progress)
+
+    metrics = {s: evaluate_encoded(model, encoded[s], splits.labels, pad_id, device) for s in ("validation", "test") if s in encoded}
+    base = None
+    if cfg.output.baselines:
+        tr = splits.frames["train"]
+        base = baselines(_joined(tr), [splits.label2id[x] for x in tr["label"]],
+                         {s: (_joined(splits.frames[s]), encoded[s].labels) for s in metrics}, splits.labels, cfg.train.seed)
+    if rank == 0:
+        st = result.state
+        info = {
+            "config": cfg.to_dict(),
+            "plan": lr_plan.to_json(),
+            "metrics": metrics,
+            "baselines": base,
+            "labels": splits.labels,
+            "best_step": st.best_step or st.step,
+            "seed": cfg.train.seed,
+            "versions": artifacts.versions(),
+            "device": _device_name(device),
+            "bf16": bf16,
+            "train_seconds": result.seconds,
+            "total_seconds": time.perf_counter() - started,
+            "samples_per_second": st.samples_seen / max(result.seconds, 1e-9),
+            "tokens_per_second": st.tokens_seen * world / max(result.seconds, 1e-9),
+            "stopped_early": result.stopped_early,
+            "data": {"fingerprint": splits.fingerprint(), "origin": splits.origin, "summary": splits.summary(),
+                     "truncated": {s: e.truncated for s, e in encoded.items()}},
+        }
+        artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log)
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
+
+
+def load(folder: str | Path, device: str | None = None) -> Classifier:
+    """A trained model folder, ready to `predict`."""
+    return Classifier(folder, device=device)
+
+
+def evaluate(folder: str | Path, data: str, split: str = "test") -> dict[str, Any]:
+    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset."""
+    clf = load(folder)
+    trained = clf.training_config.get("data", {})
+    dcfg = DataConfig(source=data, text_column=trained.get("text_column", "text"), text_pair_column=trained.get("text_pair_column"),
+                      label_column=trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length)
+    if Path(data).is_file():
+        df, where = clean_split(read_table(data), dcfg, data), data
+    else:
+        raw, origin = load_raw(dcfg)
+        if split not in raw:
+            raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
+        where = origin.get(split, f"{data} [{split}]")
+        df = clean_split(raw[split], dcfg, where)
+    unknown = sorted(set(df["label"]) - set(clf.labels))
+    if unknown:
+        raise UserError(f"{where}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); drop those rows")
+    enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length)
+    m = evaluate_encoded(clf.model, enc, clf.labels, clf.tokenizer.pad_token_id or 0, clf.device)
+    m["truncated"] = enc.truncated
+    return m
+
+
+def _joined(df) -> list[str]:
+    if "text_pair" in df:
+        return [f"{a} [SEP] {b}" for a, b in zip(df["text"], df["text_pair"])]
+    return df["text"].tolist()
+
+
+def _data_summary(splits: Splits) -> str:
+    parts = [f"{s} {len(df):,}" for s, df in splits.frames.items()]
+    return f"data: {', '.join(parts)}; {len(splits.labels)} labels: {', '.join(splits.labels[:12])}{' ...' if len(splits.labels) > 12 else ''}"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"

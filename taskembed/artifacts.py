@@ -1,0 +1,185 @@
+"""The output folder: the contract every consumer relies on.
+
+It is written into a temporary sibling folder and renamed into place only when
+complete, so an interrupted save never leaves a folder that looks finished.
+Weights are safetensors; everything else is JSON, PNG or Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from taskembed.errors import UserError
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Fail before training, not after an hour of it, when the output cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output.dir {out} is a file; choose a folder path")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"output.dir {out} already exists; pass --output.overwrite true or choose another --output.dir")
+    parent = out.parent
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not os.access(probe_dir, os.W_OK):
+        raise UserError(f"output.dir {out}: {probe_dir} is not writable; choose another --output.dir")
+
+
+@contextmanager
+def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        # Some writers use mkstemp (mode 0600); the folder is meant to be shared like any other output.
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.rglob("*"):
+            f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+        if out.exists():
+            if not overwrite:
+                raise UserError(f"output.dir {out} appeared while training; pass --output.overwrite true")
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("taskembed", "torch", "transformers", "tokenizers", "safetensors", "scikit-learn", "numpy", "datasets"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> str:
+    """Markdown: one row per split and scorer, accuracy and macro-F1 in percent."""
+    rows = ["| split | model | accuracy | macro-F1 |", "| --- | --- | ---: | ---: |"]
+    for split in ("validation", "test"):
+        if split not in metrics:
+            continue
+        m = metrics[split]
+        rows.append(f"| {split} | **fine-tuned** | **{100 * m['accuracy']:.2f}** | **{100 * m['macro_f1']:.2f}** |")
+        for name, b in (baselines or {}).get(split, {}).items():
+            label = {"majority": "majority class", "tfidf_logreg": "TF-IDF + logistic regression"}.get(name, name)
+            rows.append(f"| {split} | {label} | {100 * b['accuracy']:.2f} | {100 * b['macro_f1']:.2f} |")
+    return "\n".join(rows)
+
+
+def model_card(info: dict[str, Any]) -> str:
+    cfg = info["config"]
+    metrics = info["metrics"]
+    split = "test" if "test" in metrics else "validation"
+    per_class = metrics[split]["per_class"]
+    pc_rows = "\n".join(
+        f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |"
+        for name, v in per_class.items()
+    )
+    plan_rows = "\n".join(
+        f"| {g['name']} | {g['n_params']:,} | {format(g['lr'], '.3g') if g['trainable'] else 'frozen'} |" for g in info["plan"]["groups"]
+    )
+    data = info["data"]
+    sizes = ", ".join(f"{s} {v['rows']:,}" for s, v in data["summary"].items())
+    plots = "\n".join(f"![{p}]({p})" for p in info["plots"])
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+base_model: {cfg['model']['name']}
+tags: [taskembed, text-classification]
+---
+
+# {Path(cfg['output']['dir']).name}
+
+A text classifier fine-tuned with [taskembed](https://pypi.org/project/taskembed/) from
+`{cfg['model']['name']}` on `{cfg['data']['source']}` ({sizes}), with discriminative
+learning rates (top {cfg['train']['lr']:g}, layer decay {cfg['train']['layer_decay']:g}, head {cfg['train']['head_lr']:g}).
+Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
+
+## Results
+
+{metrics_table(metrics, info.get('baselines'))}
+
+Best validation {cfg['train']['metric']} at optimizer step {info['best_step']}; training took {info['train_seconds']:.0f} s
+on {info['device']}. Texts longer than {cfg['data']['max_length']} tokens were truncated: {data['truncated']}.
+
+### Per class ({split})
+
+| label | precision | recall | F1 | support |
+| --- | ---: | ---: | ---: | ---: |
+{pc_rows}
+
+{plots}
+
+## Learning-rate plan
+
+| group | parameters | rate |
+| --- | ---: | ---: |
+{plan_rows}
+
+## Use
+
+```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="path/to/this/folder")
+```
+
+```bash
+taskembed predict path/to/this/folder "some text"
+```
+
+Files: `training_config.json` (the resolved config), `lr_plan.json`, `metrics.json`, `run.json`
+(versions, seed, data fingerprint), `log.jsonl` (training log). Weights are safetensors only.
+"""
+
+
+def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log: list[dict[str, Any]]) -> Path:
+    """Write the complete folder atomically and return its path."""
+    from taskembed.metrics import plot_confusion, plot_curves
+
+    with staged_folder(out, overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "training_config.json", info["config"])
+        write_json(tmp / "lr_plan.json", info["plan"])
+        write_json(tmp / "metrics.json", {"validation": info["metrics"].get("validation"), "test": info["metrics"].get("test"),
+                                           "baselines": info.get("baselines"), "best_step": info["best_step"]})
+        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "train_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "labels")})
+        with (tmp / "log.jsonl").open("w", encoding="utf-8") as fh:
+            for entry in log:
+                fh.write(json.dumps(entry) + "\n")
+        plots = []
+        for split in ("validation", "test"):
+            if split in info["metrics"]:
+                name = f"confusion_matrix_{split}.png"
+                plot_confusion(info["metrics"][split]["confusion_matrix"], info["labels"], tmp / name, f"confusion matrix ({split})")
+                plots.append(name)
+        if log:
+            plot_curves(log, tmp / "learning_curves.png", info["config"]["train"]["metric"])
+            plots.append("learning_curves.png")
+        info = {**info, "plots": plots}
+        (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
+    return out

@@ -1,0 +1,361 @@
+"""Typed run configuration: YAML file + command-line overrides, validated once.
+
+A config is four small dataclasses. Every field has a one-line docstring (the
+string literal under it), which `taskembed train --help-config` prints. All
+problems in a config (unknown keys, wrong types, contradictions) are collected
+and reported in a single UserError before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from taskembed.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    source: str = "rotten_tomatoes"
+    """Training data: a built-in name, a CSV/TSV/JSON/JSONL/Parquet file, a `save_to_disk` folder, or a Hub dataset id."""
+    validation: str | None = None
+    """Optional validation file; if absent, the source's validation split or a stratified slice of train is used."""
+    test: str | None = None
+    """Optional test file; if absent, the source's test split (or a carved slice when test_fraction > 0)."""
+    text_column: str = "text"
+    """Column holding the text."""
+    text_pair_column: str | None = None
+    """Second text column for sentence-pair tasks (e.g. premise/hypothesis)."""
+    label_column: str = "label"
+    """Column holding the label."""
+    validation_fraction: float = 0.1
+    """Share of train carved out (stratified, seeded) as validation when the source has none."""
+    test_fraction: float = 0.0
+    """Share of train carved out as test when the source has none (0 = no test split)."""
+    split_seed: int = 0
+    """Seed of the carved splits (independent of the training seed, so seeds compare on the same data)."""
+    max_length: int = 128
+    """Token limit per example; longer texts are truncated and counted."""
+    max_train_samples: int | None = None
+    """Use only the first N training examples (after a seeded shuffle); for quick runs."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """Hugging Face model id or local folder; ids carried by an installed package load from that copy."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for online ids."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model. Off unless you trust the source and pin a revision."""
+    dropout: float | None = None
+    """Classifier dropout; None keeps the model's own."""
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-5
+    """Learning rate of the top encoder layer."""
+    layer_decay: float = 0.9
+    """Each layer below the top trains at this factor times the rate of the layer above; in (0, 1]."""
+    head_lr: float = 1e-3
+    """Learning rate of the pooler and classification head."""
+    embedding_lr: float | None = None
+    """Explicit embedding rate; None means lr * layer_decay ** num_layers."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (never applied to biases and normalisation weights)."""
+    freeze_embeddings: bool = False
+    """Keep the embedding layer frozen."""
+    freeze_layers: int = 0
+    """Keep the bottom N encoder layers frozen."""
+    epochs: float = 3.0
+    """Passes over the training data (a fraction is allowed)."""
+    batch_size: int = 32
+    """Examples per optimizer step (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    warmup_ratio: float = 0.1
+    """Share of the optimizer steps spent warming the rates up linearly from 0."""
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Rate decay after warmup."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing."""
+    eval_every: int = 0
+    """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    """Validation metric used to pick the best weights and for early stopping."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without improvement (0 disables)."""
+    seed: int = 0
+    """Seed of initialisation, shuffling and dropout."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bfloat16 autocast: auto uses it where the hardware supports it natively."""
+    num_threads: int | None = None
+    """CPU threads for torch; None uses the number of physical cores."""
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/sentiment"
+    """Folder the trained model is written to."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+    baselines: bool = True
+    """Also score majority-class and TF-IDF + logistic-regression baselines on the same splits."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "output": OutputConfig}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings, read from the source so each option is documented once, where it is declared."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = str(nxt.value.value)
+    return docs
+
+
+# --- type coercion --------------------------------------------------------------------------
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Return value as `hint`, or raise ValueError with a short reason. YAML already typed most values."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if errors else "invalid value")
+    if origin is Literal:
+        if value in args:
+            return value
+        # YAML reads `on`/`off` as booleans; accept them for the string literals that spell them.
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            return "on" if value else "off"
+        raise ValueError(f"must be one of {', '.join(map(str, args))} (got {value!r})")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"must be true or false (got {value!r})")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"must be an integer (got {value!r})")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept it.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"must be a number (got {value!r})")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"must be a string (got {value!r})")
+    raise ValueError(f"unsupported type {hint}")
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--train.lr 1e-4 --epochs 2 --output.overwrite` -> {"train.lr": 1e-4, "epochs": 2, "output.overwrite": True}.
+
+    Values are read as YAML scalars, so numbers, booleans and null need no special syntax.
+    A bare flag means true. A key without a section is resolved in `load_config` when it is unique.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UserError(f"unexpected argument '{arg}': overrides look like --section.key value (e.g. --train.lr 1e-4)")
+        key = arg[2:].replace("-", "_")
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        try:
+            out[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            problems.append(f"unknown section '{section}' in '{key}'{_suggest(section, SECTIONS)}")
+            return None
+        return section, name
+    owners = [s for s, cls in SECTIONS.items() if key in _hints(cls)]
+    if len(owners) == 1:
+        return owners[0], key
+    if len(owners) > 1:
+        problems.append(f"'{key}' is ambiguous: write one of {', '.join(f'{s}.{key}' for s in owners)}")
+        return None
+    every = [f"{s}.{n}" for s, cls in SECTIONS.items() for n in _hints(cls)] + [n for cls in SECTIONS.values() for n in _hints(cls)]
+    problems.append(f"unknown option '{key}'{_suggest(key, every)}")
+    return None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config."""
+    where = str(path) if path is not None else "defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"{p}: config file not found; list the shipped ones with `ls configs/`")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(f"{p}: not valid YAML ({first}); fix the file's syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p}: a config must be a mapping of sections (data, model, train, output)")
+        raw = loaded
+    return config_from_dict(raw, overrides or {}, where=where)
+
+
+def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> Config:
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            problems.append(f"unknown section '{section}'{_suggest(str(section), SECTIONS)}")
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"section '{section}' must be a mapping of keys")
+            continue
+        values[section].update(body)
+    for key, value in (overrides or {}).items():
+        resolved = _resolve_key(key, problems)
+        if resolved:
+            values[resolved[0]][resolved[1]] = value
+
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        hints = _hints(cls)
+        kwargs = {}
+        for key, value in values[section].items():
+            if key not in hints:
+                problems.append(f"unknown key '{section}.{key}'{_suggest(key, hints)}")
+                continue
+            try:
+                kwargs[key] = _coerce(value, hints[key])
+            except ValueError as exc:
+                problems.append(f"{section}.{key} {exc}")
+        sections[section] = cls(**kwargs)
+    cfg = Config(**sections)
+    # Fields that failed to parse kept their defaults above, so the remaining checks still see every other value.
+    problems.extend(_contradictions(cfg))
+    if problems:
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        raise UserError(f"{where}: {count}: " + "; ".join(problems))
+    return cfg
+
+
+def _contradictions(cfg: Config) -> list[str]:
+    """Values that are well typed but cannot work, alone or together."""
+    t, d = cfg.train, cfg.data
+    out = []
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            out.append(msg)
+
+    need(t.lr > 0, f"train.lr must be > 0 (got {t.lr})")
+    need(t.head_lr > 0, f"train.head_lr must be > 0 (got {t.head_lr})")
+    need(t.embedding_lr is None or t.embedding_lr >= 0, f"train.embedding_lr must be >= 0 (got {t.embedding_lr})")
+    need(0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1] (got {t.layer_decay})")
+    need(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
+    need(t.epochs > 0, f"train.epochs must be > 0 (got {t.epochs})")
+    need(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
+    need(t.grad_accum >= 1, f"train.grad_accum must be >= 1 (got {t.grad_accum})")
+    need(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1) (got {t.warmup_ratio})")
+    need(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {t.max_grad_norm})")
+    need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {t.label_smoothing})")
+    need(t.eval_every >= 0, f"train.eval_every must be >= 0 (got {t.eval_every})")
+    need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
+    need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
+    need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
+    need(0 <= d.validation_fraction < 1, f"data.validation_fraction must be in [0, 1) (got {d.validation_fraction})")
+    need(0 <= d.test_fraction < 1, f"data.test_fraction must be in [0, 1) (got {d.test_fraction})")
+    need(d.validation_fraction + d.test_fraction < 1, "data.validation_fraction + data.test_fraction must leave training data (< 1)")
+    need(d.max_length >= 8, f"data.max_length must be >= 8 (got {d.max_length})")
+    need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
+    need(bool(d.source), "data.source is empty: name a built-in dataset, a file or a folder")
+    need(bool(d.text_column), "data.text_column is empty")
+    need(bool(d.label_column), "data.label_column is empty")
+    need(d.text_pair_column != d.text_column, "data.text_pair_column must differ from data.text_column")
+    need(d.label_column not in (d.text_column, d.text_pair_column), "data.label_column must differ from the text columns")
+    need(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1) (got {cfg.model.dropout})")
+    need(bool(cfg.output.dir), "output.dir is empty")
+    return out
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,472 @@
+"""Labelled text in, validated splits and length-grouped token batches out.
+
+Every check happens before tokenization and raises a one-line UserError that
+names the file, the row (1-based, as a person counts data rows) and the fix.
+Labels are strings; the label map is the sorted set of training labels and a
+label that only validation or test carry is an error, never silently added.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+import torch
+
+from taskembed.config import DataConfig
+from taskembed.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
+
+
+# --- reading files ------------------------------------------------------------------------------
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV/TSV/JSON/JSONL/Parquet file into a DataFrame, or raise a UserError naming what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: file not found; check the path")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder; give a data file, or a folder written by datasets.save_to_disk as data.source")
+    suffix = p.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise UserError(f"{p}: unsupported file type '{suffix}'; use .csv, .tsv, .json, .jsonl or .parquet")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(p)
+        except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+            raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(f"{p}: line {line} is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+    if "\x00" in text:
+        raise UserError(f"{p}: contains NUL bytes, so it looks binary, not {suffix[1:].upper()}; check the file")
+    if suffix in (".csv", ".tsv"):
+        return _read_delimited(p, text, "," if suffix == ".csv" else "\t")
+    if suffix == ".jsonl":
+        return _read_jsonl(p, text)
+    return _read_json(p, text)
+
+
+def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
+    # The csv module (not pandas) so that a ragged row is an error naming its line, instead of
+    # pandas silently filling missing fields with NaN.
+    csv.field_size_limit(1 << 30)
+    try:
+        rows = list(csv.reader(text.splitlines(keepends=True), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        raise UserError(f"{p}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
+    rows = [r for r in rows if r]  # blank lines carry nothing
+    if not rows:
+        raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
+    header, body = rows[0], rows[1:]
+    if len(header) == 1 and (("\t" if delimiter == "," else ",") in header[0]):
+        other = "tab" if delimiter == "," else "comma"
+        raise UserError(f"{p}: header has a single column '{header[0][:60]}' but contains {other}s; use the matching extension (.csv for commas, .tsv for tabs)")
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise UserError(f"{p}: column '{dup}' appears twice in the header; rename one")
+    if not body:
+        raise UserError(f"{p}: has a header but no rows; add examples")
+    for i, row in enumerate(body, start=1):
+        if len(row) != len(header):
+            raise UserError(f"{p}: row {i} has {len(row)} fields but the header has {len(header)}; quote fields that contain '{delimiter if delimiter != chr(9) else 'TAB'}' or fix the row")
+    return pd.DataFrame(body, columns=header)
+
+
+def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
+    records = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{p}: line {i} is not valid JSON ({exc.msg}); one JSON object per line") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{p}: line {i} is a JSON {type(rec).__name__}, not an object; one object per line")
+        records.append(rec)
+    if not records:
+        raise UserError(f"{p}: no records; one JSON object per line")
+    return pd.DataFrame.from_records(records)
+
+
+def _read_json(p: Path, text: str) -> pd.DataFrame:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg}); for one object per line use .jsonl") from None
+    if isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), list):
+        obj = next(iter(obj.values()))  # {"data": [...]} is a common wrapper
+    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+        raise UserError(f"{p}: expected a JSON list of objects (records); got {type(obj).__name__}")
+    if not obj:
+        raise UserError(f"{p}: the list of records is empty")
+    return pd.DataFrame.from_records(obj)
+
+
+# --- sources -> raw splits ---------------------------------------------------------------------
+
+
+def _from_datasets(obj: Any, where: str) -> dict[str, pd.DataFrame]:
+    """A datasets Dataset/DatasetDict -> DataFrames, with ClassLabel ids turned into their names."""
+    import datasets
+
+    if isinstance(obj, datasets.Dataset):
+        obj = datasets.DatasetDict({"train": obj})
+    out = {}
+    for split, ds in obj.items():
+        df = ds.to_pandas()
+        for col, feat in ds.features.items():
+            if isinstance(feat, datasets.ClassLabel):
+                df[col] = [feat.int2str(int(v)) if v is not None and v >= 0 else None for v in df[col]]
+        name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split, split)
+        out[name] = df
+    if "train" not in out:
+        raise UserError(f"{where}: has splits {sorted(out)} but no 'train'; rename the training split")
+    return out
+
+
+def load_raw(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The source's own splits (train always; validation/test when it has them) and where each came from."""
+    from taskembed import builtin
+
+    src = cfg.source
+    path = Path(src)
+    if src in builtin.BUILTIN_NAMES:
+        splits = builtin.load_builtin(src)
+        origin = {s: f"builtin:{src}" for s in splits}
+    elif path.is_file():
+        splits = {"train": read_table(path)}
+        origin = {"train": str(path)}
+    elif path.is_dir():
+        if not (path / "dataset_dict.json").exists() and not (path / "dataset_info.json").exists():
+            raise UserError(f"{path}: folder is not a datasets.save_to_disk folder (no dataset_dict.json or dataset_info.json)")
+        import datasets
+
+        try:
+            splits = _from_datasets(datasets.load_from_disk(str(path)), str(path))
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"{path}: could not load the saved dataset ({type(exc).__name__}: {str(exc)[:120]})") from None
+        origin = {s: str(path) for s in splits}
+    elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
+        raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
+    else:
+        splits, origin = _load_hub(src)
+    for split, file in (("validation", cfg.validation), ("test", cfg.test)):
+        if file:
+            splits[split] = read_table(file)
+            origin[split] = str(file)
+    return splits, origin
+
+
+def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    import difflib
+
+    from taskembed import builtin
+
+    close = difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.6)
+    if close:
+        raise UserError(f"data.source '{name}' is not a file or built-in dataset; did you mean '{close[0]}'?")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"data.source '{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
+            f"and loading it from the Hugging Face Hub failed ({msg})"
+        ) from None
+    return _from_datasets(ds, name), {}
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _label_str(value: Any) -> str:
+    # 1.0 and 1 from a float column mean the same class as "1" in a CSV.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_null(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False  # list-like values are not null
+
+
+def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
+    """Check the columns and every row; return a frame with text, [text_pair], label (all str)."""
+    columns = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+    for col in columns:
+        if col not in df.columns:
+            import difflib
+
+            close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1)
+            hint = f"did you mean '{close[0]}'? set it with --data.{_which(cfg, col)} {close[0]}" if close else f"set --data.{_which(cfg, col)} to one of them"
+            raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
+    if len(df) == 0:
+        raise UserError(f"{where}: no rows; add examples")
+    out = {}
+    for col, key in ((cfg.text_column, "text"), (cfg.text_pair_column, "text_pair")):
+        if not col:
+            continue
+        values = df[col].tolist()
+        for i, v in enumerate(values, start=1):
+            if _is_null(v):
+                raise UserError(f"{where}: row {i}: column '{col}' is empty (null); fill it or drop the row")
+            if not isinstance(v, str):
+                raise UserError(f"{where}: row {i}: column '{col}' holds a {type(v).__name__} ({str(v)[:40]!r}), not text; quote it or fix the column")
+            if not v.strip():
+                raise UserError(f"{where}: row {i}: column '{col}' is an empty string; fill it or drop the row")
+        out[key] = values
+    labels = []
+    for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
+        if _is_null(v) or (isinstance(v, str) and not v.strip()):
+            raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
+        if not isinstance(v, (str, int, float, bool)) or isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{where}: row {i}: label {v!r} is not a single class name or number; multi-label data is not supported here")
+        labels.append(_label_str(v).strip())
+    out["label"] = labels
+    return pd.DataFrame(out)
+
+
+def _which(cfg: DataConfig, col: str) -> str:
+    if col == cfg.label_column:
+        return "label_column"
+    return "text_pair_column" if col == cfg.text_pair_column else "text_column"
+
+
+def sort_labels(labels: set[str]) -> list[str]:
+    """Numeric labels sort as numbers (so '10' follows '9'); anything else alphabetically."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Splits:
+    """Validated splits with string labels, the label names in id order, and provenance."""
+
+    frames: dict[str, pd.DataFrame]
+    labels: list[str]
+    origin: dict[str, str]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    def fingerprint(self) -> str:
+        """sha256 over every split's rows: two runs on the same data share it."""
+        h = hashlib.sha256()
+        for split in SPLITS:
+            if split in self.frames:
+                h.update(split.encode())
+                h.update(self.frames[split].to_json(orient="records", force_ascii=False).encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            split: {"rows": len(df), "classes": {k: int(v) for k, v in df["label"].value_counts().sort_index().items()}}
+            for split, df in self.frames.items()
+        }
+
+
+def _carve(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    n_out = max(1, round(len(df) * fraction))
+    if len(df) - n_out < 2:
+        raise UserError(f"{where}: only {len(df)} examples, too few to carve a {fraction:.0%} split; add data or give a validation file")
+    counts = df["label"].value_counts()
+    # Stratify when every class can appear on both sides; a class with a single example cannot.
+    stratify = df["label"] if counts.min() >= 2 and n_out >= len(counts) else None
+    keep, out = train_test_split(df, test_size=n_out, random_state=seed, stratify=stratify, shuffle=True)
+    return keep.reset_index(drop=True), out.reset_index(drop=True)
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the source, validate every row, carve missing splits, build and check the label map."""
+    raw, origin = load_raw(cfg)
+    frames = {}
+    for split in SPLITS:
+        if split in raw:
+            frames[split] = clean_split(raw[split], cfg, origin.get(split) or f"{cfg.source} [{split}]")
+    src = origin.get("train") or cfg.source
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
+        frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed).reset_index(drop=True)
+    if "test" not in frames and cfg.test_fraction > 0:
+        frames["train"], frames["test"] = _carve(frames["train"], cfg.test_fraction, cfg.split_seed, src)
+        origin["test"] = f"{src} (carved {cfg.test_fraction:.0%} of train, seed {cfg.split_seed})"
+    if "validation" not in frames and cfg.validation_fraction > 0:
+        frames["train"], frames["validation"] = _carve(frames["train"], cfg.validation_fraction, cfg.split_seed, src)
+        origin["validation"] = f"{src} (carved {cfg.validation_fraction:.0%} of train, seed {cfg.split_seed})"
+
+    train_labels = set(frames["train"]["label"])
+    if len(train_labels) < 2:
+        only = next(iter(train_labels))
+        raise UserError(f"{src}: every training example has the label '{only}'; a classifier needs at least two classes")
+    labels = sort_labels(train_labels)
+    for split in ("validation", "test"):
+        if split in frames:
+            unseen = sorted(set(frames[split]["label"]) - train_labels)
+            if unseen:
+                row = frames[split]["label"].tolist().index(unseen[0]) + 1
+                raise UserError(
+                    f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
+                    f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; add training examples or drop these rows"
+                )
+    return Splits(frames=frames, labels=labels, origin=origin)
+
+
+# --- tokenization and batches --------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """One split tokenized once, unpadded; batches are padded only to their own longest example."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[int] | None
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.input_ids]
+
+
+def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, labels: Sequence[int] | None = None, max_length: int = 128) -> Encoded:
+    # Tokenize without truncation first would double the work; instead ask for overflow info cheaply:
+    # a text is truncated exactly when its truncated encoding is max_length long and the full one is longer.
+    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length, return_length=True)
+    truncated = 0
+    full_needed = [i for i, n in enumerate(enc["length"]) if n >= max_length]
+    if full_needed:
+        sub_t = [texts[i] for i in full_needed]
+        sub_p = [pairs[i] for i in full_needed] if pairs is not None else None
+        full = tokenizer(sub_t, sub_p, truncation=False, return_length=True, verbose=False)
+        truncated = sum(1 for n in full["length"] if n > max_length)
+    return Encoded(
+        input_ids=enc["input_ids"],
+        token_type_ids=enc.get("token_type_ids"),
+        labels=list(labels) if labels is not None else None,
+        truncated=truncated,
+    )
+
+
+def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int] | None, max_length: int) -> Encoded:
+    labels = [label2id[x] for x in df["label"]] if label2id is not None and "label" in df else None
+    pairs = df["text_pair"].tolist() if "text_pair" in df else None
+    return encode(tokenizer, df["text"].tolist(), pairs, labels, max_length)
+
+
+def train_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator, pool: int = 64) -> list[list[int]]:
+    """Length-grouped random batches: shuffle, sort within pools of `pool` batches, shuffle batch order.
+
+    Batches hold texts of similar length (little padding) while the order stays random. The
+    generator alone decides the order, so a seed (and an epoch number) reproduce it exactly.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * pool
+    batches = []
+    for start in range(0, len(order), chunk):
+        block = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches.extend(block[j : j + batch_size] for j in range(0, len(block), batch_size))
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def eval_batches(lengths: Sequence[int], max_tokens: int = 8192, max_batch: int = 256) -> list[list[int]]:
+    """Sorted by length, cut by a token budget: short texts go in big batches, long ones in small."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches, cur = [], []
+    for i in order:
+        longest = lengths[cur[0]] if cur else lengths[i]
+        if cur and (len(cur) + 1) * longest > max_tokens or len(cur) >= max_batch:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(enc.input_ids[i]) for i in idx)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    types = torch.zeros((len(idx), width), dtype=torch.long) if enc.token_type_ids is not None else None
+    for row, i in enumerate(idx):
+        n = len(enc.input_ids[i])
+        ids[row, :n] = torch.tensor(enc.input_ids[i])
+        mask[row, :n] = 1
+        if types is not None:
+            types[row, :n] = torch.tensor(enc.token_type_ids[i])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if enc.labels is not None:
+        batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)
+    return batch
+
+
+def iter_text_file(path: str | Path) -> Iterator[str]:
+    """Non-empty lines of a plain text file, for `predict --file x.txt`."""
+    p = Path(path)
+    try:
+        with p.open(encoding="utf-8-sig") as fh:
+            for line in fh:
+                if line.strip():
+                    yield line.rstrip("\n")
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not valid UTF-8; re-save the file as UTF-8") from None
+
+
+def texts_from_file(path: str | Path, text_column: str = "text") -> list[str]:
+    """Texts to predict from a .txt (one per line) or any table format (its text column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: file not found; check the path")
+    if p.suffix.lower() in FILE_SUFFIXES:
+        df = read_table(p)
+        if text_column not in df.columns:
+            raise UserError(f"{p}: no column '{text_column}' (columns: {', '.join(map(str, df.columns))}); pass --text-column")
+        texts = df[text_column].tolist()
+        for i, t in enumerate(texts, start=1):
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"{p}: row {i}: column '{text_column}' is empty or not text; fill it or drop the row")
+        return texts
+    texts = list(iter_text_file(p))
+    if not texts:
+        raise UserError(f"{p}: no text lines; one text per line")
+    return texts
+
+
+def seeded_sample(items: Sequence[Any], k: int, seed: int) -> list[Any]:
+    return random.Random(seed).sample(list(items), min(k, len(items)))

