@@ -21,7 +21,7 @@ from taskembed.metrics import baselines
 from taskembed.modeling import load_classifier
 from taskembed.plan import LrPlan, apply_freezing, build_plan
 from taskembed.predict import Classifier
-from taskembed.train import distributed, evaluate_encoded, fit, use_bf16
+from taskembed.loop import distributed, evaluate_encoded, fit, seed_everything, use_bf16
 
 
 @dataclass
@@ -77,6 +77,7 @@ def train(
     say(_data_summary(splits))
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
+    seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
     model, tokenizer = load_classifier(cfg.model, splits.labels)
     lr_plan = make_plan(cfg, model)
     if cfg.train.freeze_layers > lr_plan.num_layers:

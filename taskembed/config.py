@@ -222,7 +222,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         arg = args[i]
         if not arg.startswith("--") or len(arg) == 2:
             raise UserError(f"unexpected argument '{arg}': overrides look like --section.key value (e.g. --train.lr 1e-4)")
-        key = arg[2:].replace("-", "_")
+        key = arg[2:]
         if "=" in key:
             key, raw = key.split("=", 1)
             i += 1
@@ -232,6 +232,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         else:
             raw = "true"
             i += 1
+        key = key.replace("-", "_")  # --max-length reads as max_length
         try:
             out[key] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

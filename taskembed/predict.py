@@ -17,7 +17,7 @@ import torch
 from taskembed.data import encode
 from taskembed.errors import UserError
 from taskembed.modeling import load_trained
-from taskembed.train import predict_logits
+from taskembed.loop import predict_logits
 
 
 class Classifier:

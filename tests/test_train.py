@@ -1,0 +1,151 @@
+"""End to end on the tiny model: train, save, reload, predict like `pipeline`, evaluate, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import taskembed
+from taskembed.cli import main
+from tests.conftest import make_rows
+
+EXPECTED_FILES = {
+    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "training_config.json", "lr_plan.json",
+    "metrics.json", "run.json", "log.jsonl", "README.md", "confusion_matrix_validation.png", "confusion_matrix_test.png",
+    "learning_curves.png",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One tiny training run shared by the read-only tests of this module."""
+    import csv
+
+    root = tmp_path_factory.mktemp("trained")
+    for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", make_rows(60, seed=2))):
+        with (root / name).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["text", "label"])
+            w.writeheader()
+            w.writerows(rows)
+    overrides = {
+        "data.source": str(root / "train.csv"), "data.test": str(root / "test.csv"), "data.max_length": 32,
+        "model.name": str(tiny_model_dir), "output.dir": str(root / "model"),
+        "train.epochs": 8, "train.batch_size": 16, "train.lr": 3e-3, "train.head_lr": 5e-3, "train.bf16": "off",
+    }
+    result = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+    return root, result
+
+
+def test_output_folder_contract(trained):
+    root, result = trained
+    folder = result.output_dir
+    assert EXPECTED_FILES <= {p.name for p in folder.iterdir()}
+    # No pickle anywhere: only safetensors weights, JSON/PNG/Markdown metadata, tokenizer text files.
+    assert not [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "neg", "1": "pos"} and cfg["label2id"] == {"neg": 0, "pos": 1}
+    run = json.loads((folder / "run.json").read_text())
+    assert len(run["data"]["fingerprint"]) == 64 and run["seed"] == 0 and "torch" in run["versions"]
+    plan = json.loads((folder / "lr_plan.json").read_text())
+    assert [g["name"] for g in plan["groups"]] == ["embeddings", "layer.1", "layer.2", "head"]
+    assert "| test | **fine-tuned** |" in (folder / "README.md").read_text()
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert {e["kind"] for e in log} == {"train", "eval"} and all(e["loss"] == e["loss"] for e in log)
+    # no stray temporary folder beside the output
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_it_learns_the_easy_task(trained):
+    _, result = trained
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    assert result.metrics["test"]["accuracy"] > result.baselines["test"]["majority"]["accuracy"]
+
+
+def test_pipeline_gives_the_same_labels_and_scores(trained):
+    from transformers import pipeline
+
+    _, result = trained
+    texts = ["superb charming film", "dull boring plot", "the actor", "great " * 40]
+    ours = taskembed.load(result.output_dir).predict(texts)
+    pipe = pipeline("text-classification", model=str(result.output_dir), top_k=None)
+    for mine, theirs in zip(ours, pipe(texts, truncation=True, max_length=32)):
+        ref = {d["label"]: d["score"] for d in theirs}
+        assert set(ref) == {"neg", "pos"}
+        assert mine["label"] == max(ref, key=ref.get)
+        for label, score in ref.items():
+            assert mine["scores"][label] == pytest.approx(score, abs=1e-5)
+
+
+def test_evaluate_matches_training_metrics(trained):
+    root, result = trained
+    m = taskembed.evaluate(result.output_dir, str(root / "test.csv"))
+    assert m["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
+    assert m["n"] == 60
+
+
+def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
+    _, result = trained
+    src = tmp_path / "in.txt"
+    src.write_text("superb charming\n\ndull boring\n")
+    assert main(["predict", str(result.output_dir), "--file", str(src), "--out", str(tmp_path / "p.jsonl")]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [x["text"] for x in lines] == ["superb charming", "dull boring"]
+    assert all(abs(sum(x["scores"].values()) - 1) < 1e-5 for x in lines)
+    assert main(["predict", str(result.output_dir), "superb", "--out", str(tmp_path / "p.csv")]) == 0
+    header = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert header == "text,label,score,score_neg,score_pos"
+
+
+def test_cli_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):
+    _, result = trained
+    assert main(["predict", str(tmp_path / "missing"), "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "model folder not found" in err and "\n" not in err
+    assert main(["train", "--train.lr", "-1", "--epoch", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean 'epochs'" in err and "train.lr must be > 0" in err and "\n" not in err
+
+
+def test_existing_output_dir_is_refused_before_training(trained, capsys):
+    root, result = trained
+    assert main(["train", "--data.source", str(root / "train.csv"), "--output.dir", str(result.output_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_training_is_repeatable_on_cpu(tiny_overrides, write_csv, tmp_path):
+    path = write_csv(make_rows(64, seed=5))
+    overrides = {**tiny_overrides, "data.source": str(path), "train.epochs": 1, "output.baselines": False}
+    weights = []
+    for run in ("a", "b"):
+        res = taskembed.train(None, {**overrides, "output.dir": str(tmp_path / run)}, progress=False, echo=lambda _m: None)
+        from safetensors.torch import load_file
+
+        weights.append(load_file(res.output_dir / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_sentence_pairs_and_early_stopping(tiny_overrides, write_csv):
+    rows = [{"premise": r["text"], "hypothesis": "the film", "label": r["label"]} for r in make_rows(80, seed=7)]
+    path = write_csv(rows)
+    overrides = {**tiny_overrides, "data.source": str(path), "data.text_column": "premise", "data.text_pair_column": "hypothesis",
+                 "train.epochs": 6, "train.eval_every": 2, "train.early_stopping_patience": 1, "train.lr": 1e-6, "train.head_lr": 1e-6}
+    res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+    log = [json.loads(x) for x in (res.output_dir / "log.jsonl").read_text().splitlines()]
+    evals = [e for e in log if e["kind"] == "eval"]
+    run = json.loads((res.output_dir / "run.json").read_text())
+    # With rates this small the score cannot improve for long: early stopping must end the run before 6 epochs.
+    assert run["stopped_early"] is True
+    assert evals[-1]["step"] < 6 * (72 // 16)
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
+    path = write_csv(make_rows(64, seed=3))
+    args = ["train", "--data.source", str(path)] + [f"--{k}={v}" for k, v in tiny_overrides.items()]
+    args += ["--train.lr=1e30", "--train.head_lr=1e30", "--train.max_grad_norm=0", "--train.warmup_ratio=0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is not finite" in err and "step " in err and "rates were" in err
+    assert not (tiny_overrides["output.dir"] and __import__("pathlib").Path(tiny_overrides["output.dir"]).exists())
