@@ -95,7 +95,7 @@ def train(
 
     metrics = {s: evaluate_encoded(model, encoded[s], splits.labels, pad_id, device) for s in ("validation", "test") if s in encoded}
     base = None
-    if cfg.output.baselines:
+    if cfg.output.baselines and rank == 0:
         tr = splits.frames["train"]
         base = baselines(_joined(tr), [splits.label2id[x] for x in tr["label"]],
                          {s: (_joined(splits.frames[s]), encoded[s].labels) for s in metrics}, splits.labels, cfg.train.seed)
@@ -117,12 +117,14 @@ def train(
             "samples_per_second": st.samples_seen / max(result.seconds, 1e-9),
             "tokens_per_second": st.tokens_seen * world / max(result.seconds, 1e-9),
             "stopped_early": result.stopped_early,
+            "world_size": world,
             "data": {"fingerprint": splits.fingerprint(), "origin": splits.origin, "summary": splits.summary(),
                      "truncated": {s: e.truncated for s, e in encoded.items()}},
         }
         artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log)
     if world > 1:
-        torch.distributed.barrier()
+        torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
+        torch.distributed.destroy_process_group()
     return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
 
 

