@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -184,15 +185,19 @@ def _coerce(value: Any, hint: Any) -> Any:
             return value
         raise ValueError(f"must be an integer (got {value!r})")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept it.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ValueError(f"must be a number (got {value!r})")
+        # inf would pass every range check (epochs: inf never ends); no option means anything by it.
+        if number is not None and math.isfinite(number):
+            return number
+        raise ValueError(f"must be a finite number (got {value!r})")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -267,8 +272,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             raise UserError(f"{p}: config file not found; list the shipped ones with `ls configs/`")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{p}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(f"{p}: not valid YAML ({first}); fix the file's syntax") from None
         if loaded is None:

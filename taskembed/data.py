@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import random
@@ -47,13 +48,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(p)
         except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
             raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
+    data = p.read_bytes()
+    # Before decoding: most binary files (xlsx, zip, gzip) are not valid UTF-8 either, and
+    # "re-save as UTF-8" would be the wrong advice for them.
+    if b"\x00" in data:
+        raise UserError(f"{p}: contains NUL bytes, so it looks binary (or UTF-16), not {suffix[1:].upper()}; export it as UTF-8 text")
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise UserError(f"{p}: line {line} is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
-    if "\x00" in text:
-        raise UserError(f"{p}: contains NUL bytes, so it looks binary, not {suffix[1:].upper()}; check the file")
     if suffix in (".csv", ".tsv"):
         return _read_delimited(p, text, "," if suffix == ".csv" else "\t")
     if suffix == ".jsonl":
@@ -64,11 +68,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     # The csv module (not pandas) so that a ragged row is an error naming its line, instead of
     # pandas silently filling missing fields with NaN.
+    # newline="" splits records on \n and \r only: str.splitlines would also break unquoted fields at
+    # U+2028, form feeds and the like, which csv writers (pandas included) do not quote.
     csv.field_size_limit(1 << 30)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows, start = [], 1
     try:
-        rows = list(csv.reader(text.splitlines(keepends=True), delimiter=delimiter, strict=True))
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise UserError(f"{p}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
+        raise UserError(f"{p}: line {start}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
     rows = [r for r in rows if r]  # blank lines carry nothing
     if not rows:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
@@ -89,7 +99,8 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
 
 def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
     records = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    # Split on \n only: JSON strings may hold a raw U+2028, which str.splitlines treats as a line break.
+    for i, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -234,9 +245,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
             if _is_null(v):
                 raise UserError(f"{where}: row {i}: column '{col}' is empty (null); fill it or drop the row")
             if not isinstance(v, str):
-                raise UserError(f"{where}: row {i}: column '{col}' holds a {type(v).__name__} ({str(v)[:40]!r}), not text; quote it or fix the column")
+                raise UserError(f"{where}: row {i}: column '{col}' holds {repr(v)[:40]} ({type(v).__name__}), not text; quote it or fix the column")
             if not v.strip():
-                raise UserError(f"{where}: row {i}: column '{col}' is an empty string; fill it or drop the row")
+                raise UserError(f"{where}: row {i}: column '{col}' is empty or only whitespace; fill it or drop the row")
         out[key] = values
     labels = []
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
@@ -295,16 +306,33 @@ class Splits:
 
 
 def _carve(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import train_test_split
+    """Stratified and seeded: each class gives its share of the carved rows (largest remainder first).
 
+    Every class keeps at least one training row, whatever the seed: a label that only the carved
+    split holds is an error in load_splits, and a rare class must not make the split a lottery.
+    """
     n_out = max(1, round(len(df) * fraction))
     if len(df) - n_out < 2:
         raise UserError(f"{where}: only {len(df)} examples, too few to carve a {fraction:.0%} split; add data or give a validation file")
-    counts = df["label"].value_counts()
-    # Stratify when every class can appear on both sides; a class with a single example cannot.
-    stratify = df["label"] if counts.min() >= 2 and n_out >= len(counts) else None
-    keep, out = train_test_split(df, test_size=n_out, random_state=seed, stratify=stratify, shuffle=True)
-    return keep.reset_index(drop=True), out.reset_index(drop=True)
+    groups = {label: list(ix) for label, ix in df.groupby("label", sort=True).indices.items()}
+    share = {c: len(ix) * n_out / len(df) for c, ix in groups.items()}
+    take = {c: min(int(share[c]), len(ix) - 1) for c, ix in groups.items()}
+    while (short := n_out - sum(take.values())) > 0:
+        room = sorted((c for c in groups if take[c] < len(groups[c]) - 1), key=lambda c: take[c] - share[c])
+        if not room:
+            raise UserError(
+                f"{where}: {len(df)} examples in {len(groups)} classes are too few to carve a {fraction:.0%} split "
+                "that leaves every class in training; lower the fraction or give a validation file"
+            )
+        for c in room[:short]:
+            take[c] += 1
+    rng = random.Random(seed)
+    out = set()
+    for c, ix in groups.items():
+        rng.shuffle(ix)
+        out.update(ix[: take[c]])
+    mask = [i in out for i in range(len(df))]
+    return df[[not m for m in mask]].reset_index(drop=True), df[mask].reset_index(drop=True)
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -317,11 +345,14 @@ def load_splits(cfg: DataConfig) -> Splits:
     src = origin.get("train") or cfg.source
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
         frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed).reset_index(drop=True)
-    if "test" not in frames and cfg.test_fraction > 0:
+    carved_test = "test" not in frames and cfg.test_fraction > 0
+    if carved_test:
         frames["train"], frames["test"] = _carve(frames["train"], cfg.test_fraction, cfg.split_seed, src)
         origin["test"] = f"{src} (carved {cfg.test_fraction:.0%} of train, seed {cfg.split_seed})"
     if "validation" not in frames and cfg.validation_fraction > 0:
-        frames["train"], frames["validation"] = _carve(frames["train"], cfg.validation_fraction, cfg.split_seed, src)
+        # Both fractions are shares of the data as given, so carving test first must not shrink validation.
+        share = cfg.validation_fraction / (1 - cfg.test_fraction) if carved_test else cfg.validation_fraction
+        frames["train"], frames["validation"] = _carve(frames["train"], share, cfg.split_seed, src)
         origin["validation"] = f"{src} (carved {cfg.validation_fraction:.0%} of train, seed {cfg.split_seed})"
 
     train_labels = set(frames["train"]["label"])

@@ -1,0 +1,253 @@
+"""The typed config: shipped files, defaults, every problem in one line, CLI overrides, YAML pitfalls."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from taskembed import config as config_module
+from taskembed.config import SECTIONS, Config, DataConfig, TrainConfig, config_from_dict, field_docs, load_config, parse_overrides
+from taskembed.errors import UserError
+
+ROOT = Path(__file__).parent.parent
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def problems(raw=None, overrides=None) -> str:
+    """The message of the UserError a config raises; it must be a single line."""
+    with pytest.raises(UserError) as info:
+        config_from_dict(raw or {}, overrides)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --- shipped configs and defaults -------------------------------------------------------------
+
+
+def test_configs_folder_is_not_empty():
+    assert (ROOT / "configs" / "sentiment.yaml") in SHIPPED
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_loads_and_round_trips(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_no_path_gives_the_valid_defaults():
+    cfg = load_config()
+    assert cfg == Config()
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_option_is_documented_on_one_line():
+    for name, cls in SECTIONS.items():
+        docs = field_docs(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert sorted(docs) == sorted(fields), name
+        for key in fields:
+            assert docs[key].strip() and "\n" not in docs[key], f"{name}.{key}"
+    assert field_docs(TrainConfig)["lr"] == "Learning rate of the top encoder layer."
+
+
+def test_bare_keys_are_unique_across_sections():
+    # A bare override (--epochs 2) resolves only when one section owns the key.
+    names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names))
+
+
+# --- problems, all at once, on one line --------------------------------------------------------
+
+
+def test_unknown_keys_and_sections_suggest_the_right_name():
+    msg = problems({"trian": {"lr": 1e-4}, "train": {"epoch": 2}, "data": {"text_colum": "review"}})
+    assert msg.startswith("config: 3 problems: ")
+    assert "unknown section 'trian'; did you mean 'train'?" in msg
+    assert "unknown key 'train.epoch'; did you mean 'epochs'?" in msg
+    assert "unknown key 'data.text_colum'; did you mean 'text_column'?" in msg
+
+
+def test_wrong_types_are_named_with_the_value():
+    msg = problems({"train": {"batch_size": "many", "lr": True}, "data": {"source": ["a.csv", "b.csv"]}})
+    assert msg.startswith("config: 3 problems: ")
+    assert "train.batch_size must be an integer (got 'many')" in msg
+    assert "train.lr must be a finite number (got True)" in msg
+    assert "data.source must be a string (got ['a.csv', 'b.csv'])" in msg
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", "inf", ".nan"])
+def test_non_finite_numbers_are_refused(value):
+    import yaml
+
+    msg = problems({"train": {"epochs": yaml.safe_load(value)}})
+    assert "1 problem: train.epochs must be a finite number" in msg
+
+
+def test_contradictions_are_reported_together():
+    msg = problems(
+        {
+            "train": {"lr": 0, "layer_decay": 0, "warmup_ratio": 1},
+            "data": {"validation_fraction": 0.5, "test_fraction": 0.5, "text_pair_column": "text"},
+        }
+    )
+    assert msg.startswith("config: 5 problems: ")
+    for piece in (
+        "train.lr must be > 0 (got 0.0)",
+        "train.layer_decay must be in (0, 1] (got 0.0)",
+        "train.warmup_ratio must be in [0, 1) (got 1.0)",
+        "data.validation_fraction + data.test_fraction must leave training data (< 1)",
+        "data.text_pair_column must differ from data.text_column",
+    ):
+        assert piece in msg
+
+
+@pytest.mark.parametrize(
+    "raw, piece",
+    [
+        ({"train": {"lr": -1e-5}}, "train.lr must be > 0 (got -1e-05)"),
+        ({"train": {"layer_decay": 1.5}}, "train.layer_decay must be in (0, 1] (got 1.5)"),
+        ({"data": {"label_column": "text"}}, "data.label_column must differ from the text columns"),
+        ({"data": {"text_pair_column": "label"}}, "data.label_column must differ from the text columns"),
+        ({"data": {"validation_fraction": 0.7, "test_fraction": 0.3}}, "must leave training data"),
+    ],
+)
+def test_single_contradiction(raw, piece):
+    msg = problems(raw)
+    assert msg.startswith("config: 1 problem: ") and piece in msg
+
+
+def test_type_errors_and_contradictions_and_overrides_in_one_message():
+    msg = problems({"train": {"batch_size": "x"}}, {"train.lr": -1, "epoch": 2})
+    assert msg.startswith("config: 3 problems: ")
+    assert "unknown option 'epoch'; did you mean 'epochs'?" in msg
+    assert "train.batch_size must be an integer" in msg and "train.lr must be > 0" in msg
+
+
+def test_load_config_names_the_file_in_the_message(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("train:\n  lr: -1\n  layer_decay: 2\n  schedule: stepwise\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: 3 problems: ") and "\n" not in msg
+    assert "train.schedule must be one of linear, cosine, constant (got 'stepwise')" in msg
+
+
+# --- CLI overrides ------------------------------------------------------------------------------
+
+
+def test_override_forms():
+    assert parse_overrides(["--train.lr", "1e-4", "--lr=2e-4", "--output.overwrite", "--max-length", "64"]) == {
+        "train.lr": "1e-4",  # YAML 1.1 reads it as a string; load_config turns it into a float
+        "lr": "2e-4",
+        "output.overwrite": True,
+        "max_length": 64,
+    }
+
+
+def test_override_values_are_yaml_scalars():
+    got = parse_overrides(["--model.revision", "null", "--output.baselines", "false", "--train.bf16", "off", "--train.epochs", "2.5"])
+    assert got == {"model.revision": None, "output.baselines": False, "train.bf16": False, "train.epochs": 2.5}
+    cfg = load_config(overrides=got)
+    assert cfg.model.revision is None and cfg.output.baselines is False and cfg.train.bf16 == "off" and cfg.train.epochs == 2.5
+
+
+def test_override_value_with_dashes_stays_intact():
+    assert parse_overrides(["--model.name=/tmp/a-b", "--output.dir", "runs/my-run", "--train.lr", "-1"]) == {
+        "model.name": "/tmp/a-b",
+        "output.dir": "runs/my-run",
+        "train.lr": -1,
+    }
+    cfg = load_config(overrides=parse_overrides(["--model.name=/tmp/a-b", "--data.text-column=review-text"]))
+    assert cfg.model.name == "/tmp/a-b" and cfg.data.text_column == "review-text"
+
+
+def test_bare_keys_resolve_to_their_section():
+    cfg = load_config(overrides=parse_overrides(["--epochs", "2", "--lr=1e-4", "--max-length", "64", "--overwrite"]))
+    assert cfg.train.epochs == 2.0 and cfg.train.lr == 1e-4 and cfg.data.max_length == 64 and cfg.output.overwrite is True
+
+
+def test_ambiguous_bare_key_names_both_sections(monkeypatch):
+    @dataclasses.dataclass
+    class Extra:
+        lr: float = 0.1
+        """A second option called lr."""
+
+    monkeypatch.setitem(SECTIONS, "extra", Extra)
+    found: list[str] = []
+    assert config_module._resolve_key("lr", found) is None
+    assert found == ["'lr' is ambiguous: write one of train.lr, extra.lr"]
+
+
+@pytest.mark.parametrize("args", [["train.lr", "1e-4"], ["--epochs", "2", "3"], ["--"], ["-lr", "1"]])
+def test_argument_without_dashes_is_a_user_error(args):
+    with pytest.raises(UserError, match=r"unexpected argument '.*': overrides look like --section.key value"):
+        parse_overrides(args)
+
+
+def test_override_with_unknown_section_suggests_one():
+    msg = problems(overrides={"trian.lr": 1e-4})
+    assert msg == "config: 1 problem: unknown section 'trian' in 'trian.lr'; did you mean 'train'?"
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("train:\n  epochs: 3\ndata:\n  source: a.csv\n")
+    cfg = load_config(path, {"train.epochs": 1, "data.source": "b.csv"})
+    assert cfg.train.epochs == 1.0 and cfg.data.source == "b.csv"
+
+
+# --- YAML files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, content, piece",
+    [
+        ("invalid.yaml", "train:\n  lr: [1e-4\n", "not valid YAML"),
+        ("list.yaml", "- train\n- data\n", "a config must be a mapping of sections"),
+        ("scalar.yaml", "just words\n", "a config must be a mapping of sections"),
+        ("latin1.yaml", "# r\u00e9glages\ntrain:\n  lr: 1.0e-4\n".encode("latin-1"), "not UTF-8 text (byte 3); re-save the file as UTF-8"),
+        ("section.yaml", "train: 3\n", "section 'train' must be a mapping of keys"),
+    ],
+)
+def test_yaml_file_problems_name_the_file(tmp_path, name, content, piece):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ") and piece in msg and "\n" not in msg
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match=r"missing\.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_empty_file_means_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing set\n")
+    assert load_config(path) == Config()
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  head_lr: 5E-3\n  epochs: 2\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.head_lr == 5e-3 and cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+
+
+def test_yaml_on_off_reads_as_the_literal(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("train:\n  bf16: on\n")
+    assert load_config(path).train.bf16 == "on"
+
+
+def test_null_keeps_optional_fields_empty():
+    cfg = config_from_dict({"data": {"validation": None, "max_train_samples": None}, "model": None})
+    assert cfg.data == DataConfig()

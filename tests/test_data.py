@@ -1,0 +1,357 @@
+"""Data in: the validation matrix (one clear line per bad input), formats, splits, labels, batches.
+
+The malformed inputs live as small files in tests/data/bad/ (byte-exact: BOM, CRLF, latin-1,
+NUL); the ones that are binary or large are written here into tmp_path instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from taskembed.config import DataConfig
+from taskembed.data import collate, encode, eval_batches, load_splits, read_table, sort_labels, train_batches
+from taskembed.errors import UserError
+from tests.conftest import make_rows
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def user_error(source: str | Path, **options) -> str:
+    """The one-line UserError that loading `source` raises (no carving unless asked for)."""
+    options.setdefault("validation_fraction", 0.0)
+    with pytest.raises(UserError) as info:
+        load_splits(DataConfig(source=str(source), **options))
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --- the bad-input matrix -----------------------------------------------------------------------
+
+# (file in tests/data/bad, DataConfig options, pieces the message must hold besides the file name)
+BAD_FILES = [
+    ("ragged_extra_field.csv", {}, ["row 3 has 3 fields but the header has 2", "quote fields that contain ','"]),
+    ("ragged_missing_field.csv", {}, ["row 2 has 1 fields but the header has 2", "or fix the row"]),
+    ("ragged.tsv", {}, ["row 2 has 3 fields but the header has 2", "quote fields that contain 'TAB'"]),
+    ("tabs_in.csv", {}, ["header has a single column", "contains tabs", "use the matching extension (.csv for commas, .tsv for tabs)"]),
+    ("commas_in.tsv", {}, ["header has a single column 'text,label' but contains commas", "use the matching extension"]),
+    ("unclosed_quote.csv", {}, ["line 3: malformed CSV (unexpected end of data)", "check the quoting"]),
+    ("stray_quote.csv", {}, ["line 3: malformed CSV", "check the quoting"]),
+    ("empty.csv", {}, ["file is empty; it needs a header row and at least one example"]),
+    ("blank_lines.jsonl", {}, ["no records; one JSON object per line"]),
+    ("header_only.csv", {}, ["has a header but no rows; add examples"]),
+    ("duplicate_header.csv", {}, ["column 'text' appears twice in the header; rename one"]),
+    ("txt_column.csv", {}, ["no column 'text' (columns: txt, label)", "did you mean 'txt'? set it with --data.text_column txt"]),
+    ("capital_text_column.jsonl", {}, ["no column 'text' (columns: Text, label)", "did you mean 'Text'? set it with --data.text_column Text"]),
+    ("no_label_column.csv", {}, ["no column 'label' (columns: text, category)", "set --data.label_column to one of them"]),
+    ("txt_column.csv", {"text_column": "txt", "text_pair_column": "hypothesis"}, ["no column 'hypothesis'", "set --data.text_pair_column"]),
+    ("number_as_text.jsonl", {}, ["row 2: column 'text' holds 42 (int), not text", "quote it or fix the column"]),
+    ("missing_text_key.jsonl", {}, ["row 3: column 'text' is empty (null)", "fill it or drop the row"]),
+    ("invalid_line.jsonl", {}, ["line 3 is not valid JSON", "one JSON object per line"]),
+    ("array_line.jsonl", {}, ["line 2 is a JSON list, not an object"]),
+    ("null_label.jsonl", {}, ["row 2: label column 'label' is empty", "every example needs a label (drop the row or label it)"]),
+    ("empty_label.csv", {}, ["row 2: label column 'label' is empty", "drop the row or label it"]),
+    ("invalid.json", {}, ["not valid JSON (line 4:", "for one object per line use .jsonl"]),
+    ("object.json", {}, ["expected a JSON list of objects (records); got dict"]),
+    ("empty_list.json", {}, ["the list of records is empty"]),
+    ("list_label.json", {}, ["row 1: label ['pos', 'funny'] is not a single class name or number", "multi-label data is not supported"]),
+    ("empty_text.csv", {}, ["row 2: column 'text' is empty or only whitespace", "fill it or drop the row"]),
+    ("whitespace_text.csv", {}, ["row 3: column 'text' is empty or only whitespace", "fill it or drop the row"]),
+    ("single_class.csv", {}, ["every training example has the label 'pos'", "needs at least two classes"]),
+    ("latin1.csv", {}, ["line 3 is not valid UTF-8 (byte 43)", "re-save the file as UTF-8"]),
+    ("utf16.csv", {}, ["contains NUL bytes, so it looks binary (or UTF-16), not CSV", "export it as UTF-8 text"]),
+    ("binary.csv", {}, ["contains NUL bytes, so it looks binary", "export it as UTF-8 text"]),
+]
+
+
+@pytest.mark.parametrize("name, options, pieces", BAD_FILES, ids=[f"{c[0]}{'+' if c[1] else ''}" for c in BAD_FILES])
+def test_bad_file_gives_one_clear_line(name, options, pieces):
+    path = BAD / name
+    msg = user_error(path, **options)
+    assert msg.startswith(f"{path}: ")
+    for piece in pieces:
+        assert piece in msg
+
+
+def test_bad_file_given_as_the_test_split_is_named(write_csv):
+    train = write_csv(make_rows(20))
+    msg = user_error(train, test=str(BAD / "latin1.csv"))
+    assert msg.startswith(f"{BAD / 'latin1.csv'}: line 3 is not valid UTF-8")
+
+
+def test_label_only_in_the_test_split(write_csv):
+    train = write_csv(make_rows(20))
+    msg = user_error(train, test=str(BAD / "unseen_label_test.csv"))
+    assert msg == f"{BAD / 'unseen_label_test.csv'}: row 3: label 'neutral' never occurs in training; add training examples or drop these rows"
+
+
+def test_folder_given_as_validation_file(write_csv):
+    msg = user_error(write_csv(make_rows(20)), validation=str(BAD))
+    assert msg.startswith(f"{BAD}: is a folder; give a data file")
+
+
+def test_nan_label_in_parquet(tmp_path):
+    path = tmp_path / "labels.parquet"
+    pd.DataFrame({"text": ["superb", "dull", "boring"], "label": [1.0, float("nan"), 0.0]}).to_parquet(path)
+    msg = user_error(path)
+    assert msg == f"{path}: row 2: label column 'label' is empty; every example needs a label (drop the row or label it)"
+
+
+def test_corrupt_parquet(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_text("text,label\nsuperb,pos\n")
+    assert "not a readable Parquet file" in user_error(path) and "re-export it" in user_error(path)
+
+
+def test_unsupported_extension(tmp_path):
+    path = tmp_path / "reviews.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    assert user_error(path) == f"{path}: unsupported file type '.xlsx'; use .csv, .tsv, .json, .jsonl or .parquet"
+
+
+def test_missing_file(tmp_path):
+    assert user_error(tmp_path / "nope.csv").startswith(f"{tmp_path / 'nope.csv'}: file not found; check the path")
+    with pytest.raises(UserError, match="file not found"):
+        read_table(tmp_path / "nope.jsonl")
+
+
+def test_folder_that_is_not_a_saved_dataset():
+    assert user_error(BAD).startswith(f"{BAD}: folder is not a datasets.save_to_disk folder")
+
+
+# --- awkward but valid inputs --------------------------------------------------------------------
+
+
+def test_utf8_bom_is_stripped_from_the_header():
+    df = read_table(BAD / "bom.csv")
+    assert list(df.columns) == ["text", "label"] and df["text"].tolist() == ["superb film", "dull plot"]
+
+
+def test_unquoted_line_separator_and_form_feed_stay_inside_their_field():
+    # Python's csv writer (and pandas) leave U+2028 and \f unquoted: they are not record breaks.
+    df = read_table(BAD / "line_separator.csv")
+    assert df["text"].tolist() == ["superb\u2028film", "dull\x0cplot"]
+
+
+def test_crlf_and_quoted_newline():
+    df = read_table(BAD / "crlf.csv")
+    assert df["text"].tolist() == ["superb\r\nfilm", "dull plot"] and df["label"].tolist() == ["pos", "neg"]
+
+
+def test_jsonl_string_with_raw_line_separator(tmp_path):
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps({"text": "a\u2028b", "label": "pos"}, ensure_ascii=False) + "\r\n" + '{"text": "c", "label": "neg"}\n', encoding="utf-8")
+    assert read_table(path)["text"].tolist() == ["a\u2028b", "c"]
+
+
+def test_two_megabyte_field_loads(tmp_path):
+    big = "great " * 350_000
+    path = tmp_path / "huge.csv"
+    path.write_text(f'text,label\n"{big}",pos\ndull,neg\n', encoding="utf-8")
+    df = read_table(path)
+    assert len(df) == 2 and df["text"][0] == big and len(big) > 2_000_000
+
+
+# --- formats ---------------------------------------------------------------------------------------
+
+
+def test_every_format_loads_the_same_rows(tmp_path, rows):
+    expected = pd.DataFrame(rows)
+    paths = {fmt: tmp_path / f"data.{fmt}" for fmt in ("csv", "tsv", "json", "jsonl", "parquet")}
+    expected.to_csv(paths["csv"], index=False)
+    expected.to_csv(paths["tsv"], index=False, sep="\t")
+    paths["json"].write_text(json.dumps(rows))
+    paths["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    expected.to_parquet(paths["parquet"])
+    prints = set()
+    for fmt, path in paths.items():
+        pd.testing.assert_frame_equal(read_table(path), expected, obj=fmt)
+        splits = load_splits(DataConfig(source=str(path), validation_fraction=0.0))
+        assert splits.labels == ["neg", "pos"] and len(splits.frames["train"]) == len(rows)
+        prints.add(splits.fingerprint())
+    assert len(prints) == 1
+
+
+def test_json_wrapped_in_one_key(tmp_path):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"data": [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]}))
+    assert read_table(path)["label"].tolist() == ["x", "y"]
+
+
+def test_save_to_disk_folder_gives_label_names(tmp_path):
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    rows = make_rows(30)
+    ids = [0 if r["label"] == "neg" else 1 for r in rows]
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": [r["text"] for r in rows[:24]], "label": ids[:24]}, features=features),
+            "dev": datasets.Dataset.from_dict({"text": [r["text"] for r in rows[24:]], "label": ids[24:]}, features=features),
+        }
+    ).save_to_disk(str(folder))
+    splits = load_splits(DataConfig(source=str(folder)))
+    assert splits.labels == ["neg", "pos"]
+    assert set(splits.frames) == {"train", "validation"}  # "dev" is the validation split, nothing carved
+    assert splits.frames["validation"]["label"].tolist() == [r["label"] for r in rows[24:]]
+    assert splits.origin["train"] == str(folder)
+
+
+# --- labels ----------------------------------------------------------------------------------------
+
+
+def test_label_map_is_sorted_and_numeric_labels_sort_as_numbers(write_csv):
+    rows = [{"text": f"text {i}", "label": str(label)} for i, label in enumerate([10, 2, 1, 2, 10, 1])]
+    splits = load_splits(DataConfig(source=str(write_csv(rows)), validation_fraction=0.0))
+    assert splits.labels == ["1", "2", "10"] and splits.label2id == {"1": 0, "2": 1, "10": 2}
+    assert sort_labels({"pos", "neg", "Neutral"}) == ["Neutral", "neg", "pos"]
+    assert sort_labels({"10", "2", "b"}) == ["10", "2", "b"]  # not all numeric: plain string order
+
+
+def test_int_and_float_labels_are_the_same_class(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": v}) + "\n" for i, v in enumerate([1, 1.0, 0, 0.0, 1])))
+    assert load_splits(DataConfig(source=str(path), validation_fraction=0.0)).labels == ["0", "1"]
+    # a float column (Parquet) for train and a CSV with "0"/"1" for test agree on the classes
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, 0.0, 1.0]}).to_parquet(train)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\ne,1\nf,0\n")
+    splits = load_splits(DataConfig(source=str(train), test=str(test), validation_fraction=0.0))
+    assert splits.labels == ["0", "1"] and splits.frames["test"]["label"].tolist() == ["1", "0"]
+
+
+# --- carved splits -------------------------------------------------------------------------------
+
+
+def _three_classes(write_csv, per_class=20):
+    rows = [{"text": f"{label} example {i}", "label": label} for i in range(per_class) for label in ("a", "b", "c")]
+    return write_csv(rows), rows
+
+
+def test_carved_validation_is_stratified_and_seeded(write_csv):
+    path, rows = _three_classes(write_csv)
+    first = load_splits(DataConfig(source=str(path), validation_fraction=0.1, split_seed=1))
+    again = load_splits(DataConfig(source=str(path), validation_fraction=0.1, split_seed=1))
+    other = load_splits(DataConfig(source=str(path), validation_fraction=0.1, split_seed=2))
+    val = first.frames["validation"]
+    assert len(val) == 6 and val["label"].value_counts().to_dict() == {"a": 2, "b": 2, "c": 2}
+    assert first.frames["train"]["label"].value_counts().to_dict() == {"a": 18, "b": 18, "c": 18}
+    pd.testing.assert_frame_equal(val, again.frames["validation"])
+    assert set(val["text"]) != set(other.frames["validation"]["text"])
+    # nothing lost, nothing on both sides
+    assert sorted(first.frames["train"]["text"].tolist() + val["text"].tolist()) == sorted(r["text"] for r in rows)
+    assert "carved 10% of train, seed 1" in first.origin["validation"]
+
+
+def test_carved_test_and_validation_are_disjoint(write_csv):
+    path, rows = _three_classes(write_csv)
+    splits = load_splits(DataConfig(source=str(path), validation_fraction=0.1, test_fraction=0.2))
+    texts = [set(splits.frames[s]["text"]) for s in ("train", "validation", "test")]
+    assert len(texts[2]) == 12 and len(texts[0]) + len(texts[1]) == 48 and len(texts[1]) >= 4
+    assert set.union(*texts) == {r["text"] for r in rows} and sum(map(len, texts)) == len(rows)
+    assert splits.frames["test"]["label"].value_counts().to_dict() == {"a": 4, "b": 4, "c": 4}
+
+
+def test_rare_classes_always_keep_a_training_example(write_csv):
+    # A single example of 'c', and ten classes of two: no seed may carve a class out of training.
+    rows = [{"text": f"t{i}", "label": "a" if i < 50 else "b"} for i in range(99)] + [{"text": "only c", "label": "c"}]
+    rows += [{"text": f"pair {k} {j}", "label": f"k{k}"} for k in range(10) for j in range(2)]
+    path = write_csv(rows)
+    for seed in range(20):
+        splits = load_splits(DataConfig(source=str(path), validation_fraction=0.1, split_seed=seed))
+        assert set(splits.frames["train"]["label"]) == {r["label"] for r in rows}
+        assert len(splits.frames["validation"]) == 12
+
+
+def test_carving_more_than_the_classes_allow_is_a_user_error(write_csv):
+    rows = [{"text": f"t{i}", "label": str(i % 10)} for i in range(20)]
+    msg = user_error(write_csv(rows), validation_fraction=0.85)
+    assert "20 examples in 10 classes are too few to carve a 85% split" in msg and "give a validation file" in msg
+
+
+def test_max_train_samples_is_a_seeded_subset(write_csv, rows):
+    path = write_csv(rows)
+    cfg = DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=50)
+    a, b = load_splits(cfg), load_splits(cfg)
+    assert len(a.frames["train"]) == 50
+    pd.testing.assert_frame_equal(a.frames["train"], b.frames["train"])
+    assert set(a.frames["train"]["text"]) <= {r["text"] for r in rows}
+
+
+def test_fingerprint_is_stable_and_sees_one_label(write_csv, rows):
+    path = write_csv(rows)
+    cfg = DataConfig(source=str(path))
+    fp = load_splits(cfg).fingerprint()
+    assert len(fp) == 64 and load_splits(cfg).fingerprint() == fp
+    changed = [dict(r) for r in rows]
+    changed[7]["label"] = "pos" if changed[7]["label"] == "neg" else "neg"
+    assert load_splits(DataConfig(source=str(write_csv(changed, "changed.csv")))).fingerprint() != fp
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+def _padding(batches, lengths):
+    return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+
+def test_train_batches_are_a_seeded_length_grouped_permutation():
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 128) for _ in range(1000)]
+    batches = train_batches(lengths, 16, torch.Generator().manual_seed(0))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))
+    assert all(len(b) <= 16 for b in batches) and sum(len(b) < 16 for b in batches) <= -(-1000 // (16 * 64))
+    assert batches == train_batches(lengths, 16, torch.Generator().manual_seed(0))
+    assert batches != train_batches(lengths, 16, torch.Generator().manual_seed(1))
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()
+    random_batches = [order[j : j + 16] for j in range(0, 1000, 16)]
+    assert _padding(batches, lengths) < 0.1 * _padding(random_batches, lengths)
+
+
+def test_eval_batches_cover_every_index_within_the_token_budget():
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 120) for _ in range(500)] + [9000]  # one example longer than the budget
+    batches = eval_batches(lengths, max_tokens=1024, max_batch=32)
+    assert sorted(i for b in batches for i in b) == list(range(501))
+    for b in batches:
+        assert len(b) <= 32
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1024
+    assert [9000] in [[lengths[i] for i in b] for b in batches]
+
+
+def test_collate_pads_with_the_pad_id_and_masks_the_padding():
+    from taskembed.data import Encoded
+
+    enc = Encoded(input_ids=[[5, 6, 7], [8], [9, 10]], token_type_ids=[[0, 0, 0], [0], [0, 1]], labels=[1, 0, 1], truncated=0)
+    batch = collate(enc, [1, 0, 2], pad_id=3)
+    assert batch["input_ids"].tolist() == [[8, 3, 3], [5, 6, 7], [9, 10, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1], [1, 1, 0]]
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 0], [0, 1, 0]]
+    assert batch["labels"].tolist() == [0, 1, 1]
+    bare = collate(Encoded(input_ids=[[1, 2], [4]], token_type_ids=None, labels=None, truncated=0), [0, 1], pad_id=0)
+    assert set(bare) == {"input_ids", "attention_mask"}
+
+
+def test_encode_counts_truncated_texts_exactly(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [" ".join(["the film"] * n) for n in range(1, 20)]
+    full = [len(x) for x in tok(texts)["input_ids"]]
+    limit = 16
+    assert limit in full  # one text fits exactly: it is not truncated
+    enc = encode(tok, texts, labels=list(range(len(texts))), max_length=limit)
+    assert enc.truncated == sum(n > limit for n in full) > 0
+    assert enc.lengths == [min(n, limit) for n in full] and enc.labels == list(range(len(texts)))
+    pairs = ["the plot"] * len(texts)
+    full_pairs = [len(x) for x in tok(texts, pairs)["input_ids"]]
+    assert encode(tok, texts, pairs, max_length=limit).truncated == sum(n > limit for n in full_pairs)
