@@ -1,0 +1,38 @@
+"""The real default model (all-MiniLM-L6-v2 from its PyPI package) and real built-in data, briefly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import taskembed
+from taskembed.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+def test_plan_of_the_default_config(capsys):
+    assert main(["plan", str(ROOT / "configs" / "sentiment.yaml"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    groups = plan["groups"]
+    assert [g["name"] for g in groups] == ["embeddings", *[f"layer.{i}" for i in range(1, 7)], "head"]
+    rates = [g["lr"] for g in groups]
+    cfg = taskembed.load_config(ROOT / "configs" / "sentiment.yaml").train
+    # strictly decaying from the top layer down to the embeddings, which sit below layer 1
+    assert all(lower < upper for lower, upper in zip(rates[:-2], rates[1:-1]))
+    assert rates[6] == pytest.approx(cfg.lr) and rates[0] == pytest.approx(cfg.lr * cfg.layer_decay**6)
+    assert rates[-1] == pytest.approx(cfg.head_lr)
+    assert sum(g["n_params"] for g in groups) == plan["totals"]["n_params"] == 22_713_986
+
+
+def test_short_real_training_run(tmp_path):
+    overrides = {"data.max_train_samples": 96, "train.epochs": 1, "output.dir": str(tmp_path / "rt"), "output.baselines": False}
+    result = taskembed.train(ROOT / "configs" / "sentiment.yaml", overrides, progress=False, echo=lambda _m: None)
+    clf = taskembed.load(result.output_dir)
+    assert clf.labels == ["fresh", "rotten"]
+    pred = clf.predict(["An absolute delight from start to finish."])[0]
+    assert pred["label"] in clf.labels and abs(sum(pred["scores"].values()) - 1) < 1e-5
+    assert result.metrics["test"]["n"] == 1265
