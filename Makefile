@@ -33,3 +33,10 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Training/inference benchmark against the Hugging Face Trainer; writes docs/benchmarks/train-{cpu|gpu}-MODE.{md,json}.
+#   make bench MODE=quick   rotten_tomatoes, 512 examples, 1 epoch, 1 seed (a few minutes on a 2-core CPU)
+#   make bench              full: all datasets, full train splits, 3 epochs, 3 seeds (hours on a CPU; meant for a GPU box)
+# Extra options go in ARGS, e.g. ARGS="--threads 2 --systems taskembed,b1"; see python bench/train_bench.py --help.
+bench: install
+	BENCH_COMMAND="make bench MODE=$(or $(MODE),full)$(if $(ARGS), ARGS='$(ARGS)')" $(PY) bench/train_bench.py --mode $(or $(MODE),full) $(ARGS)

@@ -121,11 +121,36 @@ def train(
             "data": {"fingerprint": splits.fingerprint(), "origin": splits.origin, "summary": splits.summary(),
                      "truncated": {s: e.truncated for s, e in encoded.items()}},
         }
-        artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log)
+        extra = _embedding_report(cfg, splits, model, tokenizer, say) if cfg.output.embedding_report and "validation" in splits.frames else None
+        artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()
     return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
+
+
+def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callable[[str], None]) -> Callable[[Path], str]:
+    """A hook for artifacts.save: base vs tuned embeddings of the validation texts, written into the folder."""
+
+    def write(folder: Path) -> str:
+        from taskembed.compare import compare, report_markdown
+        from taskembed.embed import Embedder
+
+        val = splits.frames["validation"]
+        tuned = Embedder.from_model(model, tokenizer, name=str(cfg.output.dir), max_length=cfg.data.max_length)
+        report = compare(cfg.model.name, tuned, _joined(val), val["label"].tolist(), folder,
+                         max_texts=cfg.output.embedding_report_max_texts, seed=cfg.train.seed,
+                         data={"source": cfg.data.source, "split": "validation"})
+        b, t = report["base"], report["tuned"]
+
+        def pct(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:.1f}"
+
+        say(f"embeddings (validation): k-NN accuracy {pct(b['knn_accuracy'])} -> {pct(t['knn_accuracy'])}, "
+            f"linear probe {pct(b['linear_probe_accuracy'])} -> {pct(t['linear_probe_accuracy'])} (base -> tuned)")
+        return report_markdown(report)
+
+    return write
 
 
 def load(folder: str | Path, device: str | None = None) -> Classifier:

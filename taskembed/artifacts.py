@@ -14,7 +14,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from taskembed.errors import UserError
 
@@ -156,8 +156,12 @@ Files: `training_config.json` (the resolved config), `lr_plan.json`, `metrics.js
 """
 
 
-def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log: list[dict[str, Any]]) -> Path:
-    """Write the complete folder atomically and return its path."""
+def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log: list[dict[str, Any]],
+         extra: Callable[[Path], str | None] | None = None) -> Path:
+    """Write the complete folder atomically and return its path.
+
+    `extra(folder)` may add files before the rename and returns Markdown for the model card.
+    """
     from taskembed.metrics import plot_confusion, plot_curves
 
     with staged_folder(out, overwrite) as tmp:
@@ -181,5 +185,10 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
             plot_curves(log, tmp / "learning_curves.png", info["config"]["train"]["metric"])
             plots.append("learning_curves.png")
         info = {**info, "plots": plots}
-        (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
+        card = model_card(info)
+        if extra is not None:
+            section = extra(tmp)
+            if section:
+                card += "\n## Embeddings before and after fine-tuning\n\n" + section + "\n"
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

@@ -117,6 +117,63 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     return 0
 
 
+def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
+              normalize: bool = False, dtype: str = "float32", max_length: int | None = None, text_column: str = "text",
+              label_column: str = "label", split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
+              progress: bool = True) -> int:
+    from taskembed.embed import embed_file, sidecar_path
+
+    info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
+                      progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
+                      max_length=max_length, batch_tokens=batch_tokens)
+    print(f"{info['count']:,} vectors ({info['dim']}-d {info['dtype']}, {info['pooling']}: {info['pooling_detail']}"
+          f"{', L2-normalised' if info['normalize'] else ''}) written to {out} in {info['seconds']:.1f} s; "
+          f"{info['truncated']} text(s) truncated at {info['max_length']} tokens")
+    print(f"provenance: {sidecar_path(out)}")
+    return 0
+
+
+def cmd_export(model: str, out: str, format: str = "sentence-transformers", pooling: str | None = None, normalize: bool = False,
+               max_length: int | None = None, overwrite: bool = False) -> int:
+    from taskembed.embed import export_sentence_transformers
+
+    if format != "sentence-transformers":
+        raise UserError(f"--format {format}: only sentence-transformers is supported")
+    path = export_sentence_transformers(model, out, overwrite=overwrite, pooling=pooling, normalize=normalize, max_length=max_length)
+    print(f"sentence-transformers folder written to {path}")
+    print(f"use it:   SentenceTransformer({str(path)!r}).encode(texts)")
+    return 0
+
+
+def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool = False) -> int:
+    from taskembed.embed import search
+
+    results = search(vectors, list(queries), k=k)
+    if as_json:
+        print(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, results)], indent=2, ensure_ascii=False))
+        return 0
+    for q, hits in zip(queries, results):
+        print(f"query: {q}")
+        for h in hits:
+            label = f"\t{h['label']}" if h.get("label") is not None else ""
+            text = f"\t{h['text']}" if h.get("text") is not None else ""
+            print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{label}{text}")
+    return 0
+
+
+def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_report", split: str | None = None,
+                text_column: str = "text", label_column: str = "label", max_texts: int = 2000, seed: int = 0,
+                base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
+    from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
+
+    report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
+                          max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
+                          tuned_options={"pooling": tuned_pooling}, progress=progress)
+    print(report_markdown(report))
+    print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskembed", description="Fine-tune a transformer classifier with discriminative learning rates.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +207,52 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int)
     d.add_argument("--share", action="store_true")
+
+    em = sub.add_parser("embed", help="write one vector per text (Parquet or .npy) with a JSON sidecar")
+    em.add_argument("model", help="a trained folder, or any encoder folder or id (the base model too)")
+    em.add_argument("data", help="a table file, a .txt (one text per line), a save_to_disk folder or a built-in dataset name")
+    em.add_argument("--out", required=True, help="output file: .parquet (id, text, label, vector) or .npy")
+    em.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
+    em.add_argument("--layer", type=int, help="hidden-state index: 0 = embeddings, 1..L, or negative from the top (default -1)")
+    em.add_argument("--mean-last", type=int, help="average the last K layers before pooling")
+    em.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    em.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length)")
+    em.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")
+    em.add_argument("--text-column", default="text")
+    em.add_argument("--label-column", default="label", help="copied to the output when present")
+    em.add_argument("--split", help="one split of a folder or built-in dataset (default: all, with a split column)")
+    em.add_argument("--chunk-size", type=int, default=10_000, help="texts read, embedded and written at a time")
+    em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 8192)")
+    em.add_argument("--no-progress", action="store_true")
+
+    ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads")
+    ex.add_argument("model")
+    ex.add_argument("out", help="output folder")
+    ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers"])
+    ex.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
+    ex.add_argument("--normalize", action="store_true", help="add L2 normalisation")
+    ex.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length)")
+    ex.add_argument("--overwrite", action="store_true")
+
+    se = sub.add_parser("search", help="nearest neighbours of a query among vectors written by `taskembed embed`")
+    se.add_argument("vectors", help="a .parquet or .npy file with its .json sidecar")
+    se.add_argument("queries", nargs="+", help="query text(s)")
+    se.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
+    se.add_argument("--json", action="store_true", help="print the hits as JSON")
+
+    co = sub.add_parser("compare", help="before/after report: k-NN and linear-probe accuracy, silhouette, projection plot")
+    co.add_argument("base", help="the base encoder (folder or id)")
+    co.add_argument("tuned", help="the fine-tuned folder")
+    co.add_argument("data", help="labelled texts: a file, a save_to_disk folder or a built-in name")
+    co.add_argument("--out-dir", default="embedding_report", help="where the JSON and PNG go (default: ./embedding_report)")
+    co.add_argument("--split", help="split of a folder or built-in (default: test, else validation, else train)")
+    co.add_argument("--text-column", default="text")
+    co.add_argument("--label-column", default="label")
+    co.add_argument("--max-texts", type=int, default=2000, help="seeded sample size (default 2000)")
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--base-pooling", default="mean", help="pooling of the base encoder (default mean)")
+    co.add_argument("--tuned-pooling", help="pooling of the tuned model (default: what its head reads)")
+    co.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -185,6 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_datasets()
         if args.command == "demo":
             return cmd_demo(args.models, args.host, args.port, args.share)
+        if args.command == "embed":
+            return cmd_embed(args.model, args.data, args.out, args.pooling, args.layer, args.mean_last, args.normalize, args.dtype,
+                             args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,
+                             progress=not args.no_progress)
+        if args.command == "export":
+            return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite)
+        if args.command == "search":
+            return cmd_search(args.vectors, args.queries, args.k, args.json)
+        if args.command == "compare":
+            return cmd_compare(args.base, args.tuned, args.data, args.out_dir, args.split, args.text_column, args.label_column,
+                               args.max_texts, args.seed, args.base_pooling, args.tuned_pooling, progress=not args.no_progress)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

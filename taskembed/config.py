@@ -112,6 +112,10 @@ class OutputConfig:
     """Replace an existing output folder."""
     baselines: bool = True
     """Also score majority-class and TF-IDF + logistic-regression baselines on the same splits."""
+    embedding_report: bool = True
+    """Compare base and tuned embeddings on the validation split (k-NN, linear probe, silhouette, PCA plot)."""
+    embedding_report_max_texts: int = 1000
+    """Cap on the validation texts the embedding report uses (a seeded sample)."""
 
 
 @dataclass
@@ -364,6 +368,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(d.label_column not in (d.text_column, d.text_pair_column), "data.label_column must differ from the text columns")
     need(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1) (got {cfg.model.dropout})")
     need(bool(cfg.output.dir), "output.dir is empty")
+    need(cfg.output.embedding_report_max_texts >= 10, f"output.embedding_report_max_texts must be >= 10 (got {cfg.output.embedding_report_max_texts})")
     return out
 
 

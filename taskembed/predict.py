@@ -52,6 +52,16 @@ class Classifier:
             out.append({"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row))})
         return out
 
+    def embed(self, texts: Sequence[str] | str, **options):
+        """Vectors (numpy, one row per text); by default the representation the classification head reads.
+
+        Options as `taskembed.embed.embed`: pooling (auto|head|cls|mean|max), layer, mean_last,
+        normalize, dtype (float32|float16), max_length, batch_tokens, progress.
+        """
+        from taskembed.embed import embed
+
+        return embed(self, texts, **options)
+
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
     texts = list(texts)

@@ -1,0 +1,271 @@
+"""Before/after report: how fine-tuning changed the embedding space of labelled texts.
+
+For the base encoder (mean pooling, as a sentence encoder is used) and the tuned
+model (by default the vector its head reads), on at most `max_texts` texts (a
+seeded sample):
+
+- k-NN accuracy: 10 nearest neighbours by cosine, majority vote, stratified 5-fold CV;
+- linear-probe accuracy: standardised features, logistic regression, the same folds;
+- silhouette score of the labels under cosine distance;
+- cosine shift per class: 1 - mean cosine between a text's base and tuned vectors
+  (only when both have the same dimension, which holds for BERT's pooler);
+- the nearest neighbours of a few sample texts before and after;
+- a 2-D PCA projection of both spaces side by side, coloured by label.
+
+`compare` writes `embedding_report.json` and `embedding_projection.png` and returns
+the report; `report_markdown` turns it into a paragraph and table for a model card.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from taskembed.errors import UserError
+
+REPORT_JSON = "embedding_report.json"
+REPORT_PNG = "embedding_projection.png"
+
+
+def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, counts = np.unique(y, return_counts=True)
+    n_splits = int(min(folds, counts.max(), len(y)))
+    if n_splits < 2:
+        return {"knn_accuracy": None, "linear_probe_accuracy": None, "folds": 0}
+    # A class rarer than the number of folds only triggers a warning; the folds stay valid.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x, y))
+    knn_correct = probe_correct = 0
+    for train, test in splits:
+        neighbours = min(k, len(train))
+        knn = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine", algorithm="brute")
+        knn_correct += int((knn.fit(x[train], y[train]).predict(x[test]) == y[test]).sum())
+        if len(np.unique(y[train])) < 2:
+            probe_correct += int((y[test] == y[train][0]).sum())
+            continue
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence warnings on tiny or separable data say nothing useful here
+            probe_correct += int((probe.fit(x[train], y[train]).predict(x[test]) == y[test]).sum())
+    return {"knn_accuracy": knn_correct / len(y), "linear_probe_accuracy": probe_correct / len(y), "folds": n_splits}
+
+
+def _silhouette(x: np.ndarray, y: np.ndarray) -> float | None:
+    from sklearn.metrics import silhouette_score
+
+    if not 2 <= len(np.unique(y)) <= len(y) - 1:
+        return None
+    return float(silhouette_score(x, y, metric="cosine"))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _neighbours(x: np.ndarray, texts: list[str], labels: list[str], queries: list[int], n: int) -> list[list[dict[str, Any]]]:
+    u = _unit(x)
+    out = []
+    for i in queries:
+        sims = u @ u[i]
+        sims[i] = -np.inf
+        top = np.argsort(-sims)[:n]
+        out.append([{"text": texts[j], "label": labels[j], "score": round(float(sims[j]), 4)} for j in top])
+    return out
+
+
+def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    names = sorted(set(labels))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    color = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    fig, axes = plt.subplots(1, len(spaces), figsize=(6 * len(spaces), 5.2), squeeze=False)
+    for ax, (title, x) in zip(axes[0], spaces):
+        if x.shape[0] >= 2 and x.shape[1] >= 2:
+            pca = PCA(n_components=2, random_state=0)
+            xy = pca.fit_transform(_unit(x))
+            explained = pca.explained_variance_ratio_.sum()
+        else:
+            xy, explained = np.zeros((x.shape[0], 2)), 0.0
+        for name in names:
+            idx = [i for i, label in enumerate(labels) if label == name]
+            ax.scatter(xy[idx, 0], xy[idx, 1], s=8, alpha=0.7, color=color[name], label=name)
+        ax.set_title(f"{title}\n(PCA of unit vectors, {100 * explained:.0f}% of variance)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(names) <= 20:
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,
+            max_texts: int = 2000, seed: int = 0, k: int = 10, folds: int = 5, examples: int = 3, neighbours: int = 5,
+            base_options: dict[str, Any] | None = None, tuned_options: dict[str, Any] | None = None,
+            data: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Embed the same labelled texts with `base` and `tuned` and measure how the space changed.
+
+    base / tuned: anything `taskembed.embed.embed` accepts (folder or id, Classifier, Embedder).
+    base_options default to mean pooling (a sentence encoder); tuned_options to the model default
+    (the head's representation for a classifier). With `out_dir`, writes embedding_report.json and
+    embedding_projection.png there. `data` (a description of where the texts came from) goes into the report.
+    """
+    from taskembed import artifacts
+    from taskembed.embed import Embedder, _check_texts, _embedder
+
+    texts = _check_texts(texts)
+    labels = [str(x) for x in labels]
+    given = len(texts)
+    if len(labels) != len(texts):
+        raise UserError(f"compare: {len(texts)} texts but {len(labels)} labels; give one label per text")
+    if len(set(labels)) < 2:
+        raise UserError("compare needs labelled texts of at least two classes")
+    if max_texts < 2:
+        raise UserError(f"max_texts must be at least 2, got {max_texts}")
+    keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts)) if len(texts) > max_texts else list(range(len(texts)))
+    texts = [texts[i] for i in keep]
+    labels = [labels[i] for i in keep]
+    y = np.array(labels)
+
+    base_emb = base if isinstance(base, Embedder) else _embedder(base, {"pooling": "mean", **(base_options or {})})
+    tuned_emb = tuned if isinstance(tuned, Embedder) else _embedder(tuned, dict(tuned_options or {}))
+    spaces = {}
+    for role, emb in (("base", base_emb), ("tuned", tuned_emb)):
+        x = emb.encode(texts, progress=progress).astype(np.float32)
+        spaces[role] = (emb, x)
+
+    rng = random.Random(seed)
+    queries = sorted(rng.sample(range(len(texts)), min(examples, len(texts))))
+    report: dict[str, Any] = {
+        "n": len(texts),
+        "n_given": given,
+        "seed": seed,
+        "data": data,
+        "classes": {name: int((y == name).sum()) for name in sorted(set(labels))},
+        "settings": {"k": k, "folds": folds, "metric": "cosine", "probe": "standardised features + logistic regression",
+                     "max_texts": max_texts},
+    }
+    for role, (emb, x) in spaces.items():
+        desc = emb.describe()
+        report[role] = {
+            "model": desc["model"]["name"],
+            "fingerprint": (desc["model"]["fingerprint"] or {}).get("sha256"),
+            "pooling": desc["pooling"],
+            "pooling_detail": desc["pooling_detail"],
+            "normalize": desc["normalize"],
+            "dim": int(x.shape[1]),
+            **_cv_scores(x, y, k, folds, seed),
+            "silhouette": _silhouette(x, y),
+        }
+    xb, xt = spaces["base"][1], spaces["tuned"][1]
+    if xb.shape[1] == xt.shape[1]:
+        cos = (_unit(xb) * _unit(xt)).sum(1)
+        report["cosine_shift"] = {
+            "overall": float(1 - cos.mean()),
+            "per_class": {name: float(1 - cos[y == name].mean()) for name in report["classes"]},
+        }
+        if report["base"]["pooling_detail"] != report["tuned"]["pooling_detail"]:
+            report["cosine_shift"]["note"] = "the two sides pool differently, so part of the shift is the pooling, not the training"
+    else:
+        report["cosine_shift"] = None
+        report["cosine_shift_note"] = f"dimensions differ ({xb.shape[1]} vs {xt.shape[1]}), so a text's two vectors cannot be compared"
+    before = _neighbours(xb, texts, labels, queries, neighbours)
+    after = _neighbours(xt, texts, labels, queries, neighbours)
+    report["neighbours"] = [{"text": texts[i], "label": labels[i], "before": b, "after": a} for i, b, a in zip(queries, before, after)]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        titles = [f"before: {_short(report['base']['model'])} ({_pooling_name(report['base'])})",
+                  f"after: {_short(report['tuned']['model'])} ({_pooling_name(report['tuned'])})"]
+        _plot([(titles[0], xb), (titles[1], xt)], labels, out / REPORT_PNG)
+        report["files"] = {"report": REPORT_JSON, "plot": REPORT_PNG}
+        artifacts.write_json(out / REPORT_JSON, report)
+    return report
+
+
+def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = None, *, split: str | None = None,
+                 text_column: str = "text", label_column: str = "label", **kwargs) -> dict[str, Any]:
+    """`compare` on labelled DATA (any source `embed` reads). A multi-split source uses its test split,
+    else validation, else train, unless `split` says otherwise."""
+    from taskembed.data import SPLITS
+    from taskembed.embed import open_texts
+
+    source = open_texts(data, text_column, label_column, split)
+    splits = source.description.get("splits")
+    if split is None and splits and len(splits) > 1:
+        chosen = next(s for s in ("test", "validation", "train", *SPLITS) if s in splits)
+        source = open_texts(data, text_column, label_column, chosen)
+    if not source.has_labels:
+        raise UserError(f"{data}: no label column '{label_column}'; compare needs labelled texts (pass --label-column)")
+    texts: list[str] = []
+    labels: list[str] = []
+    for chunk in source.chunks(10_000):
+        for t, label in zip(chunk["text"], chunk["label"]):
+            if label is not None:
+                texts.append(t)
+                labels.append(label)
+    return compare(base, tuned, texts, labels, out_dir, data=source.description, **kwargs)
+
+
+def _short(name: str) -> str:
+    """A model id as it is; a long local path cut to its last two parts, for titles and tables."""
+    p = Path(name)
+    return str(Path(*p.parts[-2:])) if (p.is_absolute() or p.exists()) and len(p.parts) > 2 else name
+
+
+def _pooling_name(side: dict[str, Any]) -> str:
+    return "the head's representation" if side["pooling"] == "head" else f"{side['pooling']} pooling"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """A paragraph and a table for the model card."""
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    b, t = report["base"], report["tuned"]
+    folds = t.get("folds") or b.get("folds") or report["settings"]["folds"]
+    rows = [
+        f"| embedding | k-NN accuracy (k={report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| before: `{_short(b['model'])}`, {_pooling_name(b)} ({b['dim']}-d) | {pct(b['knn_accuracy'])} | {pct(b['linear_probe_accuracy'])} | {num(b['silhouette'])} |",
+        f"| after: `{_short(t['model'])}`, {_pooling_name(t)} ({t['dim']}-d) | **{pct(t['knn_accuracy'])}** | **{pct(t['linear_probe_accuracy'])}** | **{num(t['silhouette'])}** |",
+    ]
+    shift = report.get("cosine_shift")
+    if shift:
+        per = ", ".join(f"{name} {v:.3f}" for name, v in shift["per_class"].items())
+        shift_line = f"Cosine shift (1 - cosine between a text's vector before and after): {shift['overall']:.3f} overall; per class: {per}."
+        if shift.get("note"):
+            shift_line += f" Note: {shift['note']}."
+    else:
+        shift_line = f"Cosine shift: not computed ({report.get('cosine_shift_note', 'dimensions differ')})."
+    plot = f"\n\n![embedding projection before and after]({report['files']['plot']})" if report.get("files") else ""
+    return (
+        "## Embeddings before and after fine-tuning\n\n"
+        f"On {report['n']:,} labelled texts"
+        + (f" (a seeded sample of {report['n_given']:,}, seed {report['seed']})" if report["n_given"] > report["n"] else "")
+        + f", accuracies are {folds}-fold cross-validated; "
+        "the silhouette says how well the labels separate as clusters (-1 to 1).\n\n"
+        + "\n".join(rows)
+        + f"\n\n{shift_line}{plot}\n"
+    )

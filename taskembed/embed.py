@@ -1,0 +1,891 @@
+"""Adapted embeddings: extraction, export to sentence-transformers, nearest-neighbour search.
+
+    from taskembed.embed import embed
+    vectors = embed("runs/sentiment", ["a gripping film", "dull"])          # what the head reads
+    base = embed("sentence-transformers/all-MiniLM-L6-v2", texts, normalize=True)  # mean pooling
+
+Any encoder works: a taskembed output folder, any `*ForSequenceClassification`
+folder, or a plain encoder folder or id (packaged ids resolve offline).
+
+Pooling. `head` (the default for a classifier) is exactly the vector the
+classification head reads, so a fine-tuned model's embedding is the space its
+decisions are made in. Which vector that is depends on the architecture:
+
+| model_type | head representation (`head`) | sentence-transformers export |
+| --- | --- | --- |
+| bert, albert, megatron-bert | pooler output = tanh(dense(h_CLS)); the pooler belongs to the encoder | Pooling(cls) + Dense(tanh, pooler weights) |
+| deberta, deberta-v2 | ContextPooler output = act(dense(h_CLS)), act = `pooler_hidden_act` | Pooling(cls) + Dense(act, ContextPooler weights) |
+| roberta, xlm-roberta, camembert, electra, distilbert, mpnet | h_CLS; their classifier's own dense layer is part of the new head | Pooling(cls) |
+| modernbert | h_CLS or the masked mean of the last layer, as `classifier_pooling` says | Pooling(cls or mean) |
+
+A base encoder without a head defaults to `mean` (masked average of the last
+layer, as sentence encoders are trained). `cls`, `mean` and `max` work on any
+model and any layer: `layer` indexes the hidden states (0 = embedding output,
+1..L = encoder layers, negative = from the top; -1, the default, is the last
+layer's output), `mean_last=k` averages the last k layers before pooling.
+Vectors are computed in float32 under `torch.inference_mode()` and optionally
+L2-normalised; `dtype="float16"` only changes how they are stored.
+
+Files. `embed_file` streams: texts are read in chunks, each chunk is sorted by
+length and cut into token-budget batches, and its vectors are written before
+the next chunk is read, so memory does not grow with the corpus. Output goes to
+`<out>.partial` and is renamed when complete; a JSON sidecar `<out>.json`
+records the model (with a sha256 of its weights), the options and the counts,
+which is what `search` uses to embed a query the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from taskembed.errors import UserError
+
+POOLINGS = ("head", "cls", "mean", "max")
+DTYPES = ("float32", "float16")
+OUTPUT_SUFFIXES = (".parquet", ".npy")
+
+# model_type -> how the sequence-classification head reads the encoder (see the module docstring).
+HEAD_READS: dict[str, str] = {
+    "bert": "pooler",
+    "albert": "pooler",
+    "megatron-bert": "pooler",
+    "deberta": "context_pooler",
+    "deberta-v2": "context_pooler",
+    "roberta": "cls",
+    "xlm-roberta": "cls",
+    "camembert": "cls",
+    "electra": "cls",
+    "distilbert": "cls",
+    "mpnet": "cls",
+    "modernbert": "classifier_pooling",
+}
+
+# Activation names of transformers' ACT2FN that have an exact torch.nn module, for the export's Dense layer.
+_TORCH_ACTIVATIONS = {
+    "tanh": "torch.nn.modules.activation.Tanh",
+    "gelu": "torch.nn.modules.activation.GELU",
+    "relu": "torch.nn.modules.activation.ReLU",
+}
+
+
+# --- the model and its options -------------------------------------------------------------------
+
+
+def fingerprint(folder: str | Path) -> dict[str, Any] | None:
+    """sha256 of each safetensors weights file of a local folder, and one over all of them."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    files = {}
+    for f in sorted(path.glob("*.safetensors")):
+        h = hashlib.sha256()
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        files[f.name] = h.hexdigest()
+    if not files:
+        return None
+    total = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()
+    return {"sha256": total, "files": files}
+
+
+def _default_max_length(path: Path | None, tokenizer, config) -> int:
+    """What the model was trained or published with: taskembed's data.max_length, a sentence-transformers
+    max_seq_length, else the tokenizer's limit (capped at 512 and the position table)."""
+    if path is not None:
+        tc = path / "training_config.json"
+        if tc.is_file():
+            n = json.loads(tc.read_text(encoding="utf-8")).get("data", {}).get("max_length")
+            if n:
+                return int(n)
+        sb = path / "sentence_bert_config.json"
+        if sb.is_file():
+            n = json.loads(sb.read_text(encoding="utf-8")).get("max_seq_length")
+            if n:
+                return int(n)
+    limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)
+    return limit
+
+
+def _check_pooling_name(pooling: str | None) -> None:
+    if pooling not in (None, "auto", *POOLINGS):
+        close = difflib.get_close_matches(str(pooling), POOLINGS, n=1, cutoff=0.4)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"unknown pooling '{pooling}'; {hint}use one of {', '.join(POOLINGS)} (or auto)")
+
+
+def _is_classifier(model) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+class Embedder:
+    """A loaded encoder plus the options that turn its hidden states into one vector per text.
+
+    Build it with `Embedder.load(model_or_folder, **options)` or, for a model already in memory
+    (the training loop's), `Embedder.from_model(model, tokenizer, **options)`.
+    """
+
+    def __init__(self, model, tokenizer, *, name: str, path: str | Path | None = None, pooling: str | None = None,
+                 layer: int | None = -1, mean_last: int | None = None, normalize: bool = False, dtype: str | None = "float32",
+                 max_length: int | None = None, batch_tokens: int | None = 8192, device: str | torch.device | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.path = Path(path) if path is not None else None
+        self.is_classifier = _is_classifier(model)
+        self.encoder = model.base_model if self.is_classifier else model
+        self.config = model.config
+        self.model_type = getattr(self.config, "model_type", None)
+        self.num_layers = int(getattr(self.config, "num_hidden_layers", 0) or 0)
+        self.pooling = self._check_pooling(pooling)
+        self.layer, self.mean_last = self._check_layers(-1 if layer is None else layer, mean_last)
+        dtype = dtype or "float32"
+        if dtype not in DTYPES:
+            raise UserError(f"dtype '{dtype}' is not supported; use one of {', '.join(DTYPES)}")
+        self.dtype = dtype
+        self.normalize = bool(normalize)
+        self.max_length = int(max_length) if max_length else _default_max_length(self.path, tokenizer, self.config)
+        if self.max_length < 2:
+            raise UserError(f"max_length {self.max_length} is too small; it must leave room for the special tokens")
+        batch_tokens = 8192 if batch_tokens is None else batch_tokens
+        if batch_tokens < 1:
+            raise UserError(f"batch_tokens must be positive, got {batch_tokens}")
+        self.batch_tokens = int(batch_tokens)
+        if device is not None:
+            self.device = torch.device(device)
+            self.model.to(self.device)
+        else:
+            self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.dim: int | None = None
+
+    # construction
+
+    @classmethod
+    def load(cls, model_or_folder: str | Path, device: str | None = None, **options) -> "Embedder":
+        """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        from taskembed.modeling import _hub_error, _quiet_transformers, resolve_model
+
+        _check_pooling_name(options.get("pooling"))  # before a model load, not after it
+        _quiet_transformers()
+        name = str(model_or_folder)
+        path = resolve_model(name)
+        local = Path(path).is_dir()
+        try:
+            config = AutoConfig.from_pretrained(path)
+            archs = config.architectures or []
+            loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
+            model = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(name, exc) from None
+        model.eval()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model, tokenizer, name=name, path=Path(path).resolve() if local else None, device=device, **options)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, name: str = "in-memory model", path: str | Path | None = None, **options) -> "Embedder":
+        """Wrap a model already in memory (nothing is copied or moved unless `device` is given)."""
+        return cls(model, tokenizer, name=name, path=path, **options)
+
+    def _check_pooling(self, pooling: str | None) -> str:
+        if pooling in (None, "auto"):
+            return "head" if self.is_classifier else "mean"
+        _check_pooling_name(pooling)
+        if pooling == "head":
+            if not self.is_classifier:
+                raise UserError(f"{self.name}: pooling 'head' needs a classifier folder, and this model has no classification head; "
+                                "use cls, mean or max")
+            if self.model_type not in HEAD_READS:
+                raise UserError(
+                    f"{self.name}: taskembed does not know which vector the {self.model_type} head reads "
+                    f"(known: {', '.join(sorted(HEAD_READS))}); pass pooling cls, mean or max"
+                )
+        return pooling
+
+    def _check_layers(self, layer: int, mean_last: int | None) -> tuple[int, int | None]:
+        n = self.num_layers
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise UserError(f"layer must be an integer index, got {layer!r}")
+        if not -(n + 1) <= layer <= n:
+            raise UserError(f"layer {layer} is out of range: {self.name} has {n} layers, "
+                            f"so use 0 (embeddings) to {n}, or -1 (last) to -{n + 1}")
+        layer = layer % (n + 1)  # one canonical index: 0..n
+        if mean_last is not None:
+            if isinstance(mean_last, bool) or not isinstance(mean_last, int) or not 1 <= mean_last <= n:
+                raise UserError(f"mean_last {mean_last!r} is out of range: {self.name} has {n} layers, so use 1 to {n}")
+            if layer != n:
+                raise UserError("give either layer or mean_last, not both: mean_last already chooses the layers")
+        if self.pooling == "head" and (layer != n or mean_last is not None):
+            raise UserError("layer and mean_last apply to cls, mean and max pooling; the head reads the last layer only")
+        return layer, mean_last
+
+    # what the options mean
+
+    @property
+    def head_reads(self) -> str | None:
+        """For pooling 'head': pooler, context_pooler, cls or mean (ModernBERT's classifier_pooling)."""
+        if self.pooling != "head":
+            return None
+        kind = HEAD_READS[self.model_type]
+        if kind == "classifier_pooling":
+            return str(getattr(self.config, "classifier_pooling", "cls"))
+        return kind
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the vectors, for sidecars and reports; `options()` rebuilds the same Embedder."""
+        detail = {
+            "pooler": "BERT pooler output, tanh(dense(h_CLS)) of the last layer",
+            "context_pooler": "DeBERTa ContextPooler output, act(dense(h_CLS)) of the last layer",
+            "cls": "h_CLS of the last layer, which the head's own dense layer reads",
+            "mean": "masked mean of the last layer, as classifier_pooling says",
+        }
+        if self.pooling == "head":
+            what = detail[self.head_reads]
+        else:
+            if self.mean_last:
+                layers = f"mean of the last {self.mean_last} layers"
+            else:
+                layers = {0: "the embedding output", self.num_layers: "the last layer"}.get(self.layer, f"layer {self.layer} of {self.num_layers}")
+            kind = {"cls": "first-token vector", "mean": "masked mean over tokens", "max": "masked max over tokens"}[self.pooling]
+            what = f"{kind} of {layers}"
+        return {
+            "model": {
+                "name": self.name,
+                "path": str(self.path) if self.path else None,
+                "fingerprint": fingerprint(self.path) if self.path else None,
+                "model_type": self.model_type,
+                "architecture": type(self.model).__name__,
+                "classifier": self.is_classifier,
+                "num_layers": self.num_layers,
+            },
+            **self.options(),
+            "pooling_detail": what,
+            "dim": self.dim,
+        }
+
+    def options(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "layer": self.layer, "mean_last": self.mean_last, "normalize": self.normalize,
+                "dtype": self.dtype, "max_length": self.max_length}
+
+    # computing
+
+    def _represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One float vector per row of a padded batch (on the model's device)."""
+        n = self.num_layers
+        need_hidden = self.mean_last is not None or self.layer != n
+        out = self.encoder(**batch, output_hidden_states=need_hidden, return_dict=True)
+        mask = batch["attention_mask"]
+        if self.pooling == "head":
+            kind = self.head_reads
+            h = out.last_hidden_state
+            if kind == "pooler":
+                if getattr(out, "pooler_output", None) is None:
+                    raise UserError(f"{self.name}: the encoder has no pooler, so there is no pooler output to read; use pooling cls")
+                return out.pooler_output
+            if kind == "context_pooler":
+                return self.model.pooler(h)
+            return pool(h, mask, kind)
+        if self.mean_last is not None:
+            # hidden_states[n] may differ from last_hidden_state (ModernBERT applies a final norm); the top layer is the output.
+            stack = list(out.hidden_states[n - self.mean_last + 1 : n]) + [out.last_hidden_state]
+            h = torch.stack(stack).mean(0)
+        elif self.layer == n:
+            h = out.last_hidden_state
+        else:
+            h = out.hidden_states[self.layer]
+        return pool(h, mask, self.pooling)
+
+    def _embed_encoded(self, enc, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        from taskembed.data import collate, eval_batches
+
+        result: np.ndarray | None = None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for idx in eval_batches(enc.lengths, max_tokens=self.batch_tokens):
+                    batch = collate(enc, idx, self.pad_id)
+                    batch.pop("labels", None)
+                    vec = self._represent({k: v.to(self.device) for k, v in batch.items()}).float()
+                    if self.normalize:
+                        vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
+                    if result is None:
+                        self.dim = int(vec.shape[-1])
+                        result = np.empty((len(enc), self.dim), dtype=self.dtype)
+                    result[idx] = vec.cpu().numpy()
+                    if on_batch:
+                        on_batch(len(idx))
+        finally:
+            self.model.train(was_training)
+        assert result is not None
+        return result
+
+    def encode_chunk(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for `texts` in their order, and how many of them were truncated."""
+        from taskembed.data import encode
+
+        enc = encode(self.tokenizer, list(texts), max_length=self.max_length)
+        return self._embed_encoded(enc, on_batch), enc.truncated
+
+    def encode(self, texts: Sequence[str] | str, progress: bool = False) -> np.ndarray:
+        """An (n, dim) array for n texts, in their order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = _check_texts(texts)
+        with _bar(len(texts), progress) as bar:
+            vectors, _ = self.encode_chunk(texts, bar.update)
+        return vectors
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """cls, mean or max over a (batch, tokens, dim) tensor, ignoring padding (as sentence-transformers does)."""
+    if how == "cls":
+        return h[:, 0]
+    m = mask.unsqueeze(-1).to(h.dtype)
+    if how == "mean":
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if how == "max":
+        return h.masked_fill(m == 0, -1e9).max(1).values
+    raise ValueError(how)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    texts = list(texts)
+    if not texts:
+        raise UserError("no texts to embed; give at least one")
+    for i, t in enumerate(texts, start=1):
+        if not isinstance(t, str) or not t.strip():
+            raise UserError(f"text {i} is empty or not a string; every input needs some text")
+    return texts
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _bar(total: int | None, progress: bool):
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", unit_scale=True, desc="embedding", dynamic_ncols=True)
+
+
+def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
+    """An Embedder for a path/id, a loaded Classifier, or an Embedder (whose options must not be overridden)."""
+    from taskembed.predict import Classifier
+
+    if isinstance(model_or_folder, Embedder):
+        if options:
+            raise TypeError("options belong to the Embedder; build a new one to change them")
+        return model_or_folder
+    if isinstance(model_or_folder, Classifier):
+        clf = model_or_folder
+        options.setdefault("max_length", clf.max_length)
+        return Embedder.from_model(clf.model, clf.tokenizer, name=str(clf.folder), path=clf.folder.resolve(), **options)
+    return Embedder.load(model_or_folder, **options)
+
+
+def embed(model_or_folder, texts: Sequence[str] | str, *, progress: bool = False, **options) -> np.ndarray:
+    """Vectors for texts, shape (n, dim), in their order.
+
+    model_or_folder: a taskembed output folder, any encoder folder or id, a `taskembed.load(...)`
+    Classifier, or an Embedder. Options: pooling (auto|head|cls|mean|max), layer, mean_last,
+    normalize, dtype (float32|float16), max_length, batch_tokens, device.
+    """
+    return _embedder(model_or_folder, dict(options)).encode(texts, progress=progress)
+
+
+# --- data sources, read in chunks ----------------------------------------------------------------
+
+
+@dataclass
+class TextSource:
+    """Texts (and labels, if the data has them) from any input, countable up front and read in chunks."""
+
+    description: dict[str, Any]
+    count: int
+    has_labels: bool
+    has_splits: bool
+    _chunks: Callable[[int], Iterator[dict[str, list]]]
+
+    def chunks(self, size: int) -> Iterator[dict[str, list]]:
+        """Dicts of equal-length lists: id, text, and label / split where the source has them."""
+        return self._chunks(size)
+
+
+def _check_column(texts: list, where: str, column: str, first_row: int) -> None:
+    from taskembed.data import _is_null
+
+    for i, t in enumerate(texts, start=first_row):
+        if _is_null(t) or not isinstance(t, str) or not t.strip():
+            raise UserError(f"{where}: row {i}: column '{column}' is empty or not text; fill it or drop the row")
+
+
+def _label_list(values: list) -> list[str | None]:
+    from taskembed.data import _is_null, _label_str
+
+    return [None if _is_null(v) else _label_str(v).strip() for v in values]
+
+
+def _missing_column(where: str, column: str, columns: Sequence[str], flag: str) -> UserError:
+    close = difflib.get_close_matches(column, [str(c) for c in columns], n=1)
+    hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
+    return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
+
+
+def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
+                   desc: dict[str, Any]) -> TextSource:
+    for split, df in frames:
+        at = f"{where} [{split}]" if split else where
+        if text_column not in df.columns:
+            raise _missing_column(at, text_column, list(df.columns), "--text-column")
+    has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
+    has_splits = any(split for split, _ in frames)
+    count = sum(len(df) for _, df in frames)
+
+    def chunks(size: int) -> Iterator[dict[str, list]]:
+        next_id = 0
+        for split, df in frames:
+            at = f"{where} [{split}]" if split else where
+            for start in range(0, len(df), size):
+                part = df.iloc[start : start + size]
+                texts = part[text_column].tolist()
+                _check_column(texts, at, text_column, start + 1)
+                out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
+                if has_labels:
+                    out["label"] = _label_list(part[label_column].tolist())
+                if has_splits:
+                    out["split"] = [split] * len(texts)
+                next_id += len(texts)
+                yield out
+
+    desc = {**desc, "text_column": text_column, "label_column": label_column if has_labels else None}
+    return TextSource(desc, count, has_labels, has_splits, chunks)
+
+
+def open_texts(data: str | Path, text_column: str = "text", label_column: str | None = "label", split: str | None = None) -> TextSource:
+    """Any input the trainer accepts (table file, save_to_disk folder, built-in name) or a .txt file, one text per line.
+
+    A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
+    A label column is optional: absent, the vectors simply carry no label.
+    """
+    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_file, load_raw, read_table
+
+    data = str(data)
+    p = Path(data).expanduser()
+    desc: dict[str, Any] = {"data": data}
+    if p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
+        if split:
+            raise UserError(f"--split {split}: {p} is a plain text file, which has no splits")
+        count = sum(1 for _ in iter_text_file(p))
+        if count == 0:
+            raise UserError(f"{p}: no text lines; one text per line")
+
+        def lines(size: int) -> Iterator[dict[str, list]]:
+            buf: list[str] = []
+            next_id = 0
+            for line in iter_text_file(p):
+                buf.append(line)
+                if len(buf) == size:
+                    yield {"id": list(range(next_id, next_id + size)), "text": buf}
+                    next_id, buf = next_id + size, []
+            if buf:
+                yield {"id": list(range(next_id, next_id + len(buf))), "text": buf}
+
+        return TextSource({**desc, "format": "lines", "text_column": None, "label_column": None}, count, False, False, lines)
+    if p.is_file() and p.suffix.lower() == ".parquet":
+        if split:
+            raise UserError(f"--split {split}: {p} is a single file, which has no splits")
+        return _parquet_source(p, text_column, label_column, desc)
+    if p.is_file():
+        if split:
+            raise UserError(f"--split {split}: {p} is a single file, which has no splits")
+        desc = {**desc, "format": p.suffix.lower()[1:]}
+        return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc)
+    if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~"))):
+        raise UserError(f"{data}: file not found; check the path")
+    from taskembed.config import DataConfig
+
+    raw, origin = load_raw(DataConfig(source=data, text_column=text_column, label_column=label_column or "label"))
+    order = [s for s in SPLITS if s in raw] + [s for s in raw if s not in SPLITS]
+    if split:
+        if split not in raw:
+            raise UserError(f"{data}: has no '{split}' split (it has {', '.join(order)}); pick one with --split")
+        order = [split]
+    frames = [(s, raw[s].reset_index(drop=True)) for s in order]
+    return _frames_source(frames, data, text_column, label_column, {**desc, "format": "splits", "splits": order})
+
+
+def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any]) -> TextSource:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+        raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
+    names = pf.schema_arrow.names
+    if text_column not in names:
+        raise _missing_column(str(p), text_column, names, "--text-column")
+    has_labels = bool(label_column) and label_column in names
+    count = pf.metadata.num_rows
+    if count == 0:
+        raise UserError(f"{p}: no rows; nothing to embed")
+    columns = [text_column] + ([label_column] if has_labels else [])
+
+    def chunks(size: int) -> Iterator[dict[str, list]]:
+        next_id = 0
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=size, columns=columns):
+            texts = batch.column(text_column).to_pylist()
+            _check_column(texts, str(p), text_column, next_id + 1)
+            out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
+            if has_labels:
+                out["label"] = _label_list(batch.column(label_column).to_pylist())
+            next_id += len(texts)
+            yield out
+
+    desc = {**desc, "format": "parquet", "text_column": text_column, "label_column": label_column if has_labels else None}
+    return TextSource(desc, count, has_labels, False, chunks)
+
+
+# --- writing vectors -----------------------------------------------------------------------------
+
+
+def sidecar_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+class _ParquetSink:
+    def __init__(self, tmp: Path):
+        self.tmp, self.writer = tmp, None
+
+    def write(self, chunk: dict[str, list], vectors: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        n, dim = vectors.shape
+        flat = pa.array(vectors.reshape(-1), type=pa.float16() if vectors.dtype == np.float16 else pa.float32())
+        cols = {"id": pa.array(chunk["id"], pa.int64()), "text": pa.array(chunk["text"], pa.string())}
+        for key in ("label", "split"):
+            if key in chunk:
+                cols[key] = pa.array(chunk[key], pa.string())
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+        table = pa.table(cols)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _NpySink:
+    def __init__(self, tmp: Path, count: int):
+        self.tmp, self.count, self.array, self.row = tmp, count, None, 0
+
+    def write(self, chunk: dict[str, list], vectors: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.count, vectors.shape[1]))
+        self.array[self.row : self.row + len(vectors)] = vectors
+        self.row += len(vectors)
+
+    def close(self) -> None:
+        if self.array is not None:
+            self.array.flush()
+            del self.array
+            self.array = None
+
+
+def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str = "text", label_column: str | None = "label",
+               split: str | None = None, chunk_size: int = 10_000, progress: bool = True, **options) -> dict[str, Any]:
+    """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], vector; .npy: the matrix), streaming.
+
+    Returns the sidecar (also written to `<out>.json`).
+    """
+    from taskembed import artifacts
+
+    started = time.perf_counter()
+    out = Path(out)
+    fmt = out.suffix.lower()
+    if fmt not in OUTPUT_SUFFIXES:
+        raise UserError(f"--out {out}: use a .parquet or .npy file name")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or .npy")
+    if chunk_size < 1:
+        raise UserError(f"chunk_size must be positive, got {chunk_size}")
+    source = open_texts(data, text_column, label_column, split)
+    if source.count == 0:
+        raise UserError(f"{data}: no texts to embed")
+    embedder = _embedder(model_or_folder, dict(options))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    sink = _ParquetSink(tmp) if fmt == ".parquet" else _NpySink(tmp, source.count)
+    written = truncated = 0
+    try:
+        with _bar(source.count, progress) as bar:
+            for chunk in source.chunks(chunk_size):
+                vectors, cut = embedder.encode_chunk(chunk["text"], bar.update)
+                sink.write(chunk, vectors)
+                written += len(vectors)
+                truncated += cut
+        sink.close()
+        if written != source.count:
+            raise RuntimeError(f"counted {source.count} texts but embedded {written}")
+        os.replace(tmp, out)
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    info = {
+        "file": out.name,
+        "format": fmt[1:],
+        "count": written,
+        "truncated": truncated,
+        **embedder.describe(),
+        "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else []) + ["vector"])
+        if fmt == ".parquet" else None,
+        "source": source.description,
+        "seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {**artifacts.versions(), **_more_versions()},
+    }
+    side = sidecar_path(out)
+    side_tmp = side.with_name(side.name + ".partial")
+    artifacts.write_json(side_tmp, info)
+    os.replace(side_tmp, side)
+    return info
+
+
+def _more_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("pyarrow",):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# --- reading vectors back, search ----------------------------------------------------------------
+
+
+def read_sidecar(vectors: str | Path) -> dict[str, Any]:
+    path = Path(vectors)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; write it with `taskembed embed MODEL DATA --out {path.name}`")
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise UserError(f"{path}: no sidecar {side.name}, so the model and options that made it are unknown; re-run `taskembed embed`")
+    return json.loads(side.read_text(encoding="utf-8"))
+
+
+def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | None]:
+    """The whole matrix, and (for Parquet) the other columns. For small files and tests; search streams instead."""
+    path = Path(vectors)
+    if path.suffix.lower() == ".npy":
+        return np.load(path), None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    vec = table.column("vector").combine_chunks()
+    dim = vec.type.list_size
+    matrix = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return matrix, {name: table.column(name).to_pylist() for name in table.column_names if name != "vector"}
+
+
+def _iter_blocks(path: Path, block: int = 65_536) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        for start in range(0, len(arr), block):
+            part = np.asarray(arr[start : start + block])
+            yield part, {"id": list(range(start, start + len(part)))}
+        return
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=block):
+        vec = batch.column("vector")
+        matrix = vec.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), vec.type.list_size)
+        yield matrix, {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "vector"}
+
+
+def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
+    """The Embedder that wrote a vectors file, from its sidecar; refuses if the model's weights changed since."""
+    info = read_sidecar(vectors)
+    model = info["model"]
+    where = model.get("path") or model["name"]
+    if model.get("path") and not Path(model["path"]).is_dir():
+        raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
+    opts = {k: info[k] for k in ("pooling", "layer", "mean_last", "normalize", "max_length")}
+    emb = Embedder.load(where, device=device, **opts)
+    if model.get("fingerprint") and emb.path is not None:
+        now = fingerprint(emb.path)
+        if not now or now["sha256"] != model["fingerprint"]["sha256"]:
+            raise UserError(f"{vectors}: the weights in {where} changed since these vectors were written; re-run `taskembed embed`")
+    return emb
+
+
+def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
+           embedder: Embedder | None = None) -> list[list[dict[str, Any]]]:
+    """Cosine nearest neighbours of each query among the stored vectors, best first.
+
+    The query is embedded with the model and options recorded in the sidecar. Each hit is
+    {"rank", "score", "id", "text", "label"} (text/label are None for .npy files).
+    """
+    if isinstance(queries, str):
+        queries = [queries]
+    queries = _check_texts(queries)
+    if k < 1:
+        raise UserError(f"-k must be at least 1, got {k}")
+    info = read_sidecar(vectors)
+    emb = embedder or embedder_for(vectors)
+    q = emb.encode(queries).astype(np.float32)
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    if info.get("dim") and q.shape[1] != info["dim"]:
+        raise UserError(f"{vectors}: vectors have {info['dim']} dimensions but the query has {q.shape[1]}; "
+                        "the sidecar does not match the file")
+    best: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in queries]
+    for matrix, cols in _iter_blocks(Path(vectors)):
+        m = matrix.astype(np.float32)
+        m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+        scores = q @ m.T
+        take = min(k, m.shape[0])
+        for qi, row in enumerate(scores):
+            top = np.argpartition(-row, take - 1)[:take]
+            cand = [(float(row[j]), {c: cols[c][j] for c in cols}) for j in top]
+            best[qi] = sorted(best[qi] + cand, key=lambda t: -t[0])[:k]
+    results = []
+    for hits in best:
+        results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label")}
+                        for r, (s, c) in enumerate(hits, start=1)])
+    return results
+
+
+# --- export to sentence-transformers -------------------------------------------------------------
+
+
+def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite: bool = False, **options) -> Path:
+    """A folder that `SentenceTransformer(out)` loads offline and whose `encode` gives `embed`'s vectors.
+
+    Modules: Transformer (the encoder, safetensors) + Pooling + [Dense for a pooler] + [Normalize].
+    The folder uses the classic module paths (sentence_transformers.models.*), which sentence-transformers
+    2.3 to 6 all load; sentence-transformers itself is not needed to write it.
+    """
+    from safetensors.torch import save_file
+
+    from taskembed import artifacts
+
+    emb = _embedder(model_or_folder, dict(options))
+    if emb.layer != emb.num_layers or emb.mean_last is not None:
+        raise UserError("export supports the last layer only (sentence-transformers pools the model's output); drop layer/mean_last")
+    if emb.dtype != "float32":
+        raise UserError("export writes float32 weights; drop dtype (sentence-transformers can convert when loading)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder path")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite or choose another folder")
+
+    reads = emb.head_reads if emb.pooling == "head" else emb.pooling
+    pooling_mode = {"pooler": "cls", "context_pooler": "cls"}.get(reads, reads)
+    dense = None  # (linear, activation module path)
+    if reads == "pooler":
+        pooler = emb.encoder.pooler
+        linear = pooler.dense if hasattr(pooler, "dense") else pooler  # BERT's BertPooler / ALBERT's bare Linear
+        dense = (linear, _TORCH_ACTIVATIONS["tanh"])
+    elif reads == "context_pooler":
+        act = str(getattr(emb.config, "pooler_hidden_act", "gelu"))
+        if act not in _TORCH_ACTIVATIONS:
+            raise UserError(f"cannot export: the ContextPooler's activation '{act}' has no exact torch.nn module "
+                            f"(known: {', '.join(_TORCH_ACTIVATIONS)})")
+        dense = (emb.model.pooler.dense, _TORCH_ACTIVATIONS[act])
+    hidden = int(emb.config.hidden_size)
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    with artifacts.staged_folder(out, overwrite=True) as tmp:
+        emb.encoder.save_pretrained(tmp, safe_serialization=True)
+        emb.tokenizer.save_pretrained(tmp)
+        artifacts.write_json(tmp / "sentence_bert_config.json", {"max_seq_length": emb.max_length, "do_lower_case": False})
+        (tmp / "1_Pooling").mkdir()
+        artifacts.write_json(tmp / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": pooling_mode == "cls",
+            "pooling_mode_mean_tokens": pooling_mode == "mean",
+            "pooling_mode_max_tokens": pooling_mode == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        })
+        if dense is not None:
+            linear, activation = dense
+            folder = f"{len(modules)}_Dense"
+            (tmp / folder).mkdir()
+            artifacts.write_json(tmp / folder / "config.json", {"in_features": linear.in_features, "out_features": linear.out_features,
+                                                               "bias": linear.bias is not None, "activation_function": activation})
+            tensors = {"linear.weight": linear.weight.detach().float().cpu().contiguous().clone()}
+            if linear.bias is not None:
+                tensors["linear.bias"] = linear.bias.detach().float().cpu().contiguous().clone()
+            save_file(tensors, str(tmp / folder / "model.safetensors"))
+            modules.append({"idx": len(modules), "name": str(len(modules)), "path": folder, "type": "sentence_transformers.models.Dense"})
+        if emb.normalize:
+            folder = f"{len(modules)}_Normalize"
+            (tmp / folder).mkdir()
+            modules.append({"idx": len(modules), "name": str(len(modules)), "path": folder,
+                            "type": "sentence_transformers.models.Normalize"})
+        artifacts.write_json(tmp / "modules.json", modules)
+        st_config = {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+        artifacts.write_json(tmp / "config_sentence_transformers.json", st_config)
+        info = emb.describe()
+        artifacts.write_json(tmp / "taskembed_export.json", {**info, "format": "sentence-transformers", "versions": artifacts.versions()})
+        (tmp / "README.md").write_text(_export_card(emb, info, [m["type"].rsplit(".", 1)[1] for m in modules]), encoding="utf-8")
+    return out
+
+
+def _export_card(emb: Embedder, info: dict[str, Any], modules: list[str]) -> str:
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags: [taskembed, sentence-transformers, feature-extraction]
+---
+
+# {emb.name} as a sentence encoder
+
+Exported by taskembed from `{emb.name}`. `SentenceTransformer(this folder).encode(texts)` gives the same
+vectors as `taskembed embed {emb.name} DATA --pooling {emb.pooling}{' --normalize' if emb.normalize else ''}`:
+{info['pooling_detail']}, texts truncated to {emb.max_length} tokens.
+
+Modules: {' -> '.join(modules)}. Weights are safetensors only. Provenance (source weights fingerprint,
+options, versions) is in `taskembed_export.json`.
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("path/to/this/folder")
+vectors = model.encode(["some text"])
+```
+"""

@@ -1,0 +1,123 @@
+"""The benchmark script (bench/train_bench.py) end to end on the tiny model, and its report arithmetic.
+
+Nothing here asserts a speed: timings on a shared CI machine mean nothing. What is checked is that
+every system runs in its own process on the same data, and that the report has the fields the docs use.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from bench import train_bench
+from tests.conftest import make_rows
+
+RUN_FIELDS = {"system", "dataset", "seed", "ok", "train_s", "process_wall_s", "samples_per_s", "tokens_per_s", "peak_rss_mb",
+              "gpu_peak_mb", "accuracy", "macro_f1", "steps", "bf16", "optim", "padding", "threads", "device"}
+
+
+@pytest.fixture
+def data_folder(tmp_path):
+    """A BANKING77-shaped folder (train.csv, test.csv with text and category) of generated reviews."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    for name, rows in (("train.csv", make_rows(80, seed=1)), ("test.csv", make_rows(24, seed=2))):
+        with (folder / name).open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=["text", "category"])
+            w.writeheader()
+            w.writerows({"text": r["text"], "category": r["label"]} for r in rows)
+    return folder
+
+
+@pytest.mark.slow
+def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, tmp_path):
+    out = tmp_path / "docs"
+    argv = ["--mode", "quick", "--model", str(tiny_model_dir), "--datasets", str(data_folder), "--max-train", "48",
+            "--max-length", "32", "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed,b0,b1",
+            "--infer-batch-sizes", "1,8", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]
+    assert train_bench.main(argv) == 0
+
+    report = json.loads((out / "tiny.json").read_text())
+    assert {"mode", "command", "machine", "threads", "versions", "settings", "datasets", "runs", "summary", "comparisons",
+            "inference", "embedding", "notes"} <= set(report)
+    assert report["mode"] == "quick" and report["threads"] == 1
+    assert report["machine"]["device"] in ("cpu", "cuda") and report["machine"]["logical_cores"] >= 1
+    assert {"torch", "transformers", "taskembed"} <= set(report["versions"])
+
+    ds = report["datasets"]["reviews"]
+    assert ds["train"] == 48 and ds["test"] == 24 and ds["labels"] == ["neg", "pos"] and ds["real_tokens_train"] > 48
+
+    runs = {r["system"]: r for r in report["runs"]}
+    assert set(runs) == {"taskembed", "b0", "b1"}
+    for r in runs.values():
+        assert r["ok"], r.get("error")
+        assert RUN_FIELDS <= set(r)
+        assert r["train_s"] > 0 and r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["process_wall_s"] >= r["train_s"]
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+        assert r["threads"] == 1
+    # One epoch of 48 examples in batches of 16, for everyone.
+    assert {r["steps"] for r in runs.values()} == {3}
+    assert runs["b0"]["padding"] == "max_length (32)" and runs["b0"]["bf16"] is False
+    assert runs["b1"]["optim"] == "adamw_torch_fused"
+    # taskembed scored by the shared evaluation agrees with its own evaluation of the same weights.
+    assert runs["taskembed"]["accuracy"] == pytest.approx(runs["taskembed"]["self_reported_accuracy"])
+    # The same real tokens for everyone: taskembed's own count matches the shared one.
+    assert runs["taskembed"]["taskembed_tokens_seen"] == ds["real_tokens_train"]
+
+    assert set(report["summary"]["reviews"]) == {"taskembed", "b0", "b1"}
+    assert {(c["system"], c["baseline"]) for c in report["comparisons"]["reviews"]} == {("taskembed", "b0"), ("taskembed", "b1")}
+    for c in report["comparisons"]["reviews"]:
+        assert {"train_time_ratio", "speedup", "accuracy_delta_pts", "macro_f1_delta_pts", "counts"} <= set(c)
+        assert c["counts"] is False  # one seed never makes a claim
+
+    inf = report["inference"]["reviews"]
+    assert inf["ok"], inf.get("error")
+    assert inf["texts"] == 24 and set(inf["pipeline"]["by_batch_size"]) == {"1", "8"}
+    assert inf["outputs_match"]["ok"] and inf["outputs_match"]["labels_equal"]
+    emb = report["embedding"]
+    assert "skipped" in emb or emb["cosine_ok"]
+
+    md = (out / "tiny.md").read_text()
+    assert report["command"] in md and "B0: Trainer" in md and "| taskembed | b1 |" in md
+
+
+def _run(system, seed, train_s, acc, dataset="d"):
+    return {"system": system, "dataset": dataset, "seed": seed, "ok": True, "train_s": train_s, "process_wall_s": train_s + 5,
+            "samples_per_s": 100 / train_s, "tokens_per_s": 1000 / train_s, "peak_rss_mb": 500.0, "gpu_peak_mb": None,
+            "accuracy": acc, "macro_f1": acc}
+
+
+def test_summary_means_spreads_and_ratios():
+    runs = [_run("taskembed", s, t, a) for s, t, a in ((0, 10, 0.80), (1, 12, 0.82), (2, 14, 0.84))]
+    runs += [_run("b0", s, t, a) for s, t, a in ((0, 40, 0.81), (1, 40, 0.81), (2, 40, 0.81))]
+    runs += [_run("b1", s, t, a) for s, t, a in ((0, 20, 0.83), (1, 20, 0.84), (2, 20, 0.85))]
+    runs.append({"system": "b1", "dataset": "d", "seed": 3, "ok": False, "error": "exit 1: boom"})  # failures are left out
+    summary, comparisons = train_bench.summarize(runs, ["taskembed", "b0", "b1"])
+    te = summary["d"]["taskembed"]
+    assert te["train_s"]["mean"] == pytest.approx(12) and te["train_s"]["std"] == pytest.approx(2) and te["train_s"]["n"] == 3
+    assert te["gpu_peak_mb"] == {"mean": None, "std": None, "n": 0}
+    by = {c["baseline"]: c for c in comparisons["d"]}
+    assert by["b0"]["speedup"] == pytest.approx(40 / 12) and by["b0"]["train_time_ratio"] == pytest.approx(12 / 40)
+    assert by["b0"]["accuracy_delta_pts"] == pytest.approx(1.0) and by["b0"]["counts"] is True
+    # 2 points below B1: the speed-up does not count (DESIGN.md: equal accuracy within half a point).
+    assert by["b1"]["accuracy_delta_pts"] == pytest.approx(-2.0) and by["b1"]["counts"] is False
+
+
+def test_markdown_reports_failures_and_skips():
+    runs = [_run("taskembed", 0, 10, 0.8), {"system": "b0", "dataset": "d", "seed": 0, "ok": False, "error": "exit 1: Traceback\nValueError: bad"}]
+    summary, comparisons = train_bench.summarize(runs, ["taskembed", "b0"])
+    report = {
+        "mode": "quick", "command": "make bench MODE=quick", "created": "now", "threads": 2, "versions": {"torch": "x"},
+        "machine": {"device": "cpu", "gpu": None, "gpu_bf16": None, "cpu": "Some CPU", "logical_cores": 2, "cpu_bf16": False},
+        "settings": {"model": "m", "epochs": 1.0, "batch_size": 32, "lr": 5e-5, "taskembed_layer_decay": 0.9, "taskembed_head_lr": 1e-3,
+                     "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 128, "seeds": [0]},
+        "datasets": {"d": {"train": 10, "train_available": 20, "test": 5, "labels": ["a", "b"], "mean_tokens": 9.0, "origin": "here"}},
+        "runs": runs, "summary": summary, "comparisons": comparisons, "inference": {"d": {"ok": False, "error": "exit 1: oops"}},
+        "notes": ["dataset banking77 skipped: not present"],
+    }
+    md = train_bench.render_markdown(report)
+    assert "`make bench MODE=quick`" in md and "FAILED: b0 seed 0: ValueError: bad" in md
+    assert "Inference: FAILED (exit 1: oops)" in md and "banking77 skipped" in md

