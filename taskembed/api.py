@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from taskembed import artifacts
+from taskembed import artifacts, checkpoint
 from taskembed.config import Config, DataConfig, load_config
 from taskembed.data import Splits, clean_split, encode_split, load_raw, load_splits, read_table
 from taskembed.errors import UserError
@@ -64,16 +64,29 @@ def train(
     *,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    resume: bool | str = False,
 ) -> TrainResult:
-    """Train a classifier as the config says and write the output folder. Returns its path and metrics."""
+    """Train a classifier as the config says and write the output folder. Returns its path and metrics.
+
+    Checkpoints go to `<output.dir>.checkpoints` while training and are deleted once the output folder
+    is complete. `resume=True` continues from the latest complete checkpoint (an error if there is
+    none), `resume="auto"` continues if there is one and starts afresh otherwise. SIGINT/SIGTERM
+    finish the step in flight, checkpoint and raise `TrainingInterrupted`; no output folder is written.
+    """
     started = time.perf_counter()
     cfg = _as_config(config, overrides)
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
     out = Path(cfg.output.dir)
     artifacts.check_output_dir(out, cfg.output.overwrite)
+    ckpt_root = checkpoint.folder_for(out)
+    if resume and cfg.train.keep_checkpoints == 0:
+        raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
+    resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
 
     splits = load_splits(cfg.data)
+    if resume_from is not None:
+        checkpoint.check_compatible(resume_from, cfg.to_dict(), splits.fingerprint(), world)
     say(_data_summary(splits))
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
@@ -90,8 +103,17 @@ def train(
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)
     say(f"training on {device}{' with bf16 autocast' if bf16 else ''}, {world} process(es)")
+    ckpts = None
+    if cfg.train.keep_checkpoints:
+        checkpoint.check_disk_space(ckpt_root, model, cfg.train.keep_checkpoints, "validation" in encoded)
+        if world > 1:
+            torch.distributed.barrier()  # every rank has chosen its checkpoint before rank 0 clears anything
+        if rank == 0:
+            checkpoint.prepare(ckpt_root, fresh=resume_from is None)
+        ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
+                                         splits.fingerprint(), resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
-                 device=device, progress=progress)
+                 device=device, progress=progress, checkpoints=ckpts)
 
     metrics = {s: evaluate_encoded(model, encoded[s], splits.labels, pad_id, device) for s in ("validation", "test") if s in encoded}
     base = None
@@ -113,6 +135,7 @@ def train(
             "device": _device_name(device),
             "bf16": bf16,
             "train_seconds": result.seconds,
+            "eval_seconds": result.eval_seconds,
             "total_seconds": time.perf_counter() - started,
             "samples_per_second": st.samples_seen / max(result.seconds, 1e-9),
             "tokens_per_second": st.tokens_seen * world / max(result.seconds, 1e-9),
@@ -123,6 +146,7 @@ def train(
         }
         extra = _embedding_report(cfg, splits, model, tokenizer, say) if cfg.output.embedding_report and "validation" in splits.frames else None
         artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
+        checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()

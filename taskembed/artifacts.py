@@ -171,7 +171,7 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
         write_json(tmp / "lr_plan.json", info["plan"])
         write_json(tmp / "metrics.json", {"validation": info["metrics"].get("validation"), "test": info["metrics"].get("test"),
                                            "baselines": info.get("baselines"), "best_step": info["best_step"]})
-        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "train_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels")})
+        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "train_seconds", "eval_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels")})
         with (tmp / "log.jsonl").open("w", encoding="utf-8") as fh:
             for entry in log:
                 fh.write(json.dumps(entry) + "\n")

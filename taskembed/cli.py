@@ -16,10 +16,18 @@ from typing import Sequence
 from taskembed.errors import UserError
 
 
-def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool = False, progress: bool = True) -> int:
+def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool = False, progress: bool = True,
+              resume: str | None = None) -> int:
+    """Train; `resume` is None (start afresh), "latest" (continue the latest checkpoint) or "auto" (continue if there is one).
+
+    SIGINT/SIGTERM finish the step in flight, write a checkpoint and exit with 130/143 and one line saying how to resume.
+    """
+    import shlex
+
     from taskembed import api
     from taskembed.config import dump_config, load_config, parse_overrides
     from taskembed.artifacts import metrics_table
+    from taskembed.loop import TrainingInterrupted
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
@@ -27,7 +35,13 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         return 0
     print("config:\n" + "\n".join("  " + line for line in dump_config(cfg).splitlines()))
-    result = api.train(cfg, progress=progress)
+    try:
+        result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
+    except TrainingInterrupted as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
+            print(exc.message(command), file=sys.stderr)
+        return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         print()
         print(metrics_table(result.metrics, result.baselines))
@@ -106,15 +120,21 @@ def cmd_datasets() -> int:
     return 0
 
 
-def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = None, share: bool = False) -> int:
+def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+             auth: str | None = None) -> int:
+    """Run demo/app.py (a source checkout's Gradio app) on MODELS; it exits 2 with one line for a bad folder."""
     demo_app = Path(__file__).resolve().parent.parent / "demo" / "app.py"
     if not demo_app.exists():
         raise UserError("the demo needs the repository's demo/ folder; run it from a source checkout")
+    import importlib.util
     import runpy
 
-    sys.argv = [str(demo_app), *models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else [])]
-    runpy.run_path(str(demo_app), run_name="__main__")
-    return 0
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError("the demo needs gradio; install it with: pip install 'taskembed[demo]'")
+    argv = [*models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else []),
+            *(["--auth", auth] if auth else [])]
+    app = runpy.run_path(str(demo_app), run_name="taskembed_demo")
+    return app["main"](argv)
 
 
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
@@ -182,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="YAML config (default: built-in defaults = configs/sentiment.yaml)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and lr plan, train nothing")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--resume", nargs="?", const="latest", choices=["latest", "auto"],
+                   help="continue from the latest complete checkpoint of output.dir (an error if none); "
+                        "--resume auto: continue if there is one, else start afresh")
 
     pl = sub.add_parser("plan", help="print the learning-rate plan of a config without training")
     pl.add_argument("config", nargs="?")
@@ -204,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="open the Gradio demo for one or more model folders")
     d.add_argument("models", nargs="+")
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=int)
-    d.add_argument("--share", action="store_true")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    d.add_argument("--port", type=int, help="port (default: 7860 or the next free one)")
+    d.add_argument("--share", action="store_true", help="also publish a public gradio.live link (prints a warning)")
+    d.add_argument("--auth", metavar="USER:PASSWORD", help="require a login (or set TASKEMBED_DEMO_AUTH)")
 
     em = sub.add_parser("embed", help="write one vector per text (Parquet or .npy) with a JSON sidecar")
     em.add_argument("model", help="a trained folder, or any encoder folder or id (the base model too)")
@@ -265,7 +289,10 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     if rest and not rest[0].startswith("-"):
         head.append(rest.pop(0))
     overrides = []
-    for tok in rest:
+    for i, tok in enumerate(rest):
+        if tok.startswith("--resume=") or tok == "--resume" or (i and rest[i - 1] == "--resume" and tok in ("latest", "auto")):
+            head.append(tok)
+            continue
         (head if tok in own else overrides).append(tok)
     return head, overrides
 
@@ -277,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(known)
     try:
         if args.command == "train":
-            return cmd_train(args.config, extra, dry_run=args.dry_run, progress=not args.no_progress)
+            return cmd_train(args.config, extra, dry_run=args.dry_run, progress=not args.no_progress, resume=args.resume)
         if args.command == "plan":
             return cmd_plan(args.config, extra, as_json=args.json)
         if args.command == "evaluate":
@@ -287,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "datasets":
             return cmd_datasets()
         if args.command == "demo":
-            return cmd_demo(args.models, args.host, args.port, args.share)
+            return cmd_demo(args.models, args.host, args.port, args.share, args.auth)
         if args.command == "embed":
             return cmd_embed(args.model, args.data, args.out, args.pooling, args.layer, args.mean_last, args.normalize, args.dtype,
                              args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,

@@ -102,6 +102,10 @@ class TrainConfig:
     """bfloat16 autocast: auto uses it where the hardware supports it natively."""
     num_threads: int | None = None
     """CPU threads for torch; None uses the number of physical cores."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N optimizer steps (beside output.dir, in <output.dir>.checkpoints); 0 = at each epoch end only."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept while training (the newest N plus the best); 0 writes none, so a run cannot be resumed."""
 
 
 @dataclass
@@ -356,6 +360,10 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
+    need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (got {t.checkpoint_every})")
+    need(t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0 (got {t.keep_checkpoints})")
+    need(not (t.checkpoint_every > 0 and t.keep_checkpoints == 0),
+         f"train.checkpoint_every is {t.checkpoint_every} but train.keep_checkpoints is 0 (no checkpoints); set keep_checkpoints >= 1")
     need(0 <= d.validation_fraction < 1, f"data.validation_fraction must be in [0, 1) (got {d.validation_fraction})")
     need(0 <= d.test_fraction < 1, f"data.test_fraction must be in [0, 1) (got {d.test_fraction})")
     need(d.validation_fraction + d.test_fraction < 1, "data.validation_fraction + data.test_fraction must leave training data (< 1)")

@@ -2,24 +2,33 @@
 
 `TrainState` is exactly the run's progress: optimizer step, epoch, position in
 the epoch, the best validation score so far and the metrics log. Together with
-the model and optimizer/scheduler state dicts it is what a checkpoint holds;
-the batch order is not state because it is a pure function of (seed, epoch).
+the model, optimizer and scheduler state and the RNG streams it is what a
+checkpoint holds (see checkpoint.py); the batch order is not state because it
+is a pure function of (seed, epoch), so a resumed run continues exactly where
+the stopped one was, batch for batch and dropout mask for dropout mask.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import os
 import random
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taskembed import checkpoint
+from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
 from taskembed.data import Encoded, collate, eval_batches, train_batches
 from taskembed.errors import UserError
@@ -31,6 +40,21 @@ class TrainingDiverged(UserError):
     """A non-finite loss or gradient: training stops instead of stepping on garbage."""
 
 
+class TrainingInterrupted(UserError):
+    """SIGINT or SIGTERM: the step in flight was finished and checkpointed, then training stopped."""
+
+    def __init__(self, signum: int, step: int, saved: Path | None):
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        self.step, self.saved = step, saved
+        super().__init__(self.message("taskembed train CONFIG --resume"))
+
+    def message(self, resume_command: str) -> str:
+        if self.saved is None:
+            return f"interrupted by {self.signal_name} after step {self.step}; no checkpoint (train.keep_checkpoints is 0), so it cannot be resumed"
+        return f"interrupted by {self.signal_name} after step {self.step}; checkpoint saved to {self.saved}; continue with: {resume_command}"
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -39,8 +63,17 @@ class TrainState:
     best_metric: float | None = None
     best_step: int = 0
     evals_since_best: int = 0
+    stopped_early: bool = False
     samples_seen: int = 0
     tokens_seen: int = 0
+    window_loss: float = 0.0
+    """Sum of the step losses since the last train log entry, and their count."""
+    window_n: int = 0
+    batch_digest: str = ""
+    """A running hash of every batch's example indices: equal values mean the same batches in the same order."""
+    train_seconds: float = 0.0
+    """Training time of the sessions up to the last checkpoint (evaluation and checkpoint writes excluded)."""
+    eval_seconds: float = 0.0
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -49,6 +82,52 @@ class FitResult:
     state: TrainState
     seconds: float
     stopped_early: bool
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a request that the loop honours after the step in flight.
+
+    A second signal gets the previous handler (KeyboardInterrupt, or termination): a stuck run
+    can still be stopped, and a checkpoint being written then is discarded, never half-used.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.enabled = False
+
+    def _handle(self, signum, _frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous[signum])
+
+    @contextmanager
+    def installed(self, enabled: bool) -> Iterator["StopSignals"]:
+        self.enabled = enabled
+        # Handlers can only be set from the main thread (a notebook or server thread keeps Python's defaults).
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._previous:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+
+    def requested(self, world: int, device: torch.device) -> int:
+        """The signal to stop on (0 for none), agreed by every rank so that all stop after the same step."""
+        if world == 1 or not self.enabled:
+            return self.signum
+        flag = torch.tensor([self.signum], device=device if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag)
+
+
+def chain_digest(previous: str, group: list[list[int]]) -> str:
+    return hashlib.sha256(f"{previous}|{group}".encode()).hexdigest()[:16]
 
 
 def seed_everything(seed: int) -> None:
@@ -125,8 +204,14 @@ def fit(
     device: torch.device | None = None,
     progress: bool = True,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> FitResult:
-    """Train `model` in place with the plan's rates; restore the best validation weights at the end."""
+    """Train `model` in place with the plan's rates; restore the best validation weights at the end.
+
+    With `checkpoints`, the run is checkpointed every `checkpoints.every` steps, at each epoch end, at
+    the last step and when SIGINT/SIGTERM asks it to stop (then it raises TrainingInterrupted), and it
+    continues from `checkpoints.resume_from` exactly as the stopped run would have gone on.
+    """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rank, world = distributed()
     seed_everything(cfg.seed)
@@ -139,8 +224,9 @@ def fit(
 
     micro = cfg.batch_size
     batches_per_epoch = math.ceil(len(train) / micro) // world
-    if batches_per_epoch < 1:
-        raise UserError(f"only {len(train)} training examples for {world} processes of batch {micro}; lower train.batch_size")
+    if batches_per_epoch < cfg.grad_accum:
+        raise UserError(f"only {len(train)} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
+                        "lower train.batch_size or train.grad_accum")
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     optimizer = torch.optim.AdamW(plan.optimizer_groups(model), fused=device.type in ("cuda", "cpu"))
@@ -152,11 +238,18 @@ def fit(
 
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None
+    if checkpoints is not None and checkpoints.resume_from is not None:
+        # Weights, optimizer, scheduler, RNG streams and progress: the next step is the one the stopped run would have taken.
+        saved, best_weights = checkpoint.load_checkpoint(checkpoints.resume_from, model, optimizer, scheduler, rank=rank, device=device)
+        state = TrainState(**saved)
+        if rank == 0:
+            where = "training complete" if state.step >= total_steps or state.stopped_early else f"epoch {state.epoch + 1}"
+            print(f"resuming from {checkpoints.resume_from} (step {state.step} of {total_steps}, {where})")
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
 
     def record(entry: dict[str, Any]) -> None:
         state.log.append(entry)
@@ -174,7 +267,8 @@ def fit(
         score = m[cfg.metric]
         if state.best_metric is None or score > state.best_metric:
             state.best_metric, state.best_step, state.evals_since_best = score, state.step, 0
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # On the host: a second copy of the weights must not take accelerator memory.
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             state.evals_since_best += 1
         if rank == 0:
@@ -183,15 +277,41 @@ def fit(
             )
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience
 
+    lengths = train.lengths
     started = time.perf_counter()
-    stopped_early = False
+    eval_seconds = ckpt_seconds = 0.0
+    earlier_train, earlier_eval = state.train_seconds, state.eval_seconds  # sessions before a resume
+
+    def clock() -> None:
+        state.train_seconds = earlier_train + time.perf_counter() - started - eval_seconds - ckpt_seconds
+        state.eval_seconds = earlier_eval + eval_seconds
+
+    def write_checkpoint() -> Path:
+        nonlocal ckpt_seconds
+        t0 = time.perf_counter()
+        clock()
+        rng = checkpoint.capture_rng(world, device)  # a collective under DDP: every rank takes part
+        saved = checkpoints.root  # what the other ranks report; rank 0 names the folder
+        if rank == 0:
+            saved = checkpoint.save_checkpoint(
+                checkpoints.root, model, optimizer, scheduler, dataclasses.asdict(state), best_weights=best_weights, rng=rng,
+                plan=plan.to_json(), config=checkpoints.config, meta={"world_size": world, "data_fingerprint": checkpoints.fingerprint,
+                                                                      "total_steps": total_steps, "device": device.type},
+            )
+            checkpoint.prune(checkpoints.root, checkpoints.keep, state.best_step)
+        ckpt_seconds += time.perf_counter() - t0
+        return saved
+
     model.train()
-    window_loss, window_n = 0.0, 0
-    while state.step < total_steps and not stopped_early:
-        order = train_batches(train.lengths, micro, torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch))
-        # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
-        order = order[rank : batches_per_epoch * world : world]
-        while state.batch_in_epoch + cfg.grad_accum <= len(order) and state.step < total_steps:
+    order_epoch, order = -1, []
+    saved: Path | None = None
+    with StopSignals().installed(checkpoints is not None) as stop:
+        while state.step < total_steps and not state.stopped_early:
+            if order_epoch != state.epoch:
+                order = train_batches(train.lengths, micro, torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch))
+                # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
+                order = order[rank : batches_per_epoch * world : world]
+                order_epoch = state.epoch
             group = order[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
             n_examples = sum(len(b) for b in group)
             step_loss = 0.0
@@ -204,10 +324,11 @@ def fit(
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
                 loss.backward()
                 step_loss += loss.detach()
-                state.tokens_seen += int(batch["attention_mask"].sum())
+                state.tokens_seen += sum(lengths[j] for j in idx)  # from the host: no device sync
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
             loss_value = float(step_loss)
             if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+                # Raised before the step is taken and before any checkpoint of it: the last checkpoint stays the last good state.
                 rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"
                 raise TrainingDiverged(
@@ -220,26 +341,40 @@ def fit(
             state.step += 1
             state.batch_in_epoch += len(group)
             state.samples_seen += n_examples * world
-            window_loss, window_n = window_loss + loss_value, window_n + 1
+            state.batch_digest = chain_digest(state.batch_digest, group)
+            state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
             if state.step % log_every == 0:
-                record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": window_loss / window_n,
-                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": float(grad_norm)})
-                window_loss, window_n = 0.0, 0
+                record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": state.window_loss / state.window_n,
+                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": float(grad_norm),
+                        "batches": state.batch_digest})
+                state.window_loss, state.window_n = 0.0, 0
             if state.step % eval_every == 0 or state.step == total_steps:
-                stopped_early = run_eval()
-                if stopped_early:
-                    break
-        if state.batch_in_epoch + cfg.grad_accum > len(order):
-            state.epoch += 1
-            state.batch_in_epoch = 0
+                t0 = time.perf_counter()
+                state.stopped_early = run_eval()
+                eval_seconds += time.perf_counter() - t0
+            epoch_end = state.batch_in_epoch + cfg.grad_accum > len(order)  # the rest is too short for a step
+            if epoch_end:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            stop_signal = stop.requested(world, device)
+            if checkpoints is not None and (epoch_end or stop_signal or state.stopped_early or state.step == total_steps
+                                            or (checkpoints.every and state.step % checkpoints.every == 0)):
+                saved = write_checkpoint()
+            if stop_signal:
+                if bar is not None:
+                    bar.close()
+                if world > 1:
+                    torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
+                raise TrainingInterrupted(stop_signal, state.step, saved)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - started
+    clock()
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    if stopped_early and rank == 0:
+    if state.stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
-    return FitResult(state=state, seconds=seconds, stopped_early=stopped_early)
+    return FitResult(state=state, seconds=state.train_seconds, stopped_early=state.stopped_early, eval_seconds=state.eval_seconds,
+                     checkpoint_seconds=ckpt_seconds)

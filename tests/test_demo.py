@@ -1,0 +1,337 @@
+"""The Gradio demo (demo/app.py) on a tiny trained model, driven over HTTP on 127.0.0.1.
+
+One module fixture trains the tiny classifier; a copy of its folder with a calibration.json makes the
+second model, so the app under test has a model picker and a calibrated model. The app is launched once
+on a free local port and driven with gradio_client and plain HTTP requests.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.util
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import taskembed
+from tests.conftest import make_rows
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_PATH = ROOT / "demo" / "app.py"
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("taskembed_demo_app", APP_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = load_demo()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    """GET on 127.0.0.1 only, ignoring any proxy settings; (status, body)."""
+    assert urllib.parse.urlsplit(url).hostname == "127.0.0.1"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """A tiny classifier with a validation file (examples, neighbours) and a calibrated copy of it."""
+    root = tmp_path_factory.mktemp("demo")
+    for name, rows in (("train.csv", make_rows(240, seed=1)), ("val.csv", make_rows(60, seed=3)), ("test.csv", make_rows(60, seed=2))):
+        with (root / name).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["text", "label"])
+            w.writeheader()
+            w.writerows(rows)
+    overrides = {
+        "data.source": str(root / "train.csv"), "data.validation": str(root / "val.csv"), "data.test": str(root / "test.csv"),
+        "data.max_length": 32, "model.name": str(tiny_model_dir), "output.dir": str(root / "tiny-sentiment"),
+        "train.epochs": 8, "train.batch_size": 16, "train.lr": 3e-3, "train.head_lr": 5e-3, "train.bf16": "off",
+    }
+    folder = taskembed.train(None, overrides, progress=False, echo=lambda _m: None).output_dir
+    calibrated = root / "tiny-calibrated"
+    shutil.copytree(folder, calibrated)
+    (calibrated / "calibration.json").write_text(json.dumps({"temperature": 2.0}))
+    return root, folder, calibrated
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    _, folder, calibrated = trained
+    app = demo.build_app([folder, calibrated])
+    _, local_url, share_url = demo.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield app, local_url, share_url
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return gradio_client.Client(server[1], verbose=False, download_files=str(server[0].taskembed_tmp))
+
+
+def test_default_launch_is_local_with_no_share_link(server):
+    app, local_url, share_url = server
+    assert local_url.startswith("http://127.0.0.1:")
+    assert share_url is None and app.share is False
+    assert app.server_name == "127.0.0.1"
+    assert not app.allowed_paths
+    status, _ = http_get(local_url + "gradio_api/info")
+    assert status == 200
+
+
+def test_predictions_equal_the_library(client, trained):
+    _, folder, _ = trained
+    texts = ["superb charming film", "dull boring plot", "the actor", "great " * 40]
+    expected = taskembed.load(folder).predict(texts)
+    for text, ref in zip(texts, expected):
+        label, confidence, details, _ = client.predict("tiny-sentiment", text, api_name="/predict")
+        assert label["label"] == ref["label"] == details["label"]
+        assert details["score"] == pytest.approx(ref["score"], abs=1e-6)
+        for name, score in ref["scores"].items():
+            assert details["scores"][name] == pytest.approx(score, abs=1e-6)
+        assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(ref["scores"], abs=1e-6)
+        assert f"Predicted: {ref['label']}" in confidence and "calibrated" not in confidence
+
+
+def test_calibrated_confidence_and_model_comparison(client, trained):
+    _, _, calibrated = trained
+    clf = taskembed.load(calibrated)
+    logits = clf.logits(["superb charming film"]).numpy()[0] / 2.0
+    ref = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    _, confidence, details, compare = client.predict("tiny-calibrated", "superb charming film", api_name="/predict")
+    assert details["temperature"] == 2.0
+    assert [details["calibrated_scores"][x] for x in clf.labels] == pytest.approx(ref.tolist(), abs=1e-6)
+    assert "calibrated confidence" in confidence
+    # two models: the comparison table has one row per model, the uncalibrated one without a calibrated score
+    rows = {r[0]: r for r in compare["data"]}
+    assert set(rows) == {"tiny-sentiment", "tiny-calibrated"}
+    assert rows["tiny-sentiment"][3] is None and rows["tiny-calibrated"][3] == pytest.approx(details["calibrated_score"], abs=1e-4)
+
+
+def test_batch_returns_one_row_per_line_and_a_csv(client, trained):
+    _, folder, _ = trained
+    lines = ["superb charming", "", "dull boring", "   ", "the film is fresh", "stale messy lifeless"]
+    table, csv_path, note = client.predict("tiny-sentiment", "\n".join(lines), None, api_name="/batch")
+    texts = [x for x in lines if x.strip()]
+    data = table["data"]
+    assert [r[0] for r in data] == texts
+    expected = taskembed.load(folder).predict(texts)
+    assert [r[1] for r in data] == [p["label"] for p in expected]
+    assert table["headers"] == ["text", "label", "score", "score_neg", "score_pos"]
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["text", "label", "score", "score_neg", "score_pos"] and len(rows) == len(texts) + 1
+    assert f"{len(texts)} texts" in note
+
+
+def test_batch_accepts_a_csv_upload(client, tmp_path):
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        w.writerows([[1, "superb, charming"], [2, "dull boring"], [3, "a brilliant film"]])
+    table, _, _ = client.predict("tiny-sentiment", "", gradio_client.handle_file(str(path)), api_name="/batch")
+    data = table["data"]
+    assert [r[0] for r in data] == ["superb, charming", "dull boring", "a brilliant film"]
+
+
+def test_oversized_and_empty_inputs_give_a_clear_error(client, server):
+    app = server[0]
+    limits = app.taskembed_limits
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"Input too long: 2,001 characters; the demo takes at most 2,000"):
+        client.predict("tiny-sentiment", "x" * (limits.max_chars + 1), api_name="/predict")
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"Input too long: 1,001 lines"):
+        client.predict("tiny-sentiment", "\n".join(["superb"] * (limits.max_lines + 1)), None, api_name="/batch")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Type a text first"):
+        client.predict("tiny-sentiment", "   ", api_name="/predict")
+    with pytest.raises(gradio_client.exceptions.AppError, match="no-such-model"):
+        client.predict("no-such-model", "superb", api_name="/predict")
+
+
+def test_neighbours_from_the_validation_texts(client, trained):
+    root = trained[0]
+    with (root / "val.csv").open(newline="") as fh:
+        val = {r["text"]: r["label"] for r in csv.DictReader(fh)}
+    tuned, base, plot, note = client.predict("tiny-sentiment", "superb charming film", 4, api_name="/neighbours")
+    for table in (tuned, base):
+        assert [r[0] for r in table["data"]] == [1, 2, 3, 4]
+        assert all(val[r[3]] == r[2] for r in table["data"])
+        cosines = [r[1] for r in table["data"]]
+        assert cosines == sorted(cosines, reverse=True)
+    assert plot and plot["type"] == "matplotlib"
+    assert "60 validation texts" in note
+
+
+def test_about_reads_the_folder(client, trained):
+    _, folder, _ = trained
+    metrics = json.loads((folder / "metrics.json").read_text())
+    plan = json.loads((folder / "lr_plan.json").read_text())
+    out = client.predict("tiny-calibrated", api_name="/about")
+    summary, metrics_table, _, cm, curves, plan_table, config, embedding = out[:8]
+    assert "tiny-calibrated" in summary and "temperature 2" in summary and "60 from `val.csv`" in summary
+    rows = {(r[0], r[1]): r for r in metrics_table["data"]}
+    assert rows[("test", "fine-tuned")][2] == f"{100 * metrics['test']['accuracy']:.2f}"
+    assert ("test", "TF-IDF + logistic regression") in rows and ("validation", "majority class") in rows
+    assert [r[0] for r in plan_table["data"]] == [g["name"] for g in plan["groups"]]
+    assert config == json.loads((folder / "training_config.json").read_text())
+    assert "k-NN accuracy" in embedding
+    assert cm and curves  # images, sent as copies in Gradio's cache (see the HTTP test)
+
+
+def test_examples_come_from_the_validation_data(server, trained):
+    root = trained[0]
+    with (root / "val.csv").open(newline="") as fh:
+        val = {r["text"] for r in csv.DictReader(fh)}
+    model = server[0].taskembed_models[0]
+    assert model.examples and set(model.examples) <= val
+    # A validation slice carved out of the training file cannot be read back: no examples, a note instead.
+    carved = demo.validation_data({"data": {"source": str(root / "train.csv")}})
+    assert not carved.texts and "carved out of train.csv" in carved.missing
+    missing = demo.validation_data({"data": {"source": str(root / "train.csv"), "validation": str(root / "gone.csv")}})
+    assert not missing.texts and "not there any more" in missing.missing
+
+
+def test_files_of_the_machine_and_the_model_are_not_served(server, trained):
+    app, url, _ = server
+    _, folder, _ = trained
+    weights = (folder / "model.safetensors").resolve()
+    secret_bytes = weights.read_bytes()[:64]
+    cache = Path(app.GRADIO_CACHE).resolve()  # where Gradio keeps what it serves (uploads, processed outputs)
+    targets = [
+        "/etc/passwd",
+        str(weights),
+        str(folder.resolve() / "config.json"),
+        str(folder.resolve() / "confusion_matrix_test.png"),
+        urllib.parse.quote(str(cache) + "/../../../../etc/passwd", safe=""),
+        urllib.parse.quote("../../../../../../etc/passwd", safe=""),
+        urllib.parse.quote(str(cache / ".." / ".." / weights.relative_to("/")), safe=""),
+        "..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "http://example.invalid/x",
+        urllib.parse.quote("https://example.invalid/x", safe=""),
+    ]
+    for prefix in ("gradio_api/file=", "file="):
+        for target in targets:
+            status, body = http_get(url + prefix + target)
+            assert status != 200 or (b"root:" not in body and secret_bytes not in body), (prefix, target, status)
+            assert b"root:x:0:0" not in body and secret_bytes not in body
+    # Images of the About tab went out as pixels copied into Gradio's cache, never as paths into the model folder.
+    status, body = http_get(url + "config")
+    assert status == 200
+    config = body.decode()
+    for p in (folder.resolve(), trained[2].resolve()):
+        for name in ("model.safetensors", "confusion_matrix_test.png", "learning_curves.png", "embedding_projection.png"):
+            assert str(p / name) not in config
+    image_paths = [c["props"]["value"]["path"] for c in json.loads(config)["components"]
+                   if c.get("type") == "image" and (c.get("props") or {}).get("value")]
+    assert image_paths and all(Path(x).resolve().is_relative_to(cache) for x in image_paths)
+    status, body = http_get(url + "gradio_api/file=" + image_paths[0])
+    assert status == 200 and body[:4] in (b"\x89PNG", b"RIFF")
+
+
+def test_basic_auth_is_required_when_set(server):
+    app = demo.build_app(models=server[0].taskembed_models)
+    _, url, _ = demo.launch(app, port=free_port(), auth=("reviewer", "s3cret"), prevent_thread_lock=True, quiet=True)
+    try:
+        status, _ = http_get(url + "config")
+        assert status in (401, 403)
+        authed = gradio_client.Client(url, auth=("reviewer", "s3cret"), verbose=False)
+        label, _, _, _ = authed.predict("tiny-sentiment", "superb charming film", api_name="/predict")
+        assert label["label"] in ("neg", "pos")
+    finally:
+        app.close()
+
+
+class _StubApp:
+    def launch(self, **kwargs):
+        self.kwargs = kwargs
+        return None, "http://127.0.0.1:0/", None
+
+
+def test_launch_defaults_and_warnings():
+    warnings: list[str] = []
+    stub = _StubApp()
+    demo.launch(stub, warn=warnings.append)
+    kw = stub.kwargs
+    assert kw["server_name"] == "127.0.0.1" and kw["share"] is False and kw["auth"] is None
+    assert "allowed_paths" not in kw and kw["ssr_mode"] is False and kw["mcp_server"] is False
+    assert warnings == []
+    demo.launch(stub, host="0.0.0.0", share=True, warn=warnings.append)
+    assert stub.kwargs["server_name"] == "0.0.0.0" and stub.kwargs["share"] is True
+    assert len(warnings) == 2 and "reachable from other machines" in warnings[0] and "public" in warnings[1]
+    assert demo.parse_auth("a:b:c") == ("a", "b:c")
+    with pytest.raises(taskembed.UserError, match="USER:PASSWORD"):
+        demo.parse_auth("nopassword")
+
+
+def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_path, capsys):
+    _, folder, _ = trained
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(folder, incomplete)
+    (incomplete / "model.safetensors").unlink()
+    bad_calibration = tmp_path / "bad-calibration"
+    shutil.copytree(folder, bad_calibration)
+    (bad_calibration / "calibration.json").write_text('{"temperature": -1}')
+    cases = [(tmp_path / "missing", "model folder not found"), (tiny_model_dir, "not a classifier"), (incomplete, "the folder is incomplete"),
+             (bad_calibration, "'temperature' must be a positive number")]
+    for bad, message in cases:
+        assert demo.main([str(folder), str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, err
+    from taskembed.cli import main as cli_main
+
+    assert cli_main(["demo", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "model folder not found" in err and "\n" not in err
+    # As a script: the same one line and exit status 2, before any server starts.
+    proc = subprocess.run([sys.executable, str(APP_PATH), str(tmp_path / "missing")], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and "\n" not in proc.stderr.strip() and "Running on" not in proc.stdout
+
+
+def test_demo_imports_only_the_public_api():
+    tree = ast.parse(APP_PATH.read_text())
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {a.name for a in node.names if a.name.startswith("taskembed")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("taskembed"):
+            modules.add(node.module)
+            assert not any(a.name.startswith("_") for a in node.names)
+        elif isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id == "taskembed":
+                assert not any(part.startswith("_") for part in chain), chain
+    assert modules <= {"taskembed", "taskembed.embed", "taskembed.builtin"}, modules

@@ -1,0 +1,236 @@
+"""Checkpoint and resume: a run stopped anywhere and resumed ends bit-identical to one never stopped.
+
+The key test kills `taskembed train` in a subprocess three times (SIGTERM after a checkpoint, SIGKILL in
+the middle of a checkpoint write, SIGKILL after a checkpoint), resumes it each time with --resume and
+compares the result with an uninterrupted run: every weight tensor (torch.equal) and the whole log,
+whose train entries carry a running hash of the batches. bench/fault_injection.py does the same with
+ten or more seeded kill points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+
+import pytest
+import torch
+
+import taskembed
+from bench import fault_injection as fi
+from taskembed import checkpoint
+from taskembed.cli import main
+from taskembed.loop import TrainingInterrupted
+from tests.conftest import make_rows
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The runs here use one thread (train.num_threads 1, for exactness); give the rest of the suite its threads back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume-data")
+    return fi.write_csv(root / "train.csv", make_rows(176, seed=4)), fi.write_csv(root / "test.csv", make_rows(40, seed=5))
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def interrupt_after(monkeypatch, n: int, signum: int = signal.SIGINT) -> None:
+    """Send `signum` to this process right after the n-th checkpoint is written, as a user pressing Ctrl-C would."""
+    real = checkpoint.save_checkpoint
+    count = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        out = real(*args, **kwargs)
+        count["n"] += 1
+        if count["n"] == n:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", wrapped)
+
+
+def same_weights(a, b) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_subprocess_matches_uninterrupted_run(tiny_model_dir, data, tmp_path):
+    train, test = data
+    # The reference writes no checkpoints at all: checkpointing must not change a run, only make it resumable.
+    ref_opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "reference", epochs=3),
+                "train.checkpoint_every": 0, "train.keep_checkpoints": 0}
+    ref = taskembed.train(None, ref_opts, progress=False, echo=quiet)
+
+    opts = fi.overrides(tiny_model_dir, train, test, tmp_path / "chain", epochs=3)
+    kills = [("sigterm", 1), ("mid-write", 0), ("sigkill", 1)]
+    records = fi.run_chain(kills, opts, seed=0)
+    assert [r["rc"] for r in records] == [143, -9, -9, 0], [r["stderr"][-800:] for r in records]
+
+    # SIGTERM: one line on stderr saying how to resume, and no output folder.
+    last_line = records[0]["stderr"].strip().splitlines()[-1]
+    assert last_line.startswith("interrupted by SIGTERM after step ") and last_line.endswith("--resume")
+    assert "taskembed train --data.source" in last_line and "checkpoint saved to" in last_line
+    assert not any(r["output_exists"] for r in records[:-1])
+    # The mid-write kill left a temporary folder, never a step folder without its marker; the next launch removed it.
+    assert records[1]["temporaries"] and not set(records[1]["temporaries"]) & set(records[2]["temporaries"])
+    # Each launch continued from the newest checkpoint complete when the previous one died.
+    for before, after in zip(records, records[1:]):
+        assert after["resumed_from"] == int(before["latest_complete"].split("-")[1])
+
+    result = fi.compare(ref.output_dir, tmp_path / "chain")
+    assert result["weights_identical"], "final weights differ from the uninterrupted run"
+    assert result["log_identical"], "the sequence of batches, losses or rates differs from the uninterrupted run"
+    assert result["metrics_identical"]
+    assert not (tmp_path / "chain.checkpoints").exists()  # deleted once the output folder is complete
+
+
+def test_sigint_in_process_then_resume_with_validation_and_no_unpickling(tiny_model_dir, data, tmp_path, monkeypatch):
+    train, test = data
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=3, validation=True), "train.eval_every": 4,
+            "train.checkpoint_every": 5}
+    ref = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "ref")}, progress=False, echo=quiet)
+
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(TrainingInterrupted) as info:
+        taskembed.train(None, opts, progress=False, echo=quiet)
+    # The signal came after the checkpoint at step 10; the step in flight (11) finished and was checkpointed.
+    assert info.value.exit_code == 130 and info.value.step == 11 and info.value.saved.name == "step-000011"
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    root = tmp_path / "out.checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-000010", "step-000011"]
+    assert {p.suffix for p in (root / "step-000011").iterdir()} == {".json", ".safetensors"}
+    state = json.loads((root / "step-000011" / "state.json").read_text())
+    assert state["step"] == 11 and state["best_step"] in (4, 8) and len(state["log"]) > 0
+
+    monkeypatch.undo()
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("resume must not unpickle anything")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    res = taskembed.train(None, opts, progress=False, echo=quiet, resume=True)
+    assert same_weights(ref.output_dir, res.output_dir)
+    assert (ref.output_dir / "log.jsonl").read_text() == (res.output_dir / "log.jsonl").read_text()
+    assert res.metrics == ref.metrics
+
+
+@pytest.fixture(scope="module")
+def stopped(tiny_model_dir, data, tmp_path_factory):
+    """A run stopped by SIGTERM after its first checkpoint: (overrides, checkpoint folder). Read-only: copy before resuming."""
+    train, test = data
+    out = tmp_path_factory.mktemp("stopped") / "out"
+    opts = fi.overrides(tiny_model_dir, train, test, out, epochs=2)
+    mp = pytest.MonkeyPatch()
+    interrupt_after(mp, 1, signal.SIGTERM)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(TrainingInterrupted) as info:
+            taskembed.train(None, opts, progress=False, echo=quiet)
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+    assert info.value.exit_code == 143
+    return opts, checkpoint.folder_for(out)
+
+
+def cli_args(opts) -> list[str]:
+    return ["train", "--no-progress"] + [f"--{k}={v}" for k, v in opts.items()]
+
+
+def test_resume_without_checkpoint_is_an_error_and_auto_starts_afresh(tiny_model_dir, data, tmp_path, capsys):
+    train, test = data
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1), "train.checkpoint_every": 0}
+    assert main(cli_args(opts) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no complete checkpoint in ") and "run without --resume" in err and "\n" not in err
+    assert main(cli_args(opts) + ["--resume", "auto"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+
+
+def test_starting_afresh_over_checkpoints_needs_overwrite(stopped, capsys):
+    opts, root = stopped
+    assert main(cli_args(opts)) == 2
+    err = capsys.readouterr().err
+    assert "holds checkpoints of an earlier run" in err and "--resume" in err and "--output.overwrite true" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"train.batch_size": 16}, "train.batch_size 8 -> 16 (changes the schedule)"),
+        ({"train.epochs": 3}, "train.epochs 2.0 -> 3.0 (changes the schedule)"),
+        ({"train.lr": 1e-3}, "train.lr 0.003 -> 0.001 (changes the lr plan"),
+        ({"train.freeze_layers": 1}, "train.freeze_layers 0 -> 1 (changes the lr plan"),
+    ],
+)
+def test_a_changed_config_names_what_changed(stopped, change, named, capsys):
+    opts, root = stopped
+    assert main(cli_args({**opts, **change}) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot resume from" in err and named in err and "\n" not in err
+
+
+def test_changed_parameters_are_named_instead_of_a_group_size_mismatch(stopped, tmp_path):
+    """A model whose parameters differ from the checkpoint's (same config) gets a UserError, not PyTorch's message."""
+    from taskembed.config import ModelConfig
+    from taskembed.errors import UserError
+    from taskembed.modeling import load_classifier
+    from taskembed.plan import build_plan
+
+    opts, root = stopped
+    folder, _ = checkpoint.latest(root)
+    model, _ = load_classifier(ModelConfig(name=opts["model.name"]), ["neg", "pos", "extra"])  # a 3-way head
+    plan = build_plan(model, lr=3e-3, decay=0.9, head_lr=5e-3)
+    opt = torch.optim.AdamW(plan.optimizer_groups(model))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    with pytest.raises(UserError, match=r"group 'head' had parameter shapes \[2, 32\], now \[3, 32\]"):
+        checkpoint.load_checkpoint(folder, model, opt, sched, rank=0, device=torch.device("cpu"))
+
+
+def test_resume_cli_continues_the_stopped_run(stopped, tmp_path, capsys):
+    opts, root = stopped
+    out = tmp_path / "moved"
+    shutil.copytree(root, checkpoint.folder_for(out))  # a run folder moved elsewhere resumes too
+    assert main(cli_args({**opts, "output.dir": out}) + ["--resume"]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["kind"] == "train"] == list(range(2, 2 * 22 + 1, 2))
+    assert not checkpoint.folder_for(out).exists()
+
+
+def test_a_crash_while_writing_the_output_resumes_without_retraining(stopped, tmp_path, monkeypatch, capsys):
+    """The last step is checkpointed too: a failure in evaluation, reports or the final save costs no training."""
+    from taskembed import artifacts
+
+    opts, root = stopped
+    opts = {**opts, "output.dir": str(tmp_path / "out"), "train.epochs": 1}
+    real = artifacts.save
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        taskembed.train(None, opts, progress=False, echo=quiet)
+    assert not (tmp_path / "out").exists() and checkpoint.latest(tmp_path / "out.checkpoints")[0].name == "step-000022"
+    monkeypatch.setattr(artifacts, "save", real)
+    capsys.readouterr()
+    res = taskembed.train(None, opts, progress=False, echo=quiet, resume=True)
+    assert "(step 22 of 22, training complete)" in capsys.readouterr().out  # nothing left to train: straight to evaluation and saving
+    assert (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()

@@ -1,0 +1,233 @@
+"""Guards: divergence never leaves a bad checkpoint, nothing is ever unpickled, damaged checkpoints are skipped.
+
+The planted files are real pickles whose payload creates a marker file when unpickled; every test
+that feeds one to taskembed checks both the refusal (a UserError, exit 2) and that the marker was
+never created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import taskembed
+from bench import fault_injection as fi
+from taskembed import checkpoint
+from taskembed.artifacts import check_output_dir
+from taskembed.cli import main
+from taskembed.config import load_config
+from taskembed.errors import UserError
+from taskembed.loop import TrainingDiverged
+from tests.conftest import make_rows
+
+
+class _Plant:
+    """Unpickling this creates the marker file: proof that something ran pickle on it."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def planted_pickle(marker: Path) -> bytes:
+    return pickle.dumps(_Plant(marker))
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def diverged(tiny_model_dir, tmp_path_factory):
+    """A run whose loss turns NaN at optimizer step 3, checkpointing every step: (overrides, error, checkpoint folder)."""
+    root = tmp_path_factory.mktemp("diverged")
+    opts = {**fi.overrides(tiny_model_dir, fi.write_csv(root / "train.csv", make_rows(96, seed=8)),
+                           fi.write_csv(root / "test.csv", make_rows(20, seed=9)), root / "out", epochs=1),
+            "train.checkpoint_every": 1}
+    real = F.cross_entropy
+    calls = {"n": 0}
+
+    def nan_on_third_call(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(F, "cross_entropy", nan_on_third_call)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(TrainingDiverged) as info:
+            taskembed.train(None, opts, progress=False, echo=quiet)
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+    return opts, info.value, checkpoint.folder_for(root / "out")
+
+
+def copy_run(opts, root: Path, tmp_path: Path) -> dict:
+    """The checkpoints under a new output.dir, so a test can change or resume them without touching the fixture."""
+    out = tmp_path / "out"
+    shutil.copytree(root, checkpoint.folder_for(out))
+    return {**opts, "output.dir": str(out)}
+
+
+def cli_args(opts) -> list[str]:
+    return ["train", "--no-progress"] + [f"--{k}={v}" for k, v in opts.items()]
+
+
+def test_nan_at_step_3_stops_before_any_checkpoint_of_it(diverged):
+    opts, error, root = diverged
+    assert str(error).startswith("step 3: loss is not finite (nan)")
+    assert not Path(opts["output.dir"]).exists()
+    # Steps 1 and 2 were checkpointed (keep 2); nothing of step 3, not even a temporary folder.
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
+    folder, skipped = checkpoint.latest(root)
+    assert folder.name == "step-000002" and skipped == []
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 2 and state["batch_in_epoch"] == 2
+
+
+def test_the_last_good_checkpoint_loads_and_resumes(diverged, tmp_path):
+    from safetensors.torch import load_file
+
+    opts, _, root = diverged
+    opts = copy_run(opts, root, tmp_path)
+    weights = load_file(str(checkpoint.folder_for(Path(opts["output.dir"])) / "step-000002" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    res = taskembed.train(None, opts, progress=False, echo=quiet, resume=True)  # the NaN was injected; without it the run completes
+    log = [json.loads(x) for x in (res.output_dir / "log.jsonl").read_text().splitlines()]
+    # Steps 1-2 come from the checkpoint's log, 3-12 from the resumed run; every loss finite.
+    assert [e["step"] for e in log if e["kind"] == "train"] == list(range(1, 13)) and all(e["loss"] == e["loss"] for e in log)
+
+
+def test_planted_pickle_in_a_checkpoint_folder_is_refused_unread(diverged, tmp_path, capsys):
+    opts, _, root = diverged
+    opts = copy_run(opts, root, tmp_path)
+    marker = tmp_path / "PWNED"
+    newest = checkpoint.folder_for(Path(opts["output.dir"])) / "step-000002"
+    (newest / "optimizer.pt").write_bytes(planted_pickle(marker))
+    assert main(cli_args(opts) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "optimizer.pt" in err and "refusing to read it" in err
+    assert "\n" not in err and not marker.exists()
+    # A folder of pickles named like a checkpoint, with no marker, is just as unusable.
+    fake = checkpoint.folder_for(Path(opts["output.dir"])) / "step-000099"
+    fake.mkdir()
+    (fake / "model.safetensors").write_bytes(planted_pickle(marker))
+    (newest / "optimizer.pt").unlink()
+    assert main(cli_args(opts) + ["--resume"]) == 0  # step-000099 is skipped as incomplete; step-000002 is resumed
+    assert "skipping checkpoint step-000099: incomplete" in capsys.readouterr().out
+    assert not marker.exists()
+
+
+def test_pickle_disguised_as_safetensors_with_valid_checksums_is_refused(diverged, tmp_path, capsys):
+    opts, _, root = diverged
+    opts = copy_run(opts, root, tmp_path)
+    marker = tmp_path / "PWNED"
+    newest = checkpoint.folder_for(Path(opts["output.dir"])) / "step-000002"
+    (newest / "model.safetensors").write_bytes(planted_pickle(marker))
+    complete = json.loads((newest / "COMPLETE.json").read_text())
+    complete["files"]["model.safetensors"] = {"sha256": checkpoint._sha256(newest / "model.safetensors"),
+                                              "bytes": (newest / "model.safetensors").stat().st_size}
+    (newest / "COMPLETE.json").write_text(json.dumps(complete))
+    assert main(cli_args(opts) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.safetensors: cannot load it" in err and "never unpickles" in err and "\n" not in err
+    assert not marker.exists()
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(diverged, tmp_path):
+    opts, _, root = diverged
+    opts = copy_run(opts, root, tmp_path)
+    ckpts = checkpoint.folder_for(Path(opts["output.dir"]))
+    weights = ckpts / "step-000002" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in a weight: only the checksum can tell
+    weights.write_bytes(bytes(data))
+    folder, skipped = checkpoint.latest(ckpts)
+    assert folder.name == "step-000001"
+    assert skipped == ["step-000002: model.safetensors does not match its checksum"]
+
+
+def test_load_refuses_a_pickle_only_model_folder_without_unpickling(tmp_path):
+    marker = tmp_path / "PWNED"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}))
+    (folder / "pytorch_model.bin").write_bytes(planted_pickle(marker))
+    with pytest.raises(UserError, match="only pickle weights"):
+        taskembed.load(folder)
+    assert main(["predict", str(folder), "some text"]) == 2
+    assert not marker.exists()
+
+
+def test_load_refuses_a_checkpoint_folder(diverged):
+    _, _, root = diverged
+    with pytest.raises(UserError, match="no config.json"):
+        taskembed.load(root / "step-000002")
+
+
+def test_optimizer_state_round_trips_without_pickle():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    groups = [{"params": [model[0].weight], "lr": 1e-2, "name": "a"}, {"params": [model[0].bias, *model[1].parameters()], "lr": 1e-3,
+                                                                        "weight_decay": 0.0, "name": "b"}]
+    opt = torch.optim.AdamW(groups, fused=True)
+    for _ in range(2):
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    tensors: dict[str, torch.Tensor] = {}
+    data = checkpoint.flatten(opt.state_dict(), "opt", tensors)
+    json.dumps(data)  # plain JSON
+    back = checkpoint.unflatten(json.loads(json.dumps(data)), tensors)
+    sd = opt.state_dict()
+    assert back["param_groups"] == sd["param_groups"]  # betas come back as a tuple, int keys as ints
+    assert back["state"].keys() == sd["state"].keys()
+    assert all(torch.equal(back["state"][i][k], v) for i, s in sd["state"].items() for k, v in s.items())
+    with pytest.raises(TypeError, match="without pickle"):
+        checkpoint.flatten({"x": object()}, "x", {})
+
+
+def test_config_checks_for_checkpoint_options():
+    with pytest.raises(UserError) as info:
+        load_config(None, {"train.checkpoint_every": -1, "train.keep_checkpoints": -2})
+    assert "train.checkpoint_every must be >= 0" in str(info.value) and "train.keep_checkpoints must be >= 0" in str(info.value)
+    with pytest.raises(UserError, match="keep_checkpoints is 0"):
+        load_config(None, {"train.checkpoint_every": 5, "train.keep_checkpoints": 0})
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="is not writable"):
+            check_output_dir(locked / "out", overwrite=False)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_too_little_disk_for_the_checkpoints_fails_before_training(tmp_path, monkeypatch):
+    model = torch.nn.Linear(1000, 1000)  # 4 MB of weights: 16 MB a checkpoint with moments and best weights
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(UserError, match=r"checkpoints need about 0\.1 GB .* lower train.keep_checkpoints"):
+        checkpoint.check_disk_space(tmp_path / "out.checkpoints", model, keep=2, has_validation=True)
