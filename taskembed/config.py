@@ -62,9 +62,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = 5e-5
+    lr: float = 1.5e-4
     """Learning rate of the top encoder layer."""
-    layer_decay: float = 0.9
+    layer_decay: float = 0.8
     """Each layer below the top trains at this factor times the rate of the layer above; in (0, 1]."""
     head_lr: float = 1e-3
     """Learning rate of the pooler and classification head."""
