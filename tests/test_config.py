@@ -251,3 +251,8 @@ def test_yaml_on_off_reads_as_the_literal(tmp_path):
 def test_null_keeps_optional_fields_empty():
     cfg = config_from_dict({"data": {"validation": None, "max_train_samples": None}, "model": None})
     assert cfg.data == DataConfig()
+
+
+def test_builtin_defaults_are_the_default_job():
+    """`taskembed train` with no config must train exactly what configs/sentiment.yaml says."""
+    assert load_config(None) == load_config(Path(__file__).resolve().parent.parent / "configs" / "sentiment.yaml")
