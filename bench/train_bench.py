@@ -271,12 +271,10 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "train.max_grad_norm": hp["max_grad_norm"], "train.schedule": "linear", "train.seed": spec["seed"],
         "output.dir": spec["run_dir"] + "/model", "output.overwrite": True, "output.baselines": False,
     }
-    from taskembed.config import OutputConfig
-
-    if "embedding_report" in OutputConfig.__dataclass_fields__:
-        # Extras written after training (baselines, embedding report) are not what the Trainer does; keep them
-        # out of the process time too. (Without a validation split the report would not run anyway.)
-        overrides["output.embedding_report"] = False
+    # Extras the Trainer runs do not have (embedding report, crash-safe checkpoints; B0/B1 use
+    # save_strategy="no") stay out of the timed call and the process time.
+    overrides["output.embedding_report"] = False
+    overrides["train.keep_checkpoints"] = 0
     if spec["threads"]:
         overrides["train.num_threads"] = spec["threads"]
     if spec["system"] == "taskembed_flat":
