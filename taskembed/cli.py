@@ -9,6 +9,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -46,9 +47,18 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print()
         print(metrics_table(result.metrics, result.baselines))
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
-        print(f"try it:   taskembed predict {result.output_dir} \"a text to classify\"")
-        print(f"demo:     taskembed demo {result.output_dir}")
+        exe = _invoked_as()
+        print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
+        print(f"demo:     {exe} demo {result.output_dir}    (opens http://127.0.0.1:7860)")
     return 0
+
+
+def _invoked_as() -> str:
+    """How the user started taskembed, so printed commands work as typed (e.g. `.venv/bin/taskembed` after `make run`)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "taskembed" and os.sep in argv0 and shutil.which("taskembed") != str(Path(argv0).resolve()):
+        return argv0
+    return "taskembed"
 
 
 def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = False) -> int:

@@ -273,7 +273,7 @@ def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config."""
-    where = str(path) if path is not None else "defaults"
+    where = str(path) if path is not None else "command line"
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)

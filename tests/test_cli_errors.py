@@ -1,0 +1,79 @@
+"""Every bad input through the real command line: exit 2, one `error:` line, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskembed.cli import main
+from tests.test_data import BAD, BAD_FILES
+
+CASES = [(name, {f"--data.{k}": v for k, v in options.items()}) for name, options, _ in BAD_FILES]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_failure(code: int, err: str, out_dir: Path) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    # neither the output folder nor checkpoints nor a temporary sibling may exist
+    assert not [p.name for p in out_dir.parent.iterdir() if p.name.startswith((out_dir.name, f".{out_dir.name}"))]
+
+
+@pytest.mark.parametrize("name, options", CASES, ids=[c[0] + ("+" if c[1] else "") for c in CASES])
+def test_bad_data_file(name, options, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["train", "--data.source", str(BAD / name), "--data.validation_fraction", "0", "--model.name", str(tiny_model_dir),
+            "--output.dir", str(out)]
+    for key, value in options.items():
+        args += [key, str(value)]
+    code, _, err = run_cli(args, capsys)
+    assert_clean_failure(code, err, out)
+    assert str(BAD / name) in err
+
+
+@pytest.mark.parametrize(
+    "extra, piece",
+    [
+        (["--train.lerning_rate", "1e-4"], "unknown key 'train.lerning_rate'"),
+        (["--train.epochs", "three"], "train.epochs must be a finite number"),
+        (["--train.lr", "-1e-4"], "train.lr must be > 0"),
+        (["--train.layer_decay", "1.5"], "train.layer_decay must be in (0, 1]"),
+        (["--train.layer_decay", "0"], "train.layer_decay must be in (0, 1]"),
+        (["--model.name", "./no/such/model"], "folder not found"),
+    ],
+)
+def test_bad_config_values(extra, piece, tmp_path, capsys, write_csv):
+    from tests.conftest import make_rows
+
+    out = tmp_path / "out"
+    data = write_csv(make_rows(20))
+    code, _, err = run_cli(["train", "--data.source", str(data), "--output.dir", str(out), *extra], capsys)
+    assert_clean_failure(code, err, out)
+    assert piece in err
+
+
+def test_config_file_with_unknown_keys(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("trian:\n  lr: 1e-4\ndata:\n  sorce: x.csv\n")
+    code, _, err = run_cli(["train", str(cfg), "--output.dir", str(tmp_path / "out")], capsys)
+    assert_clean_failure(code, err, tmp_path / "out")
+    assert "did you mean 'train'" in err and "did you mean 'source'" in err and str(cfg) in err
+
+
+def test_output_folder_that_is_a_file(tmp_path, capsys, write_csv, tiny_model_dir):
+    from tests.conftest import make_rows
+
+    target = tmp_path / "out"
+    target.write_text("not a folder")
+    code, _, err = run_cli(["train", "--data.source", str(write_csv(make_rows(20))), "--model.name", str(tiny_model_dir),
+                            "--output.dir", str(target)], capsys)
+    assert code == 2 and err.startswith("error: output.dir") and "is a file" in err
+    assert target.read_text() == "not a folder"
