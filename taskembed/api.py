@@ -15,13 +15,14 @@ import torch
 
 from taskembed import artifacts, checkpoint
 from taskembed.config import Config, DataConfig, load_config
-from taskembed.data import Splits, clean_split, encode_split, load_raw, load_splits, read_table
+from taskembed.data import Encoded, Splits, clean_split, encode_split, load_raw, load_splits, read_table
 from taskembed.errors import UserError
-from taskembed.metrics import baselines
+from taskembed.metrics import baselines, error_analysis, metrics_from_logits
 from taskembed.modeling import load_classifier
 from taskembed.plan import LrPlan, apply_freezing, build_plan
 from taskembed.predict import Classifier
-from taskembed.loop import distributed, evaluate_encoded, fit, seed_everything, use_bf16
+from taskembed.calibration import calibrate
+from taskembed.loop import distributed, evaluate_encoded, fit, predict_logits, seed_everything, use_bf16
 
 
 @dataclass
@@ -113,9 +114,20 @@ def train(
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
                                          splits.fingerprint(), resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
-                 device=device, progress=progress, checkpoints=ckpts)
+                 device=device, progress=progress, checkpoints=ckpts, class_weights=_class_weights(cfg, encoded["train"], splits.labels))
 
-    metrics = {s: evaluate_encoded(model, encoded[s], splits.labels, pad_id, device) for s in ("validation", "test") if s in encoded}
+    logits = {s: predict_logits(model, encoded[s], pad_id, device) for s in ("validation", "test") if s in encoded}
+    metrics = {s: metrics_from_logits(logits[s], encoded[s].labels, splits.labels) for s in logits}
+    calibration = None
+    if cfg.output.calibrate and "validation" in logits:
+        y = {s: torch.tensor(encoded[s].labels) for s in logits}
+        calibration = calibrate(logits["validation"], y["validation"], {s: (logits[s], y[s]) for s in logits if s != "validation"})
+        for s, c in calibration["splits"].items():
+            metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
+    errors = None
+    if cfg.output.error_analysis and logits:
+        split = "test" if "test" in logits else "validation"
+        errors = {"split": split, **error_analysis(logits[split], encoded[split].labels, _joined(splits.frames[split]), splits.labels)}
     base = None
     if cfg.output.baselines and rank == 0:
         tr = splits.frames["train"]
@@ -128,6 +140,8 @@ def train(
             "plan": lr_plan.to_json(),
             "metrics": metrics,
             "baselines": base,
+            "calibration": calibration,
+            "errors": errors,
             "labels": splits.labels,
             "best_step": st.best_step or st.step,
             "seed": cfg.train.seed,
@@ -151,6 +165,14 @@ def train(
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()
     return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
+
+
+def _class_weights(cfg: Config, train: Encoded, labels: list[str]) -> torch.Tensor | None:
+    """'balanced': each class weighs n / (classes * count), so every class adds the same total to the loss."""
+    if cfg.train.class_weights == "none":
+        return None
+    counts = torch.bincount(torch.tensor(train.labels), minlength=len(labels)).double()
+    return (counts.sum() / (len(labels) * counts)).float()
 
 
 def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callable[[str], None]) -> Callable[[Path], str]:

@@ -90,6 +90,44 @@ def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> 
     return "\n".join(rows)
 
 
+def _calibration_section(cal: dict[str, Any] | None) -> str:
+    if not cal:
+        return ""
+    rows = "\n".join(f"| {split} | {100 * v['ece_before']:.2f} | {100 * v['ece_after']:.2f} |" for split, v in cal["splits"].items())
+    return f"""### Calibration
+
+Temperature scaling fitted on validation: T = {cal['temperature']:.3f} (`calibration.json`). It never changes the
+predicted label; `taskembed predict` reports the calibrated scores beside the raw ones.
+
+| split | ECE raw (%) | ECE calibrated (%) |
+| --- | ---: | ---: |
+{rows}
+
+"""
+
+
+def _errors_section(errors: dict[str, Any] | None) -> str:
+    if not errors or not errors["confused_pairs"]:
+        return ""
+    pairs = "\n".join(f"| {p['true']} | {p['predicted']} | {p['count']} |" for p in errors["confused_pairs"][:5])
+    worst = "\n".join(
+        f"| {e['text'][:120].replace('|', '/')} | {e['label']} | {e['predicted']} ({100 * e['p_predicted']:.0f}%) |" for e in errors["top_loss"][:5]
+    )
+    return f"""### Errors ({errors['split']})
+
+| true | predicted | count |
+| --- | --- | ---: |
+{pairs}
+
+Most confident mistakes (all in `metrics.json`):
+
+| text | label | predicted |
+| --- | --- | --- |
+{worst}
+
+"""
+
+
 def model_card(info: dict[str, Any]) -> str:
     cfg = info["config"]
     metrics = info["metrics"]
@@ -132,6 +170,7 @@ on {info['device']}. Texts longer than {cfg['data']['max_length']} tokens were t
 | --- | ---: | ---: | ---: | ---: |
 {pc_rows}
 
+{_calibration_section(info.get("calibration"))}{_errors_section(info.get("errors"))}
 {plots}
 
 ## Learning-rate plan
@@ -170,7 +209,14 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
         write_json(tmp / "training_config.json", info["config"])
         write_json(tmp / "lr_plan.json", info["plan"])
         write_json(tmp / "metrics.json", {"validation": info["metrics"].get("validation"), "test": info["metrics"].get("test"),
-                                           "baselines": info.get("baselines"), "best_step": info["best_step"]})
+                                           "baselines": info.get("baselines"), "best_step": info["best_step"],
+                                           "errors": info.get("errors")})
+        if info.get("calibration"):
+            from taskembed.calibration import CALIBRATION_FILE, plot_reliability
+
+            write_json(tmp / CALIBRATION_FILE, info["calibration"])
+            split = "test" if "test" in info["calibration"]["splits"] else "validation"
+            plot_reliability(info["calibration"], split, tmp / "reliability.png")
         write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "train_seconds", "eval_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels")})
         with (tmp / "log.jsonl").open("w", encoding="utf-8") as fh:
             for entry in log:
@@ -184,6 +230,8 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
         if log:
             plot_curves(log, tmp / "learning_curves.png", info["config"]["train"]["metric"])
             plots.append("learning_curves.png")
+        if info.get("calibration"):
+            plots.append("reliability.png")
         info = {**info, "plots": plots}
         card = model_card(info)
         if extra is not None:

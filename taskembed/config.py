@@ -90,6 +90,8 @@ class TrainConfig:
     """Gradient clipping norm (0 disables clipping)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
+    class_weights: Literal["none", "balanced"] = "none"
+    """Loss weight per class: balanced weighs each class by n / (classes * count), for imbalanced data."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
@@ -116,6 +118,10 @@ class OutputConfig:
     """Replace an existing output folder."""
     baselines: bool = True
     """Also score majority-class and TF-IDF + logistic-regression baselines on the same splits."""
+    calibrate: bool = True
+    """Fit a temperature on the validation logits (calibration.json); predict reports calibrated scores too."""
+    error_analysis: bool = True
+    """Write the most confused label pairs and the highest-loss test examples into metrics.json and the card."""
     embedding_report: bool = True
     """Compare base and tuned embeddings on the validation split (k-NN, linear probe, silhouette, PCA plot)."""
     embedding_report_max_texts: int = 1000

@@ -32,7 +32,7 @@ from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
 from taskembed.data import Encoded, collate, eval_batches, train_batches
 from taskembed.errors import UserError
-from taskembed.metrics import classification_metrics
+from taskembed.metrics import metrics_from_logits
 from taskembed.plan import LrPlan
 
 
@@ -185,11 +185,7 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device) -> to
 
 
 def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device: torch.device) -> dict[str, Any]:
-    logits = predict_logits(model, enc, pad_id, device)
-    y = torch.tensor(enc.labels)
-    metrics = classification_metrics(enc.labels, logits.argmax(-1).tolist(), labels)
-    metrics["loss"] = float(F.cross_entropy(logits, y))
-    return metrics
+    return metrics_from_logits(predict_logits(model, enc, pad_id, device), enc.labels, labels)
 
 
 def fit(
@@ -205,6 +201,7 @@ def fit(
     progress: bool = True,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     checkpoints: Checkpointing | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Train `model` in place with the plan's rates; restore the best validation weights at the end.
 
@@ -218,6 +215,8 @@ def fit(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     model.to(device)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -321,7 +320,7 @@ def fit(
                 sync = world == 1 or i == len(group) - 1
                 with (nullcontext() if sync else net.no_sync()), autocast:
                     logits = net(**batch).logits
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
+                    loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
                 loss.backward()
                 step_loss += loss.detach()
                 state.tokens_seen += sum(lengths[j] for j in idx)  # from the host: no device sync

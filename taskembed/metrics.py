@@ -29,6 +29,41 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     }
 
 
+def metrics_from_logits(logits, y: Sequence[int], labels: list[str]) -> dict[str, Any]:
+    """Classification metrics plus the mean cross-entropy of float32 logits."""
+    import torch
+    import torch.nn.functional as F
+
+    m = classification_metrics(list(y), logits.argmax(-1).tolist(), labels)
+    m["loss"] = float(F.cross_entropy(logits.float(), torch.as_tensor(list(y))))
+    return m
+
+
+def error_analysis(logits, y: Sequence[int], texts: Sequence[str], labels: list[str], pairs: int = 10, examples: int = 20) -> dict[str, Any]:
+    """The most confused label pairs and the examples the model gets most confidently wrong (highest loss)."""
+    import torch
+
+    y_t = torch.as_tensor(list(y))
+    probs = logits.float().softmax(-1)
+    pred = probs.argmax(-1)
+    p_true = probs[torch.arange(len(y_t)), y_t]
+    confusion: dict[tuple[int, int], int] = {}
+    for t, q in zip(y_t.tolist(), pred.tolist()):
+        if t != q:
+            confusion[(t, q)] = confusion.get((t, q), 0) + 1
+    top_pairs = sorted(confusion.items(), key=lambda kv: (-kv[1], kv[0]))[:pairs]
+    order = torch.argsort(-(-p_true.clamp_min(1e-12).log()), stable=True).tolist()
+    worst = [i for i in order if pred[i] != y_t[i]][:examples]
+    return {
+        "confused_pairs": [{"true": labels[t], "predicted": labels[q], "count": n} for (t, q), n in top_pairs],
+        "top_loss": [
+            {"text": texts[i] if len(texts[i]) <= 300 else texts[i][:297] + "...", "label": labels[int(y_t[i])],
+             "predicted": labels[int(pred[i])], "p_label": float(p_true[i]), "p_predicted": float(probs[i, pred[i]])}
+            for i in worst
+        ],
+    }
+
+
 def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, tuple[list[str], list[int]]], labels: list[str], seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """Majority class and TF-IDF (word 1-2 grams) + logistic regression, fitted on train only."""
     from sklearn.feature_extraction.text import TfidfVectorizer

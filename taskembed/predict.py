@@ -31,6 +31,8 @@ class Classifier:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         cfg_file = self.folder / "training_config.json"
         self.training_config: dict[str, Any] = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+        cal_file = self.folder / "calibration.json"
+        self.temperature: float | None = float(json.loads(cal_file.read_text())["temperature"]) if cal_file.exists() else None
         self.max_length = int(self.training_config.get("data", {}).get("max_length") or min(self.tokenizer.model_max_length, 512))
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
@@ -42,14 +44,24 @@ class Classifier:
         return self.logits(texts, pairs).softmax(-1)
 
     def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """One dict per text: {"label": best label, "score": its probability, "scores": {label: probability}}."""
+        """One dict per text: {"label": best label, "score": its probability, "scores": {label: probability}}.
+
+        The scores are the raw softmax, as `pipeline` gives them. A folder trained with calibration adds
+        "calibrated_score" and "calibrated_scores" (softmax of logits / T); the label is the same either way.
+        """
         if isinstance(texts, str):
             texts = [texts]
-        probs = self.predict_proba(texts, pairs)
+        logits = self.logits(texts, pairs)
+        probs = logits.softmax(-1).tolist()
+        calibrated = (logits / self.temperature).softmax(-1).tolist() if self.temperature else None
         out = []
-        for row in probs.tolist():
+        for i, row in enumerate(probs):
             best = max(range(len(row)), key=row.__getitem__)
-            out.append({"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row))})
+            pred = {"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row))}
+            if calibrated is not None:
+                pred["calibrated_score"] = calibrated[i][best]
+                pred["calibrated_scores"] = dict(zip(self.labels, calibrated[i]))
+            out.append(pred)
         return out
 
     def embed(self, texts: Sequence[str] | str, **options):

@@ -14,7 +14,7 @@ from tests.conftest import make_rows
 EXPECTED_FILES = {
     "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "training_config.json", "lr_plan.json",
     "metrics.json", "run.json", "log.jsonl", "README.md", "confusion_matrix_validation.png", "confusion_matrix_test.png",
-    "learning_curves.png",
+    "learning_curves.png", "calibration.json", "reliability.png", "embedding_report.json", "embedding_projection.png",
 }
 
 
@@ -95,7 +95,7 @@ def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
     assert all(abs(sum(x["scores"].values()) - 1) < 1e-5 for x in lines)
     assert main(["predict", str(result.output_dir), "superb", "--out", str(tmp_path / "p.csv")]) == 0
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
-    assert header == "text,label,score,score_neg,score_pos"
+    assert header == "text,label,score,score_neg,score_pos,calibrated_score"
 
 
 def test_cli_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):

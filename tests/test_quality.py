@@ -1,0 +1,83 @@
+"""Calibration (temperature scaling), class weights and error analysis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import taskembed
+from taskembed.api import _class_weights
+from taskembed.calibration import calibrate, fit_temperature, reliability
+from taskembed.config import load_config
+from taskembed.data import Encoded
+from taskembed.metrics import error_analysis
+from tests.conftest import make_rows
+
+
+def overconfident(n: int = 4000, t_true: float = 2.5, seed: int = 0):
+    """Labels drawn from softmax(z), logits reported as z * t_true: a model over-confident by exactly t_true."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 3, generator=g) * 1.5
+    y = torch.multinomial(z.softmax(-1), 1, generator=g).squeeze(1)
+    return z * t_true, y
+
+
+def test_fit_temperature_recovers_the_overconfidence():
+    logits, y = overconfident()
+    assert fit_temperature(logits, y) == pytest.approx(2.5, rel=0.1)
+
+
+def test_calibration_lowers_ece_and_keeps_the_argmax():
+    logits, y = overconfident(seed=1)
+    test_logits, test_y = overconfident(seed=2)
+    report = calibrate(logits, y, {"test": (test_logits, test_y)})
+    for split in ("validation", "test"):
+        s = report["splits"][split]
+        assert s["ece_after"] < s["ece_before"] / 2
+    t = report["temperature"]
+    assert torch.equal((test_logits / t).argmax(-1), test_logits.argmax(-1))
+
+
+def test_reliability_of_a_perfectly_calibrated_toy():
+    # confidence 0.75 on every example and right on exactly 3 of 4: ECE 0
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    labels = torch.tensor([0, 0, 0, 1])
+    r = reliability(probs, labels)
+    assert r["ece"] == pytest.approx(0.0, abs=1e-9) and sum(b["n"] for b in r["bins"]) == 4
+
+
+def test_balanced_class_weights():
+    cfg = load_config(None, {"train.class_weights": "balanced"})
+    enc = Encoded(input_ids=[[1]] * 8, token_type_ids=None, labels=[0, 0, 0, 0, 0, 0, 1, 1], truncated=0)
+    w = _class_weights(cfg, enc, ["a", "b"])
+    # n / (classes * count): 8 / (2 * 6) and 8 / (2 * 2); each class then adds the same total weight
+    assert w.tolist() == pytest.approx([8 / 12, 2.0])
+    assert _class_weights(load_config(None), enc, ["a", "b"]) is None
+
+
+def test_error_analysis_names_pairs_and_worst_examples():
+    logits = torch.tensor([[3.0, 0.0], [0.0, 5.0], [0.0, 1.0], [2.0, 0.0]])
+    y = [0, 0, 0, 1]
+    e = error_analysis(logits, y, ["a", "b", "c", "d"], ["neg", "pos"])
+    assert e["confused_pairs"][0] == {"true": "neg", "predicted": "pos", "count": 2}
+    assert [x["text"] for x in e["top_loss"]] == ["b", "d", "c"]  # most confident mistake first
+
+
+def test_trained_folder_has_calibration_errors_and_weighted_loss(tiny_overrides, write_csv):
+    rows = make_rows(150, seed=9)
+    rows = [r for i, r in enumerate(rows) if r["label"] == "neg" or i % 3 == 0]  # about 3:1 imbalance
+    overrides = {**tiny_overrides, "data.source": str(write_csv(rows)), "data.test_fraction": 0.2,
+                 "train.class_weights": "balanced", "output.embedding_report": False}
+    res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+    folder = res.output_dir
+    cal = json.loads((folder / "calibration.json").read_text())
+    assert cal["temperature"] > 0 and set(cal["splits"]) == {"validation", "test"}
+    assert (folder / "reliability.png").is_file() and "### Calibration" in (folder / "README.md").read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "ece_calibrated" in metrics["test"] and metrics["errors"]["split"] == "test"
+    clf = taskembed.load(folder)
+    for p in clf.predict(["superb charming", "dull boring", "the film"]):
+        assert max(p["calibrated_scores"], key=p["calibrated_scores"].get) == p["label"]
+        assert sum(p["calibrated_scores"].values()) == pytest.approx(1.0, abs=1e-5)
