@@ -103,14 +103,17 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                     fh.write(json.dumps({"text": t, **p}, ensure_ascii=False) + "\n")
             else:
                 w = csv.writer(fh)
-                w.writerow(["text", "label", "score", *[f"score_{x}" for x in clf.labels]])
+                cal = clf.temperature is not None
+                w.writerow(["text", "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
                 for t, p in zip(inputs, preds):
-                    w.writerow([t, p["label"], f"{p['score']:.6f}", *[f"{p['scores'][x]:.6f}" for x in clf.labels]])
+                    w.writerow([t, p["label"], f"{p['score']:.6f}", *[f"{p['scores'][x]:.6f}" for x in clf.labels],
+                                *([f"{p['calibrated_score']:.6f}"] if cal else [])])
         tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:
         for t, p in zip(inputs, preds):
-            print(f"{p['label']}\t{p['score']:.4f}\t{t}")
+            cal = f" (calibrated {p['calibrated_score']:.4f})" if "calibrated_score" in p else ""
+            print(f"{p['label']}\t{p['score']:.4f}{cal}\t{t}")
     return 0
 
 
