@@ -1,6 +1,6 @@
 """Drive the demo in headless Chromium (Playwright) and save a screenshot of each tab.
 
-    python demo/screenshots.py runs/sentiment [more folders] --out docs/images
+    python demo/screenshots.py runs/sentiment [more folders] --out docs/images [--text REVIEW] [--batch-file LINES.txt]
 
 Uses the system's Chromium (Debian: `apt-get install chromium`) through the Playwright Python package
 (`pip install playwright`); it never downloads a browser (no `playwright install`). The browser may
@@ -50,13 +50,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def compress_png(path: Path) -> None:
-    """Palette PNG (256 colours): a screenshot of this UI goes from ~300 KB to well under 200 KB."""
+def compress_png(path: Path, max_bytes: int = 195_000) -> None:
+    """Palette PNG (256 colours): a screenshot of this UI goes from ~300 KB to well under 200 KB.
+
+    A long page (About, with its plots) can still be larger; then fewer colours are tried, down to 64,
+    and the first result under `max_bytes` is kept (else the smallest).
+    """
+    import io
+
     from PIL import Image
 
     with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    small.save(path, optimize=True)
+        rgb = im.convert("RGB")
+    best = None
+    for colors in (256, 192, 128, 96, 64):
+        buf = io.BytesIO()
+        rgb.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
+        data = buf.getvalue()
+        if best is None or len(data) < len(best):
+            best = data
+        if len(data) <= max_bytes:
+            break
+    path.write_bytes(best)
 
 
 def table_rows(page, selector: str) -> int:
@@ -145,10 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--out", default="docs/images", help="folder for demo-*.png (default docs/images)")
-    ap.add_argument("--text", default=REVIEW)
+    ap.add_argument("--text", default=REVIEW, help="the review typed into Predict and Embeddings")
+    ap.add_argument("--batch-file", help="a text file whose non-empty lines go into the Batch tab (default: a few built-in lines)")
     ap.add_argument("--prefix", default="demo-")
     ap.add_argument("--neighbour-texts", type=int, default=600, help="validation texts embedded for the Embeddings tab (default 600)")
     args = ap.parse_args(argv)
+    batch = None
+    if args.batch_file:
+        batch = [line.strip() for line in Path(args.batch_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not batch:
+            print(f"error: {args.batch_file}: no non-empty lines", file=sys.stderr)
+            return 2
     problem = browser_problem()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -163,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _, url, _ = demo.launch(blocks, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        result = drive(url, Path(args.out), text=args.text, prefix=args.prefix)
+        result = drive(url, Path(args.out), text=args.text, batch=batch, prefix=args.prefix)
     finally:
         blocks.close()
     print(f"predicted: {result['predicted']} ({result['confidence']})")
