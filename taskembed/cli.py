@@ -153,15 +153,26 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
               normalize: bool = False, dtype: str = "float32", max_length: int | None = None, text_column: str = "text",
               label_column: str = "label", split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
-              progress: bool = True) -> int:
-    from taskembed.embed import embed_file, sidecar_path
+              progress: bool = True, bf16: bool = False) -> int:
+    """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
+    from taskembed.embed import embed_file, manifest_path, sidecar_path
 
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
-                      max_length=max_length, batch_tokens=batch_tokens)
-    print(f"{info['count']:,} vectors ({info['dim']}-d {info['dtype']}, {info['pooling']}: {info['pooling_detail']}"
-          f"{', L2-normalised' if info['normalize'] else ''}) written to {out} in {info['seconds']:.1f} s; "
-          f"{info['truncated']} text(s) truncated at {info['max_length']} tokens")
+                      max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0
+    what = (f"{info['count']:,} vectors ({info['dim']}-d {info['dtype']}, {info['pooling']}: {info['pooling_detail']}"
+            f"{', L2-normalised' if info['normalize'] else ''}{', bf16 autocast' if info.get('bf16') else ''})")
+    tail = f"{info['truncated']} text(s) truncated at {info['max_length']} tokens"
+    if "shards" in info:
+        written = [s for s in info["shards"] if s["file"]]
+        print(f"{what} written as {len(written)} shard(s) by {info['sharding']['world_size']} processes in {info['seconds']:.1f} s; {tail}")
+        for s in written:
+            print(f"  {Path(out).parent / s['file']}  ({s['count']:,} rows)")
+        print(f"manifest: {manifest_path(out)}  (taskembed.embed.load_vectors reads it back in row order; search accepts it)")
+        return 0
+    print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
     print(f"provenance: {sidecar_path(out)}")
     return 0
 
@@ -248,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("embed", help="write one vector per text (Parquet or .npy) with a JSON sidecar")
     em.add_argument("model", help="a trained folder, or any encoder folder or id (the base model too)")
     em.add_argument("data", help="a table file, a .txt (one text per line), a save_to_disk folder or a built-in dataset name")
-    em.add_argument("--out", required=True, help="output file: .parquet (id, text, label, vector) or .npy")
+    em.add_argument("--out", required=True, help="output file: .parquet (id, text, label, vector) or .npy; under torchrun or "
+                    "accelerate launch, one OUT-stem.shard-R-of-W file per process plus OUT-stem.manifest.json")
     em.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
     em.add_argument("--layer", type=int, help="hidden-state index: 0 = embeddings, 1..L, or negative from the top (default -1)")
     em.add_argument("--mean-last", type=int, help="average the last K layers before pooling")
@@ -259,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--label-column", default="label", help="copied to the output when present")
     em.add_argument("--split", help="one split of a folder or built-in dataset (default: all, with a split column)")
     em.add_argument("--chunk-size", type=int, default=10_000, help="texts read, embedded and written at a time")
-    em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 8192)")
+    em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 2048 on CPU, 8192 on a GPU)")
+    em.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matmuls (CPUs with AVX512-BF16/AMX, recent GPUs); "
+                    "opt-in: faster, vectors off float32 in the 4th-5th decimal (min cosine 0.9999 for all-MiniLM-L6-v2)")
     em.add_argument("--no-progress", action="store_true")
 
     ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads")
@@ -331,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "embed":
             return cmd_embed(args.model, args.data, args.out, args.pooling, args.layer, args.mean_last, args.normalize, args.dtype,
                              args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, bf16=args.bf16)
         if args.command == "export":
             return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite)
         if args.command == "search":

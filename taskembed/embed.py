@@ -24,7 +24,10 @@ model and any layer: `layer` indexes the hidden states (0 = embedding output,
 1..L = encoder layers, negative = from the top; -1, the default, is the last
 layer's output), `mean_last=k` averages the last k layers before pooling.
 Vectors are computed in float32 under `torch.inference_mode()` and optionally
-L2-normalised; `dtype="float16"` only changes how they are stored.
+L2-normalised; `dtype="float16"` only changes how they are stored. `bf16=True`
+(opt-in, for hardware with native bfloat16 matmuls) autocasts the matrix
+products to bfloat16 while norms, residuals and pooling stay float32; the
+sidecar records it and `search` embeds queries the same way.
 
 Files. `embed_file` streams: texts are read in chunks, each chunk is sorted by
 length and cut into token-budget batches, and its vectors are written before
@@ -32,6 +35,15 @@ the next chunk is read, so memory does not grow with the corpus. Output goes to
 `<out>.partial` and is renamed when complete; a JSON sidecar `<out>.json`
 records the model (with a sha256 of its weights), the options and the counts,
 which is what `search` uses to embed a query the same way.
+
+Shards. Under `torchrun` or `accelerate launch` (WORLD_SIZE > 1) the same call
+splits the rows: rank r embeds the rows whose id i has i % world_size == r
+(strided, so a file sorted by length or by split still loads every process
+alike) into `<stem>.shard-r-of-w<suffix>` with its own sidecar, keeping the
+global `id` column. When every rank is done, rank 0 writes
+`<stem>.manifest.json`: the shared sidecar fields plus each shard's file, row
+count, byte size and sha256. `load_vectors`, `search` and `embedder_for`
+accept the manifest wherever they accept a vectors file.
 """
 
 from __future__ import annotations
@@ -51,6 +63,10 @@ import torch
 from taskembed.errors import UserError
 
 POOLINGS = ("head", "cls", "mean", "max")
+# Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
+# token: all-MiniLM-L6-v2 on the 2-core dev machine embeds ~310 texts/s at 512 to 2048 tokens a batch and
+# ~230 at 8192 (docs/embeddings.md). A GPU wants the big batches.
+BATCH_TOKENS = {"cpu": 2048, "cuda": 8192}
 DTYPES = ("float32", "float16")
 OUTPUT_SUFFIXES = (".parquet", ".npy")
 
@@ -127,6 +143,15 @@ def _check_pooling_name(pooling: str | None) -> None:
         raise UserError(f"unknown pooling '{pooling}'; {hint}use one of {', '.join(POOLINGS)} (or auto)")
 
 
+def _native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run on dedicated units here (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return False
+
+
 def _is_classifier(model) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
@@ -140,7 +165,8 @@ class Embedder:
 
     def __init__(self, model, tokenizer, *, name: str, path: str | Path | None = None, pooling: str | None = None,
                  layer: int | None = -1, mean_last: int | None = None, normalize: bool = False, dtype: str | None = "float32",
-                 max_length: int | None = None, batch_tokens: int | None = 8192, device: str | torch.device | None = None):
+                 max_length: int | None = None, batch_tokens: int | None = None, device: str | torch.device | None = None,
+                 bf16: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -160,16 +186,21 @@ class Embedder:
         self.max_length = int(max_length) if max_length else _default_max_length(self.path, tokenizer, self.config)
         if self.max_length < 2:
             raise UserError(f"max_length {self.max_length} is too small; it must leave room for the special tokens")
-        batch_tokens = 8192 if batch_tokens is None else batch_tokens
-        if batch_tokens < 1:
-            raise UserError(f"batch_tokens must be positive, got {batch_tokens}")
-        self.batch_tokens = int(batch_tokens)
         if device is not None:
             self.device = torch.device(device)
             self.model.to(self.device)
         else:
             self.device = next(model.parameters()).device
+        if batch_tokens is None:
+            batch_tokens = BATCH_TOKENS.get(self.device.type, BATCH_TOKENS["cpu"])
+        if batch_tokens < 1:
+            raise UserError(f"batch_tokens must be positive, got {batch_tokens}")
+        self.batch_tokens = int(batch_tokens)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.bf16 = bool(bf16)
+        if self.bf16 and not _native_bf16(self.device):
+            raise UserError(f"bf16 was asked for, but {self.device.type} here has no native bfloat16 matrix units, "
+                            "so it would be slower than float32; drop it")
         self.dim: int | None = None
 
     # construction
@@ -281,7 +312,7 @@ class Embedder:
 
     def options(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "layer": self.layer, "mean_last": self.mean_last, "normalize": self.normalize,
-                "dtype": self.dtype, "max_length": self.max_length}
+                "dtype": self.dtype, "max_length": self.max_length, "bf16": self.bf16}
 
     # computing
 
@@ -318,7 +349,9 @@ class Embedder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            # bf16 (opt-in) autocasts the matmuls only: residual stream, norms and pooling stay float32.
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+            with torch.inference_mode(), autocast:
                 for idx in eval_batches(enc.lengths, max_tokens=self.batch_tokens):
                     batch = collate(enc, idx, self.pad_id)
                     batch.pop("labels", None)
@@ -355,6 +388,7 @@ class Embedder:
 
 def pool(h: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """cls, mean or max over a (batch, tokens, dim) tensor, ignoring padding (as sentence-transformers does)."""
+    h = h.float()  # a no-op in float32; under bf16 autocast it keeps the pooling sums in float32
     if how == "cls":
         return h[:, 0]
     m = mask.unsqueeze(-1).to(h.dtype)
@@ -414,7 +448,7 @@ def embed(model_or_folder, texts: Sequence[str] | str, *, progress: bool = False
 
     model_or_folder: a taskembed output folder, any encoder folder or id, a `taskembed.load(...)`
     Classifier, or an Embedder. Options: pooling (auto|head|cls|mean|max), layer, mean_last,
-    normalize, dtype (float32|float16), max_length, batch_tokens, device.
+    normalize, dtype (float32|float16), max_length, batch_tokens (default 2048 on CPU, 8192 on CUDA), device, bf16.
     """
     return _embedder(model_or_folder, dict(options)).encode(texts, progress=progress)
 
@@ -606,30 +640,41 @@ class _ParquetSink:
 
 
 class _NpySink:
+    """A .npy written front to back with plain writes: the header for the final shape first, then each chunk's rows.
+
+    Not a memmap: the pages of a memory-mapped output stay in the process's resident set as they are written,
+    so RSS would grow with the corpus (1.5 GB for a million 384-d float32 vectors); plain writes leave them
+    to the page cache.
+    """
+
     def __init__(self, tmp: Path, count: int):
-        self.tmp, self.count, self.array, self.row = tmp, count, None, 0
+        self.tmp, self.count, self.fh, self.row = tmp, count, None, 0
 
     def write(self, chunk: dict[str, list], vectors: np.ndarray) -> None:
-        if self.array is None:
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.count, vectors.shape[1]))
-        self.array[self.row : self.row + len(vectors)] = vectors
+        if self.fh is None:
+            self.fh = self.tmp.open("wb")
+            header = {"descr": np.lib.format.dtype_to_descr(vectors.dtype), "fortran_order": False, "shape": (self.count, vectors.shape[1])}
+            np.lib.format.write_array_header_1_0(self.fh, header)
+        if self.row + len(vectors) > self.count:
+            raise RuntimeError(f"more rows than the {self.count} counted")
+        self.fh.write(np.ascontiguousarray(vectors).tobytes())
         self.row += len(vectors)
 
     def close(self) -> None:
-        if self.array is not None:
-            self.array.flush()
-            del self.array
-            self.array = None
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
 
 
 def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str = "text", label_column: str | None = "label",
                split: str | None = None, chunk_size: int = 10_000, progress: bool = True, **options) -> dict[str, Any]:
     """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], vector; .npy: the matrix), streaming.
 
-    Returns the sidecar (also written to `<out>.json`).
+    Returns the sidecar (also written to `<out>.json`). Under torchrun or `accelerate launch` (WORLD_SIZE > 1)
+    each process embeds the rows whose id i has i % world_size == rank into `<stem>.shard-R-of-W<suffix>`
+    (with its own sidecar), and the returned dict is the manifest `<stem>.manifest.json` that lists them all;
+    `load_vectors(manifest)` merges them back in id order.
     """
-    from taskembed import artifacts
-
     started = time.perf_counter()
     out = Path(out)
     fmt = out.suffix.lower()
@@ -639,24 +684,38 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or .npy")
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
+    rank, world = _world()
     source = open_texts(data, text_column, label_column, split)
     if source.count == 0:
         raise UserError(f"{data}: no texts to embed")
-    embedder = _embedder(model_or_folder, dict(options))
+    options = dict(options)
+    if world > 1 and options.get("device") is None and torch.cuda.is_available():
+        options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"  # one device per process, as the launcher means
+    embedder = _embedder(model_or_folder, options)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if world == 1:
+        return _embed_to(embedder, source, source.chunks(chunk_size), source.count, out, fmt, started, progress)
+    return _embed_sharded(embedder, source, chunk_size, out, fmt, rank, world, started, progress)
+
+
+def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str, list]], count: int, out: Path, fmt: str,
+              started: float, progress: bool, shard: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `count` rows from `chunks` to OUT through `<out>.partial`, then its sidecar; the sidecar."""
+    from taskembed import artifacts
+
     tmp = out.with_name(out.name + ".partial")
-    sink = _ParquetSink(tmp) if fmt == ".parquet" else _NpySink(tmp, source.count)
+    sink = _ParquetSink(tmp) if fmt == ".parquet" else _NpySink(tmp, count)
     written = truncated = 0
     try:
-        with _bar(source.count, progress) as bar:
-            for chunk in source.chunks(chunk_size):
+        with _bar(count, progress) as bar:
+            for chunk in chunks:
                 vectors, cut = embedder.encode_chunk(chunk["text"], bar.update)
                 sink.write(chunk, vectors)
                 written += len(vectors)
                 truncated += cut
         sink.close()
-        if written != source.count:
-            raise RuntimeError(f"counted {source.count} texts but embedded {written}")
+        if written != count:
+            raise RuntimeError(f"counted {count} texts but embedded {written}")
         os.replace(tmp, out)
     except BaseException:
         sink.close()
@@ -671,6 +730,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else []) + ["vector"])
         if fmt == ".parquet" else None,
         "source": source.description,
+        **({"shard": shard} if shard else {}),
         "seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {**artifacts.versions(), **_more_versions()},
@@ -680,6 +740,197 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     artifacts.write_json(side_tmp, info)
     os.replace(side_tmp, side)
     return info
+
+
+# --- sharded runs (torchrun / accelerate launch) -------------------------------------------------
+
+MANIFEST_KIND = "taskembed-embedding-shards"
+SHARD_RULE = "row id i is in shard i % world_size; ids increase within a shard"
+# Fields of a shard's sidecar that belong to that shard; everything else is the same on every rank.
+_PER_SHARD = ("file", "count", "truncated", "seconds", "created", "shard")
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) as torchrun and `accelerate launch` set them in the environment; (0, 1) for a plain run."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE") or 1)
+        rank = int(os.environ.get("RANK") or 0)
+    except ValueError:
+        raise UserError("RANK and WORLD_SIZE must be integers (they are set by torchrun or accelerate launch)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"RANK {rank} and WORLD_SIZE {world} are inconsistent; start sharded runs with torchrun or accelerate launch")
+    return rank, world
+
+
+def shard_path(out: str | Path, rank: int, world: int) -> Path:
+    """Where rank R of W writes its part of OUT: `<stem>.shard-R-of-W<suffix>` next to it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.shard-{rank}-of-{world}{out.suffix}")
+
+
+def manifest_path(out: str | Path) -> Path:
+    """The manifest of a sharded run that was asked for OUT: `<stem>.manifest.json` next to it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.manifest.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Ranks:
+    """The processes of a sharded run, for two things only: a barrier and gathering each shard's summary.
+
+    It joins the launcher's process group if the calling script already made one, else makes a gloo group
+    (CPU collectives, whatever device the model runs on) and tears it down afterwards. If one process dies,
+    torchrun / accelerate stop the others, so a long timeout cannot leave them waiting.
+    """
+
+    def __init__(self):
+        import datetime
+
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.owned = not dist.is_initialized()
+        if self.owned:
+            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))  # the slowest shard decides when all meet
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        everyone: list[Any] = [None] * self.dist.get_world_size()
+        self.dist.all_gather_object(everyone, obj)
+        return everyone
+
+    def close(self) -> None:
+        if self.owned and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def _strided(chunks: Iterator[dict[str, list]], rank: int, world: int) -> Iterator[dict[str, list]]:
+    """This rank's rows (id % world == rank) of each chunk; every rank still reads (and checks) all rows."""
+    for chunk in chunks:
+        keep = [j for j, i in enumerate(chunk["id"]) if i % world == rank]
+        if keep:
+            yield {k: [v[j] for j in keep] for k, v in chunk.items()}
+
+
+def _embed_sharded(embedder: Embedder, source: TextSource, chunk_size: int, out: Path, fmt: str, rank: int, world: int,
+                   started: float, progress: bool) -> dict[str, Any]:
+    from taskembed import artifacts
+
+    ranks = _Ranks()
+    try:
+        manifest = manifest_path(out)
+        if rank == 0:
+            manifest.unlink(missing_ok=True)  # a manifest must never list shards of this run next to those of an older one
+        ranks.barrier()
+        count = len(range(rank, source.count, world))
+        path = shard_path(out, rank, world)
+        summary: dict[str, Any] = {"rank": rank, "file": None, "sidecar": None, "count": 0, "truncated": 0, "bytes": 0, "sha256": None,
+                                   "seconds": 0.0}
+        shared = None
+        if count:  # with fewer texts than processes, the last ranks have nothing to write
+            shard = {"rank": rank, "world_size": world, "rule": SHARD_RULE, "manifest": manifest.name}
+            # Each rank reads `world` times more rows than it keeps, so it embeds about chunk_size texts at a time.
+            info = _embed_to(embedder, source, _strided(source.chunks(chunk_size * world), rank, world), count, path, fmt, started,
+                             progress and rank == 0, shard=shard)
+            summary.update(file=path.name, sidecar=sidecar_path(path).name, count=info["count"], truncated=info["truncated"],
+                           bytes=path.stat().st_size, sha256=_sha256(path), seconds=info["seconds"])
+            shared = {k: v for k, v in info.items() if k not in _PER_SHARD}
+        gathered = ranks.gather({"summary": summary, "shared": shared})
+        shards = [g["summary"] for g in gathered]
+        common = next(g["shared"] for g in gathered if g["shared"] is not None)
+        result = {
+            "kind": MANIFEST_KIND,
+            "file": out.name,
+            **common,
+            "count": sum(s["count"] for s in shards),
+            "truncated": sum(s["truncated"] for s in shards),
+            "sharding": {"world_size": world, "rule": SHARD_RULE},
+            "shards": shards,
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if result["count"] != source.count:
+            raise RuntimeError(f"counted {source.count} texts but the shards hold {result['count']}")
+        if rank == 0:
+            tmp = manifest.with_name(manifest.name + ".partial")
+            artifacts.write_json(tmp, result)
+            os.replace(tmp, manifest)
+        ranks.barrier()  # no rank returns (and no launcher reports success) before the manifest exists
+        return result
+    finally:
+        ranks.close()
+
+
+def read_manifest(manifest: str | Path, verify: bool = True) -> dict[str, Any]:
+    """A sharded run's manifest, after checking that every shard it lists is there, complete and unchanged.
+
+    verify=True also compares each shard's sha256 (reads every byte); sizes and presence are always checked.
+    """
+    path = Path(manifest)
+    if not path.is_file():
+        raise UserError(f"{path}: manifest not found; a sharded `taskembed embed` run writes it when every process has finished")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not a JSON manifest") from None
+    if not isinstance(info, dict) or info.get("kind") != MANIFEST_KIND:
+        raise UserError(f"{path}: not a taskembed shard manifest")
+    for s in info["shards"]:
+        if not s["count"]:
+            continue
+        f = path.parent / s["file"]
+        if not f.is_file():
+            raise UserError(f"{path}: shard {s['file']} is missing; keep the shards next to their manifest or re-run the embedding")
+        if f.stat().st_size != s["bytes"] or (verify and _sha256(f) != s["sha256"]):
+            raise UserError(f"{path}: shard {s['file']} changed since the manifest was written; re-run the embedding")
+    return info
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.name.endswith(".manifest.json")
+
+
+def _shard_ids(shard: dict[str, Any], manifest: dict[str, Any]) -> np.ndarray:
+    """Global ids of a shard's rows in file order (what a .npy shard, which has no id column, holds)."""
+    return np.arange(shard["rank"], manifest["count"], manifest["sharding"]["world_size"], dtype=np.int64)
+
+
+def _load_manifest_vectors(path: Path) -> tuple[np.ndarray, dict[str, list] | None]:
+    info = read_manifest(path)
+    n = info["count"]
+    matrix: np.ndarray | None = None
+    columns: dict[str, list] | None = None
+    seen = np.zeros(n, dtype=np.int64)
+    for s in info["shards"]:
+        if not s["count"]:
+            continue
+        part, cols = load_vectors(path.parent / s["file"])
+        ids = np.asarray(cols["id"], dtype=np.int64) if cols is not None else _shard_ids(s, info)
+        if len(ids) != len(part) or len(part) != s["count"] or (len(ids) and (ids.min() < 0 or ids.max() >= n)):
+            raise UserError(f"{path}: shard {s['file']} does not hold the rows the manifest says; re-run the embedding")
+        if matrix is None:
+            matrix = np.empty((n, part.shape[1]), dtype=part.dtype)
+        matrix[ids] = part
+        np.add.at(seen, ids, 1)
+        if cols is not None:
+            if columns is None:
+                columns = {k: [None] * n for k in cols}
+            for k, values in cols.items():
+                column = columns[k]
+                for i, v in zip(ids.tolist(), values):
+                    column[i] = v
+    if matrix is None or not (seen == 1).all():
+        raise UserError(f"{path}: the shards do not cover every row exactly once; re-run the embedding")
+    return matrix, columns
 
 
 def _more_versions() -> dict[str, str]:
@@ -698,8 +949,13 @@ def _more_versions() -> dict[str, str]:
 
 
 def read_sidecar(vectors: str | Path) -> dict[str, Any]:
+    """What wrote a vectors file: its sidecar, or for a sharded run's manifest the manifest (which has the same fields)."""
     path = Path(vectors)
+    if _is_manifest(path):
+        return read_manifest(path, verify=False)
     if not path.is_file():
+        if manifest_path(path).is_file():
+            raise UserError(f"{path}: not found, but {manifest_path(path).name} is: it was written in shards; use the manifest")
         raise UserError(f"{path}: file not found; write it with `taskembed embed MODEL DATA --out {path.name}`")
     side = sidecar_path(path)
     if not side.is_file():
@@ -708,8 +964,14 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
 
 
 def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | None]:
-    """The whole matrix, and (for Parquet) the other columns. For small files and tests; search streams instead."""
+    """The whole matrix, and (for Parquet) the other columns. For small files and tests; search streams instead.
+
+    A sharded run's `<stem>.manifest.json` gives all its shards merged back in row-id order (after checking
+    each shard's size and sha256 against the manifest).
+    """
     path = Path(vectors)
+    if _is_manifest(path):
+        return _load_manifest_vectors(path)
     if path.suffix.lower() == ".npy":
         return np.load(path), None
     import pyarrow.parquet as pq
@@ -721,12 +983,20 @@ def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | Non
     return matrix, {name: table.column(name).to_pylist() for name in table.column_names if name != "vector"}
 
 
-def _iter_blocks(path: Path, block: int = 65_536) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
+def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
+    """(vectors, columns) a block at a time; `ids` gives a .npy file's row ids (default 0..n-1); a manifest chains its shards."""
+    if _is_manifest(path):
+        info = read_manifest(path, verify=False)
+        for s in info["shards"]:
+            if s["count"]:
+                yield from _iter_blocks(path.parent / s["file"], block, _shard_ids(s, info))
+        return
     if path.suffix.lower() == ".npy":
         arr = np.load(path, mmap_mode="r")
         for start in range(0, len(arr), block):
             part = np.asarray(arr[start : start + block])
-            yield part, {"id": list(range(start, start + len(part)))}
+            rows = ids[start : start + len(part)].tolist() if ids is not None else list(range(start, start + len(part)))
+            yield part, {"id": rows}
         return
     import pyarrow.parquet as pq
 
@@ -744,6 +1014,7 @@ def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
     if model.get("path") and not Path(model["path"]).is_dir():
         raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
     opts = {k: info[k] for k in ("pooling", "layer", "mean_last", "normalize", "max_length")}
+    opts["bf16"] = bool(info.get("bf16", False))  # sidecars from before the option computed in float32
     emb = Embedder.load(where, device=device, **opts)
     if model.get("fingerprint") and emb.path is not None:
         now = fingerprint(emb.path)
@@ -757,7 +1028,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     """Cosine nearest neighbours of each query among the stored vectors, best first.
 
     The query is embedded with the model and options recorded in the sidecar. Each hit is
-    {"rank", "score", "id", "text", "label"} (text/label are None for .npy files).
+    {"rank", "score", "id", "text", "label"} (text/label are None for .npy files). VECTORS may be a
+    sharded run's manifest: its shards are searched one after another, ids stay global.
     """
     if isinstance(queries, str):
         queries = [queries]
@@ -807,6 +1079,8 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
         raise UserError("export supports the last layer only (sentence-transformers pools the model's output); drop layer/mean_last")
     if emb.dtype != "float32":
         raise UserError("export writes float32 weights; drop dtype (sentence-transformers can convert when loading)")
+    if emb.bf16:
+        raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder path")

@@ -14,7 +14,8 @@ import torch
 
 import taskembed
 from taskembed.cli import main
-from taskembed.embed import Embedder, embed, embed_file, export_sentence_transformers, load_vectors, search, sidecar_path
+from taskembed.embed import (Embedder, _native_bf16, _strided, embed, embed_file, export_sentence_transformers, load_vectors, manifest_path,
+                             search, shard_path, sidecar_path)
 from taskembed.errors import UserError
 from tests.conftest import make_rows
 
@@ -148,6 +149,26 @@ def test_normalize_and_float16(tiny_model_dir):
     assert half.dtype == np.float16 and np.allclose(half.astype(np.float32), full, atol=2e-3)
 
 
+def test_bf16_is_opt_in_close_to_float32_and_recorded(tiny_model_dir, tmp_path):
+    emb = Embedder.load(tiny_model_dir)
+    assert emb.bf16 is False and emb.options()["bf16"] is False and emb.batch_tokens == 2048  # the CPU default budget
+    assert Embedder.load(tiny_model_dir, batch_tokens=64).batch_tokens == 64
+    if not _native_bf16(torch.device("cpu")):
+        with pytest.raises(UserError, match="no native bfloat16"):
+            embed(tiny_model_dir, TEXTS, bf16=True)
+        return
+    full = embed(tiny_model_dir, TEXTS, normalize=True)
+    half = embed(tiny_model_dir, TEXTS, normalize=True, bf16=True)
+    assert half.dtype == np.float32 and (full * half).sum(1).min() >= 0.999 and not np.array_equal(full, half)
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(TEXTS[:8]), encoding="utf-8")
+    assert main(["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.npy"), "--bf16", "--no-progress"]) == 0
+    assert json.loads(sidecar_path(tmp_path / "v.npy").read_text())["bf16"] is True
+    assert search(tmp_path / "v.npy", TEXTS[3], k=1)[0][0]["score"] == pytest.approx(1.0, abs=1e-5)  # the query is embedded alike
+    with pytest.raises(UserError, match="export without it"):
+        export_sentence_transformers(tiny_model_dir, tmp_path / "st", bf16=True)
+
+
 # --- files ---------------------------------------------------------------------------------------
 
 
@@ -226,6 +247,46 @@ def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
     # compare reads the test split of a multi-split source by default
     report = compare_data(tiny_model_dir, tiny_model_dir, tmp_path / "ds", base_options={"pooling": "cls"})
     assert report["n"] == 10 and report["data"]["splits"] == ["test"]
+
+
+def test_shard_names_and_strided_rows(tiny_model_dir, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    assert shard_path("out/v.parquet", 1, 4) == Path("out/v.shard-1-of-4.parquet")
+    assert shard_path("v.npy", 0, 2) == Path("v.shard-0-of-2.npy") and manifest_path("out/v.npy") == Path("out/v.manifest.json")
+    chunks = [{"id": [0, 1, 2, 3, 4], "text": list("abcde"), "label": list("pnpnp")},
+              {"id": [5, 6], "text": ["f", "g"], "label": ["n", "p"]}]
+    assert list(_strided(iter(chunks), 1, 2)) == [{"id": [1, 3], "text": ["b", "d"], "label": ["n", "n"]},
+                                                  {"id": [5], "text": ["f"], "label": ["n"]}]
+    assert list(_strided(iter(chunks), 2, 3)) == [{"id": [2], "text": ["c"], "label": ["p"]}, {"id": [5], "text": ["f"], "label": ["n"]}]
+    src = tmp_path / "t.txt"
+    src.write_text("one text\n", encoding="utf-8")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(UserError, match="inconsistent"):
+        embed_file(tiny_model_dir, src, tmp_path / "v.npy", progress=False)
+
+
+@pytest.mark.slow
+def test_embed_bench_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
+    from bench import embed_bench
+
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS), encoding="utf-8")
+    out = tmp_path / "docs"
+    argv = ["--model", str(tiny_model_dir), "--texts", str(src), "--variants", "taskembed", "--st-batch-sizes", "8,16",
+            "--sizes", "30,90", "--chunk-size", "20", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]
+    assert embed_bench.main(argv) == 0
+    report = json.loads((out / "tiny.json").read_text())
+    rows = {r["system"]: r for r in report["throughput"]["rows"]}
+    assert set(rows) == {"taskembed", "st-8", "st-16"} and all(r["ok"] for r in rows.values())
+    assert report["throughput"]["texts"] == len(TEXTS) and report["throughput"]["speedups"]["taskembed"]["cosine_ok"]
+    assert min(r["min_cosine"] for r in rows.values()) >= 0.999
+    mem = report["memory"]["rows"]
+    assert [r["n"] for r in mem] == [30, 90] and all(r["peak_rss_mb"] >= r["rss_after_load_mb"] > 0 for r in mem)
+    assert report["machine"]["cpu"] and report["versions"]["torch"] and report["command"].startswith("python bench/embed_bench.py")
+    md = (out / "tiny.md").read_text()
+    assert "## Throughput" in md and "## Streaming memory" in md and "min cosine" in md
 
 
 # --- export --------------------------------------------------------------------------------------
