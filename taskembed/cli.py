@@ -61,6 +61,21 @@ def _invoked_as() -> str:
     return "taskembed"
 
 
+def cmd_help_config() -> int:
+    """Every option, as `--section.key value` or YAML `section: {key: value}`, with its default and docstring."""
+    import dataclasses
+
+    from taskembed.config import SECTIONS, field_docs
+
+    for section, cls in SECTIONS.items():
+        print(f"{section}:")
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            print(f"  {section}.{f.name} = {default!r}\n      {docs.get(f.name, '')}")
+    return 0
+
+
 def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = False) -> int:
     from taskembed import api
     from taskembed.config import load_config, parse_overrides
@@ -225,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)")
     t.add_argument("config", nargs="?", help="YAML config (default: built-in defaults = configs/sentiment.yaml)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and lr plan, train nothing")
+    t.add_argument("--help-config", action="store_true", help="list every config option with its default and meaning")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--resume", nargs="?", const="latest", choices=["latest", "auto"],
                    help="continue from the latest complete checkpoint of output.dir (an error if none); "
@@ -311,7 +327,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """For train/plan: the subcommand, its optional config path and flags go to argparse; `--x.y value` pairs are overrides."""
     if not argv or argv[0] not in ("train", "plan"):
         return argv, []
-    own = {"--dry-run", "--no-progress", "--json", "-h", "--help"}
+    own = {"--dry-run", "--no-progress", "--json", "--help-config", "-h", "--help"}
     head, rest = argv[:1], argv[1:]
     if rest and not rest[0].startswith("-"):
         head.append(rest.pop(0))
@@ -330,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     known, extra = _split_overrides(argv)
     args = parser.parse_args(known)
     try:
+        if args.command == "train" and args.help_config:
+            return cmd_help_config()
         if args.command == "train":
             return cmd_train(args.config, extra, dry_run=args.dry_run, progress=not args.no_progress, resume=args.resume)
         if args.command == "plan":
@@ -356,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `taskembed ... | head` closed the pipe: not an error; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

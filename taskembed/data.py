@@ -497,7 +497,3 @@ def texts_from_file(path: str | Path, text_column: str = "text") -> list[str]:
     if not texts:
         raise UserError(f"{p}: no text lines; one text per line")
     return texts
-
-
-def seeded_sample(items: Sequence[Any], k: int, seed: int) -> list[Any]:
-    return random.Random(seed).sample(list(items), min(k, len(items)))

@@ -256,3 +256,13 @@ def test_null_keeps_optional_fields_empty():
 def test_builtin_defaults_are_the_default_job():
     """`taskembed train` with no config must train exactly what configs/sentiment.yaml says."""
     assert load_config(None) == load_config(Path(__file__).resolve().parent.parent / "configs" / "sentiment.yaml")
+
+
+def test_help_config_lists_every_option(capsys):
+    from taskembed.cli import main
+
+    assert main(["train", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f"{section}.{f.name} = " in out
