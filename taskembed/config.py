@@ -82,6 +82,8 @@ class TrainConfig:
     """Examples per optimizer step (before gradient accumulation)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
+    auto_batch: bool = False
+    """On out-of-memory, split each micro-batch in two and accumulate twice as many (same effective batch); retried down to 1 example."""
     warmup_ratio: float = 0.1
     """Share of the optimizer steps spent warming the rates up linearly from 0."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"

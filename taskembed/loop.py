@@ -74,6 +74,8 @@ class TrainState:
     train_seconds: float = 0.0
     """Training time of the sessions up to the last checkpoint (evaluation and checkpoint writes excluded)."""
     eval_seconds: float = 0.0
+    micro_splits: int = 1
+    """Each batch runs as this many micro-batches (doubled by train.auto_batch after an out-of-memory error)."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -223,6 +225,9 @@ def fit(
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    if cfg.auto_batch and world > 1:
+        # One rank retrying alone would leave the others waiting in an all-reduce.
+        raise UserError("train.auto_batch works with a single process; under torchrun lower train.batch_size instead")
     micro = cfg.batch_size
     batches_per_epoch = math.ceil(len(train) / micro) // world
     if batches_per_epoch < cfg.grad_accum:
@@ -303,6 +308,21 @@ def fit(
         ckpt_seconds += time.perf_counter() - t0
         return saved
 
+    def accumulate(group: list[list[int]], n_examples: int) -> torch.Tensor:
+        """Forward and backward over one optimizer step's examples; the summed, size-weighted loss."""
+        pieces = [idx[k::state.micro_splits] for idx in group for k in range(state.micro_splits) if idx[k::state.micro_splits]]
+        step_loss = torch.zeros((), device=device)
+        for i, idx in enumerate(pieces):
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}
+            y = batch.pop("labels")
+            sync = world == 1 or i == len(pieces) - 1
+            with (nullcontext() if sync else net.no_sync()), autocast:
+                logits = net(**batch).logits
+                loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
+            loss.backward()
+            step_loss += loss.detach()
+        return step_loss
+
     model.train()
     order_epoch, order = -1, []
     saved: Path | None = None
@@ -315,17 +335,24 @@ def fit(
                 order_epoch = state.epoch
             group = order[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
             n_examples = sum(len(b) for b in group)
-            step_loss = 0.0
-            for i, idx in enumerate(group):
-                batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}
-                y = batch.pop("labels")
-                sync = world == 1 or i == len(group) - 1
-                with (nullcontext() if sync else net.no_sync()), autocast:
-                    logits = net(**batch).logits
-                    loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
-                loss.backward()
-                step_loss += loss.detach()
-                state.tokens_seen += sum(lengths[j] for j in idx)  # from the host: no device sync
+            while True:
+                try:
+                    step_loss = accumulate(group, n_examples)
+                    break
+                except torch.OutOfMemoryError:
+                    # Same examples, same effective batch, smaller pieces; a retry starts from clean gradients.
+                    optimizer.zero_grad(set_to_none=True)
+                    if not cfg.auto_batch or max(len(b) for b in group) <= state.micro_splits:
+                        raise UserError(f"step {state.step + 1}: out of memory with micro-batches of about "
+                                        f"{math.ceil(cfg.batch_size / state.micro_splits)}; lower train.batch_size "
+                                        "(raise train.grad_accum to keep the effective batch) or set train.auto_batch true") from None
+                    state.micro_splits *= 2
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if rank == 0:
+                        print(f"out of memory at step {state.step + 1}: retrying with each batch split in {state.micro_splits} "
+                              f"(micro-batch about {math.ceil(cfg.batch_size / state.micro_splits)})")
+            state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
             loss_value = float(step_loss)
             if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
