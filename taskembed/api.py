@@ -53,10 +53,7 @@ def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | 
     """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
     cfg = _as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
-    p = make_plan(cfg, model)
-    if cfg.train.freeze_layers > p.num_layers:
-        raise UserError(f"train.freeze_layers is {cfg.train.freeze_layers} but the model has {p.num_layers} layers")
-    return p
+    return make_plan(cfg, model)  # build_plan refuses a freeze_layers beyond the model's depth
 
 
 def train(
@@ -94,8 +91,6 @@ def train(
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
     model, tokenizer = load_classifier(cfg.model, splits.labels)
     lr_plan = make_plan(cfg, model)
-    if cfg.train.freeze_layers > lr_plan.num_layers:
-        raise UserError(f"train.freeze_layers is {cfg.train.freeze_layers} but {cfg.model.name} has {lr_plan.num_layers} layers")
     apply_freezing(model, lr_plan)
     say("learning-rate plan:\n" + lr_plan.table())
 
