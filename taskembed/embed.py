@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
 
 POOLINGS = ("head", "cls", "mean", "max")
@@ -772,14 +773,6 @@ def manifest_path(out: str | Path) -> Path:
     """The manifest of a sharded run that was asked for OUT: `<stem>.manifest.json` next to it."""
     out = Path(out)
     return out.with_name(f"{out.stem}.manifest.json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Ranks:
