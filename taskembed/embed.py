@@ -62,6 +62,7 @@ import torch
 
 from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
+from taskembed.modeling import HEAD_READS, head_reads, head_vector, pool
 
 POOLINGS = ("head", "cls", "mean", "max")
 # Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
@@ -70,22 +71,6 @@ POOLINGS = ("head", "cls", "mean", "max")
 BATCH_TOKENS = {"cpu": 2048, "cuda": 8192}
 DTYPES = ("float32", "float16")
 OUTPUT_SUFFIXES = (".parquet", ".npy")
-
-# model_type -> how the sequence-classification head reads the encoder (see the module docstring).
-HEAD_READS: dict[str, str] = {
-    "bert": "pooler",
-    "albert": "pooler",
-    "megatron-bert": "pooler",
-    "deberta": "context_pooler",
-    "deberta-v2": "context_pooler",
-    "roberta": "cls",
-    "xlm-roberta": "cls",
-    "camembert": "cls",
-    "electra": "cls",
-    "distilbert": "cls",
-    "mpnet": "cls",
-    "modernbert": "classifier_pooling",
-}
 
 # Activation names of transformers' ACT2FN that have an exact torch.nn module, for the export's Dense layer.
 _TORCH_ACTIVATIONS = {
@@ -274,10 +259,7 @@ class Embedder:
         """For pooling 'head': pooler, context_pooler, cls or mean (ModernBERT's classifier_pooling)."""
         if self.pooling != "head":
             return None
-        kind = HEAD_READS[self.model_type]
-        if kind == "classifier_pooling":
-            return str(getattr(self.config, "classifier_pooling", "cls"))
-        return kind
+        return head_reads(self.config)
 
     def describe(self) -> dict[str, Any]:
         """What produced the vectors, for sidecars and reports; `options()` rebuilds the same Embedder."""
@@ -324,15 +306,10 @@ class Embedder:
         out = self.encoder(**batch, output_hidden_states=need_hidden, return_dict=True)
         mask = batch["attention_mask"]
         if self.pooling == "head":
-            kind = self.head_reads
-            h = out.last_hidden_state
-            if kind == "pooler":
-                if getattr(out, "pooler_output", None) is None:
-                    raise UserError(f"{self.name}: the encoder has no pooler, so there is no pooler output to read; use pooling cls")
-                return out.pooler_output
-            if kind == "context_pooler":
-                return self.model.pooler(h)
-            return pool(h, mask, kind)
+            try:
+                return head_vector(self.model, self.head_reads, out, mask)
+            except UserError as exc:
+                raise UserError(f"{self.name}: {exc}") from None
         if self.mean_last is not None:
             # hidden_states[n] may differ from last_hidden_state (ModernBERT applies a final norm); the top layer is the output.
             stack = list(out.hidden_states[n - self.mean_last + 1 : n]) + [out.last_hidden_state]
@@ -385,19 +362,6 @@ class Embedder:
         with _bar(len(texts), progress) as bar:
             vectors, _ = self.encode_chunk(texts, bar.update)
         return vectors
-
-
-def pool(h: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """cls, mean or max over a (batch, tokens, dim) tensor, ignoring padding (as sentence-transformers does)."""
-    h = h.float()  # a no-op in float32; under bf16 autocast it keeps the pooling sums in float32
-    if how == "cls":
-        return h[:, 0]
-    m = mask.unsqueeze(-1).to(h.dtype)
-    if how == "mean":
-        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    if how == "max":
-        return h.masked_fill(m == 0, -1e9).max(1).values
-    raise ValueError(how)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

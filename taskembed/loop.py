@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 import os
 import random
@@ -25,15 +26,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from taskembed import checkpoint
 from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
-from taskembed.data import Encoded, collate, eval_batches, train_batches
+from taskembed.data import Encoded, balanced_sample, collate, eval_batches, train_batches
 from taskembed.errors import UserError
+from taskembed.losses import classification_loss, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
-from taskembed.plan import LrPlan
+from taskembed.modeling import head_reads, head_vector
+from taskembed.plan import LrPlan, unfreeze_steps
 
 
 class TrainingDiverged(UserError):
@@ -148,8 +150,17 @@ def use_bf16(setting: str, device: torch.device) -> bool:
     return device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+def lr_lambda(cfg: TrainConfig, total_steps: int, start: int = 0) -> Callable[[int], float]:
+    """The rate multiplier at each optimizer step: warmup, then the schedule's decay.
+
+    A group unfrozen at step `start` > 0 (gradual unfreezing) follows the same decay but warms up
+    again from `start` over the same number of steps: fresh Adam moments on weights that have not
+    moved yet would otherwise take full-size steps at once. Before `start` its factor is 0.
+    """
     warmup = int(round(cfg.warmup_ratio * total_steps))
+    if start > 0:
+        base = lr_lambda(cfg, total_steps)
+        return lambda step: 0.0 if step < start else base(step) * min(1.0, (step - start + 1) / (max(warmup, 1) + 1))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -174,8 +185,12 @@ def distributed() -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device) -> torch.Tensor:
-    """Logits for every example in the original order, float32, batched by a token budget."""
+def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggregate: str = "mean") -> torch.Tensor:
+    """Logits for every text in the original order, float32, batched by a token budget.
+
+    In window mode (enc.doc_ids) each window is classified and a text's logits are the mean (or the
+    elementwise max) of its windows' logits.
+    """
     model.eval()
     out = torch.empty((len(enc), model.config.num_labels), dtype=torch.float32)
     # Smaller batches run faster per token on CPUs (measured: 2,048 tokens 317 texts/s, 8,192 tokens 241 on
@@ -185,11 +200,29 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device) -> to
         batch.pop("labels", None)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         out[idx] = logits.float().cpu()
-    return out
+    if enc.doc_ids is None:
+        return out
+    return pool_windows(out, torch.tensor(enc.doc_ids), enc.n_texts, aggregate)
 
 
-def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device: torch.device) -> dict[str, Any]:
-    return metrics_from_logits(predict_logits(model, enc, pad_id, device), enc.labels, labels)
+def pool_windows(x: torch.Tensor, segments: torch.Tensor, n: int, how: str) -> torch.Tensor:
+    """Rows of x grouped by segments (0..n-1) into n rows: their mean, or elementwise max. Differentiable."""
+    index = segments.unsqueeze(1).expand_as(x)
+    return x.new_zeros((n, x.shape[1])).scatter_reduce(0, index, x, reduce="amax" if how == "max" else "mean", include_self=False)
+
+
+def text_rows(enc: Encoded) -> list[list[int]] | None:
+    """Window mode: the rows (windows) of each text, in order; None when each row is a text."""
+    if enc.doc_ids is None:
+        return None
+    rows: list[list[int]] = [[] for _ in range(enc.n_texts)]
+    for r, d in enumerate(enc.doc_ids):
+        rows[d].append(r)
+    return rows
+
+
+def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device: torch.device, aggregate: str = "mean") -> dict[str, Any]:
+    return metrics_from_logits(predict_logits(model, enc, pad_id, device, aggregate), enc.targets, labels)
 
 
 def fit(
@@ -206,6 +239,7 @@ def fit(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     checkpoints: Checkpointing | None = None,
     class_weights: torch.Tensor | None = None,
+    aggregate: str = "mean",
 ) -> FitResult:
     """Train `model` in place with the plan's rates; restore the best validation weights at the end.
 
@@ -228,17 +262,45 @@ def fit(
     if cfg.auto_batch and world > 1:
         # One rank retrying alone would leave the others waiting in an all-reduce.
         raise UserError("train.auto_batch works with a single process; under torchrun lower train.batch_size instead")
+    if plan.gradual and world > 1:
+        # DDP registers its gradient hooks once, on the parameters that need a gradient at wrap time.
+        raise UserError("train.gradual_unfreezing works with a single process; under torchrun use train.freeze_layers instead")
     micro = cfg.batch_size
-    batches_per_epoch = math.ceil(len(train) / micro) // world
+    batches_per_epoch = math.ceil(train.n_texts / micro) // world
     if batches_per_epoch < cfg.grad_accum:
-        raise UserError(f"only {len(train)} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
+        raise UserError(f"only {train.n_texts} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
                         "lower train.batch_size or train.grad_accum")
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     optimizer = torch.optim.AdamW(plan.optimizer_groups(model), fused=device.type in ("cuda", "cpu"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    # Gradual unfreezing: every group is in the optimizer and the schedule from the start (a group added
+    # later would miss the scheduler, transformers #20029); a frozen group has no gradient, which AdamW
+    # skips, and its own schedule holds its rate at 0 until its stage begins.
+    stage_start = unfreeze_steps(plan, cfg.gradual_unfreezing, cfg.unfreeze_every, steps_per_epoch) if plan.gradual else [0]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [lr_lambda(cfg, total_steps, stage_start[g["unfreeze_stage"]]) for g in optimizer.param_groups])
+    if plan.gradual and rank == 0 and progress:
+        never = sum(start >= total_steps for start in stage_start)
+        print(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
+              + (f"; the last {never} stage(s) never start, so those groups stay frozen (more epochs, or gradual_unfreezing steps)" if never else ""))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16(cfg.bf16, device) else nullcontext()
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def set_trainable(step: int) -> None:
+        """requires_grad from the stage schedule, so a frozen group costs no backward work (also right after a resume)."""
+        for g in optimizer.param_groups:
+            on = stage_start[g["unfreeze_stage"]] <= step
+            for p in g["params"]:
+                p.requires_grad_(on)
+
+    # The contrastive term needs the vector the head reads: a hook keeps the encoder's output of each forward.
+    contrastive = cfg.contrastive_weight > 0
+    encoder_out: list[Any] = []
+    if contrastive:
+        kind = head_reads(model.config)
+        if kind is None:
+            raise UserError(f"train.contrastive_weight needs a supported architecture; {model.config.model_type} is not one")
+        hook = model.base_model.register_forward_hook(lambda _m, _i, out: encoder_out.append(out))
     eval_every = cfg.eval_every or steps_per_epoch
     log_every = max(1, min(50, steps_per_epoch // 10))
 
@@ -267,7 +329,7 @@ def fit(
         nonlocal best_weights
         if validation is None:
             return False
-        m = evaluate_encoded(model, validation, labels, pad_id, device)
+        m = evaluate_encoded(model, validation, labels, pad_id, device, aggregate)
         model.train()
         record({"kind": "eval", "step": state.step, "epoch": state.epoch, "loss": m["loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
         score = m[cfg.metric]
@@ -283,7 +345,11 @@ def fit(
             )
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience
 
-    lengths = train.lengths
+    # Batches are drawn over texts. In window mode a text is all its windows: they run in the same batch and
+    # the loss is on their aggregated logits, exactly what evaluation and prediction score.
+    windows = text_rows(train)
+    lengths = [sum(len(train.input_ids[r]) for r in rows) for rows in windows] if windows else train.lengths
+    targets = train.targets
     started = time.perf_counter()
     eval_seconds = ckpt_seconds = 0.0
     earlier_train, earlier_eval = state.train_seconds, state.eval_seconds  # sessions before a resume
@@ -313,12 +379,28 @@ def fit(
         pieces = [idx[k::state.micro_splits] for idx in group for k in range(state.micro_splits) if idx[k::state.micro_splits]]
         step_loss = torch.zeros((), device=device)
         for i, idx in enumerate(pieces):
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}
+            segments = None
+            if windows is None:
+                batch = collate(train, idx, pad_id)
+            else:  # every window of every text in idx; segments[j] = which text of idx row j belongs to
+                batch = collate(train, [r for d in idx for r in windows[d]], pad_id)
+                segments = torch.tensor([k for k, d in enumerate(idx) for _ in windows[d]], device=device)
+                batch["labels"] = batch["labels"][[0, *itertools.accumulate(len(windows[d]) for d in idx[:-1])]]  # one per text
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             y = batch.pop("labels")
             sync = world == 1 or i == len(pieces) - 1
+            encoder_out.clear()  # nothing left over from a forward that ran out of memory
             with (nullcontext() if sync else net.no_sync()), autocast:
                 logits = net(**batch).logits
-                loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing) * (len(idx) / n_examples)
+                if segments is not None:
+                    logits = pool_windows(logits, segments, len(idx), aggregate)
+                loss = classification_loss(logits, y, class_weights=class_weights, label_smoothing=cfg.label_smoothing)
+                if contrastive:
+                    z = head_vector(model, kind, encoder_out.pop(), batch["attention_mask"])
+                    if segments is not None:
+                        z = pool_windows(z, segments, len(idx), "mean")
+                    loss = loss + cfg.contrastive_weight * supervised_contrastive(z, y, cfg.contrastive_temperature)
+                loss = loss * (len(idx) / n_examples)
             loss.backward()
             step_loss += loss.detach()
         return step_loss
@@ -329,12 +411,16 @@ def fit(
     with StopSignals().installed(checkpoints is not None) as stop:
         while state.step < total_steps and not state.stopped_early:
             if order_epoch != state.epoch:
-                order = train_batches(train.lengths, micro, torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch))
+                gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
+                sample = balanced_sample(targets, gen) if cfg.sampler == "balanced" else None
+                order = train_batches(lengths, micro, gen, sample=sample)
                 # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
                 order = order[rank : batches_per_epoch * world : world]
                 order_epoch = state.epoch
             group = order[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
             n_examples = sum(len(b) for b in group)
+            if plan.gradual:
+                set_trainable(state.step)
             while True:
                 try:
                     step_loss = accumulate(group, n_examples)
@@ -400,6 +486,10 @@ def fit(
     if bar is not None:
         bar.close()
     clock()
+    if contrastive:
+        hook.remove()
+    if plan.gradual:
+        set_trainable(total_steps)  # every planned group trainable again, as after a normal run
     if best_weights is not None:
         model.load_state_dict(best_weights)
     if state.stopped_early and rank == 0:

@@ -84,8 +84,12 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None):
         raise _hub_error(cfg.name, exc) from None
 
 
-def load_classifier(cfg: ModelConfig, labels: list[str]):
-    """Encoder + a fresh head for `labels`, float32 weights (transformers 5 would keep the file's dtype)."""
+def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = False):
+    """Encoder + a fresh head for `labels`, float32 weights (transformers 5 would keep the file's dtype).
+
+    `multi_label` records problem_type multi_label_classification in the config, which is what makes
+    `pipeline("text-classification")` apply a sigmoid per label instead of a softmax over them.
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -100,7 +104,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str]):
     mcfg.num_labels = len(labels)
     mcfg.id2label = {i: name for i, name in enumerate(labels)}
     mcfg.label2id = {name: i for i, name in enumerate(labels)}
-    mcfg.problem_type = "single_label_classification"
+    mcfg.problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     if cfg.dropout is not None:
         mcfg.classifier_dropout = cfg.dropout
     try:
@@ -130,3 +134,52 @@ def load_trained(folder: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     return model, tokenizer
+
+
+# model_type -> which vector of the encoder the sequence-classification head reads (see taskembed/embed.py).
+HEAD_READS: dict[str, str] = {
+    "bert": "pooler",
+    "albert": "pooler",
+    "megatron-bert": "pooler",
+    "deberta": "context_pooler",
+    "deberta-v2": "context_pooler",
+    "roberta": "cls",
+    "xlm-roberta": "cls",
+    "camembert": "cls",
+    "electra": "cls",
+    "distilbert": "cls",
+    "mpnet": "cls",
+    "modernbert": "classifier_pooling",
+}
+
+
+def head_reads(config) -> str | None:
+    """pooler, context_pooler, cls or mean for a supported model type; None otherwise."""
+    kind = HEAD_READS.get(getattr(config, "model_type", None))
+    if kind == "classifier_pooling":
+        return str(getattr(config, "classifier_pooling", "cls"))
+    return kind
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """cls, mean or max over a (batch, tokens, dim) tensor, ignoring padding (as sentence-transformers does)."""
+    h = h.float()  # a no-op in float32; under bf16 autocast it keeps the pooling sums in float32
+    if how == "cls":
+        return h[:, 0]
+    m = mask.unsqueeze(-1).to(h.dtype)
+    if how == "mean":
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if how == "max":
+        return h.masked_fill(m == 0, -1e9).max(1).values
+    raise ValueError(how)
+
+
+def head_vector(model, kind: str, encoder_out, mask: torch.Tensor) -> torch.Tensor:
+    """The vector the classification head reads, from the encoder's output (`kind` from head_reads)."""
+    if kind == "pooler":
+        if getattr(encoder_out, "pooler_output", None) is None:
+            raise UserError("the encoder has no pooler, so there is no pooler output to read; use pooling cls")
+        return encoder_out.pooler_output
+    if kind == "context_pooler":
+        return model.pooler(encoder_out.last_hidden_state)
+    return pool(encoder_out.last_hidden_state, mask, kind)

@@ -36,6 +36,8 @@ one function that writes ``requires_grad``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 from collections import Counter
@@ -131,6 +133,8 @@ class Group:
     """False if the group is frozen."""
     modules: tuple[str, ...] = ()
     """The modules the group covers, e.g. ("bert.encoder.layer.2",); for people to read."""
+    unfreeze_stage: int = 0
+    """Gradual unfreezing: the group trains from stage k on (0 = from the first step); see unfreeze_steps."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,13 @@ class LrPlan:
     """Embeddings, layer.1 .. layer.L, head; a group with no parameters is left out."""
     num_layers: int
     """L, the number of encoder layers."""
+    gradual: bool = False
+    """Whether groups are unfrozen in stages (ULMFiT) rather than all trained from the first step."""
+
+    @property
+    def stages(self) -> int:
+        """The number of unfreezing stages after stage 0."""
+        return max((g.unfreeze_stage for g in self.groups if g.trainable), default=0)
 
     def optimizer_groups(self, model: nn.Module) -> list[dict]:
         """Torch optimizer param groups for the trainable groups of this plan.
@@ -156,10 +167,13 @@ class LrPlan:
                 continue
             decay = [params[n] for n in group.params if not _no_decay(n, params[n])]
             no_decay = [params[n] for n in group.params if _no_decay(n, params[n])]
+            # torch keeps extra keys in a param group: the loop reads unfreeze_stage, checkpoints save it.
             if decay:
-                out.append({"params": decay, "lr": group.lr, "weight_decay": group.weight_decay, "name": group.name})
+                out.append({"params": decay, "lr": group.lr, "weight_decay": group.weight_decay, "name": group.name,
+                            "unfreeze_stage": group.unfreeze_stage})
             if no_decay:
-                out.append({"params": no_decay, "lr": group.lr, "weight_decay": 0.0, "name": f"{group.name}/no_decay"})
+                out.append({"params": no_decay, "lr": group.lr, "weight_decay": 0.0, "name": f"{group.name}/no_decay",
+                            "unfreeze_stage": group.unfreeze_stage})
         return out
 
     def to_json(self) -> dict:
@@ -168,6 +182,7 @@ class LrPlan:
         total = sum(g.n_params for g in self.groups)
         return {
             "num_layers": self.num_layers,
+            "gradual_unfreezing": self.gradual,
             "no_weight_decay": NO_DECAY_RULE,
             "groups": [
                 {
@@ -177,6 +192,7 @@ class LrPlan:
                     "weight_decay": g.weight_decay,
                     "n_params": g.n_params,
                     "trainable": g.trainable,
+                    "unfreeze_stage": g.unfreeze_stage,
                     "modules": list(g.modules),
                     "params": list(g.params),
                 }
@@ -187,7 +203,7 @@ class LrPlan:
 
     def table(self) -> str:
         """The plan as a text table, bottom to top, with a total line."""
-        header = ("group", "layers", "params", "lr", "weight decay")
+        header = ("group", "layers", "params", "lr", "weight decay") + (("trains from",) if self.gradual else ())
         rows = [
             (
                 g.name,
@@ -195,13 +211,13 @@ class LrPlan:
                 f"{g.n_params:,}",
                 f"{g.lr:.3e}" if g.trainable else "frozen",
                 f"{g.weight_decay:g}" if g.trainable else "-",
-            )
+            ) + ((f"stage {g.unfreeze_stage}" if g.trainable else "-",) if self.gradual else ())
             for g in self.groups
         ]
         total = sum(g.n_params for g in self.groups)
         trainable = sum(g.n_params for g in self.groups if g.trainable)
         summary = f"{self.num_layers} encoder layers, {trainable:,} parameters trainable"
-        rows.append(("total", summary, f"{total:,}", "", ""))
+        rows.append(("total", summary, f"{total:,}", "", "") + (("",) if self.gradual else ()))
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         right = {2}  # numbers line up on the right
 
@@ -212,6 +228,9 @@ class LrPlan:
         rule = "-+-".join("-" * w for w in widths)
         body = [line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
         body.append(f"weight decay 0 on {NO_DECAY_RULE}")
+        if self.gradual:
+            body.append(f"gradual unfreezing: stage 0 trains from the first step, then one more group per stage, top down "
+                        f"({self.stages} stages); each group warms up again from the step it is unfrozen")
         return "\n".join(body)
 
 
@@ -295,13 +314,16 @@ def build_plan(
     weight_decay: float = 0.01,
     freeze_embeddings: bool = False,
     freeze_layers: int = 0,
+    unfreeze_start: int | None = None,
 ) -> LrPlan:
     """The learning-rate plan for ``model``. Pure: reads the model, changes nothing.
 
     Layer i of L trains at ``lr * decay**(L - i)``, the embeddings at ``embedding_lr`` or
     ``lr * decay**L``, the pooler and head at ``head_lr``. ``freeze_embeddings`` freezes
     the embeddings group, ``freeze_layers=k`` freezes layers 1..k; ``apply_freezing``
-    carries that onto the model.
+    carries that onto the model. ``unfreeze_start=k`` (not None) plans gradual unfreezing:
+    the head and the top k layers form stage 0, then each lower trainable group, top down
+    to the embeddings, gets the next stage.
     """
     _check_rates(lr=lr, head_lr=head_lr, embedding_lr=embedding_lr)
     if not (isinstance(decay, (int, float)) and 0 < decay <= 1):
@@ -345,9 +367,31 @@ def build_plan(
                 modules=modules,
             )
         )
-    plan = LrPlan(groups=tuple(groups), num_layers=num_layers)
+    if unfreeze_start is not None:
+        if not (isinstance(unfreeze_start, int) and 0 <= unfreeze_start <= num_layers):
+            raise UserError(f"unfreeze_start must be an integer in 0..{num_layers} for this {num_layers}-layer model, got {unfreeze_start!r}")
+        stage, staged = 0, []
+        for g in reversed(groups):  # top down: head, layer.L, ..., embeddings
+            if g.trainable and g.name != "head" and g.depth <= num_layers - unfreeze_start:
+                stage += 1
+            staged.append(dataclasses.replace(g, unfreeze_stage=stage if g.trainable else 0))
+        groups = staged[::-1]
+    plan = LrPlan(groups=tuple(groups), num_layers=num_layers, gradual=unfreeze_start is not None)
     _check_same_parameters(plan, model)
     return plan
+
+
+def unfreeze_steps(plan: LrPlan, mode: str, every: int, steps_per_epoch: int) -> list[int]:
+    """The optimizer step at which each stage 0..plan.stages starts training.
+
+    mode "epoch": stage k at the start of epoch k + 1 (ULMFiT). mode "steps": stage k after k * every
+    steps, or, with every = 0, evenly spread so that every group trains before the first epoch ends.
+    """
+    n = plan.stages
+    if mode == "epoch":
+        return [k * steps_per_epoch for k in range(n + 1)]
+    interval = every if every > 0 else steps_per_epoch / (n + 1)
+    return [int(k * interval) for k in range(n + 1)]
 
 
 def _check_same_parameters(plan: LrPlan, model: nn.Module) -> dict[str, nn.Parameter]:

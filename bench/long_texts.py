@@ -1,0 +1,106 @@
+"""Long texts: sliding windows against truncation, on reviews longer than the model's window.
+
+    python bench/long_texts.py           # rotten_tomatoes reviews joined 6 at a time, windows of 64 tokens, seeds 0,1,2
+
+Each long text joins `--per-text` rotten_tomatoes sentences of the same label (drawn from one split, so
+no sentence crosses from train to test), so it is several times longer than the `data.max_length`
+window. Truncation sees the first window's worth of them; window mode classifies every window
+(overlapping by `--stride` tokens) and averages the logits, in training, evaluation and prediction
+alike. Both modes train configs/sentiment.yaml with the same overrides otherwise.
+
+Writes docs/benchmarks/long-texts.json and docs/benchmarks/long-texts.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ablations import mean_sd  # noqa: E402
+
+
+def make_data(folder: Path, per_text: int, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
+    """Long texts for each split, from that split's sentences only; balanced labels."""
+    import pandas as pd
+
+    from taskembed.config import DataConfig
+    from taskembed.data import load_raw
+
+    raw, _ = load_raw(DataConfig(source="rotten_tomatoes"))
+    rng = random.Random(seed)
+    paths = {}
+    for split, n in sizes.items():
+        by_label = {label: df["text"].tolist() for label, df in raw[split].groupby("label", sort=True)}
+        rows = []
+        for i in range(n):
+            label = sorted(by_label)[i % len(by_label)]
+            rows.append({"text": " ".join(rng.sample(by_label[label], per_text)), "label": label})
+        rng.shuffle(rows)
+        paths[split] = folder / f"{split}.csv"
+        pd.DataFrame(rows).to_csv(paths[split], index=False)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="configs/sentiment.yaml")
+    p.add_argument("--per-text", type=int, default=6, help="sentences joined into one text")
+    p.add_argument("--max-length", type=int, default=64, help="the window: data.max_length")
+    p.add_argument("--stride", type=int, default=16, help="tokens shared by consecutive windows")
+    p.add_argument("--train", type=int, default=1000, help="long training texts")
+    p.add_argument("--test", type=int, default=1000, help="long validation and test texts (each)")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--model", help="another model (a test's tiny folder for a smoke run)")
+    p.add_argument("--out-dir", default=str(ROOT / "docs" / "benchmarks"), help="where the .md and .json go")
+    p.add_argument("--name", default="long-texts", help="output name under docs/benchmarks/")
+    args = p.parse_args(argv)
+
+    import taskembed
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_data(Path(tmp), args.per_text, {"train": args.train, "validation": args.test, "test": args.test})
+        for mode in ("truncate", "window"):
+            for seed in map(int, args.seeds.split(",")):
+                overrides = {"data.source": str(paths["train"]), "data.validation": str(paths["validation"]), "data.test": str(paths["test"]),
+                             "data.max_length": args.max_length, "data.long_texts": mode, "data.window_stride": args.stride,
+                             "train.epochs": args.epochs, "train.seed": seed, "output.dir": f"{tmp}/{mode}-{seed}",
+                             "output.embedding_report": False, "output.baselines": False, "train.keep_checkpoints": 0}
+                if args.model:
+                    overrides["model.name"] = args.model
+                r = taskembed.train(args.config, overrides, progress=False, echo=lambda _m: None)
+                info = json.loads((Path(r.output_dir) / "run.json").read_text())["data"]
+                runs.append({"mode": mode, "seed": seed, "accuracy": r.metrics["test"]["accuracy"], "macro_f1": r.metrics["test"]["macro_f1"],
+                             "truncated_test": info["truncated"]["test"], "windowed_test": info.get("windowed", {}).get("test"),
+                             "train_seconds": r.train_seconds})
+                print(f"{mode} seed {seed}: accuracy {100 * runs[-1]['accuracy']:.2f} ({r.train_seconds:.0f} s)", flush=True)
+    command = ("python bench/long_texts.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps({"meta": {"command": command, **vars(args)}, "runs": runs}, indent=1))
+    over = runs[0]["truncated_test"]
+    lines = [f"# Long texts ({args.name})", "", "Generated by `bench/long_texts.py`; do not edit by hand.", "", f"Command: `{command}`", "",
+             f"{args.train:,} training and {args.test:,} test texts, each {args.per_text} rotten_tomatoes sentences of one label; "
+             f"{over:,} of the {args.test:,} test texts are longer than the {args.max_length}-token window. "
+             f"Windows overlap by {args.stride} tokens; {args.epochs:g} epochs; mean ± standard deviation over seeds {args.seeds}.", "",
+             "| mode | test accuracy | test macro-F1 | train s |", "| --- | ---: | ---: | ---: |"]
+    for mode in ("truncate", "window"):
+        rs = [r for r in runs if r["mode"] == mode]
+        lines.append(f"| {mode} | {mean_sd([r['accuracy'] for r in rs])} | {mean_sd([r['macro_f1'] for r in rs])} "
+                     f"| {sum(r['train_seconds'] for r in rs) / len(rs):.0f} |")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / args.name}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

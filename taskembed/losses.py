@@ -1,0 +1,42 @@
+"""The training objective: cross-entropy (or BCE for multi-label) plus an optional contrastive term.
+
+Kept apart from the loop so each term can be read, and tested, on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights: torch.Tensor | None = None,
+                        label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean loss of a batch: cross-entropy for class ids, binary cross-entropy for multi-hot float targets."""
+    logits = logits.float()  # under bf16 autocast the softmax and its log stay in float32
+    if y.dtype.is_floating_point:
+        return F.binary_cross_entropy_with_logits(logits, y)
+    return F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def supervised_contrastive(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the L_out form) of one batch.
+
+    Each example is an anchor; the other examples of its class are its positives and every other
+    example is in the denominator. Vectors are L2-normalised, so the loss pulls a class together on the
+    unit sphere and pushes classes apart, which is what cosine search over the embeddings rewards.
+    Anchors without a positive in the batch contribute nothing; a batch with none gives 0 (a tensor
+    that still carries the graph, so backward works the same either way).
+    """
+    z = F.normalize(features.float(), dim=-1)
+    sim = z @ z.T / temperature
+    n = len(y)
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))  # an anchor is never its own positive or negative
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positive = (y.unsqueeze(0) == y.unsqueeze(1)) & ~self_mask
+    n_pos = positive.sum(1)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return features.sum() * 0.0
+    per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(1)[has] / n_pos[has])
+    return per_anchor.mean()

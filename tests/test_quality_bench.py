@@ -1,0 +1,59 @@
+"""The quality benchmarks (ablations, imbalance, long texts) run end to end on the tiny model.
+
+What they measure needs the real model and minutes of CPU; here each runs on the tiny model and tiny
+data, and the check is that the runs happen with the overrides they claim and the reports hold them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import ablations, imbalance, long_texts
+
+TINY = ["train.bf16=off", "train.epochs=1", "train.batch_size=16", "data.max_length=32", "output.embedding_report=false"]
+
+
+@pytest.mark.slow
+def test_ablations_smoke(tiny_model_dir, tmp_path, monkeypatch):
+    seen = []
+    real = ablations.run_one
+
+    def spy(config, variant, size, seed, model, extra):
+        seen.append((variant, size, seed))
+        return real(config, variant, size, seed, model, extra)
+
+    monkeypatch.setattr(ablations, "run_one", spy)
+    out, js = tmp_path / "abl.md", tmp_path / "abl.json"
+    argv = ["--sizes", "40", "--seeds", "0,1", "--variants", "decay,unfreeze,contrastive", "--model", str(tiny_model_dir),
+            "--json", str(js), "--out", str(out), *[x for s in TINY for x in ("--set", s)]]
+    assert ablations.main(argv) == 0
+    runs = json.loads(js.read_text())["runs"]
+    assert {(r["variant"], r["seed"]) for r in runs} == {(v, s) for v in ("decay", "unfreeze", "contrastive") for s in (0, 1)}
+    text = out.read_text()
+    assert "decay + gradual unfreezing minus the default, same seeds" in text and "| 2 |" in text
+    # a second invocation resumes: nothing is run again
+    seen.clear()
+    assert ablations.main(argv) == 0 and seen == []
+
+
+@pytest.mark.slow
+def test_imbalance_smoke(tiny_model_dir, tmp_path):
+    argv = ["--seeds", "0", "--variants", "none,weights", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "--name", "imb",
+            *[x for s in TINY for x in ("--set", s)]]
+    assert imbalance.main(argv) == 0
+    data = json.loads((tmp_path / "imb.json").read_text())
+    assert len(data["meta"]["minority"]) == 19 and min(data["meta"]["train_counts"].values()) >= 2
+    assert [r["variant"] for r in data["runs"]] == ["none", "weights"]
+    assert "| weights |" in (tmp_path / "imb.md").read_text()
+
+
+@pytest.mark.slow
+def test_long_texts_smoke(tiny_model_dir, tmp_path):
+    argv = ["--per-text", "3", "--max-length", "24", "--stride", "4", "--train", "40", "--test", "20", "--epochs", "1", "--seeds", "0",
+            "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "--name", "lt"]
+    assert long_texts.main(argv) == 0
+    runs = json.loads((tmp_path / "lt.json").read_text())["runs"]
+    assert [r["mode"] for r in runs] == ["truncate", "window"]
+    assert runs[0]["truncated_test"] > 0 and runs[1]["windowed_test"] == runs[0]["truncated_test"]

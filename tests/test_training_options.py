@@ -1,0 +1,264 @@
+"""Gradual unfreezing, the contrastive term, the balanced sampler, class-weight maps and sliding windows."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import taskembed
+from bench import fault_injection as fi
+from taskembed.api import _class_weights
+from taskembed.cli import main
+from taskembed.config import TrainConfig, load_config
+from taskembed.data import Encoded, balanced_sample, encode, train_batches
+from taskembed.loop import TrainingInterrupted, lr_lambda, predict_logits
+from taskembed.losses import supervised_contrastive
+from taskembed.plan import build_plan, unfreeze_steps
+from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, make_rows
+from tests.test_resume import interrupt_after, quiet, same_weights
+
+
+def tiny_bert(layers: int = 3):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                                                    intermediate_size=20, max_position_embeddings=32, num_labels=2))
+
+
+# --- gradual unfreezing: the plan and the schedule -------------------------------------------------
+
+
+def test_plan_stages_go_top_down_from_the_head():
+    plan = build_plan(tiny_bert(3), lr=1e-3, decay=0.5, head_lr=1e-2, unfreeze_start=1)
+    stages = {g.name: g.unfreeze_stage for g in plan.groups}
+    # head and the top layer at once, then one group per stage down to the embeddings
+    assert stages == {"head": 0, "layer.3": 0, "layer.2": 1, "layer.1": 2, "embeddings": 3}
+    assert plan.gradual and plan.stages == 3
+    assert "trains from" in plan.table() and "stage 3" in plan.table()
+    assert plan.to_json()["groups"][0]["unfreeze_stage"] == 3
+
+    frozen = build_plan(tiny_bert(3), lr=1e-3, decay=0.5, head_lr=1e-2, unfreeze_start=0, freeze_layers=1, freeze_embeddings=True)
+    assert {g.name: (g.trainable, g.unfreeze_stage) for g in frozen.groups} == {
+        "embeddings": (False, 0), "layer.1": (False, 0), "layer.2": (True, 2), "layer.3": (True, 1), "head": (True, 0)}
+    assert not build_plan(tiny_bert(3), lr=1e-3, decay=0.5, head_lr=1e-2).gradual
+
+
+def test_unfreeze_steps_per_epoch_and_per_steps():
+    plan = build_plan(tiny_bert(3), lr=1e-3, decay=0.5, head_lr=1e-2, unfreeze_start=0)  # 4 stages after 0
+    assert unfreeze_steps(plan, "epoch", 0, 10) == [0, 10, 20, 30, 40]
+    assert unfreeze_steps(plan, "steps", 3, 10) == [0, 3, 6, 9, 12]
+    spread = unfreeze_steps(plan, "steps", 0, 10)  # every group trains before the first epoch ends
+    assert spread[0] == 0 and spread == sorted(spread) and spread[-1] < 10
+
+
+def test_a_late_group_warms_up_again_and_then_follows_the_decay():
+    cfg = TrainConfig(warmup_ratio=0.1, schedule="linear")
+    base, late = lr_lambda(cfg, 100), lr_lambda(cfg, 100, start=40)
+    assert [late(s) for s in (0, 20, 39)] == [0.0, 0.0, 0.0]
+    assert 0 < late(40) < late(45) < base(45)
+    assert late(60) == pytest.approx(base(60))  # past its own warmup it is on the global schedule
+
+
+def log_lr(folder, group: str) -> list[float]:
+    return [e["lr"][group] for e in map(json.loads, (folder / "log.jsonl").read_text().splitlines()) if e["kind"] == "train"]
+
+
+def test_gradual_unfreezing_keeps_the_frozen_groups_untouched(tiny_model_dir, write_csv, tmp_path):
+    data = write_csv(make_rows(96))
+    opts = {"model.name": str(tiny_model_dir), "data.source": str(data), "data.max_length": 32, "train.bf16": "off", "train.epochs": 2,
+            "train.batch_size": 8, "train.lr": 1e-3, "train.head_lr": 3e-3, "data.validation_fraction": 0.0,
+            "output.baselines": False, "output.embedding_report": False, "train.gradual_unfreezing": "steps"}
+    initial = {k: v for k, v in load_file(str(tiny_model_dir / "model.safetensors")).items()}
+    # unfreeze_every larger than the run: only stage 0 (the head) ever trains
+    late = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "late"), "train.unfreeze_every": 1000}, progress=False, echo=quiet)
+    w = load_file(str(late.output_dir / "model.safetensors"))
+    assert torch.equal(w["bert.embeddings.word_embeddings.weight"], initial["embeddings.word_embeddings.weight"])
+    assert torch.equal(w["bert.encoder.layer.1.output.dense.weight"], initial["encoder.layer.1.output.dense.weight"])
+    assert set(log_lr(late.output_dir, "embeddings")) == {0.0}
+    # spread over the first epoch: every group moves, the embeddings last
+    spread = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "spread")}, progress=False, echo=quiet)
+    w = load_file(str(spread.output_dir / "model.safetensors"))
+    assert not torch.equal(w["bert.embeddings.word_embeddings.weight"], initial["embeddings.word_embeddings.weight"])
+    rates = log_lr(spread.output_dir, "embeddings")
+    assert rates[0] == 0.0 and max(rates) > 0
+    plan = json.loads((spread.output_dir / "lr_plan.json").read_text())
+    assert plan["gradual_unfreezing"] and {g["name"]: g["unfreeze_stage"] for g in plan["groups"]}["embeddings"] == 3
+
+
+def test_gradual_unfreezing_resumes_exactly(tiny_model_dir, tmp_path, monkeypatch):
+    train = fi.write_csv(tmp_path / "train.csv", make_rows(96, seed=4))
+    test = fi.write_csv(tmp_path / "test.csv", make_rows(20, seed=5))
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=2), "train.checkpoint_every": 3,
+            "train.gradual_unfreezing": "steps", "train.unfreeze_every": 2}
+    ref = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "ref")}, progress=False, echo=quiet)
+    interrupt_after(monkeypatch, 1)  # stops at step 4, with layer.1 frozen and the embeddings frozen
+    with pytest.raises(TrainingInterrupted):
+        taskembed.train(None, opts, progress=False, echo=quiet)
+    monkeypatch.undo()
+    res = taskembed.train(None, opts, progress=False, echo=quiet, resume=True)
+    assert same_weights(ref.output_dir, res.output_dir)
+    assert (ref.output_dir / "log.jsonl").read_text() == (res.output_dir / "log.jsonl").read_text()
+
+
+# --- the contrastive term ------------------------------------------------------------------------
+
+
+def naive_supcon(z: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
+    z = torch.nn.functional.normalize(z, dim=-1)
+    losses = []
+    for i in range(len(y)):
+        others = [a for a in range(len(y)) if a != i]
+        positives = [p for p in others if y[p] == y[i]]
+        if not positives:
+            continue
+        denom = torch.logsumexp(torch.stack([z[i] @ z[a] / t for a in others]), 0)
+        losses.append(-sum(z[i] @ z[p] / t - denom for p in positives) / len(positives))
+    return torch.stack(losses).mean()
+
+
+def test_supervised_contrastive_matches_the_definition():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(9, 5, generator=g), torch.tensor([0, 1, 2, 0, 1, 0, 2, 2, 1])
+    assert supervised_contrastive(z, y, 0.3).item() == pytest.approx(naive_supcon(z, y, 0.3).item(), rel=1e-5)
+
+
+def test_supervised_contrastive_rewards_clusters_and_tolerates_no_positives():
+    y = torch.tensor([0, 0, 1, 1])
+    clustered = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    assert supervised_contrastive(clustered, y) < supervised_contrastive(mixed, y)
+    z = torch.randn(3, 4, requires_grad=True)
+    loss = supervised_contrastive(z, torch.tensor([0, 1, 2]))  # every anchor alone in its class
+    loss.backward()
+    assert loss.item() == 0.0 and z.grad is not None
+
+
+def test_contrastive_weight_enters_the_training_loss(tiny_model_dir, write_csv, tmp_path):
+    data = write_csv(make_rows(64))
+    opts = {"model.name": str(tiny_model_dir), "data.source": str(data), "data.max_length": 32, "train.bf16": "off", "train.epochs": 1,
+            "train.batch_size": 8, "data.validation_fraction": 0.0, "output.baselines": False, "output.embedding_report": False}
+    plain = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "a")}, progress=False, echo=quiet)
+    con = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "b"), "train.contrastive_weight": 1.0}, progress=False, echo=quiet)
+    first = [next(json.loads(x) for x in (r.output_dir / "log.jsonl").read_text().splitlines()) for r in (plain, con)]
+    # same seed, same batches: the first logged loss differs by the contrastive term, which is positive
+    assert first[0]["batches"] == first[1]["batches"]
+    assert first[1]["loss"] > first[0]["loss"] + 0.1
+
+
+# --- imbalance: the balanced sampler and class-weight maps ----------------------------------------
+
+
+def test_balanced_sample_draws_every_class_equally_often():
+    labels = [0] * 900 + [1] * 90 + [2] * 10
+    sample = balanced_sample(labels, torch.Generator().manual_seed(0))
+    counts = torch.bincount(torch.tensor([labels[i] for i in sample]), minlength=3)
+    assert len(sample) == len(labels)
+    assert all(abs(c - 333) < 60 for c in counts.tolist()), counts
+    assert sample == balanced_sample(labels, torch.Generator().manual_seed(0))
+    batches = train_batches([5] * len(labels), 32, torch.Generator().manual_seed(1), sample=sample)
+    assert sorted(i for b in batches for i in b) == sorted(sample)
+
+
+def test_class_weight_map_and_balanced(tmp_path):
+    enc = Encoded(input_ids=[[1]] * 4, token_type_ids=None, labels=[0, 0, 0, 1], truncated=0)
+    cfg = load_config(None, {"train.class_weights": {"b": 3.0}})
+    assert _class_weights(cfg, enc, ["a", "b"]).tolist() == [1.0, 3.0]
+    balanced = _class_weights(load_config(None, {"train.class_weights": "balanced"}), enc, ["a", "b"])
+    assert balanced.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def test_class_weight_map_with_an_unknown_label_is_a_one_line_error(tiny_model_dir, write_csv, tmp_path, capsys):
+    data = write_csv(make_rows(40))
+    code = main(["train", "--data.source", str(data), "--model.name", str(tiny_model_dir), "--output.dir", str(tmp_path / "o"),
+                 "--train.class_weights", "{posi: 2}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "posi" in err and "neg, pos" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    code = main(["train", "--train.class_weights", "{pos: -1}", "--output.dir", str(tmp_path / "o")])
+    assert code == 2 and "must be > 0" in capsys.readouterr().err
+
+
+# --- sliding windows ------------------------------------------------------------------------------
+
+
+def long_rows(n: int, seed: int, filler: int = 40) -> list[dict[str, str]]:
+    """Reviews whose only sentiment words come after `filler` neutral words: truncation cannot see them."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        cue = POSITIVE if label == "pos" else NEGATIVE
+        words = [rng.choice(NEUTRAL) for _ in range(filler)] + [rng.choice(cue) for _ in range(3)]
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def test_windows_cover_the_text_and_short_texts_are_unchanged(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = " ".join(["film"] * 30 + ["great"])
+    win = encode(tok, [text, "dull film"], labels=[1, 0], max_length=12, window_stride=4)
+    trunc = encode(tok, [text, "dull film"], labels=[1, 0], max_length=12)
+    assert win.doc_ids[-1] == 1 and win.doc_ids.count(0) > 1 and win.windowed == 1 and win.n_texts == 2
+    assert all(len(x) <= 12 for x in win.input_ids)
+    assert win.input_ids[-1] == trunc.input_ids[1]  # a text that fits is encoded identically
+    assert tok.convert_ids_to_tokens(win.input_ids[win.doc_ids.count(0) - 1])[-2] == "great"  # the last window reaches the end
+    assert win.targets == [1, 0] and win.labels == [1] * win.doc_ids.count(0) + [0]
+    assert trunc.truncated == 1
+
+
+def test_window_logits_are_the_mean_of_the_windows(tiny_model_dir):
+    model, tok = load_trained_like(tiny_model_dir)
+    text = " ".join(["film great"] * 20)
+    enc = encode(tok, [text, "dull"], max_length=12, window_stride=4)
+    out = predict_logits(model, enc, tok.pad_token_id, torch.device("cpu"))
+    rows = predict_logits(model, Encoded(enc.input_ids, enc.token_type_ids, None, 0), tok.pad_token_id, torch.device("cpu"))
+    n0 = enc.doc_ids.count(0)
+    assert out.shape == (2, 2)
+    assert torch.allclose(out[0], rows[:n0].mean(0), atol=1e-6) and torch.allclose(out[1], rows[n0])
+    top = predict_logits(model, enc, tok.pad_token_id, torch.device("cpu"), aggregate="max")
+    assert torch.allclose(top[0], rows[:n0].max(0).values)
+
+
+def load_trained_like(folder):
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def test_sliding_windows_beat_truncation_on_long_texts(tiny_model_dir, write_csv, tmp_path):
+    train = write_csv(long_rows(160, seed=1), "train.csv")
+    test = write_csv(long_rows(60, seed=2), "test.csv")
+    opts = {"model.name": str(tiny_model_dir), "data.source": str(train), "data.test": str(test), "data.max_length": 24,
+            "train.bf16": "off", "train.epochs": 10, "train.batch_size": 16, "train.lr": 3e-3, "train.head_lr": 1e-2,
+            "output.baselines": False, "output.embedding_report": False}
+    trunc = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "t")}, progress=False, echo=quiet)
+    win = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "w"), "data.long_texts": "window", "data.window_stride": 8},
+                          progress=False, echo=quiet)
+    assert trunc.metrics["test"]["accuracy"] < 0.7  # the cue is past the truncation point
+    assert win.metrics["test"]["accuracy"] > trunc.metrics["test"]["accuracy"] + 0.2
+    info = json.loads((win.output_dir / "run.json").read_text())
+    assert info["data"]["windowed"]["test"] == 60 and info["data"]["truncated"]["train"] == 0
+    # predict and evaluate classify the same way as training did
+    clf = taskembed.load(win.output_dir)
+    texts = [r["text"] for r in long_rows(60, seed=2)]
+    labels = [p["label"] for p in clf.predict(texts)]
+    accuracy = sum(a == r["label"] for a, r in zip(labels, long_rows(60, seed=2))) / 60
+    assert accuracy == pytest.approx(win.metrics["test"]["accuracy"])
+    assert taskembed.evaluate(win.output_dir, str(test))["accuracy"] == pytest.approx(accuracy)
+
+
+def test_window_options_are_validated():
+    with pytest.raises(Exception, match="window_stride"):
+        load_config(None, {"data.long_texts": "window", "data.max_length": 32, "data.window_stride": 16})
+    with pytest.raises(Exception, match="sentence pairs"):
+        load_config(None, {"data.long_texts": "window", "data.text_pair_column": "b"})
+    assert load_config(None, {"data.max_length": 16}).data.window_stride == 32  # only checked in window mode
