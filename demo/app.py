@@ -6,13 +6,16 @@
 Tabs:
 - Predict: one text -> label probabilities (top k), the predicted label and its confidence; with a
   `calibration.json` holding a temperature T in the folder, also the calibrated confidence softmax(logits / T).
+  A multi-label folder shows each label's sigmoid and the list of labels over their thresholds (thresholds.json).
   Example texts come from the model's own validation data.
-- Batch: many lines (or a small CSV/TXT upload) -> one row per text with per-class scores, downloadable as CSV.
+- Batch: many lines (or a small CSV/TXT upload) -> one row per text with per-class scores, downloadable as CSV
+  (multi-label: with a `labels` column holding the predicted label list).
 - Embeddings: the nearest validation texts to a typed text, with the tuned model (its default pooling) and
   with the base model (mean pooling) side by side, and where the text lands on a 2-D PCA of the validation set.
   The validation texts are embedded on first use, not at start-up.
-- About: metrics, baselines, confusion matrix, learning curves, learning-rate plan, training config and
-  the embedding report, all read from the folder (nothing is recomputed).
+- About: metrics, baselines, confusion matrix, learning curves, the error analysis (most confused label
+  pairs, highest-loss examples), learning-rate plan, training config and the embedding report, all read
+  from the folder (nothing is recomputed).
 
 Several folders give a model picker, so two runs can be compared on the same text.
 
@@ -583,16 +586,37 @@ def _image(model: Model, name: str):
     return model.images[name]
 
 
+def error_values(metrics: dict[str, Any] | None) -> tuple[str, list[list[Any]], list[list[Any]]]:
+    """The error analysis training wrote into metrics.json ("errors"): a note, the most confused pairs, the highest-loss examples.
+
+    Texts go into table cells as plain strings, never into Markdown: they are the data's text, not the demo's.
+    """
+    errors = (metrics or {}).get("errors")
+    if not isinstance(errors, dict):
+        return "No error analysis in this folder (training writes one with `output.error_analysis: true` and a test or validation split).", [], []
+    split = errors.get("split") or "evaluation"
+    pairs = [[p.get("true"), p.get("predicted"), p.get("count")] for p in errors.get("confused_pairs") or []]
+    examples = [[e.get("text"), e.get("label"), e.get("predicted"), _pct(e.get("p_predicted"))] for e in errors.get("top_loss") or []]
+    if not pairs:
+        return f"No mistakes on the {split} split.", [], []
+    return (f"On the {split} split: the label pairs the model confuses most (true -> predicted), and its most confident "
+            "mistakes (highest loss), with the confidence it gave the wrong label."), pairs, examples
+
+
 def about_values(model: Model) -> dict[str, Any]:
     """Everything the About tab shows, read from the folder."""
     metrics = model.reports.get("metrics")
     split, per_class = per_class_rows(metrics)
     cm_name = _cm_name(model)
+    errors_note, confused_pairs, top_loss = error_values(metrics)
     return {
         "summary": summary_markdown(model),
         "metrics": metrics_rows(metrics),
         "per_class_split": split,
         "per_class": per_class,
+        "errors_note": errors_note,
+        "confused_pairs": confused_pairs,
+        "top_loss": top_loss,
         "cm_name": cm_name,
         "cm": _image(model, cm_name),
         "curves": _image(model, "learning_curves.png"),
@@ -611,6 +635,11 @@ def _cm_name(model: Model) -> str:
 
 
 def _confidence_markdown(p: dict[str, Any]) -> str:
+    if "labels" in p:  # multi-label: every label over its own threshold, each with its probability
+        if not p["labels"]:
+            return f"**No label** reaches its threshold; the most likely is {p['label']} ({100 * p['score']:.1f}%)"
+        found = ", ".join(f"**{x}** ({100 * p['scores'][x]:.1f}%)" for x in p["labels"])
+        return f"Predicted labels: {found}, each over its own threshold"
     s = f"**Predicted: {p['label']}** with confidence {100 * p['score']:.1f}%"
     if "calibrated_score" in p:
         s += f"; calibrated confidence {100 * p['calibrated_score']:.1f}% (temperature {p['temperature']:.3g})"
@@ -648,7 +677,8 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         if several:
             for other in models:
                 q = predict_one(other, text)
-                row = [other.name, q["label"], round(q["score"], 4)]
+                # A multi-label model's answer is its label list (its best label's score beside it).
+                row = [other.name, (", ".join(q["labels"]) or "(none)") if "labels" in q else q["label"], round(q["score"], 4)]
                 compare.append(row + [round(q["calibrated_score"], 4) if "calibrated_score" in q else None])
         return label, _confidence_markdown(p), p, compare
 
@@ -665,8 +695,10 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         preds = predict_many(model, texts)
         seconds = time.perf_counter() - started
         labels = model.clf.labels
-        header = ["text", "label", "score", *[f"score_{x}" for x in labels]]
-        rows = [[t, p["label"], round(p["score"], 6), *[round(p["scores"][x], 6) for x in labels]] for t, p in zip(texts, preds)]
+        multi = model.clf.multi_label  # a "labels" column with the label list (as `taskembed predict --out x.csv` writes it)
+        header = ["text", *(["labels"] if multi else []), "label", "score", *[f"score_{x}" for x in labels]]
+        rows = [[t, *(["|".join(p["labels"])] if multi else []), p["label"], round(p["score"], 6), *[round(p["scores"][x], 6) for x in labels]]
+                for t, p in zip(texts, preds)]
         _prune(out_dir)
         fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".csv", dir=out_dir)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
@@ -675,7 +707,8 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
             w.writerows(rows)
         counts: dict[str, int] = {}
         for p in preds:
-            counts[p["label"]] = counts.get(p["label"], 0) + 1
+            for x in p["labels"] if multi else [p["label"]]:  # multi-label: texts per predicted label
+                counts[x] = counts.get(x, 0) + 1
         note = (f"{len(texts):,} texts in {seconds:.2f} s with **{model.name}**: "
                 + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
         return pd.DataFrame(rows, columns=header), path, note
@@ -705,6 +738,9 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
             v["config"],
             v["embedding"],
             gr.Image(value=v["projection"], visible=v["projection"] is not None),
+            v["errors_note"],
+            gr.Dataframe(value=v["confused_pairs"], visible=bool(v["confused_pairs"])),
+            gr.Dataframe(value=v["top_loss"], visible=bool(v["top_loss"])),
             gr.Dataset(samples=samples(model)),
             gr.Dataset(samples=samples(model)),
             _examples_note(model),
@@ -776,6 +812,14 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
                                       visible=v["cm"] is not None)
                     curves_img = gr.Image(value=v["curves"], type="pil", interactive=False, label="learning curves", buttons=["fullscreen"],
                                           visible=v["curves"] is not None)
+                gr.Markdown("#### Errors")
+                errors_md = gr.Markdown(v["errors_note"], elem_id="about-errors")
+                with gr.Row():
+                    pairs_df = gr.Dataframe(value=v["confused_pairs"], headers=["true", "predicted", "count"], label="most confused label pairs",
+                                            interactive=False, visible=bool(v["confused_pairs"]), scale=1, elem_id="about-confused-pairs")
+                    top_loss_df = gr.Dataframe(value=v["top_loss"], headers=["text", "true", "predicted", "confidence (%)"],
+                                               label="highest-loss examples", interactive=False, wrap=True, visible=bool(v["top_loss"]),
+                                               scale=3, column_widths=["64%", "12%", "12%", "12%"], elem_id="about-top-loss")
                 plan_df = gr.Dataframe(value=v["plan"], headers=["group", "depth", "parameters", "rate", "weight decay", "modules"],
                                        label="learning-rate plan", interactive=False)
                 gr.Markdown("#### Embeddings before and after fine-tuning")
@@ -785,7 +829,8 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
                 with gr.Accordion("training config", open=False):
                     config_json = gr.JSON(value=v["config"], label="training_config.json")
 
-        about_outputs = [summary, metrics_df, per_class_df, cm_img, curves_img, plan_df, config_json, emb_md, proj_img]
+        about_outputs = [summary, metrics_df, per_class_df, cm_img, curves_img, plan_df, config_json, emb_md, proj_img,
+                         errors_md, pairs_df, top_loss_df]
         predict_outputs = [label_out, conf_out, details_out, compare_out]
         predict_btn.click(do_predict, [model_dd, text], predict_outputs, api_name="predict")
         text.submit(do_predict, [model_dd, text], predict_outputs, api_visibility="private")

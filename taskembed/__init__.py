@@ -9,12 +9,12 @@
 from taskembed.errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "evaluate", "plan", "load_config", "Config", "UserError", "__version__"]
+__all__ = ["train", "load", "evaluate", "plan", "lr_find", "load_config", "Config", "UserError", "__version__"]
 
 
 def __getattr__(name: str):
     # The API pulls in torch and transformers; import it on first use so `taskembed --help` stays quick.
-    if name in ("train", "load", "evaluate", "plan"):
+    if name in ("train", "load", "evaluate", "plan", "lr_find"):
         from taskembed import api
 
         return getattr(api, name)

@@ -15,9 +15,9 @@ import torch
 
 from taskembed import artifacts, checkpoint
 from taskembed.config import Config, DataConfig, load_config
-from taskembed.data import Encoded, Splits, clean_split, encode_split, load_raw, load_splits, read_table
+from taskembed.data import Encoded, Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import UserError
-from taskembed.metrics import baselines, error_analysis, metrics_from_logits
+from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import load_classifier
 from taskembed.plan import LrPlan, apply_freezing, build_plan
 from taskembed.predict import Classifier
@@ -46,7 +46,8 @@ def _as_config(config: Config | str | Path | None, overrides: dict[str, Any] | N
 def make_plan(cfg: Config, model) -> LrPlan:
     t = cfg.train
     return build_plan(model, lr=t.lr, decay=t.layer_decay, head_lr=t.head_lr, embedding_lr=t.embedding_lr,
-                      weight_decay=t.weight_decay, freeze_embeddings=t.freeze_embeddings, freeze_layers=t.freeze_layers)
+                      weight_decay=t.weight_decay, freeze_embeddings=t.freeze_embeddings, freeze_layers=t.freeze_layers,
+                      unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
 
 def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
@@ -54,6 +55,13 @@ def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | 
     cfg = _as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
     return make_plan(cfg, model)  # build_plan refuses a freeze_layers beyond the model's depth
+
+
+def lr_find(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
+    """Learning-rate range test for a config: the curve, a suggested `train.lr` and its files; see taskembed.lrfind.lr_find."""
+    from taskembed.lrfind import lr_find as run  # imported here: lrfind builds on this module's loaders
+
+    return run(config, overrides, **options)
 
 
 def train(
@@ -89,12 +97,13 @@ def train(
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
-    model, tokenizer = load_classifier(cfg.model, splits.labels)
+    model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label)
     lr_plan = make_plan(cfg, model)
     apply_freezing(model, lr_plan)
     say("learning-rate plan:\n" + lr_plan.table())
 
-    encoded = {s: encode_split(tokenizer, df, splits.label2id, cfg.data.max_length) for s, df in splits.frames.items()}
+    stride = window_stride(cfg.data)
+    encoded = {s: encode_split(tokenizer, df, splits.label2id, cfg.data.max_length, stride) for s, df in splits.frames.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)
@@ -109,25 +118,33 @@ def train(
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
                                          splits.fingerprint(), resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
-                 device=device, progress=progress, checkpoints=ckpts, class_weights=_class_weights(cfg, encoded["train"], splits.labels))
+                 device=device, progress=progress, checkpoints=ckpts, class_weights=_class_weights(cfg, encoded["train"], splits.labels),
+                 aggregate=cfg.data.window_aggregate)
 
-    logits = {s: predict_logits(model, encoded[s], pad_id, device) for s in ("validation", "test") if s in encoded}
-    metrics = {s: metrics_from_logits(logits[s], encoded[s].labels, splits.labels) for s in logits}
+    agg = cfg.data.window_aggregate
+    logits = {s: predict_logits(model, encoded[s], pad_id, device, agg) for s in ("validation", "test") if s in encoded}
+    metrics = {s: metrics_from_logits(logits[s], encoded[s].targets, splits.labels) for s in logits}
+    thresholds, skipped = None, _multi_label_skips(cfg) if splits.multi_label else {}
+    if splits.multi_label:
+        # Per-label thresholds tuned on validation; every split is scored at them and at 0.5 (thresholds.json, the card).
+        thresholds, metrics = threshold_report(logits, {s: encoded[s].targets for s in logits}, splits.labels)
+        if skipped:
+            say(f"multi-label: skipped {', '.join(skipped)} (single-label only)")
     calibration = None
-    if cfg.output.calibrate and "validation" in logits:
-        y = {s: torch.tensor(encoded[s].labels) for s in logits}
+    if cfg.output.calibrate and "validation" in logits and not splits.multi_label:
+        y = {s: torch.tensor(encoded[s].targets) for s in logits}
         calibration = calibrate(logits["validation"], y["validation"], {s: (logits[s], y[s]) for s in logits if s != "validation"})
         for s, c in calibration["splits"].items():
             metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
     errors = None
-    if cfg.output.error_analysis and logits:
+    if cfg.output.error_analysis and logits and not splits.multi_label:
         split = "test" if "test" in logits else "validation"
-        errors = {"split": split, **error_analysis(logits[split], encoded[split].labels, _joined(splits.frames[split]), splits.labels)}
+        errors = {"split": split, **error_analysis(logits[split], encoded[split].targets, _joined(splits.frames[split]), splits.labels)}
     base = None
     if cfg.output.baselines and rank == 0:
         tr = splits.frames["train"]
-        base = baselines(_joined(tr), [splits.label2id[x] for x in tr["label"]],
-                         {s: (_joined(splits.frames[s]), encoded[s].labels) for s in metrics}, splits.labels, cfg.train.seed)
+        base = baselines(_joined(tr), label_targets(tr["label"], splits.label2id),
+                         {s: (_joined(splits.frames[s]), encoded[s].targets) for s in metrics}, splits.labels, cfg.train.seed)
     if rank == 0:
         st = result.state
         info = {
@@ -138,6 +155,9 @@ def train(
             "calibration": calibration,
             "errors": errors,
             "labels": splits.labels,
+            "multi_label": splits.multi_label,
+            "thresholds": thresholds,
+            "skipped": skipped,
             "best_step": st.best_step or st.step,
             "seed": cfg.train.seed,
             "versions": artifacts.versions(),
@@ -151,9 +171,11 @@ def train(
             "stopped_early": result.stopped_early,
             "world_size": world,
             "data": {"fingerprint": splits.fingerprint(), "origin": splits.origin, "summary": splits.summary(),
-                     "truncated": {s: e.truncated for s, e in encoded.items()}},
+                     "truncated": {s: e.truncated for s, e in encoded.items()},
+                     **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }
-        extra = _embedding_report(cfg, splits, model, tokenizer, say) if cfg.output.embedding_report and "validation" in splits.frames else None
+        extra = (_embedding_report(cfg, splits, model, tokenizer, say)
+                 if cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label else None)
         artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
         checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
     if world > 1:
@@ -162,11 +184,32 @@ def train(
     return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
 
 
+def _multi_label_skips(cfg: Config) -> dict[str, str]:
+    """The reports a multi-label run does not write although the config asks for them, and why (for the card)."""
+    why = {
+        "calibration": "temperature scaling fits one softmax over the classes; the labels here are independent sigmoids",
+        "error analysis": "confused label pairs and the loss of the true class assume exactly one label per example",
+        "embedding report": "k-NN and linear-probe accuracy score one label per text",
+    }
+    asked = {"calibration": cfg.output.calibrate, "error analysis": cfg.output.error_analysis, "embedding report": cfg.output.embedding_report}
+    return {name: reason for name, reason in why.items() if asked[name]}
+
+
 def _class_weights(cfg: Config, train: Encoded, labels: list[str]) -> torch.Tensor | None:
-    """'balanced': each class weighs n / (classes * count), so every class adds the same total to the loss."""
-    if cfg.train.class_weights == "none":
+    """'balanced': each class weighs n / (classes * count), so every class adds the same total to the loss.
+
+    A map {label: weight} sets the named classes' weights and leaves the others at 1.
+    """
+    spec = cfg.train.class_weights
+    if spec == "none":
         return None
-    counts = torch.bincount(torch.tensor(train.labels), minlength=len(labels)).double()
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(labels))
+        if unknown:
+            raise UserError(f"train.class_weights names label '{unknown[0]}', which is not in the data (labels: "
+                            f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}); fix the name or drop it")
+        return torch.tensor([float(spec.get(name, 1.0)) for name in labels])
+    counts = torch.bincount(torch.tensor(train.targets), minlength=len(labels)).double()
     return (counts.sum() / (len(labels) * counts)).float()
 
 
@@ -204,7 +247,9 @@ def evaluate(folder: str | Path, data: str, split: str = "test") -> dict[str, An
     clf = load(folder)
     trained = clf.training_config.get("data", {})
     dcfg = DataConfig(source=data, text_column=trained.get("text_column", "text"), text_pair_column=trained.get("text_pair_column"),
-                      label_column=trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length)
+                      label_column=trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
+                      multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
+                      label_columns=trained.get("label_columns") if clf.multi_label else None)
     if Path(data).is_file():
         df, where = clean_split(read_table(data), dcfg, data), data
     else:
@@ -213,12 +258,22 @@ def evaluate(folder: str | Path, data: str, split: str = "test") -> dict[str, An
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
         where = origin.get(split, f"{data} [{split}]")
         df = clean_split(raw[split], dcfg, where)
-    unknown = sorted(set(df["label"]) - set(clf.labels))
+    present = {x for row in df["label"] for x in row} if clf.multi_label else set(df["label"])
+    unknown = sorted(present - set(clf.labels))
     if unknown:
         raise UserError(f"{where}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); drop those rows")
-    enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length)
-    m = evaluate_encoded(clf.model, enc, clf.labels, clf.tokenizer.pad_token_id or 0, clf.device)
+    enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length, clf.window_stride)
+    if clf.multi_label:
+        # At the folder's thresholds (what predict decides with) and at 0.5, as in its metrics.json.
+        logits = predict_logits(clf.model, enc, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
+        m = multi_label_metrics(logits, enc.targets, clf.labels, [clf.thresholds[x] for x in clf.labels])
+        m["at_0.5"] = multi_label_metrics(logits, enc.targets, clf.labels)
+        m["thresholds"], m["thresholds_tuned"] = dict(clf.thresholds), clf.thresholds_tuned
+    else:
+        m = evaluate_encoded(clf.model, enc, clf.labels, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
     m["truncated"] = enc.truncated
+    if clf.window_stride is not None:
+        m["windowed"] = enc.windowed
     return m
 
 

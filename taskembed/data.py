@@ -4,6 +4,8 @@ Every check happens before tokenization and raises a one-line UserError that
 names the file, the row (1-based, as a person counts data rows) and the fix.
 Labels are strings; the label map is the sorted set of training labels and a
 label that only validation or test carry is an error, never silently added.
+Multi-label data (data.multi_label) keeps each example's label set as a tuple
+and becomes multi-hot 0/1 rows when encoded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -144,6 +147,10 @@ def _from_datasets(obj: Any, where: str) -> dict[str, pd.DataFrame]:
         for col, feat in ds.features.items():
             if isinstance(feat, datasets.ClassLabel):
                 df[col] = [feat.int2str(int(v)) if v is not None and v >= 0 else None for v in df[col]]
+            elif isinstance(getattr(feat, "feature", None), datasets.ClassLabel):
+                # A list of class ids (how multi-label sets such as go_emotions store labels) -> a list of names.
+                names = feat.feature
+                df[col] = [None if v is None else [names.int2str(int(x)) for x in v] for v in df[col]]
         name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split, split)
         out[name] = df
     if "train" not in out:
@@ -225,14 +232,20 @@ def _is_null(value: Any) -> bool:
 
 
 def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
-    """Check the columns and every row; return a frame with text, [text_pair], label (all str)."""
-    columns = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+    """Check the columns and every row; return a frame with text, [text_pair], label (all str).
+
+    Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none).
+    """
+    label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
+    columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
     for col in columns:
         if col not in df.columns:
             import difflib
 
             close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1)
             hint = f"did you mean '{close[0]}'? set it with --data.{_which(cfg, col)} {close[0]}" if close else f"set --data.{_which(cfg, col)} to one of them"
+            if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
+                hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
     if len(df) == 0:
         raise UserError(f"{where}: no rows; add examples")
@@ -249,15 +262,81 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
             if not v.strip():
                 raise UserError(f"{where}: row {i}: column '{col}' is empty or only whitespace; fill it or drop the row")
         out[key] = values
+    if cfg.multi_label:
+        out["label"] = _multi_labels(df, cfg, where)
+        return pd.DataFrame(out)
     labels = []
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
         if _is_null(v) or (isinstance(v, str) and not v.strip()):
             raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
         if not isinstance(v, (str, int, float, bool)) or isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"{where}: row {i}: label {v!r} is not a single class name or number; multi-label data is not supported here")
+            raise UserError(f"{where}: row {i}: label {repr(v)[:60]} is not a single class name or number; "
+                            "for several labels per example set data.multi_label true")
         labels.append(_label_str(v).strip())
     out["label"] = labels
     return pd.DataFrame(out)
+
+
+def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str) -> list[tuple[str, ...]]:
+    """Each row's label set: from several 0/1 columns, a list column, or text split on data.label_delimiter."""
+    if cfg.label_columns:
+        flags = {c: df[c].tolist() for c in cfg.label_columns}
+        sets = []
+        for i in range(len(df)):
+            names = []
+            for c in cfg.label_columns:
+                v = flags[c][i]
+                if _is_null(v):
+                    raise UserError(f"{where}: row {i + 1}: label column '{c}' is empty (null); write 0 or 1")
+                flag = _binary(v)
+                if flag is None:
+                    raise UserError(f"{where}: row {i + 1}: label column '{c}' holds {repr(v)[:40]}; label columns take 0 or 1")
+                if flag:
+                    names.append(str(c))
+            sets.append(tuple(sort_labels(set(names))))
+        return sets
+    col, sep = cfg.label_column, cfg.label_delimiter
+    sets = []
+    for i, v in enumerate(df[col].tolist(), start=1):
+        if hasattr(v, "tolist") and not isinstance(v, str):
+            v = v.tolist()  # Parquet and datasets give numpy arrays; their items become plain str/int
+        if isinstance(v, (list, tuple)):
+            items = list(v)
+        elif _is_null(v):
+            raise UserError(f"{where}: row {i}: label column '{col}' is empty (null); give the example's labels "
+                            f"({'an empty string' if sep else '[]'} for none) or drop the row")
+        elif isinstance(v, str) and sep is not None:
+            items = v.split(sep) if v.strip() else []  # an empty cell is a row with no labels
+        elif isinstance(v, str):
+            raise UserError(f"{where}: row {i}: label {v[:40]!r} is text, not a list; set data.label_delimiter to split it "
+                            "(e.g. '|'), or give the labels as a JSON list")
+        else:
+            raise UserError(f"{where}: row {i}: label {repr(v)[:40]} is not a list of labels; give a list such as [\"a\", \"b\"]")
+        names = []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)) or isinstance(item, float) and not item.is_integer():
+                raise UserError(f"{where}: row {i}: label {repr(item)[:40]} in column '{col}' is not a class name or integer")
+            name = _label_str(item).strip()
+            if not name:
+                hint = f"two '{sep}' in a row or one at an end" if isinstance(v, str) else "an empty string in the list"
+                raise UserError(f"{where}: row {i}: an empty label in {repr(v)[:60]} ({hint}); remove it")
+            if name in names:
+                raise UserError(f"{where}: row {i}: label '{name}' appears twice in {repr(v)[:60]}; list each label once")
+            names.append(name)
+        sets.append(tuple(sort_labels(set(names))))
+    return sets
+
+
+def _binary(value: Any) -> bool | None:
+    """0/1 (also as text, floats or booleans) -> False/True; anything else -> None."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}.get(value)
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalars from Parquet
+    if isinstance(value, (bool, int, float)) and value in (0, 1):
+        return bool(value)
+    return None
 
 
 def _which(cfg: DataConfig, col: str) -> str:
@@ -284,6 +363,8 @@ class Splits:
     frames: dict[str, pd.DataFrame]
     labels: list[str]
     origin: dict[str, str]
+    multi_label: bool = False
+    """Each frame's `label` is a tuple of names (zero or more per example) instead of one name."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -299,22 +380,30 @@ class Splits:
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
+        if self.multi_label:
+            # Label sets are mostly unique, so count each label's examples (and the examples with none).
+            return {
+                split: {"rows": len(df), "classes": {name: int(sum(name in row for row in df["label"])) for name in self.labels},
+                        "no_label": int(sum(1 for row in df["label"] if not row))}
+                for split, df in self.frames.items()
+            }
         return {
             split: {"rows": len(df), "classes": {k: int(v) for k, v in df["label"].value_counts().sort_index().items()}}
             for split, df in self.frames.items()
         }
 
 
-def _carve(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _carve(df: pd.DataFrame, fraction: float, seed: int, where: str, by: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified and seeded: each class gives its share of the carved rows (largest remainder first).
 
     Every class keeps at least one training row, whatever the seed: a label that only the carved
     split holds is an error in load_splits, and a rare class must not make the split a lottery.
+    `by` stratifies on another key than the label (multi-label: see _carve_multi).
     """
     n_out = max(1, round(len(df) * fraction))
     if len(df) - n_out < 2:
         raise UserError(f"{where}: only {len(df)} examples, too few to carve a {fraction:.0%} split; add data or give a validation file")
-    groups = {label: list(ix) for label, ix in df.groupby("label", sort=True).indices.items()}
+    groups = {label: list(ix) for label, ix in df.groupby("label" if by is None else by, sort=True).indices.items()}
     share = {c: len(ix) * n_out / len(df) for c, ix in groups.items()}
     take = {c: min(int(share[c]), len(ix) - 1) for c, ix in groups.items()}
     while (short := n_out - sum(take.values())) > 0:
@@ -335,8 +424,59 @@ def _carve(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tuple[pd
     return df[[not m for m in mask]].reset_index(drop=True), df[mask].reset_index(drop=True)
 
 
+def _carve_multi(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """_carve for label sets, stratified on each row's rarest label (sets themselves are mostly unique).
+
+    Every label keeps a training row: a label whose rows all went to the carved split gets its first
+    one back, so a carved split never holds a label that training lacks.
+    """
+    counts = Counter(x for row in df["label"] for x in row)
+    key = df["label"].map(lambda row: min(row, key=lambda x: (counts[x], x)) if row else "")
+    train, carved = _carve(df, fraction, seed, where, by=key)
+    in_train = {x for row in train["label"] for x in row}
+    back = []
+    for name in sort_labels(set(counts) - in_train):
+        if not any(name in carved["label"].iat[i] for i in back):
+            back.append(next(i for i, row in enumerate(carved["label"]) if name in row))
+    if back:
+        keep = [i for i in range(len(carved)) if i not in set(back)]
+        train = pd.concat([train, carved.iloc[back]], ignore_index=True)
+        carved = carved.iloc[keep].reset_index(drop=True)
+    return train, carved
+
+
+def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], cfg: DataConfig, src: str) -> list[str]:
+    """The label map of a multi-label run: label_columns in their order, else the sorted training labels."""
+    seen = {x for row in frames["train"]["label"] for x in row}
+    if cfg.label_columns:
+        never = [c for c in cfg.label_columns if c not in seen]
+        if never:
+            raise UserError(f"{src}: label column '{never[0]}' is 0 in every training row{f' (and {len(never) - 1} more)' if len(never) > 1 else ''}; "
+                            "a label needs positive training examples: add some or drop the column from data.label_columns")
+        labels = list(cfg.label_columns)
+    else:
+        labels = sort_labels(seen)
+    if len(labels) < 2:
+        which = f"only the label '{labels[0]}'" if labels else "no labels at all"
+        raise UserError(f"{src}: the training examples carry {which}; multi-label needs at least two labels")
+    for split in ("validation", "test"):
+        for i, row in enumerate(frames.get(split, pd.DataFrame({"label": []}))["label"], start=1):
+            unseen = [x for x in row if x not in seen]
+            if unseen:
+                raise UserError(f"{origin.get(split, split)}: row {i}: label '{unseen[0]}' never occurs in training; "
+                                "add training examples or remove it from this row")
+    return labels
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     """Read the source, validate every row, carve missing splits, build and check the label map."""
+    from taskembed import builtin
+
+    sep = builtin.multi_label_delimiter(cfg.source) if cfg.source in builtin.BUILTIN_NAMES else None
+    if sep is not None and not (cfg.multi_label and cfg.label_delimiter == sep and not cfg.label_columns):
+        # Trained as single-label, every combination of intents would silently become a class of its own.
+        raise UserError(f"{cfg.source} is a multi-label dataset (labels joined by '{sep}'): set data.multi_label true "
+                        f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
     raw, origin = load_raw(cfg)
     frames = {}
     for split in SPLITS:
@@ -345,15 +485,18 @@ def load_splits(cfg: DataConfig) -> Splits:
     src = origin.get("train") or cfg.source
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
         frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed).reset_index(drop=True)
+    carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
     if carved_test:
-        frames["train"], frames["test"] = _carve(frames["train"], cfg.test_fraction, cfg.split_seed, src)
+        frames["train"], frames["test"] = carve(frames["train"], cfg.test_fraction, cfg.split_seed, src)
         origin["test"] = f"{src} (carved {cfg.test_fraction:.0%} of train, seed {cfg.split_seed})"
     if "validation" not in frames and cfg.validation_fraction > 0:
         # Both fractions are shares of the data as given, so carving test first must not shrink validation.
         share = cfg.validation_fraction / (1 - cfg.test_fraction) if carved_test else cfg.validation_fraction
-        frames["train"], frames["validation"] = _carve(frames["train"], share, cfg.split_seed, src)
+        frames["train"], frames["validation"] = carve(frames["train"], share, cfg.split_seed, src)
         origin["validation"] = f"{src} (carved {cfg.validation_fraction:.0%} of train, seed {cfg.split_seed})"
+    if cfg.multi_label:
+        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -381,18 +524,46 @@ class Encoded:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
-    labels: list[int] | None
+    labels: list[int] | list[list[int]] | None
+    """Class ids; multi-label: a multi-hot 0/1 list per example, one entry per label."""
     truncated: int
+    doc_ids: list[int] | None = None
+    """Window mode (data.long_texts window): the text each row is a window of; None when a row is a text."""
+    windowed: int = 0
+    """Window mode: how many texts were longer than one window (and so were cut into several)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
+    def n_texts(self) -> int:
+        return len(self.input_ids) if self.doc_ids is None else (self.doc_ids[-1] + 1 if self.doc_ids else 0)
+
+    @property
+    def targets(self) -> list | None:
+        """One label per text (rows are windows in window mode, each carrying its text's label)."""
+        if self.labels is None or self.doc_ids is None:
+            return self.labels
+        first = {}
+        for row, d in enumerate(self.doc_ids):
+            first.setdefault(d, row)
+        return [self.labels[first[d]] for d in range(self.n_texts)]
+
+    @property
     def lengths(self) -> list[int]:
         return [len(x) for x in self.input_ids]
 
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.labels) and isinstance(self.labels[0], list)
 
-def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, labels: Sequence[int] | None = None, max_length: int = 128) -> Encoded:
+
+def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, labels: Sequence[int] | None = None, max_length: int = 128,
+           window_stride: int | None = None) -> Encoded:
+    if window_stride is not None:
+        if pairs is not None:
+            raise UserError("sliding windows work on single texts; sentence pairs are truncated (set data.long_texts truncate)")
+        return encode_windows(tokenizer, texts, labels, max_length, window_stride)
     # Tokenize without truncation first would double the work; instead ask for overflow info cheaply:
     # a text is truncated exactly when its truncated encoding is max_length long and the full one is longer.
     enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length, return_length=True)
@@ -411,19 +582,73 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, 
     )
 
 
-def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int] | None, max_length: int) -> Encoded:
-    labels = [label2id[x] for x in df["label"]] if label2id is not None and "label" in df else None
+def encode_windows(tokenizer, texts: Sequence[str], labels: Sequence[int] | None, max_length: int, stride: int) -> Encoded:
+    """Every text as windows of at most max_length tokens (special tokens included), consecutive windows sharing `stride` tokens.
+
+    A text that fits is one window, identical to its truncation-mode encoding, so short texts are
+    classified the same way in both modes.
+    """
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
+    doc_ids = list(enc["overflow_to_sample_mapping"])
+    counts = torch.bincount(torch.tensor(doc_ids, dtype=torch.long), minlength=len(texts))
+    return Encoded(
+        input_ids=enc["input_ids"],
+        token_type_ids=enc.get("token_type_ids"),
+        labels=[labels[d] for d in doc_ids] if labels is not None else None,
+        truncated=0,
+        doc_ids=doc_ids,
+        windowed=int((counts > 1).sum()),
+    )
+
+
+def label_targets(values: Sequence[Any], label2id: dict[str, int]) -> list[int] | list[list[int]]:
+    """Class ids; for multi-label frames (whose labels are tuples, see clean_split) multi-hot 0/1 lists in id order."""
+    values = list(values)
+    if values and isinstance(values[0], tuple):
+        hot = []
+        for row in values:
+            v = [0] * len(label2id)
+            for name in row:
+                v[label2id[name]] = 1
+            hot.append(v)
+        return hot
+    return [label2id[x] for x in values]
+
+
+def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int] | None, max_length: int, window_stride: int | None = None) -> Encoded:
+    labels = label_targets(df["label"], label2id) if label2id is not None and "label" in df else None
     pairs = df["text_pair"].tolist() if "text_pair" in df else None
-    return encode(tokenizer, df["text"].tolist(), pairs, labels, max_length)
+    return encode(tokenizer, df["text"].tolist(), pairs, labels, max_length, window_stride)
 
 
-def train_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator, pool: int = 64) -> list[list[int]]:
+def window_stride(cfg: DataConfig) -> int | None:
+    """The stride encode() takes: None in truncate mode."""
+    return cfg.window_stride if cfg.long_texts == "window" else None
+
+
+def balanced_sample(labels: Sequence[int], generator: torch.Generator) -> list[int]:
+    """len(labels) example indices drawn with replacement so that every class is drawn equally often on average.
+
+    Rare classes are repeated and common ones subsampled within an epoch; the epoch keeps its length, so
+    the number of optimizer steps (and the schedule) is the same as with the random sampler.
+    """
+    y = torch.as_tensor(labels)
+    counts = torch.bincount(y).double()
+    weights = (1.0 / counts)[y]
+    return torch.multinomial(weights, len(y), replacement=True, generator=generator).tolist()
+
+
+def train_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator, pool: int = 64,
+                  sample: Sequence[int] | None = None) -> list[list[int]]:
     """Length-grouped random batches: shuffle, sort within pools of `pool` batches, shuffle batch order.
 
     Batches hold texts of similar length (little padding) while the order stays random. The
     generator alone decides the order, so a seed (and an epoch number) reproduce it exactly.
+    `sample` (from balanced_sample) replaces "every example once" by the drawn indices.
     """
     order = torch.randperm(len(lengths), generator=generator).tolist()
+    if sample is not None:
+        order = [sample[i] for i in order]
     chunk = batch_size * pool
     batches = []
     for start in range(0, len(order), chunk):
@@ -463,7 +688,8 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Te
     if types is not None:
         batch["token_type_ids"] = types
     if enc.labels is not None:
-        batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)
+        # Multi-hot rows are float targets (the loss is then binary cross-entropy); class ids stay long for cross-entropy.
+        batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.float32 if enc.multi_label else torch.long)
     return batch
 
 

@@ -29,14 +29,140 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     }
 
 
-def metrics_from_logits(logits, y: Sequence[int], labels: list[str]) -> dict[str, Any]:
-    """Classification metrics plus the mean cross-entropy of float32 logits."""
+def metrics_from_logits(logits, y: Sequence[int] | Sequence[Sequence[int]], labels: list[str]) -> dict[str, Any]:
+    """Classification metrics plus the mean cross-entropy of float32 logits.
+
+    Multi-hot targets (one 0/1 list per example) are scored as multi-label at the fixed 0.5 threshold.
+    """
     import torch
     import torch.nn.functional as F
 
+    y = list(y)
+    if y and isinstance(y[0], (list, tuple)):
+        return multi_label_metrics(logits, y, labels)
     m = classification_metrics(list(y), logits.argmax(-1).tolist(), labels)
     m["loss"] = float(F.cross_entropy(logits.float(), torch.as_tensor(list(y))))
     return m
+
+
+# --- multi-label ------------------------------------------------------------------------------------
+
+THRESHOLDS_FILE = "thresholds.json"
+DEFAULT_THRESHOLD = 0.5
+# Candidate decision thresholds, 0.01 to 0.99 in steps of 0.01 (0.5 included exactly).
+THRESHOLD_GRID = np.round(np.arange(1, 100) / 100, 2)
+
+
+def multi_label_metrics(logits, y: Sequence[Sequence[int]], labels: list[str], thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+    """Multi-label scores of float32 logits against multi-hot targets: a label is predicted when sigmoid(logit) >= its threshold.
+
+    "accuracy" is subset accuracy (the predicted set equals the true set), so the loop's validation
+    metrics (accuracy, macro_f1, loss) mean the same for both kinds of task; loss is the mean binary
+    cross-entropy. Thresholds default to 0.5 for every label.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    target = np.asarray(y, dtype=np.int64).reshape(len(y), len(labels))
+    logits = torch.as_tensor(logits).float()
+    pred = predict_sets(torch.sigmoid(logits).numpy(), thresholds)
+    m = multi_label_scores(target, pred, labels)
+    m["loss"] = float(F.binary_cross_entropy_with_logits(logits, torch.as_tensor(target, dtype=torch.float32)))
+    return m
+
+
+def predict_sets(probs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
+    """0/1 decisions: probability >= the label's threshold (0.5 when none are given)."""
+    probs = np.asarray(probs)
+    thr = np.full(probs.shape[1], DEFAULT_THRESHOLD) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    return (probs >= thr[None, :]).astype(np.int64)
+
+
+def multi_label_scores(target: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(target, pred, average=None, labels=list(range(len(labels))), zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(target, pred)),  # subset accuracy on multi-hot input
+        "micro_f1": float(f1_score(target, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(target, pred, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(target, pred, average="samples", zero_division=0)),
+        "hamming_loss": float(hamming_loss(target, pred)),
+        "n": int(len(target)),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(labels)
+        },
+    }
+
+
+def tune_thresholds(probs, y: Sequence[Sequence[int]], labels: list[str], grid: Sequence[float] = THRESHOLD_GRID) -> dict[str, dict[str, Any]]:
+    """Per label, the threshold on `grid` that maximises that label's F1 on these (validation) probabilities.
+
+    Ties go to the candidate closest to 0.5 (the lower one when two are equally close), so a
+    threshold moves only when it buys F1; a label with no positive example here keeps 0.5, since
+    there is nothing to tune it on. Returns {label: {threshold, f1_at_0.5, f1_tuned, positives}}.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    target = np.asarray(y, dtype=bool).reshape(len(probs), len(labels))
+    grid = np.asarray(grid, dtype=np.float64)
+    out = {}
+    for j, name in enumerate(labels):
+        pos = int(target[:, j].sum())
+        f1 = _f1_by_threshold(probs[:, j], target[:, j], grid)
+        default = float(_f1_by_threshold(probs[:, j], target[:, j], np.array([DEFAULT_THRESHOLD]))[0])
+        if pos == 0:
+            threshold, best = DEFAULT_THRESHOLD, default
+        else:
+            best = float(f1.max())
+            ties = grid[f1 == f1.max()]
+            threshold = float(ties[np.argmin(np.abs(ties - DEFAULT_THRESHOLD))])
+        out[name] = {"threshold": threshold, "f1_at_0.5": default, "f1_tuned": best, "positives": pos}
+    return out
+
+
+def _f1_by_threshold(p: np.ndarray, t: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """F1 of one label at every threshold at once (0 where it is undefined, as sklearn's zero_division=0)."""
+    pred = p[:, None] >= grid[None, :]
+    tp = (pred & t[:, None]).sum(0)
+    fp = (pred & ~t[:, None]).sum(0)
+    fn = int(t.sum()) - tp
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def threshold_report(logits: dict[str, Any], targets: dict[str, Sequence[Sequence[int]]], labels: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Tune thresholds on validation and score every split at them and at 0.5.
+
+    Returns (thresholds.json content, or None without a validation split; metrics per split). Each
+    split's top-level metrics are at the thresholds a saved folder predicts with (the tuned ones, or
+    0.5 without validation); "at_0.5" holds the same metrics at the fixed 0.5, so the gain is visible.
+    """
+    import torch
+
+    info = None
+    thresholds = None
+    if "validation" in logits:
+        probs = torch.sigmoid(torch.as_tensor(logits["validation"]).float()).numpy()
+        tuned = tune_thresholds(probs, targets["validation"], labels)
+        thresholds = [tuned[name]["threshold"] for name in labels]
+        info = {
+            "rule": "a label is predicted when its sigmoid probability >= its threshold",
+            "tuned_on": "validation",
+            "objective": "each label's own F1; ties go to the threshold closest to 0.5; labels without validation positives keep 0.5",
+            "grid": {"start": float(THRESHOLD_GRID[0]), "stop": float(THRESHOLD_GRID[-1]), "step": 0.01},
+            "default": DEFAULT_THRESHOLD,
+            "labels": {name: {"threshold": v["threshold"], "validation_f1_at_0.5": v["f1_at_0.5"], "validation_f1_tuned": v["f1_tuned"],
+                              "validation_positives": v["positives"]} for name, v in tuned.items()},
+        }
+    metrics = {}
+    for split in logits:
+        m = multi_label_metrics(logits[split], targets[split], labels, thresholds)
+        m["thresholds"] = dict(zip(labels, thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * len(labels)))
+        m["thresholds_tuned"] = thresholds is not None  # False: no validation split to tune on, so 0.5 throughout
+        m["at_0.5"] = multi_label_metrics(logits[split], targets[split], labels)
+        metrics[split] = m
+    return info, metrics
 
 
 def error_analysis(logits, y: Sequence[int], texts: Sequence[str], labels: list[str], pairs: int = 10, examples: int = 20) -> dict[str, Any]:
@@ -70,6 +196,9 @@ def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, t
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    if train_y and isinstance(train_y[0], (list, tuple)):
+        return _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed)
+
     majority = int(np.bincount(np.asarray(train_y), minlength=len(labels)).argmax())
     tfidf = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
@@ -81,6 +210,36 @@ def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, t
         for name, pred in (("majority", [majority] * len(y)), ("tfidf_logreg", tfidf.predict(texts).tolist())):
             m = classification_metrics(y, pred, labels)
             out[split][name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return out
+
+
+def _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed) -> dict[str, dict[str, dict[str, float]]]:
+    """Multi-label: per-label majority (a label is predicted when most training examples carry it, so
+    usually the empty set) and TF-IDF + one-vs-rest logistic regression at 0.5, fitted on train only."""
+    import warnings
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    target = np.asarray(train_y, dtype=np.int64)
+    majority = (target.mean(axis=0) > 0.5).astype(np.int64)
+    tfidf = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+        OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000, random_state=seed)),
+    )
+    with warnings.catch_warnings():
+        # A label present in every training example gets a constant predictor; sklearn warns, the result is right.
+        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        tfidf.fit(train_texts, target)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split, (texts, y) in eval_sets.items():
+        y = np.asarray(y, dtype=np.int64)
+        out[split] = {}
+        for name, pred in (("majority", np.tile(majority, (len(y), 1))), ("tfidf_logreg", np.asarray(tfidf.predict(texts)))):
+            m = multi_label_scores(y, pred, labels)
+            out[split][name] = {"accuracy": m["accuracy"], "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]}
     return out
 
 

@@ -1,7 +1,8 @@
 """Inference on a trained model folder: labels and per-class scores.
 
-Scores are the softmax of float32 logits, exactly what
-`pipeline("text-classification", top_k=None)` returns for the same folder.
+Scores are the softmax of float32 logits (a multi-label folder: each label's
+sigmoid), exactly what `pipeline("text-classification", top_k=None)` returns
+for the same folder.
 Texts are tokenized once and batched by length, so a long list of short texts
 is not padded to its longest member.
 """
@@ -16,6 +17,7 @@ import torch
 
 from taskembed.data import encode
 from taskembed.errors import UserError
+from taskembed.metrics import THRESHOLDS_FILE
 from taskembed.modeling import load_trained
 from taskembed.loop import predict_logits
 
@@ -33,24 +35,37 @@ class Classifier:
         self.training_config: dict[str, Any] = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
         cal_file = self.folder / "calibration.json"
         self.temperature: float | None = float(json.loads(cal_file.read_text())["temperature"]) if cal_file.exists() else None
-        self.max_length = int(self.training_config.get("data", {}).get("max_length") or min(self.tokenizer.model_max_length, 512))
+        data = self.training_config.get("data", {})
+        self.max_length = int(data.get("max_length") or min(self.tokenizer.model_max_length, 512))
+        # A model trained on sliding windows predicts the same way (pipeline() truncates instead).
+        self.window_stride: int | None = int(data.get("window_stride", 0)) if data.get("long_texts") == "window" else None
+        self.window_aggregate: str = data.get("window_aggregate", "mean")
+        # The flag pipeline() reads to apply a sigmoid per label instead of a softmax; taskembed follows the same one.
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        self.thresholds: dict[str, float] = read_thresholds(self.folder, self.labels) if self.multi_label else {}
+        self.thresholds_tuned = self.multi_label and (self.folder / THRESHOLDS_FILE).exists()
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
         texts = _check_texts(texts)
-        enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length)
-        return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device)
+        enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
+        return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device, self.window_aggregate)
 
     def predict_proba(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
-        return self.logits(texts, pairs).softmax(-1)
+        """Softmax over the labels; multi-label: each label's own sigmoid."""
+        logits = self.logits(texts, pairs)
+        return torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)
 
     def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per text: {"label": best label, "score": its probability, "scores": {label: probability}}.
 
         The scores are the raw softmax, as `pipeline` gives them. A folder trained with calibration adds
         "calibrated_score" and "calibrated_scores" (softmax of logits / T); the label is the same either way.
+        A multi-label folder adds "labels", the labels over their thresholds, and scores are sigmoids.
         """
         if isinstance(texts, str):
             texts = [texts]
+        if self.multi_label:
+            return self._predict_sets(texts, pairs)
         logits = self.logits(texts, pairs)
         probs = logits.softmax(-1).tolist()
         calibrated = (logits / self.temperature).softmax(-1).tolist() if self.temperature else None
@@ -64,6 +79,17 @@ class Classifier:
             out.append(pred)
         return out
 
+    def _predict_sets(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[dict[str, Any]]:
+        """Multi-label: {"labels": every label whose sigmoid >= its threshold, most likely first, "scores": {label: sigmoid},
+        "label"/"score": the most likely label and its probability (even when it is under its threshold)}."""
+        probs = self.predict_proba(texts, pairs).tolist()
+        out = []
+        for row in probs:
+            order = sorted(range(len(row)), key=lambda j: -row[j])
+            out.append({"labels": [self.labels[j] for j in order if row[j] >= self.thresholds[self.labels[j]]],
+                        "label": self.labels[order[0]], "score": row[order[0]], "scores": dict(zip(self.labels, row))})
+        return out
+
     def embed(self, texts: Sequence[str] | str, **options):
         """Vectors (numpy, one row per text); by default the representation the classification head reads.
 
@@ -73,6 +99,24 @@ class Classifier:
         from taskembed.embed import embed
 
         return embed(self, texts, **options)
+
+
+def read_thresholds(folder: Path, labels: list[str]) -> dict[str, float]:
+    """Per-label decision thresholds from thresholds.json; 0.5 for every label when the folder has none
+    (trained without a validation split, or not by taskembed)."""
+    path = folder / THRESHOLDS_FILE
+    if not path.exists():
+        return {name: 0.5 for name in labels}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["labels"]
+        found = {name: float(entries[name]["threshold"]) for name in labels}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:80]}); it needs a threshold for every label, "
+                        "as training writes it") from None
+    bad = [name for name, t in found.items() if not 0.0 <= t <= 1.0]
+    if bad:
+        raise UserError(f"{path}: threshold of '{bad[0]}' is {found[bad[0]]}; thresholds are probabilities in [0, 1]")
+    return found
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

