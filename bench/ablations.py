@@ -73,6 +73,14 @@ def run_one(config: str, variant: str, size: str, seed: int, model: str | None, 
         }
 
 
+def write_report(out: Path, name: str, meta: dict, runs: list[dict], lines: list[str]) -> None:
+    """`<name>.json` (meta + runs) and `<name>.md` (lines) in `out`, for the small quality benchmarks."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / name}.md")
+
+
 def key(r: dict) -> tuple:
     return r["variant"], str(r["size"]), r["seed"]
 

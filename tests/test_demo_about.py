@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
 import pytest
 
 import taskembed
+from bench.fault_injection import write_csv
 from tests.conftest import make_rows
 from tests.test_demo import demo, free_port
 
@@ -25,10 +25,7 @@ def folders(tmp_path_factory, tiny_model_dir):
     for r in test_rows[:FLIPPED]:
         r["label"] = "pos" if r["label"] == "neg" else "neg"
     for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", test_rows)):
-        with (root / name).open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["text", "label"])
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(root / name, rows)
     overrides = {
         "data.source": str(root / "train.csv"), "data.test": str(root / "test.csv"), "data.max_length": 32,
         "model.name": str(tiny_model_dir), "output.dir": str(root / "tiny-errors"), "train.epochs": 8, "train.batch_size": 16,

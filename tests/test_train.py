@@ -9,6 +9,7 @@ import torch
 
 import taskembed
 from taskembed.cli import main
+from bench.fault_injection import write_csv
 from tests.conftest import make_rows
 
 EXPECTED_FILES = {
@@ -21,14 +22,9 @@ EXPECTED_FILES = {
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
     """One tiny training run shared by the read-only tests of this module."""
-    import csv
-
     root = tmp_path_factory.mktemp("trained")
     for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", make_rows(60, seed=2))):
-        with (root / name).open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["text", "label"])
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(root / name, rows)
     overrides = {
         "data.source": str(root / "train.csv"), "data.test": str(root / "test.csv"), "data.max_length": 32,
         "model.name": str(tiny_model_dir), "output.dir": str(root / "model"),
