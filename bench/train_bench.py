@@ -440,6 +440,8 @@ def worker_infer(spec: dict[str, Any], started: float) -> dict[str, Any]:
             max_diff = max(max_diff, max(abs(mine["scores"][k] - v) for k, v in scores.items()))
     best = max(by_batch, key=lambda b: by_batch[b]["texts_per_s"])
     return {
+        **bench_predict_bf16(spec, texts, device, ours, theirs_best=pipe(texts, batch_size=int(best), **tok_kwargs),
+                             pipeline_seconds=by_batch[best]["seconds"]),
         "device": device.type,
         "threads": torch.get_num_threads(),
         "texts": len(texts),
@@ -451,6 +453,29 @@ def worker_infer(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "worker_wall_s": time.perf_counter() - started,
     }
+
+
+def bench_predict_bf16(spec: dict[str, Any], texts: list[str], device, ours: list[dict], theirs_best: list, pipeline_seconds: float) -> dict[str, Any]:
+    """The opt-in bf16 predictor, where the hardware has bfloat16 units: its speed, and how far its outputs are from
+    float32 (labels that differ from pipeline's, largest score difference), since they are not identical."""
+    import taskembed
+    from taskembed.modeling import native_bf16
+
+    if not native_bf16(device):
+        return {"taskembed_bf16": {"skipped": f"no native bfloat16 units on {device.type} here"}}
+    clf = taskembed.load(spec["model_dir"], bf16=True)
+    clf.predict(texts[:16])
+    _sync(device)
+    t0 = time.perf_counter()
+    mine = clf.predict(texts)
+    _sync(device)
+    secs = time.perf_counter() - t0
+    differ = sum(m["label"] != f["label"] for m, f in zip(mine, ours))
+    diff = 0.0
+    for m, ref in zip(mine, theirs_best):
+        diff = max(diff, max(abs(m["scores"][d["label"]] - d["score"]) for d in ref))
+    return {"taskembed_bf16": {"seconds": secs, "texts_per_s": len(texts) / secs, "speedup_vs_best_pipeline": pipeline_seconds / secs,
+                               "labels_differing_from_float32": differ, "max_abs_score_diff_vs_pipeline": diff}}
 
 
 def bench_embeddings(spec: dict[str, Any], texts: list[str], device) -> dict[str, Any]:
@@ -703,6 +728,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             om = inf["outputs_match"]
             lines += ["", f"Speed-up against the best pipeline batch size: {inf['speedup_vs_best_pipeline']:.2f}x. Outputs "
                       f"{'identical' if om['ok'] else 'DIFFER'}: labels equal {om['labels_equal']}, largest score difference {om['max_abs_score_diff']:.1e}."]
+            b16 = inf.get("taskembed_bf16", {})
+            if "skipped" in b16:
+                lines.append(f"bf16 predict (opt-in): skipped ({b16['skipped']}).")
+            elif b16:
+                lines.append(f"bf16 predict (opt-in, `taskembed.load(folder, bf16=True)`): {b16['texts_per_s']:,.1f} texts/s, "
+                             f"{b16['speedup_vs_best_pipeline']:.2f}x the best pipeline batch size; not identical: "
+                             f"{b16['labels_differing_from_float32']} of {inf['texts']:,} labels differ from float32, largest score "
+                             f"difference {b16['max_abs_score_diff_vs_pipeline']:.1e}.")
             emb = inf.get("embedding", {})
             if "skipped" in emb:
                 lines.append(f"Embeddings: skipped ({emb['skipped']}).")

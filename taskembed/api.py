@@ -127,7 +127,8 @@ def train(
     thresholds, skipped = None, _multi_label_skips(cfg) if splits.multi_label else {}
     if splits.multi_label:
         # Per-label thresholds tuned on validation; every split is scored at them and at 0.5 (thresholds.json, the card).
-        thresholds, metrics = threshold_report(logits, {s: encoded[s].targets for s in logits}, splits.labels)
+        thresholds, metrics = threshold_report(logits, {s: encoded[s].targets for s in logits}, splits.labels,
+                                               min_positives=cfg.data.threshold_min_positives)
         if skipped:
             say(f"multi-label: skipped {', '.join(skipped)} (single-label only)")
     calibration = None
@@ -237,9 +238,9 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
     return write
 
 
-def load(folder: str | Path, device: str | None = None) -> Classifier:
-    """A trained model folder, ready to `predict`."""
-    return Classifier(folder, device=device)
+def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> Classifier:
+    """A trained model folder, ready to `predict`. bf16=True: bfloat16 autocast where the hardware has native units."""
+    return Classifier(folder, device=device, bf16=bf16)
 
 
 def evaluate(folder: str | Path, data: str, split: str = "test") -> dict[str, Any]:

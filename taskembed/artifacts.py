@@ -127,7 +127,7 @@ def _multi_label_section(info: dict[str, Any]) -> str:
     if th:
         how = (f"tuned per label on the validation split to maximise that label's F1 (grid {th['grid']['start']:g} to "
                f"{th['grid']['stop']:g} in steps of {th['grid']['step']:g}; ties go to the value closest to 0.5, and a label with "
-               "no validation positive keeps 0.5), saved in `thresholds.json`")
+               f"fewer than {th.get('min_positives', 1)} validation positives keeps 0.5), saved in `thresholds.json`")
         rows = "\n".join(f"| {name} | {v['threshold']:.2f} | {100 * v['validation_f1_at_0.5']:.1f} | {100 * v['validation_f1_tuned']:.1f} "
                          f"| {v['validation_positives']} |" for name, v in th["labels"].items())
         table = f"""

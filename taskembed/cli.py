@@ -153,7 +153,8 @@ def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = N
     return 0
 
 
-def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None, text_column: str = "text") -> int:
+def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None, text_column: str = "text",
+                bf16: bool = False) -> int:
     from taskembed import api
     from taskembed.data import texts_from_file
 
@@ -162,7 +163,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     inputs = list(texts) if texts else texts_from_file(file, text_column)
     if out and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise UserError(f"--out {out}: use a .csv or .jsonl file name")
-    clf = api.load(model)
+    clf = api.load(model, bf16=bf16)
     preds = clf.predict(inputs)
     if out:
         tmp = Path(out).with_name(Path(out).name + ".partial")
@@ -336,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
     pr.add_argument("--text-column", default="text")
     pr.add_argument("--out", help="write predictions to .csv or .jsonl")
+    pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
+                    "about 2.5x faster there, scores differ from float32 by about 1e-3")
 
     sub.add_parser("datasets", help="list the built-in offline datasets with sizes and classes")
 
@@ -437,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return cmd_evaluate(args.model, args.data, args.split, args.out)
         if args.command == "predict":
-            return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column)
+            return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16)
         if args.command == "datasets":
             return cmd_datasets()
         if args.command == "demo":

@@ -42,6 +42,8 @@ class DataConfig:
     """Multi-label: split text labels on this string (e.g. '|'); JSON/JSONL/Parquet lists need none."""
     label_columns: list[str] | None = None
     """Multi-label: several 0/1 columns, one per label, named after it (YAML list or 'a,b,c'); replaces label_column."""
+    threshold_min_positives: int = 10
+    """Multi-label: a label's threshold moves from 0.5 only with at least this many validation positives (an F1 maximum over fewer is noise)."""
     validation_fraction: float = 0.1
     """Share of train carved out (stratified, seeded) as validation when the source has none."""
     test_fraction: float = 0.0
@@ -441,6 +443,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(0 <= d.test_fraction < 1, f"data.test_fraction must be in [0, 1) (got {d.test_fraction})")
     need(d.validation_fraction + d.test_fraction < 1, "data.validation_fraction + data.test_fraction must leave training data (< 1)")
     need(d.max_length >= 8, f"data.max_length must be >= 8 (got {d.max_length})")
+    need(d.threshold_min_positives >= 1, f"data.threshold_min_positives must be >= 1 (got {d.threshold_min_positives})")
     need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
     need(bool(d.source), "data.source is empty: name a built-in dataset, a file or a folder")
     need(bool(d.text_column), "data.text_column is empty")

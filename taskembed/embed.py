@@ -62,7 +62,7 @@ import torch
 
 from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
-from taskembed.modeling import HEAD_READS, head_reads, head_vector, pool
+from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool
 
 POOLINGS = ("head", "cls", "mean", "max")
 # Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
@@ -129,15 +129,6 @@ def _check_pooling_name(pooling: str | None) -> None:
         raise UserError(f"unknown pooling '{pooling}'; {hint}use one of {', '.join(POOLINGS)} (or auto)")
 
 
-def _native_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 matmuls run on dedicated units here (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    return False
-
-
 def _is_classifier(model) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
@@ -184,7 +175,7 @@ class Embedder:
         self.batch_tokens = int(batch_tokens)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.bf16 = bool(bf16)
-        if self.bf16 and not _native_bf16(self.device):
+        if self.bf16 and not native_bf16(self.device):
             raise UserError(f"bf16 was asked for, but {self.device.type} here has no native bfloat16 matrix units, "
                             "so it would be slower than float32; drop it")
         self.dim: int | None = None

@@ -96,12 +96,14 @@ def multi_label_scores(target: np.ndarray, pred: np.ndarray, labels: list[str]) 
     }
 
 
-def tune_thresholds(probs, y: Sequence[Sequence[int]], labels: list[str], grid: Sequence[float] = THRESHOLD_GRID) -> dict[str, dict[str, Any]]:
+def tune_thresholds(probs, y: Sequence[Sequence[int]], labels: list[str], grid: Sequence[float] = THRESHOLD_GRID,
+                    min_positives: int = 1) -> dict[str, dict[str, Any]]:
     """Per label, the threshold on `grid` that maximises that label's F1 on these (validation) probabilities.
 
     Ties go to the candidate closest to 0.5 (the lower one when two are equally close), so a
-    threshold moves only when it buys F1; a label with no positive example here keeps 0.5, since
-    there is nothing to tune it on. Returns {label: {threshold, f1_at_0.5, f1_tuned, positives}}.
+    threshold moves only when it buys F1; a label with fewer than `min_positives` positive examples
+    here keeps 0.5, since a maximum over so few is noise (with none there is nothing to tune on).
+    Returns {label: {threshold, f1_at_0.5, f1_tuned, positives}}.
     """
     probs = np.asarray(probs, dtype=np.float64)
     target = np.asarray(y, dtype=bool).reshape(len(probs), len(labels))
@@ -111,7 +113,7 @@ def tune_thresholds(probs, y: Sequence[Sequence[int]], labels: list[str], grid: 
         pos = int(target[:, j].sum())
         f1 = _f1_by_threshold(probs[:, j], target[:, j], grid)
         default = float(_f1_by_threshold(probs[:, j], target[:, j], np.array([DEFAULT_THRESHOLD]))[0])
-        if pos == 0:
+        if pos < max(1, min_positives):
             threshold, best = DEFAULT_THRESHOLD, default
         else:
             best = float(f1.max())
@@ -131,7 +133,8 @@ def _f1_by_threshold(p: np.ndarray, t: np.ndarray, grid: np.ndarray) -> np.ndarr
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
-def threshold_report(logits: dict[str, Any], targets: dict[str, Sequence[Sequence[int]]], labels: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def threshold_report(logits: dict[str, Any], targets: dict[str, Sequence[Sequence[int]]], labels: list[str],
+                     min_positives: int = 1) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Tune thresholds on validation and score every split at them and at 0.5.
 
     Returns (thresholds.json content, or None without a validation split; metrics per split). Each
@@ -144,12 +147,14 @@ def threshold_report(logits: dict[str, Any], targets: dict[str, Sequence[Sequenc
     thresholds = None
     if "validation" in logits:
         probs = torch.sigmoid(torch.as_tensor(logits["validation"]).float()).numpy()
-        tuned = tune_thresholds(probs, targets["validation"], labels)
+        tuned = tune_thresholds(probs, targets["validation"], labels, min_positives=min_positives)
         thresholds = [tuned[name]["threshold"] for name in labels]
         info = {
             "rule": "a label is predicted when its sigmoid probability >= its threshold",
             "tuned_on": "validation",
-            "objective": "each label's own F1; ties go to the threshold closest to 0.5; labels without validation positives keep 0.5",
+            "objective": f"each label's own F1; ties go to the threshold closest to 0.5; labels with fewer than {max(1, min_positives)} "
+                         "validation positives keep 0.5",
+            "min_positives": max(1, min_positives),
             "grid": {"start": float(THRESHOLD_GRID[0]), "stop": float(THRESHOLD_GRID[-1]), "step": 0.01},
             "default": DEFAULT_THRESHOLD,
             "labels": {name: {"threshold": v["threshold"], "validation_f1_at_0.5": v["f1_at_0.5"], "validation_f1_tuned": v["f1_tuned"],

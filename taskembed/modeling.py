@@ -183,3 +183,13 @@ def head_vector(model, kind: str, encoder_out, mask: torch.Tensor) -> torch.Tens
     if kind == "context_pooler":
         return model.pooler(encoder_out.last_hidden_state)
     return pool(encoder_out.last_hidden_state, mask, kind)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run on dedicated units here (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer).
+    Elsewhere autocast is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return False

@@ -113,6 +113,7 @@ def test_contradictions_are_reported_together():
         ({"data": {"label_column": "text"}}, "data.label_column must differ from the text columns"),
         ({"data": {"text_pair_column": "label"}}, "data.label_column must differ from the text columns"),
         ({"data": {"validation_fraction": 0.7, "test_fraction": 0.3}}, "must leave training data"),
+        ({"data": {"threshold_min_positives": 0}}, "data.threshold_min_positives must be >= 1 (got 0)"),
     ],
 )
 def test_single_contradiction(raw, piece):

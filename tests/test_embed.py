@@ -14,9 +14,10 @@ import torch
 
 import taskembed
 from taskembed.cli import main
-from taskembed.embed import (Embedder, _native_bf16, _strided, embed, embed_file, export_sentence_transformers, load_vectors, manifest_path,
+from taskembed.embed import (Embedder, _strided, embed, embed_file, export_sentence_transformers, load_vectors, manifest_path,
                              search, shard_path, sidecar_path)
 from taskembed.errors import UserError
+from taskembed.modeling import native_bf16
 from tests.conftest import make_rows
 
 TEXTS = [r["text"] for r in make_rows(30, seed=11)] + ["great", "dull boring " * 30]
@@ -153,7 +154,7 @@ def test_bf16_is_opt_in_close_to_float32_and_recorded(tiny_model_dir, tmp_path):
     emb = Embedder.load(tiny_model_dir)
     assert emb.bf16 is False and emb.options()["bf16"] is False and emb.batch_tokens == 2048  # the CPU default budget
     assert Embedder.load(tiny_model_dir, batch_tokens=64).batch_tokens == 64
-    if not _native_bf16(torch.device("cpu")):
+    if not native_bf16(torch.device("cpu")):
         with pytest.raises(UserError, match="no native bfloat16"):
             embed(tiny_model_dir, TEXTS, bf16=True)
         return

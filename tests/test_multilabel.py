@@ -15,7 +15,6 @@ import taskembed
 from taskembed.cli import main
 from taskembed.config import DataConfig, load_config
 from taskembed.data import collate, encode_split, label_targets, load_splits
-from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLD_GRID, multi_label_metrics, tune_thresholds
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE
 
@@ -180,6 +179,15 @@ def test_threshold_moves_to_where_the_label_f1_is_best():
     assert got["low"] == {"threshold": 0.3, "f1_at_0.5": 0.0, "f1_tuned": 1.0, "positives": 3}
     assert got["clear"]["threshold"] == 0.5 and got["clear"]["f1_tuned"] == 1.0
     assert got["absent"]["threshold"] == 0.5 and got["absent"]["positives"] == 0
+
+
+def test_labels_with_few_validation_positives_keep_0_5():
+    # "low" is separable below 0.5 on 3 positives: tuned with the default minimum of 1, held at 0.5 with a minimum of 4.
+    probs = np.array([[0.35], [0.30], [0.40], [0.10], [0.20], [0.05]])
+    y = np.array([[1], [1], [1], [0], [0], [0]])
+    assert tune_thresholds(probs, y, ["low"])["low"]["threshold"] == 0.3
+    held = tune_thresholds(probs, y, ["low"], min_positives=4)["low"]
+    assert held["threshold"] == 0.5 and held["f1_tuned"] == held["f1_at_0.5"] == 0.0 and held["positives"] == 3
 
 
 def test_tuned_f1_is_sklearns_f1_at_that_threshold_and_never_below_0_5():

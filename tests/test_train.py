@@ -9,6 +9,7 @@ import torch
 
 import taskembed
 from taskembed.cli import main
+from taskembed.errors import UserError
 from bench.fault_injection import write_csv
 from tests.conftest import make_rows
 
@@ -72,6 +73,24 @@ def test_pipeline_gives_the_same_labels_and_scores(trained):
         assert mine["label"] == max(ref, key=ref.get)
         for label, score in ref.items():
             assert mine["scores"][label] == pytest.approx(score, abs=1e-5)
+
+
+def test_bf16_predict_is_opt_in_and_close_to_float32(trained, monkeypatch):
+    from taskembed import predict as predict_module
+
+    _, result = trained
+    texts = ["superb charming film", "dull boring plot", "the actor", "great " * 40]
+    exact = taskembed.load(result.output_dir).predict(texts)
+    # Where the CPU has no bfloat16 units the option is refused (emulated bf16 is slower than float32) ...
+    monkeypatch.setattr(predict_module, "native_bf16", lambda device: False)
+    with pytest.raises(UserError, match="no native bfloat16"):
+        taskembed.load(result.output_dir, bf16=True)
+    # ... and where it has them (forced here, so both branches run on any CPU) scores stay close to float32.
+    monkeypatch.setattr(predict_module, "native_bf16", lambda device: True)
+    fast = taskembed.load(result.output_dir, bf16=True).predict(texts)
+    for a, b in zip(fast, exact):
+        assert a["label"] == b["label"] or b["score"] < 0.55  # only a near-tie may flip
+        assert max(abs(a["scores"][k] - b["scores"][k]) for k in b["scores"]) < 0.02
 
 
 def test_evaluate_matches_training_metrics(trained):
