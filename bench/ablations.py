@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown variant {unknown[0]}; choose from {', '.join(VARIANTS)}")
     from taskembed.api import _device_name
 
-    meta = {"command": "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = {"command": ("python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
             "machine": _device_name(torch.device("cpu")) + f", {platform.system()}", "torch": torch.__version__,
             "transformers": transformers.__version__, "config": args.config}
     for i, (v, s, seed) in enumerate(plan, 1):

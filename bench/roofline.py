@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         table.append({"what": label, "per_s": rate, "achieved_gflops": achieved[a] / 1e9, "ceiling_gflops": ceiling[c] / 1e9,
                       "fraction_of_ceiling": achieved[a] / ceiling[c], "max_speedup_same_arithmetic": ceiling[c] / achieved[a]})
 
-    meta = {"command": "python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = {"command": ("python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
             "machine": _device_name(device) + f", {platform.system()}", "threads": threads, "torch": torch.__version__,
             "transformers": transformers.__version__, "model": args.model, "hidden": hidden, "intermediate": inter,
             "layers": layers, "test_texts": len(texts), "test_tokens": tokens, "train_examples": args.train,
