@@ -4,6 +4,7 @@
     python bench/step_probe.py --compile       # the same step under torch.compile(dynamic=True)
     python bench/step_probe.py --no-dropout    # what dropout costs
     python bench/step_probe.py --fp32
+    python bench/step_probe.py --attn eager    # transformers' attention implementation (default sdpa)
 
 A probe for deciding what is worth building, not a benchmark of taskembed: batches of 32 consecutive
 rotten_tomatoes training texts padded to their longest, cross-entropy, gradient clipping, fused AdamW.
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-dropout", action="store_true")
     p.add_argument("--fp32", action="store_true")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     p.add_argument("--steps", type=int, default=12, help="steps in all; the first 3 warm up")
     args = p.parse_args(argv)
 
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     extra = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if args.no_dropout else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32, **extra)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32,
+                                                               attn_implementation=args.attn, **extra)
     texts = list(load_splits(DataConfig(source="rotten_tomatoes")).frames["train"]["text"])[: 32 * args.steps]
     batches = [tok(texts[i:i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt") for i in range(0, len(texts), 32)]
     labels = torch.randint(0, 2, (32,))
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     per_step = (time.perf_counter() - t0) / len(batches[3:])
     tokens = sum(int(b["attention_mask"].numel()) for b in batches[3:]) / len(batches[3:])
     print(f"{'compile' if args.compile else 'eager'}, {'fp32' if args.fp32 else 'bf16 autocast'}"
-          f"{', no dropout' if args.no_dropout else ''}: first 3 steps {warm:.1f} s, then {1000 * per_step:.0f} ms/step "
+          f"{', no dropout' if args.no_dropout else ''}, {args.attn} attention: first 3 steps {warm:.1f} s, then {1000 * per_step:.0f} ms/step "
           f"({tokens:.0f} padded tokens per batch, {torch.get_num_threads()} threads)")
     return 0
 

@@ -187,7 +187,7 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggre
 
     In window mode (enc.doc_ids) each window is classified and a text's logits are the mean (or the
     elementwise max) of its windows' logits. bf16 autocasts the matmuls (opt-in: faster where the
-    hardware has bfloat16 units, but scores then differ from float32 in the third or fourth decimal).
+    hardware has bfloat16 units, but scores then differ from float32 in the third decimal).
     """
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -6,8 +6,8 @@ for the same folder.
 Texts are tokenized once and batched by length, so a long list of short texts
 is not padded to its longest member. `bf16=True` (opt-in, for hardware with
 bfloat16 matrix units) autocasts the matmuls: about 2.5x faster on such a CPU,
-the same labels in practice, scores that differ from float32 in the third or
-fourth decimal (docs/benchmarks.md has the measured agreement).
+scores that differ from float32 in the third decimal and, rarely, a different
+label for a near-tie (docs/benchmarks.md has the measured agreement).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Classifier:
     def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per text: {"label": best label, "score": its probability, "scores": {label: probability}}.
 
-        The scores are the raw softmax, as `pipeline` gives them (to rounding; under bf16 to about 1e-3). A folder trained with calibration adds
+        The scores are the raw softmax, as `pipeline` gives them (to rounding; under bf16 to the third decimal). A folder trained with calibration adds
         "calibrated_score" and "calibrated_scores" (softmax of logits / T); the label is the same either way.
         A multi-label folder adds "labels", the labels over their thresholds, and scores are sigmoids.
         """
