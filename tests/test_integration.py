@@ -21,10 +21,13 @@ def test_plan_of_the_default_config(capsys):
     assert [g["name"] for g in groups] == ["embeddings", *[f"layer.{i}" for i in range(1, 7)], "head"]
     rates = [g["lr"] for g in groups]
     cfg = taskembed.load_config(ROOT / "configs" / "sentiment.yaml").train
-    # strictly decaying from the top layer down to the embeddings, which sit below layer 1
-    assert all(lower < upper for lower, upper in zip(rates[:-2], rates[1:-1]))
-    assert rates[6] == pytest.approx(cfg.lr) and rates[0] == pytest.approx(cfg.lr * cfg.layer_decay**6)
-    assert rates[-1] == pytest.approx(cfg.head_lr)
+    # the ablation's winner: one rate for the embeddings and every encoder layer, the head above it
+    assert cfg.layer_decay == 1.0 and rates[:-1] == [pytest.approx(cfg.lr)] * 7
+    assert rates[-1] == pytest.approx(cfg.head_lr) and cfg.head_lr > cfg.lr
+    # the intent recipe still decays, strictly from the top layer down to the embeddings below layer 1
+    assert main(["plan", str(ROOT / "configs" / "intent.yaml"), "--json"]) == 0
+    intent = [g["lr"] for g in json.loads(capsys.readouterr().out)["groups"]]
+    assert all(lower < upper for lower, upper in zip(intent[:-2], intent[1:-1]))
     assert sum(g["n_params"] for g in groups) == plan["totals"]["n_params"] == 22_713_986
 
 

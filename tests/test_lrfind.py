@@ -16,7 +16,8 @@ from tests.conftest import make_rows
 
 @pytest.fixture
 def setup(write_csv, tiny_overrides):
-    return {**tiny_overrides, "data.source": str(write_csv(make_rows(120)))}
+    # A decaying plan, so the sweep's per-group ratios are visible (the shipped default is a flat encoder rate).
+    return {**tiny_overrides, "data.source": str(write_csv(make_rows(120))), "train.layer_decay": 0.8}
 
 
 def test_sweep_scales_every_group_together_and_writes_two_files(setup, tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ def test_ablations_smoke(tiny_model_dir, tmp_path, monkeypatch):
     runs = json.loads(js.read_text())["runs"]
     assert {(r["variant"], r["seed"]) for r in runs} == {(v, s) for v in ("decay", "unfreeze", "contrastive") for s in (0, 1)}
     text = out.read_text()
-    assert "decay + gradual unfreezing minus the default, same seeds" in text and "| 2 |" in text
+    assert "decay + gradual unfreezing minus decay 0.8, same seeds" in text and "| 2 |" in text
     # a second invocation resumes: nothing is run again
     seen.clear()
     assert ablations.main(argv) == 0 and seen == []
