@@ -103,13 +103,14 @@ def test_sigint_in_process_then_resume_with_validation_and_no_unpickling(tiny_mo
             "train.checkpoint_every": 5}
     ref = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "ref")}, progress=False, echo=quiet)
 
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when pytest runs as a background job
     interrupt_after(monkeypatch, 2)
     with pytest.raises(TrainingInterrupted) as info:
         taskembed.train(None, opts, progress=False, echo=quiet)
     # The signal came after the checkpoint at step 10; the step in flight (11) finished and was checkpointed.
     assert info.value.exit_code == 130 and info.value.step == 11 and info.value.saved.name == "step-000011"
     assert not (tmp_path / "out").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     root = tmp_path / "out.checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["step-000010", "step-000011"]
     assert {p.suffix for p in (root / "step-000011").iterdir()} == {".json", ".safetensors"}
