@@ -146,15 +146,16 @@ def threshold_report(logits: dict[str, Any], targets: dict[str, Sequence[Sequenc
     info = None
     thresholds = None
     if "validation" in logits:
+        min_positives = max(1, min_positives)
         probs = torch.sigmoid(torch.as_tensor(logits["validation"]).float()).numpy()
         tuned = tune_thresholds(probs, targets["validation"], labels, min_positives=min_positives)
         thresholds = [tuned[name]["threshold"] for name in labels]
         info = {
             "rule": "a label is predicted when its sigmoid probability >= its threshold",
             "tuned_on": "validation",
-            "objective": f"each label's own F1; ties go to the threshold closest to 0.5; labels with fewer than {max(1, min_positives)} "
+            "objective": f"each label's own F1; ties go to the threshold closest to 0.5; labels with fewer than {min_positives} "
                          "validation positives keep 0.5",
-            "min_positives": max(1, min_positives),
+            "min_positives": min_positives,
             "grid": {"start": float(THRESHOLD_GRID[0]), "stop": float(THRESHOLD_GRID[-1]), "step": 0.01},
             "default": DEFAULT_THRESHOLD,
             "labels": {name: {"threshold": v["threshold"], "validation_f1_at_0.5": v["f1_at_0.5"], "validation_f1_tuned": v["f1_tuned"],
