@@ -97,7 +97,7 @@ def train(
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
-    model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label)
+    model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label, max_length=cfg.data.max_length)
     lr_plan = make_plan(cfg, model)
     apply_freezing(model, lr_plan)
     say("learning-rate plan:\n" + lr_plan.table())

@@ -112,7 +112,7 @@ def lr_find(
         raise UserError("lr-find handles single-label data only; this data is multi-label")
     echo(_data_summary(splits))
     seed_everything(t.seed)  # the head's initialisation, as in training
-    model, tokenizer = load_classifier(cfg.model, splits.labels)
+    model, tokenizer = load_classifier(cfg.model, splits.labels, max_length=cfg.data.max_length)
     plan = make_plan(cfg, model)
     apply_freezing(model, plan)
     train = encode_split(tokenizer, splits.frames["train"], splits.label2id, cfg.data.max_length)

@@ -84,11 +84,12 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None):
         raise _hub_error(cfg.name, exc) from None
 
 
-def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = False):
+def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = False, max_length: int | None = None):
     """Encoder + a fresh head for `labels`, float32 weights (transformers 5 would keep the file's dtype).
 
     `multi_label` records problem_type multi_label_classification in the config, which is what makes
     `pipeline("text-classification")` apply a sigmoid per label instead of a softmax over them.
+    `max_length` (data.max_length) is checked against what the model can read before any weights load.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -107,13 +108,32 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     mcfg.problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     if cfg.dropout is not None:
         mcfg.classifier_dropout = cfg.dropout
+    tokenizer = load_tokenizer(cfg, path)
+    if max_length is not None:
+        check_max_length(max_length, cfg.name, mcfg, tokenizer)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, config=mcfg, dtype=torch.float32, use_safetensors=True, **kwargs
         )
     except (OSError, ValueError) as exc:
         raise _hub_error(cfg.name, exc) from None
-    return model, load_tokenizer(cfg, path)
+    return model, tokenizer
+
+
+def model_token_limit(mcfg, tokenizer) -> int | None:
+    """The most tokens one input may have: the position table, and the tokenizer's own limit when it
+    states one (RoBERTa's table has 514 rows for 512 usable positions; its tokenizer says 512)."""
+    limits = [n for n in (getattr(mcfg, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None))
+              if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit report ~1e30
+    return min(limits) if limits else None
+
+
+def check_max_length(max_length: int, name: str, mcfg, tokenizer) -> None:
+    """Longer inputs than the position table would fail deep inside the embedding lookup; say so up front."""
+    limit = model_token_limit(mcfg, tokenizer)
+    if limit is not None and max_length > limit:
+        raise UserError(f"data.max_length {max_length} is more than model '{name}' can read ({limit} tokens); "
+                        f"set --data.max_length {limit} or less (data.long_texts window classifies the rest of long texts)")
 
 
 def load_trained(folder: str | Path):

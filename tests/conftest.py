@@ -60,27 +60,32 @@ def make_rows(n: int, seed: int = 0, labels=("neg", "pos")) -> list[dict[str, st
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer BERT (hidden 32) with a WordPiece tokenizer trained on the fly, as a model folder."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     import torch
 
     out = tmp_path_factory.mktemp("tiny-bert")
-    corpus = [r["text"] for r in make_rows(400, seed=123)] + ["pair premise hypothesis extra words here"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # The vocabulary is written out, not learned: the WordPiece trainer breaks ties between equally
+    # frequent merges in hash order, which changes from process to process, so a trained vocabulary
+    # made the tiny model (and every threshold or score learned on it) differ between runs.
+    # Whole corpus words, then single characters and their "##" continuations, so any other word
+    # still tokenizes (into characters) instead of becoming [UNK].
+    words = sorted({w for w in " ".join(POSITIVE + NEGATIVE + NEUTRAL + "pair premise hypothesis extra words here".split()).split()})
+    chars = sorted({c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"})
+    pieces = dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words)  # "a" is both
+    tok = Tokenizer(models.WordPiece(vocab={p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
-    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
     fast.save_pretrained(out)
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=37, max_position_embeddings=64)
+                     intermediate_size=37, max_position_embeddings=128)
     BertModel(cfg).save_pretrained(out)
     return out
 

@@ -77,3 +77,15 @@ def test_output_folder_that_is_a_file(tmp_path, capsys, write_csv, tiny_model_di
                             "--output.dir", str(target)], capsys)
     assert code == 2 and err.startswith("error: output.dir") and "is a file" in err
     assert target.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_max_length_beyond_the_position_table(command, tmp_path, capsys, write_csv, tiny_model_dir):
+    # The tiny model reads 128 positions: 129 tokens would fail inside the embedding lookup with an IndexError.
+    from tests.conftest import make_rows
+
+    out = tmp_path / "out"
+    code, _, err = run_cli([command, "--data.source", str(write_csv(make_rows(40))), "--model.name", str(tiny_model_dir),
+                            "--data.max_length", "129", "--output.dir", str(out)], capsys)
+    assert_clean_failure(code, err, out)
+    assert "data.max_length 129 is more than model" in err and "(128 tokens)" in err and "--data.max_length 128" in err
