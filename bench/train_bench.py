@@ -12,6 +12,9 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   speed comparison is like for like whatever the rates do to accuracy.
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
+- taskembed_large taskembed with batch 256 and train.lr_scaling sqrt (every rate x sqrt(256 / batch)): the
+                  recipe for accelerators, where a step costs about the same at any batch size.
+- b1_large        B1 with the same batch 256 and the same square-root-scaled rate.
 
 Each training run is a fresh Python process (`--worker SYSTEM --spec ... --json-out ...`), so peak RSS, import
 state, thread pools and allocator caches belong to that system alone. Runs are interleaved (for each seed,
@@ -49,14 +52,20 @@ REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-SYSTEMS = ("taskembed", "taskembed_flat", "b0", "b1")
-TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat")
-BASELINES = ("b0", "b1")
+SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_large", "b0", "b1", "b1_large")
+TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_large")
+BASELINES = ("b0", "b1", "b1_large")
+# The large-batch recipe (train.lr_scaling): LARGE_BATCH examples per step, every rate x sqrt(LARGE_BATCH / batch).
+# b1_large gives the tuned Trainer the same batch and the same scaled rate, so a reader can see how much of
+# taskembed_large's lead over b1 is the batch size and how much is the loop.
+LARGE_BATCH = 256
 SYSTEM_LABELS = {
     "taskembed": "taskembed (default config)",
     "taskembed_flat": "taskembed, flat lr (layer_decay 1, head_lr = lr)",
     "b0": "B0: Trainer, run_classification defaults (pad to max_length, fp32)",
     "b1": "B1: Trainer tuned (dynamic padding, length grouping, fused AdamW, bf16 if supported)",
+    "taskembed_large": "taskembed, large-batch recipe (--large-batch, train.lr_scaling --large-scaling)",
+    "b1_large": "B1 at the large batch, its lr scaled the same way",
 }
 MODES: dict[str, dict[str, Any]] = {
     # epochs None: the library's default (TrainConfig.epochs), read at run time so the bench follows it.
@@ -83,12 +92,14 @@ class Skip(Exception):
 
 
 def _folder_splits(folder: Path) -> dict[str, Any]:
-    """train.csv/test.csv with text and label (or category, as BANKING77 names it); validation carved from train."""
+    """train.csv/test.csv with text and label (or category, as BANKING77 names it); validation.csv if the folder
+    has one (bench/prepare_gpu.py writes the built-ins that way), else validation carved from train."""
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
     frames = {}
-    for split in ("train", "test"):
+    own_validation = (folder / "validation.csv").is_file()
+    for split in ("train", "validation", "test") if own_validation else ("train", "test"):
         path = folder / f"{split}.csv"
         if not path.is_file():
             raise Skip(f"{path} not found")
@@ -97,6 +108,8 @@ def _folder_splits(folder: Path) -> dict[str, Any]:
         if "text" not in df.columns or label not in df.columns:
             raise Skip(f"{path}: needs columns text and label (or category); has {', '.join(df.columns)}")
         frames[split] = df[["text", label]].rename(columns={label: "label"})
+    if own_validation:
+        return frames
     # Validation comes out of train, never out of test (the test split is the official one). It is not
     # used by the timed runs, but carving it keeps "train" comparable with the built-ins' train splits.
     frames["train"], frames["validation"] = train_test_split(
@@ -279,6 +292,9 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         overrides["train.num_threads"] = spec["threads"]
     if spec["system"] == "taskembed_flat":
         overrides.update({"train.layer_decay": 1.0, "train.head_lr": hp["lr"]})
+    if spec["system"] == "taskembed_large":
+        overrides.update({"train.batch_size": spec["large"]["batch_size"], "train.lr_scaling": spec["large"]["scaling"],
+                          "train.lr_batch_size": hp["batch_size"]})
     res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
     device = _device()
     run = json.loads((res.output_dir / "run.json").read_text())
@@ -303,6 +319,7 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "bf16": bool(run.get("bf16")),
         "optim": "torch AdamW, fused",
         "padding": "length-bucketed batches, padded to the batch's longest",
+        "batch_size": overrides["train.batch_size"],
         "lr_groups": {g["name"]: g["lr"] for g in json.loads((res.output_dir / "lr_plan.json").read_text())["groups"]},
         "model_dir": str(res.output_dir),
         "taskembed_tokens_seen": seen["fit"].state.tokens_seen if "fit" in seen else None,
@@ -319,7 +336,12 @@ def worker_trainer(spec: dict[str, Any], started: float) -> dict[str, Any]:
 
     hf_logging.set_verbosity_error()  # the "newly initialized weights" notice is expected: the head is new
     datasets.disable_progress_bars()
-    ds, hp, tuned = spec["dataset"], spec["hp"], spec["system"] == "b1"
+    ds, hp, tuned = spec["dataset"], dict(spec["hp"]), spec["system"] in ("b1", "b1_large")
+    if spec["system"] == "b1_large":
+        from taskembed.plan import lr_scale
+
+        large = spec["large"]
+        hp.update(batch_size=large["batch_size"], lr=hp["lr"] * lr_scale(large["scaling"], large["batch_size"], hp["batch_size"]))
     device = _device()
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -391,6 +413,8 @@ def worker_trainer(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "bf16": bf16,
         "optim": str(getattr(args.optim, "value", args.optim)),
         "padding": "dynamic, length-grouped sampler" if tuned else f"max_length ({hp['max_length']})",
+        "batch_size": hp["batch_size"],
+        "lr": hp["lr"],
         "train_loss": out.training_loss,
     }
     return _finish(result, spec, device, started)
@@ -525,14 +549,21 @@ def bench_embeddings(spec: dict[str, Any], texts: list[str], device) -> dict[str
         return {"skipped": f"taskembed.embed is present but the comparison failed: {type(exc).__name__}: {str(exc)[:300]}"}
 
 
-WORKERS = {"taskembed": worker_taskembed, "taskembed_flat": worker_taskembed, "b0": worker_trainer, "b1": worker_trainer,
-           "infer": worker_infer}
+WORKERS = {"taskembed": worker_taskembed, "taskembed_flat": worker_taskembed, "taskembed_large": worker_taskembed,
+           "b0": worker_trainer, "b1": worker_trainer, "b1_large": worker_trainer, "infer": worker_infer}
 
 
 def worker_main(kind: str, spec_path: str, json_out: str) -> int:
     started = time.perf_counter()
     os.environ.update(OFFLINE_ENV)
     spec = json.loads(Path(spec_path).read_text())
+    import torch
+
+    if torch.cuda.is_available():
+        # The CUDA context (a second or more) is made here, outside every timed region: the Trainer makes it
+        # when it moves the model in its constructor, taskembed inside fit, which would charge it alone.
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
     result = WORKERS[kind](spec, started)
     Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -675,6 +706,8 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> st
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    from taskembed.plan import lr_scale
+
     m, s = report["machine"], report["settings"]
     hw = f"GPU {m['gpu']}" if m["gpu"] else f"CPU {m['cpu']}, {m['logical_cores']} logical cores"
     lines = [
@@ -691,8 +724,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- Training time is the training call alone (taskembed `fit`, `Trainer.train`): no model loading, tokenization or evaluation. "
         "Process time is the whole worker process. Tokens/s counts non-padding tokens. Accuracy and macro-F1 on the test split, "
         "every model scored by the same code. Mean ± std over seeds.",
-        "",
     ]
+    large = s.get("large")
+    if large and {"taskembed_large", "b1_large"} & set(s["systems"]):
+        f = lr_scale(large["scaling"], large["batch_size"], s["batch_size"])
+        lines.append(f"- Large-batch systems: batch {large['batch_size']}, every rate x{f:.3g} ({large['scaling']} of "
+                     f"{large['batch_size']} / {s['batch_size']}): top lr {s['lr'] * f:.3g}, taskembed head lr {s['taskembed_head_lr'] * f:.3g}")
+    lines.append("")
     for name, ds in report["datasets"].items():
         lines += [f"## {name}", "", f"{ds['train']:,} training examples (of {ds['train_available']:,}), {ds['test']:,} test, "
                   f"{len(ds['labels'])} labels, {ds['mean_tokens']:.1f} tokens per training text; {ds['origin']}.", ""]
@@ -767,6 +805,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="default taskembed's")
     p.add_argument("--lr", type=float, help="top learning rate, the Trainer's flat rate (default taskembed's)")
     p.add_argument("--threads", type=int, help="torch threads in every worker (default torch's own choice)")
+    p.add_argument("--large-batch", type=int, default=LARGE_BATCH, help=f"batch of taskembed_large and b1_large (default {LARGE_BATCH})")
+    p.add_argument("--large-scaling", choices=("sqrt", "linear"), default="sqrt",
+                   help="how taskembed_large and b1_large scale the rates to that batch (train.lr_scaling; default sqrt)")
     p.add_argument("--no-inference", action="store_true", help="skip the predict vs pipeline comparison")
     p.add_argument("--infer-batch-sizes", default=",".join(map(str, PIPELINE_BATCH_SIZES)), help="pipeline batch sizes to try")
     p.add_argument("--max-infer", type=int, help="texts for the inference comparison (default the whole test split)")
@@ -775,6 +816,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="file name stem (default train-{cpu|gpu}-{mode})")
     p.add_argument("--work-dir", help="scratch folder for data, model folders and logs (default a temporary one, removed)")
     p.add_argument("--timeout", type=float, help="seconds per worker process")
+    p.add_argument("--render", metavar="JSON", help="only write the Markdown table of an earlier report (FILE.json -> FILE.md)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
@@ -785,6 +827,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args.worker, args.spec, args.json_out)
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(render_markdown(json.loads(path.read_text())))
+        print(f"bench: wrote {path.with_suffix('.md')}")
+        return 0
     for key, value in OFFLINE_ENV.items():  # the parent loads a tokenizer too; keep whatever the caller set explicitly
         os.environ.setdefault(key, value)
     from taskembed.config import DataConfig, TrainConfig
@@ -811,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     hp = {"lr": args.lr or defaults.lr, "batch_size": args.batch_size or defaults.batch_size, "warmup_ratio": defaults.warmup_ratio,
           "weight_decay": defaults.weight_decay, "max_grad_norm": defaults.max_grad_norm, "max_length": args.max_length}
     model_path = resolve_model(args.model)
+    large = {"batch_size": args.large_batch, "scaling": args.large_scaling}
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="taskembed-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -828,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "settings": {"model": args.model, "model_path": model_path, "systems": systems, "seeds": seeds, "epochs": epochs,
                      "max_train": args.max_train, "max_test": args.max_test, **hp, "taskembed_layer_decay": defaults.layer_decay,
-                     "taskembed_head_lr": defaults.head_lr, "data_seed": DATA_SEED},
+                     "taskembed_head_lr": defaults.head_lr, "data_seed": DATA_SEED, "large": large},
         "datasets": {},
         "runs": [],
         "inference": {},
@@ -850,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
                 for system in systems:
                     run_dir = work / "runs" / f"{short}-{system}-s{seed}"
                     spec = {"system": system, "seed": seed, "epochs": epochs, "hp": hp, "dataset": ds, "model_path": model_path,
-                            "run_dir": str(run_dir), "threads": args.threads}
+                            "run_dir": str(run_dir), "threads": args.threads, "large": large}
                     r = run_worker(system, spec, run_dir, args.timeout)
                     r = {"system": system, "dataset": short, "seed": seed, **r}
                     report["runs"].append(r)

@@ -19,7 +19,7 @@ from taskembed.data import Encoded, Splits, clean_split, encode_split, label_tar
 from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import load_classifier
-from taskembed.plan import LrPlan, apply_freezing, build_plan
+from taskembed.plan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
 from taskembed.loop import distributed, evaluate_encoded, fit, predict_logits, seed_everything, use_bf16
@@ -43,9 +43,12 @@ def _as_config(config: Config | str | Path | None, overrides: dict[str, Any] | N
     return load_config(config, overrides)
 
 
-def make_plan(cfg: Config, model) -> LrPlan:
+def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
+    """The config's rates on `model`, times train.lr_scaling's factor for `world` processes."""
     t = cfg.train
-    return build_plan(model, lr=t.lr, decay=t.layer_decay, head_lr=t.head_lr, embedding_lr=t.embedding_lr,
+    f = lr_scale(t.lr_scaling, t.batch_size * t.grad_accum * world, t.lr_batch_size)
+    return build_plan(model, lr=t.lr * f, decay=t.layer_decay, head_lr=t.head_lr * f,
+                      embedding_lr=None if t.embedding_lr is None else t.embedding_lr * f,
                       weight_decay=t.weight_decay, freeze_embeddings=t.freeze_embeddings, freeze_layers=t.freeze_layers,
                       unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
@@ -54,7 +57,7 @@ def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | 
     """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
     cfg = _as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
-    return make_plan(cfg, model)  # build_plan refuses a freeze_layers beyond the model's depth
+    return make_plan(cfg, model, distributed()[1])  # build_plan refuses a freeze_layers beyond the model's depth
 
 
 def lr_find(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
@@ -98,8 +101,13 @@ def train(
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
     model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label, max_length=cfg.data.max_length)
-    lr_plan = make_plan(cfg, model)
+    lr_plan = make_plan(cfg, model, world)
     apply_freezing(model, lr_plan)
+    t = cfg.train
+    if t.lr_scaling != "none":
+        batch = t.batch_size * t.grad_accum * world
+        say(f"train.lr_scaling {t.lr_scaling}: every rate x{lr_scale(t.lr_scaling, batch, t.lr_batch_size):.3g} "
+            f"(effective batch {batch}, rates given for batch {t.lr_batch_size})")
     say("learning-rate plan:\n" + lr_plan.table())
 
     stride = window_stride(cfg.data)

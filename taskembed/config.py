@@ -102,6 +102,10 @@ class TrainConfig:
     """Examples per optimizer step (before gradient accumulation)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    """Scale every rate with the effective batch (batch_size x grad_accum x processes) over lr_batch_size: by its square root (the rule for Adam; for large batches on an accelerator) or linearly. none: the rates as given."""
+    lr_batch_size: int = 32
+    """With lr_scaling: the batch size the rates were chosen for (the shipped rates: 32)."""
     auto_batch: bool = False
     """On out-of-memory, split each micro-batch in two and accumulate twice as many (same effective batch); retried down to 1 example."""
     warmup_ratio: float = 0.1
@@ -415,6 +419,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.epochs > 0, f"train.epochs must be > 0 (got {t.epochs})")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
     need(t.grad_accum >= 1, f"train.grad_accum must be >= 1 (got {t.grad_accum})")
+    need(t.lr_batch_size >= 1, f"train.lr_batch_size must be >= 1 (got {t.lr_batch_size})")
     need(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1) (got {t.warmup_ratio})")
     need(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {t.max_grad_norm})")
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {t.label_smoothing})")

@@ -54,7 +54,7 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
-              "checkpoint_every", "keep_checkpoints"},
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size"},  # lr_scaling: its own error below
 }
 
 
@@ -100,6 +100,10 @@ def lr_find(
     started = time.perf_counter()
     cfg = _as_config(config, overrides)
     _check_sweep(steps, start, end, smoothing)
+    if cfg.train.lr_scaling != "none":
+        # The sweep measures rates at train.batch_size itself; scaling its suggestion again in training would be wrong.
+        raise UserError(f"lr-find measures train.lr at batch {cfg.train.batch_size} as given; run it with --train.lr_scaling none "
+                        "and train with the suggested rate and lr_scaling none")
     _check_handled(cfg)
     if distributed()[1] > 1:
         raise UserError("lr-find runs as a single process; start it without torchrun / accelerate launch")

@@ -304,6 +304,21 @@ def _check_rates(**rates: float | None) -> None:
         raise UserError("; ".join(problems))
 
 
+def lr_scale(rule: str, effective_batch: int, reference_batch: int) -> float:
+    """The factor train.lr_scaling puts on every rate. Adam's update does not grow with the batch the way
+    SGD's does, and its scaling rule is the square root (Malladi et al., 2022, "On the SDEs and Scaling
+    Rules for Adaptive Gradient Algorithms"); linear is the SGD rule (Goyal et al., 2017), kept for
+    users who tuned with it."""
+    if rule == "none":
+        return 1.0
+    ratio = effective_batch / reference_batch
+    if rule == "sqrt":
+        return math.sqrt(ratio)
+    if rule == "linear":
+        return ratio
+    raise UserError(f"train.lr_scaling must be none, sqrt or linear (got {rule!r})")
+
+
 def build_plan(
     model: nn.Module,
     *,

@@ -86,6 +86,32 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     assert report["command"] in md and "B0: Trainer" in md and "| taskembed | b1 |" in md
 
 
+@pytest.mark.slow
+def test_large_batch_systems_and_a_folder_with_its_own_validation(tiny_model_dir, data_folder, tmp_path):
+    with (data_folder / "validation.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "category"])
+        w.writeheader()
+        w.writerows({"text": r["text"], "category": r["label"]} for r in make_rows(10, seed=3))
+    out = tmp_path / "docs"
+    large = train_bench.LARGE_BATCH
+    argv = ["--mode", "quick", "--model", str(tiny_model_dir), "--datasets", str(data_folder), "--max-length", "32",
+            "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed_large,b1_large", "--no-inference", "--threads", "1",
+            "--out-dir", str(out), "--name", "large"]
+    assert train_bench.main(argv) == 0
+    report = json.loads((out / "large.json").read_text())
+    # validation.csv is used as it is: all 80 training rows stay training rows (none carved off)
+    assert report["datasets"]["reviews"]["train"] == 80 and report["datasets"]["reviews"]["validation_unused"] == 10
+    runs = {r["system"]: r for r in report["runs"]}
+    assert all(r["ok"] for r in runs.values()), [r.get("error") for r in runs.values()]
+    # one step per epoch at batch 256 for both, and both at the same square-root-scaled top rate
+    assert runs["taskembed_large"]["batch_size"] == runs["b1_large"]["batch_size"] == large
+    assert {r["steps"] for r in runs.values()} == {1}
+    scaled = 1e-3 * (large / 16) ** 0.5
+    assert runs["b1_large"]["lr"] == pytest.approx(scaled)
+    assert runs["taskembed_large"]["lr_groups"]["layer.2"] == pytest.approx(scaled)
+    assert ("taskembed_large", "b1_large") in {(c["system"], c["baseline"]) for c in report["comparisons"]["reviews"]}
+
+
 def _run(system, seed, train_s, acc, dataset="d"):
     return {"system": system, "dataset": dataset, "seed": seed, "ok": True, "train_s": train_s, "process_wall_s": train_s + 5,
             "samples_per_s": 100 / train_s, "tokens_per_s": 1000 / train_s, "peak_rss_mb": 500.0, "gpu_peak_mb": None,

@@ -262,3 +262,54 @@ def test_window_options_are_validated():
     with pytest.raises(Exception, match="sentence pairs"):
         load_config(None, {"data.long_texts": "window", "data.text_pair_column": "b"})
     assert load_config(None, {"data.max_length": 16}).data.window_stride == 32  # only checked in window mode
+
+
+# --- train.lr_scaling: rates that follow the batch size ---------------------------------------------
+
+
+def test_lr_scale_rules():
+    from taskembed.plan import lr_scale
+
+    assert lr_scale("none", 256, 32) == 1.0
+    assert lr_scale("sqrt", 256, 32) == pytest.approx(8 ** 0.5)
+    assert lr_scale("sqrt", 8, 32) == pytest.approx(0.5)  # smaller batches get smaller rates
+    assert lr_scale("linear", 256, 32) == 8.0
+    with pytest.raises(Exception, match="none, sqrt or linear"):
+        lr_scale("cubic", 64, 32)
+
+
+def test_lr_scaling_scales_every_rate_of_the_run(tiny_model_dir, write_csv, tmp_path):
+    data = write_csv(make_rows(64, seed=7))
+    base = {"data.source": str(data), "data.validation_fraction": 0.0, "data.max_length": 32, "model.name": str(tiny_model_dir),
+            "train.epochs": 1, "train.batch_size": 16, "train.grad_accum": 2, "train.lr": 1e-3, "train.head_lr": 4e-3,
+            "train.embedding_lr": 2e-4, "train.bf16": "off", "train.keep_checkpoints": 0,
+            "output.baselines": False, "output.embedding_report": False}
+    messages: list[str] = []
+
+    def rates(name: str, **extra) -> dict[str, float]:
+        res = taskembed.train(None, {**base, **extra, "output.dir": str(tmp_path / name)}, progress=False, echo=messages.append)
+        return {g["name"]: g["lr"] for g in json.loads((res.output_dir / "lr_plan.json").read_text())["groups"]}
+
+    plain = rates("plain")
+    # effective batch 16 x 2 = 32 over a reference of 8: x2 with the square root, x4 linearly
+    sqrt = rates("sqrt", **{"train.lr_scaling": "sqrt", "train.lr_batch_size": 8})
+    linear = rates("linear", **{"train.lr_scaling": "linear", "train.lr_batch_size": 8})
+    assert plain["head"] == pytest.approx(4e-3) and plain["embeddings"] == pytest.approx(2e-4)
+    assert sqrt == pytest.approx({k: 2 * v for k, v in plain.items()})
+    assert linear == pytest.approx({k: 4 * v for k, v in plain.items()})
+    assert any("train.lr_scaling sqrt: every rate x2 (effective batch 32, rates given for batch 8)" in m for m in messages)
+    # the config the folder records is what was asked for, so a rerun of it scales again, the same way
+    cfg = json.loads((tmp_path / "sqrt" / "training_config.json").read_text())["train"]
+    assert cfg["lr"] == 1e-3 and cfg["lr_scaling"] == "sqrt" and cfg["lr_batch_size"] == 8
+
+
+def test_lr_scaling_options_are_validated_and_lr_find_refuses_them(tiny_model_dir, write_csv, tmp_path, capsys):
+    from tests.test_config import problems
+
+    assert "train.lr_batch_size must be >= 1" in problems({"train": {"lr_batch_size": 0}})
+    assert "train.lr_scaling must be one of" in problems({"train": {"lr_scaling": "cubic"}})
+    data = write_csv(make_rows(40))
+    code = main(["lr-find", "--data.source", str(data), "--model.name", str(tiny_model_dir), "--train.lr_scaling", "sqrt",
+                 "--output.dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "run it with --train.lr_scaling none" in err and not (tmp_path / "out.lr_find").exists()

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU benchmark, as run on a lent device machine (one NVIDIA H100/H200, no network). Prepare first,
+# on a machine with the PyPI packages:  python bench/prepare_gpu.py   (writes .gpu/ and .whl/)
+#
+#   bash bench/gpu_bench.sh                 # results and logs go to $OUT (default docs/benchmarks)
+#   DRY_RUN=1 bash bench/gpu_bench.sh       # the same commands on a tiny slice, on any machine, to check the script
+#
+# Three invocations of bench/train_bench.py on all-MiniLM-L6-v2 and the built-in rotten_tomatoes splits
+# (all 10,207 training texts, 3 epochs), most important first (a run stopped at its time limit keeps
+# what finished):
+#   A  the claim: taskembed's large-batch recipe (batch 256, rates x sqrt(8)) against the tuned Trainer
+#      at batch 32 (B1) and at the same batch and rate (B1 large), 3 seeds each
+#   B  taskembed's default recipe (batch 32) and B0 (run_classification defaults), seed 0, plus inference:
+#      predict against pipeline("text-classification"), embeddings against SentenceTransformer.encode
+#   C  the large-batch recipe at batch 128, 3 seeds: how accuracy and time move between 32 and 256
+# and the card's measured bf16 matrix-product rate, which the docs divide the achieved rate by.
+# Only the JSON reports and one log go to $OUT (the device tool returns 8 files at most); the Markdown
+# tables are rendered from the JSON afterwards: python bench/train_bench.py --render FILE.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-docs/benchmarks}"
+mkdir -p "$OUT"
+extra=()
+if [[ -n "${DRY_RUN:-}" ]]; then
+  extra=(--max-train 64 --max-test 32 --epochs 1 --infer-batch-sizes 8,32 --infer-repeats 1)
+elif [[ -d .whl ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export BENCH_COMMAND="bash bench/gpu_bench.sh (see docs/benchmarks.md, GPU)"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
+python3 - <<'EOF' | tee "$OUT/gpu-ceiling.txt"
+import json, torch
+if not torch.cuda.is_available():
+    print(json.dumps({"device": "cpu", "note": "no GPU: no ceiling measured"}))
+else:
+    # The bf16 matrix-product ceiling, as METHOD.md measures it: 8192^3 on random data, median of 10 after 3 warm-ups.
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); a @ b; e.record(); torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    t = sorted(times)[5]
+    print(json.dumps({"device": torch.cuda.get_device_name(0), "bf16_matmul_tflops": 2 * 8192**3 / t / 1e12,
+                      "torch": torch.__version__}))
+EOF
+scratch="$(mktemp -d)"
+common=(--mode full --model .gpu/minilm --datasets .gpu/data/rotten_tomatoes --out-dir "$scratch" --timeout 150 "${extra[@]}")
+run() { python3 bench/train_bench.py "${common[@]}" "$@" 2>&1 | tee -a "$OUT/gpu-log.txt"; }
+run --systems taskembed_large,b1,b1_large --seeds 0,1,2 --no-inference --name train-gpu-full
+cp "$scratch/train-gpu-full.json" "$OUT/"
+run --systems taskembed,b0 --seeds 0 --infer-batch-sizes "${INFER_BATCH_SIZES:-8,32,64,256}" --name train-gpu-seed0
+cp "$scratch/train-gpu-seed0.json" "$OUT/"
+run --systems taskembed_large --large-batch 128 --seeds 0,1,2 --no-inference --name train-gpu-full-b128
+cp "$scratch/train-gpu-full-b128.json" "$OUT/"
