@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     # which is what train.lr_scaling sqrt computes from the shipped 1.5e-4 / 1e-3 at batch 32.
     "flat_b256": {"train.layer_decay": 1.0, "train.batch_size": 256, "train.lr": 4.243e-4, "train.head_lr": 2.828e-3},
     "flat_b256_linear": {"train.layer_decay": 1.0, "train.batch_size": 256, "train.lr": 1.2e-3, "train.head_lr": 8e-3},
+    "flat_b128": {"train.layer_decay": 1.0, "train.batch_size": 128, "train.lr": 3e-4, "train.head_lr": 2e-3},
 }
 DESCRIBE = {
     "flat": "flat rate (layer_decay 1.0; the default since this ablation)",
@@ -55,6 +56,7 @@ DESCRIBE = {
     "contrastive": "decay + contrastive term (0.5, T 0.3)",
     "flat_b256": "flat rate, batch 256, rates x sqrt(8) (lr_scaling sqrt)",
     "flat_b256_linear": "flat rate, batch 256, rates x 8 (lr_scaling linear)",
+    "flat_b128": "flat rate, batch 128, rates x 2 (lr_scaling sqrt)",
 }
 
 

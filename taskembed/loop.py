@@ -181,6 +181,11 @@ def distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
+def defer_host_reads(device: torch.device) -> bool:
+    """Whether fit reads losses back every few steps (on a GPU, see fit) rather than after every step."""
+    return device.type == "cuda"
+
+
 @torch.inference_mode()
 def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggregate: str = "mean", bf16: bool = False) -> torch.Tensor:
     """Logits for every text in the original order, float32, batched by a token budget.
@@ -358,8 +363,42 @@ def fit(
         state.train_seconds = earlier_train + time.perf_counter() - started - eval_seconds - ckpt_seconds
         state.eval_seconds = earlier_eval + eval_seconds
 
+    # On a GPU, reading a step's loss back to the host stalls the host until the device has caught up, so
+    # the next step's kernels cannot queue up while this one runs. There the losses and gradient norms are
+    # read in one transfer every log_every steps and before every evaluation, checkpoint and the end; a step
+    # whose loss or gradient norm is not finite in between is skipped on the device by the fused optimizer
+    # (its found_inf input, the mechanism GradScaler uses) and the run stops with that step's number at the
+    # next read, before anything of it is saved. On a CPU there is no queue to keep full: every step is read
+    # at once and a non-finite one stops before its update.
+    deferred = defer_host_reads(device)
+    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step number, loss, grad norm), still on the device
+    last = {"loss": math.nan, "grad_norm": math.nan}
+
+    def settle() -> None:
+        """Read the pending steps' losses and gradient norms; stop at the first that is not finite."""
+        if not pending:
+            return
+        values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm in pending]).tolist()
+        steps = [n for n, _, _ in pending]
+        pending.clear()
+        for step, (loss_value, norm) in zip(steps, values):
+            if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                # Raised before the step is taken (or, deferred, after the device skipped it) and before any
+                # checkpoint of it: the last checkpoint stays the last good state.
+                rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                raise TrainingDiverged(
+                    f"step {step}: {what} is not finite ({loss_value if what == 'loss' else norm}); "
+                    f"rates were {rates}; lower train.lr / train.head_lr or check the data"
+                )
+            state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
+            last.update(loss=loss_value, grad_norm=norm)
+        if bar is not None:
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
+
     def write_checkpoint() -> Path:
         nonlocal ckpt_seconds
+        settle()  # a stop signal can ask for a checkpoint between two reads
         t0 = time.perf_counter()
         clock()
         rng = checkpoint.capture_rng(world, device)  # a collective under DDP: every rank takes part
@@ -440,15 +479,16 @@ def fit(
                               f"(micro-batch about {math.ceil(cfg.batch_size / state.micro_splits)})")
             state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            loss_value = float(step_loss)
-            if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
-                # Raised before the step is taken and before any checkpoint of it: the last checkpoint stays the last good state.
-                rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise TrainingDiverged(
-                    f"step {state.step + 1}: {what} is not finite ({loss_value if what == 'loss' else float(grad_norm)}); "
-                    f"rates were {rates}; lower train.lr / train.head_lr or check the data"
-                )
+            step = state.step + 1
+            pending.append((step, step_loss, grad_norm))
+            boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps
+                        or state.batch_in_epoch + len(group) + cfg.grad_accum > len(order)  # epoch end
+                        or (checkpoints is not None and checkpoints.every and step % checkpoints.every == 0))
+            if not deferred or boundary:
+                settle()
+                optimizer.found_inf = None
+            else:
+                optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -456,13 +496,11 @@ def fit(
             state.batch_in_epoch += len(group)
             state.samples_seen += n_examples * world
             state.batch_digest = chain_digest(state.batch_digest, group)
-            state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
-            if state.step % log_every == 0:
+            if state.step % log_every == 0:  # a boundary: settled above
                 record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": state.window_loss / state.window_n,
-                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": float(grad_norm),
+                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": last["grad_norm"],
                         "batches": state.batch_digest})
                 state.window_loss, state.window_n = 0.0, 0
             if state.step % eval_every == 0 or state.step == total_steps:
@@ -483,6 +521,8 @@ def fit(
                 if world > 1:
                     torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
                 raise TrainingInterrupted(stop_signal, state.step, saved)
+    settle()  # the last step is a boundary, so nothing should be left; an early stop or resume may leave one
+    optimizer.found_inf = None
     if bar is not None:
         bar.close()
     clock()

@@ -103,6 +103,63 @@ def test_nan_at_step_3_stops_before_any_checkpoint_of_it(diverged):
     assert state["step"] == 2 and state["batch_in_epoch"] == 2
 
 
+def nan_on_call(n: int):
+    real, calls = F.cross_entropy, {"n": 0}
+
+    def patched(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == n else loss
+
+    return patched
+
+
+def spy_optimizer_steps(monkeypatch) -> list[dict]:
+    """Every AdamW.step: the found_inf it was given and whether any parameter moved."""
+    real, seen = torch.optim.AdamW.step, []
+
+    def step(self, *args, **kwargs):
+        params = [p for g in self.param_groups for p in g["params"]]
+        before = [p.detach().clone() for p in params]
+        out = real(self, *args, **kwargs)
+        flag = getattr(self, "found_inf", None)
+        seen.append({"found_inf": None if flag is None else float(flag), "moved": any(not torch.equal(a, p) for a, p in zip(before, params))})
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    return seen
+
+
+def test_deferred_reads_train_the_same_and_skip_a_nan_step_on_the_device(tiny_model_dir, tmp_path, monkeypatch):
+    # What a GPU run does (losses read every few steps, non-finite steps skipped by the fused optimizer), forced on the CPU.
+    import taskembed.loop as loop
+    from safetensors.torch import load_file
+
+    train, test = fi.write_csv(tmp_path / "train.csv", make_rows(264, seed=8)), fi.write_csv(tmp_path / "test.csv", make_rows(20, seed=9))
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1), "train.keep_checkpoints": 0, "train.checkpoint_every": 0}
+    every = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "every")}, progress=False, echo=quiet)
+    monkeypatch.setattr(loop, "defer_host_reads", lambda device: True)
+    seen = spy_optimizer_steps(monkeypatch)
+    deferred = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "deferred")}, progress=False, echo=quiet)
+    # 33 steps, logged every 3: the steps between two reads ran with a device-side flag, and nothing changed.
+    assert [s["found_inf"] for s in seen[:4]] == [0.0, 0.0, None, 0.0] and all(s["moved"] for s in seen)
+    a, b = load_file(str(every.output_dir / "model.safetensors")), load_file(str(deferred.output_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (every.output_dir / "log.jsonl").read_text() == (deferred.output_dir / "log.jsonl").read_text()
+
+    # A NaN loss at step 4, between two reads: the device skips that update, and the next read (step 6) stops the run
+    # naming step 4, before a checkpoint or output folder of anything after step 3 exists.
+    seen.clear()
+    monkeypatch.setattr(F, "cross_entropy", nan_on_call(4))
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"^step 4: loss is not finite \(nan\)"):
+        taskembed.train(None, {**opts, "output.dir": str(out), "train.keep_checkpoints": 2, "train.checkpoint_every": 3},
+                        progress=False, echo=quiet)
+    assert seen[3] == {"found_inf": 1.0, "moved": False} and len(seen) == 5  # steps 5 ran; step 6 stopped before its update
+    assert not out.exists()
+    assert [p.name for p in checkpoint.folder_for(out).iterdir()] == ["step-000003"]
+
+
 def test_the_last_good_checkpoint_loads_and_resumes(diverged, tmp_path):
     from safetensors.torch import load_file
 
