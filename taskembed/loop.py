@@ -371,6 +371,7 @@ def fit(
     # next read, before anything of it is saved. On a CPU there is no queue to keep full: every step is read
     # at once and a non-finite one stops before its update.
     deferred = defer_host_reads(device)
+    pin = device.type == "cuda"
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step number, loss, grad norm), still on the device
     last = {"loss": math.nan, "grad_norm": math.nan}
 
@@ -425,7 +426,9 @@ def fit(
                 batch = collate(train, [r for d in idx for r in windows[d]], pad_id)
                 segments = torch.tensor([k for k, d in enumerate(idx) for _ in windows[d]], device=device)
                 batch["labels"] = batch["labels"][[0, *itertools.accumulate(len(windows[d]) for d in idx[:-1])]]  # one per text
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # From page-locked memory a copy to the GPU is truly asynchronous; from ordinary memory it makes the
+            # host wait, which would undo the deferred reads below.
+            batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
             y = batch.pop("labels")
             sync = world == 1 or i == len(pieces) - 1
             encoder_out.clear()  # nothing left over from a forward that ran out of memory
