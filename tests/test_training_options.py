@@ -224,6 +224,9 @@ def test_window_logits_are_the_mean_of_the_windows(tiny_model_dir):
     assert torch.allclose(out[0], rows[:n0].mean(0), atol=1e-6) and torch.allclose(out[1], rows[n0])
     top = predict_logits(model, enc, tok.pad_token_id, torch.device("cpu"), aggregate="max")
     assert torch.allclose(top[0], rows[:n0].max(0).values)
+    # Scoring builds no autograd graph (inference mode), even though the model's weights require gradients.
+    assert any(p.requires_grad for p in model.parameters())
+    assert not any(t.requires_grad for t in (out, rows, top)) and torch.is_inference(rows)
 
 
 def load_trained_like(folder):
