@@ -163,7 +163,18 @@ def prepare_dataset(name: str, args: argparse.Namespace, model_path: str, work: 
     # Non-padding tokens, counted once with the model's tokenizer and the shared truncation, so every
     # system's tokens/s has the same numerator (special tokens included, as attention masks count them).
     tok = AutoTokenizer.from_pretrained(model_path)
-    real_tokens = sum(len(ids) for ids in tok(train["text"].astype(str).tolist(), truncation=True, max_length=args.max_length)["input_ids"])
+    lengths = [len(ids) for ids in tok(train["text"].astype(str).tolist(), truncation=True, max_length=args.max_length)["input_ids"]]
+    real_tokens = sum(lengths)
+    from transformers import AutoConfig
+
+    if str(REPO) not in sys.path:  # run as a script, only bench/ is on the path
+        sys.path.insert(0, str(REPO))
+    from bench.roofline import forward_flops
+
+    mc = AutoConfig.from_pretrained(model_path)
+    # Model FLOPs of one epoch of training on the real tokens (3x a forward pass; bench/roofline.py's count, with
+    # attention over each text's own length): the numerator of "fraction of the card's bf16 peak".
+    epoch_flops = 3 * sum(forward_flops(n, n * n, mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers) for n in lengths)
     return {
         "name": Path(name).name,
         "origin": origin,
@@ -174,6 +185,7 @@ def prepare_dataset(name: str, args: argparse.Namespace, model_path: str, work: 
         "test_available": full_test,
         "labels": labels,
         "real_tokens_train": real_tokens,
+        "train_flops_per_epoch": epoch_flops,
         "mean_tokens": real_tokens / max(1, len(train)),
         "files": {k: str(v) for k, v in paths.items()},
     }
@@ -248,6 +260,7 @@ def _finish(result: dict[str, Any], spec: dict[str, Any], device, started: float
         "threads": torch.get_num_threads(),
         "samples_per_s": samples / result["train_s"],
         "tokens_per_s": ds["real_tokens_train"] * spec["epochs"] / result["train_s"],
+        "model_tflops": ds.get("train_flops_per_epoch", 0) * spec["epochs"] / result["train_s"] / 1e12,
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "worker_wall_s": time.perf_counter() - started,
@@ -619,7 +632,8 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-SUMMARY_FIELDS = ("train_s", "process_wall_s", "samples_per_s", "tokens_per_s", "peak_rss_mb", "gpu_peak_mb", "accuracy", "macro_f1")
+SUMMARY_FIELDS = ("train_s", "process_wall_s", "samples_per_s", "tokens_per_s", "model_tflops", "peak_rss_mb", "gpu_peak_mb", "accuracy",
+                  "macro_f1")
 
 
 def summarize(runs: list[dict[str, Any]], systems: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -723,7 +737,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"weight decay {s['weight_decay']:g}, max length {s['max_length']}, seeds {', '.join(map(str, s['seeds']))}",
         "- Training time is the training call alone (taskembed `fit`, `Trainer.train`): no model loading, tokenization or evaluation. "
         "Process time is the whole worker process. Tokens/s counts non-padding tokens. Accuracy and macro-F1 on the test split, "
-        "every model scored by the same code. Mean ± std over seeds.",
+        "every model scored by the same code. Mean ± std over seeds. Model TFLOP/s: the training arithmetic on the real "
+        "tokens (3x a forward pass of the linear layers and attention, bench/roofline.py's count) over the training time; "
+        "divide by the hardware's matrix-product rate for the fraction of peak (bench/gpu_bench.sh measures the GPU's).",
     ]
     large = s.get("large")
     if large and {"taskembed_large", "b1_large"} & set(s["systems"]):
@@ -735,10 +751,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"## {name}", "", f"{ds['train']:,} training examples (of {ds['train_available']:,}), {ds['test']:,} test, "
                   f"{len(ds['labels'])} labels, {ds['mean_tokens']:.1f} tokens per training text; {ds['origin']}.", ""]
         gpu = any(st.get("gpu_peak_mb", {}).get("mean") for st in report["summary"].get(name, {}).values())
-        head = "| system | train s | samples/s | tokens/s | peak RSS MB |" + (" GPU peak MB |" if gpu else "") + " accuracy % | macro-F1 % | process s |"
+        head = "| system | train s | samples/s | tokens/s | model TFLOP/s | peak RSS MB |" + (" GPU peak MB |" if gpu else "") + " accuracy % | macro-F1 % | process s |"
         lines += [head, "|" + " --- |" * (head.count("|") - 1)]
         for system, st in report["summary"].get(name, {}).items():
-            row = [SYSTEM_LABELS[system], _fmt(st["train_s"], 2), _fmt(st["samples_per_s"]), _fmt(st["tokens_per_s"], 0), _fmt(st["peak_rss_mb"], 0)]
+            row = [SYSTEM_LABELS[system], _fmt(st["train_s"], 2), _fmt(st["samples_per_s"]), _fmt(st["tokens_per_s"], 0),
+                   _fmt(st.get("model_tflops"), 3), _fmt(st["peak_rss_mb"], 0)]
             row += [_fmt(st["gpu_peak_mb"], 0)] if gpu else []
             row += [_fmt(st["accuracy"], 2, 100), _fmt(st["macro_f1"], 2, 100), _fmt(st["process_wall_s"])]
             lines.append("| " + " | ".join(row) + " |")

@@ -55,6 +55,8 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
         assert r["ok"], r.get("error")
         assert RUN_FIELDS <= set(r)
         assert r["train_s"] > 0 and r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
+        # the same arithmetic for everyone (one count per dataset), so the rates differ only by time
+        assert r["model_tflops"] * r["train_s"] == pytest.approx(ds["train_flops_per_epoch"] / 1e12)
         assert r["process_wall_s"] >= r["train_s"]
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
         assert r["threads"] == 1
@@ -83,7 +85,7 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     assert "skipped" in emb or emb["cosine_ok"]
 
     md = (out / "tiny.md").read_text()
-    assert report["command"] in md and "B0: Trainer" in md and "| taskembed | b1 |" in md
+    assert report["command"] in md and "B0: Trainer" in md and "| taskembed | b1 |" in md and "model TFLOP/s" in md
 
 
 @pytest.mark.slow
