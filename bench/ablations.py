@@ -154,15 +154,20 @@ REFERENCE = {"flat_b256": "flat", "flat_b256_linear": "flat", "flat_b128": "flat
 REF_NAME = {"decay": "decay 0.8", "flat": "the flat rate at batch 32"}
 
 
+def paired_diffs(rows: list[dict], variant: str) -> tuple[str, list[float]]:
+    """The variant's reference and its test-accuracy differences from it, seed by seed (same subset and initialisation)."""
+    ref = REFERENCE.get(variant, "decay")
+    base = {r["seed"]: r for r in rows if r["variant"] == ref}
+    return ref, [r["test_accuracy"] - base[r["seed"]]["test_accuracy"] for r in rows if r["variant"] == variant and r["seed"] in base]
+
+
 def paired(rows: list[dict], variants: list[str]) -> list[str]:
-    """Each variant against its reference (REFERENCE) on the same seeds (same subset and initialisation)."""
+    """Each variant against its reference (REFERENCE) on the same seeds."""
     out = []
     for v in variants:
-        ref = REFERENCE.get(v, "decay")
-        if v == ref or v == "decay":
+        if v == "decay":
             continue
-        base = {r["seed"]: r for r in rows if r["variant"] == ref}
-        diffs = [r["test_accuracy"] - base[r["seed"]]["test_accuracy"] for r in rows if r["variant"] == v and r["seed"] in base]
+        ref, diffs = paired_diffs(rows, v)
         if not diffs:
             continue
         wins = sum(d > 0 for d in diffs)
@@ -177,11 +182,9 @@ def verdicts(results: list[dict], sizes: list[str], variants: list[str]) -> list
     for size in sizes:
         rows = [r for r in results if str(r["size"]) == size]
         for v in variants:
-            ref = REFERENCE.get(v, "decay")
             if v == "decay":
                 continue
-            base = {r["seed"]: r for r in rows if r["variant"] == ref}
-            diffs = [r["test_accuracy"] - base[r["seed"]]["test_accuracy"] for r in rows if r["variant"] == v and r["seed"] in base]
+            ref, diffs = paired_diffs(rows, v)
             if len(diffs) < 2:
                 continue
             m = statistics.mean(diffs)

@@ -23,7 +23,7 @@ OUT="${OUT:-docs/benchmarks}"
 mkdir -p "$OUT"
 extra=()
 if [[ -n "${DRY_RUN:-}" ]]; then
-  extra=(--max-train 64 --max-test 32 --epochs 1 --infer-batch-sizes 8,32 --infer-repeats 1)
+  extra=(--max-train 64 --max-test 32 --epochs 1 --infer-repeats 1)
 elif [[ -d .whl ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -12,9 +12,10 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   speed comparison is like for like whatever the rates do to accuracy.
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
-- taskembed_large taskembed with batch 256 and train.lr_scaling sqrt (every rate x sqrt(256 / batch)): the
-                  recipe for accelerators, where a step costs about the same at any batch size.
-- b1_large        B1 with the same batch 256 and the same square-root-scaled rate.
+- taskembed_large taskembed at --large-batch (default 256) with train.lr_scaling --large-scaling (default sqrt:
+                  every rate x sqrt(large batch / batch)): the recipe for accelerators, where a step costs
+                  about the same at any batch size.
+- b1_large        B1 at the same large batch and the same scaled rate.
 
 Each training run is a fresh Python process (`--worker SYSTEM --spec ... --json-out ...`), so peak RSS, import
 state, thread pools and allocator caches belong to that system alone. Runs are interleaved (for each seed,

@@ -60,16 +60,8 @@ def diverged(tiny_model_dir, tmp_path_factory):
     opts = {**fi.overrides(tiny_model_dir, fi.write_csv(root / "train.csv", make_rows(96, seed=8)),
                            fi.write_csv(root / "test.csv", make_rows(20, seed=9)), root / "out", epochs=1),
             "train.checkpoint_every": 1}
-    real = F.cross_entropy
-    calls = {"n": 0}
-
-    def nan_on_third_call(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 3 else loss
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(F, "cross_entropy", nan_on_third_call)
+    mp.setattr(F, "cross_entropy", nan_on_call(3))
     threads = torch.get_num_threads()
     try:
         with pytest.raises(TrainingDiverged) as info:
@@ -104,6 +96,7 @@ def test_nan_at_step_3_stops_before_any_checkpoint_of_it(diverged):
 
 
 def nan_on_call(n: int):
+    """F.cross_entropy whose n-th call returns NaN."""
     real, calls = F.cross_entropy, {"n": 0}
 
     def patched(*args, **kwargs):
