@@ -10,6 +10,8 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   length-bucketed batches, bf16 autocast where the hardware has it, fused AdamW).
 - taskembed_flat  the same with layer_decay 1.0 and head_lr = lr: one flat rate, like the Trainer's, so the
                   speed comparison is like for like whatever the rates do to accuracy.
+- taskembed_untrimmed  the default config with train.trim_top_layer false: the top layer computed for every
+                  token, as the Trainer does, so the trim's share of the speed is measured on its own.
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
 - taskembed_large taskembed at --large-batch (default 256) with train.lr_scaling --large-scaling (default sqrt:
@@ -53,8 +55,8 @@ REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_large", "b0", "b1", "b1_large")
-TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_large")
+SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_large", "b0", "b1", "b1_large")
+TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_large")
 BASELINES = ("b0", "b1", "b1_large")
 # The large-batch recipe (train.lr_scaling): LARGE_BATCH examples per step, every rate x sqrt(LARGE_BATCH / batch).
 # b1_large gives the tuned Trainer the same batch and the same scaled rate, so a reader can see how much of
@@ -63,6 +65,7 @@ LARGE_BATCH = 256
 SYSTEM_LABELS = {
     "taskembed": "taskembed (default config)",
     "taskembed_flat": "taskembed, flat lr (layer_decay 1, head_lr = lr)",
+    "taskembed_untrimmed": "taskembed with train.trim_top_layer false (the top layer for every token)",
     "b0": "B0: Trainer, run_classification defaults (pad to max_length, fp32)",
     "b1": "B1: Trainer tuned (dynamic padding, length grouping, fused AdamW, bf16 if supported)",
     "taskembed_large": "taskembed, large-batch recipe (--large-batch, train.lr_scaling --large-scaling)",
@@ -175,7 +178,10 @@ def prepare_dataset(name: str, args: argparse.Namespace, model_path: str, work: 
     mc = AutoConfig.from_pretrained(model_path)
     # Model FLOPs of one epoch of training on the real tokens (3x a forward pass; bench/roofline.py's count, with
     # attention over each text's own length): the numerator of "fraction of the card's bf16 peak".
-    epoch_flops = 3 * sum(forward_flops(n, n * n, mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers) for n in lengths)
+    def epoch_flops(head_rows: bool) -> float:
+        return 3 * sum(forward_flops(n, n * n, mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, head_rows=1 if head_rows else None)
+                       for n in lengths)
+
     return {
         "name": Path(name).name,
         "origin": origin,
@@ -186,7 +192,9 @@ def prepare_dataset(name: str, args: argparse.Namespace, model_path: str, work: 
         "test_available": full_test,
         "labels": labels,
         "real_tokens_train": real_tokens,
-        "train_flops_per_epoch": epoch_flops,
+        "train_flops_per_epoch": epoch_flops(False),
+        # taskembed with train.trim_top_layer computes the top layer for one row per text: fewer FLOPs done
+        "train_flops_per_epoch_trimmed": epoch_flops(True),
         "mean_tokens": real_tokens / max(1, len(train)),
         "files": {k: str(v) for k, v in paths.items()},
     }
@@ -261,7 +269,8 @@ def _finish(result: dict[str, Any], spec: dict[str, Any], device, started: float
         "threads": torch.get_num_threads(),
         "samples_per_s": samples / result["train_s"],
         "tokens_per_s": ds["real_tokens_train"] * spec["epochs"] / result["train_s"],
-        "model_tflops": ds.get("train_flops_per_epoch", 0) * spec["epochs"] / result["train_s"] / 1e12,
+        "model_tflops": ds.get("train_flops_per_epoch_trimmed" if result.get("trim_top_layer") else "train_flops_per_epoch", 0)
+                        * spec["epochs"] / result["train_s"] / 1e12,
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "worker_wall_s": time.perf_counter() - started,
@@ -306,6 +315,8 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         overrides["train.num_threads"] = spec["threads"]
     if spec["system"] == "taskembed_flat":
         overrides.update({"train.layer_decay": 1.0, "train.head_lr": hp["lr"]})
+    if spec["system"] == "taskembed_untrimmed":
+        overrides["train.trim_top_layer"] = False
     if spec["system"] == "taskembed_large":
         overrides.update({"train.batch_size": spec["large"]["batch_size"], "train.lr_scaling": spec["large"]["scaling"],
                           "train.lr_batch_size": hp["batch_size"]})
@@ -331,6 +342,7 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "self_reported_accuracy": res.metrics["test"]["accuracy"],
         "steps": seen["fit"].state.step if "fit" in seen else None,
         "bf16": bool(run.get("bf16")),
+        "trim_top_layer": bool(run.get("trim_top_layer")),
         "optim": "torch AdamW, fused",
         "padding": "length-bucketed batches, padded to the batch's longest",
         "batch_size": overrides["train.batch_size"],
@@ -563,7 +575,8 @@ def bench_embeddings(spec: dict[str, Any], texts: list[str], device) -> dict[str
         return {"skipped": f"taskembed.embed is present but the comparison failed: {type(exc).__name__}: {str(exc)[:300]}"}
 
 
-WORKERS = {"taskembed": worker_taskembed, "taskembed_flat": worker_taskembed, "taskembed_large": worker_taskembed,
+WORKERS = {"taskembed": worker_taskembed, "taskembed_flat": worker_taskembed, "taskembed_untrimmed": worker_taskembed,
+           "taskembed_large": worker_taskembed,
            "b0": worker_trainer, "b1": worker_trainer, "b1_large": worker_trainer, "infer": worker_infer}
 
 

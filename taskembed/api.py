@@ -18,7 +18,7 @@ from taskembed.config import Config, DataConfig, load_config
 from taskembed.data import Encoded, Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
-from taskembed.modeling import load_classifier
+from taskembed.modeling import can_trim_top_layer, load_classifier
 from taskembed.plan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
@@ -115,7 +115,8 @@ def train(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)
-    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}, {world} process(es)")
+    trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
+    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}, {world} process(es)")
     ckpts = None
     if cfg.train.keep_checkpoints:
         checkpoint.check_disk_space(ckpt_root, model, cfg.train.keep_checkpoints, "validation" in encoded)
@@ -172,6 +173,7 @@ def train(
             "versions": artifacts.versions(),
             "device": _device_name(device),
             "bf16": bf16,
+            "trim_top_layer": trimmed,
             "train_seconds": result.seconds,
             "eval_seconds": result.eval_seconds,
             "total_seconds": time.perf_counter() - started,

@@ -62,7 +62,7 @@ import torch
 
 from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
-from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool
+from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, top_layer_reads_head
 
 POOLINGS = ("head", "cls", "mean", "max")
 # Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
@@ -294,7 +294,11 @@ class Embedder:
         """One float vector per row of a padded batch (on the model's device)."""
         n = self.num_layers
         need_hidden = self.mean_last is not None or self.layer != n
-        out = self.encoder(**batch, output_hidden_states=need_hidden, return_dict=True)
+        # The head's vector and the top layer's [CLS] need the top layer's first row only: computed alone, as
+        # predict does, so the head applied to these vectors gives predict's logits bit for bit.
+        first_row = not need_hidden and self.pooling in ("head", "cls")
+        with top_layer_reads_head(self.model, first_row):
+            out = self.encoder(**batch, output_hidden_states=need_hidden, return_dict=True)
         mask = batch["attention_mask"]
         if self.pooling == "head":
             try:

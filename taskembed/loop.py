@@ -34,7 +34,7 @@ from taskembed.data import Encoded, balanced_sample, collate, eval_batches, trai
 from taskembed.errors import UserError
 from taskembed.losses import classification_loss, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
-from taskembed.modeling import head_reads, head_vector, native_bf16
+from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
 from taskembed.plan import LrPlan, unfreeze_steps
 
 
@@ -202,7 +202,7 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggre
     for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
         batch = collate(enc, idx, pad_id)
         batch.pop("labels", None)
-        with autocast:
+        with autocast, top_layer_reads_head(model):  # exact, so always on for scoring
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         out[idx] = logits.float().cpu()
     if enc.doc_ids is None:
@@ -450,7 +450,8 @@ def fit(
     model.train()
     order_epoch, order = -1, []
     saved: Path | None = None
-    with StopSignals().installed(checkpoints is not None) as stop:
+    # Around the whole loop, backward included: a recomputing backward must see the forward it recomputes.
+    with StopSignals().installed(checkpoints is not None) as stop, top_layer_reads_head(model, cfg.trim_top_layer):
         while state.step < total_steps and not state.stopped_early:
             if order_epoch != state.epoch:
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)

@@ -35,7 +35,7 @@ from taskembed.config import Config
 from taskembed.data import collate, encode_split, load_splits, train_batches
 from taskembed.errors import UserError
 from taskembed.loop import distributed, seed_everything, use_bf16
-from taskembed.modeling import load_classifier
+from taskembed.modeling import load_classifier, top_layer_reads_head
 from taskembed.losses import classification_loss
 from taskembed.plan import apply_freezing
 
@@ -54,7 +54,7 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
-              "checkpoint_every", "keep_checkpoints", "lr_batch_size"},  # lr_scaling: its own error below
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer"},  # lr_scaling: its own error below
 }
 
 
@@ -163,7 +163,7 @@ def lr_find(
         for idx in group:
             batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}
             y = batch.pop("labels")
-            with autocast:
+            with autocast, top_layer_reads_head(model, t.trim_top_layer):
                 logits = model(**batch).logits
                 loss = classification_loss(logits, y, class_weights=weights, label_smoothing=t.label_smoothing) * (len(idx) / n_examples)
             loss.backward()

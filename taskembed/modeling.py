@@ -10,9 +10,13 @@ embedding export.
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
+import types
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -203,6 +207,108 @@ def head_vector(model, kind: str, encoder_out, mask: torch.Tensor) -> torch.Tens
     if kind == "context_pooler":
         return model.pooler(encoder_out.last_hidden_state)
     return pool(encoder_out.last_hidden_state, mask, kind)
+
+
+# A sequence classifier's top encoder layer computes an output for every token, and the head then reads
+# one row of it: [CLS], directly or through the pooler. Only that row's query, attention, output
+# projection and feed-forward matter; the other tokens still give their keys and values. Computing just
+# that row is exact (the same arithmetic on the rows kept) and saves about a sixth of the work of a
+# 6-layer model, forward and backward; the Trainer and pipeline compute all of it.
+#
+# The switch is a context variable rather than a flag on the model, so that inside `top_layer_reads_head`
+# only this thread's calls are trimmed: an embedding call on the same model in another thread (the demo
+# serves both) still gets every token.
+_HEAD_ROW_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("taskembed_head_row_only", default=False)
+
+# Encoder layers with BERT's structure (attention.self query/key/value, attention.output, intermediate,
+# output), whose forward `_head_row_forward` restates for the first row. Each is still checked numerically.
+BERT_LIKE_LAYERS = frozenset({"BertLayer", "RobertaLayer", "XLMRobertaLayer", "CamembertLayer", "ElectraLayer"})
+
+
+def _head_row_forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+    """BertLayer.forward for the first token only (keys and values from every token); the full forward
+    unless `top_layer_reads_head` is active in this thread."""
+    if not _HEAD_ROW_ONLY.get():
+        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    att = self.attention.self
+    b, n, _ = hidden_states.shape
+    first = hidden_states[:, :1]
+    heads = (att.num_attention_heads, att.attention_head_size)
+    q = att.query(first).view(b, 1, *heads).transpose(1, 2)
+    k = att.key(hidden_states).view(b, n, *heads).transpose(1, 2)
+    v = att.value(hidden_states).view(b, n, *heads).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+        attention_mask = attention_mask[:, :, :1]  # the first query's row of a (batch, 1, queries, keys) mask
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(att.config._attn_implementation, eager_attention_forward)
+    context, _ = attend(att, q, k, v, attention_mask, dropout=att.dropout.p if att.training else 0.0, scaling=att.scaling)
+    attended = self.attention.output(context.reshape(b, 1, -1), first)
+    return self.output(self.intermediate(attended), attended)
+
+
+def _top_layer(model):
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    return layers[-1] if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
+
+
+@torch.no_grad()
+def _head_row_matches(layer) -> bool:
+    """Whether the trimmed forward gives the full forward's first row on a small padded batch (eval mode)."""
+    param = next(layer.parameters())
+    size = layer.attention.self.query.in_features
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 6, size, generator=gen).to(param)
+    mask = torch.zeros(2, 1, 6, 6, dtype=param.dtype, device=param.device)
+    mask[1, :, :, 4:] = torch.finfo(param.dtype).min  # the second text has two padding tokens
+    was_training = layer.training
+    layer.eval()
+    try:
+        full = type(layer).forward(layer, h, mask)[:, :1]
+        token = _HEAD_ROW_ONLY.set(True)
+        try:
+            trimmed = layer.forward(h, mask)
+        finally:
+            _HEAD_ROW_ONLY.reset(token)
+        return trimmed.shape == full.shape and torch.allclose(trimmed, full, rtol=1e-4, atol=1e-5)
+    except Exception:  # an architecture this restatement does not fit is simply not trimmed
+        return False
+    finally:
+        layer.train(was_training)
+
+
+def can_trim_top_layer(model) -> bool:
+    """Whether `top_layer_reads_head` trims this model (installing the trimmed forward the first time):
+    the head reads [CLS] or the pooler, the top layer has BERT's structure, and the two forwards agree."""
+    layer = _top_layer(model)
+    if layer is None:
+        return False
+    if not hasattr(layer, "_taskembed_head_row"):
+        config = model.config
+        ok = (head_reads(config) in ("pooler", "cls") and type(layer).__name__ in BERT_LIKE_LAYERS
+              and not getattr(config, "is_decoder", False) and not getattr(config, "add_cross_attention", False))
+        if ok:
+            layer.forward = types.MethodType(_head_row_forward, layer)
+            ok = _head_row_matches(layer)
+            if not ok:
+                del layer.forward
+        layer._taskembed_head_row = ok
+    return layer._taskembed_head_row
+
+
+@contextmanager
+def top_layer_reads_head(model, enabled: bool = True) -> Iterator[bool]:
+    """Within this block, in this thread, the model's top layer computes only the row the head reads
+    (see _HEAD_ROW_ONLY); the encoder's last_hidden_state then has one token. Yields whether it does."""
+    if not (enabled and can_trim_top_layer(model)):
+        yield False
+        return
+    token = _HEAD_ROW_ONLY.set(True)
+    try:
+        yield True
+    finally:
+        _HEAD_ROW_ONLY.reset(token)
 
 
 def native_bf16(device: torch.device) -> bool:

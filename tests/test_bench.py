@@ -35,7 +35,7 @@ def data_folder(tmp_path):
 def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, tmp_path):
     out = tmp_path / "docs"
     argv = ["--mode", "quick", "--model", str(tiny_model_dir), "--datasets", str(data_folder), "--max-train", "48",
-            "--max-length", "32", "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed,b0,b1",
+            "--max-length", "32", "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed,taskembed_untrimmed,b0,b1",
             "--infer-batch-sizes", "1,8", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]
     assert train_bench.main(argv) == 0
 
@@ -50,13 +50,15 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     assert ds["train"] == 48 and ds["test"] == 24 and ds["labels"] == ["neg", "pos"] and ds["real_tokens_train"] > 48
 
     runs = {r["system"]: r for r in report["runs"]}
-    assert set(runs) == {"taskembed", "b0", "b1"}
+    assert set(runs) == {"taskembed", "taskembed_untrimmed", "b0", "b1"}
+    assert runs["taskembed"]["trim_top_layer"] is True and runs["taskembed_untrimmed"]["trim_top_layer"] is False
     for r in runs.values():
         assert r["ok"], r.get("error")
         assert RUN_FIELDS <= set(r)
         assert r["train_s"] > 0 and r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
-        # the same arithmetic for everyone (one count per dataset), so the rates differ only by time
-        assert r["model_tflops"] * r["train_s"] == pytest.approx(ds["train_flops_per_epoch"] / 1e12)
+        # the arithmetic done, one count per dataset: the full model's, or with the top layer for one row per text
+        done = ds["train_flops_per_epoch_trimmed" if r.get("trim_top_layer") else "train_flops_per_epoch"]
+        assert r["model_tflops"] * r["train_s"] == pytest.approx(done / 1e12)
         assert r["process_wall_s"] >= r["train_s"]
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
         assert r["threads"] == 1
@@ -69,8 +71,10 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     # The same real tokens for everyone: taskembed's own count matches the shared one.
     assert runs["taskembed"]["taskembed_tokens_seen"] == ds["real_tokens_train"]
 
-    assert set(report["summary"]["reviews"]) == {"taskembed", "b0", "b1"}
-    assert {(c["system"], c["baseline"]) for c in report["comparisons"]["reviews"]} == {("taskembed", "b0"), ("taskembed", "b1")}
+    assert ds["train_flops_per_epoch_trimmed"] < ds["train_flops_per_epoch"]
+    assert set(report["summary"]["reviews"]) == {"taskembed", "taskembed_untrimmed", "b0", "b1"}
+    assert {(c["system"], c["baseline"]) for c in report["comparisons"]["reviews"]} == {
+        (ours, base) for ours in ("taskembed", "taskembed_untrimmed") for base in ("b0", "b1")}
     for c in report["comparisons"]["reviews"]:
         assert {"train_time_ratio", "speedup", "accuracy_delta_pts", "macro_f1_delta_pts", "counts"} <= set(c)
         assert c["counts"] is False  # one seed never makes a claim

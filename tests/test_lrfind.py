@@ -93,7 +93,10 @@ def test_suggestion_rules_on_a_known_curve():
 
 
 def test_cli_prints_the_suggestion_and_the_train_command(setup, tmp_path, capsys):
-    args = ["lr-find", "--steps", "20", "--start", "1e-5", "--end", "10", "--out", str(tmp_path / "lf"), "--no-progress"]
+    # 30 steps from 1e-4: a curve with its minimum well inside the range on the tiny model (measured over seeds 0-4;
+    # 20 steps from 1e-5 put the noisy flat start lowest on some seeds).
+    args = ["lr-find", "--steps", "30", "--start", "1e-4", "--end", "10", "--out", str(tmp_path / "lf"), "--no-progress",
+            "--train.trim_top_layer", "false"]
     for key, value in setup.items():
         args += [f"--{key}", str(value)]
     assert main(args) == 0

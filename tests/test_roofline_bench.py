@@ -13,6 +13,10 @@ def test_forward_flops_counts_linear_layers_and_attention():
     # one layer, hidden 2, intermediate 4: linear 2 * (4*2*2 + 2*2*4) = 64 FLOPs per token, attention 4 * 2 * length
     assert roofline.forward_flops(tokens=3, attention_tokens_x_len=3 * 5, hidden=2, inter=4, layers=1) == 64 * 3 + 4 * 2 * 15
     assert roofline.forward_flops(1, 1, 2, 4, layers=6) == 6 * roofline.forward_flops(1, 1, 2, 4, layers=1)
+    # top layer trimmed to one row per text: keys and values for the 3 tokens (2 * 2*2*2 each), queries, output
+    # projection and feed-forward for the one row (2 * (2*2*2 + 2*2*4)), one query over 3 keys (4 * 2 * 3)
+    assert roofline.forward_flops(3, 15, 2, 4, layers=1, head_rows=1) == 16 * 3 + 48 + 24
+    assert roofline.forward_flops(3, 15, 2, 4, layers=2, head_rows=1) == roofline.forward_flops(3, 15, 2, 4, 1) + 16 * 3 + 48 + 24
 
 
 @pytest.mark.slow
