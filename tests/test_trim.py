@@ -22,6 +22,7 @@ def tiny(kind: str = "bert", dropout: float = 0.1, attn: str = "sdpa", layers: i
     config_class, model_class = {
         "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
         "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+        "electra": (transformers.ElectraConfig, transformers.ElectraForSequenceClassification),
         "distilbert": (transformers.DistilBertConfig, transformers.DistilBertForSequenceClassification),
     }[kind]
     sizes = (dict(dim=16, n_layers=layers, n_heads=2, hidden_dim=20, dropout=dropout, attention_dropout=dropout)
@@ -29,6 +30,8 @@ def tiny(kind: str = "bert", dropout: float = 0.1, attn: str = "sdpa", layers: i
              dict(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=20,
                   hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
     torch.manual_seed(0)
+    if kind == "electra":
+        sizes["embedding_size"] = 16
     config = config_class(vocab_size=60, max_position_embeddings=40, num_labels=3, **sizes)
     config._attn_implementation = attn
     return model_class(config)
@@ -45,14 +48,14 @@ def padded_batch(seed: int = 1):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
 def test_trimmed_logits_equal_the_full_forward(kind, attn):
     model = tiny(kind, attn=attn).eval()
     batch = padded_batch()
     with torch.no_grad():
         full = model(**batch).logits
         with top_layer_reads_head(model) as trimmed:
-            assert trimmed  # both heads read the first token and both layers have BERT's structure
+            assert trimmed  # these heads read the first token and these layers have BERT's structure
             logits = model(**batch).logits
             rows = model.base_model(**batch).last_hidden_state.shape[1]
     assert rows == 1  # the work was really skipped, not recomputed
