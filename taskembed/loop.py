@@ -484,9 +484,9 @@ def fit(
             state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
             step = state.step + 1
+            epoch_end = state.batch_in_epoch + len(group) + cfg.grad_accum > len(order)  # the rest is too short for a step
             pending.append((step, step_loss, grad_norm))
-            boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps
-                        or state.batch_in_epoch + len(group) + cfg.grad_accum > len(order)  # epoch end
+            boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps or epoch_end
                         or (checkpoints is not None and checkpoints.every and step % checkpoints.every == 0))
             if not deferred or boundary:
                 settle()
@@ -511,7 +511,6 @@ def fit(
                 t0 = time.perf_counter()
                 state.stopped_early = run_eval()
                 eval_seconds += time.perf_counter() - t0
-            epoch_end = state.batch_in_epoch + cfg.grad_accum > len(order)  # the rest is too short for a step
             if epoch_end:
                 state.epoch += 1
                 state.batch_in_epoch = 0
