@@ -12,6 +12,8 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   speed comparison is like for like whatever the rates do to accuracy.
 - taskembed_untrimmed  the default config with train.trim_top_layer false: the top layer computed for every
                   token, as the Trainer does, so the trim's share of the speed is measured on its own.
+- taskembed_plain the default config with train.fast_dropout and train.embedding_grad_rows false: PyTorch's
+                  own dropout and attention and a dense embedding gradient, so those shortcuts' share is measured.
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
 - taskembed_large taskembed at --large-batch (default 256) with train.lr_scaling --large-scaling (default sqrt:
@@ -55,8 +57,8 @@ REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_large", "b0", "b1", "b1_large")
-TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_large")
+SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_large", "b0", "b1", "b1_large")
+TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_large")
 BASELINES = ("b0", "b1", "b1_large")
 # The large-batch recipe (train.lr_scaling): LARGE_BATCH examples per step, every rate x sqrt(LARGE_BATCH / batch).
 # b1_large gives the tuned Trainer the same batch and the same scaled rate, so a reader can see how much of
@@ -66,6 +68,7 @@ SYSTEM_LABELS = {
     "taskembed": "taskembed (default config)",
     "taskembed_flat": "taskembed, flat lr (layer_decay 1, head_lr = lr)",
     "taskembed_untrimmed": "taskembed with train.trim_top_layer false (the top layer for every token)",
+    "taskembed_plain": "taskembed with train.fast_dropout and train.embedding_grad_rows false",
     "b0": "B0: Trainer, run_classification defaults (pad to max_length, fp32)",
     "b1": "B1: Trainer tuned (dynamic padding, length grouping, fused AdamW, bf16 if supported)",
     "taskembed_large": "taskembed, large-batch recipe (--large-batch, train.lr_scaling --large-scaling)",
@@ -317,6 +320,8 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         overrides.update({"train.layer_decay": 1.0, "train.head_lr": hp["lr"]})
     if spec["system"] == "taskembed_untrimmed":
         overrides["train.trim_top_layer"] = False
+    if spec["system"] == "taskembed_plain":
+        overrides.update({"train.fast_dropout": False, "train.embedding_grad_rows": False})
     if spec["system"] == "taskembed_large":
         overrides.update({"train.batch_size": spec["large"]["batch_size"], "train.lr_scaling": spec["large"]["scaling"],
                           "train.lr_batch_size": hp["batch_size"]})
@@ -343,6 +348,7 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "steps": seen["fit"].state.step if "fit" in seen else None,
         "bf16": bool(run.get("bf16")),
         "trim_top_layer": bool(run.get("trim_top_layer")),
+        "fast_dropout": bool(run.get("fast_dropout")),
         "optim": "torch AdamW, fused",
         "padding": "length-bucketed batches, padded to the batch's longest",
         "batch_size": overrides["train.batch_size"],
@@ -575,8 +581,7 @@ def bench_embeddings(spec: dict[str, Any], texts: list[str], device) -> dict[str
         return {"skipped": f"taskembed.embed is present but the comparison failed: {type(exc).__name__}: {str(exc)[:300]}"}
 
 
-WORKERS = {"taskembed": worker_taskembed, "taskembed_flat": worker_taskembed, "taskembed_untrimmed": worker_taskembed,
-           "taskembed_large": worker_taskembed,
+WORKERS = {**{name: worker_taskembed for name in TASKEMBED_SYSTEMS},
            "b0": worker_trainer, "b1": worker_trainer, "b1_large": worker_trainer, "infer": worker_infer}
 
 

@@ -116,7 +116,9 @@ def train(
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
-    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}, {world} process(es)")
+    lanes = cfg.train.fast_dropout and device.type == "cpu"
+    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
+        f"{', lane dropout' if lanes else ''}, {world} process(es)")
     ckpts = None
     if cfg.train.keep_checkpoints:
         checkpoint.check_disk_space(ckpt_root, model, cfg.train.keep_checkpoints, "validation" in encoded)
@@ -174,6 +176,7 @@ def train(
             "device": _device_name(device),
             "bf16": bf16,
             "trim_top_layer": trimmed,
+            "fast_dropout": lanes,
             "train_seconds": result.seconds,
             "eval_seconds": result.eval_seconds,
             "total_seconds": time.perf_counter() - started,

@@ -54,7 +54,9 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
-              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer"},  # lr_scaling: its own error below
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer",
+              # Speed only: the sweep keeps PyTorch's dropout (same drop rate) and the dense embedding gradient (the same).
+              "fast_dropout", "embedding_grad_rows"},  # lr_scaling: its own error below
 }
 
 

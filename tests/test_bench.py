@@ -35,7 +35,7 @@ def data_folder(tmp_path):
 def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, tmp_path):
     out = tmp_path / "docs"
     argv = ["--mode", "quick", "--model", str(tiny_model_dir), "--datasets", str(data_folder), "--max-train", "48",
-            "--max-length", "32", "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed,taskembed_untrimmed,b0,b1",
+            "--max-length", "32", "--batch-size", "16", "--lr", "1e-3", "--systems", "taskembed,taskembed_untrimmed,taskembed_plain,b0,b1",
             "--infer-batch-sizes", "1,8", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]
     assert train_bench.main(argv) == 0
 
@@ -50,8 +50,10 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     assert ds["train"] == 48 and ds["test"] == 24 and ds["labels"] == ["neg", "pos"] and ds["real_tokens_train"] > 48
 
     runs = {r["system"]: r for r in report["runs"]}
-    assert set(runs) == {"taskembed", "taskembed_untrimmed", "b0", "b1"}
+    assert set(runs) == {"taskembed", "taskembed_untrimmed", "taskembed_plain", "b0", "b1"}
     assert runs["taskembed"]["trim_top_layer"] is True and runs["taskembed_untrimmed"]["trim_top_layer"] is False
+    cpu = report["machine"]["device"] == "cpu"
+    assert runs["taskembed"]["fast_dropout"] is cpu and runs["taskembed_plain"]["fast_dropout"] is False
     for r in runs.values():
         assert r["ok"], r.get("error")
         assert RUN_FIELDS <= set(r)
@@ -72,9 +74,9 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
     assert runs["taskembed"]["taskembed_tokens_seen"] == ds["real_tokens_train"]
 
     assert ds["train_flops_per_epoch_trimmed"] < ds["train_flops_per_epoch"]
-    assert set(report["summary"]["reviews"]) == {"taskembed", "taskembed_untrimmed", "b0", "b1"}
+    assert set(report["summary"]["reviews"]) == {"taskembed", "taskembed_untrimmed", "taskembed_plain", "b0", "b1"}
     assert {(c["system"], c["baseline"]) for c in report["comparisons"]["reviews"]} == {
-        (ours, base) for ours in ("taskembed", "taskembed_untrimmed") for base in ("b0", "b1")}
+        (ours, base) for ours in ("taskembed", "taskembed_untrimmed", "taskembed_plain") for base in ("b0", "b1")}
     for c in report["comparisons"]["reviews"]:
         assert {"train_time_ratio", "speedup", "accuracy_delta_pts", "macro_f1_delta_pts", "counts"} <= set(c)
         assert c["counts"] is False  # one seed never makes a claim

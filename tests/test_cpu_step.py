@@ -1,0 +1,216 @@
+"""The CPU training step's shortcuts: lane dropout (train.fast_dropout), the embedding gradient written by rows
+(train.embedding_grad_rows) and clipping inside the fused optimizer step. Each must compute what it replaces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import taskembed
+import taskembed.dropout as lanes
+from bench.fault_injection import write_csv
+from taskembed.dropout import ATTENTION, _lanes, fast_dropout, keep_scale, lane_dropout
+from taskembed.loop import EmbeddingRows, clip_in_step
+from tests.conftest import make_rows
+from tests.test_trim import padded_batch, tiny
+
+
+def test_every_lane_of_a_draw_is_uniform():
+    torch.manual_seed(0)
+    values = _lanes(torch.Size([4, 2**18]), torch.device("cpu")).view(-1, 4).float()  # column k: lane k of each 64-bit draw
+    for k in range(4):
+        lane = values[:, k]
+        assert lane.min() == -32768 and lane.max() == 32767  # the top lane too: all 64 bits are random
+        assert abs(lane.mean().item()) < 150  # uniform over [-32768, 32767]: mean -0.5, standard error 36
+        assert abs((lane < -26214).float().mean().item() - 0.1) < 0.003
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_lane_dropout_drops_at_rate_p_and_keeps_the_expectation(p):
+    torch.manual_seed(1)
+    x = torch.rand(1000, 1000) + 0.5
+    out = lane_dropout(x, p)
+    threshold, scale = keep_scale(p)
+    kept = out != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.002  # 1e6 elements: standard error at most 5e-4
+    assert torch.equal(out[kept], x[kept] * scale)
+    assert abs(out.sum().item() / x.sum().item() - 1) < 0.003
+    assert keep_scale(0.1) == (6554 - 32768, 65536 / (65536 - 6554))  # drop rate 6554 / 65536 = 0.1000061
+
+
+def test_lane_dropout_gradient_is_its_mask_and_bf16_stays_bf16():
+    torch.manual_seed(2)
+    x = torch.randn(64, 48, requires_grad=True)
+    out = lane_dropout(x, 0.2)
+    g = torch.randn_like(out)
+    out.backward(g)
+    mask = torch.where(out != 0, keep_scale(0.2)[1], 0.0)
+    assert torch.allclose(x.grad, g * mask)
+    h = torch.randn(64, 48).bfloat16()
+    torch.manual_seed(3)
+    low = lane_dropout(h, 0.2)
+    torch.manual_seed(3)
+    ref = lane_dropout(h.float(), 0.2)
+    assert low.dtype == torch.bfloat16 and torch.equal(low, ref.bfloat16())  # one rounding, as native dropout
+    assert lane_dropout(x, 0.0) is x and not lane_dropout(x, 0.3, training=False).ne(x).any()
+    assert not lane_dropout(x, 1.0).any()
+
+
+def test_lane_masks_follow_the_seed_and_the_saved_rng_state():
+    x = torch.ones(10_000)
+    torch.manual_seed(5)
+    first = lane_dropout(x, 0.1)
+    state = torch.get_rng_state()
+    second = lane_dropout(x, 0.1)
+    torch.set_rng_state(state)
+    assert torch.equal(lane_dropout(x, 0.1), second)  # a resumed checkpoint draws the same masks
+    torch.manual_seed(5)
+    assert torch.equal(lane_dropout(x, 0.1), first) and not torch.equal(first, second)
+
+
+def count_lane_calls(monkeypatch) -> list[float]:
+    calls: list[float] = []
+    real = lanes.lane_dropout
+
+    def spy(x, p, training=True):
+        calls.append(p)
+        return real(x, p, training)
+
+    monkeypatch.setattr(lanes, "lane_dropout", spy)
+    return calls
+
+
+def test_inside_the_block_every_dropout_of_a_training_forward_draws_lanes(monkeypatch):
+    model = tiny("bert", dropout=0.1, layers=2).train()
+    calls = count_lane_calls(monkeypatch)
+    batch = padded_batch()
+    model(**batch).logits.sum().backward()
+    assert calls == []  # outside the block: PyTorch's own dropout
+    with fast_dropout(model) as on:
+        assert on and model.config._attn_implementation == ATTENTION
+        model(**batch).logits.sum().backward()
+        # embeddings 1, per layer attention probabilities + 2 hidden, classifier 1 (its dropout is the hidden one)
+        assert len(calls) == 1 + 2 * 3 + 1 and set(calls) == {0.1}
+        calls.clear()
+        other: list[int] = []
+        thread = threading.Thread(target=lambda: (model(**batch), other.append(len(calls))))
+        thread.start()
+        thread.join()
+        assert other == [0]  # another thread's forward keeps SDPA and PyTorch's dropout
+    assert model.config._attn_implementation == "sdpa"
+    with fast_dropout(model, enabled=False) as on:
+        assert not on and model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "electra", "distilbert"])
+def test_without_dropout_the_plain_attention_gives_the_same_logits_and_gradients(kind):
+    """Eval mode: no dropout anywhere, so the switched attention and its additive mask must equal SDPA."""
+    model = tiny(kind, dropout=0.1).eval()
+    batch = padded_batch()
+    results = []
+    for on in (False, True):
+        model.zero_grad()
+        with fast_dropout(model, enabled=on):
+            logits = model(**batch).logits
+        logits.square().sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    for name, grad in results[0][1].items():
+        assert torch.allclose(results[1][1][name], grad, atol=1e-5), name
+    if kind != "distilbert":
+        assert model._taskembed_lane_attention  # these go through transformers' attention interface
+
+
+def test_a_model_with_eager_attention_keeps_it_and_still_gets_lane_dropout(monkeypatch):
+    model = tiny("bert", attn="eager").train()
+    calls = count_lane_calls(monkeypatch)
+    with fast_dropout(model):
+        assert model.config._attn_implementation == "eager" and not model._taskembed_lane_attention
+        model(**padded_batch())
+    assert len(calls) == 1 + 2 * 2 + 1  # the hidden dropouts; eager attention draws its own
+
+
+def test_embedding_rows_give_the_dense_gradient_step_after_step():
+    model = tiny("bert", dropout=0.0).train()
+    dense = []
+    for seed in (1, 2):  # two steps with different tokens: the first step's rows must not leak into the second
+        model.zero_grad(set_to_none=True)
+        model(**padded_batch(seed)).logits.square().sum().backward()
+        dense.append(model.get_input_embeddings().weight.grad.clone())
+    with EmbeddingRows.of(model, True) as rows:
+        assert rows is not None and model.get_input_embeddings().sparse
+        for seed, expected in zip((1, 2), dense):
+            model.zero_grad(set_to_none=True)
+            model(**padded_batch(seed)).logits.square().sum().backward()
+            assert model.get_input_embeddings().weight.grad.is_sparse
+            rows.densify()
+            grad = model.get_input_embeddings().weight.grad
+            assert not grad.is_sparse and torch.allclose(grad, expected, atol=1e-6)
+    assert not model.get_input_embeddings().sparse
+    with EmbeddingRows.of(model, False) as rows:
+        assert rows is None
+
+
+def test_clipping_inside_the_step_equals_clip_grad_norm():
+    def run(inside: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2, fused=True)
+        norms = []
+        for step in range(4):
+            x = torch.randn(32, 8, generator=torch.Generator().manual_seed(step)) * 10
+            net(x).square().sum().backward()
+            params = list(net.parameters())
+            norms.append(clip_in_step(opt, params, 0.5) if inside else torch.nn.utils.clip_grad_norm_(params, 0.5))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        assert min(norms) > 0.5  # the clip was active on every step
+        return [p.detach() for p in net.parameters()] + norms
+
+    for a, b in zip(run(False), run(True)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_the_shortcuts_and_without_them_ends_at_the_same_weights(tmp_path, tiny_model_dir):
+    """Dropout 0: lane dropout is then the identity, so with the plain attention, the embedding rows and the
+    clip in the step the run must take the same steps as PyTorch's defaults, to float rounding."""
+    model_dir = tmp_path / "tiny-no-dropout"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model_dir / "config.json").write_text(json.dumps(config))
+    train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
+    weights, runs = [], []
+    for on in (True, False):
+        out = tmp_path / f"out-{on}"
+        overrides = {"data.source": str(train), "model.name": str(model_dir), "model.dropout": 0.0, "output.dir": str(out),
+                     "data.max_length": 32, "train.epochs": 2, "train.batch_size": 16, "train.lr": 1e-3, "train.head_lr": 3e-3,
+                     "train.bf16": "off", "train.fast_dropout": on, "train.embedding_grad_rows": on, "train.max_grad_norm": 0.05,
+                     "train.keep_checkpoints": 0}
+        taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+        weights.append(load_file(out / "model.safetensors"))
+        runs.append(json.loads((out / "run.json").read_text()))
+    assert [r["fast_dropout"] for r in runs] == [True, False]
+    base = load_file(tiny_model_dir / "model.safetensors")
+    moved = 0
+    for name, w in weights[1].items():
+        assert torch.allclose(weights[0][name], w, atol=1e-5), name
+        moved += not torch.equal(w, base.get(name.removeprefix("bert."), w))
+    assert moved > 10
+    word = "bert.embeddings.word_embeddings.weight"
+    assert not torch.equal(weights[0][word], base[word.removeprefix("bert.")])  # the embedding rows trained
+
+
+def test_lane_dropout_trains_and_is_recorded(tmp_path, tiny_overrides, monkeypatch):
+    calls = count_lane_calls(monkeypatch)
+    train = write_csv(tmp_path / "train.csv", make_rows(64, seed=4))
+    messages: list[str] = []
+    taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.keep_checkpoints": 0}, progress=False, echo=messages.append)
+    assert len(calls) > 0
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["fast_dropout"] is True
+    assert any("lane dropout" in m for m in messages)
