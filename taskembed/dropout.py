@@ -52,16 +52,17 @@ class _LaneDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         threshold, scale = keep_scale(p)
-        # The mask holds the scale (float32), so one multiply applies both, rounded once to x's dtype,
-        # as native dropout does; backward reuses it.
-        mask = torch.where(_lanes(x.shape, x.device) >= threshold, scale, 0.0)
-        ctx.save_for_backward(mask)
-        return torch.mul(x, mask, out=torch.empty_like(x))
+        keep = _lanes(x.shape, x.device) >= threshold
+        # A boolean mask is what backward keeps (one byte an element). Multiplying by it is exact, so the
+        # scale is the only rounding, as in native dropout.
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x.mul(keep).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return torch.mul(grad, mask, out=torch.empty_like(grad)), None
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
 
 
 def lane_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -92,7 +93,10 @@ def _attention(module, query, key, value, attention_mask, dropout: float = 0.0, 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
     if attention_mask is not None:
-        scores = scores + attention_mask  # additive: 0 where a key is read, the dtype's minimum where it is padding
+        # Additive: 0 where a key is read, a huge negative where it is padding. In the scores' dtype, so that under
+        # bf16 autocast the whole attention stays bf16 as SDPA's is: a float32 mask would promote the scores,
+        # softmax and dropout to float32, twice the memory kept for backward.
+        scores = scores + attention_mask.to(scores.dtype)
     weights = torch.softmax(scores, dim=-1)
     if dropout > 0:
         weights = lane_dropout(weights, dropout, module.training)
