@@ -143,7 +143,6 @@ def _attention_matches(model) -> bool:
             model.config._attn_implementation = "sdpa"
         return plain.shape == reference.shape and torch.allclose(plain, reference, rtol=1e-4, atol=1e-5)
     except Exception:  # a model whose code does not fit transformers' attention interface keeps its own attention
-        model.config._attn_implementation = "sdpa"
         return False
     finally:
         model.train(was_training)

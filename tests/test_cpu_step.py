@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 
 import pytest
@@ -17,7 +16,7 @@ from bench.fault_injection import write_csv
 from taskembed.dropout import ATTENTION, _lanes, fast_dropout, keep_scale, lane_dropout
 from taskembed.loop import EmbeddingRows, clip_in_step
 from tests.conftest import make_rows
-from tests.test_trim import padded_batch, tiny
+from tests.test_trim import padded_batch, tiny, train_without_dropout
 
 
 def test_every_lane_of_a_draw_is_uniform():
@@ -179,22 +178,8 @@ def test_clipping_inside_the_step_equals_clip_grad_norm():
 def test_training_with_the_shortcuts_and_without_them_ends_at_the_same_weights(tmp_path, tiny_model_dir):
     """Dropout 0: lane dropout is then the identity, so with the plain attention, the embedding rows and the
     clip in the step the run must take the same steps as PyTorch's defaults, to float rounding."""
-    model_dir = tmp_path / "tiny-no-dropout"
-    shutil.copytree(tiny_model_dir, model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model_dir / "config.json").write_text(json.dumps(config))
-    train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
-    weights, runs = [], []
-    for on in (True, False):
-        out = tmp_path / f"out-{on}"
-        overrides = {"data.source": str(train), "model.name": str(model_dir), "model.dropout": 0.0, "output.dir": str(out),
-                     "data.max_length": 32, "train.epochs": 2, "train.batch_size": 16, "train.lr": 1e-3, "train.head_lr": 3e-3,
-                     "train.bf16": "off", "train.fast_dropout": on, "train.embedding_grad_rows": on, "train.max_grad_norm": 0.05,
-                     "train.keep_checkpoints": 0}
-        taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
-        weights.append(load_file(out / "model.safetensors"))
-        runs.append(json.loads((out / "run.json").read_text()))
+    weights, runs = train_without_dropout(tmp_path, tiny_model_dir, lambda on: {
+        "train.fast_dropout": on, "train.embedding_grad_rows": on, "train.max_grad_norm": 0.05})
     assert [r["fast_dropout"] for r in runs] == [True, False]
     base = load_file(tiny_model_dir / "model.safetensors")
     moved = 0

@@ -120,8 +120,9 @@ def test_models_it_does_not_fit_are_left_whole():
     assert torch.equal(logits, full)
 
 
-def test_training_with_and_without_the_trim_ends_at_the_same_weights(tmp_path, tiny_model_dir):
-    """No dropout: the trimmed run must take the same steps as the full one, to float rounding."""
+def train_without_dropout(tmp_path, tiny_model_dir, switch) -> tuple[list[dict], list[dict]]:
+    """Train the tiny model with every dropout at 0, once with the overrides switch(True) and once with switch(False):
+    the weights and run.json of each run."""
     model_dir = tmp_path / "tiny-no-dropout"
     shutil.copytree(tiny_model_dir, model_dir)
     config = json.loads((model_dir / "config.json").read_text())
@@ -133,10 +134,16 @@ def test_training_with_and_without_the_trim_ends_at_the_same_weights(tmp_path, t
         out = tmp_path / f"out-{on}"
         overrides = {"data.source": str(train), "model.name": str(model_dir), "model.dropout": 0.0, "output.dir": str(out),
                      "data.max_length": 32, "train.epochs": 2, "train.batch_size": 16, "train.lr": 1e-3, "train.head_lr": 3e-3,
-                     "train.bf16": "off", "train.trim_top_layer": on, "train.keep_checkpoints": 0}
+                     "train.bf16": "off", "train.keep_checkpoints": 0, **switch(on)}
         taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
         weights.append(load_file(out / "model.safetensors"))
         runs.append(json.loads((out / "run.json").read_text()))
+    return weights, runs
+
+
+def test_training_with_and_without_the_trim_ends_at_the_same_weights(tmp_path, tiny_model_dir):
+    """No dropout: the trimmed run must take the same steps as the full one, to float rounding."""
+    weights, runs = train_without_dropout(tmp_path, tiny_model_dir, lambda on: {"train.trim_top_layer": on})
     assert [r["trim_top_layer"] for r in runs] == [True, False]
     moved = 0
     for name, w in weights[1].items():
