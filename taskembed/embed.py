@@ -63,6 +63,7 @@ import torch
 from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
 from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, top_layer_reads_head
+from taskembed.onednn import onednn_linear
 
 POOLINGS = ("head", "cls", "mean", "max")
 # Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
@@ -324,7 +325,7 @@ class Embedder:
         try:
             # bf16 (opt-in) autocasts the matmuls only: residual stream, norms and pooling stay float32.
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast, onednn_linear(self.model):
                 for idx in eval_batches(enc.lengths, max_tokens=self.batch_tokens):
                     batch = collate(enc, idx, self.pad_id)
                     batch.pop("labels", None)

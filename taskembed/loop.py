@@ -36,6 +36,7 @@ from taskembed.errors import UserError
 from taskembed.losses import classification_loss, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
+from taskembed.onednn import onednn_linear
 from taskembed.plan import LrPlan, unfreeze_steps
 
 
@@ -255,7 +256,9 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggre
     for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
         batch = collate(enc, idx, pad_id)
         batch.pop("labels", None)
-        with autocast, top_layer_reads_head(model):  # exact, so always on for scoring
+        # Both exact to float32 rounding, so always on for scoring. oneDNN's float32 products: about 2.3x MKL's on
+        # AMD CPUs (taskembed/onednn.py).
+        with autocast, top_layer_reads_head(model), onednn_linear(model):
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         out[idx] = logits.float().cpu()
     if enc.doc_ids is None:

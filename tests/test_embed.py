@@ -18,6 +18,7 @@ from taskembed.embed import (Embedder, _strided, embed, embed_file, export_sente
                              search, shard_path, sidecar_path)
 from taskembed.errors import UserError
 from taskembed.modeling import native_bf16
+from taskembed.onednn import onednn_linear
 from tests.conftest import make_rows
 
 TEXTS = [r["text"] for r in make_rows(30, seed=11)] + ["great", "dull boring " * 30]
@@ -89,9 +90,10 @@ def test_head_representation_is_the_pooler_and_reproduces_the_logits(trained):
     with torch.no_grad():
         hidden = clf.model.bert(**enc).last_hidden_state
         pooled = clf.model.bert.pooler(hidden)
-        logits = clf.model.classifier(torch.from_numpy(vectors))
+        with onednn_linear(clf.model):  # the kernels predict uses
+            logits = clf.model.classifier(torch.from_numpy(vectors))
     torch.testing.assert_close(torch.from_numpy(vectors), pooled, atol=1e-5, rtol=1e-4)
-    # The same batches as predict: the head applied to the vectors gives the model's logits exactly.
+    # The same batches and kernels as predict: the head applied to the vectors gives the model's logits exactly.
     assert torch.equal(logits, clf.logits(TEXTS))
     # a folder path gives the same vectors as the loaded classifier
     assert np.array_equal(embed(trained, TEXTS), vectors)
