@@ -64,6 +64,7 @@ from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints
 from taskembed.errors import UserError
 from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, top_layer_reads_head
 from taskembed.onednn import onednn_linear
+from taskembed.progress import progress_bar
 
 POOLINGS = ("head", "cls", "mean", "max")
 # Default token budget per batch. On a CPU, batches whose activations outgrow the caches cost more per
@@ -384,9 +385,7 @@ class _NoBar:
 def _bar(total: int | None, progress: bool):
     if not progress:
         return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="text", unit_scale=True, desc="embedding", dynamic_ncols=True)
+    return progress_bar(total, "embedding", "text")
 
 
 def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:

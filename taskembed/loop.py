@@ -38,6 +38,7 @@ from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 from taskembed.plan import LrPlan, unfreeze_steps
+from taskembed.progress import progress_bar
 
 
 class TrainingDiverged(UserError):
@@ -375,11 +376,7 @@ def fit(
         if rank == 0:
             where = "training complete" if state.step >= total_steps or state.stopped_early else f"epoch {state.epoch + 1}"
             print(f"resuming from {checkpoints.resume_from} (step {state.step} of {total_steps}, {where})")
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    bar = progress_bar(total_steps, "train", "step", initial=state.step) if progress and rank == 0 else None
 
     def record(entry: dict[str, Any]) -> None:
         state.log.append(entry)

@@ -38,6 +38,7 @@ from taskembed.loop import distributed, seed_everything, use_bf16
 from taskembed.modeling import load_classifier, top_layer_reads_head
 from taskembed.losses import classification_loss
 from taskembed.plan import apply_freezing
+from taskembed.progress import progress_bar
 
 JSON_FILE = "lr_find.json"
 PNG_FILE = "lr_find.png"
@@ -145,11 +146,7 @@ def lr_find(
     echo(f"lr range test: train.lr {start:.1e} -> {end:.1e} over {steps} steps of {t.batch_size * t.grad_accum} examples on {device}; "
          f"every group keeps its ratio to the top rate ({scaled})")
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="lr-find", unit="step", dynamic_ncols=True)
+    bar = progress_bar(steps, "lr-find", "step") if progress else None
     curve: list[dict[str, float]] = []
     stopped, avg, best = "end of range", 0.0, math.inf
     epoch, order, position = 0, [], 0
