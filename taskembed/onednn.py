@@ -9,7 +9,7 @@ what float32 inference can still gain there.
 
 The results are float32 products summed in a different order: they differ from MKL's by float32
 rounding (measured against a float64 reference, both are within a few 1e-6), as two BLAS libraries do.
-The switch is the operator inductor itself uses for CPU linear layers; `_usable()` checks once per
+The switch is the operator inductor itself uses for CPU linear layers; `available()` checks once per
 process that it exists and agrees with `torch.nn.functional.linear`, and otherwise nothing changes.
 
 `onednn_linear(model)` switches the model's `nn.Linear` modules within a block, in the calling thread,
@@ -36,7 +36,7 @@ def _op():
 
 
 @functools.cache
-def _usable() -> bool:
+def available() -> bool:
     """Whether the oneDNN operator is there and gives F.linear's products (to float32 rounding) on a probe."""
     if os.environ.get("TASKEMBED_ONEDNN_LINEAR", "1").strip().lower() in ("0", "false", "off", "no"):
         return False
@@ -73,7 +73,7 @@ def _install(model) -> None:
 def onednn_linear(model, enabled: bool = True) -> Iterator[bool]:
     """Within this block, in this thread, the model's float32 linear layers run on oneDNN when no gradient is
     recorded (see the module docstring). Yields whether they can."""
-    if not (enabled and _usable()) or next(model.parameters()).device.type != "cpu":
+    if not (enabled and available()) or next(model.parameters()).device.type != "cpu":
         yield False
         return
     _install(model)

@@ -14,7 +14,7 @@ from taskembed.loop import predict_logits
 from taskembed.onednn import onednn_linear
 from tests.test_trim import padded_batch, tiny
 
-pytestmark = pytest.mark.skipif(not onednn._usable(), reason="this torch build has no usable oneDNN linear operator")
+pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no usable oneDNN linear operator")
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_gradients_autocast_and_other_threads_keep_the_module_forward(calls):
 
 def test_the_environment_turns_it_off(monkeypatch, calls):
     monkeypatch.setenv("TASKEMBED_ONEDNN_LINEAR", "0")
-    onednn._usable.cache_clear()
+    onednn.available.cache_clear()
     try:
         model = tiny("bert").eval()
         with torch.no_grad(), onednn_linear(model) as on:
@@ -77,8 +77,8 @@ def test_the_environment_turns_it_off(monkeypatch, calls):
         assert not on and not calls
     finally:
         monkeypatch.delenv("TASKEMBED_ONEDNN_LINEAR")
-        onednn._usable.cache_clear()
-    assert onednn._usable()
+        onednn.available.cache_clear()
+    assert onednn.available()
 
 
 def test_predict_logits_use_it_and_keep_float32_results(tiny_model_dir, calls, monkeypatch):
@@ -91,14 +91,14 @@ def test_predict_logits_use_it_and_keep_float32_results(tiny_model_dir, calls, m
     fast = predict_logits(model, enc, tokenizer.pad_token_id, torch.device("cpu"))
     assert calls
     monkeypatch.setenv("TASKEMBED_ONEDNN_LINEAR", "off")
-    onednn._usable.cache_clear()
+    onednn.available.cache_clear()
     try:
         calls.clear()
         mkl = predict_logits(model, enc, tokenizer.pad_token_id, torch.device("cpu"))
         assert not calls
     finally:
         monkeypatch.delenv("TASKEMBED_ONEDNN_LINEAR")
-        onednn._usable.cache_clear()
+        onednn.available.cache_clear()
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, mkl, atol=1e-5, rtol=1e-5)
     assert torch.equal(fast.argmax(-1), mkl.argmax(-1))
