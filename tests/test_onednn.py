@@ -102,3 +102,17 @@ def test_predict_logits_use_it_and_keep_float32_results(tiny_model_dir, calls, m
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, mkl, atol=1e-5, rtol=1e-5)
     assert torch.equal(fast.argmax(-1), mkl.argmax(-1))
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "256"), ("7", "7")])
+def test_importing_taskembed_caps_onednns_primitive_cache_unless_the_user_did(preset, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    code = "import os, taskembed; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
