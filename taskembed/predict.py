@@ -4,8 +4,9 @@ Scores are the softmax of float32 logits (a multi-label folder: each label's
 sigmoid), exactly what `pipeline("text-classification", top_k=None)` returns
 for the same folder.
 Texts are tokenized once and batched by length, so a long list of short texts
-is not padded to its longest member. `bf16=True` (opt-in, for hardware with
-bfloat16 matrix units) autocasts the matmuls: about 2.5x faster on such a CPU,
+is not padded to its longest member; on the CPU the float32 linear layers run on
+oneDNN's kernels (taskembed/onednn.py). `bf16=True` (opt-in, for hardware with
+bfloat16 matrix units) autocasts the matmuls: about 1.6x faster on such a CPU,
 scores that differ from float32 in the third decimal and, rarely, a different
 label for a near-tie (docs/benchmarks.md has the measured agreement).
 """
