@@ -73,7 +73,7 @@ def _install(model) -> None:
 def onednn_linear(model, enabled: bool = True) -> Iterator[bool]:
     """Within this block, in this thread, the model's float32 linear layers run on oneDNN when no gradient is
     recorded (see the module docstring). Yields whether they can."""
-    if not (enabled and available()) or next(model.parameters()).device.type != "cpu":
+    if not enabled or next(model.parameters()).device.type != "cpu" or not available():
         yield False
         return
     _install(model)
