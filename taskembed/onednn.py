@@ -4,8 +4,8 @@ PyTorch computes a float32 `nn.Linear` on the CPU with MKL's sgemm. MKL picks it
 vendor, and on AMD processors it runs its AVX2 kernels even where the CPU has AVX-512: on the 2-core
 AMD EPYC (Zen 5) of docs/benchmarks.md that is about 215 GFLOP/s at all-MiniLM-L6-v2's shapes, where
 oneDNN, which PyTorch also ships and which picks its kernels by instruction set, reaches about 500 on
-the same float32 arithmetic. Prediction spends 85% of its time in these products, so this is most of
-what float32 inference can still gain there.
+the same float32 arithmetic. Prediction spent 85% of its time in these products; on oneDNN it runs about
+1.6x faster (docs/benchmarks.md, "Inference").
 
 The results are float32 products summed in a different order: they differ from MKL's by float32
 rounding (measured against a float64 reference, both are within a few 1e-6), as two BLAS libraries do.
