@@ -588,9 +588,9 @@ WORKERS = {**{name: worker_taskembed for name in TASKEMBED_SYSTEMS},
 def worker_main(kind: str, spec_path: str, json_out: str) -> int:
     started = time.perf_counter()
     os.environ.update(OFFLINE_ENV)
-    # Importing taskembed caps oneDNN's primitive cache at 256 (taskembed/__init__.py: less memory, no slower); every
-    # worker gets the same cap before torch loads, so the baselines run on equal terms.
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    # Importing the package (not its API: no torch yet) sets taskembed's cap on oneDNN's primitive cache
+    # (taskembed/__init__.py); every worker imports it before torch loads, so the baselines run on equal terms.
+    import taskembed  # noqa: F401
     spec = json.loads(Path(spec_path).read_text())
     import torch
 

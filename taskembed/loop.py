@@ -252,16 +252,16 @@ def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggre
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     out = torch.empty((len(enc), model.config.num_labels), dtype=torch.float32)
-    # Smaller batches run faster per token on CPUs (measured: 2,048 tokens 317 texts/s, 8,192 tokens 241 on
-    # the 2-core development machine); GPUs want big ones.
-    for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
-        batch = collate(enc, idx, pad_id)
-        batch.pop("labels", None)
-        # Both exact to float32 rounding, so always on for scoring. oneDNN's float32 products: about 2.3x MKL's on
-        # AMD CPUs (taskembed/onednn.py).
-        with autocast, top_layer_reads_head(model), onednn_linear(model):
+    # Both exact to float32 rounding, so always on for scoring. oneDNN's float32 products: about 2.3x MKL's on
+    # AMD CPUs (taskembed/onednn.py).
+    with autocast, top_layer_reads_head(model), onednn_linear(model):
+        # Smaller batches run faster per token on CPUs (measured: 2,048 tokens 317 texts/s, 8,192 tokens 241 on
+        # the 2-core development machine); GPUs want big ones.
+        for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
+            batch = collate(enc, idx, pad_id)
+            batch.pop("labels", None)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out[idx] = logits.float().cpu()
+            out[idx] = logits.float().cpu()
     if enc.doc_ids is None:
         return out
     return pool_windows(out, torch.tensor(enc.doc_ids), enc.n_texts, aggregate)

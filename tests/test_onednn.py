@@ -4,6 +4,7 @@ torch.nn.functional.linear to float32 rounding, used only where it says, and off
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -29,6 +30,18 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(onednn, "_op", lambda: counting)
     return seen
+
+
+@contextmanager
+def _switched_off(monkeypatch, value: str = "0"):
+    """TASKEMBED_ONEDNN_LINEAR set to value within the block; available() re-read on entry and on exit."""
+    monkeypatch.setenv("TASKEMBED_ONEDNN_LINEAR", value)
+    onednn.available.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.delenv("TASKEMBED_ONEDNN_LINEAR")
+        onednn.available.cache_clear()
 
 
 def _linears(model) -> int:
@@ -68,16 +81,11 @@ def test_gradients_autocast_and_other_threads_keep_the_module_forward(calls):
 
 
 def test_the_environment_turns_it_off(monkeypatch, calls):
-    monkeypatch.setenv("TASKEMBED_ONEDNN_LINEAR", "0")
-    onednn.available.cache_clear()
-    try:
+    with _switched_off(monkeypatch):
         model = tiny("bert").eval()
         with torch.no_grad(), onednn_linear(model) as on:
             model(**padded_batch())
         assert not on and not calls
-    finally:
-        monkeypatch.delenv("TASKEMBED_ONEDNN_LINEAR")
-        onednn.available.cache_clear()
     assert onednn.available()
 
 
@@ -90,15 +98,10 @@ def test_predict_logits_use_it_and_keep_float32_results(tiny_model_dir, calls, m
     enc = encode(tokenizer, texts, None, max_length=32)
     fast = predict_logits(model, enc, tokenizer.pad_token_id, torch.device("cpu"))
     assert calls
-    monkeypatch.setenv("TASKEMBED_ONEDNN_LINEAR", "off")
-    onednn.available.cache_clear()
-    try:
+    with _switched_off(monkeypatch, "off"):
         calls.clear()
         mkl = predict_logits(model, enc, tokenizer.pad_token_id, torch.device("cpu"))
         assert not calls
-    finally:
-        monkeypatch.delenv("TASKEMBED_ONEDNN_LINEAR")
-        onednn.available.cache_clear()
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, mkl, atol=1e-5, rtol=1e-5)
     assert torch.equal(fast.argmax(-1), mkl.argmax(-1))
