@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import taskembed
 import taskembed.dropout as lanes
 from bench.fault_injection import write_csv
-from taskembed.dropout import ATTENTION, _lanes, fast_dropout, keep_scale, lane_dropout
+from taskembed.dropout import ATTENTION, _lanes, _softmax, fast_dropout, keep_scale, lane_dropout
 from taskembed.loop import EmbeddingRows, clip_in_step
 from tests.conftest import make_rows
 from tests.test_trim import padded_batch, tiny, train_without_dropout
@@ -123,6 +123,47 @@ def test_without_dropout_the_plain_attention_gives_the_same_logits_and_gradients
         assert torch.allclose(results[1][1][name], grad, atol=1e-5), name
     if kind != "distilbert":
         assert model._taskembed_lane_attention  # these go through transformers' attention interface
+
+
+@pytest.mark.parametrize("keys", [16, 27, 31, 32, 40, 50, 63, 64])
+def test_the_attention_softmax_is_the_float32_one_rounded_to_bf16_where_it_goes_through_float32(keys):
+    torch.manual_seed(keys)
+    scores = (torch.randn(3, 4, 5, keys) * 4).bfloat16().requires_grad_()
+    out = _softmax(scores)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    via_float32 = keys % 32 >= 16
+    reference = scores.detach().float().requires_grad_()
+    expected = torch.softmax(reference, dim=-1)
+    expected.backward(grad.float())
+    assert out.dtype == torch.bfloat16 and scores.grad.dtype == torch.bfloat16
+    if via_float32:
+        assert torch.equal(out, expected.bfloat16())  # one rounding of the float32 result
+        assert torch.equal(scores.grad, reference.grad.bfloat16())
+    else:
+        assert torch.equal(out, torch.softmax(scores.detach(), dim=-1))  # PyTorch's bf16 kernel, untouched
+    assert (out.float() - expected).abs().max() <= 2**-8  # either way within one bf16 rounding of float32
+    plain = torch.randn(2, 3, keys)
+    assert torch.equal(_softmax(plain), torch.softmax(plain, dim=-1))  # float32 scores are left alone
+
+
+def test_the_gradient_norm_reads_the_embedding_rows_a_step_touched_and_gets_the_dense_norm():
+    model = tiny("bert", dropout=0.0).train()
+    params = [p for p in model.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    with EmbeddingRows.of(model, True) as rows:
+        for seed in (1, 2):
+            model.zero_grad(set_to_none=True)
+            batch = padded_batch(seed)
+            model(**batch).logits.square().sum().backward()
+            rows.densify()
+            table = model.get_input_embeddings().weight.grad
+            used = batch["input_ids"].unique()
+            used = used[used != model.get_input_embeddings().padding_idx]  # the padding row gets no gradient
+            assert torch.equal(rows.rows, used)  # each token once, however often the batch uses it
+            assert rows.norm_view(table).shape == (len(used), table.shape[1])
+            dense = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            assert torch.allclose(clip_in_step(opt, params, 0.0, rows), dense, rtol=1e-6)
 
 
 def test_a_model_with_eager_attention_keeps_it_and_still_gets_lane_dropout(monkeypatch):
