@@ -114,10 +114,10 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the keys, through float32 where PyTorch's bf16 CPU kernel is slow.
 
     That kernel handles a row 32 values at a time and the rest of it one value at a time; the float32
-    kernel goes 16 at a time. So a row of 16 to 31 keys (mod 32), most rows of a length-grouped batch of
+    kernel goes 16 at a time. So a row of 16 to 31 keys (mod 32), as in most length-grouped batches of
     short texts, is 3 to 4.7 times faster, forward and backward, converted to float32 and back (measured
-    on the AVX-512 CPU of docs/benchmarks.md, rows of 16 to 31 keys). The result is the float32 softmax
-    rounded to bf16 once: at least as accurate as the bf16 kernel's, which can differ from it by an ulp.
+    on the AVX-512 CPU of docs/benchmarks.md). The result is the float32 softmax rounded to bf16 once: at
+    least as accurate as the bf16 kernel's, which can differ from it by an ulp.
     """
     if scores.dtype == torch.bfloat16 and scores.shape[-1] % 32 >= 16:
         return torch.softmax(scores, dim=-1, dtype=torch.float32).to(torch.bfloat16)

@@ -149,7 +149,7 @@ def test_the_attention_softmax_is_the_float32_one_rounded_to_bf16_where_it_goes_
 
 def test_the_gradient_norm_reads_the_embedding_rows_a_step_touched_and_gets_the_dense_norm():
     model = tiny("bert", dropout=0.0).train()
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
     with EmbeddingRows.of(model, True) as rows:
         for seed in (1, 2):
