@@ -669,6 +669,8 @@ def summarize(runs: list[dict[str, Any]], systems: list[str]) -> tuple[dict[str,
             if ok:
                 summary[name][system] = {f: _stats([r.get(f) for r in ok]) for f in SUMMARY_FIELDS}
         comparisons[name] = []
+        seconds = {system: {r["seed"]: r["train_s"] for r in runs if r["dataset"] == name and r["system"] == system and r["ok"]}
+                   for system in systems}
         for ours in TASKEMBED_SYSTEMS:
             for base in BASELINES:
                 a, b = summary[name].get(ours), summary[name].get(base)
@@ -683,6 +685,9 @@ def summarize(runs: list[dict[str, Any]], systems: list[str]) -> tuple[dict[str,
                     "accuracy_delta_pts": delta,
                     "macro_f1_delta_pts": (a["macro_f1"]["mean"] - b["macro_f1"]["mean"]) * 100,
                     "seeds": min(a["train_s"]["n"], b["train_s"]["n"]),
+                    # Paired by seed: one machine's runs vary from one process to the next, so the spread of these
+                    # says how far a single seed's ratio can be trusted.
+                    "speedup_per_seed": {seed: seconds[base][seed] / t for seed, t in seconds[ours].items() if seed in seconds[base]},
                     # DESIGN.md: a speed-up counts only at equal accuracy (within half a point, mean of several seeds).
                     "equal_accuracy": delta >= -0.5,
                     "counts": delta >= -0.5 and min(a["train_s"]["n"], b["train_s"]["n"]) >= 3,
@@ -785,10 +790,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         for r in failed:
             lines.append(f"\nFAILED: {r['system']} seed {r['seed']}: {r['error'].splitlines()[-1] if r['error'] else ''}")
         if report["comparisons"].get(name):
-            lines += ["", "| taskembed | against | train time ratio | speed-up | accuracy Δ pts | macro-F1 Δ pts | counts (equal accuracy, ≥3 seeds) |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines += ["", "| taskembed | against | train time ratio | speed-up | per seed | accuracy Δ pts | macro-F1 Δ pts | counts (equal accuracy, ≥3 seeds) |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for c in report["comparisons"][name]:
-                lines.append(f"| {c['system']} | {c['baseline']} | {c['train_time_ratio']:.2f} | {c['speedup']:.2f}x | "
+                # JSON keys are strings; reports written before the per-seed ratios existed have none.
+                per_seed = ", ".join(f"{v:.2f}x" for _, v in sorted(c.get("speedup_per_seed", {}).items(), key=lambda kv: int(kv[0]))) or "-"
+                lines.append(f"| {c['system']} | {c['baseline']} | {c['train_time_ratio']:.2f} | {c['speedup']:.2f}x | {per_seed} | "
                              f"{c['accuracy_delta_pts']:+.2f} | {c['macro_f1_delta_pts']:+.2f} | {'yes' if c['counts'] else 'no'} |")
         inf = report["inference"].get(name)
         if inf and inf.get("ok", True) and "taskembed" in inf:

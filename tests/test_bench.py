@@ -138,6 +138,8 @@ def test_summary_means_spreads_and_ratios():
     by = {c["baseline"]: c for c in comparisons["d"]}
     assert by["b0"]["speedup"] == pytest.approx(40 / 12) and by["b0"]["train_time_ratio"] == pytest.approx(12 / 40)
     assert by["b0"]["accuracy_delta_pts"] == pytest.approx(1.0) and by["b0"]["counts"] is True
+    # Paired by seed; B1's failed seed 3 has no taskembed run to pair with and is left out.
+    assert by["b1"]["speedup_per_seed"] == pytest.approx({0: 2.0, 1: 20 / 12, 2: 20 / 14})
     # 2 points below B1: the speed-up does not count (DESIGN.md: equal accuracy within half a point).
     assert by["b1"]["accuracy_delta_pts"] == pytest.approx(-2.0) and by["b1"]["counts"] is False
 
@@ -157,3 +159,23 @@ def test_markdown_reports_failures_and_skips():
     md = train_bench.render_markdown(report)
     assert "`make bench MODE=quick`" in md and "FAILED: b0 seed 0: ValueError: bad" in md
     assert "Inference: FAILED (exit 1: oops)" in md and "banking77 skipped" in md
+
+
+def test_markdown_per_seed_speedups_in_seed_order_and_old_reports():
+    runs = [_run("taskembed", s, t, 0.8) for s, t in ((0, 10), (1, 20), (2, 10))]
+    runs += [_run("b1", s, t, 0.8) for s, t in ((0, 15), (1, 30), (2, 12))]
+    summary, comparisons = train_bench.summarize(runs, ["taskembed", "b1"])
+    report = {
+        "mode": "full", "command": "make bench", "created": "now", "threads": 2, "versions": {"torch": "x"},
+        "machine": {"device": "cpu", "gpu": None, "gpu_bf16": None, "cpu": "Some CPU", "logical_cores": 2, "cpu_bf16": False},
+        "settings": {"model": "m", "epochs": 1.0, "batch_size": 32, "lr": 5e-5, "taskembed_layer_decay": 0.9, "taskembed_head_lr": 1e-3,
+                     "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 128, "seeds": [0, 1, 2]},
+        "datasets": {"d": {"train": 10, "train_available": 20, "test": 5, "labels": ["a", "b"], "mean_tokens": 9.0, "origin": "here"}},
+        "runs": runs, "summary": summary, "comparisons": comparisons, "inference": {}, "notes": [],
+    }
+    # Through JSON, as --render reads a report: the seeds become string keys, and 10 must still sort after 2.
+    report = json.loads(json.dumps(report))
+    report["comparisons"]["d"][0]["speedup_per_seed"]["10"] = 3.0
+    assert "| 1.50x, 1.50x, 1.20x, 3.00x |" in train_bench.render_markdown(report)
+    del report["comparisons"]["d"][0]["speedup_per_seed"]  # a report written before the column existed
+    assert "x | - | +0.00 |" in train_bench.render_markdown(report)
