@@ -663,14 +663,13 @@ def summarize(runs: list[dict[str, Any]], systems: list[str]) -> tuple[dict[str,
     summary: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
     for name in dict.fromkeys(r["dataset"] for r in runs):
-        summary[name] = {}
+        summary[name], seconds = {}, {}
         for system in systems:
             ok = [r for r in runs if r["dataset"] == name and r["system"] == system and r["ok"]]
+            seconds[system] = {r["seed"]: r["train_s"] for r in ok}
             if ok:
                 summary[name][system] = {f: _stats([r.get(f) for r in ok]) for f in SUMMARY_FIELDS}
         comparisons[name] = []
-        seconds = {system: {r["seed"]: r["train_s"] for r in runs if r["dataset"] == name and r["system"] == system and r["ok"]}
-                   for system in systems}
         for ours in TASKEMBED_SYSTEMS:
             for base in BASELINES:
                 a, b = summary[name].get(ours), summary[name].get(base)

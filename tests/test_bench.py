@@ -144,18 +144,23 @@ def test_summary_means_spreads_and_ratios():
     assert by["b1"]["accuracy_delta_pts"] == pytest.approx(-2.0) and by["b1"]["counts"] is False
 
 
-def test_markdown_reports_failures_and_skips():
-    runs = [_run("taskembed", 0, 10, 0.8), {"system": "b0", "dataset": "d", "seed": 0, "ok": False, "error": "exit 1: Traceback\nValueError: bad"}]
-    summary, comparisons = train_bench.summarize(runs, ["taskembed", "b0"])
-    report = {
+def _report(runs, systems, inference=None, notes=()):
+    """A minimal report around `runs`, as train_bench's main assembles it, for render_markdown."""
+    summary, comparisons = train_bench.summarize(runs, systems)
+    return {
         "mode": "quick", "command": "make bench MODE=quick", "created": "now", "threads": 2, "versions": {"torch": "x"},
         "machine": {"device": "cpu", "gpu": None, "gpu_bf16": None, "cpu": "Some CPU", "logical_cores": 2, "cpu_bf16": False},
         "settings": {"model": "m", "epochs": 1.0, "batch_size": 32, "lr": 5e-5, "taskembed_layer_decay": 0.9, "taskembed_head_lr": 1e-3,
-                     "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 128, "seeds": [0]},
+                     "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 128, "seeds": sorted({r["seed"] for r in runs})},
         "datasets": {"d": {"train": 10, "train_available": 20, "test": 5, "labels": ["a", "b"], "mean_tokens": 9.0, "origin": "here"}},
-        "runs": runs, "summary": summary, "comparisons": comparisons, "inference": {"d": {"ok": False, "error": "exit 1: oops"}},
-        "notes": ["dataset banking77 skipped: not present"],
+        "runs": runs, "summary": summary, "comparisons": comparisons, "inference": inference or {}, "notes": list(notes),
     }
+
+
+def test_markdown_reports_failures_and_skips():
+    runs = [_run("taskembed", 0, 10, 0.8), {"system": "b0", "dataset": "d", "seed": 0, "ok": False, "error": "exit 1: Traceback\nValueError: bad"}]
+    report = _report(runs, ["taskembed", "b0"], inference={"d": {"ok": False, "error": "exit 1: oops"}},
+                     notes=["dataset banking77 skipped: not present"])
     md = train_bench.render_markdown(report)
     assert "`make bench MODE=quick`" in md and "FAILED: b0 seed 0: ValueError: bad" in md
     assert "Inference: FAILED (exit 1: oops)" in md and "banking77 skipped" in md
@@ -164,17 +169,8 @@ def test_markdown_reports_failures_and_skips():
 def test_markdown_per_seed_speedups_in_seed_order_and_old_reports():
     runs = [_run("taskembed", s, t, 0.8) for s, t in ((0, 10), (1, 20), (2, 10))]
     runs += [_run("b1", s, t, 0.8) for s, t in ((0, 15), (1, 30), (2, 12))]
-    summary, comparisons = train_bench.summarize(runs, ["taskembed", "b1"])
-    report = {
-        "mode": "full", "command": "make bench", "created": "now", "threads": 2, "versions": {"torch": "x"},
-        "machine": {"device": "cpu", "gpu": None, "gpu_bf16": None, "cpu": "Some CPU", "logical_cores": 2, "cpu_bf16": False},
-        "settings": {"model": "m", "epochs": 1.0, "batch_size": 32, "lr": 5e-5, "taskembed_layer_decay": 0.9, "taskembed_head_lr": 1e-3,
-                     "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 128, "seeds": [0, 1, 2]},
-        "datasets": {"d": {"train": 10, "train_available": 20, "test": 5, "labels": ["a", "b"], "mean_tokens": 9.0, "origin": "here"}},
-        "runs": runs, "summary": summary, "comparisons": comparisons, "inference": {}, "notes": [],
-    }
     # Through JSON, as --render reads a report: the seeds become string keys, and 10 must still sort after 2.
-    report = json.loads(json.dumps(report))
+    report = json.loads(json.dumps(_report(runs, ["taskembed", "b1"])))
     report["comparisons"]["d"][0]["speedup_per_seed"]["10"] = 3.0
     assert "| 1.50x, 1.50x, 1.20x, 3.00x |" in train_bench.render_markdown(report)
     del report["comparisons"]["d"][0]["speedup_per_seed"]  # a report written before the column existed
