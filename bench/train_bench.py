@@ -14,6 +14,8 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   token, as the Trainer does, so the trim's share of the speed is measured on its own.
 - taskembed_plain the default config with train.fast_dropout and train.embedding_grad_rows false: PyTorch's
                   own dropout and attention and a dense embedding gradient, so those shortcuts' share is measured.
+- taskembed_wholevocab  the default config with train.compact_vocab false: every row of the token table in the
+                  optimizer, so the share of training only the rows the data uses is measured.
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
 - taskembed_large taskembed at --large-batch (default 256) with train.lr_scaling --large-scaling (default sqrt:
@@ -57,8 +59,9 @@ REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_large", "b0", "b1", "b1_large")
-TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_large")
+SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_wholevocab", "taskembed_large",
+           "b0", "b1", "b1_large")
+TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_wholevocab", "taskembed_large")
 BASELINES = ("b0", "b1", "b1_large")
 # The large-batch recipe (train.lr_scaling): LARGE_BATCH examples per step, every rate x sqrt(LARGE_BATCH / batch).
 # b1_large gives the tuned Trainer the same batch and the same scaled rate, so a reader can see how much of
@@ -69,6 +72,7 @@ SYSTEM_LABELS = {
     "taskembed_flat": "taskembed, flat lr (layer_decay 1, head_lr = lr)",
     "taskembed_untrimmed": "taskembed with train.trim_top_layer false (the top layer for every token)",
     "taskembed_plain": "taskembed with train.fast_dropout and train.embedding_grad_rows false",
+    "taskembed_wholevocab": "taskembed with train.compact_vocab false (the whole token table in the optimizer)",
     "b0": "B0: Trainer, run_classification defaults (pad to max_length, fp32)",
     "b1": "B1: Trainer tuned (dynamic padding, length grouping, fused AdamW, bf16 if supported)",
     "taskembed_large": "taskembed, large-batch recipe (--large-batch, train.lr_scaling --large-scaling)",
@@ -322,6 +326,8 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         overrides["train.trim_top_layer"] = False
     if spec["system"] == "taskembed_plain":
         overrides.update({"train.fast_dropout": False, "train.embedding_grad_rows": False})
+    if spec["system"] == "taskembed_wholevocab":
+        overrides["train.compact_vocab"] = False
     if spec["system"] == "taskembed_large":
         overrides.update({"train.batch_size": spec["large"]["batch_size"], "train.lr_scaling": spec["large"]["scaling"],
                           "train.lr_batch_size": hp["batch_size"]})
@@ -349,6 +355,7 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "bf16": bool(run.get("bf16")),
         "trim_top_layer": bool(run.get("trim_top_layer")),
         "fast_dropout": bool(run.get("fast_dropout")),
+        "token_rows_trained": run.get("token_rows_trained"),
         "optim": "torch AdamW, fused",
         "padding": "length-bucketed batches, padded to the batch's longest",
         "batch_size": overrides["train.batch_size"],

@@ -177,6 +177,7 @@ def train(
             "bf16": bf16,
             "trim_top_layer": trimmed,
             "fast_dropout": lanes,
+            "token_rows_trained": result.token_rows,
             "train_seconds": result.seconds,
             "eval_seconds": result.eval_seconds,
             "total_seconds": time.perf_counter() - started,

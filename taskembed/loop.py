@@ -91,6 +91,8 @@ class FitResult:
     stopped_early: bool
     eval_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
+    token_rows: list[int] | None = None
+    """[rows of the input token table trained, rows in it] under train.compact_vocab; None when it did not apply."""
 
 
 class StopSignals:
@@ -220,6 +222,105 @@ class EmbeddingRows:
             yield cls(embedding)
         finally:
             embedding.sparse = False
+
+
+class CompactVocab:
+    """The input token table trained as the rows the training split uses; the rest only decays, as AdamW would.
+
+    A row no training text contains gets a zero gradient at every step, so AdamW's two moments for it
+    stay zero and its whole update is the weight decay, p * (1 - lr * weight_decay). Here the table's
+    parameter holds only the used rows (13,524 of MiniLM's 30,522 on rotten_tomatoes) while training,
+    so the optimizer's moments, the gradient buffer and the AdamW pass cover those alone, and the other
+    rows are multiplied by the same factor in one pass after each step (`decay`). On the CPU torch's fused
+    AdamW rounds that factor to float32 before multiplying, as `mul_` does, so the weights end bit for bit
+    where training the whole table puts them (tests/test_cpu_step.py); a kernel that rounds the decay
+    another way would differ by that rounding, in rows no training text reads. The training split's token ids are renumbered
+    to the compact rows (`remap`, monotonic, so rows keep their order); evaluation, checkpoints and
+    everything after `fit` see the whole table (`whole`).
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, used: torch.Tensor, group: dict):
+        self.embedding, self.group = embedding, group  # group: the table's optimizer param group
+        self.size, self.padding_idx = embedding.num_embeddings, embedding.padding_idx
+        device = embedding.weight.device
+        self.used = used.to(device)
+        unused = torch.ones(self.size, dtype=torch.bool)
+        unused[used] = False
+        self.unused = unused.nonzero().squeeze(1).to(device)
+        self.new_id = torch.full((self.size,), -1, dtype=torch.long)
+        self.new_id[used] = torch.arange(len(used))
+        with torch.no_grad():
+            # The table itself stays, rewritten by `whole`: no second table is allocated, and a table still
+            # mapped from its safetensors file stays one mapping.
+            self.table = embedding.weight.detach()
+            self.rows = self.table.index_select(0, self.used)  # the parameter's storage while training
+            self.rest = self.table.index_select(0, self.unused)
+        self._compact()
+
+    def _compact(self) -> None:
+        with torch.no_grad():
+            self.embedding.weight.set_(self.rows)  # same Parameter object: the optimizer keeps holding it
+        self.embedding.num_embeddings = len(self.used)
+        if self.padding_idx is not None:
+            self.embedding.padding_idx = int(self.new_id[self.padding_idx])
+
+    def _whole(self) -> None:
+        self.table.index_copy_(0, self.used, self.rows)
+        self.table.index_copy_(0, self.unused, self.rest)
+        with torch.no_grad():
+            self.embedding.weight.set_(self.table)
+        self.embedding.num_embeddings, self.embedding.padding_idx = self.size, self.padding_idx
+
+    @contextmanager
+    def whole(self) -> Iterator[None]:
+        """Within this block the model has its whole table (current values); the compact rows afterwards."""
+        self._whole()
+        try:
+            yield
+        finally:
+            self._compact()
+
+    def remap(self, enc: Encoded, pad_id: int) -> tuple[Encoded, int]:
+        """The training split and its padding id in compact row numbers."""
+        new_id = self.new_id.tolist()
+        return dataclasses.replace(enc, input_ids=[[new_id[i] for i in row] for row in enc.input_ids]), new_id[pad_id]
+
+    def decay(self) -> None:
+        """After optimizer.step(): the weight decay that step gave the unused rows. AdamW skips a parameter
+        without a gradient (a group not yet unfrozen, whose rate is 0 then anyway), and so does this. (A step the fused AdamW skips on a
+        GPU for a non-finite loss is decayed here all the same; the run then stops at the next read, before
+        any checkpoint of it.)"""
+        lr, weight_decay = self.group["lr"], self.group["weight_decay"]
+        if self.embedding.weight.grad is not None and weight_decay:
+            self.rest.mul_(1 - lr * weight_decay)
+
+    @classmethod
+    @contextmanager
+    def of(cls, model, optimizer: torch.optim.Optimizer, train: Encoded, pad_id: int,
+           enabled: bool) -> Iterator["CompactVocab | None"]:
+        """Within this block the model's input embedding holds the rows `train` uses. Yields None where that does
+        not apply: off, a table that is not a plain nn.Embedding, tied to an output layer, frozen, or all used."""
+        embedding = model.get_input_embeddings() if enabled else None
+        if type(embedding) is not torch.nn.Embedding or embedding.max_norm is not None or model.get_output_embeddings() is not None:
+            yield None
+            return
+        weight = embedding.weight
+        group = next((g for g in optimizer.param_groups if any(p is weight for p in g["params"])), None)
+        ids = {i for row in train.input_ids for i in row} | {pad_id} | ({embedding.padding_idx} - {None})
+        # Resumed, the optimizer holds moments already: for these rows when the checkpoint was written in this
+        # block (resuming refuses other data or another train.compact_vocab), for the whole table when it was
+        # written by a version without it, which then goes on with the whole table.
+        moments = optimizer.state.get(weight, {}).get("exp_avg")
+        if (group is None or len(ids) >= embedding.num_embeddings or max(ids) >= embedding.num_embeddings or min(ids) < 0
+                or (moments is not None and moments.shape[0] != len(ids))):
+            yield None  # out-of-range ids are left for the embedding's own error
+            return
+        vocab = cls(embedding, torch.tensor(sorted(ids)), group)
+        try:
+            yield vocab
+        finally:
+            vocab._whole()
+            vocab.rows = vocab.rest = None  # only the table from here on
 
 
 def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float,
@@ -389,6 +490,12 @@ def fit(
             print(f"resuming from {checkpoints.resume_from} (step {state.step} of {total_steps}, {where})")
     bar = progress_bar(total_steps, "train", "step", initial=state.step) if progress and rank == 0 else None
 
+    compact: CompactVocab | None = None  # set inside the training block below
+
+    def whole_table():
+        """Evaluation and checkpoints read the whole token table, not the compact rows training updates."""
+        return compact.whole() if compact is not None else nullcontext()
+
     def record(entry: dict[str, Any]) -> None:
         state.log.append(entry)
         if on_log and rank == 0:
@@ -399,16 +506,17 @@ def fit(
         nonlocal best_weights
         if validation is None:
             return False
-        m = evaluate_encoded(model, validation, labels, pad_id, device, aggregate)
-        model.train()
-        record({"kind": "eval", "step": state.step, "epoch": state.epoch, "loss": m["loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
-        score = m[cfg.metric]
-        if state.best_metric is None or score > state.best_metric:
-            state.best_metric, state.best_step, state.evals_since_best = score, state.step, 0
-            # On the host: a second copy of the weights must not take accelerator memory.
-            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            state.evals_since_best += 1
+        with whole_table():  # the best weights are copied from it too
+            m = evaluate_encoded(model, validation, labels, pad_id, device, aggregate)
+            model.train()
+            record({"kind": "eval", "step": state.step, "epoch": state.epoch, "loss": m["loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
+            score = m[cfg.metric]
+            if state.best_metric is None or score > state.best_metric:
+                state.best_metric, state.best_step, state.evals_since_best = score, state.step, 0
+                # On the host: a second copy of the weights must not take accelerator memory.
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                state.evals_since_best += 1
         if rank == 0:
             (bar.write if bar is not None else print)(
                 f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
@@ -470,11 +578,12 @@ def fit(
         rng = checkpoint.capture_rng(world, device)  # a collective under DDP: every rank takes part
         saved = checkpoints.root  # what the other ranks report; rank 0 names the folder
         if rank == 0:
-            saved = checkpoint.save_checkpoint(
-                checkpoints.root, model, optimizer, scheduler, dataclasses.asdict(state), best_weights=best_weights, rng=rng,
-                plan=plan.to_json(), config=checkpoints.config, meta={"world_size": world, "data_fingerprint": checkpoints.fingerprint,
-                                                                      "total_steps": total_steps, "device": device.type},
-            )
+            with whole_table():
+                saved = checkpoint.save_checkpoint(
+                    checkpoints.root, model, optimizer, scheduler, dataclasses.asdict(state), best_weights=best_weights, rng=rng,
+                    plan=plan.to_json(), config=checkpoints.config, meta={"world_size": world, "data_fingerprint": checkpoints.fingerprint,
+                                                                          "total_steps": total_steps, "device": device.type},
+                )
             checkpoint.prune(checkpoints.root, checkpoints.keep, state.best_step)
         ckpt_seconds += time.perf_counter() - t0
         return saved
@@ -486,9 +595,9 @@ def fit(
         for i, idx in enumerate(pieces):
             segments = None
             if windows is None:
-                batch = collate(train, idx, pad_id)
+                batch = collate(train, idx, train_pad)
             else:  # every window of every text in idx; segments[j] = which text of idx row j belongs to
-                batch = collate(train, [r for d in idx for r in windows[d]], pad_id)
+                batch = collate(train, [r for d in idx for r in windows[d]], train_pad)
                 segments = torch.tensor([k for k, d in enumerate(idx) for _ in windows[d]], device=device)
                 batch["labels"] = batch["labels"][[0, *itertools.accumulate(len(windows[d]) for d in idx[:-1])]]  # one per text
             # From page-locked memory a copy to the GPU is truly asynchronous; from ordinary memory it makes the
@@ -518,7 +627,9 @@ def fit(
     # Around the whole loop, backward included: a recomputing backward must see the forward it recomputes.
     # DDP reduces dense gradients only, so the embedding rows are for a single process.
     with (StopSignals().installed(checkpoints is not None) as stop, top_layer_reads_head(model, cfg.trim_top_layer),
-          fast_dropout(model, cfg.fast_dropout), EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows):
+          fast_dropout(model, cfg.fast_dropout), CompactVocab.of(model, optimizer, train, pad_id, cfg.compact_vocab and world == 1) as compact,
+          EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows):
+        train, train_pad = compact.remap(train, pad_id) if compact is not None else (train, pad_id)
         while state.step < total_steps and not state.stopped_early:
             if order_epoch != state.epoch:
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
@@ -566,6 +677,8 @@ def fit(
             else:
                 optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
             optimizer.step()
+            if compact is not None:
+                compact.decay()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -610,4 +723,4 @@ def fit(
     if state.stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
     return FitResult(state=state, seconds=state.train_seconds, stopped_early=state.stopped_early, eval_seconds=state.eval_seconds,
-                     checkpoint_seconds=ckpt_seconds)
+                     checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size])

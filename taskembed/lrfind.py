@@ -56,8 +56,9 @@ HANDLED = {
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
               "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer",
-              # Speed only: the sweep keeps PyTorch's dropout (same drop rate) and the dense embedding gradient (the same).
-              "fast_dropout", "embedding_grad_rows"},  # lr_scaling: its own error below
+              # Speed only: the sweep keeps PyTorch's dropout (same drop rate), the dense embedding gradient and the
+              # whole token table (both the same numbers).
+              "fast_dropout", "embedding_grad_rows", "compact_vocab"},  # lr_scaling: its own error below
 }
 
 

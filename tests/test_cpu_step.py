@@ -1,5 +1,6 @@
 """The CPU training step's shortcuts: lane dropout (train.fast_dropout), the embedding gradient written by rows
-(train.embedding_grad_rows) and clipping inside the fused optimizer step. Each must compute what it replaces."""
+(train.embedding_grad_rows), the token table trained as its used rows (train.compact_vocab) and clipping inside
+the fused optimizer step. Each must compute what it replaces."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import taskembed
 import taskembed.dropout as lanes
 from bench.fault_injection import write_csv
 from taskembed.dropout import ATTENTION, _lanes, _softmax, fast_dropout, keep_scale, lane_dropout
-from taskembed.loop import EmbeddingRows, clip_in_step
+from taskembed.loop import CompactVocab, EmbeddingRows, clip_in_step
 from tests.conftest import make_rows
 from tests.test_trim import padded_batch, tiny, train_without_dropout
 
@@ -230,6 +231,46 @@ def test_training_with_the_shortcuts_and_without_them_ends_at_the_same_weights(t
     assert moved > 10
     word = "bert.embeddings.word_embeddings.weight"
     assert not torch.equal(weights[0][word], base[word.removeprefix("bert.")])  # the embedding rows trained
+
+
+# Gradual: no validation split, so the weights compared are the last ones, after the table's stage began.
+@pytest.mark.parametrize("extra", [{"data.validation_fraction": 0.2},
+                                   {"data.validation_fraction": 0.0, "train.gradual_unfreezing": "steps", "train.unfreeze_every": 3}],
+                         ids=["default", "gradual"])
+def test_compact_vocab_ends_bit_for_bit_where_training_the_whole_table_does(tmp_path, tiny_model_dir, tiny_overrides, extra, monkeypatch):
+    """Dropout on, a validation split scored each epoch and checkpoints written (both read the whole table),
+    a weight decay large enough to see: every weight must be equal, and the rows no training text uses must
+    have shrunk by one common factor and nothing else. With gradual unfreezing the table is frozen at first,
+    and AdamW (so the decay of the unused rows) skips it until its stage."""
+    unused: list[torch.Tensor] = []
+    build = CompactVocab.__init__
+
+    def spy(self, *args):
+        build(self, *args)
+        unused.append(self.unused.clone())
+
+    monkeypatch.setattr(CompactVocab, "__init__", spy)
+    train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
+    weights, rows = [], []
+    for on in (True, False):
+        out = tmp_path / f"out-{on}"
+        taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.weight_decay": 0.5,
+                               "train.compact_vocab": on, "output.dir": str(out), **extra}, progress=False, echo=lambda _m: None)
+        weights.append(load_file(out / "model.safetensors"))
+        rows.append(json.loads((out / "run.json").read_text())["token_rows_trained"])
+    assert len(unused) == 1 and len(unused[0]) > 0  # the first run compacted, the second did not
+    size = len(weights[0]["bert.embeddings.word_embeddings.weight"])
+    assert rows == [[size - len(unused[0]), size], None]
+    for name, w in weights[1].items():
+        assert torch.equal(weights[0][name], w), name
+    word = weights[0]["bert.embeddings.word_embeddings.weight"]
+    base = load_file(tiny_model_dir / "model.safetensors")["embeddings.word_embeddings.weight"]
+    ratio = word[unused[0]] / base[unused[0]]
+    assert ratio.max() < 1 and ratio.max() - ratio.min() < 1e-5  # decayed, all by the same factor
+    used = torch.ones(len(base), dtype=torch.bool)
+    used[unused[0]] = False
+    decayed = (word[unused[0]] - base[unused[0]]).abs().max()
+    assert (word[used] - base[used]).abs().max() > 5 * decayed  # the used rows trained, beyond the decay
 
 
 def test_lane_dropout_trains_and_is_recorded(tmp_path, tiny_overrides, monkeypatch):

@@ -1,4 +1,4 @@
-"""The quality benchmarks (ablations, imbalance, long texts) run end to end on the tiny model.
+"""The quality benchmarks (ablations, imbalance, long texts) and the large-vocabulary one run end to end on the tiny model.
 
 What they measure needs the real model and minutes of CPU; here each runs on the tiny model and tiny
 data, and the check is that the runs happen with the overrides they claim and the reports hold them.
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import ablations, imbalance, long_texts
+from bench import ablations, imbalance, large_vocab, long_texts
 
 TINY = ["train.bf16=off", "train.epochs=1", "train.batch_size=16", "data.max_length=32", "output.embedding_report=false"]
 
@@ -57,3 +57,14 @@ def test_long_texts_smoke(tiny_model_dir, tmp_path):
     runs = json.loads((tmp_path / "lt.json").read_text())["runs"]
     assert [r["mode"] for r in runs] == ["truncate", "window"]
     assert runs[0]["truncated_test"] > 0 and runs[1]["windowed_test"] == runs[0]["truncated_test"]
+
+
+@pytest.mark.slow
+def test_large_vocab_smoke(tiny_model_dir, tmp_path):
+    argv = ["--model", str(tiny_model_dir), "--vocab", "700", "--train", "40", "--test", "20", "--out-dir", str(tmp_path), "--name", "lv"]
+    assert large_vocab.main(argv) == 0
+    on, off = json.loads((tmp_path / "lv.json").read_text())["runs"]
+    assert (on["compact_vocab"], off["compact_vocab"]) == (True, False)
+    assert on["token_rows_trained"][1] == 700 and on["token_rows_trained"][0] < 200 and off["token_rows_trained"] is None
+    assert on["accuracy"] == off["accuracy"]  # the same weights: the same predictions
+    assert "| true | " in (tmp_path / "lv.md").read_text()
