@@ -234,9 +234,12 @@ class CompactVocab:
     rows are multiplied by the same factor in one pass after each step (`decay`). On the CPU torch's fused
     AdamW rounds that factor to float32 before multiplying, as `mul_` does, so the weights end bit for bit
     where training the whole table puts them (tests/test_cpu_step.py); a kernel that rounds the decay
-    another way would differ by that rounding, in rows no training text reads. The training split's token ids are renumbered
-    to the compact rows (`remap`, monotonic, so rows keep their order); evaluation, checkpoints and
-    everything after `fit` see the whole table (`whole`).
+    another way would differ by that rounding, in rows no training text reads.
+
+    Only the table's lookup sees compact row numbers: a pre-hook maps each token id to its row as the
+    embedding is called, so the model's input_ids keep their meaning (RoBERTa's position ids and a
+    decoder's last-token search compare them with the pad id). Evaluation, checkpoints and everything
+    after `fit` see the whole table (`whole`).
     """
 
     def __init__(self, embedding: torch.nn.Embedding, used: torch.Tensor, group: dict):
@@ -247,24 +250,33 @@ class CompactVocab:
         unused = torch.ones(self.size, dtype=torch.bool)
         unused[used] = False
         self.unused = unused.nonzero().squeeze(1).to(device)
-        self.new_id = torch.full((self.size,), -1, dtype=torch.long)
-        self.new_id[used] = torch.arange(len(used))
+        self.row_of = torch.full((self.size,), -1, dtype=torch.long)  # -1: an id no training text has (an index error if looked up)
+        self.row_of[used] = torch.arange(len(used))
+        self.row_of = self.row_of.to(device)
         with torch.no_grad():
-            # The table itself stays, rewritten by `whole`: no second table is allocated, and a table still
-            # mapped from its safetensors file stays one mapping.
+            # `whole` writes the rows back into the table itself instead of allocating another: while training,
+            # the table, the used rows and the unused rows (one more table in all) are what is held.
             self.table = embedding.weight.detach()
             self.rows = self.table.index_select(0, self.used)  # the parameter's storage while training
             self.rest = self.table.index_select(0, self.unused)
+        self.hook = None
         self._compact()
+
+    def _lookup(self, _module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (self.row_of[args[0]], *args[1:]), kwargs
+        return args, {**kwargs, "input": self.row_of[kwargs["input"]]}
 
     def _compact(self) -> None:
         with torch.no_grad():
             self.embedding.weight.set_(self.rows)  # same Parameter object: the optimizer keeps holding it
         self.embedding.num_embeddings = len(self.used)
         if self.padding_idx is not None:
-            self.embedding.padding_idx = int(self.new_id[self.padding_idx])
+            self.embedding.padding_idx = int(self.row_of[self.padding_idx])
+        self.hook = self.embedding.register_forward_pre_hook(self._lookup, with_kwargs=True)
 
     def _whole(self) -> None:
+        self.hook.remove()
         self.table.index_copy_(0, self.used, self.rows)
         self.table.index_copy_(0, self.unused, self.rest)
         with torch.no_grad():
@@ -280,16 +292,11 @@ class CompactVocab:
         finally:
             self._compact()
 
-    def remap(self, enc: Encoded, pad_id: int) -> tuple[Encoded, int]:
-        """The training split and its padding id in compact row numbers."""
-        new_id = self.new_id.tolist()
-        return dataclasses.replace(enc, input_ids=[[new_id[i] for i in row] for row in enc.input_ids]), new_id[pad_id]
-
     def decay(self) -> None:
         """After optimizer.step(): the weight decay that step gave the unused rows. AdamW skips a parameter
-        without a gradient (a group not yet unfrozen, whose rate is 0 then anyway), and so does this. (A step the fused AdamW skips on a
-        GPU for a non-finite loss is decayed here all the same; the run then stops at the next read, before
-        any checkpoint of it.)"""
+        without a gradient (a group not yet unfrozen, whose rate is 0 then anyway), and so does this. (A step
+        the fused AdamW skips on a GPU for a non-finite loss is decayed here all the same; the run then stops
+        at the next read, before any checkpoint of it.)"""
         lr, weight_decay = self.group["lr"], self.group["weight_decay"]
         if self.embedding.weight.grad is not None and weight_decay:
             self.rest.mul_(1 - lr * weight_decay)
@@ -319,6 +326,7 @@ class CompactVocab:
         try:
             yield vocab
         finally:
+            weight.grad = None  # a step cut short by an error may leave a gradient of the compact size
             vocab._whole()
             vocab.rows = vocab.rest = None  # only the table from here on
 
@@ -595,9 +603,9 @@ def fit(
         for i, idx in enumerate(pieces):
             segments = None
             if windows is None:
-                batch = collate(train, idx, train_pad)
+                batch = collate(train, idx, pad_id)
             else:  # every window of every text in idx; segments[j] = which text of idx row j belongs to
-                batch = collate(train, [r for d in idx for r in windows[d]], train_pad)
+                batch = collate(train, [r for d in idx for r in windows[d]], pad_id)
                 segments = torch.tensor([k for k, d in enumerate(idx) for _ in windows[d]], device=device)
                 batch["labels"] = batch["labels"][[0, *itertools.accumulate(len(windows[d]) for d in idx[:-1])]]  # one per text
             # From page-locked memory a copy to the GPU is truly asynchronous; from ordinary memory it makes the
@@ -629,7 +637,6 @@ def fit(
     with (StopSignals().installed(checkpoints is not None) as stop, top_layer_reads_head(model, cfg.trim_top_layer),
           fast_dropout(model, cfg.fast_dropout), CompactVocab.of(model, optimizer, train, pad_id, cfg.compact_vocab and world == 1) as compact,
           EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows):
-        train, train_pad = compact.remap(train, pad_id) if compact is not None else (train, pad_id)
         while state.step < total_steps and not state.stopped_early:
             if order_epoch != state.epoch:
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)

@@ -273,6 +273,58 @@ def test_compact_vocab_ends_bit_for_bit_where_training_the_whole_table_does(tmp_
     assert (word[used] - base[used]).abs().max() > 5 * decayed  # the used rows trained, beyond the decay
 
 
+def test_compact_vocab_leaves_the_input_ids_to_the_model(tmp_path, tiny_model_dir, tiny_overrides):
+    """RoBERTa numbers positions from input_ids != pad id. Here the pad is [MASK] (id 4) and ids 0 and 1 occur in
+    no text, so compact row numbers in input_ids would move the pad and every position; only the lookup may see them."""
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
+
+    folder = tmp_path / "tiny-roberta"
+    tok = BertTokenizerFast.from_pretrained(tiny_model_dir, pad_token="[MASK]")
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                               max_position_embeddings=140, pad_token_id=tok.pad_token_id, type_vocab_size=2)).save_pretrained(folder)
+    train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
+    weights, rows = [], []
+    for on in (True, False):
+        out = tmp_path / f"out-{on}"
+        taskembed.train(None, {**tiny_overrides, "model.name": str(folder), "data.source": str(train), "data.validation_fraction": 0.0,
+                               "train.compact_vocab": on, "output.dir": str(out)}, progress=False, echo=lambda _m: None)
+        weights.append(load_file(out / "model.safetensors"))
+        rows.append(json.loads((out / "run.json").read_text())["token_rows_trained"])
+    assert rows[0] is not None and rows[1] is None
+    assert tok.pad_token_id == 4 and not {0, 1} & {i for t in make_rows(96, seed=3) for i in tok(t["text"])["input_ids"]}
+    for name, w in weights[1].items():
+        assert torch.equal(weights[0][name], w), name
+
+
+def test_compact_vocab_gives_the_whole_table_back_when_training_fails(tmp_path, tiny_overrides, monkeypatch):
+    """A non-finite loss stops training after its backward: the model must still end with its whole table and no
+    gradient of the compact size."""
+    import taskembed.api as api
+    import taskembed.loop as loop
+
+    seen, calls = {}, []
+    real_fit, real_loss = api.fit, loop.classification_loss
+
+    def fit(model, *args, **kwargs):
+        seen["model"] = model
+        return real_fit(model, *args, **kwargs)
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        return real_loss(*args, **kwargs) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(api, "fit", fit)
+    monkeypatch.setattr(loop, "classification_loss", loss)
+    train = write_csv(tmp_path / "train.csv", make_rows(64, seed=4))
+    with pytest.raises(loop.TrainingDiverged, match="step 3"):
+        taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.keep_checkpoints": 0}, progress=False, echo=lambda _m: None)
+    table = seen["model"].get_input_embeddings()
+    assert table.weight.shape[0] == table.num_embeddings == seen["model"].config.vocab_size
+    assert table.weight.grad is None and not table._forward_pre_hooks
+
+
 def test_lane_dropout_trains_and_is_recorded(tmp_path, tiny_overrides, monkeypatch):
     calls = count_lane_calls(monkeypatch)
     train = write_csv(tmp_path / "train.csv", make_rows(64, seed=4))

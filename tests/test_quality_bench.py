@@ -61,7 +61,7 @@ def test_long_texts_smoke(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_large_vocab_smoke(tiny_model_dir, tmp_path):
-    argv = ["--model", str(tiny_model_dir), "--vocab", "700", "--train", "40", "--test", "20", "--out-dir", str(tmp_path), "--name", "lv"]
+    argv = ["--model", str(tiny_model_dir), "--vocab", "700", "--train", "40", "--test", "20", "--rounds", "1", "--out-dir", str(tmp_path), "--name", "lv"]
     assert large_vocab.main(argv) == 0
     on, off = json.loads((tmp_path / "lv.json").read_text())["runs"]
     assert (on["compact_vocab"], off["compact_vocab"]) == (True, False)
