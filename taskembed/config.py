@@ -141,7 +141,7 @@ class TrainConfig:
     embedding_grad_rows: bool = True
     """Write the input embedding table's gradient only for the rows a step used, into one reused buffer, instead of a fresh zero table (30,522 x 384 for MiniLM) every step. The same gradient; false uses the dense default."""
     compact_vocab: bool = True
-    """While training, hold only the input token table's rows the training texts use (13,524 of MiniLM's 30,522 on rotten_tomatoes) in the optimizer; the other rows get the weight decay AdamW would give them and nothing else, which is all AdamW does to a row whose gradient is always zero. The same weights; less optimizer memory and work, most for large vocabularies. false trains the whole table."""
+    """While training, hold only the input token table's rows the training texts use (13,524 of MiniLM's 30,522 on rotten_tomatoes) in the optimizer; the other rows get the weight decay AdamW would give them and nothing else, which is all AdamW does to a row whose gradient is always zero. The same weights (bit for bit on the CPU, where it is tested); less optimizer memory and work, most for large vocabularies. Single process only. false trains the whole table."""
     num_threads: int | None = None
     """CPU threads for torch; None uses the number of physical cores."""
     checkpoint_every: int = 0
