@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.ablations import write_report  # noqa: E402
+from bench.train_bench import peak_rss_mb  # noqa: E402
 
 
 def make_model(source: str, vocab: int, dest: Path) -> None:
@@ -82,10 +82,6 @@ def worker(spec: dict) -> dict:
     run = json.loads((Path(r.output_dir) / "run.json").read_text())
     return {"compact_vocab": spec["compact_vocab"], "train_seconds": r.train_seconds, "token_rows_trained": run["token_rows_trained"],
             "peak_rss_mb": peak_rss_mb(), **{f"peak_rss_{k}_mb": v for k, v in marks.items()}, "accuracy": r.metrics["test"]["accuracy"]}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024**2 if sys.platform == "darwin" else 1024)
 
 
 def main(argv: list[str] | None = None) -> int:

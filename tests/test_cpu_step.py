@@ -233,6 +233,17 @@ def test_training_with_the_shortcuts_and_without_them_ends_at_the_same_weights(t
     assert not torch.equal(weights[0][word], base[word.removeprefix("bert.")])  # the embedding rows trained
 
 
+def train_compact_and_whole(tmp_path, overrides: dict) -> tuple[list[dict], list]:
+    """Train with train.compact_vocab true, then false: each run's weights and its run.json token_rows_trained."""
+    weights, rows = [], []
+    for on in (True, False):
+        out = tmp_path / f"out-{on}"
+        taskembed.train(None, {**overrides, "train.compact_vocab": on, "output.dir": str(out)}, progress=False, echo=lambda _m: None)
+        weights.append(load_file(out / "model.safetensors"))
+        rows.append(json.loads((out / "run.json").read_text())["token_rows_trained"])
+    return weights, rows
+
+
 # Gradual: no validation split, so the weights compared are the last ones, after the table's stage began.
 @pytest.mark.parametrize("extra", [{"data.validation_fraction": 0.2},
                                    {"data.validation_fraction": 0.0, "train.gradual_unfreezing": "steps", "train.unfreeze_every": 3}],
@@ -251,13 +262,7 @@ def test_compact_vocab_ends_bit_for_bit_where_training_the_whole_table_does(tmp_
 
     monkeypatch.setattr(CompactVocab, "__init__", spy)
     train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
-    weights, rows = [], []
-    for on in (True, False):
-        out = tmp_path / f"out-{on}"
-        taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.weight_decay": 0.5,
-                               "train.compact_vocab": on, "output.dir": str(out), **extra}, progress=False, echo=lambda _m: None)
-        weights.append(load_file(out / "model.safetensors"))
-        rows.append(json.loads((out / "run.json").read_text())["token_rows_trained"])
+    weights, rows = train_compact_and_whole(tmp_path, {**tiny_overrides, "data.source": str(train), "train.weight_decay": 0.5, **extra})
     assert len(unused) == 1 and len(unused[0]) > 0  # the first run compacted, the second did not
     size = len(weights[0]["bert.embeddings.word_embeddings.weight"])
     assert rows == [[size - len(unused[0]), size], None]
@@ -285,13 +290,8 @@ def test_compact_vocab_leaves_the_input_ids_to_the_model(tmp_path, tiny_model_di
     RobertaModel(RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                max_position_embeddings=140, pad_token_id=tok.pad_token_id, type_vocab_size=2)).save_pretrained(folder)
     train = write_csv(tmp_path / "train.csv", make_rows(96, seed=3))
-    weights, rows = [], []
-    for on in (True, False):
-        out = tmp_path / f"out-{on}"
-        taskembed.train(None, {**tiny_overrides, "model.name": str(folder), "data.source": str(train), "data.validation_fraction": 0.0,
-                               "train.compact_vocab": on, "output.dir": str(out)}, progress=False, echo=lambda _m: None)
-        weights.append(load_file(out / "model.safetensors"))
-        rows.append(json.loads((out / "run.json").read_text())["token_rows_trained"])
+    weights, rows = train_compact_and_whole(tmp_path, {**tiny_overrides, "model.name": str(folder), "data.source": str(train),
+                                                       "data.validation_fraction": 0.0})
     assert rows[0] is not None and rows[1] is None
     assert tok.pad_token_id == 4 and not {0, 1} & {i for t in make_rows(96, seed=3) for i in tok(t["text"])["input_ids"]}
     for name, w in weights[1].items():
