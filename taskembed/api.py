@@ -1,4 +1,6 @@
-"""The public Python API: train, load, evaluate. The CLI and the demo use only these.
+"""The public Python API: train, load, evaluate, plan, lr_find. The CLI and the demo call these and the public
+functions of the modules beside them (embed, compare, config, builtin); none of them reaches into the loop
+(TrainingInterrupted, which train raises on SIGINT/SIGTERM, is re-exported here).
 
 Data flows one way: config -> data -> model -> lr plan -> fit -> evaluate -> output folder.
 """
@@ -20,9 +22,12 @@ from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, load_classifier
 from taskembed.plan import LrPlan, apply_freezing, build_plan, lr_scale
-from taskembed.predict import Classifier
+from taskembed.predict import Classifier, predict_logits
 from taskembed.calibration import calibrate
-from taskembed.loop import distributed, evaluate_encoded, fit, predict_logits, seed_everything, use_bf16
+from taskembed.loop import TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16
+
+
+__all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
 
 
 @dataclass
@@ -94,8 +99,9 @@ def train(
     resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
 
     splits = load_splits(cfg.data)
+    fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
-        checkpoint.check_compatible(resume_from, cfg.to_dict(), splits.fingerprint(), world)
+        checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say)
     say(_data_summary(splits))
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
@@ -127,7 +133,7 @@ def train(
         if rank == 0:
             checkpoint.prepare(ckpt_root, fresh=resume_from is None)
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
-                                         splits.fingerprint(), resume_from)
+                                         fingerprint, resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
                  device=device, progress=progress, checkpoints=ckpts, class_weights=_class_weights(cfg, encoded["train"], splits.labels),
                  aggregate=cfg.data.window_aggregate)
@@ -185,7 +191,7 @@ def train(
             "tokens_per_second": st.tokens_seen * world / max(result.seconds, 1e-9),
             "stopped_early": result.stopped_early,
             "world_size": world,
-            "data": {"fingerprint": splits.fingerprint(), "origin": splits.origin, "summary": splits.summary(),
+            "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(),
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

@@ -19,12 +19,27 @@ from typing import Any, Callable, Iterator
 from taskembed.errors import UserError
 
 
+MODEL_MARKER = "training_config.json"
+"""A file every model folder holds: --output.overwrite replaces a folder only if it has one (or is empty)."""
+
+
+def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: str, other: str) -> None:
+    """Refuse a path the output cannot take: a file, a folder with contents and no `flag`, or a folder with
+    contents taskembed did not write (no `marker`), which overwriting would delete (a mistyped --output.dir ~)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{name}{out} is a file; choose a folder path")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"{name}{out} already exists; pass {flag} or choose another {other}")
+    if not (out / marker).is_file():
+        raise UserError(f"{name}{out} holds files taskembed did not write (no {marker}); {flag} replaces only a folder "
+                        f"taskembed wrote: choose another {other} or empty this one")
+
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail before training, not after an hour of it, when the output cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output.dir {out} is a file; choose a folder path")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output.dir {out} already exists; pass --output.overwrite true or choose another --output.dir")
+    check_replaceable(out, overwrite, MODEL_MARKER, "output.dir ", "--output.overwrite true", "--output.dir")
     parent = out.parent
     probe_dir = parent
     while not probe_dir.exists():
@@ -35,7 +50,9 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 @contextmanager
 def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed.
+
+    An empty `out` is simply taken; callers check with `check_replaceable` first what a full one may be."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -46,6 +63,8 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         os.umask(umask)
         for f in tmp.rglob("*"):
             f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an empty folder made beforehand (mkdir -p, or the checkpoint's parent) is no conflict
         if out.exists():
             if not overwrite:
                 raise UserError(f"output.dir {out} appeared while training; pass --output.overwrite true")
@@ -202,6 +221,10 @@ def model_card(info: dict[str, Any]) -> str:
     data = info["data"]
     sizes = ", ".join(f"{s} {v['rows']:,}" for s, v in data["summary"].items())
     plots = "\n".join(f"![{p}]({p})" for p in info["plots"])
+    scaled = ("" if cfg["train"].get("lr_scaling", "none") == "none"
+              else f"; every rate scaled with the batch ({cfg['train']['lr_scaling']}), the rates trained with are in the plan below")
+    best = (f"Best validation {cfg['train']['metric']} at optimizer step {info['best_step']}; "
+            if info["metrics"].get("validation") else "No validation split, so the final weights are kept; ")
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -213,15 +236,14 @@ tags: [taskembed, text-classification]
 
 A text classifier fine-tuned with [taskembed](https://pypi.org/project/taskembed/) from
 `{cfg['model']['name']}` on `{cfg['data']['source']}` ({sizes}), with discriminative
-learning rates (top {cfg['train']['lr']:g}, layer decay {cfg['train']['layer_decay']:g}, head {cfg['train']['head_lr']:g}).
+learning rates (top {cfg['train']['lr']:g}, layer decay {cfg['train']['layer_decay']:g}, head {cfg['train']['head_lr']:g}{scaled}).
 Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 
 ## Results
 
 {metrics_table(metrics, info.get('baselines'))}
 
-Best validation {cfg['train']['metric']} at optimizer step {info['best_step']}; training took {info['train_seconds']:.0f} s
-on {info['device']}. {long_texts}
+{best}training took {info['train_seconds']:.0f} s on {info['device']}. {long_texts}
 
 {per_class_section}
 {_multi_label_section(info)}{_calibration_section(info.get("calibration"))}{_errors_section(info.get("errors"))}
@@ -257,6 +279,7 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
     """
     from taskembed.metrics import plot_confusion, plot_curves
 
+    check_output_dir(out, overwrite)  # again: the folder may have changed while training
     with staged_folder(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

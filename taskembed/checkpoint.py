@@ -15,7 +15,8 @@ written once, at the end, by `artifacts.save`):
             state.json              TrainState: step, epoch, position in the epoch, best metric, the log, ...
             lr_plan.json            the lr plan
             training_config.json    the resolved config
-            meta.json               format version, world size, data fingerprint, library versions
+            meta.json               format version, torch and transformers versions, world size, data fingerprint,
+                                    total steps, device
             COMPLETE.json           sha256 and size of every file above; written last
         .tmp-step-000014-1a2b3c4d/  a checkpoint being written (never read; removed on the next start)
 
@@ -37,7 +38,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,8 +61,16 @@ SLOW_HOOK = "TASKEMBED_TEST_SLOW_CHECKPOINT"
 # what the optimizer state means, the schedule, or the sequence of batches.
 MAY_CHANGE_ON_RESUME = {
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_threads",
-    "output.dir", "output.overwrite", "output.baselines", "output.embedding_report", "output.embedding_report_max_texts",
+    "output.dir", "output.overwrite", "output.baselines", "output.calibrate", "output.error_analysis",
+    "output.embedding_report", "output.embedding_report_max_texts",
 }
+
+
+def library_versions() -> dict[str, str]:
+    """The libraries whose kernels and random-number use decide the numbers a resumed run computes."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
 @dataclasses.dataclass
@@ -170,7 +179,8 @@ def restore_rng(tensors: dict[str, torch.Tensor], data: dict[str, Any], rank: in
 # --- writing ------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints and embedding shard manifests)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -236,7 +246,7 @@ def save_checkpoint(
         _write_json(tmp / "rng.json", rng[1])
         _write_json(tmp / "lr_plan.json", plan)
         _write_json(tmp / "training_config.json", config)
-        _write_json(tmp / "meta.json", {"format": FORMAT, **meta})
+        _write_json(tmp / "meta.json", {"format": FORMAT, "versions": library_versions(), **meta})
         _write_json(tmp / "state.json", state)
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
@@ -244,7 +254,7 @@ def save_checkpoint(
         if os.environ.get(SLOW_HOOK):
             time.sleep(float(os.environ[SLOW_HOOK]))
         _write_json(tmp / MARKER, {"format": FORMAT, "step": state["step"],
-                                   "files": {n: {"sha256": _sha256(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}})
+                                   "files": {n: {"sha256": file_sha256(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}})
         _fsync(tmp)
         if final.exists():  # the same step again (a resumed run that went back past a broken checkpoint)
             old = root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -315,6 +325,8 @@ def verify(folder: Path) -> str | None:
         listed = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError):
         return "COMPLETE.json is unreadable"
+    if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+        return "COMPLETE.json is unreadable"
     missing = [f for f in REQUIRED if f not in listed]
     if missing:
         return f"COMPLETE.json does not list {missing[0]}"
@@ -324,7 +336,7 @@ def verify(folder: Path) -> str | None:
             raise UserError(f"{folder}: COMPLETE.json lists {name}, which taskembed never writes into a checkpoint; refusing to read it")
         if not path.is_file():
             return f"{name} is missing"
-        if path.stat().st_size != want.get("bytes") or _sha256(path) != want.get("sha256"):
+        if path.stat().st_size != want.get("bytes") or file_sha256(path) != want.get("sha256"):
             return f"{name} does not match its checksum"
     return None
 
@@ -399,10 +411,19 @@ def _describe(key: str, old: Any, new: Any) -> str:
     return f"{key} {old!r} -> {new!r} ({why})"
 
 
-def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int) -> None:
-    """A UserError naming what changed when the current run cannot continue `folder` exactly."""
+def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int,
+                     say: Callable[[str], None] = lambda _m: None) -> None:
+    """A UserError naming what changed when the current run cannot continue `folder` exactly.
+
+    Other library versions are no reason to refuse (the run is still the same run), but the continuation may
+    then differ in the last bits from the one the old versions would have computed: `say` tells the user."""
     saved = _read_json(folder / "training_config.json")
     meta = _read_json(folder / "meta.json")
+    now = library_versions()
+    if meta.get("versions", now) != now:
+        then = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        say(f"note: {folder} was written with {then}; this run has {', '.join(f'{k} {v}' for k, v in now.items())}: "
+            "it continues, but not necessarily bit for bit")
     changes = []
     for section, values in config.items():
         for name, value in values.items():

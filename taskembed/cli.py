@@ -17,6 +17,10 @@ from typing import Sequence
 from taskembed.errors import UserError
 
 
+# api.plan builds the model with two labels so that it reads no data; say so where the head's count would otherwise mislead.
+PLAN_LABELS_NOTE = "head parameters counted for 2 labels (the plan reads no data); training sizes the head for the data's labels"
+
+
 def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool = False, progress: bool = True,
               resume: str | None = None) -> int:
     """Train; `resume` is None (start afresh), "latest" (continue the latest checkpoint) or "auto" (continue if there is one).
@@ -28,17 +32,17 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     from taskembed import api
     from taskembed.config import dump_config, load_config, parse_overrides
     from taskembed.artifacts import metrics_table
-    from taskembed.loop import TrainingInterrupted
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
         print(dump_config(cfg))
         print(api.plan(cfg).table())
+        print(PLAN_LABELS_NOTE)
         return 0
     print("config:\n" + "\n".join("  " + line for line in dump_config(cfg).splitlines()))
     try:
         result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
-    except TrainingInterrupted as exc:
+    except api.TrainingInterrupted as exc:
         if int(os.environ.get("RANK", "0")) == 0:
             command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
             print(exc.message(command), file=sys.stderr)
@@ -86,7 +90,7 @@ def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = 
     from taskembed.config import load_config, parse_overrides
 
     p = api.plan(load_config(config, parse_overrides(list(overrides))))
-    print(json.dumps(p.to_json(), indent=2) if as_json else p.table())
+    print(json.dumps(p.to_json(), indent=2) if as_json else p.table() + "\n" + PLAN_LABELS_NOTE)
     return 0
 
 

@@ -101,13 +101,13 @@ class TrainConfig:
     batch_size: int = 32
     """Examples per optimizer step (before gradient accumulation)."""
     grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
+    """Micro-batches accumulated per optimizer step; an epoch's last step takes the micro-batches left over, so every example is seen."""
     lr_scaling: Literal["none", "sqrt", "linear"] = "none"
     """Scale every rate with the effective batch (batch_size x grad_accum x processes) over lr_batch_size: by its square root (the rule for Adam; for large batches on an accelerator) or linearly. none: the rates as given."""
     lr_batch_size: int = 32
     """With lr_scaling: the batch size the rates were chosen for (the shipped rates: 32)."""
     auto_batch: bool = False
-    """On out-of-memory, split each micro-batch in two and accumulate twice as many (same effective batch); retried down to 1 example."""
+    """On out-of-memory, split each micro-batch in two and accumulate twice as many (same effective batch, same loss; only the contrastive term, computed within each piece, changes); retried down to 1 example."""
     warmup_ratio: float = 0.1
     """Share of the optimizer steps spent warming the rates up linearly from 0."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
@@ -155,7 +155,7 @@ class OutputConfig:
     dir: str = "runs/sentiment"
     """Folder the trained model is written to."""
     overwrite: bool = False
-    """Replace an existing output folder."""
+    """Replace an existing model folder (one holding training_config.json); a folder of other files is never replaced. An empty folder needs no overwrite."""
     baselines: bool = True
     """Also score majority-class and TF-IDF + logistic-regression baselines on the same splits."""
     calibrate: bool = True
@@ -421,7 +421,8 @@ def _contradictions(cfg: Config) -> list[str]:
 
     need(t.lr > 0, f"train.lr must be > 0 (got {t.lr})")
     need(t.head_lr > 0, f"train.head_lr must be > 0 (got {t.head_lr})")
-    need(t.embedding_lr is None or t.embedding_lr >= 0, f"train.embedding_lr must be >= 0 (got {t.embedding_lr})")
+    need(t.embedding_lr is None or t.embedding_lr > 0,
+         f"train.embedding_lr must be > 0 (got {t.embedding_lr}); to keep the embeddings fixed, set train.freeze_embeddings true")
     need(0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1] (got {t.layer_decay})")
     need(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
     need(t.epochs > 0, f"train.epochs must be > 0 (got {t.epochs})")
@@ -435,6 +436,8 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
+    need(t.seed >= 0, f"train.seed must be >= 0 (got {t.seed})")
+    need(d.split_seed >= 0, f"data.split_seed must be >= 0 (got {d.split_seed})")
     if isinstance(t.class_weights, dict):
         bad = {k: v for k, v in t.class_weights.items() if not v > 0}
         need(not bad, f"train.class_weights weights must be > 0 (got {bad})")

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from taskembed.checkpoint import _sha256  # one file-hash helper for checkpoints and shard manifests
+from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
 from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, top_layer_reads_head
 from taskembed.onednn import onednn_linear
@@ -794,7 +794,7 @@ def _embed_sharded(embedder: Embedder, source: TextSource, chunk_size: int, out:
             info = _embed_to(embedder, source, _strided(source.chunks(chunk_size * world), rank, world), count, path, fmt, started,
                              progress and rank == 0, shard=shard)
             summary.update(file=path.name, sidecar=sidecar_path(path).name, count=info["count"], truncated=info["truncated"],
-                           bytes=path.stat().st_size, sha256=_sha256(path), seconds=info["seconds"])
+                           bytes=path.stat().st_size, sha256=file_sha256(path), seconds=info["seconds"])
             shared = {k: v for k, v in info.items() if k not in _PER_SHARD}
         gathered = ranks.gather({"summary": summary, "shared": shared})
         shards = [g["summary"] for g in gathered]
@@ -842,7 +842,7 @@ def read_manifest(manifest: str | Path, verify: bool = True) -> dict[str, Any]:
         f = path.parent / s["file"]
         if not f.is_file():
             raise UserError(f"{path}: shard {s['file']} is missing; keep the shards next to their manifest or re-run the embedding")
-        if f.stat().st_size != s["bytes"] or (verify and _sha256(f) != s["sha256"]):
+        if f.stat().st_size != s["bytes"] or (verify and file_sha256(f) != s["sha256"]):
             raise UserError(f"{path}: shard {s['file']} changed since the manifest was written; re-run the embedding")
     return info
 
@@ -1034,10 +1034,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
     if emb.bf16:
         raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; give a folder path")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite or choose another folder")
+    artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
 
     reads = emb.head_reads if emb.pooling == "head" else emb.pooling
     pooling_mode = {"pooler": "cls", "context_pooler": "cls"}.get(reads, reads)

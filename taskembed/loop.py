@@ -30,14 +30,14 @@ import torch
 from taskembed import checkpoint
 from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
-from taskembed.data import Encoded, balanced_sample, collate, eval_batches, train_batches
+from taskembed.data import Encoded, balanced_sample, collate, train_batches
 from taskembed.dropout import fast_dropout
 from taskembed.errors import UserError
 from taskembed.losses import classification_loss, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
-from taskembed.onednn import onednn_linear
 from taskembed.plan import LrPlan, unfreeze_steps
+from taskembed.predict import pool_windows, predict_logits
 from taskembed.progress import progress_bar
 
 
@@ -48,15 +48,14 @@ class TrainingDiverged(UserError):
 class TrainingInterrupted(UserError):
     """SIGINT or SIGTERM: the step in flight was finished and checkpointed, then training stopped."""
 
-    def __init__(self, signum: int, step: int, saved: Path | None):
+    def __init__(self, signum: int, step: int, saved: Path):
+        # Only raised with checkpoints on: without them fit leaves SIGINT and SIGTERM to Python's defaults.
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
         self.step, self.saved = step, saved
         super().__init__(self.message("taskembed train CONFIG --resume"))
 
     def message(self, resume_command: str) -> str:
-        if self.saved is None:
-            return f"interrupted by {self.signal_name} after step {self.step}; no checkpoint (train.keep_checkpoints is 0), so it cannot be resumed"
         return f"interrupted by {self.signal_name} after step {self.step}; checkpoint saved to {self.saved}; continue with: {resume_command}"
 
 
@@ -156,8 +155,9 @@ def lr_lambda(cfg: TrainConfig, total_steps: int, start: int = 0) -> Callable[[i
     """The rate multiplier at each optimizer step: warmup, then the schedule's decay.
 
     A group unfrozen at step `start` > 0 (gradual unfreezing) follows the same decay but warms up
-    again from `start` over the same number of steps: fresh Adam moments on weights that have not
-    moved yet would otherwise take full-size steps at once. Before `start` its factor is 0.
+    again from `start` over the same number of steps, and over at least one when there is no warmup (its
+    first step then takes half the rate): fresh Adam moments on weights that have not moved yet would
+    otherwise take full-size steps at once. Before `start` its factor is 0.
     """
     warmup = int(round(cfg.warmup_ratio * total_steps))
     if start > 0:
@@ -331,6 +331,18 @@ class CompactVocab:
             vocab.rows = vocab.rest = None  # only the table from here on
 
 
+@contextmanager
+def forward_outputs(module: torch.nn.Module, on: bool) -> Iterator[list[Any]]:
+    """While on, each forward of `module` appends its output to the yielded list; the hook goes when the block ends."""
+    outputs: list[Any] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out)) if on else None
+    try:
+        yield outputs
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float,
                  rows: EmbeddingRows | None = None) -> torch.Tensor:
     """The gradients' total norm; with max_norm > 0 they are clipped to it inside the optimizer step.
@@ -359,38 +371,6 @@ def distributed() -> tuple[int, int]:
 def defer_host_reads(device: torch.device) -> bool:
     """Whether fit reads losses back every few steps (on a GPU, see fit) rather than after every step."""
     return device.type == "cuda"
-
-
-@torch.inference_mode()
-def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggregate: str = "mean", bf16: bool = False) -> torch.Tensor:
-    """Logits for every text in the original order, float32, batched by a token budget.
-
-    In window mode (enc.doc_ids) each window is classified and a text's logits are the mean (or the
-    elementwise max) of its windows' logits. bf16 autocasts the matmuls (opt-in: faster where the
-    hardware has bfloat16 units, but scores then differ from float32 in the third decimal).
-    """
-    model.eval()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    out = torch.empty((len(enc), model.config.num_labels), dtype=torch.float32)
-    # Both exact to float32 rounding, so always on for scoring. oneDNN's float32 products: about 2.3x MKL's on
-    # AMD CPUs (taskembed/onednn.py).
-    with autocast, top_layer_reads_head(model), onednn_linear(model):
-        # Smaller batches run faster per token on CPUs (measured: 2,048 tokens 317 texts/s, 8,192 tokens 241 on
-        # the 2-core development machine); GPUs want big ones.
-        for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
-            batch = collate(enc, idx, pad_id)
-            batch.pop("labels", None)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out[idx] = logits.float().cpu()
-    if enc.doc_ids is None:
-        return out
-    return pool_windows(out, torch.tensor(enc.doc_ids), enc.n_texts, aggregate)
-
-
-def pool_windows(x: torch.Tensor, segments: torch.Tensor, n: int, how: str) -> torch.Tensor:
-    """Rows of x grouped by segments (0..n-1) into n rows: their mean, or elementwise max. Differentiable."""
-    index = segments.unsqueeze(1).expand_as(x)
-    return x.new_zeros((n, x.shape[1])).scatter_reduce(0, index, x, reduce="amax" if how == "max" else "mean", include_self=False)
 
 
 def text_rows(enc: Encoded) -> list[list[int]] | None:
@@ -452,7 +432,7 @@ def fit(
     if batches_per_epoch < cfg.grad_accum:
         raise UserError(f"only {train.n_texts} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
                         "lower train.batch_size or train.grad_accum")
-    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # an epoch's last step takes the batches left over
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(plan.optimizer_groups(model), fused=fused)
@@ -478,12 +458,9 @@ def fit(
 
     # The contrastive term needs the vector the head reads: a hook keeps the encoder's output of each forward.
     contrastive = cfg.contrastive_weight > 0
-    encoder_out: list[Any] = []
-    if contrastive:
-        kind = head_reads(model.config)
-        if kind is None:
-            raise UserError(f"train.contrastive_weight needs a supported architecture; {model.config.model_type} is not one")
-        hook = model.base_model.register_forward_hook(lambda _m, _i, out: encoder_out.append(out))
+    kind = head_reads(model.config)
+    if contrastive and kind is None:
+        raise UserError(f"train.contrastive_weight needs a supported architecture; {model.config.model_type} is not one")
     eval_every = cfg.eval_every or steps_per_epoch
     log_every = max(1, min(50, steps_per_epoch // 10))
 
@@ -596,9 +573,19 @@ def fit(
         ckpt_seconds += time.perf_counter() - t0
         return saved
 
+    # Weighted cross-entropy is sum(w l) / sum(w) over the whole step, so a micro-batch's mean counts by its share
+    # of the step's weight, not of its examples: accumulating, or splitting after running out of memory, then
+    # gives the loss of the step taken at once. (The contrastive term is computed within each micro-batch.)
+    host_weights = None if class_weights is None else class_weights.detach().cpu().tolist()
+
+    def share(idx: list[int], total: float) -> float:
+        """This micro-batch's share of the step's cross-entropy: of its weight, or of its examples."""
+        return len(idx) / total if host_weights is None else sum(host_weights[targets[d]] for d in idx) / total
+
     def accumulate(group: list[list[int]], n_examples: int) -> torch.Tensor:
-        """Forward and backward over one optimizer step's examples; the summed, size-weighted loss."""
+        """Forward and backward over one optimizer step's examples; the summed, share-weighted loss."""
         pieces = [idx[k::state.micro_splits] for idx in group for k in range(state.micro_splits) if idx[k::state.micro_splits]]
+        total = n_examples if host_weights is None else sum(host_weights[targets[d]] for idx in group for d in idx)
         step_loss = torch.zeros((), device=device)
         for i, idx in enumerate(pieces):
             segments = None
@@ -619,12 +606,13 @@ def fit(
                 if segments is not None:
                     logits = pool_windows(logits, segments, len(idx), aggregate)
                 loss = classification_loss(logits, y, class_weights=class_weights, label_smoothing=cfg.label_smoothing)
+                loss = loss * share(idx, total)
                 if contrastive:
                     z = head_vector(model, kind, encoder_out.pop(), batch["attention_mask"])
                     if segments is not None:
                         z = pool_windows(z, segments, len(idx), "mean")
-                    loss = loss + cfg.contrastive_weight * supervised_contrastive(z, y, cfg.contrastive_temperature)
-                loss = loss * (len(idx) / n_examples)
+                    con = supervised_contrastive(z, y, cfg.contrastive_temperature)
+                    loss = loss + cfg.contrastive_weight * con * (len(idx) / n_examples)
             loss.backward()
             step_loss += loss.detach()
         return step_loss
@@ -634,97 +622,100 @@ def fit(
     saved: Path | None = None
     # Around the whole loop, backward included: a recomputing backward must see the forward it recomputes.
     # DDP reduces dense gradients only, so the embedding rows are for a single process.
-    with (StopSignals().installed(checkpoints is not None) as stop, top_layer_reads_head(model, cfg.trim_top_layer),
-          fast_dropout(model, cfg.fast_dropout), CompactVocab.of(model, optimizer, train, pad_id, cfg.compact_vocab and world == 1) as compact,
-          EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows):
-        while state.step < total_steps and not state.stopped_early:
-            if order_epoch != state.epoch:
-                gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
-                sample = balanced_sample(targets, gen) if cfg.sampler == "balanced" else None
-                order = train_batches(lengths, micro, gen, sample=sample)
-                # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
-                order = order[rank : batches_per_epoch * world : world]
-                order_epoch = state.epoch
-            group = order[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
-            n_examples = sum(len(b) for b in group)
-            if plan.gradual:
-                set_trainable(state.step)
-            while True:
-                try:
-                    step_loss = accumulate(group, n_examples)
-                    break
-                except torch.OutOfMemoryError:
-                    # Same examples, same effective batch, smaller pieces; a retry starts from clean gradients.
-                    optimizer.zero_grad(set_to_none=True)
-                    if not cfg.auto_batch or max(len(b) for b in group) <= state.micro_splits:
-                        raise UserError(f"step {state.step + 1}: out of memory with micro-batches of about "
-                                        f"{math.ceil(cfg.batch_size / state.micro_splits)}; lower train.batch_size "
-                                        "(raise train.grad_accum to keep the effective batch) or set train.auto_batch true") from None
-                    state.micro_splits *= 2
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    if rank == 0:
-                        print(f"out of memory at step {state.step + 1}: retrying with each batch split in {state.micro_splits} "
-                              f"(micro-batch about {math.ceil(cfg.batch_size / state.micro_splits)})")
-            state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
-            if rows is not None:
-                rows.densify()
-            if fused:
-                grad_norm = clip_in_step(optimizer, trainable, cfg.max_grad_norm, rows)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            step = state.step + 1
-            epoch_end = state.batch_in_epoch + len(group) + cfg.grad_accum > len(order)  # the rest is too short for a step
-            pending.append((step, step_loss, grad_norm))
-            boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps or epoch_end
-                        or (checkpoints is not None and checkpoints.every and step % checkpoints.every == 0))
-            if not deferred or boundary:
-                settle()
-                optimizer.found_inf = None
-            else:
-                optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
-            optimizer.step()
-            if compact is not None:
-                compact.decay()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch_in_epoch += len(group)
-            state.samples_seen += n_examples * world
-            state.batch_digest = chain_digest(state.batch_digest, group)
-            if bar is not None:
-                bar.update(1)
-            if state.step % log_every == 0:  # a boundary: settled above
-                record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": state.window_loss / state.window_n,
-                        "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": last["grad_norm"],
-                        "batches": state.batch_digest})
-                state.window_loss, state.window_n = 0.0, 0
-            if state.step % eval_every == 0 or state.step == total_steps:
-                t0 = time.perf_counter()
-                state.stopped_early = run_eval()
-                eval_seconds += time.perf_counter() - t0
-            if epoch_end:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-            stop_signal = stop.requested(world, device)
-            if checkpoints is not None and (epoch_end or stop_signal or state.stopped_early or state.step == total_steps
-                                            or (checkpoints.every and state.step % checkpoints.every == 0)):
-                saved = write_checkpoint()
-            if stop_signal:
+    # Whatever ends the loop (the last step, a non-finite step, a stop signal, running out of memory), the
+    # model leaves fit with no hook of ours, its whole token table and every planned group trainable.
+    try:
+        with (StopSignals().installed(checkpoints is not None) as stop,
+              top_layer_reads_head(model, cfg.trim_top_layer),
+              fast_dropout(model, cfg.fast_dropout),
+              CompactVocab.of(model, optimizer, train, pad_id, cfg.compact_vocab and world == 1) as compact,
+              EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows,
+              forward_outputs(model.base_model, contrastive) as encoder_out):
+            while state.step < total_steps and not state.stopped_early:
+                if order_epoch != state.epoch:
+                    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
+                    sample = balanced_sample(targets, gen) if cfg.sampler == "balanced" else None
+                    order = train_batches(lengths, micro, gen, sample=sample)
+                    # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
+                    order = order[rank : batches_per_epoch * world : world]
+                    order_epoch = state.epoch
+                group = order[state.batch_in_epoch : state.batch_in_epoch + cfg.grad_accum]
+                n_examples = sum(len(b) for b in group)
+                if plan.gradual:
+                    set_trainable(state.step)
+                while True:
+                    try:
+                        step_loss = accumulate(group, n_examples)
+                        break
+                    except torch.OutOfMemoryError:
+                        # Same examples, same effective batch, smaller pieces; a retry starts from clean gradients.
+                        optimizer.zero_grad(set_to_none=True)
+                        if not cfg.auto_batch or max(len(b) for b in group) <= state.micro_splits:
+                            raise UserError(f"step {state.step + 1}: out of memory with micro-batches of about "
+                                            f"{math.ceil(cfg.batch_size / state.micro_splits)}; lower train.batch_size "
+                                            "(raise train.grad_accum to keep the effective batch) or set train.auto_batch true") from None
+                        state.micro_splits *= 2
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        if rank == 0:
+                            print(f"out of memory at step {state.step + 1}: retrying with each batch split in {state.micro_splits} "
+                                  f"(micro-batch about {math.ceil(cfg.batch_size / state.micro_splits)})")
+                state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
+                if rows is not None:
+                    rows.densify()
+                if fused:
+                    grad_norm = clip_in_step(optimizer, trainable, cfg.max_grad_norm, rows)
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                step = state.step + 1
+                epoch_end = state.batch_in_epoch + len(group) >= len(order)
+                pending.append((step, step_loss, grad_norm))
+                boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps or epoch_end
+                            or (checkpoints is not None and checkpoints.every and step % checkpoints.every == 0))
+                if not deferred or boundary:
+                    settle()
+                    optimizer.found_inf = None
+                else:
+                    optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
+                optimizer.step()
+                if compact is not None:
+                    compact.decay()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch += len(group)
+                state.samples_seen += n_examples * world
+                state.batch_digest = chain_digest(state.batch_digest, group)
                 if bar is not None:
-                    bar.close()
-                if world > 1:
-                    torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
-                raise TrainingInterrupted(stop_signal, state.step, saved)
-    settle()  # the last step is a boundary, so nothing should be left; an early stop or resume may leave one
-    optimizer.found_inf = optimizer.grad_scale = None
-    if bar is not None:
-        bar.close()
+                    bar.update(1)
+                if state.step % log_every == 0:  # a boundary: settled above
+                    record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": state.window_loss / state.window_n,
+                            "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": last["grad_norm"],
+                            "batches": state.batch_digest})
+                    state.window_loss, state.window_n = 0.0, 0
+                if state.step % eval_every == 0 or state.step == total_steps:
+                    t0 = time.perf_counter()
+                    state.stopped_early = run_eval()
+                    eval_seconds += time.perf_counter() - t0
+                if epoch_end:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                stop_signal = stop.requested(world, device)
+                if checkpoints is not None and (epoch_end or stop_signal or state.stopped_early or state.step == total_steps
+                                                or (checkpoints.every and state.step % checkpoints.every == 0)):
+                    saved = write_checkpoint()
+                if stop_signal:
+                    if world > 1:
+                        torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
+                    raise TrainingInterrupted(stop_signal, state.step, saved)
+        settle()  # the last step is a boundary and so settles itself; this is a guard, not a path
+    finally:
+        optimizer.found_inf = optimizer.grad_scale = None
+        if bar is not None:
+            bar.close()
+        if plan.gradual:
+            set_trainable(total_steps)  # every planned group trainable again, as after a normal run
     clock()
-    if contrastive:
-        hook.remove()
-    if plan.gradual:
-        set_trainable(total_steps)  # every planned group trainable again, as after a normal run
     if best_weights is not None:
         model.load_state_dict(best_weights)
     if state.stopped_early and rank == 0:

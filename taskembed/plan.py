@@ -30,8 +30,9 @@ Placements that are choices rather than facts:
 - L counts encoder layers only, the distinct indices in ``...layer.N.`` names. A pooler
   (present or removed) is never a layer, so the top layer always trains at ``lr`` exactly.
 
-``build_plan`` is pure: it reads the model and changes nothing. ``apply_freezing`` is the
-one function that writes ``requires_grad``.
+``build_plan`` is pure: it reads the model and changes nothing. ``apply_freezing`` writes
+``requires_grad`` for the plan's frozen groups; under gradual unfreezing the training loop then
+switches whole groups on stage by stage (``loop.fit``'s ``set_trainable``).
 """
 
 from __future__ import annotations

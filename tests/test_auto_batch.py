@@ -36,9 +36,12 @@ def train(overrides, tmp_path, name, **extra):
     return taskembed.train(None, {**overrides, "output.dir": str(tmp_path / name), **extra}, progress=False, echo=lambda _m: None)
 
 
-def test_auto_batch_halves_until_it_fits_and_keeps_the_result(tiny_overrides, tiny_model_dir, write_csv, tmp_path, oom_above, capsys):
+@pytest.mark.parametrize("weights", [None, {"neg": 1.0, "pos": 5.0}])
+def test_auto_batch_halves_until_it_fits_and_keeps_the_result(tiny_overrides, tiny_model_dir, write_csv, tmp_path, oom_above, capsys,
+                                                              weights):
     # Without dropout the split run differs from the whole-batch run only in summation order
-    # (with dropout, smaller pieces draw different masks).
+    # (with dropout, smaller pieces draw different masks). With class weights each piece counts by its share
+    # of the step's weight, so weighted cross-entropy over the pieces is the whole batch's too.
     import json
     import shutil
 
@@ -49,6 +52,8 @@ def test_auto_batch_halves_until_it_fits_and_keeps_the_result(tiny_overrides, ti
     (model / "config.json").write_text(json.dumps(cfg))
     base = {**tiny_overrides, "model.name": str(model), "data.source": str(write_csv(make_rows(96, seed=4))), "train.epochs": 1,
             "output.embedding_report": False, "output.baselines": False, "train.keep_checkpoints": 0}
+    if weights:
+        base["train.class_weights"] = weights
     reference = load_file(train(base, tmp_path, "ref").output_dir / "model.safetensors")
     calls = oom_above(4)  # batch 16 fits only as 4 pieces of 4
     res = train(base, tmp_path, "auto", **{"train.auto_batch": True})

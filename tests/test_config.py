@@ -114,6 +114,10 @@ def test_contradictions_are_reported_together():
         ({"data": {"text_pair_column": "label"}}, "data.label_column must differ from the text columns"),
         ({"data": {"validation_fraction": 0.7, "test_fraction": 0.3}}, "must leave training data"),
         ({"data": {"threshold_min_positives": 0}}, "data.threshold_min_positives must be >= 1 (got 0)"),
+        # the plan refuses a zero rate; the config says so up front, before any data or model is loaded
+        ({"train": {"embedding_lr": 0}}, "train.embedding_lr must be > 0 (got 0.0); to keep the embeddings fixed, set train.freeze_embeddings true"),
+        ({"train": {"seed": -1}}, "train.seed must be >= 0 (got -1)"),
+        ({"data": {"split_seed": -3}}, "data.split_seed must be >= 0 (got -3)"),
     ],
 )
 def test_single_contradiction(raw, piece):

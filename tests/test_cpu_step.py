@@ -298,9 +298,11 @@ def test_compact_vocab_leaves_the_input_ids_to_the_model(tmp_path, tiny_model_di
         assert torch.equal(weights[0][name], w), name
 
 
-def test_compact_vocab_gives_the_whole_table_back_when_training_fails(tmp_path, tiny_overrides, monkeypatch):
-    """A non-finite loss stops training after its backward: the model must still end with its whole table and no
-    gradient of the compact size."""
+@pytest.mark.parametrize("extra", [{}, {"train.contrastive_weight": 0.5, "train.gradual_unfreezing": "steps", "train.unfreeze_every": 1}])
+def test_a_failed_fit_gives_the_model_back_whole(tmp_path, tiny_overrides, monkeypatch, extra):
+    """A non-finite loss stops training after its backward: the model must still end with its whole table, no
+    gradient of the compact size, no hook of fit's (the contrastive term's would keep every later forward's
+    output) and every group trainable again (gradual unfreezing had frozen all but the head)."""
     import taskembed.api as api
     import taskembed.loop as loop
 
@@ -319,10 +321,14 @@ def test_compact_vocab_gives_the_whole_table_back_when_training_fails(tmp_path, 
     monkeypatch.setattr(loop, "classification_loss", loss)
     train = write_csv(tmp_path / "train.csv", make_rows(64, seed=4))
     with pytest.raises(loop.TrainingDiverged, match="step 3"):
-        taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.keep_checkpoints": 0}, progress=False, echo=lambda _m: None)
-    table = seen["model"].get_input_embeddings()
-    assert table.weight.shape[0] == table.num_embeddings == seen["model"].config.vocab_size
+        taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.keep_checkpoints": 0, **extra},
+                        progress=False, echo=lambda _m: None)
+    model = seen["model"]
+    table = model.get_input_embeddings()
+    assert table.weight.shape[0] == table.num_embeddings == model.config.vocab_size
     assert table.weight.grad is None and not table._forward_pre_hooks
+    assert not model.base_model._forward_hooks
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_lane_dropout_trains_and_is_recorded(tmp_path, tiny_overrides, monkeypatch):

@@ -314,6 +314,20 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     assert ((theirs * ours).sum(1)).min() >= 0.9999
 
 
+def test_export_overwrite_replaces_an_export_but_never_other_files(tiny_model_dir, tmp_path):
+    out = export_sentence_transformers(tiny_model_dir, tmp_path / "st")
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        export_sentence_transformers(tiny_model_dir, out)
+    assert export_sentence_transformers(tiny_model_dir, out, overwrite=True, normalize=True) == out
+    assert "Normalize" in (out / "modules.json").read_text()
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files taskembed did not write \(no sentence_bert_config.json\)"):
+        export_sentence_transformers(tiny_model_dir, mine, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 # --- compare -------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,10 @@ def test_plan_of_the_default_config(capsys):
     intent = [g["lr"] for g in json.loads(capsys.readouterr().out)["groups"]]
     assert all(lower < upper for lower, upper in zip(intent[:-2], intent[1:-1]))
     assert sum(g["n_params"] for g in groups) == plan["totals"]["n_params"] == 22_713_986
+    # the table says its head is counted for two labels: intent.yaml's data has 38, and the plan reads none
+    assert main(["plan", str(ROOT / "configs" / "intent.yaml")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("head parameters counted for 2 labels (the plan reads no data); "
+                                                     "training sizes the head for the data's labels")
 
 
 def test_short_real_training_run(tmp_path):

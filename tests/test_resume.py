@@ -9,6 +9,7 @@ ten or more seeded kill points.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -213,6 +214,23 @@ def test_resume_cli_continues_the_stopped_run(stopped, tmp_path, capsys):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if e["kind"] == "train"] == list(range(2, 2 * 22 + 1, 2))
     assert not checkpoint.folder_for(out).exists()
+
+
+def test_report_options_may_change_and_other_library_versions_are_noted(stopped, tmp_path, capsys, monkeypatch):
+    from taskembed.config import OutputConfig
+
+    # every output.* option shapes only what is written after training, so none may block a resume
+    assert {f"output.{f.name}" for f in dataclasses.fields(OutputConfig)} <= checkpoint.MAY_CHANGE_ON_RESUME
+    opts, root = stopped
+    out = tmp_path / "moved"
+    shutil.copytree(root, checkpoint.folder_for(out))
+    real = checkpoint.library_versions
+    monkeypatch.setattr(checkpoint, "library_versions", lambda: {**real(), "torch": "9.9.9"})
+    changed = {**opts, "output.dir": out, "output.calibrate": False, "output.error_analysis": False}
+    assert main(cli_args(changed) + ["--resume"]) == 0
+    said = capsys.readouterr().out
+    assert f"written with torch {real()['torch']}" in said and "this run has torch 9.9.9" in said and "not necessarily bit for bit" in said
+    assert not (out / "calibration.json").exists()
 
 
 def test_a_crash_while_writing_the_output_resumes_without_retraining(stopped, tmp_path, monkeypatch, capsys):

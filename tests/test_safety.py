@@ -193,7 +193,7 @@ def test_pickle_disguised_as_safetensors_with_valid_checksums_is_refused(diverge
     newest = checkpoint.folder_for(Path(opts["output.dir"])) / "step-000002"
     (newest / "model.safetensors").write_bytes(planted_pickle(marker))
     complete = json.loads((newest / "COMPLETE.json").read_text())
-    complete["files"]["model.safetensors"] = {"sha256": checkpoint._sha256(newest / "model.safetensors"),
+    complete["files"]["model.safetensors"] = {"sha256": checkpoint.file_sha256(newest / "model.safetensors"),
                                               "bytes": (newest / "model.safetensors").stat().st_size}
     (newest / "COMPLETE.json").write_text(json.dumps(complete))
     assert main(cli_args(opts) + ["--resume"]) == 2

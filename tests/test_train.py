@@ -129,6 +129,29 @@ def test_existing_output_dir_is_refused_before_training(trained, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_output_dir_rules_empty_is_taken_and_overwrite_replaces_only_a_model_folder(tiny_overrides, write_csv, tmp_path, capsys):
+    path = write_csv(make_rows(48, seed=3))
+    base = {**tiny_overrides, "data.source": str(path), "train.epochs": 1, "output.baselines": False}
+    # an empty folder made beforehand (mkdir -p runs/x) is no conflict, without overwrite
+    empty = tmp_path / "made-beforehand"
+    empty.mkdir()
+    res = taskembed.train(None, {**base, "output.dir": str(empty)}, progress=False, echo=lambda _m: None)
+    assert res.output_dir == empty and (empty / "model.safetensors").is_file()
+    # overwrite replaces a model folder ...
+    res = taskembed.train(None, {**base, "output.dir": str(empty), "output.overwrite": True}, progress=False, echo=lambda _m: None)
+    assert (res.output_dir / "training_config.json").is_file()
+    # ... but never a folder of other files, which it would delete: refused before training, files untouched
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["train", "--data.source", str(path), "--model.name", base["model.name"], "--output.dir", str(mine),
+                 "--output.overwrite", "true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: output.dir {mine} holds files taskembed did not write (no training_config.json); "
+                   "--output.overwrite true replaces only a folder taskembed wrote: choose another --output.dir or empty this one")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+
+
 def test_training_is_repeatable_on_cpu(tiny_overrides, write_csv, tmp_path):
     path = write_csv(make_rows(64, seed=5))
     overrides = {**tiny_overrides, "data.source": str(path), "train.epochs": 1, "output.baselines": False}

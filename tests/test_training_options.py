@@ -15,7 +15,8 @@ from taskembed.api import _class_weights
 from taskembed.cli import main
 from taskembed.config import TrainConfig, load_config
 from taskembed.data import Encoded, balanced_sample, encode, train_batches
-from taskembed.loop import TrainingInterrupted, lr_lambda, predict_logits
+from taskembed.loop import TrainingInterrupted, lr_lambda
+from taskembed.predict import predict_logits
 from taskembed.losses import supervised_contrastive
 from taskembed.plan import build_plan, unfreeze_steps
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, make_rows
@@ -304,6 +305,21 @@ def test_lr_scaling_scales_every_rate_of_the_run(tiny_model_dir, write_csv, tmp_
     # the config the folder records is what was asked for, so a rerun of it scales again, the same way
     cfg = json.loads((tmp_path / "sqrt" / "training_config.json").read_text())["train"]
     assert cfg["lr"] == 1e-3 and cfg["lr_scaling"] == "sqrt" and cfg["lr_batch_size"] == 8
+
+
+def test_gradient_accumulation_sees_every_example_each_epoch(tiny_model_dir, write_csv, tmp_path, monkeypatch):
+    import taskembed.api as api
+
+    # 90 texts in micro-batches of 16 make 6 per epoch: one step of 4 and a last step of the 2 left over
+    data = write_csv(make_rows(90, seed=8))
+    seen, real_fit = [], api.fit
+    monkeypatch.setattr(api, "fit", lambda *a, **kw: seen.append(real_fit(*a, **kw)) or seen[-1])
+    taskembed.train(None, {"data.source": str(data), "data.validation_fraction": 0.0, "data.max_length": 32,
+                                 "model.name": str(tiny_model_dir), "train.epochs": 2, "train.batch_size": 16, "train.grad_accum": 4,
+                                 "train.bf16": "off", "train.keep_checkpoints": 0, "output.dir": str(tmp_path / "out"),
+                                 "output.baselines": False, "output.embedding_report": False}, progress=False, echo=lambda _m: None)
+    state = seen[0].state
+    assert state.samples_seen == 2 * 90 and state.step == 2 * 2 and state.epoch == 2
 
 
 def test_lr_scaling_options_are_validated_and_lr_find_refuses_them(tiny_model_dir, write_csv, tmp_path, capsys):
