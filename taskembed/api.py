@@ -263,22 +263,31 @@ def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> C
     return Classifier(folder, device=device, bf16=bf16)
 
 
-def evaluate(folder: str | Path, data: str, split: str = "test") -> dict[str, Any]:
-    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset."""
+def evaluate(folder: str | Path, data: str, split: str = "test", *, text_column: str | None = None,
+             text_pair_column: str | None = None, label_column: str | None = None) -> dict[str, Any]:
+    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset.
+
+    The columns default to the ones the model was trained on; name others for data laid out differently.
+    """
     clf = load(folder)
     trained = clf.training_config.get("data", {})
-    dcfg = DataConfig(source=data, text_column=trained.get("text_column", "text"), text_pair_column=trained.get("text_pair_column"),
-                      label_column=trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
+    dcfg = DataConfig(source=data, text_column=text_column or trained.get("text_column", "text"),
+                      text_pair_column=text_pair_column or trained.get("text_pair_column"),
+                      label_column=label_column or trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
                       multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
                       label_columns=trained.get("label_columns") if clf.multi_label else None)
+
+    def flag(field: str) -> str:  # the evaluate command's own options
+        return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
+
     if Path(data).is_file():
-        df, where = clean_split(read_table(data), dcfg, data), data
+        df, where = clean_split(read_table(data), dcfg, data, flag), data
     else:
         raw, origin = load_raw(dcfg)
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
         where = origin.get(split, f"{data} [{split}]")
-        df = clean_split(raw[split], dcfg, where)
+        df = clean_split(raw[split], dcfg, where, flag)
     present = {x for row in df["label"] for x in row} if clf.multi_label else set(df["label"])
     unknown = sorted(present - set(clf.labels))
     if unknown:

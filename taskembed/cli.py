@@ -133,10 +133,13 @@ def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
     return kept
 
 
-def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = None) -> int:
+def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = None, text_column: str | None = None,
+                 text_pair_column: str | None = None, label_column: str | None = None) -> int:
     from taskembed import api
 
-    m = api.evaluate(model, data, split)
+    if out:
+        check_out_file(out, (".json",))
+    m = api.evaluate(model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
         fixed, which = m["at_0.5"], "tuned thresholds" if m["thresholds_tuned"] else "thresholds 0.5 (none tuned)"
         print(f"{which}: subset accuracy {100 * m['accuracy']:.2f}  micro-F1 {100 * m['micro_f1']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}")
@@ -152,24 +155,30 @@ def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = N
         for name, v in m["per_class"].items():
             print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
         print(f"written to {out}")
     return 0
 
 
-def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None, text_column: str = "text",
-                bf16: bool = False) -> int:
+def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None,
+                text_column: str | None = None, bf16: bool = False) -> int:
+    """`text_column` of a table file defaults to the column the model was trained on, else `text`."""
     from taskembed import api
     from taskembed.data import texts_from_file
 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
+    if out:
+        check_out_file(out, (".csv", ".jsonl"))
+    if text_column is None:
+        trained = Path(model) / "training_config.json"
+        text_column = json.loads(trained.read_text(encoding="utf-8")).get("data", {}).get("text_column", "text") if trained.is_file() else "text"
     inputs = list(texts) if texts else texts_from_file(file, text_column)
-    if out and Path(out).suffix.lower() not in (".csv", ".jsonl"):
-        raise UserError(f"--out {out}: use a .csv or .jsonl file name")
     clf = api.load(model, bf16=bf16)
     preds = clf.predict(inputs)
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_name(Path(out).name + ".partial")
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             if out.lower().endswith(".jsonl"):
@@ -197,6 +206,14 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
             cal = f" (calibrated {p['calibrated_score']:.4f})" if "calibrated_score" in p else ""
             print(f"{p['label']}\t{p['score']:.4f}{cal}\t{t}")
     return 0
+
+
+def check_out_file(out: str, suffixes: tuple[str, ...]) -> None:
+    """Before any work: --out must name a file of a known kind, not a folder (its parent folder is made when written)."""
+    if Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if Path(out).suffix.lower() not in suffixes:
+        raise UserError(f"--out {out}: use a {' or '.join(suffixes)} file name")
 
 
 def cmd_datasets() -> int:
@@ -260,6 +277,11 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
         return 0
     print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
     print(f"provenance: {sidecar_path(out)}")
+    blank = info.get("source", {}).get("blank_lines_skipped")
+    if blank:
+        print(f"note: {blank} blank line(s) skipped, so row i is the i-th non-blank line"
+              + ("; the id column holds each text's line number (from 0)" if out.endswith(".parquet") else
+                 "; write .parquet to keep each text's line number as its id"))
     return 0
 
 
@@ -333,13 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("data", help="a file, a save_to_disk folder or a built-in dataset name")
     e.add_argument("--split", default="test", help="split of a folder or built-in dataset (default: test)")
-    e.add_argument("--out", help="write the metrics as JSON here")
+    e.add_argument("--out", help="write the metrics as JSON here (a .json file)")
+    e.add_argument("--text-column", help="the data's text column (default: the one the model was trained on)")
+    e.add_argument("--text-pair-column", help="the data's second text column, for sentence-pair models (default: as trained)")
+    e.add_argument("--label-column", help="the data's label column (default: the one the model was trained on)")
 
     pr = sub.add_parser("predict", help="predict labels for texts")
     pr.add_argument("model")
     pr.add_argument("texts", nargs="*")
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
-    pr.add_argument("--text-column", default="text")
+    pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on, else text)")
     pr.add_argument("--out", help="write predictions to .csv or .jsonl")
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
                     "about 1.6x faster than float32 there; scores differ from float32 in the third decimal (measured: up to 0.0071)")
@@ -442,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_lr_find(args.config, extra, steps=args.steps, out=args.out, start=args.start, end=args.end,
                                progress=not args.no_progress)
         if args.command == "evaluate":
-            return cmd_evaluate(args.model, args.data, args.split, args.out)
+            return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column)
         if args.command == "predict":
             return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16)
         if args.command == "datasets":

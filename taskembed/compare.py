@@ -116,6 +116,11 @@ def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -
     plt.close(fig)
 
 
+def _check_out_dir(out_dir: str | Path | None) -> None:
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is a file; choose a folder for the report (--out-dir)")
+
+
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,
             max_texts: int = 2000, seed: int = 0, k: int = 10, folds: int = 5, examples: int = 3, neighbours: int = 5,
             base_options: dict[str, Any] | None = None, tuned_options: dict[str, Any] | None = None,
@@ -130,6 +135,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     from taskembed import artifacts
     from taskembed.embed import Embedder, _check_texts, _embedder
 
+    _check_out_dir(out_dir)
     texts = _check_texts(texts)
     labels = [str(x) for x in labels]
     given = len(texts)
@@ -207,6 +213,7 @@ def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = Non
     from taskembed.data import SPLITS
     from taskembed.embed import open_texts
 
+    _check_out_dir(out_dir)  # before reading any data
     source = open_texts(data, text_column, label_column, split)
     splits = source.description.get("splits")
     if split is None and splits and len(splits) > 1:

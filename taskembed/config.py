@@ -260,7 +260,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ValueError(f"must be an integer (got {value!r})")
+        raise ValueError(f"must be an integer (got {_shown(value)})")
     if hint is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -274,14 +274,19 @@ def _coerce(value: Any, hint: Any) -> Any:
         # inf would pass every range check (epochs: inf never ends); no option means anything by it.
         if number is not None and math.isfinite(number):
             return number
-        raise ValueError(f"must be a finite number (got {value!r})")
+        raise ValueError(f"must be a finite number (got {_shown(value)})")
     if hint is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"must be a string (got {value!r})")
+        raise ValueError(f"must be a string (got {_shown(value)})")
     raise ValueError(f"unsupported type {hint}")
+
+
+def _shown(value: Any) -> str:
+    # A bare `--train.lr` on the command line (its value forgotten) reads as true, like a switch.
+    return "true; on the command line an option given without a value reads as true" if value is True else repr(value)
 
 
 def _suggest(word: str, options: typing.Iterable[str]) -> str:
@@ -351,6 +356,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder; give a YAML config file (the shipped ones: `ls configs/`)")
         if not p.is_file():
             raise UserError(f"{p}: config file not found; list the shipped ones with `ls configs/`")
         try:
@@ -361,7 +368,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise UserError(f"{p}: not valid YAML ({first}); fix the file's syntax") from None
+            mark = getattr(exc, "problem_mark", None)  # where the parser gave up (0-based)
+            at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or first
+            raise UserError(f"{p}: not valid YAML ({at}{problem}); fix the file's syntax") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -375,7 +385,9 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for section, body in raw.items():
         if section not in SECTIONS:
-            problems.append(f"unknown section '{section}'{_suggest(str(section), SECTIONS)}")
+            owners = [s for s, cls in SECTIONS.items() if str(section) in _hints(cls)]
+            hint = f"; it is a key of section '{owners[0]}': indent it under {owners[0]}:" if owners else _suggest(str(section), SECTIONS)
+            problems.append(f"unknown section '{section}'{hint}")
             continue
         if body is None:
             continue

@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -231,10 +231,11 @@ def _is_null(value: Any) -> bool:
         return False  # list-like values are not null
 
 
-def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
+def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str] = lambda field: f"--data.{field}") -> pd.DataFrame:
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
 
-    Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none).
+    Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
+    the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
@@ -243,7 +244,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str) -> pd.DataFrame:
             import difflib
 
             close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1)
-            hint = f"did you mean '{close[0]}'? set it with --data.{_which(cfg, col)} {close[0]}" if close else f"set --data.{_which(cfg, col)} to one of them"
+            option = flag(_which(cfg, col))
+            hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
@@ -693,21 +695,28 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Te
     return batch
 
 
-def iter_text_file(path: str | Path) -> Iterator[str]:
-    """Non-empty lines of a plain text file, for `predict --file x.txt`."""
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number from 0, text) for each non-blank line of a plain text file: blank lines are skipped."""
     p = Path(path)
     try:
         with p.open(encoding="utf-8-sig") as fh:
-            for line in fh:
+            for n, line in enumerate(fh):
                 if line.strip():
-                    yield line.rstrip("\n")
+                    yield n, line.rstrip("\n")
     except UnicodeDecodeError:
         raise UserError(f"{p}: not valid UTF-8; re-save the file as UTF-8") from None
+
+
+def iter_text_file(path: str | Path) -> Iterator[str]:
+    """Non-blank lines of a plain text file, for `predict --file x.txt`."""
+    return (text for _, text in iter_text_lines(path))
 
 
 def texts_from_file(path: str | Path, text_column: str = "text") -> list[str]:
     """Texts to predict from a .txt (one per line) or any table format (its text column)."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
     if not p.is_file():
         raise UserError(f"{p}: file not found; check the path")
     if p.suffix.lower() in FILE_SUFFIXES:

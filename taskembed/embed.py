@@ -361,13 +361,13 @@ class Embedder:
         return vectors
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def _check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
     texts = list(texts)
     if not texts:
-        raise UserError("no texts to embed; give at least one")
+        raise UserError(f"no {what}s to embed; give at least one")
     for i, t in enumerate(texts, start=1):
         if not isinstance(t, str) or not t.strip():
-            raise UserError(f"text {i} is empty or not a string; every input needs some text")
+            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
     return texts
 
 
@@ -487,7 +487,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
     A label column is optional: absent, the vectors simply carry no label.
     """
-    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_file, load_raw, read_table
+    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_lines, load_raw, read_table
 
     data = str(data)
     p = Path(data).expanduser()
@@ -495,22 +495,26 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     if p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
         if split:
             raise UserError(f"--split {split}: {p} is a plain text file, which has no splits")
-        count = sum(1 for _ in iter_text_file(p))
+        count = sum(1 for _ in iter_text_lines(p))
         if count == 0:
             raise UserError(f"{p}: no text lines; one text per line")
+        blank = sum(1 for _ in p.open(encoding="utf-8-sig", errors="replace")) - count
 
         def lines(size: int) -> Iterator[dict[str, list]]:
+            # A text's id is its line number (from 0), so ids still point at lines when blank ones were skipped.
+            ids: list[int] = []
             buf: list[str] = []
-            next_id = 0
-            for line in iter_text_file(p):
+            for n, line in iter_text_lines(p):
+                ids.append(n)
                 buf.append(line)
                 if len(buf) == size:
-                    yield {"id": list(range(next_id, next_id + size)), "text": buf}
-                    next_id, buf = next_id + size, []
+                    yield {"id": ids, "text": buf}
+                    ids, buf = [], []
             if buf:
-                yield {"id": list(range(next_id, next_id + len(buf))), "text": buf}
+                yield {"id": ids, "text": buf}
 
-        return TextSource({**desc, "format": "lines", "text_column": None, "label_column": None}, count, False, False, lines)
+        return TextSource({**desc, "format": "lines", "text_column": None, "label_column": None, "blank_lines_skipped": blank},
+                          count, False, False, lines)
     if p.is_file() and p.suffix.lower() == ".parquet":
         if split:
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
@@ -905,6 +909,8 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
     path = Path(vectors)
     if _is_manifest(path):
         return read_manifest(path, verify=False)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the .parquet or .npy file `taskembed embed` wrote")
     if not path.is_file():
         if manifest_path(path).is_file():
             raise UserError(f"{path}: not found, but {manifest_path(path).name} is: it was written in shards; use the manifest")
@@ -985,7 +991,7 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     """
     if isinstance(queries, str):
         queries = [queries]
-    queries = _check_texts(queries)
+    queries = _check_texts(queries, "query")
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     info = read_sidecar(vectors)

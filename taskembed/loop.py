@@ -104,6 +104,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum = 0
         self.enabled = False
+        self.honoured = False
 
     def _handle(self, signum, _frame) -> None:
         self.signum = signum
@@ -124,13 +125,19 @@ class StopSignals:
         finally:
             for s, handler in self._previous.items():
                 signal.signal(s, handler)
+        # A signal that came after the loop last asked (while the last checkpoint was written) must not be
+        # lost: it goes now to the handler it would have reached without us (Ctrl-C: KeyboardInterrupt).
+        if self.signum and not self.honoured:
+            signal.raise_signal(self.signum)
 
     def requested(self, world: int, device: torch.device) -> int:
         """The signal to stop on (0 for none), agreed by every rank so that all stop after the same step."""
         if world == 1 or not self.enabled:
+            self.honoured = bool(self.signum)
             return self.signum
         flag = torch.tensor([self.signum], device=device if torch.distributed.get_backend() == "nccl" else "cpu")
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.honoured = bool(int(flag))
         return int(flag)
 
 

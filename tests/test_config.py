@@ -75,7 +75,7 @@ def test_wrong_types_are_named_with_the_value():
     msg = problems({"train": {"batch_size": "many", "lr": True}, "data": {"source": ["a.csv", "b.csv"]}})
     assert msg.startswith("config: 3 problems: ")
     assert "train.batch_size must be an integer (got 'many')" in msg
-    assert "train.lr must be a finite number (got True)" in msg
+    assert "train.lr must be a finite number (got true; on the command line an option given without a value reads as true)" in msg
     assert "data.source must be a string (got ['a.csv', 'b.csv'])" in msg
 
 
@@ -117,6 +117,7 @@ def test_contradictions_are_reported_together():
         # the plan refuses a zero rate; the config says so up front, before any data or model is loaded
         ({"train": {"embedding_lr": 0}}, "train.embedding_lr must be > 0 (got 0.0); to keep the embeddings fixed, set train.freeze_embeddings true"),
         ({"train": {"seed": -1}}, "train.seed must be >= 0 (got -1)"),
+        ({"lr": 1e-4}, "unknown section 'lr'; it is a key of section 'train': indent it under train:"),
         ({"data": {"split_seed": -3}}, "data.split_seed must be >= 0 (got -3)"),
     ],
 )
@@ -212,7 +213,7 @@ def test_overrides_win_over_the_file(tmp_path):
 @pytest.mark.parametrize(
     "name, content, piece",
     [
-        ("invalid.yaml", "train:\n  lr: [1e-4\n", "not valid YAML"),
+        ("invalid.yaml", "train:\n  lr: [1e-4\n  epochs: 2\n", "not valid YAML (line 3, column 9: expected ',' or ']', but got ':')"),
         ("list.yaml", "- train\n- data\n", "a config must be a mapping of sections"),
         ("scalar.yaml", "just words\n", "a config must be a mapping of sections"),
         ("latin1.yaml", "# r\u00e9glages\ntrain:\n  lr: 1.0e-4\n".encode("latin-1"), "not UTF-8 text (byte 3); re-save the file as UTF-8"),
@@ -271,3 +272,8 @@ def test_help_config_lists_every_option(capsys):
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f"{section}.{f.name} = " in out
+
+
+def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
+    with pytest.raises(UserError, match=r"is a folder; give a YAML config file"):
+        load_config(tmp_path)

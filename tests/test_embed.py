@@ -210,7 +210,19 @@ def test_npy_from_a_text_file(tiny_model_dir, tmp_path):
     assert arr.shape == (len(TEXTS), 32) and arr.dtype == np.float16
     np.testing.assert_allclose(arr.astype(np.float32), embed(tiny_model_dir, TEXTS, normalize=True), atol=2e-3)
     assert info["pooling"] == "mean" and info["columns"] is None and info["source"]["format"] == "lines"
+    assert info["source"]["blank_lines_skipped"] == 1  # the sidecar says the rows no longer match line numbers
     assert not (tmp_path / "v.npy.partial").exists()
+
+
+def test_a_text_file_with_blank_lines_keeps_line_numbers_as_ids(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "t.txt"
+    src.write_text("good film\n\n   \nbad film\n", encoding="utf-8")
+    assert main(["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
+    assert "note: 2 blank line(s) skipped" in capsys.readouterr().out
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "v.parquet").to_pydict()
+    assert table["id"] == [0, 3] and table["text"] == ["good film", "bad film"]
 
 
 def test_cli_embed_and_search(trained, tmp_path, capsys):
@@ -360,7 +372,7 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
 # --- errors --------------------------------------------------------------------------------------
 
 
-def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path):
+def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="folder not found"):
         embed(tmp_path / "missing", ["x"])
     with pytest.raises(UserError, match="no texts to embed"):
@@ -384,6 +396,13 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path):
     with pytest.raises(UserError, match="no sidecar"):
         np.save(tmp_path / "bare.npy", np.zeros((2, 3)))
         search(tmp_path / "bare.npy", "x")
+    with pytest.raises(UserError, match="is a folder; give the .parquet or .npy file"):
+        search(tmp_path, "x")
+    # 'runs/sentimnet' reads like a Hub id, but 'runs' is a folder here: a path, refused at once (no Hub retries)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"model 'runs/sentimnet': folder not found \(there is a local folder runs/"):
+        embed("runs/sentimnet", ["x"])
 
 
 def test_search_refuses_vectors_from_changed_weights(tiny_model_dir, tmp_path):
@@ -411,6 +430,8 @@ def test_cli_errors_are_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
         (["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--pooling", "meen"], "did you mean 'mean'"),
         (["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--layer", "9"], "out of range"),
         (["embed", str(tiny_model_dir), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "v.parquet")], "file not found"),
+        (["search", str(tmp_path / "v.npy"), ""], "query 1 is empty"),
+        (["compare", str(tiny_model_dir), str(tiny_model_dir), str(src), "--out-dir", str(src)], "is a file; choose a folder for the report"),
     ):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()

@@ -253,3 +253,20 @@ def test_a_crash_while_writing_the_output_resumes_without_retraining(stopped, tm
     res = taskembed.train(None, opts, progress=False, echo=quiet, resume=True)
     assert "(step 22 of 22, training complete)" in capsys.readouterr().out  # nothing left to train: straight to evaluation and saving
     assert (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+
+
+def test_a_signal_after_the_last_check_is_delivered_not_lost():
+    """Ctrl-C while the last checkpoint is written (after the loop last asked) reaches Python's handler on exit."""
+    from taskembed.loop import StopSignals
+
+    stop = StopSignals()
+    with pytest.raises(KeyboardInterrupt):
+        with stop.installed(True):
+            os.kill(os.getpid(), signal.SIGINT)  # caught by the stop handler: only a request so far
+            assert stop.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # asked for and honoured by the loop: nothing is delivered again
+    stop = StopSignals()
+    with stop.installed(True):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested(1, torch.device("cpu")) == signal.SIGINT

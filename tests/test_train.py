@@ -123,6 +123,35 @@ def test_cli_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):
     assert "did you mean 'epochs'" in err and "train.lr must be > 0" in err and "\n" not in err
 
 
+def test_cli_output_paths_and_columns(trained, tmp_path, capsys):
+    root, result = trained
+    model = str(result.output_dir)
+
+    def fails(args: list[str], piece: str) -> None:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and piece in err and "\n" not in err, err
+
+    # --out in a folder that does not exist yet: made, as embed and evaluate make theirs
+    assert main(["predict", model, "superb charming", "--out", str(tmp_path / "new" / "p.csv")]) == 0
+    assert (tmp_path / "new" / "p.csv").is_file() and not list((tmp_path / "new").glob("*.partial"))
+    fails(["evaluate", model, str(root / "test.csv"), "--out", str(tmp_path)], f"--out {tmp_path} is a folder; give a file name ending in .json")
+    fails(["predict", model, "x", "--out", str(tmp_path)], "is a folder; give a file name ending in .csv or .jsonl")
+    fails(["predict", str(root / "test.csv"), "x"], "is a file, not a model folder")
+    fails(["predict", model, "--file", str(tmp_path)], "is a folder; give a .txt")
+    # data laid out with other column names: evaluate says which of its own options to pass, and they work
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text((root / "test.csv").read_text().replace("text,label", "review,stars", 1))
+    fails(["evaluate", model, str(renamed)], "no column 'text' (columns: review, stars); set --text-column to one of them")
+    assert main(["evaluate", model, str(renamed), "--text-column", "review", "--label-column", "stars", "--out",
+                 str(tmp_path / "m" / "metrics.json")]) == 0
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["n"] == 60
+    # predict reads a table file's text column as the model was trained (here: text), so no --text-column is needed
+    capsys.readouterr()
+    assert main(["predict", model, "--file", str(root / "test.csv")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 60
+
+
 def test_existing_output_dir_is_refused_before_training(trained, capsys):
     root, result = trained
     assert main(["train", "--data.source", str(root / "train.csv"), "--output.dir", str(result.output_dir)]) == 2
