@@ -32,7 +32,6 @@ import csv
 import io
 import ipaddress
 import json
-import math
 import os
 import random
 import sys
@@ -139,18 +138,6 @@ def read_reports(folder: Path) -> dict[str, Any]:
     return {key: _read_json(folder / name) for key, name in names.items()}
 
 
-def _temperature(calibration: Any, folder: Path) -> float | None:
-    """T from calibration.json (absent: None); a file that is there but unusable is an error, not ignored."""
-    if calibration is None:
-        if (folder / "calibration.json").exists():
-            raise DemoError(f"{folder / 'calibration.json'}: not readable JSON; fix or remove it")
-        return None
-    t = calibration.get("temperature") if isinstance(calibration, dict) else None
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise DemoError(f"{folder / 'calibration.json'}: 'temperature' must be a positive number, got {t!r}")
-    return float(t)
-
-
 _validation_cache: dict[tuple, Validation] = {}
 _validation_lock = threading.Lock()
 
@@ -250,7 +237,7 @@ def load_models(folders: Sequence[str | Path], device: str | None = None, cap: i
         names.add(name)
         val = validation_data(config, cap=cap)
         models.append(Model(name=name, folder=folder, clf=clf, config=config, reports=reports, validation=val,
-                            examples=pick_examples(val), temperature=_temperature(reports["calibration"], folder)))
+                            examples=pick_examples(val), temperature=clf.temperature))  # checked by taskembed.load
     return models
 
 
@@ -281,15 +268,17 @@ def check_text(text: str | None, limits: Limits) -> str:
 
 
 def check_batch(texts: list[str], limits: Limits) -> list[str]:
+    # Blank lines are dropped, but a message names a line as the user sees it in the input.
+    lengths = [len(t.strip()) if t else 0 for t in texts]
+    long = next((i for i, n in enumerate(lengths, start=1) if n > limits.max_chars), None)
     texts = [t.strip() for t in texts if t and t.strip()]
     if not texts:
         raise _error("No texts: paste one text per line or upload a CSV with a 'text' column.", title="No input")
     if len(texts) > limits.max_lines:
         raise _error(f"Input too long: {len(texts):,} lines; the demo takes at most {limits.max_lines:,} texts per batch. "
                        "Split the input, or use `taskembed predict MODEL --file FILE` for large files.", title="Input too long")
-    long = next((i for i, t in enumerate(texts, start=1) if len(t) > limits.max_chars), None)
     if long is not None:
-        raise _error(f"Input too long: line {long} has {len(texts[long - 1]):,} characters; the demo takes at most "
+        raise _error(f"Input too long: line {long} has {lengths[long - 1]:,} characters; the demo takes at most "
                        f"{limits.max_chars:,} per text.", title="Input too long")
     total = sum(len(t) for t in texts)
     if total > limits.max_batch_chars:
@@ -335,23 +324,10 @@ def read_upload(path: str, limits: Limits) -> list[str]:
 # --- inference ----------------------------------------------------------------------------------------
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def predict_one(model: Model, text: str) -> dict[str, Any]:
     with model.lock:
-        pred = model.clf.predict([text])[0]
-        logits = model.clf.logits([text]).float().cpu().numpy() if model.temperature else None
-    out = {"model": model.name, **pred}
-    if logits is not None:
-        cal = _softmax(logits / model.temperature)[0]
-        out["temperature"] = model.temperature
-        out["calibrated_scores"] = dict(zip(model.clf.labels, map(float, cal)))
-        out["calibrated_score"] = out["calibrated_scores"][pred["label"]]
-    return out
+        pred = model.clf.predict([text])[0]  # with a temperature, its calibrated_score(s) too: one forward pass
+    return {"model": model.name, **pred, **({"temperature": model.temperature} if model.temperature else {})}
 
 
 def predict_many(model: Model, texts: list[str]) -> list[dict[str, Any]]:
@@ -375,19 +351,22 @@ def _space(title: str, vectors: np.ndarray) -> Space:
     return Space(title, u, u.mean(0), np.zeros((2, u.shape[1]), np.float32), np.zeros((u.shape[0], 2)), 0.0)
 
 
-_base_embedders: dict[str, Any] = {}
+_base_embedders: dict[tuple[str, int, str], Any] = {}
 _base_lock = threading.Lock()
 
 
-def _base_embedder(name: str, max_length: int):
-    """The base encoder (mean pooling), loaded once per name and shared by the models that started from it."""
+def _base_embedder(name: str, max_length: int, device: Any):
+    """The base encoder (mean pooling), loaded once and shared by the models that started from it with the same
+    max_length, on the device their classifiers run on."""
+    key = (name, max_length, str(device))
     with _base_lock:
-        if name not in _base_embedders:
+        if key not in _base_embedders:
             try:
-                _base_embedders[name] = (taskembed.embed.Embedder.load(name, pooling="mean", max_length=max_length), threading.Lock())
+                _base_embedders[key] = (taskembed.embed.Embedder.load(name, pooling="mean", max_length=max_length, device=str(device)),
+                                        threading.Lock())
             except Exception as exc:  # noqa: BLE001 - an unavailable base model only disables one column
-                _base_embedders[name] = f"the base model {name} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        return _base_embedders[name]
+                _base_embedders[key] = f"the base model {name} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        return _base_embedders[key]
 
 
 def _embed_tuned(model: Model, texts: list[str], chunk: int = 256) -> np.ndarray:
@@ -415,7 +394,7 @@ def neighbour_index(model: Model) -> dict[str, Space | str]:
             if not val.texts:
                 raise _error(f"No validation texts for this model: {val.missing}.", title="Embeddings unavailable")
             index: dict[str, Space | str] = {"tuned": _space("after: tuned model (the head's representation)", _embed_tuned(model, val.texts))}
-            base = _base_embedder(model.base_name, model.clf.max_length) if model.base_name else "training_config.json names no base model"
+            base = _base_embedder(model.base_name, model.clf.max_length, model.clf.device) if model.base_name else "training_config.json names no base model"
             if isinstance(base, str):
                 index["base"] = base
             else:
@@ -440,7 +419,7 @@ def neighbours(model: Model, text: str, k: int) -> tuple[list[list[Any]], list[l
     spaces["tuned"] = (tuned, q)
     base = index["base"]
     if isinstance(base, Space):
-        qb = _unit(_embed_base(_base_embedder(model.base_name, model.clf.max_length), [text]))[0]
+        qb = _unit(_embed_base(_base_embedder(model.base_name, model.clf.max_length, model.clf.device), [text]))[0]
         spaces["base"] = (base, qb)
         tables["base"] = None
     else:
@@ -676,7 +655,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         compare = []
         if several:
             for other in models:
-                q = predict_one(other, text)
+                q = p if other is model else predict_one(other, text)
                 # A multi-label model's answer is its label list (its best label's score beside it).
                 row = [other.name, (", ".join(q["labels"]) or "(none)") if "labels" in q else q["label"], round(q["score"], 4)]
                 compare.append(row + [round(q["calibrated_score"], 4) if "calibrated_score" in q else None])
@@ -719,7 +698,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         k = int(max(1, min(20, k or 5)))
         tuned, base, fig = neighbours(model, text, k)
         val = model.validation
-        note = f"Nearest of {len(val.texts):,} validation texts from `{_short(val.where)}` by cosine similarity."
+        note = f"Nearest of {len(val.texts):,} validation texts from `{_short(val.where)}` by cosine similarity, with **{model.name}**."
         if isinstance(base, str):
             note += f" Base model column unavailable: {base}."
             base = []
@@ -844,6 +823,9 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
             model_dd.change(do_about, model_dd, [*about_outputs, examples, eexamples, examples_note], api_name="about")
             model_dd.change(lambda n, t: do_predict(n, t) if (t or "").strip() else (None, "", None, []), [model_dd, text],
                             predict_outputs, api_visibility="private")
+            # The Batch and Embeddings results belong to the model that made them: cleared, not left under another name.
+            model_dd.change(lambda _n: (None, None, "", None, None, None, ""), model_dd, [batch_out, csv_out, batch_note, *embed_outputs],
+                            api_visibility="private")
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     app.taskembed_limits = limits  # read by launch(): the upload size cap
     app.taskembed_models = list(models)

@@ -279,9 +279,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     print(f"provenance: {sidecar_path(out)}")
     blank = info.get("source", {}).get("blank_lines_skipped")
     if blank:
-        print(f"note: {blank} blank line(s) skipped, so row i is the i-th non-blank line"
-              + ("; the id column holds each text's line number (from 0)" if out.endswith(".parquet") else
-                 "; write .parquet to keep each text's line number as its id"))
+        print(f"note: {blank} blank line(s) skipped, so id (and row) i is the i-th non-blank line, not line i")
     return 0
 
 

@@ -80,7 +80,7 @@ def _neighbours(x: np.ndarray, texts: list[str], labels: list[str], queries: lis
     for i in queries:
         sims = u @ u[i]
         sims[i] = -np.inf
-        top = np.argsort(-sims)[:n]
+        top = np.argsort(-sims)[: min(n, len(sims) - 1)]  # never the text itself, however few there are
         out.append([{"text": texts[j], "label": labels[j], "score": round(float(sims[j]), 4)} for j in top])
     return out
 

@@ -399,6 +399,11 @@ def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     if isinstance(model_or_folder, Classifier):
         clf = model_or_folder
         options.setdefault("max_length", clf.max_length)
+        # The Classifier owns its model: moving it elsewhere would break its own predict (it keeps clf.device).
+        if options.get("device") is not None and torch.device(options["device"]) != clf.device:
+            raise UserError(f"device {options['device']}: this classifier is loaded on {clf.device}; "
+                            f"load it there instead (taskembed.load(folder, device='{options['device']}'))")
+        options["device"] = None
         return Embedder.from_model(clf.model, clf.tokenizer, name=str(clf.folder), path=clf.folder.resolve(), **options)
     return Embedder.load(model_or_folder, **options)
 
@@ -495,23 +500,25 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     if p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
         if split:
             raise UserError(f"--split {split}: {p} is a plain text file, which has no splits")
-        count = sum(1 for _ in iter_text_lines(p))
+        count = lines_in_file = 0
+        for n, _ in iter_text_lines(p):
+            count, lines_in_file = count + 1, n + 1
         if count == 0:
             raise UserError(f"{p}: no text lines; one text per line")
-        blank = sum(1 for _ in p.open(encoding="utf-8-sig", errors="replace")) - count
+        # Ids stay 0..count-1 (the .npy row, and what sharding counts on); blank lines before the last text shift
+        # them from the line numbers, which the sidecar and the command's output say.
+        blank = lines_in_file - count
 
         def lines(size: int) -> Iterator[dict[str, list]]:
-            # A text's id is its line number (from 0), so ids still point at lines when blank ones were skipped.
-            ids: list[int] = []
             buf: list[str] = []
-            for n, line in iter_text_lines(p):
-                ids.append(n)
+            next_id = 0
+            for _, line in iter_text_lines(p):
                 buf.append(line)
                 if len(buf) == size:
-                    yield {"id": ids, "text": buf}
-                    ids, buf = [], []
+                    yield {"id": list(range(next_id, next_id + size)), "text": buf}
+                    next_id, buf = next_id + size, []
             if buf:
-                yield {"id": ids, "text": buf}
+                yield {"id": list(range(next_id, next_id + len(buf))), "text": buf}
 
         return TextSource({**desc, "format": "lines", "text_column": None, "label_column": None, "blank_lines_skipped": blank},
                           count, False, False, lines)
@@ -680,29 +687,33 @@ def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str,
         sink.close()
         if written != count:
             raise RuntimeError(f"counted {count} texts but embedded {written}")
+        info = {
+            "file": out.name,
+            "format": fmt[1:],
+            "count": written,
+            "truncated": truncated,
+            **embedder.describe(),
+            "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else []) + ["vector"])
+            if fmt == ".parquet" else None,
+            "source": source.description,
+            **({"shard": shard} if shard else {}),
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": {**artifacts.versions(), **_more_versions()},
+        }
+        # Everything is ready before the old files go: the old sidecar first, so a failure between the two renames
+        # leaves vectors without a sidecar (which search refuses), never new vectors described by the old one.
+        side = sidecar_path(out)
+        side_tmp = side.with_name(side.name + ".partial")
+        artifacts.write_json(side_tmp, info)
+        side.unlink(missing_ok=True)
         os.replace(tmp, out)
+        os.replace(side_tmp, side)
     except BaseException:
         sink.close()
         tmp.unlink(missing_ok=True)
+        sidecar_path(out).with_name(sidecar_path(out).name + ".partial").unlink(missing_ok=True)
         raise
-    info = {
-        "file": out.name,
-        "format": fmt[1:],
-        "count": written,
-        "truncated": truncated,
-        **embedder.describe(),
-        "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else []) + ["vector"])
-        if fmt == ".parquet" else None,
-        "source": source.description,
-        **({"shard": shard} if shard else {}),
-        "seconds": round(time.perf_counter() - started, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {**artifacts.versions(), **_more_versions()},
-    }
-    side = sidecar_path(out)
-    side_tmp = side.with_name(side.name + ".partial")
-    artifacts.write_json(side_tmp, info)
-    os.replace(side_tmp, side)
     return info
 
 

@@ -1,8 +1,8 @@
 """Inference on a trained model folder: labels and per-class scores.
 
 Scores are the softmax of float32 logits (a multi-label folder: each label's
-sigmoid), exactly what `pipeline("text-classification", top_k=None)` returns
-for the same folder.
+sigmoid), what `pipeline("text-classification", top_k=None)` returns for the
+same folder, to float32 rounding (the products are summed in another order).
 Texts are tokenized once and batched by length, so a long list of short texts
 is not padded to its longest member; on the CPU the float32 linear layers run on
 oneDNN's kernels (taskembed/onednn.py). `bf16=True` (opt-in, for hardware with
@@ -14,6 +14,7 @@ label for a near-tie (docs/benchmarks.md has the measured agreement).
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,6 +61,21 @@ def pool_windows(x: torch.Tensor, segments: torch.Tensor, n: int, how: str) -> t
 
 
 
+def read_temperature(folder: Path) -> float | None:
+    """T from the folder's calibration.json (None without one). A file that is there but unusable is an error, not
+    ignored: T <= 0 would reorder or drop the calibrated scores."""
+    path = folder / "calibration.json"
+    if not path.exists():
+        return None
+    try:
+        t = json.loads(path.read_text(encoding="utf-8")).get("temperature")
+    except (ValueError, AttributeError):
+        raise UserError(f"{path}: not readable JSON; fix or remove it") from None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise UserError(f"{path}: 'temperature' must be a positive number, got {t!r}; fix or remove the file")
+    return float(t)
+
+
 class Classifier:
     """A trained classifier loaded from a folder. Use `taskembed.load(folder)`."""
 
@@ -75,8 +91,7 @@ class Classifier:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         cfg_file = self.folder / "training_config.json"
         self.training_config: dict[str, Any] = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        cal_file = self.folder / "calibration.json"
-        self.temperature: float | None = float(json.loads(cal_file.read_text())["temperature"]) if cal_file.exists() else None
+        self.temperature: float | None = read_temperature(self.folder)
         data = self.training_config.get("data", {})
         self.max_length = int(data.get("max_length") or min(self.tokenizer.model_max_length, 512))
         # A model trained on sliding windows predicts the same way (pipeline() truncates instead).

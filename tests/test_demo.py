@@ -294,6 +294,21 @@ def test_launch_defaults_and_warnings():
         demo.parse_auth("nopassword")
 
 
+def test_a_too_long_batch_line_is_named_by_its_line_in_the_input():
+    with pytest.raises(gr.Error, match="line 4 has 30 characters; the demo takes at most 20"):
+        demo.check_batch(["short", "", "  ", "x" * 30], demo.Limits(max_chars=20))
+    assert demo.check_batch([" a ", "", "b"], demo.Limits()) == ["a", "b"]
+
+
+def test_the_shared_base_encoder_keeps_each_models_max_length(tiny_model_dir):
+    import torch
+
+    cpu = torch.device("cpu")
+    short, long = demo._base_embedder(str(tiny_model_dir), 16, cpu), demo._base_embedder(str(tiny_model_dir), 24, cpu)
+    assert short[0].max_length == 16 and long[0].max_length == 24 and short[0].device == cpu
+    assert demo._base_embedder(str(tiny_model_dir), 16, cpu) is short  # loaded once per setting
+
+
 def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_path, capsys):
     _, folder, _ = trained
     incomplete = tmp_path / "incomplete"

@@ -214,15 +214,36 @@ def test_npy_from_a_text_file(tiny_model_dir, tmp_path):
     assert not (tmp_path / "v.npy.partial").exists()
 
 
-def test_a_text_file_with_blank_lines_keeps_line_numbers_as_ids(tiny_model_dir, tmp_path, capsys):
+def test_a_failed_rerun_leaves_the_old_vectors_with_their_own_sidecar(tiny_model_dir, tmp_path, monkeypatch):
+    import taskembed.embed as embed_module
+
     src = tmp_path / "t.txt"
-    src.write_text("good film\n\n   \nbad film\n", encoding="utf-8")
+    src.write_text("\n".join(TEXTS[:4]), encoding="utf-8")
+    out = tmp_path / "v.npy"
+    embed_file(tiny_model_dir, src, out, progress=False)
+    before = (out.read_bytes(), sidecar_path(out).read_text())
+    src.write_text("\n".join(TEXTS[:6]), encoding="utf-8")
+
+    def broken():
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(embed_module, "_more_versions", broken)  # fails while the new sidecar is being made
+    with pytest.raises(OSError, match="simulated"):
+        embed_file(tiny_model_dir, src, out, progress=False, normalize=True)
+    assert (out.read_bytes(), sidecar_path(out).read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "v.npy", "v.npy.json"]
+
+
+def test_blank_lines_of_a_text_file_are_reported(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "t.txt"
+    src.write_text("good film\n\n   \nbad film\n\n", encoding="utf-8")  # the trailing blank line shifts nothing
     assert main(["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
-    assert "note: 2 blank line(s) skipped" in capsys.readouterr().out
+    assert "note: 2 blank line(s) skipped, so id (and row) i is the i-th non-blank line" in capsys.readouterr().out
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "v.parquet").to_pydict()
-    assert table["id"] == [0, 3] and table["text"] == ["good film", "bad film"]
+    assert table["id"] == [0, 1] and table["text"] == ["good film", "bad film"]
+    assert json.loads((tmp_path / "v.parquet.json").read_text())["source"]["blank_lines_skipped"] == 2
 
 
 def test_cli_embed_and_search(trained, tmp_path, capsys):
@@ -343,6 +364,15 @@ def test_export_overwrite_replaces_an_export_but_never_other_files(tiny_model_di
 # --- compare -------------------------------------------------------------------------------------
 
 
+def test_neighbours_never_list_the_text_itself_even_among_few():
+    from taskembed.compare import _neighbours
+
+    x = np.random.default_rng(0).normal(size=(4, 8))
+    hits = _neighbours(x, list("abcd"), list("0101"), [0, 1], 5)  # 5 asked, 3 others exist
+    assert [[h["text"] for h in q] for q in hits][0] and all(len(q) == 3 for q in hits)
+    assert all(h["text"] != t and math.isfinite(h["score"]) for q, t in zip(hits, "ab") for h in q)
+
+
 def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsys):
     from taskembed.compare import compare, report_markdown
 
@@ -387,6 +417,10 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
         embed(tiny_model_dir, ["x"], pooling="head")
     with pytest.raises(UserError, match="head reads the last layer"):
         embed(trained, ["x"], layer=1)
+    clf = taskembed.load(trained)
+    with pytest.raises(UserError, match="this classifier is loaded on cpu"):
+        embed(clf, ["x"], device="meta")
+    assert clf.predict(["x"])[0]["label"] in clf.labels  # its model stayed where it was
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(UserError, match="no text lines"):

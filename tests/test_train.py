@@ -152,6 +152,17 @@ def test_cli_output_paths_and_columns(trained, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 60
 
 
+@pytest.mark.parametrize("content", ['{"temperature": -1}', '{"temperature": 0}', '{"temperature": null}', "[1.5]", "{not json"])
+def test_an_unusable_calibration_file_is_an_error_not_ignored(trained, tmp_path, content):
+    import shutil
+
+    _, result = trained
+    folder = shutil.copytree(result.output_dir, tmp_path / "model")
+    (folder / "calibration.json").write_text(content)
+    with pytest.raises(UserError, match="calibration.json: (not readable JSON|'temperature' must be a positive number)"):
+        taskembed.load(folder)
+
+
 def test_existing_output_dir_is_refused_before_training(trained, capsys):
     root, result = trained
     assert main(["train", "--data.source", str(root / "train.csv"), "--output.dir", str(result.output_dir)]) == 2
