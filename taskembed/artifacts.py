@@ -26,6 +26,8 @@ MODEL_MARKER = "training_config.json"
 def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: str, other: str) -> None:
     """Refuse a path the output cannot take: a file, a folder with contents and no `flag`, or a folder with
     contents taskembed did not write (no `marker`), which overwriting would delete (a mistyped --output.dir ~)."""
+    if out.is_symlink():
+        raise UserError(f"{name}{out} is a symbolic link; give the folder it points to, or another path")
     if out.exists() and not out.is_dir():
         raise UserError(f"{name}{out} is a file; choose a folder path")
     if not out.is_dir() or not any(out.iterdir()):
@@ -64,7 +66,7 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         for f in tmp.rglob("*"):
             f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
         if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # an empty folder made beforehand (mkdir -p, or the checkpoint's parent) is no conflict
+            out.rmdir()  # an empty folder made beforehand (mkdir -p) is no conflict
         if out.exists():
             if not overwrite:
                 raise UserError(f"output.dir {out} appeared while training; pass --output.overwrite true")

@@ -411,6 +411,11 @@ def _describe(key: str, old: Any, new: Any) -> str:
     return f"{key} {old!r} -> {new!r} ({why})"
 
 
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json: format, library versions, world size, data fingerprint, total steps, device."""
+    return _read_json(folder / "meta.json")
+
+
 def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int,
                      say: Callable[[str], None] = lambda _m: None) -> None:
     """A UserError naming what changed when the current run cannot continue `folder` exactly.

@@ -361,10 +361,10 @@ class Embedder:
         return vectors
 
 
-def _check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
+def _check_texts(texts: Sequence[str], what: str = "text", what_plural: str = "texts") -> list[str]:
     texts = list(texts)
     if not texts:
-        raise UserError(f"no {what}s to embed; give at least one")
+        raise UserError(f"no {what_plural} to embed; give at least one")
     for i, t in enumerate(texts, start=1):
         if not isinstance(t, str) or not t.strip():
             raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
@@ -400,7 +400,8 @@ def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
         clf = model_or_folder
         options.setdefault("max_length", clf.max_length)
         # The Classifier owns its model: moving it elsewhere would break its own predict (it keeps clf.device).
-        if options.get("device") is not None and torch.device(options["device"]) != clf.device:
+        asked = None if options.get("device") is None else torch.device(options["device"])
+        if asked is not None and (asked.type, asked.index or 0) != (clf.device.type, clf.device.index or 0):
             raise UserError(f"device {options['device']}: this classifier is loaded on {clf.device}; "
                             f"load it there instead (taskembed.load(folder, device='{options['device']}'))")
         options["device"] = None
@@ -701,8 +702,8 @@ def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {**artifacts.versions(), **_more_versions()},
         }
-        # Everything is ready before the old files go: the old sidecar first, so a failure between the two renames
-        # leaves vectors without a sidecar (which search refuses), never new vectors described by the old one.
+        # Everything is ready before the old files go. The old sidecar goes first: should a rename fail, vectors are
+        # left without a sidecar (which search refuses), never described by another run's sidecar.
         side = sidecar_path(out)
         side_tmp = side.with_name(side.name + ".partial")
         artifacts.write_json(side_tmp, info)
@@ -1002,7 +1003,7 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     """
     if isinstance(queries, str):
         queries = [queries]
-    queries = _check_texts(queries, "query")
+    queries = _check_texts(queries, "query", "queries")
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     info = read_sidecar(vectors)

@@ -33,7 +33,7 @@ from taskembed.config import TrainConfig
 from taskembed.data import Encoded, balanced_sample, collate, train_batches
 from taskembed.dropout import fast_dropout
 from taskembed.errors import UserError
-from taskembed.losses import classification_loss, supervised_contrastive
+from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
 from taskembed.plan import LrPlan, unfreeze_steps
@@ -125,10 +125,11 @@ class StopSignals:
         finally:
             for s, handler in self._previous.items():
                 signal.signal(s, handler)
-        # A signal that came after the loop last asked (while the last checkpoint was written) must not be
-        # lost: it goes now to the handler it would have reached without us (Ctrl-C: KeyboardInterrupt).
-        if self.signum and not self.honoured:
-            signal.raise_signal(self.signum)
+
+    @property
+    def pending(self) -> int:
+        """A signal that came after the loop last asked (0 for none): fit must not let it pass unnoticed."""
+        return 0 if self.honoured else self.signum
 
     def requested(self, world: int, device: torch.device) -> int:
         """The signal to stop on (0 for none), agreed by every rank so that all stop after the same step."""
@@ -340,9 +341,10 @@ class CompactVocab:
 
 @contextmanager
 def forward_outputs(module: torch.nn.Module, on: bool) -> Iterator[list[Any]]:
-    """While on, each forward of `module` appends its output to the yielded list; the hook goes when the block ends."""
+    """While on, each training-mode forward of `module` appends its output to the yielded list (evaluation's are not
+    kept: nothing reads them); the hook goes when the block ends."""
     outputs: list[Any] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out)) if on else None
+    handle = module.register_forward_hook(lambda m, _i, out: outputs.append(out) if m.training else None) if on else None
     try:
         yield outputs
     finally:
@@ -474,6 +476,11 @@ def fit(
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None
     if checkpoints is not None and checkpoints.resume_from is not None:
+        planned = checkpoint.read_meta(checkpoints.resume_from).get("total_steps", total_steps)
+        if planned != total_steps:  # the schedule is a function of it: continuing would follow another one
+            raise UserError(f"cannot resume from {checkpoints.resume_from}: it was planned for {planned} optimizer steps and this "
+                            f"run plans {total_steps} (an earlier taskembed dropped each epoch's leftover "
+                            "micro-batches under train.grad_accum and planned fewer); start afresh with --output.overwrite true")
         # Weights, optimizer, scheduler, RNG streams and progress: the next step is the one the stopped run would have taken.
         saved, best_weights = checkpoint.load_checkpoint(checkpoints.resume_from, model, optimizer, scheduler, rank=rank, device=device)
         state = TrainState(**saved)
@@ -580,19 +587,11 @@ def fit(
         ckpt_seconds += time.perf_counter() - t0
         return saved
 
-    # Weighted cross-entropy is sum(w l) / sum(w) over the whole step, so a micro-batch's mean counts by its share
-    # of the step's weight, not of its examples: accumulating, or splitting after running out of memory, then
-    # gives the loss of the step taken at once. (The contrastive term is computed within each micro-batch.)
-    host_weights = None if class_weights is None else class_weights.detach().cpu().tolist()
-
-    def share(idx: list[int], total: float) -> float:
-        """This micro-batch's share of the step's cross-entropy: of its weight, or of its examples."""
-        return len(idx) / total if host_weights is None else sum(host_weights[targets[d]] for d in idx) / total
-
     def accumulate(group: list[list[int]], n_examples: int) -> torch.Tensor:
-        """Forward and backward over one optimizer step's examples; the summed, share-weighted loss."""
+        """Forward and backward over one optimizer step's examples; the summed loss, each piece by its share (with
+        class weights, of the step's weight; the contrastive term, computed within each piece, by its examples)."""
         pieces = [idx[k::state.micro_splits] for idx in group for k in range(state.micro_splits) if idx[k::state.micro_splits]]
-        total = n_examples if host_weights is None else sum(host_weights[targets[d]] for idx in group for d in idx)
+        shares = step_shares(pieces, targets, class_weights)
         step_loss = torch.zeros((), device=device)
         for i, idx in enumerate(pieces):
             segments = None
@@ -613,7 +612,7 @@ def fit(
                 if segments is not None:
                     logits = pool_windows(logits, segments, len(idx), aggregate)
                 loss = classification_loss(logits, y, class_weights=class_weights, label_smoothing=cfg.label_smoothing)
-                loss = loss * share(idx, total)
+                loss = loss * shares[i]
                 if contrastive:
                     z = head_vector(model, kind, encoder_out.pop(), batch["attention_mask"])
                     if segments is not None:
@@ -716,6 +715,10 @@ def fit(
                         torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
                     raise TrainingInterrupted(stop_signal, state.step, saved)
         settle()  # the last step is a boundary and so settles itself; this is a guard, not a path
+        if stop.pending:
+            # Asked for while the last checkpoint was written, after the loop last looked: training is complete and
+            # checkpointed, so stop here as for any other signal (a resume goes straight to evaluating and saving).
+            raise TrainingInterrupted(stop.pending, state.step, saved or checkpoints.resume_from)
     finally:
         optimizer.found_inf = optimizer.grad_scale = None
         if bar is not None:

@@ -5,6 +5,8 @@ Kept apart from the loop so each term can be read, and tested, on its own.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,19 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights:
     if y.dtype.is_floating_point:
         return F.binary_cross_entropy_with_logits(logits, y)
     return F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def step_shares(pieces: Sequence[Sequence[int]], targets: Sequence[int], class_weights: torch.Tensor | None) -> list[float]:
+    """Each micro-batch's share of its optimizer step's cross-entropy.
+
+    A piece's mean loss counts by its share of the step's examples, or, with class weights, of the step's weight:
+    weighted cross-entropy is sum(w l) / sum(w) over the whole step. Accumulating or splitting a step then gives
+    the loss of the step taken at once. `targets[d]` is example d's class id.
+    """
+    w = None if class_weights is None else class_weights.detach().cpu().tolist()
+    sizes = [float(len(p)) if w is None else sum(w[targets[d]] for d in p) for p in pieces]
+    total = sum(sizes)
+    return [s / total for s in sizes]
 
 
 def supervised_contrastive(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

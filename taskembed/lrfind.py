@@ -36,7 +36,7 @@ from taskembed.data import collate, encode_split, load_splits, train_batches
 from taskembed.errors import UserError
 from taskembed.loop import distributed, seed_everything, use_bf16
 from taskembed.modeling import load_classifier, top_layer_reads_head
-from taskembed.losses import classification_loss
+from taskembed.losses import classification_loss, step_shares
 from taskembed.plan import apply_freezing
 from taskembed.progress import progress_bar
 
@@ -158,14 +158,14 @@ def lr_find(
             epoch, position = epoch + 1, 0
         group = order[position : position + t.grad_accum]
         position += t.grad_accum
-        n_examples = sum(len(b) for b in group)
+        shares = step_shares(group, train.targets, weights)  # as in loop.fit: the loss of the step taken at once
         step_loss = torch.zeros((), device=device)
-        for idx in group:
+        for idx, share in zip(group, shares):
             batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}
             y = batch.pop("labels")
             with autocast, top_layer_reads_head(model, t.trim_top_layer):
                 logits = model(**batch).logits
-                loss = classification_loss(logits, y, class_weights=weights, label_smoothing=t.label_smoothing) * (len(idx) / n_examples)
+                loss = classification_loss(logits, y, class_weights=weights, label_smoothing=t.label_smoothing) * share
             loss.backward()
             step_loss += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))

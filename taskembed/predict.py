@@ -68,9 +68,10 @@ def read_temperature(folder: Path) -> float | None:
     if not path.exists():
         return None
     try:
-        t = json.loads(path.read_text(encoding="utf-8")).get("temperature")
-    except (ValueError, AttributeError):
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
         raise UserError(f"{path}: not readable JSON; fix or remove it") from None
+    t = loaded.get("temperature") if isinstance(loaded, dict) else loaded
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
         raise UserError(f"{path}: 'temperature' must be a positive number, got {t!r}; fix or remove the file")
     return float(t)

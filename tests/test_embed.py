@@ -420,6 +420,9 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
     clf = taskembed.load(trained)
     with pytest.raises(UserError, match="this classifier is loaded on cpu"):
         embed(clf, ["x"], device="meta")
+    assert embed(clf, ["x"], device="cpu:0").shape[0] == 1  # the same device, however it is spelled
+    with pytest.raises(UserError, match="no queries to embed"):
+        search(tmp_path / "any.npy", [])
     assert clf.predict(["x"])[0]["label"] in clf.labels  # its model stayed where it was
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n", encoding="utf-8")
@@ -432,11 +435,18 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
         search(tmp_path / "bare.npy", "x")
     with pytest.raises(UserError, match="is a folder; give the .parquet or .npy file"):
         search(tmp_path, "x")
-    # 'runs/sentimnet' reads like a Hub id, but 'runs' is a folder here: a path, refused at once (no Hub retries)
-    (tmp_path / "runs").mkdir()
+    # 'runs/sentimnet' reads like a Hub id, but runs/ here holds model folders: a path, refused at once (no Hub retries)
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "sentiment")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match=r"model 'runs/sentimnet': folder not found \(there is a local folder runs/"):
+    with pytest.raises(UserError, match=r"model 'runs/sentimnet': folder not found \(the local folder runs/ holds model folders.*: sentiment\)"):
         embed("runs/sentimnet", ["x"])
+    # a folder that merely shares a Hub organisation's name is no reason to refuse the id
+    from taskembed.modeling import resolve_model
+
+    (tmp_path / "google").mkdir()
+    assert resolve_model("google/bert_uncased_L-2_H-128_A-2") == "google/bert_uncased_L-2_H-128_A-2"
 
 
 def test_search_refuses_vectors_from_changed_weights(tiny_model_dir, tmp_path):

@@ -255,18 +255,42 @@ def test_a_crash_while_writing_the_output_resumes_without_retraining(stopped, tm
     assert (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
 
 
-def test_a_signal_after_the_last_check_is_delivered_not_lost():
-    """Ctrl-C while the last checkpoint is written (after the loop last asked) reaches Python's handler on exit."""
-    from taskembed.loop import StopSignals
+def test_a_signal_while_the_last_checkpoint_is_written_stops_with_the_resume_line(tiny_model_dir, data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the loop last asked (during the final checkpoint) is not lost: the run stops as for any signal,
+    the last step checkpointed, and --resume goes straight to evaluating and saving."""
+    train, test = data
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1), "train.checkpoint_every": 0}
+    real_save = checkpoint.save_checkpoint
+    total = {}
 
-    stop = StopSignals()
-    with pytest.raises(KeyboardInterrupt):
-        with stop.installed(True):
-            os.kill(os.getpid(), signal.SIGINT)  # caught by the stop handler: only a request so far
-            assert stop.signum == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    # asked for and honoured by the loop: nothing is delivered again
-    stop = StopSignals()
-    with stop.installed(True):
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.requested(1, torch.device("cpu")) == signal.SIGINT
+    def save(root, model, optimizer, scheduler, state, **kw):
+        if state["step"] == kw["meta"]["total_steps"]:
+            total["steps"] = state["step"]
+            os.kill(os.getpid(), signal.SIGINT)  # the loop has already asked for this step
+        return real_save(root, model, optimizer, scheduler, state, **kw)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    assert main(cli_args(opts)) == 130
+    err = capsys.readouterr().err.strip()
+    assert f"interrupted by SIGINT after step {total['steps']}; checkpoint saved to" in err and err.endswith("--resume")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.undo()
+    assert main(cli_args(opts) + ["--resume"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_a_checkpoint_planned_for_another_step_count_is_refused(stopped, tmp_path, capsys):
+    opts, root = stopped
+    moved = checkpoint.folder_for(tmp_path / "moved")
+    shutil.copytree(root, moved)
+    folder, _ = checkpoint.latest(moved)
+    # as an earlier taskembed would have planned it; rewritten with its checksum so the checkpoint still verifies
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["total_steps"] -= 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    complete = json.loads((folder / "COMPLETE.json").read_text())
+    complete["files"]["meta.json"] = {"sha256": checkpoint.file_sha256(folder / "meta.json"), "bytes": (folder / "meta.json").stat().st_size}
+    (folder / "COMPLETE.json").write_text(json.dumps(complete))
+    assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"it was planned for {meta['total_steps']} optimizer steps and this run plans {meta['total_steps'] + 1}" in err

@@ -159,7 +159,8 @@ def test_an_unusable_calibration_file_is_an_error_not_ignored(trained, tmp_path,
     _, result = trained
     folder = shutil.copytree(result.output_dir, tmp_path / "model")
     (folder / "calibration.json").write_text(content)
-    with pytest.raises(UserError, match="calibration.json: (not readable JSON|'temperature' must be a positive number)"):
+    problem = "not readable JSON" if content == "{not json" else "'temperature' must be a positive number"
+    with pytest.raises(UserError, match=f"calibration.json: {problem}"):
         taskembed.load(folder)
 
 
@@ -190,6 +191,11 @@ def test_output_dir_rules_empty_is_taken_and_overwrite_replaces_only_a_model_fol
     assert err == (f"error: output.dir {mine} holds files taskembed did not write (no training_config.json); "
                    "--output.overwrite true replaces only a folder taskembed wrote: choose another --output.dir or empty this one")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+    # a symbolic link is named as one, before training (an empty folder behind it would otherwise fail at the end)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert main(["train", "--data.source", str(path), "--model.name", base["model.name"], "--output.dir", str(tmp_path / "link")]) == 2
+    assert "is a symbolic link; give the folder it points to" in capsys.readouterr().err
 
 
 def test_training_is_repeatable_on_cpu(tiny_overrides, write_csv, tmp_path):

@@ -332,3 +332,20 @@ def test_lr_scaling_options_are_validated_and_lr_find_refuses_them(tiny_model_di
                  "--output.dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "run it with --train.lr_scaling none" in err and not (tmp_path / "out.lr_find").exists()
+
+
+def test_step_shares_count_weight_with_class_weights_and_examples_without():
+    import torch.nn.functional as F
+
+    from taskembed.losses import step_shares
+
+    pieces, targets = [[0, 1], [2]], [0, 1, 1]
+    assert step_shares(pieces, targets, None) == pytest.approx([2 / 3, 1 / 3])
+    weights = torch.tensor([1.0, 5.0])
+    shares = step_shares(pieces, targets, weights)
+    assert shares == pytest.approx([6 / 11, 5 / 11])
+    # the pieces' weighted means, so combined, are the weighted mean of the step taken at once
+    logits, y = torch.randn(3, 2), torch.tensor(targets)
+    whole = F.cross_entropy(logits, y, weight=weights)
+    parts = sum(F.cross_entropy(logits[p], y[p], weight=weights) * s for p, s in zip(pieces, shares))
+    assert float(parts) == pytest.approx(float(whole), rel=1e-6)
