@@ -294,6 +294,18 @@ def test_launch_defaults_and_warnings():
         demo.parse_auth("nopassword")
 
 
+def test_switching_models_refreshes_or_clears_every_result(server):
+    """Results of one model must not stay on screen under another's name: every output of Predict, Batch and
+    Embeddings is also an output of the model picker's change event."""
+    app = server[0]
+    fns = list(app.fns.values())
+    picker = next(f for f in fns if f.api_name == "batch").inputs[0]
+    on_change = {o._id for f in fns if (picker._id, "change") in [(t[0], t[1]) for t in f.targets] for o in f.outputs}
+    for name in ("batch", "neighbours", "predict"):
+        fn = next(f for f in fns if f.api_name == name)
+        assert {o._id for o in fn.outputs} <= on_change, name
+
+
 def test_a_too_long_batch_line_is_named_by_its_line_in_the_input():
     with pytest.raises(gr.Error, match="line 4 has 30 characters; the demo takes at most 20"):
         demo.check_batch(["short", "", "  ", "x" * 30], demo.Limits(max_chars=20))
