@@ -587,11 +587,13 @@ def fit(
         ckpt_seconds += time.perf_counter() - t0
         return saved
 
+    host_weights = None if class_weights is None else class_weights.tolist()  # once: step_shares reads them every step
+
     def accumulate(group: list[list[int]], n_examples: int) -> torch.Tensor:
         """Forward and backward over one optimizer step's examples; the summed loss, each piece by its share (with
         class weights, of the step's weight; the contrastive term, computed within each piece, by its examples)."""
         pieces = [idx[k::state.micro_splits] for idx in group for k in range(state.micro_splits) if idx[k::state.micro_splits]]
-        shares = step_shares(pieces, targets, class_weights)
+        shares = step_shares(pieces, targets, host_weights)
         step_loss = torch.zeros((), device=device)
         for i, idx in enumerate(pieces):
             segments = None

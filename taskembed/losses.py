@@ -20,14 +20,15 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights:
     return F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
 
 
-def step_shares(pieces: Sequence[Sequence[int]], targets: Sequence[int], class_weights: torch.Tensor | None) -> list[float]:
+def step_shares(pieces: Sequence[Sequence[int]], targets: Sequence[int], class_weights: Sequence[float] | None) -> list[float]:
     """Each micro-batch's share of its optimizer step's cross-entropy.
 
     A piece's mean loss counts by its share of the step's examples, or, with class weights, of the step's weight:
     weighted cross-entropy is sum(w l) / sum(w) over the whole step. Accumulating or splitting a step then gives
-    the loss of the step taken at once. `targets[d]` is example d's class id.
+    the loss of the step taken at once. `targets[d]` is example d's class id; `class_weights` are host floats
+    (read from a GPU tensor every step, they would stall the host on the device).
     """
-    w = None if class_weights is None else class_weights.detach().cpu().tolist()
+    w = class_weights
     sizes = [float(len(p)) if w is None else sum(w[targets[d]] for d in p) for p in pieces]
     total = sum(sizes)
     return [s / total for s in sizes]

@@ -135,6 +135,7 @@ def lr_find(
         torch.set_num_threads(t.num_threads)
     model.to(device).train()  # dropout on: the curve is of training steps
     weights = _class_weights(cfg, train, splits.labels)
+    host_weights = None if weights is None else weights.tolist()
     weights = weights.to(device) if weights is not None else None
     bf16 = use_bf16(t.bf16, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -158,7 +159,7 @@ def lr_find(
             epoch, position = epoch + 1, 0
         group = order[position : position + t.grad_accum]
         position += t.grad_accum
-        shares = step_shares(group, train.targets, weights)  # as in loop.fit: the loss of the step taken at once
+        shares = step_shares(group, train.targets, host_weights)  # as in loop.fit: the loss of the step taken at once
         step_loss = torch.zeros((), device=device)
         for idx, share in zip(group, shares):
             batch = {k: v.to(device, non_blocking=True) for k, v in collate(train, idx, pad_id).items()}

@@ -342,7 +342,7 @@ def test_step_shares_count_weight_with_class_weights_and_examples_without():
     pieces, targets = [[0, 1], [2]], [0, 1, 1]
     assert step_shares(pieces, targets, None) == pytest.approx([2 / 3, 1 / 3])
     weights = torch.tensor([1.0, 5.0])
-    shares = step_shares(pieces, targets, weights)
+    shares = step_shares(pieces, targets, weights.tolist())
     assert shares == pytest.approx([6 / 11, 5 / 11])
     # the pieces' weighted means, so combined, are the weighted mean of the step taken at once
     logits, y = torch.randn(3, 2), torch.tensor(targets)
