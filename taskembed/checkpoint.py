@@ -423,7 +423,7 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
     Other library versions are no reason to refuse (the run is still the same run), but the continuation may
     then differ in the last bits from the one the old versions would have computed: `say` tells the user."""
     saved = _read_json(folder / "training_config.json")
-    meta = _read_json(folder / "meta.json")
+    meta = read_meta(folder)
     now = library_versions()
     if meta.get("versions", now) != now:
         then = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())

@@ -171,11 +171,10 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         raise UserError("give texts as arguments or --file FILE (one of them)")
     if out:
         check_out_file(out, (".csv", ".jsonl"))
-    if text_column is None:
-        trained = Path(model) / "training_config.json"
-        text_column = json.loads(trained.read_text(encoding="utf-8")).get("data", {}).get("text_column", "text") if trained.is_file() else "text"
-    inputs = list(texts) if texts else texts_from_file(file, text_column)
     clf = api.load(model, bf16=bf16)
+    if text_column is None:
+        text_column = clf.training_config.get("data", {}).get("text_column", "text")
+    inputs = list(texts) if texts else texts_from_file(file, text_column)
     preds = clf.predict(inputs)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

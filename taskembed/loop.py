@@ -465,7 +465,8 @@ def fit(
             for p in g["params"]:
                 p.requires_grad_(on)
 
-    # The contrastive term needs the vector the head reads: a hook keeps the encoder's output of each forward.
+    # The contrastive term needs the vector the head reads: a hook (forward_outputs, in the training block below)
+    # keeps the encoder's output of each training forward.
     contrastive = cfg.contrastive_weight > 0
     kind = head_reads(model.config)
     if contrastive and kind is None:

