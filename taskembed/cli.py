@@ -30,7 +30,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     import shlex
 
     from taskembed import api
-    from taskembed.config import dump_config, load_config, parse_overrides
+    from taskembed.config import config_changes, dump_config, load_config, parse_overrides
     from taskembed.artifacts import metrics_table
 
     cfg = load_config(config, parse_overrides(list(overrides)))
@@ -39,7 +39,8 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0
-    print("config:\n" + "\n".join("  " + line for line in dump_config(cfg).splitlines()))
+    print("config (the settings that differ from the defaults; all of them: --dry-run, or training_config.json in the output folder):\n"
+          + "\n".join("  " + line for line in config_changes(cfg)))
     try:
         result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
     except api.TrainingInterrupted as exc:

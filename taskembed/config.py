@@ -469,7 +469,9 @@ def _contradictions(cfg: Config) -> list[str]:
          f"train.checkpoint_every is {t.checkpoint_every} but train.keep_checkpoints is 0 (no checkpoints); set keep_checkpoints >= 1")
     need(0 <= d.validation_fraction < 1, f"data.validation_fraction must be in [0, 1) (got {d.validation_fraction})")
     need(0 <= d.test_fraction < 1, f"data.test_fraction must be in [0, 1) (got {d.test_fraction})")
-    need(d.validation_fraction + d.test_fraction < 1, "data.validation_fraction + data.test_fraction must leave training data (< 1)")
+    # Only when each is valid on its own: a validation_fraction of 1.5 is one mistake, reported once.
+    need(not (0 <= d.validation_fraction < 1 and 0 <= d.test_fraction < 1) or d.validation_fraction + d.test_fraction < 1,
+         "data.validation_fraction + data.test_fraction must leave training data (< 1)")
     need(d.max_length >= 8, f"data.max_length must be >= 8 (got {d.max_length})")
     need(d.threshold_min_positives >= 1, f"data.threshold_min_positives must be >= 1 (got {d.threshold_min_positives})")
     need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
@@ -522,3 +524,20 @@ def _multi_label_contradictions(cfg: Config) -> list[str]:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+ALWAYS_SHOWN = ("data.source", "model.name", "output.dir")
+"""What `config_changes` lists even at its default: what a run trains, on what, and where it writes."""
+
+
+def config_changes(cfg: Config) -> list[str]:
+    """`section.key: value` for the data source, the model, the output folder and every setting that differs from
+    its default: what a log of the run needs, without the ~70 lines of the whole config (--dry-run prints those)."""
+    default = Config().to_dict()
+    lines = []
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name in ALWAYS_SHOWN or value != default[section][key]:
+                lines.append(f"{name}: {yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}")
+    return lines

@@ -17,6 +17,7 @@ import json
 import math
 import random
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -203,13 +204,18 @@ def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         raise UserError(f"data.source '{name}' is not a file or built-in dataset; did you mean '{close[0]}'?")
     import datasets
 
+    from taskembed import hub
+
+    why = hub.unreachable()  # then only the local cache, at once, instead of half a minute of retries
     try:
-        ds = datasets.load_dataset(name)
+        with hub.offline() if why else nullcontext():
+            ds = datasets.load_dataset(name)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"data.source '{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
-            f"and loading it from the Hugging Face Hub failed ({msg})"
+            + (f"and the Hugging Face Hub cannot be reached ({why}) and the local cache does not have it ({msg}); "
+               "give a local file, or run once with the Hub reachable" if why else f"and loading it from the Hugging Face Hub failed ({msg})")
         ) from None
     return _from_datasets(ds, name), {}
 

@@ -20,6 +20,7 @@ from typing import Iterator
 
 import torch
 
+from taskembed import hub
 from taskembed.config import ModelConfig
 from taskembed.errors import UserError
 
@@ -40,8 +41,9 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def resolve_model(name: str) -> str:
-    """A local folder path for packaged ids and local folders; other ids are returned for the Hub loaders."""
+def resolve_model(name: str, revision: str | None = None) -> str:
+    """A local folder path for packaged ids, local folders, and Hub ids in the local cache when the Hub cannot be
+    reached; other ids are returned for the Hub loaders."""
     pkg = PACKAGED_MODELS.get(name)
     if pkg and importlib.util.find_spec(pkg) is not None:
         return str(resources.files(pkg) / "model")
@@ -63,7 +65,15 @@ def resolve_model(name: str) -> str:
     if local:
         raise UserError(f"model '{name}': folder not found (the local folder {parent}/ holds model folders, so this is read as "
                         f"a path; its models: {', '.join(local[:5])}); check the path")
-    return name
+    why = hub.unreachable()
+    if why is None:
+        return name
+    cached = hub.cached_model(name, revision)
+    if cached is None:
+        raise UserError(f"model '{name}' is not a local folder, and the Hugging Face Hub cannot be reached ({why}) and the local "
+                        "cache does not have it; give a local model folder, or run once with the Hub reachable")
+    check_folder(Path(cached))
+    return cached
 
 
 def check_folder(path: Path) -> None:
@@ -89,7 +99,7 @@ def _hub_error(name: str, exc: Exception) -> UserError:
 def load_tokenizer(cfg: ModelConfig, path: str | None = None):
     from transformers import AutoTokenizer
 
-    path = path or resolve_model(cfg.name)
+    path = path or resolve_model(cfg.name, cfg.revision)
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -106,8 +116,8 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
-    path = resolve_model(cfg.name)
-    if cfg.trust_remote_code and cfg.revision is None and not Path(path).exists():
+    path = resolve_model(cfg.name, cfg.revision)
+    if cfg.trust_remote_code and cfg.revision is None and not Path(path).exists():  # a Hub id, not a local or cached folder
         raise UserError("model.trust_remote_code needs model.revision pinned to a commit, so the code that runs cannot change under you")
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     try:

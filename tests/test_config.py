@@ -113,6 +113,8 @@ def test_contradictions_are_reported_together():
         ({"data": {"label_column": "text"}}, "data.label_column must differ from the text columns"),
         ({"data": {"text_pair_column": "label"}}, "data.label_column must differ from the text columns"),
         ({"data": {"validation_fraction": 0.7, "test_fraction": 0.3}}, "must leave training data"),
+        # one mistake, one problem: the sum is not checked when a fraction is out of range on its own
+        ({"data": {"validation_fraction": 1.5}}, "data.validation_fraction must be in [0, 1) (got 1.5)"),
         ({"data": {"threshold_min_positives": 0}}, "data.threshold_min_positives must be >= 1 (got 0)"),
         # the plan refuses a zero rate; the config says so up front, before any data or model is loaded
         ({"train": {"embedding_lr": 0}}, "train.embedding_lr must be > 0 (got 0.0); to keep the embeddings fixed, set train.freeze_embeddings true"),
@@ -277,3 +279,11 @@ def test_help_config_lists_every_option(capsys):
 def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give a YAML config file"):
         load_config(tmp_path)
+
+
+def test_config_changes_lists_what_differs_from_the_defaults():
+    from taskembed.config import config_changes
+
+    cfg = load_config(None, {"train.lr": 3e-5, "train.class_weights": {"a b": 2.0}, "data.source": "my file: a.csv"})
+    assert config_changes(cfg) == ["data.source: 'my file: a.csv'", "model.name: sentence-transformers/all-MiniLM-L6-v2",
+                                   "train.lr: 3.0e-05", "train.class_weights: {a b: 2.0}", "output.dir: runs/sentiment"]

@@ -167,7 +167,12 @@ def test_an_unusable_calibration_file_is_an_error_not_ignored(trained, tmp_path,
 def test_existing_output_dir_is_refused_before_training(trained, capsys):
     root, result = trained
     assert main(["train", "--data.source", str(root / "train.csv"), "--output.dir", str(result.output_dir)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "already exists" in err
+    # the run's header lists what it trains, on what, where to, and what differs from the defaults; not all ~70 settings
+    settings = [line.strip() for line in out.splitlines()[1:] if line.startswith("  ")]
+    assert settings == [f"data.source: {root / 'train.csv'}", "model.name: sentence-transformers/all-MiniLM-L6-v2",
+                        f"output.dir: {result.output_dir}"]
 
 
 def test_output_dir_rules_empty_is_taken_and_overwrite_replaces_only_a_model_folder(tiny_overrides, write_csv, tmp_path, capsys):
