@@ -104,7 +104,6 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum = 0
         self.enabled = False
-        self.honoured = False
 
     def _handle(self, signum, _frame) -> None:
         self.signum = signum
@@ -126,19 +125,12 @@ class StopSignals:
             for s, handler in self._previous.items():
                 signal.signal(s, handler)
 
-    @property
-    def pending(self) -> int:
-        """A signal that came after the loop last asked (0 for none): fit must not let it pass unnoticed."""
-        return 0 if self.honoured else self.signum
-
     def requested(self, world: int, device: torch.device) -> int:
         """The signal to stop on (0 for none), agreed by every rank so that all stop after the same step."""
         if world == 1 or not self.enabled:
-            self.honoured = bool(self.signum)
             return self.signum
         flag = torch.tensor([self.signum], device=device if torch.distributed.get_backend() == "nccl" else "cpu")
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        self.honoured = bool(int(flag))
         return int(flag)
 
 
@@ -718,10 +710,12 @@ def fit(
                         torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
                     raise TrainingInterrupted(stop_signal, state.step, saved)
         settle()  # the last step is a boundary and so settles itself; this is a guard, not a path
-        if stop.pending:
-            # Asked for while the last checkpoint was written, after the loop last looked: training is complete and
-            # checkpointed, so stop here as for any other signal (a resume goes straight to evaluating and saving).
-            raise TrainingInterrupted(stop.pending, state.step, saved or checkpoints.resume_from)
+        # A signal that came while the last checkpoint was written, after the loop last asked: training is complete and
+        # checkpointed, so stop here as for any other signal (a resume goes straight to evaluating and saving). Asked
+        # of every rank (a collective under torchrun), so that no rank stops alone while the others go on to save.
+        late = stop.requested(world, device)
+        if late:
+            raise TrainingInterrupted(late, state.step, saved or checkpoints.resume_from)
     finally:
         optimizer.found_inf = optimizer.grad_scale = None
         if bar is not None:
