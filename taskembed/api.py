@@ -184,12 +184,12 @@ def train(
             "trim_top_layer": trimmed,
             "fast_dropout": lanes,
             "token_rows_trained": result.token_rows,
-            "train_seconds": result.seconds,
-            "eval_seconds": result.eval_seconds,
+            "train_seconds": st.train_seconds,
+            "eval_seconds": st.eval_seconds,
             "total_seconds": time.perf_counter() - started,
-            "samples_per_second": st.samples_seen / max(result.seconds, 1e-9),
-            "tokens_per_second": st.tokens_seen * world / max(result.seconds, 1e-9),
-            "stopped_early": result.stopped_early,
+            "samples_per_second": st.samples_seen / max(st.train_seconds, 1e-9),
+            "tokens_per_second": st.tokens_seen * world / max(st.train_seconds, 1e-9),
+            "stopped_early": st.stopped_early,
             "world_size": world,
             "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(),
                      "truncated": {s: e.truncated for s, e in encoded.items()},
@@ -202,7 +202,7 @@ def train(
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()
-    return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.seconds)
+    return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.state.train_seconds)
 
 
 def _multi_label_skips(cfg: Config) -> dict[str, str]:

@@ -86,9 +86,7 @@ class TrainState:
 @dataclass
 class FitResult:
     state: TrainState
-    seconds: float
-    stopped_early: bool
-    eval_seconds: float = 0.0
+    """Where training ended; its train_seconds, eval_seconds and stopped_early are the run's."""
     checkpoint_seconds: float = 0.0
     token_rows: list[int] | None = None
     """[rows of the input token table trained, rows in it] under train.compact_vocab; None when it did not apply."""
@@ -727,5 +725,4 @@ def fit(
         model.load_state_dict(best_weights)
     if state.stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
-    return FitResult(state=state, seconds=state.train_seconds, stopped_early=state.stopped_early, eval_seconds=state.eval_seconds,
-                     checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size])
+    return FitResult(state=state, checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size])
