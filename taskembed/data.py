@@ -206,7 +206,7 @@ def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
 
     from taskembed import hub
 
-    why = hub.unreachable()  # then only the local cache, at once, instead of half a minute of retries
+    why = hub.unreachable("dataset")  # then only the local cache, at once, instead of half a minute of retries
     try:
         with hub.offline() if why else nullcontext():
             ds = datasets.load_dataset(name)
@@ -214,7 +214,7 @@ def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"data.source '{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
-            + (f"and the Hugging Face Hub cannot be reached ({why}) and the local cache does not have it ({msg}); "
+            + (f"and the Hugging Face Hub cannot be reached ({why}), so only the local cache was read, which failed ({msg}); "
                "give a local file, or run once with the Hub reachable" if why else f"and loading it from the Hugging Face Hub failed ({msg})")
         ) from None
     return _from_datasets(ds, name), {}

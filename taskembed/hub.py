@@ -3,59 +3,84 @@
 Offline, `from_pretrained("org/name")` and `load_dataset("org/name")` do not fail at once: huggingface_hub
 retries each file with back-off, about 27 s here before the error (measured with a mistyped id on a machine
 without network). One connection attempt answers the question in milliseconds when the name does not
-resolve, and in at most `TIMEOUT` seconds otherwise; then a model comes from the local cache, or the error
-says what to do, without the wait.
+resolve, and otherwise within `TIMEOUT` seconds for each address the name resolves to; then a model comes
+from the local cache, or the error says what to do, without the wait.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 TIMEOUT = 3.0
-"""Seconds to wait for the Hub's host to accept a connection before calling it unreachable."""
+"""Seconds to wait for the Hub's host to accept a connection (per address it resolves to) before calling it unreachable."""
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+TRUE = ("1", "ON", "YES", "TRUE")
+# Which variables switch the libraries to their cache, as they read them: transformers and huggingface_hub either of
+# the first two; datasets its own variable when it is set (to anything), else huggingface_hub's.
+OFFLINE_VARIABLES = {"model": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"), "dataset": ("HF_DATASETS_OFFLINE",)}
 
 _verdict: dict[str, str | None] = {}  # endpoint -> why it is unreachable (None: reachable); one probe per process
+_switch = threading.Lock()
+_depth = 0  # open `offline` blocks
+_saved: tuple[bool, bool] = (False, False)
 
 
-def unreachable() -> str | None:
-    """Why the Hub cannot be reached from here, or None when it may be.
+def _offline_variable(kind: str) -> str | None:
+    """The offline variable in force for `kind` ("model" or "dataset"), or None."""
+    if kind == "dataset" and os.environ.get("HF_DATASETS_OFFLINE", "").strip():
+        return "HF_DATASETS_OFFLINE" if os.environ["HF_DATASETS_OFFLINE"].strip().upper() in TRUE else None
+    return next((v for v in OFFLINE_VARIABLES["model"] if os.environ.get(v, "").strip().upper() in TRUE), None)
+
+
+def unreachable(kind: str = "model") -> str | None:
+    """Why the Hub cannot be reached from here for a model or dataset id, or None when it may be.
 
     An offline variable set by the user counts as unreachable. Behind a proxy nothing is probed: a direct
-    connection would fail although the proxy reaches the Hub, so the libraries are left to try.
+    connection would fail although the proxy reaches the Hub, so the libraries are left to try. So is a
+    malformed HF_ENDPOINT, which the libraries report themselves.
     """
-    offline = next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")), None)
+    offline = _offline_variable(kind)
     if offline:
         return f"{offline} is set"
     if any(os.environ.get(v) for v in PROXY_VARIABLES):
         return None
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     if endpoint not in _verdict:
-        url = urlparse(endpoint)
-        host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+        url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        try:
+            host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
+        except ValueError:  # a port out of range
+            return None
+        if not host:
+            return None
         try:
             socket.create_connection((host, port), timeout=TIMEOUT).close()
             _verdict[endpoint] = None
         except OSError as exc:
-            _verdict[endpoint] = f"no connection to {host}: {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
+            _verdict[endpoint] = f"no connection to {host}: {getattr(exc, 'strerror', None) or str(exc) or type(exc).__name__}"
     return _verdict[endpoint]
 
 
 def cached_model(name: str, revision: str | None = None) -> str | None:
-    """The folder of `name` in the local Hugging Face cache, or None when it is not there."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    """The folder of `name` in the local Hugging Face cache (its snapshot holding config.json), or None.
+
+    Found through its config.json alone: the snapshot need not hold every file of the repository (transformers
+    downloads only the weights it loads), and whether its weights will do is check_folder's question.
+    """
+    from huggingface_hub import try_to_load_from_cache
 
     try:
-        return snapshot_download(name, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, OSError, ValueError):
+        config = try_to_load_from_cache(name, "config.json", revision=revision)
+    except ValueError:  # not a valid repository id
         return None
+    return str(Path(config).parent) if isinstance(config, str) else None
 
 
 @contextmanager
@@ -63,14 +88,22 @@ def offline() -> Iterator[None]:
     """Within this block huggingface_hub and datasets read their local cache only and make no request.
 
     Their offline switches are module constants read when they are imported; the environment variable
-    would come too late for a library already imported, so the constants are set for the block.
+    would come too late for a library already imported, so the constants are set for the block (for the
+    whole process while it lasts: blocks may nest or overlap in threads, and the last to end restores them).
     """
+    global _depth, _saved
     import datasets
     from huggingface_hub import constants
 
-    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    with _switch:
+        if _depth == 0:
+            _saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+        _depth += 1
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+        with _switch:
+            _depth -= 1
+            if _depth == 0:
+                constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = _saved

@@ -117,7 +117,8 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
 
     _quiet_transformers()
     path = resolve_model(cfg.name, cfg.revision)
-    if cfg.trust_remote_code and cfg.revision is None and not Path(path).exists():  # a Hub id, not a local or cached folder
+    hub_id = cfg.name not in PACKAGED_MODELS and not Path(cfg.name).expanduser().exists()
+    if cfg.trust_remote_code and cfg.revision is None and hub_id:  # from the Hub or its cache alike: the code would follow main
         raise UserError("model.trust_remote_code needs model.revision pinned to a commit, so the code that runs cannot change under you")
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 
@@ -17,7 +18,7 @@ from taskembed.modeling import load_classifier, resolve_model
 @pytest.fixture
 def online_env(monkeypatch):
     """No offline or proxy variable (the suite sets the offline ones) and no probe remembered."""
-    for name in (*hub.OFFLINE_VARIABLES, *hub.PROXY_VARIABLES):
+    for name in (*hub.OFFLINE_VARIABLES["model"], *hub.OFFLINE_VARIABLES["dataset"], *hub.PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(hub, "_verdict", {})
 
@@ -38,32 +39,72 @@ def test_unreachable_names_the_reason_and_probes_once(online_env, monkeypatch):
     assert calls[-1] == (("mirror.example", 8080), hub.TIMEOUT)
 
 
-def test_offline_variable_and_proxy_are_decided_without_a_probe(online_env, monkeypatch):
+def test_offline_variables_proxy_and_bad_endpoints_are_decided_without_a_probe(online_env, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.unreachable() == "HF_HUB_OFFLINE is set"
+    assert hub.unreachable("model") == hub.unreachable("dataset") == "HF_HUB_OFFLINE is set"
+    # datasets' own variable decides for datasets when set, either way, as the datasets library reads it; not for models
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert hub.unreachable("model") == "HF_HUB_OFFLINE is set"
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert hub.unreachable("dataset") == "HF_DATASETS_OFFLINE is set"
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
     # behind a proxy a direct connection says nothing about the Hub: the libraries are left to try
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert hub.unreachable() is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    # a malformed endpoint is the libraries' to report (no traceback from the probe)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example:99999")
+    assert hub.unreachable() is None
 
 
-def fake_cache(root, repo: str, source) -> str:
-    """A Hugging Face cache holding `repo` at main, as snapshot_download leaves it."""
+def test_an_endpoint_without_a_scheme_is_probed_at_its_own_host(online_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: calls.append(address) or FakeSocket())
+    monkeypatch.setenv("HF_ENDPOINT", "hf-mirror.example")
+    assert hub.unreachable() is None and calls == [("hf-mirror.example", 443)]
+
+
+class FakeSocket:
+    def close(self) -> None:
+        pass
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_cache(root, repo: str, source, listed: tuple[str, ...] = ()) -> str:
+    """A Hugging Face cache holding `repo` at main, as a download leaves it. `listed`: files of the repository that
+    huggingface_hub's file list names but the snapshot lacks, as after transformers downloaded only what it loads."""
+    from huggingface_hub._tree_cache import TREE_CACHE_FORMAT_VERSION
+
     folder = root / f"models--{repo.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(source, folder / "snapshots" / commit)
+    snapshot = folder / "snapshots" / COMMIT
+    shutil.copytree(source, snapshot)
     (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    return str(folder / "snapshots" / commit)
+    (folder / "refs" / "main").write_text(COMMIT)
+    if listed:
+        files = {p.name: {"size": 1, "blob_id": "0" * 40} for p in snapshot.iterdir()} | {n: {"size": 1, "blob_id": "0" * 40} for n in listed}
+        (folder / "trees").mkdir()
+        (folder / "trees" / f"{COMMIT}.json").write_text(json.dumps({"format_version": TREE_CACHE_FORMAT_VERSION, "files": files}))
+    return str(snapshot)
 
 
-def test_an_id_in_the_local_cache_loads_from_it_when_the_hub_is_unreachable(tiny_model_dir, tmp_path, monkeypatch):
+def test_an_id_in_the_local_cache_loads_from_it_when_the_hub_is_unreachable(tiny_model_dir, tmp_path, online_env, monkeypatch):
+    # unreachable by the probe itself, not by the suite's offline variables
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-2, "Name or service not known")))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
-    snapshot = fake_cache(tmp_path / "cache", "someorg/tiny-bert", tiny_model_dir)
+    snapshot = fake_cache(tmp_path / "cache", "someorg/tiny-bert", tiny_model_dir, listed=("pytorch_model.bin", "onnx/model.onnx"))
     assert resolve_model("someorg/tiny-bert") == snapshot
+    assert resolve_model("someorg/tiny-bert", revision=COMMIT) == snapshot
     model, tokenizer = load_classifier(ModelConfig(name="someorg/tiny-bert"), ["neg", "pos"])
     assert model.config.num_labels == 2 and tokenizer("a film")["input_ids"]
+    # the cache is no way around pinning the revision of code that runs
+    with pytest.raises(UserError, match="trust_remote_code needs model.revision pinned"):
+        load_classifier(ModelConfig(name="someorg/tiny-bert", trust_remote_code=True), ["neg", "pos"])
+    with pytest.raises(UserError, match="the local cache does not have it"):
+        resolve_model("someorg/tiny-bert", revision="v9")
 
 
 def test_an_id_neither_local_nor_cached_fails_at_once_saying_what_to_do(tmp_path, monkeypatch):
@@ -74,15 +115,21 @@ def test_an_id_neither_local_nor_cached_fails_at_once_saying_what_to_do(tmp_path
         "model 'someorg/not-there' is not a local folder, and the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set) "
         "and the local cache does not have it; give a local model folder, or run once with the Hub reachable")
     with pytest.raises(UserError, match=r"data.source 'someorg/not-there': .* the Hugging Face Hub cannot be reached "
-                                        r"\(HF_HUB_OFFLINE is set\) and the local cache does not have it .*give a local file"):
+                                        r"\(HF_DATASETS_OFFLINE is set\), so only the local cache was read, which failed .*give a local file"):
         load_splits(DataConfig(source="someorg/not-there"))
 
 
-def test_offline_block_restores_the_libraries_switches():
+def test_offline_blocks_restore_the_libraries_switches_when_the_last_one_ends(monkeypatch):
     import datasets
     from huggingface_hub import constants
 
-    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    with hub.offline():
-        assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
-    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+    # online before (the suite itself runs with the offline variables set)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    first, second = hub.offline(), hub.offline()
+    first.__enter__()
+    second.__enter__()  # another thread's block, overlapping
+    first.__exit__(None, None, None)
+    assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE  # still inside the second
+    second.__exit__(None, None, None)
+    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == (False, False)
