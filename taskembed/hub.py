@@ -32,23 +32,33 @@ _depth = 0  # open `offline` blocks
 _saved: tuple[bool, bool] = (False, False)
 
 
-def _offline_variable(kind: str) -> str | None:
-    """The offline variable in force for `kind` ("model" or "dataset"), or None."""
+def _says_offline(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().upper() in TRUE
+
+
+def _offline_setting(kind: str) -> tuple[str, bool] | None:
+    """(variable, whether it says offline) of the offline variable that decides for `kind` ("model" or "dataset"), or
+    None when none is set. A model is offline when either model variable says so; a dataset as its own variable says
+    when that is set, else as a model."""
     if kind == "dataset" and os.environ.get("HF_DATASETS_OFFLINE", "").strip():
-        return "HF_DATASETS_OFFLINE" if os.environ["HF_DATASETS_OFFLINE"].strip().upper() in TRUE else None
-    return next((v for v in OFFLINE_VARIABLES["model"] if os.environ.get(v, "").strip().upper() in TRUE), None)
+        return "HF_DATASETS_OFFLINE", _says_offline("HF_DATASETS_OFFLINE")
+    given = [v for v in OFFLINE_VARIABLES["model"] if os.environ.get(v, "").strip()]
+    on = [v for v in given if _says_offline(v)]
+    return (on[0], True) if on else (given[0], False) if given else None
 
 
 def unreachable(kind: str = "model") -> str | None:
     """Why the Hub cannot be reached from here for a model or dataset id, or None when it may be.
 
-    An offline variable set by the user counts as unreachable. Behind a proxy nothing is probed: a direct
-    connection would fail although the proxy reaches the Hub, so the libraries are left to try. So is a
-    malformed HF_ENDPOINT, which the libraries report themselves.
+    An offline variable set to true counts as unreachable; set to false (HF_HUB_OFFLINE=0), as reachable, without a
+    probe. Behind a proxy nothing is probed either: a direct connection would fail although the proxy reaches the
+    Hub, so the libraries are left to try. So is a malformed HF_ENDPOINT, which the libraries report themselves.
     """
-    offline = _offline_variable(kind)
-    if offline:
-        return f"{offline} is set"
+    setting = _offline_setting(kind)
+    if setting is not None:
+        # Set to a true value: offline, as the libraries take it. Set to a false one (HF_HUB_OFFLINE=0): the user says
+        # the Hub is reachable, so it is not probed (a slow connection would otherwise count as none).
+        return f"{setting[0]} is set" if setting[1] else None
     if any(os.environ.get(v) for v in PROXY_VARIABLES):
         return None
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"

@@ -49,7 +49,13 @@ def test_offline_variables_proxy_and_bad_endpoints_are_decided_without_a_probe(o
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert hub.unreachable("dataset") == "HF_DATASETS_OFFLINE is set"
+    # set to false, a variable says the Hub is reachable: no probe (a slow connection would otherwise count as none)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert hub.unreachable("dataset") is None
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert hub.unreachable("model") is hub.unreachable("dataset") is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     # behind a proxy a direct connection says nothing about the Hub: the libraries are left to try
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert hub.unreachable() is None
