@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 TIMEOUT = 3.0
 """Seconds to wait for the Hub's host to accept a connection (per address it resolves to) before calling it unreachable."""
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 TRUE = ("1", "ON", "YES", "TRUE")
 # Which variables switch the libraries to their cache, as they read them: transformers and huggingface_hub either of
 # the first two; datasets its own variable when it is set (to anything), else huggingface_hub's.
@@ -51,16 +52,14 @@ def unreachable(kind: str = "model") -> str | None:
     """Why the Hub cannot be reached from here for a model or dataset id, or None when it may be.
 
     An offline variable set to true counts as unreachable; set to false (HF_HUB_OFFLINE=0), as reachable, without a
-    probe. Behind a proxy nothing is probed either: a direct connection would fail although the proxy reaches the
-    Hub, so the libraries are left to try. So is a malformed HF_ENDPOINT, which the libraries report themselves.
+    probe. Behind a proxy (one NO_PROXY does not bypass for the Hub's host) nothing is probed either: a direct
+    connection would fail although the proxy reaches the Hub, so the libraries are left to try. So is a malformed HF_ENDPOINT, which the libraries report themselves.
     """
     setting = _offline_setting(kind)
     if setting is not None:
         # Set to a true value: offline, as the libraries take it. Set to a false one (HF_HUB_OFFLINE=0): the user says
         # the Hub is reachable, so it is not probed (a slow connection would otherwise count as none).
         return f"{setting[0]} is set" if setting[1] else None
-    if any(os.environ.get(v) for v in PROXY_VARIABLES):
-        return None
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     if endpoint not in _verdict:
         url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -68,7 +67,10 @@ def unreachable(kind: str = "model") -> str | None:
             host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
         except ValueError:  # a port out of range
             return None
-        if not host:
+        # The proxy variables as the libraries' HTTP client reads them (NO_PROXY included).
+        proxies = urllib.request.getproxies_environment()
+        proxied = any(scheme != "no" for scheme in proxies) and not urllib.request.proxy_bypass_environment(host or "", proxies)
+        if not host or proxied:
             return None
         try:
             socket.create_connection((host, port), timeout=TIMEOUT).close()

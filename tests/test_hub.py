@@ -65,6 +65,19 @@ def test_offline_variables_proxy_and_bad_endpoints_are_decided_without_a_probe(o
     assert hub.unreachable() is None
 
 
+def test_a_host_the_proxy_does_not_cover_is_probed(online_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: calls.append(address) or FakeSocket())
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.huggingface.co")
+    assert hub.unreachable() is None and calls == [("huggingface.co", 443)]
+    # NO_PROXY alone, with no proxy: probed as without it
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    monkeypatch.setattr(hub, "_verdict", {})
+    assert hub.unreachable() is None and calls == [("huggingface.co", 443)] * 2
+
+
 def test_an_endpoint_without_a_scheme_is_probed_at_its_own_host(online_env, monkeypatch):
     calls = []
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout: calls.append(address) or FakeSocket())
