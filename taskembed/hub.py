@@ -3,8 +3,8 @@
 Offline, `from_pretrained("org/name")` and `load_dataset("org/name")` do not fail at once: huggingface_hub
 retries each file with back-off, about 27 s here before the error (measured with a mistyped id on a machine
 without network). One connection attempt answers the question in milliseconds when the name does not
-resolve, and otherwise within `TIMEOUT` seconds for each address the name resolves to; then a model comes
-from the local cache, or the error says what to do, without the wait.
+resolve, and otherwise within `PROBE_LIMIT` seconds; then a model comes from the local cache, or the error
+says what to do, without the wait.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from urllib.parse import urlparse
 
 TIMEOUT = 3.0
 """Seconds to wait for the Hub's host to accept a connection (per address it resolves to) before calling it unreachable."""
+
+PROBE_LIMIT = 5.0
+"""Seconds the whole probe may take, the name lookup included, before the Hub counts as unreachable."""
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 TRUE = ("1", "ON", "YES", "TRUE")
@@ -72,12 +75,26 @@ def unreachable(kind: str = "model") -> str | None:
         proxied = any(scheme != "no" for scheme in proxies) and not urllib.request.proxy_bypass_environment(host or "", proxies)
         if not host or proxied:
             return None
+        _verdict[endpoint] = _probe(host, port)
+    return _verdict[endpoint]
+
+
+def _probe(host: str, port: int) -> str | None:
+    """Connect once; why that failed, or None. In a daemon thread, so that the name lookup (which the socket's
+    timeout does not cover, and which a resolver that never answers can stretch to tens of seconds) is bounded too."""
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
         try:
             socket.create_connection((host, port), timeout=TIMEOUT).close()
-            _verdict[endpoint] = None
-        except OSError as exc:
-            _verdict[endpoint] = f"no connection to {host}: {getattr(exc, 'strerror', None) or str(exc) or type(exc).__name__}"
-    return _verdict[endpoint]
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - any failure to connect answers the question; none may leave it waiting
+            outcome.append(f"no connection to {host}: {getattr(exc, 'strerror', None) or str(exc) or type(exc).__name__}")
+
+    thread = threading.Thread(target=attempt, name="taskembed-hub-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_LIMIT)
+    return outcome[0] if outcome else f"no answer from {host} within {PROBE_LIMIT:g} s"
 
 
 def cached_model(name: str, revision: str | None = None) -> str | None:

@@ -152,3 +152,16 @@ def test_offline_blocks_restore_the_libraries_switches_when_the_last_one_ends(mo
     assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE  # still inside the second
     second.__exit__(None, None, None)
     assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == (False, False)
+
+
+def test_a_probe_that_gets_no_answer_is_cut_short(online_env, monkeypatch):
+    """A resolver that never answers (the socket timeout does not cover the name lookup) counts as unreachable."""
+    import threading
+
+    release = threading.Event()
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: release.wait(30) and FakeSocket())
+    monkeypatch.setattr(hub, "PROBE_LIMIT", 0.2)
+    try:
+        assert hub.unreachable() == "no answer from huggingface.co within 0.2 s"
+    finally:
+        release.set()
