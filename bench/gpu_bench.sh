@@ -4,6 +4,7 @@
 #
 #   bash bench/gpu_bench.sh                 # results and logs go to $OUT (default docs/benchmarks)
 #   DRY_RUN=1 bash bench/gpu_bench.sh       # the same commands on a tiny slice, on any machine, to check the script
+#                                           # (results to a scratch folder unless OUT is set)
 #
 # Three invocations of bench/train_bench.py on all-MiniLM-L6-v2 and the built-in rotten_tomatoes splits
 # (all 10,207 training texts, 3 epochs), most important first (a run stopped at its time limit keeps
@@ -19,10 +20,10 @@
 # tables are rendered from the JSON afterwards: python bench/train_bench.py --render FILE.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-docs/benchmarks}"
-mkdir -p "$OUT"
 extra=()
 if [[ -n "${DRY_RUN:-}" ]]; then
+  # A check of the script, not GPU figures: its reports go to a scratch folder unless OUT says otherwise.
+  OUT="${OUT:-$(mktemp -d)}"
   extra=(--max-train 64 --max-test 32 --epochs 1 --infer-repeats 1)
 elif [[ -d .whl ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -30,6 +31,9 @@ elif [[ -d .whl ]]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BENCH_COMMAND="bash bench/gpu_bench.sh (see docs/benchmarks.md, GPU)"
+OUT="${OUT:-docs/benchmarks}"
+mkdir -p "$OUT"
+echo "results go to $OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
 python3 - <<'EOF' | tee "$OUT/gpu-ceiling.txt"
 import json, torch
