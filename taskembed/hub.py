@@ -24,11 +24,11 @@ TIMEOUT = 3.0
 PROBE_LIMIT = 5.0
 """Seconds the whole probe may take, the name lookup included, before the Hub counts as unreachable."""
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 TRUE = ("1", "ON", "YES", "TRUE")
 # Which variables switch the libraries to their cache, as they read them: transformers and huggingface_hub either of
-# the first two; datasets its own variable when it is set (to anything), else huggingface_hub's.
-OFFLINE_VARIABLES = {"model": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"), "dataset": ("HF_DATASETS_OFFLINE",)}
+# MODEL_OFFLINE; datasets DATASETS_OFFLINE when it is set (to anything), else as huggingface_hub.
+MODEL_OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+DATASETS_OFFLINE = "HF_DATASETS_OFFLINE"
 
 _verdict: dict[str, str | None] = {}  # endpoint -> why it is unreachable (None: reachable); one probe per process
 _switch = threading.Lock()
@@ -44,9 +44,9 @@ def _offline_setting(kind: str) -> tuple[str, bool] | None:
     """(variable, whether it says offline) of the offline variable that decides for `kind` ("model" or "dataset"), or
     None when none is set. A model is offline when either model variable says so; a dataset as its own variable says
     when that is set, else as a model."""
-    if kind == "dataset" and os.environ.get("HF_DATASETS_OFFLINE", "").strip():
-        return "HF_DATASETS_OFFLINE", _says_offline("HF_DATASETS_OFFLINE")
-    given = [v for v in OFFLINE_VARIABLES["model"] if os.environ.get(v, "").strip()]
+    if kind == "dataset" and os.environ.get(DATASETS_OFFLINE, "").strip():
+        return DATASETS_OFFLINE, _says_offline(DATASETS_OFFLINE)
+    given = [v for v in MODEL_OFFLINE if os.environ.get(v, "").strip()]
     on = [v for v in given if _says_offline(v)]
     return (on[0], True) if on else (given[0], False) if given else None
 
@@ -56,7 +56,8 @@ def unreachable(kind: str = "model") -> str | None:
 
     An offline variable set to true counts as unreachable; set to false (HF_HUB_OFFLINE=0), as reachable, without a
     probe. Behind a proxy (one NO_PROXY does not bypass for the Hub's host) nothing is probed either: a direct
-    connection would fail although the proxy reaches the Hub, so the libraries are left to try. So is a malformed HF_ENDPOINT, which the libraries report themselves.
+    connection would fail although the proxy reaches the Hub, so the libraries are left to try. So is a malformed
+    HF_ENDPOINT, which the libraries report themselves.
     """
     setting = _offline_setting(kind)
     if setting is not None:
@@ -72,8 +73,7 @@ def unreachable(kind: str = "model") -> str | None:
             return None
         # The proxy variables as the libraries' HTTP client reads them (NO_PROXY included).
         proxies = urllib.request.getproxies_environment()
-        proxied = any(scheme != "no" for scheme in proxies) and not urllib.request.proxy_bypass_environment(host or "", proxies)
-        if not host or proxied:
+        if not host or (any(scheme != "no" for scheme in proxies) and not urllib.request.proxy_bypass_environment(host, proxies)):
             return None
         _verdict[endpoint] = _probe(host, port)
     return _verdict[endpoint]

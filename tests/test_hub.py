@@ -15,10 +15,13 @@ from taskembed.errors import UserError
 from taskembed.modeling import load_classifier, resolve_model
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
 @pytest.fixture
 def online_env(monkeypatch):
     """No offline or proxy variable (the suite sets the offline ones) and no probe remembered."""
-    for name in (*hub.OFFLINE_VARIABLES["model"], *hub.OFFLINE_VARIABLES["dataset"], *hub.PROXY_VARIABLES):
+    for name in (*hub.MODEL_OFFLINE, hub.DATASETS_OFFLINE, *PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(hub, "_verdict", {})
 
