@@ -354,11 +354,16 @@ def _which(cfg: DataConfig, col: str) -> str:
 
 
 def sort_labels(labels: set[str]) -> list[str]:
-    """Numeric labels sort as numbers (so '10' follows '9'); anything else alphabetically."""
+    """Numeric labels sort as numbers (so '10' follows '9'); anything else alphabetically.
+
+    The order is total: labels equal as numbers ('1' and '1.0') fall back to the text, and 'nan' sorts last.
+    A set's iteration order changes from process to process, so a sort that left any tie to it would give
+    another label-to-id map in a resumed run or on another rank."""
     try:
-        return sorted(labels, key=float)
+        numbers = {name: float(name) for name in labels}
     except ValueError:
         return sorted(labels)
+    return sorted(labels, key=lambda name: (math.isnan(numbers[name]), 0.0 if math.isnan(numbers[name]) else numbers[name], name))
 
 
 # --- splits ------------------------------------------------------------------------------------
@@ -379,8 +384,10 @@ class Splits:
         return {name: i for i, name in enumerate(self.labels)}
 
     def fingerprint(self) -> str:
-        """sha256 over every split's rows: two runs on the same data share it."""
+        """sha256 over every split's rows and the label names in id order: two runs on the same data share it, and
+        a resume that would number the labels differently is refused."""
         h = hashlib.sha256()
+        h.update(json.dumps(self.labels, ensure_ascii=False).encode())
         for split in SPLITS:
             if split in self.frames:
                 h.update(split.encode())

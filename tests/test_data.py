@@ -6,6 +6,7 @@ NUL); the ones that are binary or large are written here into tmp_path instead.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -213,6 +214,21 @@ def test_label_map_is_sorted_and_numeric_labels_sort_as_numbers(write_csv):
     assert splits.labels == ["1", "2", "10"] and splits.label2id == {"1": 0, "2": 1, "10": 2}
     assert sort_labels({"pos", "neg", "Neutral"}) == ["Neutral", "neg", "pos"]
     assert sort_labels({"10", "2", "b"}) == ["10", "2", "b"]  # not all numeric: plain string order
+
+
+def test_label_order_does_not_depend_on_the_order_labels_are_met():
+    # sort_labels gets a set, whose order changes from process to process: a tie left to it gave a resumed run
+    # (or another rank) another label-to-id map. Every order of the same labels must give one answer.
+    names = ["1", "1.0", "01", "2", "nan", "-3"]
+    orders = {tuple(sort_labels(list(p))) for p in itertools.permutations(names)}
+    assert orders == {("-3", "01", "1", "1.0", "2", "nan")}
+
+
+def test_fingerprint_sees_the_label_numbering(write_csv, rows):
+    splits = load_splits(DataConfig(source=str(write_csv(rows))))
+    fp = splits.fingerprint()
+    splits.labels = list(reversed(splits.labels))  # the same rows, the labels numbered the other way
+    assert splits.fingerprint() != fp
 
 
 def test_int_and_float_labels_are_the_same_class(tmp_path):
