@@ -320,6 +320,6 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
         if extra is not None:
             section = extra(tmp)
             if section:
-                card += "\n## Embeddings before and after fine-tuning\n\n" + section + "\n"
+                card += "\n" + section  # a Markdown section, its heading included
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

@@ -163,8 +163,9 @@ def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = N
 
 
 def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None,
-                text_column: str | None = None, bf16: bool = False) -> int:
-    """`text_column` of a table file defaults to the column the model was trained on, else `text`."""
+                text_column: str | None = None, bf16: bool = False, text_pair_column: str | None = None) -> int:
+    """The columns of a table file default to those the model was trained on (else `text`); a model trained on text
+    pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
     from taskembed.data import texts_from_file
 
@@ -173,31 +174,39 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if out:
         check_out_file(out, (".csv", ".jsonl"))
     clf = api.load(model, bf16=bf16)
-    if text_column is None:
-        text_column = clf.training_config.get("data", {}).get("text_column", "text")
-    inputs = list(texts) if texts else texts_from_file(file, text_column)
-    preds = clf.predict(inputs)
+    trained = clf.training_config.get("data", {})
+    text_column = text_column or trained.get("text_column", "text")
+    text_pair_column = text_pair_column or clf.text_pair_column
+    if texts and text_pair_column:
+        raise UserError(f"{model} reads text pairs; give them in a table file with the columns '{text_column}' and "
+                        f"'{text_pair_column}': --file FILE")
+    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
+    preds = clf.predict(inputs, pairs)
+    seconds = pairs or [None] * len(inputs)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_name(Path(out).name + ".partial")
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             if out.lower().endswith(".jsonl"):
-                for t, p in zip(inputs, preds):
-                    fh.write(json.dumps({"text": t, **p}, ensure_ascii=False) + "\n")
+                for t, t2, p in zip(inputs, seconds, preds):
+                    fh.write(json.dumps({"text": t, **({"text_pair": t2} if pairs else {}), **p}, ensure_ascii=False) + "\n")
             else:
                 w = csv.writer(fh)
                 cal = clf.temperature is not None
                 # Multi-label: the label set in one column, joined as the training data joined it (default '|').
                 sep = clf.training_config.get("data", {}).get("label_delimiter") or "|"
                 multi = ["labels"] if clf.multi_label else []
-                w.writerow(["text", *multi, "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
-                for t, p in zip(inputs, preds):
-                    w.writerow([t, *([sep.join(p["labels"])] if multi else []), p["label"], f"{p['score']:.6f}",
+                second = ["text_pair"] if pairs else []
+                w.writerow(["text", *second, *multi, "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
+                for t, t2, p in zip(inputs, seconds, preds):
+                    w.writerow([t, *([t2] if pairs else []), *([sep.join(p["labels"])] if multi else []), p["label"], f"{p['score']:.6f}",
                                 *[f"{p['scores'][x]:.6f}" for x in clf.labels], *([f"{p['calibrated_score']:.6f}"] if cal else [])])
         tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:
-        for t, p in zip(inputs, preds):
+        for t, t2, p in zip(inputs, seconds, preds):
+            if t2 is not None:
+                t = f"{t}\t{t2}"
             if clf.multi_label:
                 # Every label over its threshold with its probability; when none is, the most likely one for context.
                 found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"
@@ -363,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("texts", nargs="*")
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
     pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on, else text)")
+    pr.add_argument("--text-pair-column", help="second-text column of a table file, for a model trained on text pairs "
+                    "(default: the one it was trained on)")
     pr.add_argument("--out", help="write predictions to .csv or .jsonl")
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
                     "about 1.6x faster than float32 there; scores differ from float32 in the third decimal (measured: up to 0.0071)")
@@ -467,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column)
         if args.command == "predict":
-            return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16)
+            return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16,
+                               text_pair_column=args.text_pair_column)
         if args.command == "datasets":
             return cmd_datasets()
         if args.command == "demo":

@@ -725,23 +725,31 @@ def iter_text_file(path: str | Path) -> Iterator[str]:
     return (text for _, text in iter_text_lines(path))
 
 
-def texts_from_file(path: str | Path, text_column: str = "text") -> list[str]:
-    """Texts to predict from a .txt (one per line) or any table format (its text column)."""
+def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts to predict from a .txt (one per line) or any table format (its text column), and the second texts from
+    `pair_column` for a model trained on text pairs (None without it)."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
     if not p.is_file():
         raise UserError(f"{p}: file not found; check the path")
-    if p.suffix.lower() in FILE_SUFFIXES:
-        df = read_table(p)
-        if text_column not in df.columns:
-            raise UserError(f"{p}: no column '{text_column}' (columns: {', '.join(map(str, df.columns))}); pass --text-column")
-        texts = df[text_column].tolist()
-        for i, t in enumerate(texts, start=1):
+    if p.suffix.lower() not in FILE_SUFFIXES:
+        if pair_column is not None:
+            raise UserError(f"{p}: the model reads text pairs, which a .txt file cannot hold; give a table file with the "
+                            f"columns '{text_column}' and '{pair_column}'")
+        texts = list(iter_text_file(p))
+        if not texts:
+            raise UserError(f"{p}: no text lines; one text per line")
+        return texts, None
+    df = read_table(p)
+
+    def column(name: str, flag: str) -> list[str]:
+        if name not in df.columns:
+            raise UserError(f"{p}: no column '{name}' (columns: {', '.join(map(str, df.columns))}); pass {flag}")
+        values = df[name].tolist()
+        for i, t in enumerate(values, start=1):
             if not isinstance(t, str) or not t.strip():
-                raise UserError(f"{p}: row {i}: column '{text_column}' is empty or not text; fill it or drop the row")
-        return texts
-    texts = list(iter_text_file(p))
-    if not texts:
-        raise UserError(f"{p}: no text lines; one text per line")
-    return texts
+                raise UserError(f"{p}: row {i}: column '{name}' is empty or not text; fill it or drop the row")
+        return values
+
+    return column(text_column, "--text-column"), None if pair_column is None else column(pair_column, "--text-pair-column")

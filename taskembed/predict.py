@@ -98,6 +98,9 @@ class Classifier:
         # A model trained on sliding windows predicts the same way (pipeline() truncates instead).
         self.window_stride: int | None = int(data.get("window_stride", 0)) if data.get("long_texts") == "window" else None
         self.window_aggregate: str = data.get("window_aggregate", "mean")
+        # A model trained on text pairs reads each text with its second text; without them it would answer about
+        # the first texts alone, which is not what it learnt.
+        self.text_pair_column: str | None = data.get("text_pair_column") or None
         # The flag pipeline() reads to apply a sigmoid per label instead of a softmax; taskembed follows the same one.
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
         self.thresholds: dict[str, float] = read_thresholds(self.folder, self.labels) if self.multi_label else {}
@@ -105,6 +108,13 @@ class Classifier:
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
         texts = _check_texts(texts)
+        if pairs is None and self.text_pair_column:
+            raise UserError(f"{self.folder} was trained on text pairs (data.text_pair_column '{self.text_pair_column}'); "
+                            "give each text its second text: predict(texts, pairs)")
+        if pairs is not None:
+            pairs = _check_texts(pairs, "second text")
+            if len(pairs) != len(texts):
+                raise UserError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
         return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device, self.window_aggregate, bf16=self.bf16)
 
@@ -113,8 +123,10 @@ class Classifier:
         logits = self.logits(texts, pairs)
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)
 
-    def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
         """One dict per text: {"label": best label, "score": its probability, "scores": {label: probability}}.
+
+        A model trained on text pairs (`data.text_pair_column`) needs `pairs`, one second text per text.
 
         The scores are the raw softmax, as `pipeline` gives them (to rounding; under bf16 to the third decimal). A folder trained with calibration adds
         "calibrated_score" and "calibrated_scores" (softmax of logits / T); the label is the same either way.
@@ -122,6 +134,8 @@ class Classifier:
         """
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(pairs, str):
+            pairs = [pairs]
         if self.multi_label:
             return self._predict_sets(texts, pairs)
         logits = self.logits(texts, pairs)
@@ -177,11 +191,11 @@ def read_thresholds(folder: Path, labels: list[str]) -> dict[str, float]:
     return found
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def _check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
     texts = list(texts)
     if not texts:
-        raise UserError("no texts to predict; give at least one")
+        raise UserError(f"no {what}s to predict; give at least one")
     for i, t in enumerate(texts, start=1):
         if not isinstance(t, str) or not t.strip():
-            raise UserError(f"text {i} is empty or not a string; every input needs some text")
+            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
     return texts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -47,7 +48,8 @@ def test_output_folder_contract(trained):
     assert len(run["data"]["fingerprint"]) == 64 and run["seed"] == 0 and "torch" in run["versions"]
     plan = json.loads((folder / "lr_plan.json").read_text())
     assert [g["name"] for g in plan["groups"]] == ["embeddings", "layer.1", "layer.2", "head"]
-    assert "| test | **fine-tuned** |" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "| test | **fine-tuned** |" in card and card.count("## Embeddings before and after fine-tuning") == 1
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in log} == {"train", "eval"} and all(e["loss"] == e["loss"] for e in log)
     # no stray temporary folder beside the output
@@ -228,6 +230,34 @@ def test_sentence_pairs_and_early_stopping(tiny_overrides, write_csv):
     # With rates this small the score cannot improve for long: early stopping must end the run before 6 epochs.
     assert run["stopped_early"] is True
     assert evals[-1]["step"] < 6 * (72 // 16)
+
+
+def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_path, capsys):
+    # The label is in the second text only: predicting from the first texts alone would answer another question.
+    rows = [{"premise": "the film", "hypothesis": r["text"], "label": r["label"]} for r in make_rows(64, seed=8)]
+    path = write_csv(rows)
+    overrides = {**tiny_overrides, "data.source": str(path), "data.text_column": "premise", "data.text_pair_column": "hypothesis",
+                 "train.epochs": 1, "output.baselines": False}
+    folder = taskembed.train(None, overrides, progress=False, echo=lambda _m: None).output_dir
+    clf = taskembed.load(folder)
+    texts, pairs = [r["premise"] for r in rows[:12]], [r["hypothesis"] for r in rows[:12]]
+    want = clf.predict(texts, pairs)
+    with pytest.raises(UserError, match="trained on text pairs"):
+        clf.predict(texts)
+    with pytest.raises(UserError, match="12 texts but 11 second texts"):
+        clf.predict(texts, pairs[:11])
+    sample = write_csv(rows[:12], "sample.csv")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(folder), "--file", str(sample), "--out", str(out)]) == 0
+    got = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [g["text_pair"] for g in got] == pairs
+    assert [float(g["score"]) for g in got] == pytest.approx([w["score"] for w in want], abs=2e-6)
+    capsys.readouterr()
+    assert main(["predict", str(folder), "a text without its second text"]) == 2
+    assert "reads text pairs" in capsys.readouterr().err
+    (tmp_path / "t.txt").write_text("one\ntwo\n", encoding="utf-8")
+    assert main(["predict", str(folder), "--file", str(tmp_path / "t.txt")]) == 2
+    assert "a .txt file cannot hold" in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
