@@ -377,7 +377,7 @@ def worker_trainer(spec: dict[str, Any], started: float) -> dict[str, Any]:
     datasets.disable_progress_bars()
     ds, hp, tuned = spec["dataset"], dict(spec["hp"]), spec["system"] in ("b1", "b1_large")
     if spec["system"] == "b1_large":
-        from taskembed.plan import lr_scale
+        from taskembed.lrplan import lr_scale
 
         large = spec["large"]
         hp.update(batch_size=large["batch_size"], lr=hp["lr"] * lr_scale(large["scaling"], large["batch_size"], hp["batch_size"]))
@@ -753,7 +753,7 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> st
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    from taskembed.plan import lr_scale
+    from taskembed.lrplan import lr_scale
 
     m, s = report["machine"], report["settings"]
     hw = f"GPU {m['gpu']}" if m["gpu"] else f"CPU {m['cpu']}, {m['logical_cores']} logical cores"

@@ -21,7 +21,7 @@ from taskembed.data import Encoded, Splits, clean_split, encode_split, label_tar
 from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, load_classifier
-from taskembed.plan import LrPlan, apply_freezing, build_plan, lr_scale
+from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.predict import Classifier, predict_logits
 from taskembed.calibration import calibrate
 from taskembed.loop import TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16

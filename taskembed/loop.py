@@ -36,7 +36,7 @@ from taskembed.errors import UserError
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
-from taskembed.plan import LrPlan, unfreeze_steps
+from taskembed.lrplan import LrPlan, unfreeze_steps
 from taskembed.predict import pool_windows, predict_logits
 from taskembed.progress import progress_bar
 

@@ -37,7 +37,7 @@ from taskembed.errors import UserError
 from taskembed.loop import distributed, seed_everything, use_bf16
 from taskembed.modeling import load_classifier, top_layer_reads_head
 from taskembed.losses import classification_loss, step_shares
-from taskembed.plan import apply_freezing
+from taskembed.lrplan import apply_freezing
 from taskembed.progress import progress_bar
 
 JSON_FILE = "lr_find.json"

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from taskembed.errors import UserError
-from taskembed.plan import Group, LrPlan, apply_freezing, build_plan, layer_depth_map
+from taskembed.lrplan import Group, LrPlan, apply_freezing, build_plan, layer_depth_map
 
 transformers.logging.set_verbosity_error()
 
@@ -386,3 +386,13 @@ def test_bert_rates_match_the_formula_for_any_depth_and_decay(num_layers, decay,
     assert depths[num_layers].lr == lr
     assert depths[0].lr == pytest.approx(lr * decay**num_layers, rel=1e-12)
     assert depths[num_layers + 1].lr == 2 * lr
+
+
+def test_the_package_api_names_stay_functions():
+    # Importing a submodule sets an attribute of that name on the package: a module named like an API function
+    # (plan.py once) replaced taskembed.plan with a module as soon as anything imported the API.
+    import taskembed
+    import taskembed.api  # noqa: F401  (loads every submodule the API needs)
+
+    for name in ("train", "load", "evaluate", "plan", "lr_find", "load_config", "Config"):
+        assert callable(getattr(taskembed, name)), name

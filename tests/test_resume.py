@@ -193,7 +193,7 @@ def test_changed_parameters_are_named_instead_of_a_group_size_mismatch(stopped, 
     from taskembed.config import ModelConfig
     from taskembed.errors import UserError
     from taskembed.modeling import load_classifier
-    from taskembed.plan import build_plan
+    from taskembed.lrplan import build_plan
 
     opts, root = stopped
     folder, _ = checkpoint.latest(root)

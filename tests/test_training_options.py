@@ -18,7 +18,7 @@ from taskembed.data import Encoded, balanced_sample, encode, train_batches
 from taskembed.loop import TrainingInterrupted, lr_lambda
 from taskembed.predict import predict_logits
 from taskembed.losses import supervised_contrastive
-from taskembed.plan import build_plan, unfreeze_steps
+from taskembed.lrplan import build_plan, unfreeze_steps
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, make_rows
 from tests.test_resume import interrupt_after, quiet, same_weights
 
@@ -272,7 +272,7 @@ def test_window_options_are_validated():
 
 
 def test_lr_scale_rules():
-    from taskembed.plan import lr_scale
+    from taskembed.lrplan import lr_scale
 
     assert lr_scale("none", 256, 32) == 1.0
     assert lr_scale("sqrt", 256, 32) == pytest.approx(8 ** 0.5)

@@ -267,7 +267,7 @@ def _place(model: nn.Module) -> tuple[list[tuple[str, str, int | None, str]], in
         else:
             raise UserError(
                 f"cannot place parameter {name!r} of {_architecture(model)} in the learning-rate plan: "
-                "no rule in taskembed/plan.py matches it (embeddings, encoder layer N, pooler or head); "
+                "no rule in taskembed/lrplan.py matches it (embeddings, encoder layer N, pooler or head); "
                 "add a rule for this architecture rather than guessing a rate"
             )
     indices = sorted({index for _, role, index, _ in placed if role == LAYER})
