@@ -24,7 +24,7 @@ from taskembed.modeling import can_trim_top_layer, load_classifier
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.predict import Classifier, predict_logits
 from taskembed.calibration import calibrate
-from taskembed.loop import TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16
+from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -140,6 +140,11 @@ def train(
 
     agg = cfg.data.window_aggregate
     logits = {s: predict_logits(model, encoded[s], pad_id, device, agg) for s in ("validation", "test") if s in encoded}
+    for s, x in logits.items():
+        # Finite weights can still overflow in the forward: a model that answers NaN is not saved as a result.
+        if not bool(torch.isfinite(x).all()):
+            raise TrainingDiverged(f"after training, the model's {s} logits are not finite: the weights diverged; "
+                                   "lower train.lr / train.head_lr or check the data")
     metrics = {s: metrics_from_logits(logits[s], encoded[s].targets, splits.labels) for s in logits}
     thresholds, skipped = None, _multi_label_skips(cfg) if splits.multi_label else {}
     if splits.multi_label:

@@ -491,6 +491,17 @@ def fit(
         if on_log and rank == 0:
             on_log(entry)
 
+    def diverged(what: str, step: int | None = None) -> TrainingDiverged:
+        rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
+        return TrainingDiverged(f"step {state.step if step is None else step}: {what}; rates were {rates}; "
+                                "lower train.lr / train.head_lr or check the data")
+
+    def check_weights() -> None:
+        """Before anything reads the weights to keep them: an update can overflow them even when the loss and the
+        gradient it came from were finite, and after the last step no later loss would show it."""
+        if not bool(torch.stack([torch.isfinite(p).all() for p in trainable]).all()):
+            raise diverged("the weights are not finite after its update")
+
     def run_eval() -> bool:
         """Score validation, keep the best weights; True when early stopping says stop."""
         nonlocal best_weights
@@ -499,6 +510,8 @@ def fit(
         with whole_table():  # the best weights are copied from it too
             m = evaluate_encoded(model, validation, labels, pad_id, device, aggregate)
             model.train()
+            if not math.isfinite(m["loss"]):
+                raise diverged(f"the validation loss is not finite ({m['loss']})")
             record({"kind": "eval", "step": state.step, "epoch": state.epoch, "loss": m["loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
             score = m[cfg.metric]
             if state.best_metric is None or score > state.best_metric:
@@ -549,12 +562,8 @@ def fit(
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 # Raised before the step is taken (or, deferred, after the device skipped it) and before any
                 # checkpoint of it: the last checkpoint stays the last good state.
-                rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise TrainingDiverged(
-                    f"step {step}: {what} is not finite ({loss_value if what == 'loss' else norm}); "
-                    f"rates were {rates}; lower train.lr / train.head_lr or check the data"
-                )
+                raise diverged(f"{what} is not finite ({loss_value if what == 'loss' else norm})", step)
             state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             last.update(loss=loss_value, grad_norm=norm)
         if bar is not None:
@@ -563,6 +572,7 @@ def fit(
     def write_checkpoint() -> Path:
         nonlocal ckpt_seconds
         settle()  # a stop signal can ask for a checkpoint between two reads
+        check_weights()
         t0 = time.perf_counter()
         clock()
         rng = checkpoint.capture_rng(world, device)  # a collective under DDP: every rank takes part
@@ -708,6 +718,7 @@ def fit(
                         torch.distributed.barrier()  # no rank exits (and makes torchrun kill the rest) before rank 0 has saved
                     raise TrainingInterrupted(stop_signal, state.step, saved)
         settle()  # the last step is a boundary and so settles itself; this is a guard, not a path
+        check_weights()
         # A signal that came while the last checkpoint was written, after the loop last asked: training is complete and
         # checkpointed, so stop here as for any other signal (a resume goes straight to evaluating and saving). Asked
         # of every rank (a collective under torchrun), so that no rank stops alone while the others go on to save.

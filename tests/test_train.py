@@ -232,6 +232,20 @@ def test_sentence_pairs_and_early_stopping(tiny_overrides, write_csv):
     assert evals[-1]["step"] < 6 * (72 // 16)
 
 
+@pytest.mark.parametrize("validation", [0.25, 0.0])
+def test_an_update_that_diverges_on_the_last_step_is_not_saved(tiny_overrides, write_csv, capsys, validation):
+    # One step: its loss and gradient are finite, the update is not sane, and no later step's loss would show it.
+    # With validation the epoch's evaluation sees it; without, the weights or the test logits do.
+    path = write_csv(make_rows(48, seed=4))
+    args = ["train", "--data.source", str(path), *[f"--{k}={v}" for k, v in tiny_overrides.items()],
+            "--train.lr=1e8", "--train.head_lr=1e8", "--train.warmup_ratio=0", "--train.batch_size=64", "--train.epochs=1",
+            f"--data.validation_fraction={validation}", "--data.test_fraction=0.25"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not finite" in err and "lower train.lr" in err and "Traceback" not in err
+    assert not __import__("pathlib").Path(tiny_overrides["output.dir"]).exists()
+
+
 def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_path, capsys):
     # The label is in the second text only: predicting from the first texts alone would answer another question.
     rows = [{"premise": "the film", "hypothesis": r["text"], "label": r["label"]} for r in make_rows(64, seed=8)]
