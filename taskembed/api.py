@@ -105,6 +105,12 @@ def train(
     say(_data_summary(splits))
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
+    embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
+    if embedding_report and splits.frames["validation"]["label"].nunique() < 2:
+        # The report measures how the classes separate; said now, not found after training.
+        say(f"note: no embedding report: every validation example has the label '{splits.frames['validation']['label'].iloc[0]}' "
+            "(a larger data.validation_fraction or a data.validation file with more classes gives one)")
+        embedding_report = False
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
     model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label, max_length=cfg.data.max_length)
     lr_plan = make_plan(cfg, model, world)
@@ -200,8 +206,7 @@ def train(
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }
-        extra = (_embedding_report(cfg, splits, model, tokenizer, say)
-                 if cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label else None)
+        extra = _embedding_report(cfg, splits, model, tokenizer, say) if embedding_report else None
         artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
         checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
     if world > 1:

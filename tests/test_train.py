@@ -246,6 +246,17 @@ def test_an_update_that_diverges_on_the_last_step_is_not_saved(tiny_overrides, w
     assert not __import__("pathlib").Path(tiny_overrides["output.dir"]).exists()
 
 
+def test_a_validation_split_of_one_class_trains_without_the_embedding_report(tiny_overrides, write_csv):
+    # The report measures how classes separate; with one class it cannot, and a run must not fail after training for it.
+    train = write_csv(make_rows(48, seed=6), "train.csv")
+    val = write_csv([r for r in make_rows(16, seed=9) if r["label"] == "pos"], "val.csv")
+    said = []
+    overrides = {**tiny_overrides, "data.source": str(train), "data.validation": str(val), "train.epochs": 1}
+    res = taskembed.train(None, overrides, progress=False, echo=said.append)
+    assert any("no embedding report" in m and "'pos'" in m for m in said)
+    assert (res.output_dir / "model.safetensors").is_file() and not (res.output_dir / "embedding_report.json").exists()
+
+
 def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_path, capsys):
     # The label is in the second text only: predicting from the first texts alone would answer another question.
     rows = [{"premise": "the film", "hypothesis": r["text"], "label": r["label"]} for r in make_rows(64, seed=8)]
