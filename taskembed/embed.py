@@ -62,7 +62,7 @@ import torch
 
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
-from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, top_layer_reads_head
+from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, read_folder_json, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -109,12 +109,12 @@ def _default_max_length(path: Path | None, tokenizer, config) -> int:
     if path is not None:
         tc = path / "training_config.json"
         if tc.is_file():
-            n = json.loads(tc.read_text(encoding="utf-8")).get("data", {}).get("max_length")
+            n = read_folder_json(tc).get("data", {}).get("max_length")
             if n:
                 return int(n)
         sb = path / "sentence_bert_config.json"
         if sb.is_file():
-            n = json.loads(sb.read_text(encoding="utf-8")).get("max_seq_length")
+            n = read_folder_json(sb).get("max_seq_length")
             if n:
                 return int(n)
     limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
@@ -189,7 +189,7 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import _hub_error, _quiet_transformers, resolve_model
+        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         _quiet_transformers()
@@ -202,7 +202,7 @@ class Embedder:
             loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
             model = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as exc:
+        except _load_errors() as exc:
             raise _hub_error(name, exc) from None
         model.eval()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextvars
 import importlib.util
+import json
 import types
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -76,10 +77,33 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     return cached
 
 
+def read_folder_json(path: Path, kind: type = dict) -> Any:
+    """A JSON file of a model folder, as `kind`: a damaged one is the user's to fix, not a traceback."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not readable JSON ({str(exc).splitlines()[0][:100]}); the folder is damaged: "
+                        "write it again or copy it whole") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: holds a JSON {type(value).__name__}, not an object; the folder is damaged: write it again or copy it whole")
+    return value
+
+
+def _has_tokenizer(path: Path) -> bool:
+    # tokenizer.json (fast), vocab.txt (WordPiece), vocab.json + merges.txt (BPE), *.model / *.spm (SentencePiece).
+    return any(f.name in ("tokenizer.json", "merges.txt") or f.name.startswith("vocab.") or f.suffix in (".model", ".spm")
+               for f in path.iterdir())
+
+
 def check_folder(path: Path) -> None:
-    """A local model folder must have a config and safetensors weights; pickle-only folders are refused."""
+    """A local model folder must have a config, a tokenizer and safetensors weights; pickle-only folders are refused."""
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder")
+    read_folder_json(path / "config.json")
+    if not _has_tokenizer(path):
+        # transformers 5 would build an empty tokenizer instead, which reads every word as [UNK] without a word.
+        raise UserError(f"{path}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a SentencePiece .model); "
+                        "copy them into the folder from the model it came from")
     has_safe = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if not has_safe:
         pickled = [n for n in PICKLE_WEIGHTS if (path / n).exists()]
@@ -93,7 +117,17 @@ def check_folder(path: Path) -> None:
 
 def _hub_error(name: str, exc: Exception) -> UserError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if Path(name).expanduser().is_dir():
+        return UserError(f"model '{name}': could not load it ({first}); the folder is damaged or incomplete: write it again or copy it whole")
     return UserError(f"model '{name}': could not load it ({first}); check the id or path, or whether the Hub is reachable")
+
+
+# What loading a damaged folder raises: a truncated or foreign safetensors file, JSON that does not parse, weights whose
+# shapes do not fit the config. Caught only around the loading calls.
+def _load_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, SafetensorError)
 
 
 def load_tokenizer(cfg: ModelConfig, path: str | None = None):
@@ -102,7 +136,7 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None):
     path = path or resolve_model(cfg.name, cfg.revision)
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except _load_errors() as exc:
         raise _hub_error(cfg.name, exc) from None
 
 
@@ -138,7 +172,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
         model = AutoModelForSequenceClassification.from_pretrained(
             path, config=mcfg, dtype=torch.float32, use_safetensors=True, **kwargs
         )
-    except (OSError, ValueError) as exc:
+    except _load_errors() as exc:
         raise _hub_error(cfg.name, exc) from None
     return model, tokenizer
 
@@ -170,13 +204,21 @@ def load_trained(folder: str | Path):
     if not path.is_dir():
         raise UserError(f"{path}: model folder not found; train one with `taskembed train` or check the path")
     check_folder(path)
-    import json
-
-    archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    archs = read_folder_json(path / "config.json").get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise UserError(f"{path}: not a classifier folder (architectures: {', '.join(archs) or 'none'}); train one with `taskembed train`")
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                                          output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except _load_errors() as exc:
+        raise _hub_error(str(path), exc) from None
+    if info.get("missing_keys"):
+        # transformers would start these at random and only warn (a warning taskembed silences): a classifier whose
+        # head is random answers at random.
+        missing = sorted(info["missing_keys"])
+        raise UserError(f"{path}: the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}); "
+                        "the folder is damaged or its weights are not the trained classifier's: write it again or copy it whole")
     model.eval()
     return model, tokenizer
 

@@ -25,7 +25,7 @@ from taskembed.calibration import CALIBRATION_FILE
 from taskembed.data import Encoded, collate, encode, eval_batches
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
-from taskembed.modeling import load_trained, native_bf16, top_layer_reads_head
+from taskembed.modeling import load_trained, native_bf16, read_folder_json, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 
 
@@ -91,7 +91,7 @@ class Classifier:
         self.model.to(self.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         cfg_file = self.folder / "training_config.json"
-        self.training_config: dict[str, Any] = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+        self.training_config: dict[str, Any] = read_folder_json(cfg_file) if cfg_file.exists() else {}
         self.temperature: float | None = read_temperature(self.folder)
         data = self.training_config.get("data", {})
         self.max_length = int(data.get("max_length") or min(self.tokenizer.model_max_length, 512))

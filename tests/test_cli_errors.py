@@ -89,3 +89,65 @@ def test_max_length_beyond_the_position_table(command, tmp_path, capsys, write_c
                             "--data.max_length", "129", "--output.dir", str(out)], capsys)
     assert_clean_failure(code, err, out)
     assert "data.max_length 129 is more than model" in err and "(128 tokens)" in err and "--data.max_length 128" in err
+
+
+@pytest.fixture
+def classifier_dir(tiny_model_dir, tmp_path):
+    """A classifier folder as any training writes it (weights, config, tokenizer), built without training."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "clf"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def _drop_tokenizer(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.name == "tokenizer.json" or p.name.startswith("vocab."):
+            p.unlink()
+
+
+DAMAGE = {
+    # transformers 5 builds an empty tokenizer for a folder without one: every word [UNK], predictions without meaning.
+    "no tokenizer": (_drop_tokenizer, "no tokenizer files"),
+    "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:200]), "damaged"),
+    "empty weights": (lambda f: (f / "model.safetensors").write_bytes(b""), "damaged"),
+    "config not JSON": (lambda f: (f / "config.json").write_text("{oops", encoding="utf-8"), "not readable JSON"),
+    "training_config a list": (lambda f: (f / "training_config.json").write_text("[1]", encoding="utf-8"), "not an object"),
+    "training_config not JSON": (lambda f: (f / "training_config.json").write_text("{", encoding="utf-8"), "not readable JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_model_folder(damage, classifier_dir, capsys):
+    change, piece = DAMAGE[damage]
+    assert main(["predict", str(classifier_dir), "a fine film"]) == 0  # intact, it predicts
+    capsys.readouterr()
+    change(classifier_dir)
+    code, _, err = run_cli(["predict", str(classifier_dir), "a fine film"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert str(classifier_dir) in err and piece in err
+
+
+def test_weights_without_the_head_are_refused(classifier_dir, tiny_model_dir, capsys):
+    # The encoder's own weights load into the classifier with a random head; transformers only warns (and taskembed
+    # silences its warnings), so the folder would answer at random.
+    (classifier_dir / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    code, _, err = run_cli(["predict", str(classifier_dir), "a fine film"], capsys)
+    assert code == 2 and "lack" in err and "classifier." in err and "Traceback" not in err, err
+
+
+def test_training_from_a_folder_without_a_tokenizer(tiny_model_dir, tmp_path, capsys, write_csv):
+    import shutil
+
+    from tests.conftest import make_rows
+
+    model = tmp_path / "encoder"
+    shutil.copytree(tiny_model_dir, model)
+    _drop_tokenizer(model)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["train", "--data.source", str(write_csv(make_rows(20))), "--model.name", str(model),
+                            "--output.dir", str(out)], capsys)
+    assert_clean_failure(code, err, out)
+    assert "no tokenizer files" in err
