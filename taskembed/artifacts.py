@@ -39,15 +39,22 @@ def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: 
                         f"taskembed wrote: choose another {other} or empty this one")
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Before any work: the nearest existing path above `path` must be a folder this process can write in (folders
+    missing below it are made when the output is written)."""
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what} {path}: {probe} is a file, so nothing can be written under it; choose another {what}")
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"{what} {path}: {probe} is not writable; choose another {what}")
+
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail before training, not after an hour of it, when the output cannot be written."""
     check_replaceable(out, overwrite, MODEL_MARKER, "output.dir ", "--output.overwrite true", "--output.dir")
-    parent = out.parent
-    probe_dir = parent
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not os.access(probe_dir, os.W_OK):
-        raise UserError(f"output.dir {out}: {probe_dir} is not writable; choose another --output.dir")
+    check_writable(out, "output.dir")
 
 
 @contextmanager

@@ -223,6 +223,9 @@ def check_out_file(out: str, suffixes: tuple[str, ...]) -> None:
         raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if Path(out).suffix.lower() not in suffixes:
         raise UserError(f"--out {out}: use a {' or '.join(suffixes)} file name")
+    from taskembed.artifacts import check_writable
+
+    check_writable(Path(out), "--out")
 
 
 def cmd_datasets() -> int:

@@ -119,6 +119,10 @@ def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -
 def _check_out_dir(out_dir: str | Path | None) -> None:
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is a file; choose a folder for the report (--out-dir)")
+    if out_dir is not None:
+        from taskembed.artifacts import check_writable
+
+        check_writable(Path(out_dir), "--out-dir")
 
 
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,

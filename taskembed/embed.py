@@ -654,6 +654,9 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"--out {out}: use a .parquet or .npy file name")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or .npy")
+    from taskembed.artifacts import check_writable
+
+    check_writable(out, "--out")
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
     rank, world = _world()
@@ -1053,6 +1056,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
         raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
     out = Path(out)
     artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
+    artifacts.check_writable(out, "folder")
 
     reads = emb.head_reads if emb.pooling == "head" else emb.pooling
     pooling_mode = {"pooler": "cls", "context_pooler": "cls"}.get(reads, reads)

@@ -19,7 +19,6 @@ written, into a folder that appears complete or not at all.
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from taskembed.api import _as_config, _class_weights, _data_summary, make_plan
-from taskembed.artifacts import staged_folder, write_json
+from taskembed.artifacts import check_writable, staged_folder, write_json
 from taskembed.config import Config
 from taskembed.data import collate, encode_split, load_splits, train_batches
 from taskembed.errors import UserError
@@ -304,11 +303,7 @@ def _check_folder(folder: Path) -> None:
         other = sorted(p.name for p in folder.iterdir() if p.name not in (JSON_FILE, PNG_FILE))
         if other:
             raise UserError(f"lr-find output {folder} holds other files ({', '.join(other[:3])}); choose an empty or new folder with --out")
-    probe = folder.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UserError(f"lr-find output {folder}: {probe} is not writable; choose another folder with --out")
+    check_writable(folder, "--out")
 
 
 def plot(curve: list[dict[str, float]], suggestion: dict[str, Any], config_lr: float, path: Path) -> None:

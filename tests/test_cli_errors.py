@@ -151,3 +151,27 @@ def test_training_from_a_folder_without_a_tokenizer(tiny_model_dir, tmp_path, ca
                             "--output.dir", str(out)], capsys)
     assert_clean_failure(code, err, out)
     assert "no tokenizer files" in err
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find", "predict", "evaluate", "embed", "compare", "export"])
+def test_an_output_path_under_a_file(command, classifier_dir, tiny_model_dir, tmp_path, capsys, write_csv):
+    # A file where a folder above the output should be: refused before any work, not after training.
+    from tests.conftest import make_rows
+
+    data = str(write_csv(make_rows(20)))
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    under = str(blocker / "x")
+    args = {
+        "train": ["train", "--data.source", data, "--model.name", str(tiny_model_dir), "--output.dir", under],
+        "lr-find": ["lr-find", "--data.source", data, "--model.name", str(tiny_model_dir), "--out", under],
+        "predict": ["predict", str(classifier_dir), "a film", "--out", under + ".csv"],
+        "evaluate": ["evaluate", str(classifier_dir), data, "--out", under + ".json"],
+        "embed": ["embed", str(classifier_dir), data, "--out", under + ".npy"],
+        "compare": ["compare", str(tiny_model_dir), str(classifier_dir), data, "--out-dir", under],
+        "export": ["export", str(classifier_dir), under],
+    }[command]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{blocker} is a file, so nothing can be written under it" in err
+    assert blocker.read_text() == "a file, not a folder"
