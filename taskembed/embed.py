@@ -62,7 +62,8 @@ import torch
 
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
-from taskembed.modeling import HEAD_READS, head_reads, head_vector, native_bf16, pool, read_folder_json, top_layer_reads_head
+from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pool, read_folder_json,
+                                 top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -162,9 +163,13 @@ class Embedder:
             raise UserError(f"dtype '{dtype}' is not supported; use one of {', '.join(DTYPES)}")
         self.dtype = dtype
         self.normalize = bool(normalize)
-        self.max_length = int(max_length) if max_length else _default_max_length(self.path, tokenizer, self.config)
+        self.max_length = _default_max_length(self.path, tokenizer, self.config) if max_length is None else int(max_length)
         if self.max_length < 2:
             raise UserError(f"max_length {self.max_length} is too small; it must leave room for the special tokens")
+        limit = model_token_limit(self.config, tokenizer)
+        if max_length is not None and limit is not None and self.max_length > limit:
+            # Longer inputs would fail deep inside the position lookup, or be written into an export that cannot read them.
+            raise UserError(f"max_length {self.max_length} is more than {name} can read ({limit} tokens); give {limit} or less")
         if device is not None:
             self.device = torch.device(device)
             self.model.to(self.device)

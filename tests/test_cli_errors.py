@@ -175,3 +175,18 @@ def test_an_output_path_under_a_file(command, classifier_dir, tiny_model_dir, tm
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert f"{blocker} is a file, so nothing can be written under it" in err
     assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("command, length, piece", [("embed", "100000", "can read (128 tokens)"), ("export", "100000", "can read (128 tokens)"),
+                                                    ("embed", "0", "too small")])
+def test_embedding_max_length_is_checked(command, length, piece, classifier_dir, tmp_path, capsys, write_csv):
+    # The tiny model reads 128 positions; more failed inside the embedding lookup (embed) or made an export that
+    # sentence-transformers cannot run; 0 was taken for "not given".
+    from tests.conftest import make_rows
+
+    out = tmp_path / "out"
+    args = {"embed": ["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(out) + ".npy"],
+            "export": ["export", str(classifier_dir), str(out)]}[command]
+    code, _, err = run_cli([*args, "--max-length", length], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and piece in err and "Traceback" not in err, err
+    assert not list(tmp_path.glob("out*"))
