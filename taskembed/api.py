@@ -40,12 +40,11 @@ class TrainResult:
 
 def _as_config(config: Config | str | Path | None, overrides: dict[str, Any] | None) -> Config:
     if isinstance(config, Config):
-        if overrides:
-            from taskembed.config import config_from_dict
+        # Validated again, overrides or not: a Config built or changed in code has not been through the checks.
+        from taskembed.config import config_from_dict
 
-            return config_from_dict(config.to_dict(), overrides)
-        return config
-    return load_config(config, overrides)
+        return config_from_dict(config.to_dict(), overrides or {}, where="the Config given")
+    return load_config(config, overrides, overrides_from="overrides")
 
 
 def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:

@@ -350,9 +350,11 @@ def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config."""
-    where = str(path) if path is not None else "command line"
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:
+    """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config.
+
+    `overrides_from` names where the overrides came from, for errors when there is no file to name."""
+    where = str(path) if path is not None else overrides_from
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)

@@ -287,3 +287,14 @@ def test_config_changes_lists_what_differs_from_the_defaults():
     cfg = load_config(None, {"train.lr": 3e-5, "train.class_weights": {"a b": 2.0}, "data.source": "my file: a.csv"})
     assert config_changes(cfg) == ["data.source: 'my file: a.csv'", "model.name: sentence-transformers/all-MiniLM-L6-v2",
                                    "train.lr: 3.0e-05", "train.class_weights: {a b: 2.0}", "output.dir: runs/sentiment"]
+
+
+def test_a_config_object_from_code_is_validated_too():
+    import taskembed
+
+    cfg = load_config(None)
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, label_smoothing=3.0))
+    with pytest.raises(UserError, match="the Config given: .*train.label_smoothing"):
+        taskembed.train(bad)
+    with pytest.raises(UserError, match="^overrides: .*unknown key 'train.epoch'"):
+        taskembed.train(None, {"train.epoch": 1})
