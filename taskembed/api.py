@@ -272,9 +272,10 @@ def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> C
     return Classifier(folder, device=device, bf16=bf16)
 
 
-def evaluate(folder: str | Path, data: str, split: str = "test", *, text_column: str | None = None,
+def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_column: str | None = None,
              text_pair_column: str | None = None, label_column: str | None = None) -> dict[str, Any]:
-    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset.
+    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset (`split`, default
+    test; a file has none to pick).
 
     The columns default to the ones the model was trained on; name others for data laid out differently.
     """
@@ -290,8 +291,11 @@ def evaluate(folder: str | Path, data: str, split: str = "test", *, text_column:
         return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
 
     if Path(data).is_file():
+        if split is not None:
+            raise UserError(f"--split {split}: {data} is a single file, which has no splits; drop --split")
         df, where = clean_split(read_table(data), dcfg, data, flag), data
     else:
+        split = split or "test"
         raw, origin = load_raw(dcfg)
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")

@@ -134,7 +134,7 @@ def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
     return kept
 
 
-def cmd_evaluate(model: str, data: str, split: str = "test", out: str | None = None, text_column: str | None = None,
+def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | None = None, text_column: str | None = None,
                  text_pair_column: str | None = None, label_column: str | None = None) -> int:
     from taskembed import api
 
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("model")
     e.add_argument("data", help="a file, a save_to_disk folder or a built-in dataset name")
-    e.add_argument("--split", default="test", help="split of a folder or built-in dataset (default: test)")
+    e.add_argument("--split", help="split of a folder or built-in dataset (default: test; a file is one split)")
     e.add_argument("--out", help="write the metrics as JSON here (a .json file)")
     e.add_argument("--text-column", help="the data's text column (default: the one the model was trained on)")
     e.add_argument("--text-pair-column", help="the data's second text column, for sentence-pair models (default: as trained)")

@@ -190,3 +190,12 @@ def test_embedding_max_length_is_checked(command, length, piece, classifier_dir,
     code, _, err = run_cli([*args, "--max-length", length], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and piece in err and "Traceback" not in err, err
     assert not list(tmp_path.glob("out*"))
+
+
+def test_evaluate_refuses_a_split_of_a_single_file(classifier_dir, capsys, write_csv):
+    # It scored the whole file whatever --split said.
+    from tests.conftest import make_rows
+
+    data = str(write_csv(make_rows(10)))
+    code, _, err = run_cli(["evaluate", str(classifier_dir), data, "--split", "validation"], capsys)
+    assert code == 2 and "--split validation" in err and "single file" in err and data in err, err
