@@ -254,6 +254,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
+            spaced = [str(c) for c in df.columns if str(c).strip() == col]
+            if spaced:  # 'text, label': no option can name ' label', since values are read as YAML, which trims them
+                hint = f"the header spells it '{spaced[0]}', with spaces: remove the spaces around the names in the header line"
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
     if len(df) == 0:
         raise UserError(f"{where}: no rows; add examples")

@@ -51,6 +51,8 @@ BAD_FILES = [
     ("txt_column.csv", {}, ["no column 'text' (columns: txt, label)", "did you mean 'txt'? set it with --data.text_column txt"]),
     ("capital_text_column.jsonl", {}, ["no column 'text' (columns: Text, label)", "did you mean 'Text'? set it with --data.text_column Text"]),
     ("no_label_column.csv", {}, ["no column 'label' (columns: text, category)", "set --data.label_column to one of them"]),
+    ("spaced_header.csv", {}, ["no column 'label' (columns: text,  label)", "the header spells it ' label', with spaces",
+                               "remove the spaces around the names in the header line"]),
     ("txt_column.csv", {"text_column": "txt", "text_pair_column": "hypothesis"}, ["no column 'hypothesis'", "set --data.text_pair_column"]),
     ("number_as_text.jsonl", {}, ["row 2: column 'text' holds 42 (int), not text", "quote it or fix the column"]),
     ("missing_text_key.jsonl", {}, ["row 3: column 'text' is empty (null)", "fill it or drop the row"]),
