@@ -10,6 +10,7 @@ and becomes multi-hot 0/1 rows when encoded.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -714,13 +715,23 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Te
 def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number from 0, text) for each non-blank line of a plain text file: blank lines are skipped."""
     p = Path(path)
-    try:
-        with p.open(encoding="utf-8-sig") as fh:
-            for n, line in enumerate(fh):
+    n = 0
+    # Read as bytes, a line at a time, so that an error can name its line (a decoding text stream fails a whole
+    # chunk), and so that UTF-16, which decodes as UTF-8 full of NULs, is caught instead of read as garbage.
+    with p.open("rb") as fh:
+        for i, raw in enumerate(fh):
+            if i == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if b"\0" in raw:
+                raise UserError(f"{p}: line {n + 1} contains NUL bytes, so it looks binary (or UTF-16), not text; save it as UTF-8 text")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{p}: line {n + 1} is not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
+            for line in text.rstrip("\n").removesuffix("\r").split("\r"):  # \n, \r\n and a lone \r end a line, as in text mode
                 if line.strip():
-                    yield n, line.rstrip("\n")
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not valid UTF-8; re-save the file as UTF-8") from None
+                    yield n, line
+                n += 1
 
 
 def iter_text_file(path: str | Path) -> Iterator[str]:

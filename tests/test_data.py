@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from taskembed.config import DataConfig
-from taskembed.data import collate, encode, eval_batches, load_splits, read_table, sort_labels, train_batches
+from taskembed.data import collate, encode, eval_batches, load_splits, read_table, sort_labels, texts_from_file, train_batches
 from taskembed.errors import UserError
 from tests.conftest import make_rows
 
@@ -373,3 +373,15 @@ def test_encode_counts_truncated_texts_exactly(tiny_model_dir):
     pairs = ["the plot"] * len(texts)
     full_pairs = [len(x) for x in tok(texts, pairs)["input_ids"]]
     assert encode(tok, texts, pairs, max_length=limit).truncated == sum(n > limit for n in full_pairs)
+
+
+def test_plain_text_files_for_prediction(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbffirst\r\nsecond\n\n  \nthird\rfourth\n")  # BOM, CRLF, blank lines, a lone CR
+    assert texts_from_file(path) == (["first", "second", "third", "fourth"], None)
+    path.write_bytes("one\ntwo\n".encode("utf-16-le"))  # UTF-16 without a BOM decodes as UTF-8 full of NULs
+    with pytest.raises(UserError, match=r"line 1 contains NUL bytes.*UTF-16"):
+        texts_from_file(path)
+    path.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"line 2 is not valid UTF-8 \(byte 4 of the line\)"):
+        texts_from_file(path)
