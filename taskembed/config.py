@@ -450,8 +450,9 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
-    need(t.seed >= 0, f"train.seed must be >= 0 (got {t.seed})")
-    need(d.split_seed >= 0, f"data.split_seed must be >= 0 (got {d.split_seed})")
+    # Seeds derive others (seed x 100,003 + epoch for each epoch's order) that must stay within torch's 64 bits.
+    need(0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32) (got {t.seed})")
+    need(0 <= d.split_seed < 2**32, f"data.split_seed must be in [0, 2**32) (got {d.split_seed})")
     if isinstance(t.class_weights, dict):
         bad = {k: v for k, v in t.class_weights.items() if not v > 0}
         need(not bad, f"train.class_weights weights must be > 0 (got {bad})")

@@ -118,9 +118,10 @@ def test_contradictions_are_reported_together():
         ({"data": {"threshold_min_positives": 0}}, "data.threshold_min_positives must be >= 1 (got 0)"),
         # the plan refuses a zero rate; the config says so up front, before any data or model is loaded
         ({"train": {"embedding_lr": 0}}, "train.embedding_lr must be > 0 (got 0.0); to keep the embeddings fixed, set train.freeze_embeddings true"),
-        ({"train": {"seed": -1}}, "train.seed must be >= 0 (got -1)"),
+        ({"train": {"seed": -1}}, "train.seed must be in [0, 2**32) (got -1)"),
+        ({"train": {"seed": 10**15}}, "train.seed must be in [0, 2**32) (got 1000000000000000)"),
         ({"lr": 1e-4}, "unknown section 'lr'; it is a key of section 'train': indent it under train:"),
-        ({"data": {"split_seed": -3}}, "data.split_seed must be >= 0 (got -3)"),
+        ({"data": {"split_seed": -3}}, "data.split_seed must be in [0, 2**32) (got -3)"),
     ],
 )
 def test_single_contradiction(raw, piece):
