@@ -938,7 +938,18 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
         raise UserError(f"{path}: no sidecar {side.name}, so the model and options that made it are unknown; re-run `taskembed embed`")
-    return json.loads(side.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{side}: not readable JSON ({str(exc)[:80]}); re-run `taskembed embed` to write the vectors and it again") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise UserError(f"{side}: not a sidecar `taskembed embed` wrote (no 'model' entry); re-run `taskembed embed`")
+    return info
+
+
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: not a readable {path.suffix.lstrip('.')} file of vectors ({str(exc).splitlines()[0][:100]}); "
+                     "re-run `taskembed embed` to write it again")
 
 
 def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | None]:
@@ -950,11 +961,14 @@ def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | Non
     path = Path(vectors)
     if _is_manifest(path):
         return _load_manifest_vectors(path)
-    if path.suffix.lower() == ".npy":
-        return np.load(path), None
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path), None
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:  # a truncated .npy, or anything pyarrow cannot read (ArrowInvalid is a ValueError)
+        raise _unreadable(path, exc) from None
     vec = table.column("vector").combine_chunks()
     dim = vec.type.list_size
     matrix = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
@@ -970,7 +984,10 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
                 yield from _iter_blocks(path.parent / s["file"], block, _shard_ids(s, info))
         return
     if path.suffix.lower() == ".npy":
-        arr = np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise _unreadable(path, exc) from None
         for start in range(0, len(arr), block):
             part = np.asarray(arr[start : start + block])
             rows = ids[start : start + len(part)].tolist() if ids is not None else list(range(start, start + len(part)))
@@ -978,7 +995,11 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
         return
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=block):
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+    for batch in parquet.iter_batches(batch_size=block):
         vec = batch.column("vector")
         matrix = vec.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), vec.type.list_size)
         yield matrix, {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "vector"}

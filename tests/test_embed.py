@@ -264,6 +264,22 @@ def test_cli_embed_and_search(trained, tmp_path, capsys):
     assert printed[0]["hits"][0]["id"] == 7 and len(printed[0]["hits"]) == 2
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_search_on_damaged_vectors_fails_in_one_line(tiny_model_dir, tmp_path, capsys, suffix):
+    out = tmp_path / f"v{suffix}"
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "d.csv", make_rows(6, seed=2)), out, progress=False)
+    side = out.with_name(out.name + ".json")
+    good = side.read_text(encoding="utf-8")
+    for damage, piece in ((lambda: side.write_text("{", encoding="utf-8"), "not readable JSON"),
+                          (lambda: side.write_text("[]", encoding="utf-8"), "no 'model' entry"),
+                          (lambda: (side.write_text(good, encoding="utf-8"), out.write_bytes(out.read_bytes()[:40])),
+                           f"not a readable {suffix[1:]} file of vectors")):
+        damage()
+        assert main(["search", str(out), "a film"]) == 2
+        err = capsys.readouterr().err
+        assert piece in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
 def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
     import datasets
 
