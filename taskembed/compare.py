@@ -221,17 +221,20 @@ def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = Non
     source = open_texts(data, text_column, label_column, split)
     splits = source.description.get("splits")
     if split is None and splits and len(splits) > 1:
-        chosen = next(s for s in ("test", "validation", "train", *SPLITS) if s in splits)
-        source = open_texts(data, text_column, label_column, chosen)
+        split = next(s for s in ("test", "validation", "train", *SPLITS) if s in splits)
+        source = open_texts(data, text_column, label_column, split)
     if not source.has_labels:
         raise UserError(f"{data}: no label column '{label_column}'; compare needs labelled texts (pass --label-column)")
     texts: list[str] = []
     labels: list[str] = []
     for chunk in source.chunks(10_000):
-        for t, label in zip(chunk["text"], chunk["label"]):
-            if label is not None:
-                texts.append(t)
-                labels.append(label)
+        for i, t, label in zip(chunk["id"], chunk["text"], chunk["label"]):
+            if not label:  # a missing cell (None) or a blank one (''): neither is a class, and dropping it would be silent
+                where = f"{data} [{split}]" if split else str(data)
+                raise UserError(f"{where}: row {i + 1}: no label in column '{label_column}'; compare needs a label for every text: "
+                                "label the row or drop it")
+            texts.append(t)
+            labels.append(label)
     return compare(base, tuned, texts, labels, out_dir, data=source.description, **kwargs)
 
 

@@ -199,3 +199,23 @@ def test_evaluate_refuses_a_split_of_a_single_file(classifier_dir, capsys, write
     data = str(write_csv(make_rows(10)))
     code, _, err = run_cli(["evaluate", str(classifier_dir), data, "--split", "validation"], capsys)
     assert code == 2 and "--split validation" in err and "single file" in err and data in err, err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_compare_refuses_a_row_without_a_label(suffix, classifier_dir, tiny_model_dir, tmp_path, capsys):
+    # A blank cell became a class named '' and a JSON null was dropped without a word.
+    from tests.conftest import make_rows
+
+    rows = make_rows(8)
+    rows[2]["label"] = "" if suffix == ".csv" else None
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        path.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
+    else:
+        import json
+
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "report"
+    code, _, err = run_cli(["compare", str(tiny_model_dir), str(classifier_dir), str(path), "--out-dir", str(out)], capsys)
+    assert code == 2 and f"{path}: row 3: no label in column 'label'" in err and "Traceback" not in err, err
+    assert not out.exists()
