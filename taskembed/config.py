@@ -13,6 +13,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -350,6 +351,21 @@ def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
     return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping, where PyYAML would keep the last without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader's own error for such a key follows
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:
     """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config.
 
@@ -367,13 +383,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except UnicodeDecodeError as exc:
             raise UserError(f"{p}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: SafeLoader's constructors only
         except yaml.YAMLError as exc:
             first = str(exc).strip().splitlines()[0]
             mark = getattr(exc, "problem_mark", None)  # where the parser gave up (0-based)
             at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
             problem = getattr(exc, "problem", None) or first
-            raise UserError(f"{p}: not valid YAML ({at}{problem}); fix the file's syntax") from None
+            fix = "fix the file" if isinstance(exc, yaml.constructor.ConstructorError) else "fix the file's syntax"
+            raise UserError(f"{p}: not valid YAML ({at}{problem}); {fix}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -50,7 +50,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
     if suffix == ".parquet":
         try:
+            check_unique_columns(p, _parquet_names(p))
             return pd.read_parquet(p)
+        except UserError:
+            raise
         except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
             raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
     data = p.read_bytes()
@@ -68,6 +71,21 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if suffix == ".jsonl":
         return _read_jsonl(p, text)
     return _read_json(p, text)
+
+
+def _parquet_names(p: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(p).names)
+
+
+def check_unique_columns(p: Path, names: Sequence[str]) -> None:
+    """A column named twice is ambiguous: refuse it, whatever the format (readers would fail on it or keep one)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise UserError(f"{p}: column '{name}' appears twice in the header; rename one")
+        seen.add(name)
 
 
 def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
@@ -91,15 +109,29 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     if len(header) == 1 and (("\t" if delimiter == "," else ",") in header[0]):
         other = "tab" if delimiter == "," else "comma"
         raise UserError(f"{p}: header has a single column '{header[0][:60]}' but contains {other}s; use the matching extension (.csv for commas, .tsv for tabs)")
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise UserError(f"{p}: column '{dup}' appears twice in the header; rename one")
+    check_unique_columns(p, header)
     if not body:
         raise UserError(f"{p}: has a header but no rows; add examples")
     for i, row in enumerate(body, start=1):
         if len(row) != len(header):
             raise UserError(f"{p}: row {i} has {len(row)} fields but the header has {len(header)}; quote fields that contain '{delimiter if delimiter != chr(9) else 'TAB'}' or fix the row")
     return pd.DataFrame(body, columns=header)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: a key given twice in one object is an error (json.loads would keep the last)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
 
 
 def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
@@ -109,9 +141,11 @@ def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise UserError(f"{p}: line {i} is not valid JSON ({exc.msg}); one JSON object per line") from None
+        except _DuplicateKey as exc:
+            raise UserError(f"{p}: line {i}: key '{exc.key}' appears twice in one object; keep one") from None
         if not isinstance(rec, dict):
             raise UserError(f"{p}: line {i} is a JSON {type(rec).__name__}, not an object; one object per line")
         records.append(rec)
@@ -122,9 +156,11 @@ def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
 
 def _read_json(p: Path, text: str) -> pd.DataFrame:
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg}); for one object per line use .jsonl") from None
+    except _DuplicateKey as exc:
+        raise UserError(f"{p}: key '{exc.key}' appears twice in one object; keep one") from None
     if isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), list):
         obj = next(iter(obj.values()))  # {"data": [...]} is a common wrapper
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):

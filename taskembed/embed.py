@@ -554,11 +554,14 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
 def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any]) -> TextSource:
     import pyarrow.parquet as pq
 
+    from taskembed.data import check_unique_columns
+
     try:
         pf = pq.ParquetFile(p)
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
     names = pf.schema_arrow.names
+    check_unique_columns(p, names)
     if text_column not in names:
         raise _missing_column(str(p), text_column, names, "--text-column")
     has_labels = bool(label_column) and label_column in names

@@ -299,3 +299,11 @@ def test_a_config_object_from_code_is_validated_too():
         taskembed.train(bad)
     with pytest.raises(UserError, match="^overrides: .*unknown key 'train.epoch'"):
         taskembed.train(None, {"train.epoch": 1})
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    # PyYAML keeps the last of two equal keys without a word: 'lr' below would silently be 3e-4.
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  epochs: 2\n  lr: 3e-4\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 4, column 3: key 'lr' appears twice; keep one"):
+        load_config(path)

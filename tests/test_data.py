@@ -48,6 +48,7 @@ BAD_FILES = [
     ("blank_lines.jsonl", {}, ["no records; one JSON object per line"]),
     ("header_only.csv", {}, ["has a header but no rows; add examples"]),
     ("duplicate_header.csv", {}, ["column 'text' appears twice in the header; rename one"]),
+    ("duplicate_key.jsonl", {}, ["line 2: key 'label' appears twice in one object; keep one"]),
     ("txt_column.csv", {}, ["no column 'text' (columns: txt, label)", "did you mean 'txt'? set it with --data.text_column txt"]),
     ("capital_text_column.jsonl", {}, ["no column 'text' (columns: Text, label)", "did you mean 'Text'? set it with --data.text_column Text"]),
     ("no_label_column.csv", {}, ["no column 'label' (columns: text, category)", "set --data.label_column to one of them"]),
@@ -385,3 +386,17 @@ def test_plain_text_files_for_prediction(tmp_path):
     path.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"line 2 is not valid UTF-8 \(byte 4 of the line\)"):
         texts_from_file(path)
+
+
+def test_a_parquet_column_named_twice_is_refused_for_training_and_embedding(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taskembed.embed import open_texts
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([pa.array(["a good film", "bad"]), pa.array(["x", "y"]), pa.array(["pos", "neg"])],
+                            names=["text", "text", "label"]), path)
+    for read in (lambda: read_table(path), lambda: open_texts(path, "text", "label", None)):
+        with pytest.raises(UserError, match="column 'text' appears twice in the header; rename one"):
+            read()
