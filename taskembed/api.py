@@ -301,10 +301,12 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
         where = origin.get(split, f"{data} [{split}]")
         df = clean_split(raw[split], dcfg, where, flag)
-    present = {x for row in df["label"] for x in row} if clf.multi_label else set(df["label"])
-    unknown = sorted(present - set(clf.labels))
-    if unknown:
-        raise UserError(f"{where}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); drop those rows")
+    known = set(clf.labels)
+    for row, value in enumerate(df["label"], start=1):
+        unknown = [x for x in (value if clf.multi_label else (value,)) if x not in known]
+        if unknown:
+            raise UserError(f"{where}: row {row}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); "
+                            "drop the rows with it")
     enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length, clf.window_stride)
     if clf.multi_label:
         # At the folder's thresholds (what predict decides with) and at 0.5, as in its metrics.json.

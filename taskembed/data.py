@@ -274,11 +274,13 @@ def _is_null(value: Any) -> bool:
         return False  # list-like values are not null
 
 
-def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str] = lambda field: f"--data.{field}") -> pd.DataFrame:
+def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str] = lambda field: f"--data.{field}",
+                extra_file: bool = False) -> pd.DataFrame:
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
 
     Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
     the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints.
+    `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
@@ -291,6 +293,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
+            elif extra_file:  # the option would rename the column in the training data too
+                hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
             if spaced:  # 'text, label': no option can name ' label', since values are read as YAML, which trims them
                 hint = f"the header spells it '{spaced[0]}', with spaces: remove the spaces around the names in the header line"
@@ -536,7 +540,8 @@ def load_splits(cfg: DataConfig) -> Splits:
     frames = {}
     for split in SPLITS:
         if split in raw:
-            frames[split] = clean_split(raw[split], cfg, origin.get(split) or f"{cfg.source} [{split}]")
+            frames[split] = clean_split(raw[split], cfg, origin.get(split) or f"{cfg.source} [{split}]",
+                                        extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
         frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed).reset_index(drop=True)

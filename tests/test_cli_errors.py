@@ -219,3 +219,10 @@ def test_compare_refuses_a_row_without_a_label(suffix, classifier_dir, tiny_mode
     code, _, err = run_cli(["compare", str(tiny_model_dir), str(classifier_dir), str(path), "--out-dir", str(out)], capsys)
     assert code == 2 and f"{path}: row 3: no label in column 'label'" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_evaluate_names_the_row_of_a_label_the_model_does_not_know(classifier_dir, capsys, tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("text,label\na fine film,LABEL_0\na dull film,LABEL_1\nmeh,neutral\n", encoding="utf-8")
+    code, _, err = run_cli(["evaluate", str(classifier_dir), str(path)], capsys)
+    assert code == 2 and f"{path}: row 3: label 'neutral' is not one the model knows (LABEL_0, LABEL_1)" in err, err

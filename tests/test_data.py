@@ -400,3 +400,12 @@ def test_a_parquet_column_named_twice_is_refused_for_training_and_embedding(tmp_
     for read in (lambda: read_table(path), lambda: open_texts(path, "text", "label", None)):
         with pytest.raises(UserError, match="column 'text' appears twice in the header; rename one"):
             read()
+
+
+def test_a_test_file_with_another_column_name_is_told_to_rename_it(write_csv, rows):
+    # --data.label_column would rename the training data's column too, so it is not the fix for one file.
+    train = write_csv(rows)
+    test = write_csv([{"text": r["text"], "sentiment": r["label"]} for r in rows[:6]], "test.csv")
+    with pytest.raises(UserError, match=r"test.csv: no column 'label' .*every split uses the training data's column names "
+                                        r"\(data.label_column 'label'\): rename this file's column"):
+        load_splits(DataConfig(source=str(train), test=str(test)))
