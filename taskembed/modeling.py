@@ -100,10 +100,6 @@ def check_folder(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder")
     read_folder_json(path / "config.json")
-    if not _has_tokenizer(path):
-        # transformers 5 would build an empty tokenizer instead, which reads every word as [UNK] without a word.
-        raise UserError(f"{path}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a SentencePiece .model); "
-                        "copy them into the folder from the model it came from")
     has_safe = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if not has_safe:
         pickled = [n for n in PICKLE_WEIGHTS if (path / n).exists()]
@@ -113,6 +109,10 @@ def check_folder(path: Path) -> None:
                 "Convert them once in a trusted environment (model.save_pretrained(dir) writes safetensors)"
             )
         raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
+    if not _has_tokenizer(path):
+        # transformers 5 would build an empty tokenizer instead, which reads every word as [UNK] without a word.
+        raise UserError(f"{path}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a SentencePiece .model); "
+                        "copy them into the folder from the model it came from")
 
 
 def _hub_error(name: str, exc: Exception) -> UserError:
