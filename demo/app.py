@@ -68,6 +68,7 @@ TOP_K = 5  # label probabilities shown
 CONCURRENCY = 2  # events run at once (per event listener); the rest wait in the queue
 QUEUE_SIZE = 64  # events waiting at most; more are refused with "queue full"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")  # what training reads as data.validation
 
 CSS = """
 .te-note {font-size: 0.9em; opacity: 0.8}
@@ -120,6 +121,10 @@ class Model:
     images: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def text_column(self) -> str:
+        return (self.config.get("data") or {}).get("text_column") or "text"
+
+    @property
     def base_name(self) -> str | None:
         return (self.config.get("model") or {}).get("name")
 
@@ -164,6 +169,11 @@ def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, ca
     labels: list[str] = []
     try:
         if vfile:
+            if Path(vfile).suffix.lower() not in TABLE_SUFFIXES:
+                # Training reads only table files there, so a folder's config naming anything else was not written by a
+                # training run; reading it would serve whatever file it names (a .env, a key) as examples to visitors.
+                return Validation(missing=f"the validation file {vfile} is not a table file ({', '.join(TABLE_SUFFIXES)}), "
+                                          "so the demo does not read it")
             if not Path(vfile).exists():
                 return Validation(missing=f"the validation file {vfile} is not there any more")
             where, src = vfile, taskembed.embed.open_texts(vfile, tc, lc)
@@ -287,8 +297,15 @@ def check_batch(texts: list[str], limits: Limits) -> list[str]:
     return texts
 
 
-def read_upload(path: str, limits: Limits) -> list[str]:
-    """Texts from an uploaded .txt (one per line) or .csv/.tsv (the 'text' column, or the only column)."""
+def split_lines(content: str) -> list[str]:
+    """Lines as `taskembed predict --file x.txt` reads them: ended by \\n, \\r\\n or \\r only (str.splitlines also breaks at
+    U+2028, form feeds and other characters a text may hold)."""
+    return content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def read_upload(path: str, limits: Limits, text_column: str = "text") -> list[str]:
+    """Texts from an uploaded .txt (one per line) or .csv/.tsv (`text_column`, the one the model was trained on, else
+    'text', or the only column)."""
     p = Path(path)
     size = p.stat().st_size
     if size > limits.max_upload_bytes:
@@ -301,7 +318,7 @@ def read_upload(path: str, limits: Limits) -> list[str]:
         raise _error("The file is not UTF-8 text.", title="Unreadable file") from None
     suffix = p.suffix.lower()
     if suffix == ".txt":
-        return content.splitlines()
+        return split_lines(content)
     if suffix not in (".csv", ".tsv"):
         raise _error(f"Upload a .csv, .tsv or .txt file, not {suffix or 'a file without a suffix'}.", title="Unreadable file")
     try:
@@ -311,13 +328,14 @@ def read_upload(path: str, limits: Limits) -> list[str]:
     if not rows:
         return []
     header = [h.strip() for h in rows[0]]
-    if "text" in header:
-        col = header.index("text")
+    named = next((c for c in (text_column, "text") if c in header), None)
+    if named is not None:
+        col = header.index(named)
     elif len(header) == 1:
         col = 0
     else:
-        raise _error(f"The CSV has no 'text' column (columns: {', '.join(header[:10])}); name the text column 'text'.",
-                       title="Unreadable file")
+        raise _error(f"The CSV has no '{text_column}' column (columns: {', '.join(header[:10])}); name the text column "
+                     f"'{text_column}'.", title="Unreadable file")
     return [r[col] if col < len(r) else "" for r in rows[1:]]
 
 
@@ -668,16 +686,13 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         if lines and len(lines) > limits.max_batch_chars + limits.max_lines:
             raise _error(f"Input too long: {len(lines):,} characters; the demo takes at most {limits.max_batch_chars:,} per batch.",
                            title="Input too long")
-        raw = read_upload(upload, limits) if upload else (lines or "").splitlines()
+        raw = read_upload(upload, limits, model.text_column) if upload else split_lines(lines or "")
         texts = check_batch(raw, limits)
         started = time.perf_counter()
         preds = predict_many(model, texts)
         seconds = time.perf_counter() - started
-        labels = model.clf.labels
-        multi = model.clf.multi_label  # a "labels" column with the label list (as `taskembed predict --out x.csv` writes it)
-        header = ["text", *(["labels"] if multi else []), "label", "score", *[f"score_{x}" for x in labels]]
-        rows = [[t, *(["|".join(p["labels"])] if multi else []), p["label"], round(p["score"], 6), *[round(p["scores"][x], 6) for x in labels]]
-                for t, p in zip(texts, preds)]
+        multi = model.clf.multi_label
+        header, rows = model.clf.table(texts, preds)  # the columns `taskembed predict --out x.csv` writes
         _prune(out_dir)
         fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".csv", dir=out_dir)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
@@ -753,7 +768,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
                     with gr.Column():
                         lines = gr.Textbox(label=f"texts, one per line (at most {limits.max_lines:,})", lines=10, elem_id="batch-text",
                                            max_length=limits.max_batch_chars + limits.max_lines)
-                        upload = gr.File(label=f"... or a .csv (with a 'text' column), .tsv or .txt file, up to {limits.max_upload_bytes // 1000:,} kB",
+                        upload = gr.File(label=f"... or a .csv or .tsv (the column the model was trained on, else 'text') or .txt file, up to {limits.max_upload_bytes // 1000:,} kB",
                                          file_types=[".csv", ".tsv", ".txt"], type="filepath")
                         batch_btn = gr.Button("Predict all", variant="primary", elem_id="batch-button")
                     with gr.Column():

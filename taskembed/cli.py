@@ -191,16 +191,10 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                 for t, t2, p in zip(inputs, seconds, preds):
                     fh.write(json.dumps({"text": t, **({"text_pair": t2} if pairs else {}), **p}, ensure_ascii=False) + "\n")
             else:
+                header, rows = clf.table(inputs, preds, pairs)
                 w = csv.writer(fh)
-                cal = clf.temperature is not None
-                # Multi-label: the label set in one column, joined as the training data joined it (default '|').
-                sep = clf.training_config.get("data", {}).get("label_delimiter") or "|"
-                multi = ["labels"] if clf.multi_label else []
-                second = ["text_pair"] if pairs else []
-                w.writerow(["text", *second, *multi, "label", "score", *[f"score_{x}" for x in clf.labels], *(["calibrated_score"] if cal else [])])
-                for t, t2, p in zip(inputs, seconds, preds):
-                    w.writerow([t, *([t2] if pairs else []), *([sep.join(p["labels"])] if multi else []), p["label"], f"{p['score']:.6f}",
-                                *[f"{p['scores'][x]:.6f}" for x in clf.labels], *([f"{p['calibrated_score']:.6f}"] if cal else [])])
+                w.writerow(header)
+                w.writerows([f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows)
         tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:

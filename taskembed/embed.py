@@ -62,8 +62,8 @@ import torch
 
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
-from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pool, read_folder_json,
-                                 top_layer_reads_head)
+from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
+                                 read_folder_json, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -171,7 +171,7 @@ class Embedder:
             # Longer inputs would fail deep inside the position lookup, or be written into an export that cannot read them.
             raise UserError(f"max_length {self.max_length} is more than {name} can read ({limit} tokens); give {limit} or less")
         if device is not None:
-            self.device = torch.device(device)
+            self.device = pick_device(device)
             self.model.to(self.device)
         else:
             self.device = next(model.parameters()).device
@@ -197,6 +197,7 @@ class Embedder:
         from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
+        device = pick_device(device)
         _quiet_transformers()
         name = str(model_or_folder)
         path = resolve_model(name)
@@ -210,7 +211,6 @@ class Embedder:
         except _load_errors() as exc:
             raise _hub_error(name, exc) from None
         model.eval()
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model, tokenizer, name=name, path=Path(path).resolve() if local else None, device=device, **options)
 
     @classmethod
@@ -405,7 +405,7 @@ def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
         clf = model_or_folder
         options.setdefault("max_length", clf.max_length)
         # The Classifier owns its model: moving it elsewhere would break its own predict (it keeps clf.device).
-        asked = None if options.get("device") is None else torch.device(options["device"])
+        asked = None if options.get("device") is None else pick_device(options["device"])
         if asked is not None and (asked.type, asked.index or 0) != (clf.device.type, clf.device.index or 0):
             raise UserError(f"device {options['device']}: this classifier is loaded on {clf.device}; "
                             f"load it there instead (taskembed.load(folder, device='{options['device']}'))")

@@ -374,6 +374,22 @@ def top_layer_reads_head(model, enabled: bool = True) -> Iterator[bool]:
         _HEAD_ROW_ONLY.reset(token)
 
 
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The device asked for (default: cuda when torch can use one, else cpu), or a one-line error for a name torch does
+    not know or a GPU this machine does not have."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device '{device}' is not a device name; use cpu or cuda (cuda:N for one GPU of several)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device '{device}': torch here has no such CUDA GPU ({torch.cuda.device_count()} found); use cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device '{device}': taskembed runs on cpu or cuda")
+    return dev
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matmuls run on dedicated units here (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer).
     Elsewhere autocast is emulated and slower than float32."""

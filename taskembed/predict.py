@@ -25,7 +25,7 @@ from taskembed.calibration import CALIBRATION_FILE
 from taskembed.data import Encoded, collate, encode, eval_batches
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
-from taskembed.modeling import load_trained, native_bf16, read_folder_json, top_layer_reads_head
+from taskembed.modeling import load_trained, native_bf16, pick_device, read_folder_json, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 
 
@@ -82,7 +82,7 @@ class Classifier:
 
     def __init__(self, folder: str | Path, device: str | None = None, bf16: bool = False):
         self.folder = Path(folder)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.bf16 = bool(bf16)
         if self.bf16 and not native_bf16(self.device):
             raise UserError(f"bf16 was asked for, but {self.device.type} here has no native bfloat16 matrix units, "
@@ -150,6 +150,21 @@ class Classifier:
                 pred["calibrated_scores"] = dict(zip(self.labels, calibrated[i]))
             out.append(pred)
         return out
+
+    def table(self, texts: Sequence[str], preds: Sequence[dict[str, Any]], pairs: Sequence[str] | None = None
+              ) -> tuple[list[str], list[list[Any]]]:
+        """`predict`'s results as a header and rows, the columns `taskembed predict --out x.csv` writes: text,
+        [text_pair], [labels: the set, joined as the training data joined it], label, score, score_<label> for each
+        label, [calibrated_score]. Scores are floats rounded to 6 places."""
+        sep = self.training_config.get("data", {}).get("label_delimiter") or "|"
+        cal = self.temperature is not None
+        header = ["text", *(["text_pair"] if pairs else []), *(["labels"] if self.multi_label else []), "label", "score",
+                  *[f"score_{x}" for x in self.labels], *(["calibrated_score"] if cal else [])]
+        rows = [[t, *([pairs[i]] if pairs else []), *([sep.join(p["labels"])] if self.multi_label else []), p["label"],
+                 round(p["score"], 6), *[round(p["scores"][x], 6) for x in self.labels],
+                 *([round(p["calibrated_score"], 6)] if cal else [])]
+                for i, (t, p) in enumerate(zip(texts, preds))]
+        return header, rows
 
     def _predict_sets(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[dict[str, Any]]:
         """Multi-label: {"labels": every label whose sigmoid >= its threshold, most likely first, "scores": {label: sigmoid},

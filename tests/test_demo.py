@@ -155,6 +155,49 @@ def test_batch_returns_one_row_per_line_and_a_csv(client, trained):
     assert f"{len(texts)} texts" in note
 
 
+def test_batch_csv_has_the_columns_of_predict_out(client, trained, tmp_path):
+    # The calibrated copy: its predictions carry calibrated_score, and so must the download, as the CLI's file does.
+    _, _, calibrated = trained
+    texts = ["superb charming", "dull boring"]
+    table, csv_path, _ = client.predict("tiny-calibrated", "\n".join(texts), None, api_name="/batch")
+    from taskembed.cli import main as cli_main
+
+    out = tmp_path / "cli.csv"
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert cli_main(["predict", str(calibrated), "--file", str(tmp_path / "in.txt"), "--out", str(out)]) == 0
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        demo_rows = list(csv.reader(fh))
+    with open(out, newline="", encoding="utf-8") as fh:
+        cli_rows = list(csv.reader(fh))
+    assert demo_rows[0] == cli_rows[0] == table["headers"] and "calibrated_score" in cli_rows[0]
+    assert [r[:2] for r in demo_rows[1:]] == [r[:2] for r in cli_rows[1:]]
+    assert [float(x) for r in demo_rows[1:] for x in r[2:]] == pytest.approx([float(x) for r in cli_rows[1:] for x in r[2:]], abs=1e-6)
+
+
+def test_batch_lines_end_where_the_cli_ends_them(client):
+    # str.splitlines also breaks at U+2028, form feeds and NEL; `predict --file` breaks only at \n, \r\n and \r.
+    text = "great film\u2028dull boring plot\nsecond\x0cline\r\nthird\x85text\rfourth"
+    table, _, _ = client.predict("tiny-sentiment", text, None, api_name="/batch")
+    assert [r[0] for r in table["data"]] == ["great film\u2028dull boring plot", "second\x0cline", "third\x85text", "fourth"]
+
+
+def test_an_upload_reads_the_column_the_model_was_trained_on(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,review\n1,superb film\n2,dull plot\n", encoding="utf-8")
+    assert demo.read_upload(str(path), demo.Limits(), "review") == ["superb film", "dull plot"]
+    with pytest.raises(gr.Error, match="no 'text' column"):
+        demo.read_upload(str(path), demo.Limits())
+
+
+def test_a_validation_file_that_is_not_a_table_is_never_read(tmp_path):
+    # A model folder's training_config.json names the file; a folder not written by training could name any file
+    # on this machine, whose lines would become examples every visitor is sent.
+    secret = tmp_path / "secret.env"
+    secret.write_text("API_KEY=hunter2-very-secret\nDB_PASSWORD=also-secret-value\n", encoding="utf-8")
+    val = demo.validation_data({"data": {"source": "rotten_tomatoes", "validation": str(secret)}})
+    assert not val.texts and "not a table file" in val.missing
+
+
 def test_batch_accepts_a_csv_upload(client, tmp_path):
     path = tmp_path / "reviews.csv"
     with path.open("w", newline="") as fh:
@@ -335,6 +378,10 @@ def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_pat
         assert demo.main([str(folder), str(bad)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, err
+    for device in ("tpu", "cuda:99"):  # a name torch does not know, a GPU this machine does not have
+        assert demo.main([str(folder), "--device", device]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: device '{device}'") and "\n" not in err, err
     from taskembed.cli import main as cli_main
 
     assert cli_main(["demo", str(tmp_path / "missing")]) == 2
