@@ -188,6 +188,8 @@ def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, ca
             where, src = f"{source} [validation]", taskembed.embed.open_texts(source, tc, lc, split="validation")
         elif source and "/" in source and not source.startswith((".", "/", "~")):
             return Validation(missing=f"{source} is a Hub dataset, and the demo downloads nothing")
+        elif not source:
+            return Validation(missing="the folder has no training_config.json naming its data")
         else:
             return Validation(missing=f"the training data {source!r} is not there (a relative path is read from the current folder)")
         if src is not None:
@@ -277,8 +279,9 @@ def check_text(text: str | None, limits: Limits) -> str:
     return text
 
 
-def check_batch(texts: list[str], limits: Limits) -> list[str]:
-    # Blank lines are dropped, but a message names a line as the user sees it in the input.
+def check_batch(texts: list[str], limits: Limits, unit: str = "line") -> list[str]:
+    # Blank lines are dropped, but a message names a line as the user sees it in the input (a CSV's rows count from 1
+    # after the header, unit "row", as the command line counts them).
     lengths = [len(t.strip()) if t else 0 for t in texts]
     long = next((i for i, n in enumerate(lengths, start=1) if n > limits.max_chars), None)
     texts = [t.strip() for t in texts if t and t.strip()]
@@ -288,7 +291,7 @@ def check_batch(texts: list[str], limits: Limits) -> list[str]:
         raise _error(f"Input too long: {len(texts):,} lines; the demo takes at most {limits.max_lines:,} texts per batch. "
                        "Split the input, or use `taskembed predict MODEL --file FILE` for large files.", title="Input too long")
     if long is not None:
-        raise _error(f"Input too long: line {long} has {lengths[long - 1]:,} characters; the demo takes at most "
+        raise _error(f"Input too long: {unit} {long} has {lengths[long - 1]:,} characters; the demo takes at most "
                        f"{limits.max_chars:,} per text.", title="Input too long")
     total = sum(len(t) for t in texts)
     if total > limits.max_batch_chars:
@@ -546,7 +549,9 @@ def summary_markdown(model: Model) -> str:
     return "\n".join(lines)
 
 
-def embedding_markdown(report: dict[str, Any] | None) -> str:
+def embedding_markdown(report: dict[str, Any] | None, multi_label: bool = False) -> str:
+    if not report and multi_label:
+        return "Multi-label models have no embedding report (training writes one for single-label models)."
     if not report:
         return "No embedding report in this folder (train with `output.embedding_report: true` and a validation split)."
 
@@ -583,12 +588,14 @@ def _image(model: Model, name: str):
     return model.images[name]
 
 
-def error_values(metrics: dict[str, Any] | None) -> tuple[str, list[list[Any]], list[list[Any]]]:
+def error_values(metrics: dict[str, Any] | None, multi_label: bool = False) -> tuple[str, list[list[Any]], list[list[Any]]]:
     """The error analysis training wrote into metrics.json ("errors"): a note, the most confused pairs, the highest-loss examples.
 
     Texts go into table cells as plain strings, never into Markdown: they are the data's text, not the demo's.
     """
     errors = (metrics or {}).get("errors")
+    if not isinstance(errors, dict) and multi_label:
+        return "Multi-label models have no error analysis (training writes one for single-label models).", [], []
     if not isinstance(errors, dict):
         return "No error analysis in this folder (training writes one with `output.error_analysis: true` and a test or validation split).", [], []
     split = errors.get("split") or "evaluation"
@@ -605,7 +612,7 @@ def about_values(model: Model) -> dict[str, Any]:
     metrics = model.reports.get("metrics")
     split, per_class = per_class_rows(metrics)
     cm_name = _cm_name(model)
-    errors_note, confused_pairs, top_loss = error_values(metrics)
+    errors_note, confused_pairs, top_loss = error_values(metrics, model.clf.multi_label)
     return {
         "summary": summary_markdown(model),
         "metrics": metrics_rows(metrics),
@@ -619,7 +626,7 @@ def about_values(model: Model) -> dict[str, Any]:
         "curves": _image(model, "learning_curves.png"),
         "plan": plan_rows(model.reports.get("plan")),
         "config": model.config,
-        "embedding": embedding_markdown(model.reports.get("embedding")),
+        "embedding": embedding_markdown(model.reports.get("embedding"), model.clf.multi_label),
         "projection": _image(model, "embedding_projection.png"),
     }
 
@@ -687,7 +694,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
             raise _error(f"Input too long: {len(lines):,} characters; the demo takes at most {limits.max_batch_chars:,} per batch.",
                            title="Input too long")
         raw = read_upload(upload, limits, model.text_column) if upload else split_lines(lines or "")
-        texts = check_batch(raw, limits)
+        texts = check_batch(raw, limits, "row" if upload and Path(upload).suffix.lower() in (".csv", ".tsv") else "line")
         started = time.perf_counter()
         preds = predict_many(model, texts)
         seconds = time.perf_counter() - started
@@ -854,8 +861,10 @@ def _image_label(name: str) -> str:
 
 def _examples_note(model: Model) -> str:
     val = model.validation
-    if val.texts:
+    if model.examples:
         return f"Examples: validation texts from `{_short(val.where)}`."
+    if val.texts:
+        return f"No examples: none of the validation texts from `{_short(val.where)}` is 15 to 240 characters long."
     return f"No examples: {val.missing}."
 
 

@@ -411,3 +411,13 @@ def test_demo_imports_only_the_public_api():
             if isinstance(inner, ast.Name) and inner.id == "taskembed":
                 assert not any(part.startswith("_") for part in chain), chain
     assert modules <= {"taskembed", "taskembed.embed", "taskembed.builtin"}, modules
+
+
+def test_notes_say_why_something_is_missing():
+    # Training skips these reports for multi-label models on purpose: advice to switch them on would be wrong.
+    assert demo.embedding_markdown(None, multi_label=True).startswith("Multi-label models have no embedding report")
+    assert demo.error_values({}, multi_label=True)[0].startswith("Multi-label models have no error analysis")
+    assert "output.embedding_report: true" in demo.embedding_markdown(None)
+    with pytest.raises(gr.Error, match="row 2 has 30 characters"):  # a CSV's data rows, as the command line counts them
+        demo.check_batch(["short", "x" * 30], demo.Limits(max_chars=20), "row")
+    assert "no training_config.json" in demo.validation_data({}).missing
