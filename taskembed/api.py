@@ -100,7 +100,7 @@ def train(
     splits = load_splits(cfg.data)
     fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
-        checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say)
+        checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
     say(_data_summary(splits))
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")

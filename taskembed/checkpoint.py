@@ -417,7 +417,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int,
-                     say: Callable[[str], None] = lambda _m: None) -> None:
+                     say: Callable[[str], None] = lambda _m: None, labels: list[str] | None = None) -> None:
     """A UserError naming what changed when the current run cannot continue `folder` exactly.
 
     Other library versions are no reason to refuse (the run is still the same run), but the continuation may
@@ -438,6 +438,9 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
                 changes.append(_describe(key, old, value))
     if meta.get("data_fingerprint") != fingerprint:
         changes.append("the training data (its fingerprint differs)")
+    elif labels is not None and meta.get("labels", labels) != labels:  # checkpoints written before labels were recorded have none
+        # The same data numbered another way would train the saved head's rows on other labels.
+        changes.append(f"the label numbering ({', '.join(meta['labels'])} -> {', '.join(labels)})")
     if meta.get("world_size") != world:
         changes.append(f"the number of processes {meta.get('world_size')} -> {world} (changes the batches each one sees)")
     if changes:

@@ -582,7 +582,7 @@ def fit(
                 saved = checkpoint.save_checkpoint(
                     checkpoints.root, model, optimizer, scheduler, dataclasses.asdict(state), best_weights=best_weights, rng=rng,
                     plan=plan.to_json(), config=checkpoints.config, meta={"world_size": world, "data_fingerprint": checkpoints.fingerprint,
-                                                                          "total_steps": total_steps, "device": device.type},
+                                                                          "labels": list(labels), "total_steps": total_steps, "device": device.type},
                 )
             checkpoint.prune(checkpoints.root, checkpoints.keep, state.best_step)
         ckpt_seconds += time.perf_counter() - t0

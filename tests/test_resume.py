@@ -294,3 +294,36 @@ def test_a_checkpoint_planned_for_another_step_count_is_refused(stopped, tmp_pat
     assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"it was planned for {meta['total_steps']} optimizer steps and this run plans {meta['total_steps'] + 1}" in err
+
+
+def _rewrite_meta(folder, change) -> None:
+    """Change a checkpoint's meta.json and its checksum, so that the checkpoint still verifies."""
+    meta = json.loads((folder / "meta.json").read_text())
+    change(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    complete = json.loads((folder / "COMPLETE.json").read_text())
+    complete["files"]["meta.json"] = {"sha256": checkpoint.file_sha256(folder / "meta.json"), "bytes": (folder / "meta.json").stat().st_size}
+    (folder / "COMPLETE.json").write_text(json.dumps(complete))
+
+
+def test_a_checkpoint_that_numbered_the_labels_otherwise_is_refused(stopped, tmp_path, capsys):
+    # As a process whose label order had differed would have written it: its head's rows mean other labels.
+    opts, root = stopped
+    moved = checkpoint.folder_for(tmp_path / "moved")
+    shutil.copytree(root, moved)
+    folder, _ = checkpoint.latest(moved)
+    labels = json.loads((folder / "meta.json").read_text())["labels"]
+    _rewrite_meta(folder, lambda m: m.update(labels=list(reversed(labels))))
+    assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the label numbering ({', '.join(reversed(labels))} -> {', '.join(labels)})" in err and "fingerprint" not in err
+
+
+def test_a_checkpoint_without_a_label_record_still_resumes(stopped, tmp_path):
+    # Checkpoints written before the labels were recorded: the same data, so the same run.
+    opts, root = stopped
+    moved = checkpoint.folder_for(tmp_path / "moved")
+    shutil.copytree(root, moved)
+    folder, _ = checkpoint.latest(moved)
+    _rewrite_meta(folder, lambda m: m.pop("labels"))
+    assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 0
