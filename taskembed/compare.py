@@ -18,6 +18,7 @@ the report; `report_markdown` turns it into a paragraph and table for a model ca
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from pathlib import Path
@@ -122,7 +123,13 @@ def _check_out_dir(out_dir: str | Path | None) -> None:
     if out_dir is not None:
         from taskembed.artifacts import check_writable
 
-        check_writable(Path(out_dir), "--out-dir")
+        # The report is written into the folder: an existing one must be writable itself (its parent need not be,
+        # as for --out-dir ~), a new one is made in the nearest folder above that exists.
+        if Path(out_dir).is_dir():
+            if not os.access(out_dir, os.W_OK):
+                raise UserError(f"--out-dir {out_dir} is not writable; choose another folder for the report")
+        else:
+            check_writable(Path(out_dir), "--out-dir")
 
 
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,

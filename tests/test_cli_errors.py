@@ -226,3 +226,19 @@ def test_evaluate_names_the_row_of_a_label_the_model_does_not_know(classifier_di
     path.write_text("text,label\na fine film,LABEL_0\na dull film,LABEL_1\nmeh,neutral\n", encoding="utf-8")
     code, _, err = run_cli(["evaluate", str(classifier_dir), str(path)], capsys)
     assert code == 2 and f"{path}: row 3: label 'neutral' is not one the model knows (LABEL_0, LABEL_1)" in err, err
+
+
+def test_compare_writes_into_an_existing_folder_whose_parent_is_read_only(tmp_path, monkeypatch):
+    # --out-dir ~ is the usual case: /home belongs to root. The report goes into the folder, so only it must be writable.
+    import os
+
+    from taskembed import compare
+    from taskembed.errors import UserError
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    compare._check_out_dir(out)
+    with pytest.raises(UserError, match="is not writable"):  # a new folder is made in the parent, which must be writable
+        compare._check_out_dir(tmp_path / "new")
