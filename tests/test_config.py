@@ -307,3 +307,10 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     path.write_text("train:\n  lr: 1e-4\n  epochs: 2\n  lr: 3e-4\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"line 4, column 3: key 'lr' appears twice; keep one"):
         load_config(path)
+    # YAML's merge key is not a key given twice, and the keys it brings may be given again.
+    path.write_text("base: &b {lr: 2.0e-5, epochs: 3}\ntrain:\n  <<: *b\n  epochs: 2\n", encoding="utf-8")
+    with pytest.raises(UserError, match="unknown section 'base'"):  # it parses: the error is about the content
+        load_config(path)
+    path.write_text("train: {<<: {lr: 2.0e-5, epochs: 3}, epochs: 2}\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.train.lr == 2e-5 and cfg.train.epochs == 2
