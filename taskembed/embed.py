@@ -194,7 +194,7 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, resolve_model
+        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, check_tokenizer, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
@@ -210,6 +210,7 @@ class Embedder:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except _load_errors() as exc:
             raise _hub_error(name, exc) from None
+        check_tokenizer(tokenizer, config, name)
         model.eval()
         return cls(model, tokenizer, name=name, path=Path(path).resolve() if local else None, device=device, **options)
 

@@ -89,14 +89,18 @@ def read_folder_json(path: Path, kind: type = dict) -> Any:
     return value
 
 
-def _has_tokenizer(path: Path) -> bool:
-    # tokenizer.json (fast), vocab.txt (WordPiece), vocab.json + merges.txt (BPE), *.model / *.spm (SentencePiece).
-    return any(f.name in ("tokenizer.json", "merges.txt") or f.name.startswith("vocab.") or f.suffix in (".model", ".spm")
-               for f in path.iterdir())
+def check_tokenizer(tokenizer, config, name: str) -> None:
+    """A tokenizer far smaller than the model's vocabulary is one transformers built without files: for a folder with
+    no tokenizer files, transformers 5 builds one of 5 special tokens that reads every word as [UNK] without a
+    word. Tokenizers that need no files (characters or bytes: CANINE, ByT5) are as large as their model's table."""
+    size, vocab = len(tokenizer), getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0 and size * 10 < vocab:
+        raise UserError(f"model '{name}': its tokenizer has {size} tokens for a vocabulary of {vocab:,}, so its files are missing "
+                        "(tokenizer.json, vocab.txt, ...); copy them into the folder from the model it came from")
 
 
 def check_folder(path: Path) -> None:
-    """A local model folder must have a config, a tokenizer and safetensors weights; pickle-only folders are refused."""
+    """A local model folder must have a config and safetensors weights; pickle-only folders are refused."""
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder")
     read_folder_json(path / "config.json")
@@ -109,10 +113,6 @@ def check_folder(path: Path) -> None:
                 "Convert them once in a trusted environment (model.save_pretrained(dir) writes safetensors)"
             )
         raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
-    if not _has_tokenizer(path):
-        # transformers 5 would build an empty tokenizer instead, which reads every word as [UNK] without a word.
-        raise UserError(f"{path}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a SentencePiece .model); "
-                        "copy them into the folder from the model it came from")
 
 
 def _hub_error(name: str, exc: Exception) -> UserError:
@@ -166,6 +166,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     if cfg.dropout is not None:
         mcfg.classifier_dropout = cfg.dropout
     tokenizer = load_tokenizer(cfg, path)
+    check_tokenizer(tokenizer, mcfg, cfg.name)
     if max_length is not None:
         check_max_length(max_length, cfg.name, mcfg, tokenizer)
     try:
@@ -213,6 +214,7 @@ def load_trained(folder: str | Path):
         tokenizer = AutoTokenizer.from_pretrained(path)
     except _load_errors() as exc:
         raise _hub_error(str(path), exc) from None
+    check_tokenizer(tokenizer, model.config, str(path))
     if info.get("missing_keys"):
         # transformers would start these at random and only warn (a warning taskembed silences): a classifier whose
         # head is random answers at random.

@@ -110,7 +110,7 @@ def _drop_tokenizer(folder: Path) -> None:
 
 DAMAGE = {
     # transformers 5 builds an empty tokenizer for a folder without one: every word [UNK], predictions without meaning.
-    "no tokenizer": (_drop_tokenizer, "no tokenizer files"),
+    "no tokenizer": (_drop_tokenizer, "so its files are missing"),
     "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:200]), "damaged"),
     "empty weights": (lambda f: (f / "model.safetensors").write_bytes(b""), "damaged"),
     "config not JSON": (lambda f: (f / "config.json").write_text("{oops", encoding="utf-8"), "not readable JSON"),
@@ -150,7 +150,7 @@ def test_training_from_a_folder_without_a_tokenizer(tiny_model_dir, tmp_path, ca
     code, _, err = run_cli(["train", "--data.source", str(write_csv(make_rows(20))), "--model.name", str(model),
                             "--output.dir", str(out)], capsys)
     assert_clean_failure(code, err, out)
-    assert "no tokenizer files" in err
+    assert "so its files are missing" in err
 
 
 @pytest.mark.parametrize("command", ["train", "lr-find", "predict", "evaluate", "embed", "compare", "export"])
@@ -242,3 +242,22 @@ def test_compare_writes_into_an_existing_folder_whose_parent_is_read_only(tmp_pa
     compare._check_out_dir(out)
     with pytest.raises(UserError, match="is not writable"):  # a new folder is made in the parent, which must be writable
         compare._check_out_dir(tmp_path / "new")
+
+
+def test_a_tokenizer_that_needs_no_files_is_not_taken_for_a_missing_one(tmp_path):
+    # CANINE reads characters: its folder has no vocabulary file, and its tokenizer is as large as its model's table.
+    import warnings
+
+    import transformers
+
+    import taskembed
+
+    folder = tmp_path / "canine"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.CanineTokenizer().save_pretrained(folder)
+        config = transformers.CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                                           num_hash_functions=2, num_hash_buckets=64, downsampling_rate=2, local_transformer_stride=16,
+                                           max_position_embeddings=256, num_labels=2)
+        transformers.CanineForSequenceClassification(config).save_pretrained(folder)
+    assert taskembed.load(folder, device="cpu").predict("a fine film")[0]["label"] in ("LABEL_0", "LABEL_1")
