@@ -406,7 +406,10 @@ def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
         clf = model_or_folder
         options.setdefault("max_length", clf.max_length)
         # The Classifier owns its model: moving it elsewhere would break its own predict (it keeps clf.device).
-        asked = None if options.get("device") is None else pick_device(options["device"])
+        try:
+            asked = None if options.get("device") is None else torch.device(options["device"])
+        except (RuntimeError, TypeError):
+            asked = pick_device(options["device"])  # raises its one-line error for a name torch does not know
         if asked is not None and (asked.type, asked.index or 0) != (clf.device.type, clf.device.index or 0):
             raise UserError(f"device {options['device']}: this classifier is loaded on {clf.device}; "
                             f"load it there instead (taskembed.load(folder, device='{options['device']}'))")

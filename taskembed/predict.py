@@ -25,7 +25,7 @@ from taskembed.calibration import CALIBRATION_FILE
 from taskembed.data import Encoded, collate, encode, eval_batches
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
-from taskembed.modeling import load_trained, native_bf16, pick_device, read_folder_json, top_layer_reads_head
+from taskembed.modeling import load_trained, model_token_limit, native_bf16, pick_device, read_folder_json, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 
 
@@ -94,7 +94,8 @@ class Classifier:
         self.training_config: dict[str, Any] = read_folder_json(cfg_file) if cfg_file.exists() else {}
         self.temperature: float | None = read_temperature(self.folder)
         data = self.training_config.get("data", {})
-        self.max_length = int(data.get("max_length") or min(self.tokenizer.model_max_length, 512))
+        # Not trained here: what the model can read, at most 512 (a tokenizer may state no limit, or a false one).
+        self.max_length = int(data.get("max_length") or min(model_token_limit(self.model.config, self.tokenizer) or 512, 512))
         # A model trained on sliding windows predicts the same way (pipeline() truncates instead).
         self.window_stride: int | None = int(data.get("window_stride", 0)) if data.get("long_texts") == "window" else None
         self.window_aggregate: str = data.get("window_aggregate", "mean")

@@ -261,3 +261,16 @@ def test_a_tokenizer_that_needs_no_files_is_not_taken_for_a_missing_one(tmp_path
                                            max_position_embeddings=256, num_labels=2)
         transformers.CanineForSequenceClassification(config).save_pretrained(folder)
     assert taskembed.load(folder, device="cpu").predict("a fine film")[0]["label"] in ("LABEL_0", "LABEL_1")
+
+
+def test_a_folder_whose_tokenizer_states_no_limit_reads_what_its_model_can(classifier_dir):
+    # Not trained by taskembed and no model_max_length: 512 was assumed, more than this model's 128 positions, and
+    # embedding it was refused.
+    import json
+
+    import taskembed
+
+    tc = classifier_dir / "tokenizer_config.json"
+    tc.write_text(json.dumps({k: v for k, v in json.loads(tc.read_text()).items() if k != "model_max_length"}))
+    clf = taskembed.load(classifier_dir, device="cpu")
+    assert clf.max_length == 128 and clf.embed(["a fine film"]).shape[0] == 1
