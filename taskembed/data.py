@@ -761,13 +761,13 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         for i, raw in enumerate(fh):
             if i == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
-            if b"\0" in raw:
-                raise UserError(f"{p}: line {n + 1} contains NUL bytes, so it looks binary (or UTF-16), not text; save it as UTF-8 text")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{p}: line {n + 1} is not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
-            for line in text.rstrip("\n").removesuffix("\r").split("\r"):  # \n, \r\n and a lone \r end a line, as in text mode
+            for part in raw.rstrip(b"\n").removesuffix(b"\r").split(b"\r"):  # \n, \r\n and a lone \r end a line, as in text mode
+                if b"\0" in part:
+                    raise UserError(f"{p}: line {n + 1} contains NUL bytes, so it looks binary (or UTF-16), not text; save it as UTF-8 text")
+                try:
+                    line = part.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{p}: line {n + 1} is not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
                 if line.strip():
                     yield n, line
                 n += 1

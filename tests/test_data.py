@@ -379,6 +379,9 @@ def test_plain_text_files_for_prediction(tmp_path):
     path.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"line 2 is not valid UTF-8 \(byte 4 of the line\)"):
         texts_from_file(path)
+    path.write_bytes("one\rtwo\rcaf\xe9\r".encode("latin-1"))  # old Mac line ends: the line is still the third
+    with pytest.raises(UserError, match=r"line 3 is not valid UTF-8 \(byte 4 of the line\)"):
+        texts_from_file(path)
 
 
 def test_a_parquet_column_named_twice_is_refused_for_training_and_embedding(tmp_path):
