@@ -325,7 +325,8 @@ def read_upload(path: str, limits: Limits, text_column: str = "text") -> list[st
     if suffix not in (".csv", ".tsv"):
         raise _error(f"Upload a .csv, .tsv or .txt file, not {suffix or 'a file without a suffix'}.", title="Unreadable file")
     try:
-        rows = list(csv.reader(io.StringIO(content), delimiter="\t" if suffix == ".tsv" else ","))
+        # Blank lines carry no record: dropped first, so that rows count as the command line counts them.
+        rows = [r for r in csv.reader(io.StringIO(content), delimiter="\t" if suffix == ".tsv" else ",") if r]
     except csv.Error as exc:
         raise _error(f"Could not read the CSV: {exc}", title="Unreadable file") from None
     if not rows:

@@ -183,8 +183,8 @@ def test_batch_lines_end_where_the_cli_ends_them(client):
 
 def test_an_upload_reads_the_column_the_model_was_trained_on(tmp_path):
     path = tmp_path / "reviews.csv"
-    path.write_text("id,review\n1,superb film\n2,dull plot\n", encoding="utf-8")
-    assert demo.read_upload(str(path), demo.Limits(), "review") == ["superb film", "dull plot"]
+    path.write_text("id,review\n1,superb film\n\n2,dull plot\n", encoding="utf-8")
+    assert demo.read_upload(str(path), demo.Limits(), "review") == ["superb film", "dull plot"]  # a blank line is no row
     with pytest.raises(gr.Error, match="no 'text' column"):
         demo.read_upload(str(path), demo.Limits())
 
