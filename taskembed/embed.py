@@ -974,7 +974,7 @@ def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | Non
         if path.suffix.lower() == ".npy":
             return np.load(path), None
         table = pq.read_table(path)
-    except (OSError, ValueError) as exc:  # a truncated .npy, or anything pyarrow cannot read (ArrowInvalid is a ValueError)
+    except (OSError, ValueError, EOFError) as exc:  # a truncated or empty .npy, or what pyarrow cannot read (ArrowInvalid is a ValueError)
         raise _unreadable(path, exc) from None
     vec = table.column("vector").combine_chunks()
     dim = vec.type.list_size
@@ -993,7 +993,7 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise _unreadable(path, exc) from None
         for start in range(0, len(arr), block):
             part = np.asarray(arr[start : start + block])

@@ -273,7 +273,8 @@ def test_search_on_damaged_vectors_fails_in_one_line(tiny_model_dir, tmp_path, c
     for damage, piece in ((lambda: side.write_text("{", encoding="utf-8"), "not readable JSON"),
                           (lambda: side.write_text("[]", encoding="utf-8"), "no 'model' entry"),
                           (lambda: (side.write_text(good, encoding="utf-8"), out.write_bytes(out.read_bytes()[:40])),
-                           f"not a readable {suffix[1:]} file of vectors")):
+                           f"not a readable {suffix[1:]} file of vectors"),
+                          (lambda: out.write_bytes(b""), f"not a readable {suffix[1:]} file of vectors")):
         damage()
         assert main(["search", str(out), "a film"]) == 2
         err = capsys.readouterr().err
