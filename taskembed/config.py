@@ -54,7 +54,7 @@ class DataConfig:
     max_length: int = 128
     """Token limit per example; longer texts are truncated and counted."""
     max_train_samples: int | None = None
-    """Use only the first N training examples (after a seeded shuffle); for quick runs."""
+    """A seeded sample of N training rows, for quick runs; validation and test carved from train come out of the N."""
     long_texts: Literal["truncate", "window"] = "truncate"
     """Texts over max_length tokens: truncate them, or cut them into overlapping windows of max_length tokens that are all classified (and trained on) and whose logits are aggregated."""
     window_stride: int = 32
