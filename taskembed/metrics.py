@@ -19,7 +19,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        # Over the labels in the truth or the predictions, as scikit-learn's default (and so the Trainer's examples)
+        # averages: a label absent from both, say from a file of two of three classes, is not a 0 in the mean.
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "n": len(y_true),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}

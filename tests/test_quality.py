@@ -81,3 +81,15 @@ def test_trained_folder_has_calibration_errors_and_weighted_loss(tiny_overrides,
     for p in clf.predict(["superb charming", "dull boring", "the film"]):
         assert max(p["calibrated_scores"], key=p["calibrated_scores"].get) == p["label"]
         assert sum(p["calibrated_scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_macro_f1_averages_the_labels_that_occur():
+    # Perfect predictions on data of two of three classes: macro-F1 is 1, as scikit-learn's default gives, not 2/3.
+    from sklearn.metrics import f1_score
+
+    from taskembed.metrics import classification_metrics
+
+    m = classification_metrics([0, 0, 2, 2], [0, 0, 2, 2], ["a", "b", "c"])
+    assert m["macro_f1"] == 1.0 and m["per_class"]["b"]["support"] == 0
+    y, p = [0, 1, 1, 2, 0], [0, 1, 2, 2, 1]
+    assert classification_metrics(y, p, ["a", "b", "c", "d"])["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
