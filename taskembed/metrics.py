@@ -120,7 +120,8 @@ def tune_thresholds(probs, y: Sequence[Sequence[int]], labels: list[str], grid: 
         else:
             best = float(f1.max())
             ties = grid[f1 == f1.max()]
-            threshold = float(ties[np.argmin(np.abs(ties - DEFAULT_THRESHOLD))])
+            # Rounded before comparing: in floating point 0.58 is nearer to 0.5 than 0.42, and the lower must win a tie.
+            threshold = float(ties[np.argmin(np.round(np.abs(ties - DEFAULT_THRESHOLD), 9))])
         out[name] = {"threshold": threshold, "f1_at_0.5": default, "f1_tuned": best, "positives": pos}
     return out
 

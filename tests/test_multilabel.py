@@ -207,6 +207,14 @@ def test_tuned_f1_is_sklearns_f1_at_that_threshold_and_never_below_0_5():
     assert any(got[n]["f1_tuned"] > got[n]["f1_at_0.5"] for n in "abcde")
 
 
+def test_a_threshold_tie_goes_to_the_lower_candidate():
+    # F1 is 2/3 at every threshold up to 0.42 and from 0.58 to 0.60 (1/2 between): 0.42 and 0.58 tie, equally far from 0.5.
+    from taskembed.metrics import tune_thresholds
+
+    got = tune_thresholds(np.array([[0.6], [0.42], [0.57], [0.42]]), [[1], [1], [0], [0]], ["a"])
+    assert got["a"]["threshold"] == 0.42
+
+
 def test_multi_label_metrics_by_hand():
     logits = torch.logit(torch.tensor([[0.9, 0.2, 0.6], [0.7, 0.7, 0.1], [0.1, 0.4, 0.3]]))
     y = [[1, 0, 1], [1, 0, 0], [0, 0, 0]]
