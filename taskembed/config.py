@@ -222,7 +222,9 @@ def _coerce(value: Any, hint: Any) -> Any:
             try:
                 return _coerce(value, arg)
             except ValueError as exc:
-                errors.append(str(exc))
+                # A mapping or list given for a mapping or list option: that branch's reason is the one to show.
+                errors.insert(0 if typing.get_origin(arg) in (dict, list) and isinstance(value, typing.get_origin(arg)) else len(errors),
+                              str(exc))
         raise ValueError(errors[0] if errors else "invalid value")
     if origin is list:
         # On the command line a list is easiest typed as `a,b,c`; YAML `[a, b]` arrives as a list already.
@@ -279,6 +281,8 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            raise ValueError(f"must be a string (got {value!r}: YAML reads yes, no, on, off, true and false as booleans; quote it)")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ValueError(f"must be a string (got {_shown(value)})")
