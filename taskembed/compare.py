@@ -163,6 +163,10 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
 
     base_emb = base if isinstance(base, Embedder) else _embedder(base, {"pooling": "mean", **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else _embedder(tuned, dict(tuned_options or {}))
+    if not isinstance(base, Embedder) and "max_length" not in (base_options or {}):
+        # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
+        # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default).
+        base_emb.max_length = min(base_emb.max_length, tuned_emb.max_length)
     spaces = {}
     for role, emb in (("base", base_emb), ("tuned", tuned_emb)):
         x = emb.encode(texts, progress=progress).astype(np.float32)
@@ -187,6 +191,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
             "pooling": desc["pooling"],
             "pooling_detail": desc["pooling_detail"],
             "normalize": desc["normalize"],
+            "max_length": desc["max_length"],
             "dim": int(x.shape[1]),
             **_cv_scores(x, y, k, folds, seed),
             "silhouette": _silhouette(x, y),

@@ -404,6 +404,8 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
         assert 0 <= r["knn_accuracy"] <= 1 and 0 <= r["linear_probe_accuracy"] <= 1 and -1 <= r["silhouette"] <= 1
         assert r["folds"] == 5 and r["dim"] == 32
     assert report["base"]["pooling"] == "mean" and report["tuned"]["pooling"] == "head"
+    # the same text before and after: the base model reads no further than the fine-tuned one was trained to
+    assert report["base"]["max_length"] == report["tuned"]["max_length"] == taskembed.load(trained).max_length
     assert report["tuned"]["knn_accuracy"] >= 0.9  # the tuned space separates this easy task
     assert set(report["cosine_shift"]["per_class"]) == {"neg", "pos"} and 0 <= report["cosine_shift"]["overall"] <= 2
     assert len(report["neighbours"]) == 3 and all(len(n["before"]) == len(n["after"]) == 5 for n in report["neighbours"])
