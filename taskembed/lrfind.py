@@ -288,8 +288,12 @@ def _check_sweep(steps: int, start: float, end: float, smoothing: float) -> None
 
 def _check_handled(cfg: Config) -> None:
     default = Config()
+    # Options that do nothing in this config change no curve: the window settings without window mode, the
+    # threshold setting of multi-label on single-label data.
+    inert = {"data": ({"window_stride", "window_aggregate"} if cfg.data.long_texts == "truncate" else set())
+             | (set() if cfg.data.multi_label else {"threshold_min_positives"})}
     unhandled = [f"{section}.{name}" for section in HANDLED for name, value in vars(getattr(cfg, section)).items()
-                 if name not in HANDLED[section] and value != getattr(getattr(default, section), name)]
+                 if name not in HANDLED[section] | inert.get(section, set()) and value != getattr(getattr(default, section), name)]
     if unhandled:
         raise UserError(f"lr-find does not reproduce {', '.join(unhandled)} yet; run it with the default value "
                         "(the suggested rate still applies as a first guess)")

@@ -146,3 +146,11 @@ def test_an_option_the_sweep_does_not_reproduce_is_refused(setup, monkeypatch):
     with pytest.raises(taskembed.UserError, match="does not reproduce train.label_smoothing"):
         taskembed.lr_find(None, {**setup, "train.label_smoothing": 0.1}, steps=5, progress=False, echo=lambda _m: None)
     lrfind._check_handled(taskembed.load_config(None, setup))  # at its default the option passes
+
+
+def test_options_that_do_nothing_in_the_config_are_not_refused(setup):
+    # The window settings without window mode, a multi-label setting on single-label data: no effect on any curve.
+    inert = {"data.window_aggregate": "max", "data.window_stride": 8, "data.threshold_min_positives": 3}
+    lrfind._check_handled(taskembed.load_config(None, {**setup, **inert}))
+    with pytest.raises(taskembed.UserError, match="does not reproduce data.long_texts, data.window_stride, data.window_aggregate"):
+        lrfind._check_handled(taskembed.load_config(None, {**setup, **inert, "data.long_texts": "window"}))
