@@ -203,6 +203,11 @@ Most confident mistakes (all in `metrics.json`):
 """
 
 
+def _per_split(counts: dict[str, int]) -> str:
+    """'3 of train, 0 of validation, 1 of test': a count per split, in the splits' order."""
+    return ", ".join(f"{counts[s]:,} of {s}" for s in ("train", "validation", "test") if s in counts)
+
+
 def model_card(info: dict[str, Any]) -> str:
     cfg = info["config"]
     metrics = info["metrics"]
@@ -221,9 +226,11 @@ def model_card(info: dict[str, Any]) -> str:
 """ if per_class else "No validation or test split, so no scores.\n"
     if data_windowed := info["data"].get("windowed"):
         long_texts = (f"Texts longer than {cfg['data']['max_length']} tokens were cut into windows overlapping by "
-                      f"{cfg['data']['window_stride']} tokens, whose logits are aggregated ({cfg['data']['window_aggregate']}): {data_windowed}.")
+                      f"{cfg['data']['window_stride']} tokens, whose logits are aggregated ({cfg['data']['window_aggregate']}): "
+                      + _per_split(data_windowed) + ".")
     else:
-        long_texts = f"Texts longer than {cfg['data']['max_length']} tokens were truncated: {info['data']['truncated']}."
+        long_texts = (f"Texts longer than {cfg['data']['max_length']} tokens were truncated: "
+                      + _per_split(info["data"]["truncated"]) + ".")
     plan_rows = "\n".join(
         f"| {g['name']} | {g['n_params']:,} | {format(g['lr'], '.3g') if g['trainable'] else 'frozen'} |" for g in info["plan"]["groups"]
     )

@@ -54,7 +54,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         if cfg.data.multi_label and result.metrics:
             from taskembed.artifacts import multi_label_table
 
-            print("\nmulti-label (accuracy = subset accuracy), at 0.5 and at the thresholds saved in thresholds.json:")
+            tuned = (result.output_dir / "thresholds.json").is_file()  # tuned on validation; without one every label keeps 0.5
+            print("\nmulti-label (accuracy = subset accuracy), at 0.5" + (" and at the thresholds saved in thresholds.json:" if tuned else
+                                                                           " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
         exe = _invoked_as()

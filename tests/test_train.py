@@ -50,6 +50,7 @@ def test_output_folder_contract(trained):
     assert [g["name"] for g in plan["groups"]] == ["embeddings", "layer.1", "layer.2", "head"]
     card = (folder / "README.md").read_text()
     assert "| test | **fine-tuned** |" in card and card.count("## Embeddings before and after fine-tuning") == 1
+    assert "tokens were truncated: 0 of train, 0 of validation, 0 of test." in card  # counts in words, not a dict
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in log} == {"train", "eval"} and all(e["loss"] == e["loss"] for e in log)
     # no stray temporary folder beside the output
