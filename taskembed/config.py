@@ -282,7 +282,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, bool):
-            raise ValueError(f"must be a string (got {value!r}: YAML reads yes, no, on, off, true and false as booleans; quote it)")
+            raise ValueError(f"must be a string (got {_shown(value)}; and YAML reads yes, no, on, off, true and false as booleans: "
+                             "quote such a word, or write null to leave the option unset)")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ValueError(f"must be a string (got {_shown(value)})")

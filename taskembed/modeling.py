@@ -90,11 +90,13 @@ def read_folder_json(path: Path, kind: type = dict) -> Any:
 
 
 def check_tokenizer(tokenizer, config, name: str) -> None:
-    """A tokenizer far smaller than the model's vocabulary is one transformers built without files: for a folder with
-    no tokenizer files, transformers 5 builds one of 5 special tokens that reads every word as [UNK] without a
-    word. Tokenizers that need no files (characters or bytes: CANINE, ByT5) are as large as their model's table."""
+    """A tokenizer far smaller than the model's vocabulary, or with next to no tokens but special ones, is one
+    transformers built without files: for a folder with no tokenizer files, transformers 5 builds one of 5 special
+    tokens (T5: 104) that reads every word as [UNK] without a word. Tokenizers that need no files (characters or
+    bytes: CANINE, ByT5) are as large as their model's table, with hundreds of ordinary tokens."""
     size, vocab = len(tokenizer), getattr(config, "vocab_size", None)
-    if isinstance(vocab, int) and vocab > 0 and size * 10 < vocab:
+    ordinary = size - len(set(tokenizer.all_special_ids))  # the fallbacks hold 0 to 2 tokens besides the special ones
+    if isinstance(vocab, int) and vocab > 0 and (size * 10 < vocab or (ordinary < 10 and size < vocab)):
         raise UserError(f"model '{name}': its tokenizer has {size} tokens for a vocabulary of {vocab:,}, so its files are missing "
                         "(tokenizer.json, vocab.txt, ...); copy them into the folder from the model it came from")
 
@@ -127,7 +129,7 @@ def _hub_error(name: str, exc: Exception) -> UserError:
 def _load_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
-    return (OSError, ValueError, RuntimeError, SafetensorError)
+    return (OSError, ValueError, RuntimeError, TypeError, SafetensorError)
 
 
 def load_tokenizer(cfg: ModelConfig, path: str | None = None):

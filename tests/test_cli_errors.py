@@ -274,3 +274,16 @@ def test_a_folder_whose_tokenizer_states_no_limit_reads_what_its_model_can(class
     tc.write_text(json.dumps({k: v for k, v in json.loads(tc.read_text()).items() if k != "model_max_length"}))
     clf = taskembed.load(classifier_dir, device="cpu")
     assert clf.max_length == 128 and clf.embed(["a fine film"]).shape[0] == 1
+
+
+def test_a_missing_tokenizer_of_a_small_vocabulary_is_found_too(tmp_path):
+    # A 40-token model (protein or character models are this small) without tokenizer files: transformers builds a
+    # 5-token tokenizer, not ten times smaller than 40, but with no ordinary token at all.
+    import transformers
+
+    from taskembed.errors import UserError
+    from taskembed.modeling import check_tokenizer
+
+    transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="its tokenizer has 5 tokens for a vocabulary of 40"):
+        check_tokenizer(transformers.AutoTokenizer.from_pretrained(tmp_path), transformers.AutoConfig.from_pretrained(tmp_path), "m")

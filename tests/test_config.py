@@ -122,8 +122,8 @@ def test_contradictions_are_reported_together():
         ({"train": {"seed": 10**15}}, "train.seed must be in [0, 2**32) (got 1000000000000000)"),
         ({"lr": 1e-4}, "unknown section 'lr'; it is a key of section 'train': indent it under train:"),
         ({"data": {"split_seed": -3}}, "data.split_seed must be in [0, 2**32) (got -3)"),
-        # YAML reads `yes` as true: the map's key is what is wrong, not that a map was given
-        ({"train": {"class_weights": {True: 2.0}}}, "train.class_weights entry True: must be a string (got True: YAML reads yes"),
+        # YAML reads `yes` as true: the map's key is what is wrong (and the message says why), not that a map was given
+        ({"train": {"class_weights": {True: 2.0}}}, "train.class_weights entry True: must be a string (got true; "),
     ],
 )
 def test_single_contradiction(raw, piece):
@@ -316,3 +316,9 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     path.write_text("train: {<<: {lr: 2.0e-5, epochs: 3}, epochs: 2}\n", encoding="utf-8")
     cfg = load_config(path)
     assert cfg.train.lr == 2e-5 and cfg.train.epochs == 2
+
+
+def test_a_boolean_where_a_string_belongs_is_explained_for_both_sources():
+    # True: an option given without a value on the command line, or an unquoted yes/on/true in YAML.
+    msg = problems({"data": {"text_column": True}})
+    assert "an option given without a value reads as true" in msg and "quote such a word, or write null" in msg
