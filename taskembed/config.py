@@ -359,18 +359,22 @@ def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML that refuses a key given twice in one mapping, where PyYAML would keep the last without a word."""
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<: *defaults': the keys it brings may be given again, which is what merging is for
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # SafeLoader's own error for such a key follows
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice; keep one", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+    def flatten_mapping(self, node):
+        # Checked on a mapping's first visit, before PyYAML merges '<<' keys into it in place: the keys a merge brings
+        # may be given again (that is what merging is for), and a merged mapping may be visited again later.
+        if not getattr(node, "keys_checked", False):
+            node.keys_checked = True
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if not isinstance(key, Hashable):
+                    continue  # SafeLoader's own error for such a key follows
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice; keep one", key_node.start_mark)
+                seen.add(key)
+        super().flatten_mapping(node)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:

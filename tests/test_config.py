@@ -322,3 +322,11 @@ def test_a_boolean_where_a_string_belongs_is_explained_for_both_sources():
     # True: an option given without a value on the command line, or an unquoted yes/on/true in YAML.
     msg = problems({"data": {"text_column": True}})
     assert "an option given without a value reads as true" in msg and "quote such a word, or write null" in msg
+
+
+def test_a_merged_mapping_merged_again_is_not_taken_for_a_repeat(tmp_path):
+    # PyYAML rewrites a merged mapping in place; a later visit must not read its merged keys as given twice.
+    import yaml
+
+    text = "b: &b {x: 1}\na:\n  inner: &m {<<: *b, x: 2}\ntop: {<<: *m}\n"
+    assert config_module._UniqueKeyLoader(text).get_single_data() == yaml.safe_load(text)
