@@ -163,10 +163,13 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
 
     base_emb = base if isinstance(base, Embedder) else _embedder(base, {"pooling": "mean", **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else _embedder(tuned, dict(tuned_options or {}))
+    # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
+    # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default). A side whose
+    # length was given (its options, or an Embedder built by the caller) keeps it.
     if not isinstance(base, Embedder) and "max_length" not in (base_options or {}):
-        # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
-        # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default).
         base_emb.max_length = min(base_emb.max_length, tuned_emb.max_length)
+    if not isinstance(tuned, Embedder) and "max_length" not in (tuned_options or {}):
+        tuned_emb.max_length = min(tuned_emb.max_length, base_emb.max_length)
     spaces = {}
     for role, emb in (("base", base_emb), ("tuned", tuned_emb)):
         x = emb.encode(texts, progress=progress).astype(np.float32)

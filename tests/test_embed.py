@@ -518,3 +518,13 @@ def test_base_minilm_matches_sentence_transformers():
     theirs = SentenceTransformer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == theirs.shape == (20, 384)
     assert ((ours * theirs).sum(1)).min() >= 0.999
+
+
+def test_compare_caps_the_side_that_reads_further(trained, tiny_model_dir, tmp_path):
+    # A base that reads less than the fine-tuned model: the fine-tuned side is cut to it, so both see the same text.
+    from taskembed.compare import compare
+
+    rows = make_rows(20, seed=4)
+    report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=20,
+                     base_options={"max_length": 8})
+    assert report["base"]["max_length"] == report["tuned"]["max_length"] == 8
