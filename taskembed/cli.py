@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--layer", type=int, help="hidden-state index: 0 = embeddings, 1..L, or negative from the top (default -1)")
     em.add_argument("--mean-last", type=int, help="average the last K layers before pooling")
     em.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    em.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length)")
+    em.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
+                    "max_seq_length, else the tokenizer's limit up to 512)")
     em.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")
     em.add_argument("--text-column", default="text")
     em.add_argument("--label-column", default="label", help="copied to the output when present")
@@ -412,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers"])
     ex.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
     ex.add_argument("--normalize", action="store_true", help="add L2 normalisation")
-    ex.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length)")
+    ex.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
+                    "max_seq_length, else the tokenizer's limit up to 512)")
     ex.add_argument("--overwrite", action="store_true")
 
     se = sub.add_parser("search", help="nearest neighbours of a query among vectors written by `taskembed embed`")

@@ -48,6 +48,7 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> d
         warnings.simplefilter("ignore")
         splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x, y))
     knn_correct = probe_correct = 0
+    used_k = min(k, *(len(train) for train, _ in splits))  # a fold with fewer texts than k uses them all
     for train, test in splits:
         neighbours = min(k, len(train))
         knn = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine", algorithm="brute")
@@ -59,7 +60,7 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> d
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings on tiny or separable data say nothing useful here
             probe_correct += int((probe.fit(x[train], y[train]).predict(x[test]) == y[test]).sum())
-    return {"knn_accuracy": knn_correct / len(y), "linear_probe_accuracy": probe_correct / len(y), "folds": n_splits}
+    return {"knn_accuracy": knn_correct / len(y), "linear_probe_accuracy": probe_correct / len(y), "folds": n_splits, "k": used_k}
 
 
 def _silhouette(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -275,7 +276,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     b, t = report["base"], report["tuned"]
     folds = t.get("folds") or b.get("folds") or report["settings"]["folds"]
     rows = [
-        f"| embedding | k-NN accuracy (k={report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
+        f"| embedding | k-NN accuracy (k={t.get('k') or b.get('k') or report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
         "| --- | ---: | ---: | ---: |",
         f"| before: `{_short(b['model'])}`, {_pooling_name(b)} ({b['dim']}-d) | {pct(b['knn_accuracy'])} | {pct(b['linear_probe_accuracy'])} | {num(b['silhouette'])} |",
         f"| after: `{_short(t['model'])}`, {_pooling_name(t)} ({t['dim']}-d) | **{pct(t['knn_accuracy'])}** | **{pct(t['linear_probe_accuracy'])}** | **{num(t['silhouette'])}** |",

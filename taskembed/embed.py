@@ -1139,7 +1139,8 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
         artifacts.write_json(tmp / "modules.json", modules)
         st_config = {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
         artifacts.write_json(tmp / "config_sentence_transformers.json", st_config)
-        info = emb.describe()
+        # Nothing has been encoded, so the Embedder does not know its width yet: it is the last module's output.
+        info = {**emb.describe(), "dim": dense[0].out_features if dense is not None else hidden}
         artifacts.write_json(tmp / "taskembed_export.json", {**info, "format": "sentence-transformers", "versions": artifacts.versions()})
         (tmp / "README.md").write_text(_export_card(emb, info, [m["type"].rsplit(".", 1)[1] for m in modules]), encoding="utf-8")
     return out
@@ -1155,7 +1156,7 @@ tags: [taskembed, sentence-transformers, feature-extraction]
 # {emb.name} as a sentence encoder
 
 Exported by taskembed from `{emb.name}`. `SentenceTransformer(this folder).encode(texts)` gives the same
-vectors as `taskembed embed {emb.name} DATA --pooling {emb.pooling}{' --normalize' if emb.normalize else ''}`:
+vectors as `taskembed embed {emb.name} DATA --pooling {emb.pooling} --max-length {emb.max_length}{' --normalize' if emb.normalize else ''}`:
 {info['pooling_detail']}, texts truncated to {emb.max_length} tokens.
 
 Modules: {' -> '.join(modules)}. Weights are safetensors only. Provenance (source weights fingerprint,

@@ -357,6 +357,10 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     ours = embed(trained, TEXTS)
     cos = (theirs * ours).sum(1) / np.linalg.norm(theirs, axis=1) / np.linalg.norm(ours, axis=1)
     assert cos.min() >= 0.9999
+    # the provenance names the width, and the card's command is the one that gives these vectors
+    assert json.loads((out / "taskembed_export.json").read_text())["dim"] == theirs.shape[1]
+    max_length = taskembed.load(trained).max_length
+    assert f"taskembed embed {trained} DATA --pooling head --max-length {max_length}`" in (out / "README.md").read_text()
     # a base encoder with mean pooling and normalisation exports as Transformer + Pooling + Normalize
     base_out = export_sentence_transformers(tiny_model_dir, tmp_path / "st-base", normalize=True)
     theirs = SentenceTransformer(str(base_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
@@ -528,3 +532,12 @@ def test_compare_caps_the_side_that_reads_further(trained, tiny_model_dir, tmp_p
     report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=20,
                      base_options={"max_length": 8})
     assert report["base"]["max_length"] == report["tuned"]["max_length"] == 8
+
+
+def test_compare_names_the_k_it_used(trained, tiny_model_dir):
+    # 10 texts in 5 folds: each fold's k-NN has 8 texts to look among, so k is 8, not the 10 asked for.
+    from taskembed.compare import compare, report_markdown
+
+    rows = make_rows(10, seed=6)
+    report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=10)
+    assert report["tuned"]["k"] == report["base"]["k"] == 8 and "k-NN accuracy (k=8, cosine)" in report_markdown(report)
