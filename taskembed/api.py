@@ -281,6 +281,9 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
     """
     clf = load(folder)
     trained = clf.training_config.get("data", {})
+    if label_column and clf.multi_label and trained.get("label_columns"):
+        raise UserError(f"--label-column {label_column}: {folder} reads its labels from the 0/1 columns "
+                        f"{', '.join(trained['label_columns'])}, which the data must have; drop --label-column")
     dcfg = DataConfig(source=data, text_column=text_column or trained.get("text_column", "text"),
                       text_pair_column=text_pair_column or trained.get("text_pair_column"),
                       label_column=label_column or trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,

@@ -16,7 +16,7 @@ from taskembed.cli import main
 from taskembed.config import DataConfig, load_config
 from taskembed.data import collate, encode_split, label_targets, load_splits
 from taskembed.metrics import THRESHOLD_GRID, multi_label_metrics, tune_thresholds
-from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE
+from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, make_rows
 
 ROOT = Path(__file__).parent.parent
 
@@ -397,3 +397,17 @@ def test_multilabel_config_loads_the_builtin_offline():
     assert all(len(row) >= 1 for df in splits.frames.values() for row in df["label"])
     if cfg.data.max_train_samples:
         assert len(splits.frames["train"]) == cfg.data.max_train_samples
+
+
+def test_evaluate_refuses_a_label_column_for_a_model_of_0_1_columns(tiny_overrides, tmp_path):
+    # Such a model reads its labels from the columns it was trained on; --label-column was silently ignored.
+    path = tmp_path / "flags.csv"
+    rows = make_rows(40, seed=3)
+    path.write_text("text,x,y\n" + "".join(f"{r['text']},{int(r['label'] == 'pos')},{int(i % 3 == 0)}\n" for i, r in enumerate(rows)),
+                    encoding="utf-8")
+    overrides = {**tiny_overrides, "data.source": str(path), "data.multi_label": True, "data.label_columns": "x,y",
+                 "train.epochs": 1, "output.baselines": False}
+    folder = taskembed.train(None, overrides, progress=False, echo=lambda _m: None).output_dir
+    with pytest.raises(taskembed.UserError, match="--label-column stars: .* reads its labels from the 0/1 columns x, y"):
+        taskembed.evaluate(folder, str(path), label_column="stars")
+    assert taskembed.evaluate(folder, str(path))["n"] == 40
