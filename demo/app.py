@@ -68,6 +68,7 @@ TOP_K = 5  # label probabilities shown
 CONCURRENCY = 2  # events run at once (per event listener); the rest wait in the queue
 QUEUE_SIZE = 64  # events waiting at most; more are refused with "queue full"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+EXAMPLE_CHARS = (15, 240)  # validation texts short enough to read at a glance, long enough to say something
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")  # what training reads as data.validation
 
 CSS = """
@@ -214,7 +215,7 @@ def pick_examples(val: Validation, n: int = 8, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     by_label: dict[str, list[str]] = {}
     for t, y in zip(val.texts, val.labels):
-        if 15 <= len(t) <= 240:
+        if EXAMPLE_CHARS[0] <= len(t) <= EXAMPLE_CHARS[1]:
             by_label.setdefault(y, []).append(t)
     for items in by_label.values():
         rng.shuffle(items)
@@ -865,7 +866,7 @@ def _examples_note(model: Model) -> str:
     if model.examples:
         return f"Examples: validation texts from `{_short(val.where)}`."
     if val.texts:
-        return f"No examples: none of the validation texts from `{_short(val.where)}` is 15 to 240 characters long."
+        return f"No examples: none of the validation texts from `{_short(val.where)}` is {EXAMPLE_CHARS[0]} to {EXAMPLE_CHARS[1]} characters long."
     return f"No examples: {val.missing}."
 
 

@@ -184,13 +184,13 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                         f"'{text_pair_column}': --file FILE")
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
     preds = clf.predict(inputs, pairs)
-    seconds = pairs or [None] * len(inputs)
+    second_texts = pairs or [None] * len(inputs)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_name(Path(out).name + ".partial")
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             if out.lower().endswith(".jsonl"):
-                for t, t2, p in zip(inputs, seconds, preds):
+                for t, t2, p in zip(inputs, second_texts, preds):
                     fh.write(json.dumps({"text": t, **({"text_pair": t2} if pairs else {}), **p}, ensure_ascii=False) + "\n")
             else:
                 header, rows = clf.table(inputs, preds, pairs)
@@ -200,7 +200,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:
-        for t, t2, p in zip(inputs, seconds, preds):
+        for t, t2, p in zip(inputs, second_texts, preds):
             if t2 is not None:
                 t = f"{t}\t{t2}"
             if clf.multi_label:

@@ -119,18 +119,18 @@ def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -
 
 
 def _check_out_dir(out_dir: str | Path | None) -> None:
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise UserError(f"{out_dir} is a file; choose a folder for the report (--out-dir)")
-    if out_dir is not None:
-        from taskembed.artifacts import check_writable
+    from taskembed.artifacts import check_writable
 
-        # The report is written into the folder: an existing one must be writable itself (its parent need not be,
-        # as for --out-dir ~), a new one is made in the nearest folder above that exists.
-        if Path(out_dir).is_dir():
-            if not os.access(out_dir, os.W_OK):
-                raise UserError(f"--out-dir {out_dir} is not writable; choose another folder for the report")
-        else:
-            check_writable(Path(out_dir), "--out-dir")
+    # The report is written into the folder: an existing one must be writable itself (its parent need not be, as for
+    # --out-dir ~), a new one is made in the nearest folder above that exists.
+    if out_dir is None:
+        return
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is a file; choose a folder for the report (--out-dir)")
+    if Path(out_dir).is_dir() and not os.access(out_dir, os.W_OK):
+        raise UserError(f"--out-dir {out_dir} is not writable; choose another folder for the report")
+    if not Path(out_dir).is_dir():
+        check_writable(Path(out_dir), "--out-dir")
 
 
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,

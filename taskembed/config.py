@@ -223,8 +223,8 @@ def _coerce(value: Any, hint: Any) -> Any:
                 return _coerce(value, arg)
             except ValueError as exc:
                 # A mapping or list given for a mapping or list option: that branch's reason is the one to show.
-                errors.insert(0 if typing.get_origin(arg) in (dict, list) and isinstance(value, typing.get_origin(arg)) else len(errors),
-                              str(exc))
+                container = typing.get_origin(arg) in (dict, list) and isinstance(value, typing.get_origin(arg))
+                errors.insert(0 if container else len(errors), str(exc))
         raise ValueError(errors[0] if errors else "invalid value")
     if origin is list:
         # On the command line a list is easiest typed as `a,b,c`; YAML `[a, b]` arrives as a list already.
@@ -284,7 +284,7 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"must be a string (got {_shown(value)}; and YAML reads yes, no, on, off, true and false as booleans: "
                              "quote such a word, or write null to leave the option unset)")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)):  # booleans were refused above
             return str(value)
         raise ValueError(f"must be a string (got {_shown(value)})")
     raise ValueError(f"unsupported type {hint}")

@@ -79,13 +79,21 @@ def _parquet_names(p: Path) -> list[str]:
     return list(pq.read_schema(p).names)
 
 
+def _first_repeat(items: Iterator[Any] | Sequence[Any]) -> Any | None:
+    """The first item that occurs a second time, or None."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
+
+
 def check_unique_columns(p: Path, names: Sequence[str]) -> None:
     """A column named twice is ambiguous: refuse it, whatever the format (readers would fail on it or keep one)."""
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise UserError(f"{p}: column '{name}' appears twice in the header; rename one")
-        seen.add(name)
+    repeat = _first_repeat(names)
+    if repeat is not None:
+        raise UserError(f"{p}: column '{repeat}' appears twice in the header; rename one")
 
 
 def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
@@ -126,11 +134,9 @@ class _DuplicateKey(ValueError):
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json's object_pairs_hook: a key given twice in one object is an error (json.loads would keep the last)."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen.add(key)
+    repeat = _first_repeat(key for key, _ in pairs)
+    if repeat is not None:
+        raise _DuplicateKey(repeat)
     return dict(pairs)
 
 
@@ -407,7 +413,12 @@ def sort_labels(labels: set[str]) -> list[str]:
         numbers = {name: float(name) for name in labels}
     except ValueError:
         return sorted(labels)
-    return sorted(labels, key=lambda name: (math.isnan(numbers[name]), 0.0 if math.isnan(numbers[name]) else numbers[name], name))
+
+    def key(name: str) -> tuple[bool, float, str]:
+        nan = math.isnan(numbers[name])
+        return nan, 0.0 if nan else numbers[name], name
+
+    return sorted(labels, key=key)
 
 
 # --- splits ------------------------------------------------------------------------------------
