@@ -6,15 +6,15 @@
 #   DRY_RUN=1 bash bench/gpu_bench.sh       # the same commands on a tiny slice, on any machine, to check the script
 #                                           # (results to a scratch folder unless OUT is set)
 #
-# Three invocations of bench/train_bench.py on all-MiniLM-L6-v2 and the built-in rotten_tomatoes splits
+# Two invocations of bench/train_bench.py on all-MiniLM-L6-v2 and the built-in rotten_tomatoes splits
 # (all 10,207 training texts, 3 epochs), most important first (a run stopped at its time limit keeps
 # what finished):
-#   A  the claim: taskembed's large-batch recipe (batch 128, rates x sqrt(4); on the CPU it kept accuracy,
-#      docs/ablations.md) against the tuned Trainer at batch 32 (B1) and at the same batch and rate
-#      (B1 large), 3 seeds each
-#   B  taskembed's default recipe (batch 32) and B0 (run_classification defaults), seed 0, plus inference:
-#      predict against pipeline("text-classification"), embeddings against SentenceTransformer.encode
-#   C  the large-batch recipe at batch 256, 3 seeds: twice fewer steps again, at -0.9 points on the CPU
+#   A  the claim: taskembed with CUDA graphs (train.cuda_graphs) at B1's own batch and rates, and the
+#      large-batch recipe with graphs (batch 128, rates x sqrt(4); on the CPU it kept accuracy,
+#      docs/ablations.md), against the tuned Trainer (B1), 3 seeds each
+#   B  what each part is worth, seed 0: taskembed's default recipe and the large-batch one without graphs,
+#      B1 at the large batch and rate, B0 (run_classification defaults), plus inference: predict against
+#      pipeline("text-classification"), embeddings against SentenceTransformer.encode
 # and the card's measured bf16 matrix-product rate, which the docs divide the achieved rate by.
 # Only the JSON reports and one log go to $OUT (the device tool returns 8 files at most); the Markdown
 # tables are rendered from the JSON afterwards: python bench/train_bench.py --render FILE.json
@@ -56,9 +56,7 @@ EOF
 scratch="$(mktemp -d)"
 common=(--mode full --model .gpu/minilm --datasets .gpu/data/rotten_tomatoes --out-dir "$scratch" --timeout 150 "${extra[@]}")
 run() { python3 bench/train_bench.py "${common[@]}" "$@" 2>&1 | tee -a "$OUT/gpu-log.txt"; }
-run --systems taskembed_large,b1,b1_large --large-batch 128 --seeds 0,1,2 --no-inference --name train-gpu-full
+run --systems taskembed_graphs,taskembed_large_graphs,b1 --large-batch 128 --seeds 0,1,2 --no-inference --name train-gpu-full
 cp "$scratch/train-gpu-full.json" "$OUT/"
-run --systems taskembed,b0 --seeds 0 --infer-batch-sizes "${INFER_BATCH_SIZES:-8,32,64,256}" --name train-gpu-seed0
+run --systems taskembed,taskembed_large,b1_large,b0 --large-batch 128 --seeds 0 --infer-batch-sizes "${INFER_BATCH_SIZES:-8,32,64,256}" --name train-gpu-seed0
 cp "$scratch/train-gpu-seed0.json" "$OUT/"
-run --systems taskembed_large --large-batch 256 --seeds 0,1,2 --no-inference --name train-gpu-full-b256
-cp "$scratch/train-gpu-full-b256.json" "$OUT/"

@@ -16,11 +16,14 @@ Systems, all on the same model, data, seed and hyperparameters (DESIGN.md, "Benc
                   own dropout and attention and a dense embedding gradient, so those shortcuts' share is measured.
 - taskembed_wholevocab  the default config with train.compact_vocab false: every row of the token table in the
                   optimizer, so the share of training only the rows the data uses is measured.
+- taskembed_graphs  the default config with train.cuda_graphs: each forward and backward a captured CUDA graph
+                  (GPU only; on a CPU it is the default config, with a note).
 - b0              Trainer with `run_classification.py` defaults: pad to max_length, fp32, the default optimizer.
 - b1              Trainer tuned: dynamic padding, length-grouped sampling, fused AdamW, bf16 where supported.
 - taskembed_large taskembed at --large-batch (default 256) with train.lr_scaling --large-scaling (default sqrt:
                   every rate x sqrt(large batch / batch)): the recipe for accelerators, where a step costs
                   about the same at any batch size.
+- taskembed_large_graphs  taskembed_large with train.cuda_graphs.
 - b1_large        B1 at the same large batch and the same scaled rate.
 
 Each training run is a fresh Python process (`--worker SYSTEM --spec ... --json-out ...`), so peak RSS, import
@@ -59,9 +62,9 @@ REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_wholevocab", "taskembed_large",
-           "b0", "b1", "b1_large")
-TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_wholevocab", "taskembed_large")
+TASKEMBED_SYSTEMS = ("taskembed", "taskembed_flat", "taskembed_untrimmed", "taskembed_plain", "taskembed_wholevocab", "taskembed_large",
+                     "taskembed_graphs", "taskembed_large_graphs")
+SYSTEMS = (*TASKEMBED_SYSTEMS, "b0", "b1", "b1_large")
 BASELINES = ("b0", "b1", "b1_large")
 # The large-batch recipe (train.lr_scaling): LARGE_BATCH examples per step, every rate x sqrt(LARGE_BATCH / batch).
 # b1_large gives the tuned Trainer the same batch and the same scaled rate, so a reader can see how much of
@@ -77,6 +80,8 @@ SYSTEM_LABELS = {
     "b1": "B1: Trainer tuned (dynamic padding, length grouping, fused AdamW, bf16 if supported)",
     "taskembed_large": "taskembed, large-batch recipe (--large-batch, train.lr_scaling --large-scaling)",
     "b1_large": "B1 at the large batch, its lr scaled the same way",
+    "taskembed_graphs": "taskembed with train.cuda_graphs (default config otherwise)",
+    "taskembed_large_graphs": "taskembed, large-batch recipe with train.cuda_graphs",
 }
 MODES: dict[str, dict[str, Any]] = {
     # epochs None: the library's default (TrainConfig.epochs), read at run time so the bench follows it.
@@ -328,7 +333,9 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         overrides.update({"train.fast_dropout": False, "train.embedding_grad_rows": False})
     if spec["system"] == "taskembed_wholevocab":
         overrides["train.compact_vocab"] = False
-    if spec["system"] == "taskembed_large":
+    if spec["system"] in ("taskembed_graphs", "taskembed_large_graphs"):
+        overrides["train.cuda_graphs"] = True
+    if spec["system"] in ("taskembed_large", "taskembed_large_graphs"):
         overrides.update({"train.batch_size": spec["large"]["batch_size"], "train.lr_scaling": spec["large"]["scaling"],
                           "train.lr_batch_size": hp["batch_size"]})
     res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
@@ -356,6 +363,7 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "trim_top_layer": bool(run.get("trim_top_layer")),
         "fast_dropout": bool(run.get("fast_dropout")),
         "token_rows_trained": run.get("token_rows_trained"),
+        "cuda_graphs": run.get("cuda_graphs"),  # shapes captured; None: the run did not use graphs
         "optim": "torch AdamW, fused",
         "padding": "length-bucketed batches, padded to the batch's longest",
         "batch_size": overrides["train.batch_size"],
@@ -775,7 +783,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "divide by the hardware's matrix-product rate for the fraction of peak (bench/gpu_bench.sh measures the GPU's).",
     ]
     large = s.get("large")
-    if large and {"taskembed_large", "b1_large"} & set(s["systems"]):
+    if large and {"taskembed_large", "taskembed_large_graphs", "b1_large"} & set(s["systems"]):
         f = lr_scale(large["scaling"], large["batch_size"], s["batch_size"])
         lines.append(f"- Large-batch systems: batch {large['batch_size']}, every rate x{f:.3g} ({large['scaling']} of "
                      f"{large['batch_size']} / {s['batch_size']}): top lr {s['lr'] * f:.3g}, taskembed head lr {s['taskembed_head_lr'] * f:.3g}")
@@ -848,7 +856,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=sorted(MODES), default="quick")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model id or folder; resolved offline like taskembed does")
     p.add_argument("--datasets", help="comma-separated: rotten_tomatoes, home_intents, drug_reviews, banking77, or folders with train.csv/test.csv")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {', '.join(SYSTEMS)}")
+    p.add_argument("--systems", default=",".join(s for s in SYSTEMS if "graphs" not in s),  # the graphs: a GPU's, named to run
+                   help=f"comma-separated subset of {', '.join(SYSTEMS)} (default: all but the *_graphs ones)")
     p.add_argument("--seeds", help="comma-separated training seeds (mode default: quick 0, full 0,1,2)")
     p.add_argument("--epochs", type=float, help="default: quick 1, full taskembed's default")
     p.add_argument("--max-train", type=int, help="training examples per dataset (default: quick 512, full all)")

@@ -194,6 +194,7 @@ def train(
             "trim_top_layer": trimmed,
             "fast_dropout": lanes,
             "token_rows_trained": result.token_rows,
+            "cuda_graphs": result.cuda_graphs,
             "train_seconds": st.train_seconds,
             "eval_seconds": st.eval_seconds,
             "total_seconds": time.perf_counter() - started,

@@ -143,6 +143,8 @@ class TrainConfig:
     """Write the input embedding table's gradient only for the rows a step used, into one reused buffer, instead of a fresh zero table (30,522 x 384 for MiniLM) every step. The same gradient; false uses the dense default."""
     compact_vocab: bool = True
     """While training, hold only the input token table's rows the training texts use (13,524 of MiniLM's 30,522 on rotten_tomatoes) in the optimizer; the other rows get the weight decay AdamW would give them and nothing else, which is all AdamW does to a row whose gradient is always zero. The same weights (bit for bit on the CPU, where it is tested); less optimizer memory and work, most for large vocabularies. Single process only. false trains the whole table."""
+    cuda_graphs: bool = False
+    """On a CUDA GPU, run each training forward and backward as a captured CUDA graph, one per padded batch shape (lengths padded to multiples of 16, rows to batch_size), instead of launching its kernels one by one (taskembed/cudagraphs.py). The same gradients up to float rounding. Off by default until measured on a GPU; ignored, with a note, on the CPU. Not with gradual unfreezing, auto_batch, long_texts window, the contrastive term or torchrun."""
     num_threads: int | None = None
     """CPU threads for torch; None uses the number of physical cores."""
     checkpoint_every: int = 0
@@ -494,6 +496,12 @@ def _contradictions(cfg: Config) -> list[str]:
          f"data.window_stride must be in [0, max_length / 2) (got {d.window_stride} with max_length {d.max_length})")
     need(d.long_texts == "truncate" or d.text_pair_column is None,
          "data.long_texts window works on single texts; sentence pairs are truncated (set long_texts truncate)")
+    if t.cuda_graphs:  # a graph replays fixed shapes and reads what it read when captured
+        for on, what in ((t.gradual_unfreezing != "off", "train.gradual_unfreezing (which trainable weights changes)"),
+                         (t.auto_batch, "train.auto_batch (which changes the batch shape)"),
+                         (d.long_texts == "window", "data.long_texts window (texts have varying numbers of rows)"),
+                         (t.contrastive_weight > 0, "train.contrastive_weight (the graph returns only the logits)")):
+            need(not on, f"train.cuda_graphs cannot be combined with {what}; set train.cuda_graphs false or turn that off")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (got {t.checkpoint_every})")
     need(t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0 (got {t.keep_checkpoints})")
     need(not (t.checkpoint_every > 0 and t.keep_checkpoints == 0),

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from taskembed import checkpoint
+from taskembed import checkpoint, cudagraphs
 from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
 from taskembed.data import Encoded, balanced_sample, collate, train_batches
@@ -90,6 +90,8 @@ class FitResult:
     checkpoint_seconds: float = 0.0
     token_rows: list[int] | None = None
     """[rows of the input token table trained, rows in it] under train.compact_vocab; None when it did not apply."""
+    cuda_graphs: int | None = None
+    """Batch shapes captured as CUDA graphs under train.cuda_graphs; None when it did not apply."""
 
 
 class StopSignals:
@@ -445,7 +447,20 @@ def fit(
         never = sum(start >= total_steps for start in stage_start)
         print(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
               + (f"; the last {never} stage(s) never start, so those groups stay frozen (more epochs, or gradual_unfreezing steps)" if never else ""))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16(cfg.bf16, device) else nullcontext()
+    graphs = None
+    if cfg.cuda_graphs and not cudagraphs.available(device):
+        if rank == 0:
+            print(f"train.cuda_graphs: no CUDA device ({device.type}), so the steps run without graphs")
+    elif cfg.cuda_graphs:
+        if world > 1:
+            raise UserError("train.cuda_graphs works with a single process; under torchrun set it to false")
+        if text_rows(train) is not None:
+            raise UserError("train.cuda_graphs needs one row per text; with data.long_texts window set it to false")
+        graphs = cudagraphs.GraphedTraining(model, micro, max(train.lengths), pad_id)
+    # A graph must not capture autocast's cache of cast weights (make_graphed_callables refuses it): each
+    # replay casts them again, as eager autocast does once per forward anyway.
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=graphs is None)
+                if use_bf16(cfg.bf16, device) else nullcontext())
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
 
     def set_trainable(step: int) -> None:
@@ -606,12 +621,14 @@ def fit(
                 batch["labels"] = batch["labels"][[0, *itertools.accumulate(len(windows[d]) for d in idx[:-1])]]  # one per text
             # From page-locked memory a copy to the GPU is truly asynchronous; from ordinary memory it makes the
             # host wait, which would undo the deferred reads below.
+            if graphs is not None:
+                batch = graphs.pad(batch)
             batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
             y = batch.pop("labels")
             sync = world == 1 or i == len(pieces) - 1
             encoder_out.clear()  # nothing left over from a forward that ran out of memory
             with (nullcontext() if sync else net.no_sync()), autocast:
-                logits = net(**batch).logits
+                logits = graphs.logits(batch, len(y)) if graphs is not None else net(**batch).logits
                 if segments is not None:
                     logits = pool_windows(logits, segments, len(idx), aggregate)
                 loss = classification_loss(logits, y, class_weights=class_weights, label_smoothing=cfg.label_smoothing)
@@ -623,6 +640,8 @@ def fit(
                     con = supervised_contrastive(z, y, cfg.contrastive_temperature)
                     loss = loss + cfg.contrastive_weight * con * (len(idx) / n_examples)
             loss.backward()
+            if graphs is not None and i < len(pieces) - 1:
+                graphs.keep_grads(trainable)
             step_loss += loss.detach()
         return step_loss
 
@@ -638,7 +657,7 @@ def fit(
               top_layer_reads_head(model, cfg.trim_top_layer),
               fast_dropout(model, cfg.fast_dropout),
               CompactVocab.of(model, optimizer, train, pad_id, cfg.compact_vocab and world == 1) as compact,
-              EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1) as rows,
+              EmbeddingRows.of(model, cfg.embedding_grad_rows and world == 1 and graphs is None) as rows,  # sparse: no graph
               forward_outputs(model.base_model, contrastive) as encoder_out):
             while state.step < total_steps and not state.stopped_early:
                 if order_epoch != state.epoch:
@@ -736,4 +755,5 @@ def fit(
         model.load_state_dict(best_weights)
     if state.stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
-    return FitResult(state=state, checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size])
+    return FitResult(state=state, checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size],
+                     cuda_graphs=None if graphs is None else len(graphs))

@@ -55,9 +55,9 @@ HANDLED = {
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
               "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer",
-              # Speed only: the sweep keeps PyTorch's dropout (same drop rate), the dense embedding gradient and the
-              # whole token table (both the same numbers).
-              "fast_dropout", "embedding_grad_rows", "compact_vocab"},  # lr_scaling: its own error below
+              # Speed only: the sweep keeps PyTorch's dropout (same drop rate), the dense embedding gradient, the
+              # whole token table (both the same numbers) and launches its kernels one by one.
+              "fast_dropout", "embedding_grad_rows", "compact_vocab", "cuda_graphs"},  # lr_scaling: its own error below
 }
 
 
