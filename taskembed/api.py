@@ -291,7 +291,9 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
                       multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
                       label_columns=trained.get("label_columns") if clf.multi_label else None)
 
-    def flag(field: str) -> str:  # the evaluate command's own options
+    def flag(field: str) -> str | None:  # the evaluate command's own options; how labels are read, the model fixes
+        if field in ("label_columns", "label_delimiter"):
+            return None
         return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
 
     if Path(data).is_file():

@@ -280,12 +280,13 @@ def _is_null(value: Any) -> bool:
         return False  # list-like values are not null
 
 
-def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str] = lambda field: f"--data.{field}",
+def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None] = lambda field: f"--data.{field}",
                 extra_file: bool = False) -> pd.DataFrame:
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
 
     Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
-    the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints.
+    the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints; None
+    for label_columns and label_delimiter where a trained model fixes them (evaluate).
     `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
@@ -299,6 +300,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
+                if flag("label_columns") is None:
+                    hint = f"the model reads its labels from the 0/1 columns {', '.join(cfg.label_columns)}: the data needs each of them"
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
@@ -321,7 +324,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
                 raise UserError(f"{where}: row {i}: column '{col}' is empty or only whitespace; fill it or drop the row")
         out[key] = values
     if cfg.multi_label:
-        out["label"] = _multi_labels(df, cfg, where)
+        out["label"] = _multi_labels(df, cfg, where, flag)
         return pd.DataFrame(out)
     labels = []
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
@@ -335,7 +338,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     return pd.DataFrame(out)
 
 
-def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str) -> list[tuple[str, ...]]:
+def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None]) -> list[tuple[str, ...]]:
     """Each row's label set: from several 0/1 columns, a list column, or text split on data.label_delimiter."""
     if cfg.label_columns:
         flags = {c: df[c].tolist() for c in cfg.label_columns}
@@ -366,8 +369,9 @@ def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str) -> list[tuple[s
         elif isinstance(v, str) and sep is not None:
             items = v.split(sep) if v.strip() else []  # an empty cell is a row with no labels
         elif isinstance(v, str):
-            raise UserError(f"{where}: row {i}: label {v[:40]!r} is text, not a list; set data.label_delimiter to split it "
-                            "(e.g. '|'), or give the labels as a JSON list")
+            fix = ("set data.label_delimiter to split it (e.g. '|'), or give the labels as a JSON list" if flag("label_delimiter")
+                   else "the model was trained on labels given as lists, so give them as lists (a JSON list in JSONL or Parquet)")
+            raise UserError(f"{where}: row {i}: label {v[:40]!r} is text, not a list; {fix}")
         else:
             raise UserError(f"{where}: row {i}: label {repr(v)[:40]} is not a list of labels; give a list such as [\"a\", \"b\"]")
         names = []

@@ -328,6 +328,13 @@ def test_evaluate_matches_training_metrics_and_the_cli_prints_both(trained, caps
     code, out, _ = run_cli(["evaluate", str(result.output_dir), str(files["test"])], capsys)
     assert code == 0 and "tuned thresholds: subset accuracy" in out and "at 0.5: subset accuracy" in out
     assert "| rare | " in out
+    # How labels are read is the model's: evaluate's hints name no training option it does not have.
+    first = json.loads(files["test"].read_text().splitlines()[0])
+    csv = tmp_path / "joined.csv"
+    csv.write_text(f"text,label\n{first['text']},{'|'.join(first['label']) or 'x'}\n", encoding="utf-8")
+    with pytest.raises(taskembed.UserError, match=r"row 1: label .* is text, not a list; the model was trained on labels given "
+                                                   r"as lists, so give them as lists \(a JSON list in JSONL or Parquet\)$"):
+        taskembed.evaluate(result.output_dir, str(csv))
     code, out, _ = run_cli(["predict", str(result.output_dir), "great wonderful film", "the a and it is"], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 2
     csv_out = tmp_path / "p.csv"
@@ -411,3 +418,8 @@ def test_evaluate_refuses_a_label_column_for_a_model_of_0_1_columns(tiny_overrid
     with pytest.raises(taskembed.UserError, match="--label-column stars: .* reads its labels from the 0/1 columns x, y"):
         taskembed.evaluate(folder, str(path), label_column="stars")
     assert taskembed.evaluate(folder, str(path))["n"] == 40
+    short = tmp_path / "no-y.csv"
+    short.write_text("text,x\n" + "".join(f"{r['text']},1\n" for r in rows[:5]), encoding="utf-8")
+    with pytest.raises(taskembed.UserError, match=r"no column 'y' .*; the model reads its labels from the 0/1 columns x, y: "
+                                                   r"the data needs each of them$"):
+        taskembed.evaluate(folder, str(short))
