@@ -302,7 +302,7 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
         df, where = clean_split(read_table(data), dcfg, data, flag), data
     else:
         split = split or "test"
-        raw, origin = load_raw(dcfg)
+        raw, origin = load_raw(dcfg, named="")
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
         where = origin.get(split, f"{data} [{split}]")

@@ -202,8 +202,9 @@ def _from_datasets(obj: Any, where: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def load_raw(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """The source's own splits (train always; validation/test when it has them) and where each came from."""
+def load_raw(cfg: DataConfig, named: str = "data.source ") -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The source's own splits (train always; validation/test when it has them) and where each came from. `named`
+    prefixes the source in errors: the config key in training; nothing where it is a command's DATA argument."""
     from taskembed import builtin
 
     src = cfg.source
@@ -229,7 +230,7 @@ def load_raw(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
     else:
-        splits, origin = _load_hub(src)
+        splits, origin = _load_hub(src, named)
     for split, file in (("validation", cfg.validation), ("test", cfg.test)):
         if file:
             splits[split] = read_table(file)
@@ -237,14 +238,14 @@ def load_raw(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     return splits, origin
 
 
-def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def _load_hub(name: str, named: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     import difflib
 
     from taskembed import builtin
 
     close = difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.6)
     if close:
-        raise UserError(f"data.source '{name}' is not a file or built-in dataset; did you mean '{close[0]}'?")
+        raise UserError(f"{named}'{name}' is not a file or built-in dataset; did you mean '{close[0]}'?")
     import datasets
 
     from taskembed import hub
@@ -256,7 +257,7 @@ def _load_hub(name: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"data.source '{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
+            f"{named}'{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
             + (f"and the Hugging Face Hub cannot be reached ({why}), so only the local cache was read, which failed ({msg}); "
                "give a local file, or run once with the Hub reachable" if why else f"and loading it from the Hugging Face Hub failed ({msg})")
         ) from None

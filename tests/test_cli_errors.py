@@ -287,3 +287,12 @@ def test_a_missing_tokenizer_of_a_small_vocabulary_is_found_too(tmp_path):
     transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="its tokenizer has 5 tokens for a vocabulary of 40"):
         check_tokenizer(transformers.AutoTokenizer.from_pretrained(tmp_path), transformers.AutoConfig.from_pretrained(tmp_path), "m")
+
+
+@pytest.mark.parametrize("command", ["embed", "evaluate"])
+def test_a_mistyped_dataset_argument_is_named_as_given_not_as_a_config_key(command, classifier_dir, tmp_path, capsys):
+    # Their DATA is an argument; the message spoke of data.source, a training config key.
+    args = {"embed": ["embed", str(classifier_dir), "rotten_tomatoe", "--out", str(tmp_path / "v.npy")],
+            "evaluate": ["evaluate", str(classifier_dir), "rotten_tomatoe"]}[command]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.strip() == "error: 'rotten_tomatoe' is not a file or built-in dataset; did you mean 'rotten_tomatoes'?", err
