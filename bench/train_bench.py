@@ -800,6 +800,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             row += [_fmt(st["gpu_peak_mb"], 0)] if gpu else []
             row += [_fmt(st["accuracy"], 2, 100), _fmt(st["macro_f1"], 2, 100), _fmt(st["process_wall_s"])]
             lines.append("| " + " | ".join(row) + " |")
+        graphed = [r for r in report["runs"] if r["dataset"] == name and r["ok"] and r["system"].endswith("_graphs")]
+        for system in dict.fromkeys(r["system"] for r in graphed):  # whether the graphs ran, or the device had none
+            counts = [r.get("cuda_graphs") for r in graphed if r["system"] == system]
+            lines.append(f"\n{system}: " + (f"CUDA graphs captured per run: {', '.join(map(str, counts))}" if all(counts)
+                                            else "ran without CUDA graphs (no CUDA device)" if not any(counts) else f"CUDA graphs per run: {counts}"))
         failed = [r for r in report["runs"] if r["dataset"] == name and not r["ok"]]
         for r in failed:
             lines.append(f"\nFAILED: {r['system']} seed {r['seed']}: {r['error'].splitlines()[-1] if r['error'] else ''}")
