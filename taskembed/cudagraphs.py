@@ -19,21 +19,28 @@ A graph replays fixed shapes on fixed buffers, so:
   dropout masks; the CUDA generator is put back afterwards, so a run draws the same masks whenever its
   graphs were captured (a resumed run captures them again).
 - The weights' gradients come out of the backward graph in its static buffers, which its next replay
-  overwrites. Autograd may keep such a buffer as `.grad` itself, so before another micro-batch of the
-  same step runs, the loop copies the gradients out (`keep_grads`).
+  overwrites. Autograd may keep such a buffer as `.grad` itself, so after the first micro-batch of a step
+  that has more, the loop copies the gradients out (`keep_grads`); the later ones add into the copies.
+- Memory: each shape's graph keeps its own float32 gradient buffers for every trainable weight (about 65 MB
+  for MiniLM with its compact token table, so about 0.5 GB over 8 shapes; about 3.5 GB for a BERT-base),
+  and the pool holds one shape's activations. `release` frees them all when training ends.
 
 Only the model's forward and backward are graphed: the loss, the clipping and the fused optimizer run as
 before, a handful of launches. `train.cuda_graphs` is refused (taskembed/config.py) with options that change
 shapes or what the step reads: gradual unfreezing, automatic batch splitting, windowed long texts and the
 contrastive term; and under torchrun (loop.py).
 
-What the tests can check on a CPU they do (tests/test_cudagraphs.py): padding changes no gradient, and the
-captured code makes no host synchronisation (which a capture refuses), through a stand-in for the capture
-that keeps its static gradient buffers. The capture itself needs a GPU.
+What a CPU can check, tests/test_cudagraphs.py does: padding changes no gradient; the model's forward and
+backward make no host read (which a capture refuses; run on the meta device, where any data-dependent
+operation fails); and the loop's side of the contract (one capture per shape, the gradients handed back in
+buffers that the next replay overwrites) ends at the eager weights, through a stand-in that reruns the
+module eagerly. What only a real capture fixes (weight addresses, the dropout stream, what runs at capture
+time) needs a GPU to check.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Callable
 
@@ -103,6 +110,7 @@ class GraphedTraining:
     def __init__(self, model: torch.nn.Module, rows: int, max_length: int, pad_id: int):
         self.model, self.rows, self.max_length, self.pad_id = model, rows, max_length, pad_id
         self.graphs: dict[tuple, Callable[..., torch.Tensor]] = {}
+        self.captured = 0  # shapes captured, kept after `release` for the run's record
         self.pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
 
     def pad(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,6 +126,7 @@ class GraphedTraining:
         run = self.graphs.get(shape)
         if run is None:
             run = self.graphs[shape] = capture(_Logits(self.model, keys), inputs, self.pool)
+            self.captured += 1
         return run(*inputs)[:n]
 
     @staticmethod
@@ -127,5 +136,10 @@ class GraphedTraining:
             if p.grad is not None:
                 p.grad = p.grad.clone()
 
-    def __len__(self) -> int:
-        return len(self.graphs)
+    def release(self) -> None:
+        """Free the graphs and their memory pool: the graphed wrappers refer to themselves, so only the cyclic
+        collector frees them, which would otherwise leave them through evaluation and saving."""
+        self.graphs.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

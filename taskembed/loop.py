@@ -640,7 +640,7 @@ def fit(
                     con = supervised_contrastive(z, y, cfg.contrastive_temperature)
                     loss = loss + cfg.contrastive_weight * con * (len(idx) / n_examples)
             loss.backward()
-            if graphs is not None and i < len(pieces) - 1:
+            if graphs is not None and i == 0 and len(pieces) > 1:  # later pieces add into these copies
                 graphs.keep_grads(trainable)
             step_loss += loss.detach()
         return step_loss
@@ -746,6 +746,8 @@ def fit(
             raise TrainingInterrupted(late, state.step, saved or checkpoints.resume_from)
     finally:
         optimizer.found_inf = optimizer.grad_scale = None
+        if graphs is not None:
+            graphs.release()
         if bar is not None:
             bar.close()
         if plan.gradual:
@@ -756,4 +758,4 @@ def fit(
     if state.stopped_early and rank == 0:
         print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
     return FitResult(state=state, checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size],
-                     cuda_graphs=None if graphs is None else len(graphs))
+                     cuda_graphs=None if graphs is None else graphs.captured)
