@@ -125,7 +125,14 @@ class GraphedTraining:
         shape = (keys, tuple(inputs[0].shape))
         run = self.graphs.get(shape)
         if run is None:
-            run = self.graphs[shape] = capture(_Logits(self.model, keys), inputs, self.pool)
+            # The warm-up passes before the capture run eagerly, where transformers drops a mask of all ones to reach a
+            # faster attention kernel, while the capture keeps the mask: one padded position in the sample (a copy: the
+            # graph's own input buffers) sends the warm-up down the captured path too.
+            sample = tuple(t.clone() for t in inputs)
+            mask = sample[keys.index("attention_mask")]
+            if mask.shape[1] > 1:
+                mask[-1, -1] = 0
+            run = self.graphs[shape] = capture(_Logits(self.model, keys), sample, self.pool)
             self.captured += 1
         return run(*inputs)[:n]
 
