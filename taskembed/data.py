@@ -19,10 +19,11 @@ import math
 import random
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -605,9 +606,26 @@ class Encoded:
     """Window mode (data.long_texts window): the text each row is a window of; None when a row is a text."""
     windowed: int = 0
     """Window mode: how many texts were longer than one window (and so were cut into several)."""
+    _packed: dict[str, np.ndarray | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def packed(self) -> dict[str, np.ndarray | None]:
+        """The rows as flat arrays, built on first use: what `collate` gathers each batch from, instead of converting
+        every row's Python list again at every step. The lists are not changed after encoding, so this stays valid."""
+        if self._packed is None:
+            lengths = np.array([len(r) for r in self.input_ids], dtype=np.int64)
+            flat = lambda rows: np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))  # noqa: E731
+            multi = self.multi_label
+            self._packed = {
+                "lengths": lengths, "starts": np.cumsum(lengths) - lengths,
+                "input_ids": flat(self.input_ids),
+                "token_type_ids": None if self.token_type_ids is None else flat(self.token_type_ids),
+                # Multi-hot rows are float targets (the loss is then binary cross-entropy); class ids stay long for cross-entropy.
+                "labels": None if self.labels is None else np.array(self.labels, dtype=np.float32 if multi else np.int64),
+            }
+        return self._packed
 
     @property
     def n_texts(self) -> int:
@@ -748,22 +766,19 @@ def eval_batches(lengths: Sequence[int], max_tokens: int = 8192, max_batch: int 
 
 
 def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(enc.input_ids[i]) for i in idx)
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    types = torch.zeros((len(idx), width), dtype=torch.long) if enc.token_type_ids is not None else None
-    for row, i in enumerate(idx):
-        n = len(enc.input_ids[i])
-        ids[row, :n] = torch.tensor(enc.input_ids[i])
-        mask[row, :n] = 1
-        if types is not None:
-            types[row, :n] = torch.tensor(enc.token_type_ids[i])
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if types is not None:
-        batch["token_type_ids"] = types
-    if enc.labels is not None:
-        # Multi-hot rows are float targets (the loss is then binary cross-entropy); class ids stay long for cross-entropy.
-        batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.float32 if enc.multi_label else torch.long)
+    """The rows `idx` padded to their longest: input_ids, attention_mask, [token_type_ids], [labels]."""
+    packed = enc.packed()
+    rows = np.asarray(idx, dtype=np.int64)
+    lengths = packed["lengths"][rows]
+    width = np.arange(lengths.max())
+    mask = width < lengths[:, None]
+    at = np.where(mask, packed["starts"][rows, None] + width, 0)  # each token's place in the flat arrays
+    batch = {"input_ids": torch.from_numpy(np.where(mask, packed["input_ids"][at], pad_id)),
+             "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+    if packed["token_type_ids"] is not None:
+        batch["token_type_ids"] = torch.from_numpy(np.where(mask, packed["token_type_ids"][at], 0))
+    if packed["labels"] is not None:
+        batch["labels"] = torch.from_numpy(packed["labels"][rows])
     return batch
 
 

@@ -349,8 +349,29 @@ def test_collate_pads_with_the_pad_id_and_masks_the_padding():
     assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1], [1, 1, 0]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 0], [0, 1, 0]]
     assert batch["labels"].tolist() == [0, 1, 1]
+    assert all(t.dtype == torch.long for t in batch.values())
     bare = collate(Encoded(input_ids=[[1, 2], [4]], token_type_ids=None, labels=None, truncated=0), [0, 1], pad_id=0)
     assert set(bare) == {"input_ids", "attention_mask"}
+
+
+def test_collate_gathers_from_the_packed_rows_what_padding_each_row_gives():
+    """collate reads flat arrays built once per split; any batch must equal the rows padded one by one."""
+    from taskembed.data import Encoded
+
+    rng = random.Random(4)
+    rows = [[rng.randrange(5, 90) for _ in range(rng.randrange(1, 40))] for _ in range(300)]
+    types = [[rng.randrange(2) for _ in r] for r in rows]
+    for labels in ([rng.randrange(3) for _ in rows], [[rng.randrange(2) for _ in range(4)] for _ in rows]):
+        enc = Encoded(input_ids=rows, token_type_ids=types, labels=labels, truncated=0)
+        for _ in range(30):
+            idx = rng.sample(range(len(rows)), rng.randrange(1, 40))
+            batch = collate(enc, idx, pad_id=2)
+            width = max(len(rows[i]) for i in idx)
+            assert batch["input_ids"].tolist() == [rows[i] + [2] * (width - len(rows[i])) for i in idx]
+            assert batch["token_type_ids"].tolist() == [types[i] + [0] * (width - len(rows[i])) for i in idx]
+            assert batch["attention_mask"].tolist() == [[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in idx]
+            assert batch["labels"].tolist() == [labels[i] for i in idx]
+            assert batch["labels"].dtype == (torch.float32 if isinstance(labels[0], list) else torch.long)
 
 
 def test_encode_counts_truncated_texts_exactly(tiny_model_dir):
