@@ -5,6 +5,8 @@
 #   bash bench/gpu_bench.sh                 # results and logs go to $OUT (default docs/benchmarks)
 #   DRY_RUN=1 bash bench/gpu_bench.sh       # the same commands on a tiny slice, on any machine, to check the script
 #                                           # (results to a scratch folder unless OUT is set)
+#   SMOKE=1 bash bench/gpu_bench.sh         # on the card, about a minute: the two CUDA-graph systems on 512 texts for
+#                                           # one epoch, to see that the capture works before the full run
 #
 # Two invocations of bench/train_bench.py on all-MiniLM-L6-v2 and the built-in rotten_tomatoes splits
 # (all 10,207 training texts, 3 epochs), most important first (a run stopped at its time limit keeps
@@ -54,6 +56,12 @@ else:
                       "torch": torch.__version__}))
 EOF
 scratch="$(mktemp -d)"
+if [[ -n "${SMOKE:-}" ]]; then
+  python3 bench/train_bench.py --mode quick --model .gpu/minilm --datasets .gpu/data/rotten_tomatoes --out-dir "$scratch" \
+    --systems taskembed_graphs,taskembed_large_graphs --large-batch 128 --no-inference --name gpu-smoke 2>&1 | tee "$OUT/gpu-smoke-log.txt"
+  python3 bench/train_bench.py --render "$scratch/gpu-smoke.json" >/dev/null && cat "$scratch/gpu-smoke.md"
+  exit 0
+fi
 common=(--mode full --model .gpu/minilm --datasets .gpu/data/rotten_tomatoes --out-dir "$scratch" --timeout 150 "${extra[@]}")
 run() { python3 bench/train_bench.py "${common[@]}" "$@" 2>&1 | tee -a "$OUT/gpu-log.txt"; }
 run --systems taskembed_graphs,taskembed_large_graphs,b1 --large-batch 128 --seeds 0,1,2 --no-inference --name train-gpu-full
