@@ -292,7 +292,7 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
                       label_columns=trained.get("label_columns") if clf.multi_label else None)
 
     def flag(field: str) -> str | None:  # the evaluate command's own options; how labels are read, the model fixes
-        if field in ("label_columns", "label_delimiter"):
+        if field in ("multi_label", "label_columns", "label_delimiter"):
             return None
         return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
 
@@ -302,7 +302,7 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
         df, where = clean_split(read_table(data), dcfg, data, flag), data
     else:
         split = split or "test"
-        raw, origin = load_raw(dcfg, named="")
+        raw, origin = load_raw(dcfg, training=False)
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")
         where = origin.get(split, f"{data} [{split}]")

@@ -198,14 +198,12 @@ def _from_datasets(obj: Any, where: str) -> dict[str, pd.DataFrame]:
                 df[col] = [None if v is None else [names.int2str(int(x)) for x in v] for v in df[col]]
         name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split, split)
         out[name] = df
-    if "train" not in out:
-        raise UserError(f"{where}: has splits {sorted(out)} but no 'train'; rename the training split")
     return out
 
 
-def load_raw(cfg: DataConfig, named: str = "data.source ") -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """The source's own splits (train always; validation/test when it has them) and where each came from. `named`
-    prefixes the source in errors: the config key in training; nothing where it is a command's DATA argument."""
+def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The source's own splits and where each came from. For training (the default) there must be a train split and
+    errors name the source as data.source; evaluate, embed and compare read any split of their DATA argument."""
     from taskembed import builtin
 
     src = cfg.source
@@ -231,7 +229,9 @@ def load_raw(cfg: DataConfig, named: str = "data.source ") -> tuple[dict[str, pd
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
     else:
-        splits, origin = _load_hub(src, named)
+        splits, origin = _load_hub(src, "data.source " if training else "")
+    if training and "train" not in splits:
+        raise UserError(f"{src}: has splits {sorted(splits)} but no 'train'; rename the training split")
     for split, file in (("validation", cfg.validation), ("test", cfg.test)):
         if file:
             splits[split] = read_table(file)
@@ -288,7 +288,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
 
     Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
     the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints; None
-    for label_columns and label_delimiter where a trained model fixes them (evaluate).
+    for multi_label, label_columns and label_delimiter where a trained model fixes them (evaluate).
     `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
@@ -333,8 +333,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         if _is_null(v) or (isinstance(v, str) and not v.strip()):
             raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
         if not isinstance(v, (str, int, float, bool)) or isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"{where}: row {i}: label {repr(v)[:60]} is not a single class name or number; "
-                            "for several labels per example set data.multi_label true")
+            fix = ("for several labels per example set data.multi_label true" if flag("multi_label")
+                   else "the model predicts one label per example: give one class name per row")
+            raise UserError(f"{where}: row {i}: label {repr(v)[:60]} is not a single class name or number; {fix}")
         labels.append(_label_str(v).strip())
     out["label"] = labels
     return pd.DataFrame(out)
@@ -351,10 +352,10 @@ def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[
                 v = flags[c][i]
                 if _is_null(v):
                     raise UserError(f"{where}: row {i + 1}: label column '{c}' is empty (null); write 0 or 1")
-                flag = _binary(v)
-                if flag is None:
+                on = _binary(v)
+                if on is None:
                     raise UserError(f"{where}: row {i + 1}: label column '{c}' holds {repr(v)[:40]}; label columns take 0 or 1")
-                if flag:
+                if on:
                     names.append(str(c))
             sets.append(tuple(sort_labels(set(names))))
         return sets
@@ -613,10 +614,11 @@ class Encoded:
 
     def packed(self) -> dict[str, np.ndarray | None]:
         """The rows as flat arrays, built on first use: what `collate` gathers each batch from, instead of converting
-        every row's Python list again at every step. The lists are not changed after encoding, so this stays valid."""
+        every row's Python list again at every step. The lists are not changed after encoding, so this stays valid.
+        Token ids are kept in 32 bits (half the memory; a vocabulary has fewer than 2**31 entries) and widened per batch."""
         if self._packed is None:
             lengths = np.array([len(r) for r in self.input_ids], dtype=np.int64)
-            flat = lambda rows: np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))  # noqa: E731
+            flat = lambda rows: np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(lengths.sum()))  # noqa: E731
             multi = self.multi_label
             self._packed = {
                 "lengths": lengths, "starts": np.cumsum(lengths) - lengths,
@@ -773,10 +775,10 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Te
     width = np.arange(lengths.max())
     mask = width < lengths[:, None]
     at = np.where(mask, packed["starts"][rows, None] + width, 0)  # each token's place in the flat arrays
-    batch = {"input_ids": torch.from_numpy(np.where(mask, packed["input_ids"][at], pad_id)),
+    batch = {"input_ids": torch.from_numpy(np.where(mask, packed["input_ids"][at], pad_id).astype(np.int64)),
              "attention_mask": torch.from_numpy(mask.astype(np.int64))}
     if packed["token_type_ids"] is not None:
-        batch["token_type_ids"] = torch.from_numpy(np.where(mask, packed["token_type_ids"][at], 0))
+        batch["token_type_ids"] = torch.from_numpy(np.where(mask, packed["token_type_ids"][at], 0).astype(np.int64))
     if packed["labels"] is not None:
         batch["labels"] = torch.from_numpy(packed["labels"][rows])
     return batch

@@ -545,7 +545,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
         raise UserError(f"{data}: file not found; check the path")
     from taskembed.config import DataConfig
 
-    raw, origin = load_raw(DataConfig(source=data, text_column=text_column, label_column=label_column or "label"), named="")
+    raw, origin = load_raw(DataConfig(source=data, text_column=text_column, label_column=label_column or "label"), training=False)
     order = [s for s in SPLITS if s in raw] + [s for s in raw if s not in SPLITS]
     if split:
         if split not in raw:

@@ -296,3 +296,30 @@ def test_a_mistyped_dataset_argument_is_named_as_given_not_as_a_config_key(comma
             "evaluate": ["evaluate", str(classifier_dir), "rotten_tomatoe"]}[command]
     code, _, err = run_cli(args, capsys)
     assert code == 2 and err.strip() == "error: 'rotten_tomatoe' is not a file or built-in dataset; did you mean 'rotten_tomatoes'?", err
+
+
+def test_a_saved_dataset_of_only_a_test_split_serves_evaluate_and_embed_but_not_training(classifier_dir, tiny_model_dir, tmp_path, capsys):
+    # Only training needs a train split; evaluate and embed refused such a folder, asking to rename the training split.
+    import datasets
+    import numpy as np
+
+    from tests.conftest import make_rows
+
+    texts = [r["text"] for r in make_rows(12)]
+    folder = tmp_path / "ds"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": texts, "label": [f"LABEL_{i % 2}" for i in range(12)]})}).save_to_disk(str(folder))
+    code, out, err = run_cli(["evaluate", str(classifier_dir), str(folder)], capsys)
+    assert code == 0 and "accuracy" in out, err
+    code, _, err = run_cli(["embed", str(classifier_dir), str(folder), "--out", str(tmp_path / "v.npy")], capsys)
+    assert code == 0 and np.load(tmp_path / "v.npy").shape[0] == 12, err
+    code, _, err = run_cli(["train", "--data.source", str(folder), "--model.name", str(tiny_model_dir), "--output.dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and err.strip() == f"error: {folder}: has splits ['test'] but no 'train'; rename the training split", err
+
+
+def test_evaluate_tells_a_single_label_model_to_get_one_label_a_row(classifier_dir, tmp_path, capsys):
+    # It said "set data.multi_label true", a training option: the model fixes that.
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a fine film", "label": ["LABEL_0", "LABEL_1"]}\n', encoding="utf-8")
+    code, _, err = run_cli(["evaluate", str(classifier_dir), str(data)], capsys)
+    assert code == 2 and err.strip().endswith("is not a single class name or number; the model predicts one label per example: "
+                                              "give one class name per row"), err
