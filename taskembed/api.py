@@ -128,8 +128,9 @@ def train(
     bf16 = use_bf16(cfg.train.bf16, device)
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"
+    graphs = cfg.train.cuda_graphs and device.type == "cuda"
     say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
-        f"{', lane dropout' if lanes else ''}, {world} process(es)")
+        f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     ckpts = None
     if cfg.train.keep_checkpoints:
         checkpoint.check_disk_space(ckpt_root, model, cfg.train.keep_checkpoints, "validation" in encoded)
