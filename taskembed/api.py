@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from taskembed import artifacts, checkpoint
+from taskembed import artifacts, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, load_config
 from taskembed.data import Encoded, Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import UserError
@@ -128,7 +128,7 @@ def train(
     bf16 = use_bf16(cfg.train.bf16, device)
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"
-    graphs = cfg.train.cuda_graphs and device.type == "cuda"
+    graphs = cfg.train.cuda_graphs and cudagraphs.available(device)
     say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     ckpts = None

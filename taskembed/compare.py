@@ -125,12 +125,14 @@ def _check_out_dir(out_dir: str | Path | None) -> None:
     # --out-dir ~), a new one is made in the nearest folder above that exists.
     if out_dir is None:
         return
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+    folder = Path(out_dir)
+    if folder.is_dir():
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"--out-dir {out_dir} is not writable; choose another folder for the report")
+    elif folder.exists():
         raise UserError(f"{out_dir} is a file; choose a folder for the report (--out-dir)")
-    if Path(out_dir).is_dir() and not os.access(out_dir, os.W_OK):
-        raise UserError(f"--out-dir {out_dir} is not writable; choose another folder for the report")
-    if not Path(out_dir).is_dir():
-        check_writable(Path(out_dir), "--out-dir")
+    else:
+        check_writable(folder, "--out-dir")
 
 
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,

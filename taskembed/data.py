@@ -180,7 +180,7 @@ def _read_json(p: Path, text: str) -> pd.DataFrame:
 # --- sources -> raw splits ---------------------------------------------------------------------
 
 
-def _from_datasets(obj: Any, where: str) -> dict[str, pd.DataFrame]:
+def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
     """A datasets Dataset/DatasetDict -> DataFrames, with ClassLabel ids turned into their names."""
     import datasets
 
@@ -220,7 +220,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
         import datasets
 
         try:
-            splits = _from_datasets(datasets.load_from_disk(str(path)), str(path))
+            splits = _from_datasets(datasets.load_from_disk(str(path)))
         except UserError:
             raise
         except Exception as exc:
@@ -262,7 +262,7 @@ def _load_hub(name: str, named: str) -> tuple[dict[str, pd.DataFrame], dict[str,
             + (f"and the Hugging Face Hub cannot be reached ({why}), so only the local cache was read, which failed ({msg}); "
                "give a local file, or run once with the Hub reachable" if why else f"and loading it from the Hugging Face Hub failed ({msg})")
         ) from None
-    return _from_datasets(ds, name), {}
+    return _from_datasets(ds), {}
 
 
 # --- validation --------------------------------------------------------------------------------

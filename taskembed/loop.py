@@ -452,10 +452,8 @@ def fit(
         if rank == 0:
             print(f"train.cuda_graphs: no CUDA device ({device.type}), so the steps run without graphs")
     elif cfg.cuda_graphs:
-        if world > 1:
+        if world > 1:  # the rest that graphs cannot go with, the config refuses (taskembed/config.py)
             raise UserError("train.cuda_graphs works with a single process; under torchrun set it to false")
-        if text_rows(train) is not None:
-            raise UserError("train.cuda_graphs needs one row per text; with data.long_texts window set it to false")
         graphs = cudagraphs.GraphedTraining(model, micro, max(train.lengths), pad_id)
     # A graph must not capture autocast's cache of cast weights (make_graphed_callables refuses it): each
     # replay casts them again, as eager autocast does once per forward anyway.
