@@ -13,7 +13,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -253,7 +253,7 @@ def _coerce(value: Any, hint: Any) -> Any:
         return out
     if origin is Literal:
         if value in args:
-            return value
+            return args[args.index(value)]  # the option's own value, not YAML's number type
         # YAML reads `on`/`off` as booleans; accept them for the string literals that spell them.
         if isinstance(value, bool) and ("on" if value else "off") in args:
             return "on" if value else "off"
@@ -264,7 +264,7 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise ValueError(f"must be true or false (got {value!r})")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return int(value)
         raise ValueError(f"must be an integer (got {_shown(value)})")
     if hint is float:
         number = None
@@ -287,7 +287,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"must be a string (got {_shown(value)}; and YAML reads yes, no, on, off, true and false as booleans: "
                              "quote such a word, or write null to leave the option unset)")
         if isinstance(value, (int, float)):  # booleans were refused above
-            return str(value)
+            return getattr(value, "text", str(value))  # 0123 stays 0123, not octal 83
         raise ValueError(f"must be a string (got {_shown(value)})")
     raise ValueError(f"unsupported type {hint}")
 
@@ -334,7 +334,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             out[key] = raw
             continue
         try:
-            out[key] = yaml.safe_load(raw) if raw != "" else ""
+            out[key] = yaml.load(raw, Loader=_UniqueKeyLoader) if raw != "" else ""  # safe: SafeLoader's constructors
         except yaml.YAMLError:
             out[key] = raw
     return out
@@ -358,8 +358,27 @@ def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
     return None
 
 
+class _Int(int):
+    text: str  # the number as written
+
+
+class _Float(float):
+    text: str
+
+
+def _number(cls: type, construct: Callable) -> Callable:
+    def build(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+        out = cls(construct(loader, node))
+        out.text = node.value
+        return out
+    return build
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice in one mapping, where PyYAML would keep the last without a word."""
+    """YAML that refuses a key given twice in one mapping, where PyYAML would keep the last without a word, and
+    whose numbers remember how they were written: YAML 1.1 reads 0123 as octal (83), 12:30 as 750 and 1_0 as
+    10, so a revision, column name or delimiter that looks like a number must be given to a text option as
+    written, not as str() of the number."""
 
     def flatten_mapping(self, node):
         # Checked on a mapping's first visit, before PyYAML merges '<<' keys into it in place: the keys a merge brings
@@ -377,6 +396,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice; keep one", key_node.start_mark)
                 seen.add(key)
         super().flatten_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _number(_Int, yaml.SafeLoader.construct_yaml_int))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number(_Float, yaml.SafeLoader.construct_yaml_float))
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:

@@ -330,3 +330,14 @@ def test_a_merged_mapping_merged_again_is_not_taken_for_a_repeat(tmp_path):
 
     text = "b: &b {x: 1}\na:\n  inner: &m {<<: *b, x: 2}\ntop: {<<: *m}\n"
     assert config_module._UniqueKeyLoader(text).get_single_data() == yaml.safe_load(text)
+
+
+def test_text_options_keep_numbers_as_written_in_files_and_overrides(tmp_path):
+    # YAML 1.1 reads 0123 as octal 83, 12:30 as 750 and 1_0 as 10; a revision or column name must not be
+    # rewritten that way without a word. Number options still read as numbers.
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  revision: 0123456\ndata:\n  text_column: 1_0\ntrain:\n  batch_size: 0x10\n", encoding="utf-8")
+    cfg = load_config(path, parse_overrides(["--data.label_column", "12:30", "--train.lr", "1e-4"]))
+    assert (cfg.model.revision, cfg.data.text_column, cfg.data.label_column) == ("0123456", "1_0", "12:30")
+    assert cfg.train.batch_size == 16 and type(cfg.train.batch_size) is int and cfg.train.lr == 1e-4
+    assert "revision: '0123456'" in config_module.dump_config(cfg)  # the dump reads back as the same text
