@@ -447,17 +447,21 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     # lr-find's own options that take a value: the option and its value go to argparse.
     valued = {"--steps", "--start", "--end", "--out"} if argv[0] == "lr-find" else set()
     head, rest = argv[:1], argv[1:]
-    if rest and not rest[0].startswith("-"):
-        head.append(rest.pop(0))
-    overrides = []
+    overrides: list[str] = []
+    has_config = False
     for i, tok in enumerate(rest):
-        if tok.startswith("--resume=") or tok == "--resume" or (i and rest[i - 1] == "--resume" and tok in ("latest", "auto")):
+        prev = rest[i - 1] if i else ""
+        # The option just before takes this bare token as its value, unless it is a switch.
+        value_of = prev if prev.startswith("--") and "=" not in prev and not tok.startswith("-") else None
+        if (value_of == "--resume" and tok in ("latest", "auto")) or (value_of in valued):
             head.append(tok)
-            continue
-        if tok.split("=", 1)[0] in valued or (i and rest[i - 1] in valued):
+        elif not tok.startswith("-") and not has_config and (tok.endswith((".yaml", ".yml")) or value_of in (None, "--resume") or value_of in own):
+            head.append(tok)  # the config path, before or after the flags (no option takes a YAML file as its value)
+            has_config = True
+        elif tok == "--resume" or tok.startswith("--resume=") or tok.split("=", 1)[0] in valued or tok in own:
             head.append(tok)
-            continue
-        (head if tok in own else overrides).append(tok)
+        else:
+            overrides.append(tok)  # --section.key, and its value
     return head, overrides
 
 

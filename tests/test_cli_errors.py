@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,26 @@ def test_evaluate_tells_a_single_label_model_to_get_one_label_a_row(classifier_d
     code, _, err = run_cli(["evaluate", str(classifier_dir), str(data)], capsys)
     assert code == 2 and err.strip().endswith("is not a single class name or number; the model predicts one label per example: "
                                               "give one class name per row"), err
+
+
+@pytest.mark.parametrize("argv, head, overrides", [
+    (["train", "c.yaml", "--dry-run", "--train.lr", "1e-4"], ["train", "c.yaml", "--dry-run"], ["--train.lr", "1e-4"]),
+    (["train", "--dry-run", "c.yaml", "--epochs", "2"], ["train", "--dry-run", "c.yaml"], ["--epochs", "2"]),
+    (["train", "--resume", "latest", "c.yml"], ["train", "--resume", "latest", "c.yml"], []),
+    (["train", "--resume", "c.yaml"], ["train", "--resume", "c.yaml"], []),
+    (["train", "--train.lr", "1e-4", "c.yaml", "--no-progress"], ["train", "c.yaml", "--no-progress"], ["--train.lr", "1e-4"]),
+    (["lr-find", "--steps", "50", "c.yaml", "--data.source", "x.csv"], ["lr-find", "--steps", "50", "c.yaml"], ["--data.source", "x.csv"]),
+    (["train", "--data.source", "x.csv"], ["train"], ["--data.source", "x.csv"]),
+])
+def test_the_config_path_may_come_before_or_after_the_flags(argv, head, overrides):
+    from taskembed.cli import _split_overrides
+
+    assert _split_overrides(argv) == (head, overrides)
+
+
+def test_plan_reads_the_config_given_after_its_flag(tmp_path, capsys, tiny_model_dir):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  name: {tiny_model_dir}\ntrain:\n  head_lr: 0.0042\n", encoding="utf-8")
+    assert main(["plan", "--json", str(cfg)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["groups"][-1]["lr"] == 0.0042  # the file's head rate, so the file was read
