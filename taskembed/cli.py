@@ -247,8 +247,12 @@ def cmd_datasets() -> int:
 def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = None, share: bool = False,
              auth: str | None = None) -> int:
     """Run demo/app.py (a source checkout's Gradio app) on MODELS; it exits 2 with one line for a bad folder."""
-    demo_app = Path(__file__).resolve().parent.parent / "demo" / "app.py"
-    if not demo_app.exists():
+    root = Path(__file__).resolve().parent.parent
+    demo_app = root / "demo" / "app.py"
+    # Only this checkout's app: installed from a wheel, the package sits in site-packages, where a demo/ folder
+    # would be another package's code.
+    project = root / "pyproject.toml"
+    if not (demo_app.is_file() and project.is_file() and 'name = "taskembed"' in project.read_text(encoding="utf-8")):
         raise UserError("the demo needs the repository's demo/ folder; run it from a source checkout")
     import importlib.util
     import runpy
