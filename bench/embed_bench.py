@@ -325,11 +325,11 @@ def _throughput(args: argparse.Namespace, model_path: str, work: Path, report: d
     rows = [best[name] for _, name, _ in plan if name in best]
     st_ok = [r for r in rows if r["system"].startswith("st-") and r["ok"]]
     ref_row = max(st_ok, key=lambda r: r["texts_per_s"]) if st_ok else None
-    ref = np.load(ref_row["vectors"]) if ref_row else None
+    ref = np.load(ref_row["vectors"], allow_pickle=False) if ref_row else None
     tokens = next((r["tokens"] for r in rows if r["ok"] and "tokens" in r), None)
     for r in rows:
         if r["ok"]:
-            r["min_cosine"] = min_cosine(np.load(r["vectors"]), ref) if ref is not None else None
+            r["min_cosine"] = min_cosine(np.load(r["vectors"], allow_pickle=False), ref) if ref is not None else None
             r["label"] = {"taskembed": "taskembed (float32, default)", "taskembed_bf16": "taskembed, bf16=True (opt-in)"}.get(
                 r["system"], f"SentenceTransformer.encode{' (best)' if r is ref_row else ''}")
     speedups = {}

@@ -787,9 +787,16 @@ class _Ranks:
         self.dist.barrier()
 
     def gather(self, obj: Any) -> list[Any]:
-        everyone: list[Any] = [None] * self.dist.get_world_size()
-        self.dist.all_gather_object(everyone, obj)
-        return everyone
+        """Every rank's obj, sent as JSON: all_gather_object would pickle it, and unpickle what the others send."""
+        world = self.dist.get_world_size()
+        device = torch.device("cuda", torch.cuda.current_device()) if self.dist.get_backend() == "nccl" else torch.device("cpu")
+        data = torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8, device=device)
+        sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+        self.dist.all_gather(sizes, torch.tensor([len(data)], device=device))
+        longest = max(int(n) for n in sizes)
+        pieces = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world)]
+        self.dist.all_gather(pieces, torch.cat([data, data.new_zeros(longest - len(data))]))
+        return [json.loads(piece[:int(n)].cpu().numpy().tobytes()) for piece, n in zip(pieces, sizes)]
 
     def close(self) -> None:
         if self.owned and self.dist.is_initialized():
@@ -972,7 +979,7 @@ def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | Non
 
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path), None
+            return np.load(path, allow_pickle=False), None
         table = pq.read_table(path)
     except (OSError, ValueError, EOFError) as exc:  # a truncated or empty .npy, or what pyarrow cannot read (ArrowInvalid is a ValueError)
         raise _unreadable(path, exc) from None
@@ -992,7 +999,7 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
         return
     if path.suffix.lower() == ".npy":
         try:
-            arr = np.load(path, mmap_mode="r")
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise _unreadable(path, exc) from None
         for start in range(0, len(arr), block):

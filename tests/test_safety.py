@@ -281,3 +281,23 @@ def test_too_little_disk_for_the_checkpoints_fails_before_training(tmp_path, mon
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(UserError, match=r"checkpoints need about 0\.1 GB .* lower train.keep_checkpoints"):
         checkpoint.check_disk_space(tmp_path / "out.checkpoints", model, keep=2, has_validation=True)
+
+
+def test_no_shipped_code_calls_a_loader_that_can_unpickle():
+    # The runtime tests above plant pickles where taskembed reads; this covers the paths they cannot reach
+    # (a multi-process gather, a numpy reader). Each call must say it refuses pickles, or not be made.
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    risky = {
+        r"\bpickle\.loads?\(|\bjoblib\.|\bimport (cloud)?pickle|\bimport dill|\bdill\.": "unpickles",
+        r"(all_gather_object|broadcast_object_list|gather_object|scatter_object_list)\(": "pickles what it sends",
+        r"torch\.load\((?![^)]*weights_only=True)": "without weights_only=True",
+        r"np\.load\((?![^)]*allow_pickle=False)": "without allow_pickle=False",
+    }
+    found = []
+    for path in sorted([*root.glob("taskembed/*.py"), *root.glob("demo/*.py"), *root.glob("bench/*.py")]):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            found += [f"{path.relative_to(root)}:{number} {why}" for pattern, why in risky.items() if re.search(pattern, code)]
+    assert not found, found
