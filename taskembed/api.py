@@ -94,7 +94,9 @@ def train(
     artifacts.check_output_dir(out, cfg.output.overwrite)
     ckpt_root = checkpoint.folder_for(out)
     if resume and cfg.train.keep_checkpoints == 0:
-        raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
+        if resume != "auto":
+            raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
+        say("train.keep_checkpoints is 0, so there is nothing to resume: starting afresh")  # a script may pass auto always
     resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
 
     splits = load_splits(cfg.data)

@@ -163,6 +163,12 @@ def test_resume_without_checkpoint_is_an_error_and_auto_starts_afresh(tiny_model
     assert err.startswith("error: no complete checkpoint in ") and "run without --resume" in err and "\n" not in err
     assert main(cli_args(opts) + ["--resume", "auto"]) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+    # With checkpoints off there is nothing to resume: --resume is refused, auto (which a script may always pass) starts afresh.
+    off = {**opts, "train.keep_checkpoints": 0, "output.overwrite": True}
+    assert main(cli_args(off) + ["--resume"]) == 2
+    assert "keep_checkpoints is 0" in capsys.readouterr().err
+    assert main(cli_args(off) + ["--resume", "auto"]) == 0
+    assert "nothing to resume: starting afresh" in capsys.readouterr().out
 
 
 def test_starting_afresh_over_checkpoints_needs_overwrite(stopped, capsys):
