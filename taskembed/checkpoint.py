@@ -278,12 +278,12 @@ def step_folders(root: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def prune(root: Path, keep: int, best_step: int | None) -> None:
-    """Delete all but the `keep` newest complete checkpoints and the one taken at the best step."""
-    complete = [(s, p) for s, p in step_folders(root) if (p / MARKER).is_file()]
-    for s, p in complete[keep:]:
-        if s != best_step:
-            shutil.rmtree(p, ignore_errors=True)
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the `keep` newest complete checkpoints. (Each holds the best weights so far, so the one taken
+    at the best step has nothing the newest lacks.)"""
+    complete = [p for _, p in step_folders(root) if (p / MARKER).is_file()]
+    for p in complete[keep:]:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def prepare(root: Path, fresh: bool) -> None:
@@ -494,13 +494,17 @@ def estimated_bytes(model, has_validation: bool) -> int:
     return weights * (2 if has_validation else 1) + moments
 
 
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 def check_disk_space(root: Path, model, keep: int, has_validation: bool) -> None:
-    """Fail before training when the checkpoints cannot fit: keep + 2 of them exist at once at worst."""
+    """Fail before training when the checkpoints cannot fit: keep + 1 of them exist at once at worst."""
     probe = root
     while not probe.exists():
         probe = probe.parent
-    need = estimated_bytes(model, has_validation) * (keep + 2)
+    need = estimated_bytes(model, has_validation) * (keep + 1)
     free = shutil.disk_usage(probe).free
     if free < need:
-        raise UserError(f"{root}: checkpoints need about {need / 1e9:.1f} GB ({keep} kept + the best + one being written) "
-                        f"but {probe} has {free / 1e9:.1f} GB free; lower train.keep_checkpoints (0 = none) or free some space")
+        raise UserError(f"{root}: checkpoints need about {_size(need)} ({keep} kept + one being written) "
+                        f"but {probe} has {_size(free)} free; lower train.keep_checkpoints (0 = none) or free some space")

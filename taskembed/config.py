@@ -148,9 +148,9 @@ class TrainConfig:
     num_threads: int | None = None
     """CPU threads for torch; None uses the number of physical cores."""
     checkpoint_every: int = 0
-    """Also checkpoint every N optimizer steps (beside output.dir, in <output.dir>.checkpoints); 0 = at each epoch end only."""
+    """Also checkpoint every N optimizer steps (beside output.dir, in <output.dir>.checkpoints); 0 = at each epoch end only (and, always, when SIGINT/SIGTERM stops the run)."""
     keep_checkpoints: int = 2
-    """Checkpoints kept while training (the newest N plus the best); 0 writes none, so a run cannot be resumed."""
+    """Checkpoints kept while training (the newest N; each also holds the best weights so far); 0 writes none, so a run cannot be resumed."""
 
 
 @dataclass

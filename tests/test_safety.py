@@ -279,7 +279,7 @@ def test_unwritable_output_fails_before_training(tmp_path):
 def test_too_little_disk_for_the_checkpoints_fails_before_training(tmp_path, monkeypatch):
     model = torch.nn.Linear(1000, 1000)  # 4 MB of weights: 16 MB a checkpoint with moments and best weights
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
-    with pytest.raises(UserError, match=r"checkpoints need about 0\.1 GB .* lower train.keep_checkpoints"):
+    with pytest.raises(UserError, match=r"checkpoints need about 48 MB \(2 kept \+ one being written\) but .* 1 MB free; lower train.keep_checkpoints"):
         checkpoint.check_disk_space(tmp_path / "out.checkpoints", model, keep=2, has_validation=True)
 
 
