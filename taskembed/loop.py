@@ -726,7 +726,9 @@ def fit(
                 if epoch_end:
                     state.epoch += 1
                     state.batch_in_epoch = 0
-                stop_signal = stop.requested(world, device)
+                # Under torchrun on GPUs, agreeing on a signal is a collective read back to the host: only at boundaries,
+                # where the step is read anyway, so a signal waits at most log_every steps.
+                stop_signal = stop.requested(world, device) if world == 1 or not deferred or boundary else 0
                 if checkpoints is not None and (epoch_end or stop_signal or state.stopped_early or state.step == total_steps
                                                 or (checkpoints.every and state.step % checkpoints.every == 0)):
                     saved = write_checkpoint()

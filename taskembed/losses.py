@@ -40,18 +40,19 @@ def supervised_contrastive(features: torch.Tensor, y: torch.Tensor, temperature:
     example is in the denominator. Vectors are L2-normalised, so the loss pulls a class together on the
     unit sphere and pushes classes apart, which is what cosine search over the embeddings rewards.
     Anchors without a positive in the batch contribute nothing; a batch with none gives 0 (a tensor
-    that still carries the graph, so backward works the same either way).
+    that still carries the graph, so backward works the same either way). Computed without a branch on
+    the data, which on a GPU would wait for the device at every step.
     """
     z = F.normalize(features.float(), dim=-1)
     sim = z @ z.T / temperature
     n = len(y)
     self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))  # an anchor is never its own positive or negative
+    # An anchor is never its own positive or negative. The lowest float rather than -inf: its exp is 0 all the same,
+    # and a batch of one example then gives a finite gradient, not NaN.
+    sim = sim.masked_fill(self_mask, torch.finfo(sim.dtype).min)
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     positive = (y.unsqueeze(0) == y.unsqueeze(1)) & ~self_mask
     n_pos = positive.sum(1)
+    per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(1) / n_pos.clamp(min=1)
     has = n_pos > 0
-    if not bool(has.any()):
-        return features.sum() * 0.0
-    per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(1)[has] / n_pos[has])
-    return per_anchor.mean()
+    return (per_anchor * has).sum() / has.sum().clamp(min=1)

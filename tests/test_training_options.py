@@ -137,6 +137,15 @@ def test_supervised_contrastive_rewards_clusters_and_tolerates_no_positives():
     loss = supervised_contrastive(z, torch.tensor([0, 1, 2]))  # every anchor alone in its class
     loss.backward()
     assert loss.item() == 0.0 and z.grad is not None
+    one = torch.randn(1, 4, requires_grad=True)  # a last batch of one example
+    supervised_contrastive(one, torch.tensor([0])).backward()
+    assert torch.isfinite(one.grad).all()
+
+
+def test_supervised_contrastive_asks_nothing_of_the_data_on_the_host():
+    # On a GPU a branch on the data waits for the device at every step; the meta device refuses any such read.
+    z, y = torch.randn(6, 4, device="meta", requires_grad=True), torch.zeros(6, dtype=torch.long, device="meta")
+    supervised_contrastive(z, y).backward()
 
 
 def test_contrastive_weight_enters_the_training_loss(tiny_model_dir, write_csv, tmp_path):
