@@ -752,6 +752,15 @@ def train_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gene
     return [batches[i] for i in perm]
 
 
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  balanced: Sequence[int] | None = None) -> list[list[int]]:
+    """One epoch's batches (`train_batches`, from a sample drawn by `balanced_sample` over these class ids when
+    given). The seed and the epoch number alone decide them, so a resumed run and lr-find see what training sees."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    sample = balanced_sample(balanced, generator) if balanced is not None else None
+    return train_batches(lengths, batch_size, generator, sample=sample)
+
+
 def eval_batches(lengths: Sequence[int], max_tokens: int = 8192, max_batch: int = 256) -> list[list[int]]:
     """Sorted by length, cut by a token budget: short texts go in big batches, long ones in small."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)

@@ -93,11 +93,7 @@ def fingerprint(folder: str | Path) -> dict[str, Any] | None:
         return None
     files = {}
     for f in sorted(path.glob("*.safetensors")):
-        h = hashlib.sha256()
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        files[f.name] = h.hexdigest()
+        files[f.name] = file_sha256(f)
     if not files:
         return None
     total = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()

@@ -30,7 +30,7 @@ import torch
 from taskembed import checkpoint, cudagraphs
 from taskembed.checkpoint import Checkpointing
 from taskembed.config import TrainConfig
-from taskembed.data import Encoded, balanced_sample, collate, train_batches
+from taskembed.data import Encoded, collate, epoch_batches
 from taskembed.dropout import fast_dropout
 from taskembed.errors import UserError
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
@@ -659,9 +659,7 @@ def fit(
               forward_outputs(model.base_model, contrastive) as encoder_out):
             while state.step < total_steps and not state.stopped_early:
                 if order_epoch != state.epoch:
-                    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
-                    sample = balanced_sample(targets, gen) if cfg.sampler == "balanced" else None
-                    order = train_batches(lengths, micro, gen, sample=sample)
+                    order = epoch_batches(lengths, micro, cfg.seed, state.epoch, targets if cfg.sampler == "balanced" else None)
                     # Every rank sees the same order and takes its own slice; equal counts keep DDP in lockstep.
                     order = order[rank : batches_per_epoch * world : world]
                     order_epoch = state.epoch

@@ -31,7 +31,7 @@ import torch
 from taskembed.api import _as_config, _class_weights, _data_summary, make_plan
 from taskembed.artifacts import check_writable, staged_folder, write_json
 from taskembed.config import Config
-from taskembed.data import collate, encode_split, load_splits, train_batches
+from taskembed.data import collate, encode_split, epoch_batches, load_splits
 from taskembed.errors import UserError
 from taskembed.loop import distributed, seed_everything, use_bf16
 from taskembed.modeling import load_classifier, top_layer_reads_head
@@ -54,7 +54,7 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "auto_batch",
-              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer",
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer", "sampler",
               # Speed only: the sweep keeps PyTorch's dropout (same drop rate), the dense embedding gradient, the
               # whole token table (both the same numbers) and launches its kernels one by one.
               "fast_dropout", "embedding_grad_rows", "compact_vocab", "cuda_graphs"},  # lr_scaling: its own error below
@@ -153,8 +153,8 @@ def lr_find(
     epoch, order, position = 0, [], 0
     for i, lr in enumerate(rates):
         if position + t.grad_accum > len(order):
-            # The same batch order training would see: seeded by (seed, epoch) exactly as in loop.fit.
-            order = train_batches(train.lengths, t.batch_size, torch.Generator().manual_seed(t.seed * 100_003 + epoch))
+            # The batches training would see, in its order (an epoch's last batches too few for a step are left out).
+            order = epoch_batches(train.lengths, t.batch_size, t.seed, epoch, train.targets if t.sampler == "balanced" else None)
             epoch, position = epoch + 1, 0
         group = order[position : position + t.grad_accum]
         position += t.grad_accum
