@@ -28,12 +28,14 @@ queues requests with a concurrency limit. The demo uses taskembed's public API o
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import io
 import ipaddress
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -663,6 +665,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
     first = models[0]
     several = len(models) > 1
     out_dir = Path(tempfile.mkdtemp(prefix="taskembed-demo-"))
+    atexit.register(shutil.rmtree, out_dir, True)  # the downloads go with the demo (Gradio has served its own copies)
 
     def pick(name: str | None) -> Model:
         if name is None and not several:
