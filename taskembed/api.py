@@ -16,11 +16,12 @@ from typing import Any, Callable
 import torch
 
 from taskembed import artifacts, checkpoint, cudagraphs
-from taskembed.config import Config, DataConfig, load_config
-from taskembed.data import Encoded, Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
+from taskembed.config import Config, DataConfig, as_config
+from taskembed.data import Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, load_classifier
+from taskembed.losses import class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.predict import Classifier, predict_logits
 from taskembed.calibration import calibrate
@@ -38,15 +39,6 @@ class TrainResult:
     train_seconds: float
 
 
-def _as_config(config: Config | str | Path | None, overrides: dict[str, Any] | None) -> Config:
-    if isinstance(config, Config):
-        # Validated again, overrides or not: a Config built or changed in code has not been through the checks.
-        from taskembed.config import config_from_dict
-
-        return config_from_dict(config.to_dict(), overrides or {}, where="the Config given")
-    return load_config(config, overrides, overrides_from="overrides")
-
-
 def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
     """The config's rates on `model`, times train.lr_scaling's factor for `world` processes."""
     t = cfg.train
@@ -59,7 +51,7 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
 
 def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
     """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
-    cfg = _as_config(config, overrides)
+    cfg = as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
     return make_plan(cfg, model, distributed()[1])  # build_plan refuses a freeze_layers beyond the model's depth
 
@@ -87,7 +79,7 @@ def train(
     finish the step in flight, checkpoint and raise `TrainingInterrupted`; no output folder is written.
     """
     started = time.perf_counter()
-    cfg = _as_config(config, overrides)
+    cfg = as_config(config, overrides)
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
     out = Path(cfg.output.dir)
@@ -103,7 +95,7 @@ def train(
     fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
-    say(_data_summary(splits))
+    say(splits.describe())
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
@@ -143,7 +135,7 @@ def train(
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
                                          fingerprint, resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
-                 device=device, progress=progress, checkpoints=ckpts, class_weights=_class_weights(cfg, encoded["train"], splits.labels),
+                 device=device, progress=progress, checkpoints=ckpts, class_weights=class_weights(cfg.train.class_weights, encoded["train"].targets, splits.labels),
                  aggregate=cfg.data.window_aggregate)
 
     agg = cfg.data.window_aggregate
@@ -227,24 +219,6 @@ def _multi_label_skips(cfg: Config) -> dict[str, str]:
     }
     asked = {"calibration": cfg.output.calibrate, "error analysis": cfg.output.error_analysis, "embedding report": cfg.output.embedding_report}
     return {name: reason for name, reason in why.items() if asked[name]}
-
-
-def _class_weights(cfg: Config, train: Encoded, labels: list[str]) -> torch.Tensor | None:
-    """'balanced': each class weighs n / (classes * count), so every class adds the same total to the loss.
-
-    A map {label: weight} sets the named classes' weights and leaves the others at 1.
-    """
-    spec = cfg.train.class_weights
-    if spec == "none":
-        return None
-    if isinstance(spec, dict):
-        unknown = sorted(set(spec) - set(labels))
-        if unknown:
-            raise UserError(f"train.class_weights names label '{unknown[0]}', which is not in the data (labels: "
-                            f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}); fix the name or drop it")
-        return torch.tensor([float(spec.get(name, 1.0)) for name in labels])
-    counts = torch.bincount(torch.tensor(train.targets), minlength=len(labels)).double()
-    return (counts.sum() / (len(labels) * counts)).float()
 
 
 def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callable[[str], None]) -> Callable[[Path], str]:
@@ -335,11 +309,6 @@ def _joined(df) -> list[str]:
     if "text_pair" in df:
         return [f"{a} [SEP] {b}" for a, b in zip(df["text"], df["text_pair"])]
     return df["text"].tolist()
-
-
-def _data_summary(splits: Splits) -> str:
-    parts = [f"{s} {len(df):,}" for s, df in splits.frames.items()]
-    return f"data: {', '.join(parts)}; {len(splits.labels)} labels: {', '.join(splits.labels[:12])}{' ...' if len(splits.labels) > 12 else ''}"
 
 
 def _device_name(device: torch.device) -> str:

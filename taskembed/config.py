@@ -435,6 +435,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config_from_dict(raw, overrides or {}, where=where)
 
 
+def as_config(config: "Config | str | Path | None", overrides: dict[str, Any] | None = None) -> Config:
+    """What the API's functions accept as a config (a Config, a YAML path, or None for the defaults) with overrides,
+    validated."""
+    if isinstance(config, Config):
+        # Validated again, overrides or not: a Config built or changed in code has not been through the checks.
+        return config_from_dict(config.to_dict(), overrides or {}, where="the Config given")
+    return load_config(config, overrides, overrides_from="overrides")
+
+
 def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> Config:
     problems: list[str] = []
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}

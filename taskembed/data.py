@@ -454,6 +454,12 @@ class Splits:
                 h.update(self.frames[split].to_json(orient="records", force_ascii=False).encode())
         return h.hexdigest()
 
+    def describe(self) -> str:
+        """One line for the console: the splits' sizes and the labels."""
+        sizes = ", ".join(f"{s} {len(df):,}" for s, df in self.frames.items())
+        more = " ..." if len(self.labels) > 12 else ""
+        return f"data: {sizes}; {len(self.labels)} labels: {', '.join(self.labels[:12])}{more}"
+
     def summary(self) -> dict[str, Any]:
         if self.multi_label:
             # Label sets are mostly unique, so count each label's examples (and the examples with none).

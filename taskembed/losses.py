@@ -10,6 +10,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from taskembed.errors import UserError
+
 
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights: torch.Tensor | None = None,
                         label_smoothing: float = 0.0) -> torch.Tensor:
@@ -18,6 +20,21 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights:
     if y.dtype.is_floating_point:
         return F.binary_cross_entropy_with_logits(logits, y)
     return F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def class_weights(spec: str | dict[str, float], targets: Sequence[int], labels: list[str]) -> torch.Tensor | None:
+    """train.class_weights as one weight per class id. 'balanced': each class weighs n / (classes * count), so every
+    class adds the same total to the loss; a map {label: weight} sets the named classes' weights, the others stay 1."""
+    if spec == "none":
+        return None
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(labels))
+        if unknown:
+            raise UserError(f"train.class_weights names label '{unknown[0]}', which is not in the data (labels: "
+                            f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}); fix the name or drop it")
+        return torch.tensor([float(spec.get(name, 1.0)) for name in labels])
+    counts = torch.bincount(torch.tensor(targets), minlength=len(labels)).double()
+    return (counts.sum() / (len(labels) * counts)).float()
 
 
 def step_shares(pieces: Sequence[Sequence[int]], targets: Sequence[int], class_weights: Sequence[float] | None) -> list[float]:

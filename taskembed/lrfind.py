@@ -28,14 +28,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from taskembed.api import _as_config, _class_weights, _data_summary, make_plan
+from taskembed.api import make_plan
 from taskembed.artifacts import check_writable, staged_folder, write_json
-from taskembed.config import Config
+from taskembed.config import Config, as_config
 from taskembed.data import collate, encode_split, epoch_batches, load_splits
 from taskembed.errors import UserError
 from taskembed.loop import distributed, seed_everything, use_bf16
 from taskembed.modeling import load_classifier, top_layer_reads_head
-from taskembed.losses import classification_loss, step_shares
+from taskembed.losses import class_weights, classification_loss, step_shares
 from taskembed.lrplan import apply_freezing
 from taskembed.progress import progress_bar
 
@@ -101,7 +101,7 @@ def lr_find(
     `<output.dir>.lr_find`) and returns the curve and the suggestion. No model or checkpoint is saved.
     """
     started = time.perf_counter()
-    cfg = _as_config(config, overrides)
+    cfg = as_config(config, overrides)
     _check_sweep(steps, start, end, smoothing)
     if cfg.train.lr_scaling != "none":
         # The sweep measures rates at train.batch_size itself; scaling its suggestion again in training would be wrong.
@@ -117,7 +117,7 @@ def lr_find(
     splits = load_splits(cfg.data)
     if getattr(splits, "multi_label", False):
         raise UserError("lr-find handles single-label data only; this data is multi-label")
-    echo(_data_summary(splits))
+    echo(splits.describe())
     seed_everything(t.seed)  # the head's initialisation, as in training
     model, tokenizer = load_classifier(cfg.model, splits.labels, max_length=cfg.data.max_length)
     plan = make_plan(cfg, model)
@@ -133,7 +133,7 @@ def lr_find(
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     model.to(device).train()  # dropout on: the curve is of training steps
-    weights = _class_weights(cfg, train, splits.labels)
+    weights = class_weights(cfg.train.class_weights, train.targets, splits.labels)
     host_weights = None if weights is None else weights.tolist()
     weights = weights.to(device) if weights is not None else None
     bf16 = use_bf16(t.bf16, device)

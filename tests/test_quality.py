@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import taskembed
-from taskembed.api import _class_weights
+from taskembed.losses import class_weights
 from taskembed.calibration import calibrate, fit_temperature, reliability
 from taskembed.config import load_config
 from taskembed.data import Encoded
@@ -51,10 +51,10 @@ def test_reliability_of_a_perfectly_calibrated_toy():
 def test_balanced_class_weights():
     cfg = load_config(None, {"train.class_weights": "balanced"})
     enc = Encoded(input_ids=[[1]] * 8, token_type_ids=None, labels=[0, 0, 0, 0, 0, 0, 1, 1], truncated=0)
-    w = _class_weights(cfg, enc, ["a", "b"])
+    w = class_weights(cfg.train.class_weights, enc.targets, ["a", "b"])
     # n / (classes * count): 8 / (2 * 6) and 8 / (2 * 2); each class then adds the same total weight
     assert w.tolist() == pytest.approx([8 / 12, 2.0])
-    assert _class_weights(load_config(None), enc, ["a", "b"]) is None
+    assert class_weights(load_config(None).train.class_weights, enc.targets, ["a", "b"]) is None
 
 
 def test_error_analysis_names_pairs_and_worst_examples():

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import taskembed
 from bench import fault_injection as fi
-from taskembed.api import _class_weights
+from taskembed.losses import class_weights
 from taskembed.cli import main
 from taskembed.config import TrainConfig, load_config
 from taskembed.data import Encoded, balanced_sample, encode, train_batches
@@ -177,8 +177,8 @@ def test_balanced_sample_draws_every_class_equally_often():
 def test_class_weight_map_and_balanced(tmp_path):
     enc = Encoded(input_ids=[[1]] * 4, token_type_ids=None, labels=[0, 0, 0, 1], truncated=0)
     cfg = load_config(None, {"train.class_weights": {"b": 3.0}})
-    assert _class_weights(cfg, enc, ["a", "b"]).tolist() == [1.0, 3.0]
-    balanced = _class_weights(load_config(None, {"train.class_weights": "balanced"}), enc, ["a", "b"])
+    assert class_weights(cfg.train.class_weights, enc.targets, ["a", "b"]).tolist() == [1.0, 3.0]
+    balanced = class_weights(load_config(None, {"train.class_weights": "balanced"}).train.class_weights, enc.targets, ["a", "b"])
     assert balanced.tolist() == pytest.approx([4 / 6, 2.0])
 
 
