@@ -145,14 +145,16 @@ def train(
         if not bool(torch.isfinite(x).all()):
             raise TrainingDiverged(f"after training, the model's {s} logits are not finite: the weights diverged; "
                                    "lower train.lr / train.head_lr or check the data")
-    metrics = {s: metrics_from_logits(logits[s], encoded[s].targets, splits.labels) for s in logits}
-    thresholds, skipped = None, _multi_label_skips(cfg) if splits.multi_label else {}
+    thresholds, skipped = None, {}
     if splits.multi_label:
         # Per-label thresholds tuned on validation; every split is scored at them and at 0.5 (thresholds.json, the card).
         thresholds, metrics = threshold_report(logits, {s: encoded[s].targets for s in logits}, splits.labels,
                                                min_positives=cfg.data.threshold_min_positives)
+        skipped = _multi_label_skips(cfg)
         if skipped:
             say(f"multi-label: skipped {', '.join(skipped)} (single-label only)")
+    else:
+        metrics = {s: metrics_from_logits(logits[s], encoded[s].targets, splits.labels) for s in logits}
     calibration = None
     if cfg.output.calibrate and "validation" in logits and not splits.multi_label:
         y = {s: torch.tensor(encoded[s].targets) for s in logits}
