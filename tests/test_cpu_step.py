@@ -15,7 +15,8 @@ import taskembed
 import taskembed.dropout as lanes
 from bench.fault_injection import write_csv
 from taskembed.dropout import ATTENTION, _lanes, _softmax, fast_dropout, keep_scale, lane_dropout
-from taskembed.loop import CompactVocab, EmbeddingRows, clip_in_step
+from taskembed.loop import clip_in_step
+from taskembed.token_table import CompactVocab, EmbeddingRows
 from tests.conftest import make_rows
 from tests.test_trim import padded_batch, tiny, train_without_dropout
 
