@@ -158,8 +158,11 @@ def train(
     calibration = None
     if cfg.output.calibrate and "validation" in logits and not splits.multi_label:
         y = {s: torch.tensor(encoded[s].targets) for s in logits}
-        calibration = calibrate(logits["validation"], y["validation"], {s: (logits[s], y[s]) for s in logits if s != "validation"})
-        for s, c in calibration["splits"].items():
+        calibration, why = calibrate(logits["validation"], y["validation"], {s: (logits[s], y[s]) for s in logits if s != "validation"})
+        if why:
+            skipped["calibration"] = why
+            say(f"calibration skipped: {why}")
+        for s, c in (calibration or {"splits": {}})["splits"].items():
             metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
     errors = None
     if cfg.output.error_analysis and logits and not splits.multi_label:

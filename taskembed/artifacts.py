@@ -118,7 +118,9 @@ def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> 
     return "\n".join(rows)
 
 
-def _calibration_section(cal: dict[str, Any] | None) -> str:
+def _calibration_section(cal: dict[str, Any] | None, skipped: str | None = None) -> str:
+    if skipped:
+        return f"### Calibration\n\nNot calibrated: {skipped}.\n\n"
     if not cal:
         return ""
     rows = "\n".join(f"| {split} | {100 * v['ece_before']:.2f} | {100 * v['ece_after']:.2f} |" for split, v in cal["splits"].items())
@@ -262,7 +264,7 @@ Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 {best}training took {info['train_seconds']:.0f} s on {info['device']}. {long_texts}
 
 {per_class_section}
-{_multi_label_section(info)}{_calibration_section(info.get("calibration"))}{_errors_section(info.get("errors"))}
+{_multi_label_section(info)}{_calibration_section(info.get("calibration"), (info.get("skipped") or {}).get("calibration"))}{_errors_section(info.get("errors"))}
 {plots}
 
 ## Learning-rate plan

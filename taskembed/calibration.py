@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 CALIBRATION_FILE = "calibration.json"
+T_MIN, T_MAX = 0.05, 20.0
+"""The temperatures searched. A fit that ends at either bound found no minimum: a validation split the model gets
+entirely right (or entirely wrong) has its NLL fall all the way to T -> 0 (or infinity), and such a T would make
+every calibrated score about 1.0 (or uniform)."""
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -28,8 +32,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     def nll(log_t: float) -> float:
         return float(F.cross_entropy(logits / math.exp(log_t), labels))
 
-    # NLL is unimodal in log T for practical logits; golden-section search over T in [0.05, 20].
-    lo, hi = math.log(0.05), math.log(20.0)
+    # NLL is unimodal in log T for practical logits; golden-section search over T in [T_MIN, T_MAX].
+    lo, hi = math.log(T_MIN), math.log(T_MAX)
     g = (math.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
     fa, fb = nll(a), nll(b)
@@ -63,15 +67,22 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> di
     return {"ece": ece, "bins": rows}
 
 
-def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor, others: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """Fit T on validation; ECE before and after on validation and every other split given."""
+def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
+              others: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, Any] | None, str | None]:
+    """Fit T on validation; ECE before and after on validation and every other split given. (None, why) when no
+    temperature fits (see T_MIN)."""
     t = fit_temperature(val_logits, val_labels)
+    if not T_MIN * 1.01 < t < T_MAX / 1.01:
+        right = int((val_logits.argmax(-1) == val_labels).sum())
+        return None, (f"no temperature fits the {len(val_labels)} validation texts ({right} classified right; the fit ran to "
+                      f"T = {t:.2f}, the edge of its range), so calibrated scores would mean nothing; a larger validation "
+                      "split with some mistakes in it calibrates")
     report: dict[str, Any] = {"temperature": t, "fitted_on": "validation", "bins": 15, "splits": {}}
     for split, (logits, labels) in {"validation": (val_logits, val_labels), **others}.items():
         before = reliability(logits.softmax(-1), labels)
         after = reliability((logits / t).softmax(-1), labels)
         report["splits"][split] = {"ece_before": before["ece"], "ece_after": after["ece"], "bins_before": before["bins"], "bins_after": after["bins"]}
-    return report
+    return report, None
 
 
 def plot_reliability(report: dict[str, Any], split: str, path: Path) -> None:

@@ -32,12 +32,27 @@ def test_fit_temperature_recovers_the_overconfidence():
 def test_calibration_lowers_ece_and_keeps_the_argmax():
     logits, y = overconfident(seed=1)
     test_logits, test_y = overconfident(seed=2)
-    report = calibrate(logits, y, {"test": (test_logits, test_y)})
+    report, why = calibrate(logits, y, {"test": (test_logits, test_y)})
+    assert why is None
     for split in ("validation", "test"):
         s = report["splits"][split]
         assert s["ece_after"] < s["ece_before"] / 2
     t = report["temperature"]
     assert torch.equal((test_logits / t).argmax(-1), test_logits.argmax(-1))
+
+
+def test_no_calibration_when_no_temperature_fits():
+    # A validation split the model gets all right: the NLL falls all the way to T -> 0, and a T at the search's edge
+    # would make every calibrated score 1.0. Found with 21 validation texts of a user's own small data.
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (21,), generator=g)
+    logits = torch.randn(21, 3, generator=g) + 4.0 * torch.nn.functional.one_hot(y, 3)
+    assert bool((logits.argmax(-1) == y).all())
+    report, why = calibrate(logits, y, {"test": (logits, y)})
+    assert report is None and "no temperature fits the 21 validation texts (21 classified right" in why
+    from taskembed.artifacts import _calibration_section
+
+    assert "Not calibrated: no temperature fits" in _calibration_section(None, why)
 
 
 def test_reliability_of_a_perfectly_calibrated_toy():
@@ -68,6 +83,8 @@ def test_error_analysis_names_pairs_and_worst_examples():
 def test_trained_folder_has_calibration_errors_and_weighted_loss(tiny_overrides, write_csv):
     rows = make_rows(150, seed=9)
     rows = [r for i, r in enumerate(rows) if r["label"] == "neg" or i % 3 == 0]  # about 3:1 imbalance
+    # Some labels flipped, so that validation holds mistakes and a temperature fits (none does for a perfect split).
+    rows = [{**r, "label": {"neg": "pos", "pos": "neg"}[r["label"]]} if i % 6 == 5 else r for i, r in enumerate(rows)]
     overrides = {**tiny_overrides, "data.source": str(write_csv(rows)), "data.test_fraction": 0.2,
                  "train.class_weights": "balanced", "output.embedding_report": False}
     res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
