@@ -190,7 +190,7 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, check_tokenizer, resolve_model
+        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, check_tokenizer, refuse_missing, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
@@ -202,10 +202,12 @@ class Embedder:
             config = AutoConfig.from_pretrained(path)
             archs = config.architectures or []
             loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
-            model = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True)
+            model, info = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except _load_errors() as exc:
             raise _hub_error(name, exc) from None
+        # A plain encoder may lack a pooler (no pooling here reads it); a classifier's head, pooler included, must be whole.
+        refuse_missing(name, info["missing_keys"], allowed=lambda key: loader is AutoModel and key.startswith("pooler."))
         check_tokenizer(tokenizer, config, name)
         model.eval()
         return cls(model, tokenizer, name=name, path=Path(path).resolve() if local else None, device=device, **options)

@@ -17,7 +17,7 @@ import types
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -172,12 +172,25 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     if max_length is not None:
         check_max_length(max_length, cfg.name, mcfg, tokenizer)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=mcfg, dtype=torch.float32, use_safetensors=True, **kwargs
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, config=mcfg, dtype=torch.float32, use_safetensors=True, output_loading_info=True, **kwargs
         )
     except _load_errors() as exc:
         raise _hub_error(cfg.name, exc) from None
+    # The new head starts at random, as it should, and so may a pooler the encoder's file lacks (it is trained with
+    # the head); anything else missing from the encoder is damage.
+    prefix = f"{model.base_model_prefix}."
+    refuse_missing(cfg.name, info["missing_keys"], allowed=lambda key: not key.startswith(prefix) or ".pooler." in key)
     return model, tokenizer
+
+
+def refuse_missing(name: str, missing, allowed: Callable[[str], bool] = lambda _key: False) -> None:
+    """transformers starts the tensors a weights file lacks at random and only warns (a warning taskembed silences):
+    a model with random layers trains, predicts and embeds without a word, badly. Refuse it unless `allowed`."""
+    lacking = sorted(key for key in missing if not allowed(key))
+    if lacking:
+        raise UserError(f"{name}: the weights lack {len(lacking)} of the model's tensors ({', '.join(lacking[:3])}); "
+                        "the folder is damaged or its weights are not this model's: write it again or copy it whole")
 
 
 def model_token_limit(mcfg, tokenizer) -> int | None:
@@ -217,12 +230,7 @@ def load_trained(folder: str | Path):
     except _load_errors() as exc:
         raise _hub_error(str(path), exc) from None
     check_tokenizer(tokenizer, model.config, str(path))
-    if info.get("missing_keys"):
-        # transformers would start these at random and only warn (a warning taskembed silences): a classifier whose
-        # head is random answers at random.
-        missing = sorted(info["missing_keys"])
-        raise UserError(f"{path}: the weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}); "
-                        "the folder is damaged or its weights are not the trained classifier's: write it again or copy it whole")
+    refuse_missing(str(path), info["missing_keys"])  # a classifier whose head is random answers at random
     model.eval()
     return model, tokenizer
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from taskembed.cli import main
+from tests.conftest import make_rows
 from tests.test_data import BAD, BAD_FILES
 
 CASES = [(name, {f"--data.{k}": v for k, v in options.items()}) for name, options, _ in BAD_FILES]
@@ -361,3 +362,34 @@ def test_the_demo_command_runs_only_this_checkouts_app(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="source checkout"):
         cli.cmd_demo(["runs/x"])
     assert not (tmp_path / "ran").exists()
+
+
+def _drop_tensors(folder: Path, dest: Path, dropped: str) -> Path:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    weights = load_file(str(dest / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if dropped not in k}
+    assert len(kept) < len(weights)
+    save_file(kept, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def test_a_base_model_missing_a_layer_is_refused_not_started_at_random(tiny_model_dir, tmp_path, capsys, write_csv):
+    # transformers starts missing tensors at random and only warns; taskembed silences its warnings.
+    partial = _drop_tensors(tiny_model_dir, tmp_path / "partial", "layer.1.")
+    data = write_csv(make_rows(40))
+    for argv in (["train", "--data.source", str(data), "--model.name", str(partial), "--output.dir", str(tmp_path / "out")],
+                 ["embed", str(partial), str(data), "--out", str(tmp_path / "v.npy")]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and "the weights lack" in err and "layer.1." in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "v.npy").exists()
+
+
+def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path, capsys, write_csv):
+    # The head representation is the pooler's output: a random pooler would give random vectors.
+    damaged = _drop_tensors(classifier_dir, tmp_path / "nopooler", "pooler.")
+    code, _, err = run_cli(["embed", str(damaged), str(write_csv(make_rows(10))), "--out", str(tmp_path / "v.npy")], capsys)
+    assert code == 2 and "the weights lack" in err and "pooler" in err, err
