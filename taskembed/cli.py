@@ -336,9 +336,16 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: a usage block of up to nine lines buried the mistake."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taskembed", description="Fine-tune a transformer classifier with discriminative learning rates.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="taskembed", description="Fine-tune a transformer classifier with discriminative learning rates.")
+    sub = p.add_subparsers(dest="command", required=True)  # subcommands' parsers are _Parser too
 
     t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)")
     t.add_argument("config", nargs="?", help="YAML config (default: built-in defaults = configs/sentiment.yaml)")

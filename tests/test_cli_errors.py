@@ -393,3 +393,16 @@ def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path,
     damaged = _drop_tensors(classifier_dir, tmp_path / "nopooler", "pooler.")
     code, _, err = run_cli(["embed", str(damaged), str(write_csv(make_rows(10))), "--out", str(tmp_path / "v.npy")], capsys)
     assert code == 2 and "the weights lack" in err and "pooler" in err, err
+
+
+@pytest.mark.parametrize("argv, piece", [
+    (["embed", "runs/x", "data.csv"], "required: --out; see `taskembed embed --help`"),
+    (["frob"], "invalid choice: 'frob'"),
+    (["train", "--resume=maybe"], "invalid choice: 'maybe'"),
+    (["lr-find", "--steps", "abc"], "invalid int value: 'abc'"),
+])
+def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and piece in err and len(err.strip().splitlines()) == 1, err
