@@ -119,6 +119,10 @@ def check_folder(path: Path) -> None:
 
 def _hub_error(name: str, exc: Exception) -> UserError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+        # Safe as it is (nothing of the model's own code ran); running it is the user's call, at a pinned revision.
+        return UserError(f"model '{name}' needs its own Python code to load, which taskembed does not run unless asked: if you "
+                         "trust it, set model.trust_remote_code true (with model.revision pinned to a commit for a Hub id)")
     if Path(name).expanduser().is_dir():
         return UserError(f"model '{name}': could not load it ({first}); the folder is damaged or incomplete: write it again or copy it whole")
     return UserError(f"model '{name}': could not load it ({first}); check the id or path, or whether the Hub is reachable")

@@ -168,3 +168,19 @@ def test_a_probe_that_gets_no_answer_is_cut_short(online_env, monkeypatch):
         assert hub.unreachable() == "no answer from huggingface.co within 0.2 s"
     finally:
         release.set()
+
+
+def test_a_model_that_needs_its_own_code_is_named_as_such_and_its_code_never_runs(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="taskembed-custom", auto_map={"AutoConfig": "custom.CustomConfig",
+                                                           "AutoModelForSequenceClassification": "custom.CustomModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "custom.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    with pytest.raises(UserError, match="needs its own Python code to load.*set model.trust_remote_code true"):
+        load_classifier(ModelConfig(name=str(folder)), ["neg", "pos"])
+    assert not (tmp_path / "ran").exists()
