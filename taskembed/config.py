@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Hashable
@@ -297,9 +298,9 @@ def _shown(value: Any) -> str:
     return "true; on the command line an option given without a value reads as true" if value is True else repr(value)
 
 
-def _suggest(word: str, options: typing.Iterable[str]) -> str:
+def _suggest(word: str, options: typing.Iterable[str], section: str | None = None) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f"; did you mean '{f'{section}.' if section else ''}{close[0]}'?" if close else ""
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -444,6 +445,10 @@ def as_config(config: "Config | str | Path | None", overrides: dict[str, Any] | 
     return load_config(config, overrides, overrides_from="overrides")
 
 
+PATHS = {("data", "source"), ("data", "validation"), ("data", "test"), ("output", "dir")}
+"""Options that may name a file or folder (model.name is resolved where the model loads)."""
+
+
 def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> Config:
     problems: list[str] = []
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -459,10 +464,12 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             problems.append(f"section '{section}' must be a mapping of keys")
             continue
         values[section].update(body)
+    overridden = set()
     for key, value in (overrides or {}).items():
         resolved = _resolve_key(key, problems)
         if resolved:
             values[resolved[0]][resolved[1]] = value
+            overridden.add(resolved)
 
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -470,10 +477,13 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         kwargs = {}
         for key, value in values[section].items():
             if key not in hints:
-                problems.append(f"unknown key '{section}.{key}'{_suggest(key, hints)}")
+                source = " (an override, not the file)" if (section, key) in overridden and where.endswith((".yaml", ".yml")) else ""
+                problems.append(f"unknown key '{section}.{key}'{source}{_suggest(key, hints, section)}")
                 continue
             try:
                 kwargs[key] = _coerce(value, hints[key])
+                if (section, key) in PATHS and isinstance(kwargs[key], str):
+                    kwargs[key] = os.path.expanduser(kwargs[key])  # ~/runs means the home folder, not a folder named ~
             except ValueError as exc:
                 problems.append(f"{section}.{key} {exc}")
         sections[section] = cls(**kwargs)

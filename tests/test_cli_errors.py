@@ -67,7 +67,7 @@ def test_config_file_with_unknown_keys(tmp_path, capsys):
     cfg.write_text("trian:\n  lr: 1e-4\ndata:\n  sorce: x.csv\n")
     code, _, err = run_cli(["train", str(cfg), "--output.dir", str(tmp_path / "out")], capsys)
     assert_clean_failure(code, err, tmp_path / "out")
-    assert "did you mean 'train'" in err and "did you mean 'source'" in err and str(cfg) in err
+    assert "did you mean 'train'" in err and "did you mean 'data.source'" in err and str(cfg) in err
 
 
 def test_output_folder_that_is_a_file(tmp_path, capsys, write_csv, tiny_model_dir):

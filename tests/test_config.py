@@ -67,8 +67,8 @@ def test_unknown_keys_and_sections_suggest_the_right_name():
     msg = problems({"trian": {"lr": 1e-4}, "train": {"epoch": 2}, "data": {"text_colum": "review"}})
     assert msg.startswith("config: 3 problems: ")
     assert "unknown section 'trian'; did you mean 'train'?" in msg
-    assert "unknown key 'train.epoch'; did you mean 'epochs'?" in msg
-    assert "unknown key 'data.text_colum'; did you mean 'text_column'?" in msg
+    assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in msg
+    assert "unknown key 'data.text_colum'; did you mean 'data.text_column'?" in msg
 
 
 def test_wrong_types_are_named_with_the_value():
@@ -341,3 +341,17 @@ def test_text_options_keep_numbers_as_written_in_files_and_overrides(tmp_path):
     assert (cfg.model.revision, cfg.data.text_column, cfg.data.label_column) == ("0123456", "1_0", "12:30")
     assert cfg.train.batch_size == 16 and type(cfg.train.batch_size) is int and cfg.train.lr == 1e-4
     assert "revision: '0123456'" in config_module.dump_config(cfg)  # the dump reads back as the same text
+
+
+def test_paths_starting_with_a_tilde_mean_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, parse_overrides(["--output.dir", "~/runs/x", "--data.test", "~/test.csv"]))
+    assert (cfg.output.dir, cfg.data.test) == (str(tmp_path / "runs/x"), str(tmp_path / "test.csv"))
+
+
+def test_a_mistyped_override_is_not_blamed_on_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        load_config(path, parse_overrides(["--train.epoch", "3"]))
+    assert "unknown key 'train.epoch' (an override, not the file); did you mean 'train.epochs'?" in str(info.value)
