@@ -127,6 +127,7 @@ def train(
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     ckpts = None
     if cfg.train.keep_checkpoints:
+        checkpoint.check_root(ckpt_root)
         checkpoint.check_disk_space(ckpt_root, model, cfg.train.keep_checkpoints, "validation" in encoded)
         if world > 1:
             torch.distributed.barrier()  # every rank has chosen its checkpoint before rank 0 clears anything

@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from taskembed.artifacts import check_writable
 from taskembed.errors import UserError
 
 FORMAT = 1
@@ -492,6 +493,16 @@ def estimated_bytes(model, has_validation: bool) -> int:
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     moments = sum(2 * p.numel() * 4 for p in model.parameters() if p.requires_grad)
     return weights * (2 if has_validation else 1) + moments
+
+
+def check_root(root: Path) -> None:
+    """Before training, not at the first checkpoint after an epoch of it: the checkpoint folder can be written."""
+    fix = "move it away, or set train.keep_checkpoints 0 to write no checkpoints"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file, and the checkpoints of this output.dir go there; {fix}")
+    if root.is_dir() and not os.access(root, os.W_OK | os.X_OK):
+        raise UserError(f"{root}: the checkpoint folder is not writable; {fix}")
+    check_writable(root, "checkpoint folder")
 
 
 def _size(n: float) -> str:

@@ -301,3 +301,15 @@ def test_no_shipped_code_calls_a_loader_that_can_unpickle():
             code = line.split("#", 1)[0]
             found += [f"{path.relative_to(root)}:{number} {why}" for pattern, why in risky.items() if re.search(pattern, code)]
     assert not found, found
+
+
+def test_a_checkpoint_path_that_is_a_file_fails_before_training(tmp_path, tiny_model_dir, write_csv, capsys):
+    from taskembed.cli import main
+    from tests.conftest import make_rows
+
+    (tmp_path / "out.checkpoints").write_text("not a folder")
+    argv = ["train", "--data.source", str(write_csv(make_rows(40))), "--model.name", str(tiny_model_dir),
+            "--output.dir", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "out.checkpoints: is a file" in err and "train.keep_checkpoints 0" in err and len(err.strip().splitlines()) == 1, err
