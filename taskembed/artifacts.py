@@ -14,7 +14,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TextIO
 
 from taskembed.errors import UserError
 
@@ -85,6 +85,21 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
             tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def written_whole(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+    """A text file opened for writing that appears at `path` only when the block completes: on any error (a full
+    disk, Ctrl-C) nothing is left, neither a half-written file nor its temporary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

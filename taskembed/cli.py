@@ -139,6 +139,7 @@ def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
 def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | None = None, text_column: str | None = None,
                  text_pair_column: str | None = None, label_column: str | None = None) -> int:
     from taskembed import api
+    from taskembed.artifacts import written_whole
 
     if out:
         check_out_file(out, (".json",))
@@ -158,8 +159,8 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
         for name, v in m["per_class"].items():
             print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+        with written_whole(Path(out)) as fh:
+            fh.write(json.dumps(m, indent=2) + "\n")
         print(f"written to {out}")
     return 0
 
@@ -169,6 +170,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     """The columns of a table file default to those the model was trained on (else `text`); a model trained on text
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
+    from taskembed.artifacts import written_whole
     from taskembed.data import texts_from_file
 
     if bool(texts) == bool(file):
@@ -186,9 +188,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(out).with_name(Path(out).name + ".partial")
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
+        with written_whole(Path(out), newline="") as fh:
             if out.lower().endswith(".jsonl"):
                 for t, t2, p in zip(inputs, second_texts, preds):
                     fh.write(json.dumps({"text": t, **({"text_pair": t2} if pairs else {}), **p}, ensure_ascii=False) + "\n")
@@ -197,7 +197,6 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                 w = csv.writer(fh)
                 w.writerow(header)
                 w.writerows([f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows)
-        tmp.replace(out)
         print(f"{len(preds)} predictions written to {out}")
     else:
         for t, t2, p in zip(inputs, second_texts, preds):
@@ -518,6 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `taskembed ... | head` closed the pipe: not an error; keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # What the machine refuses (a full disk, a permission, a folder gone) is the user's to fix, not a traceback.
+        # The writers leave nothing half-written behind (artifacts.staged_folder, written_whole, embed's .partial).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; free some space, fix the permission or choose another path", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

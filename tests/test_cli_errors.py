@@ -406,3 +406,28 @@ def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.startswith("error: ") and piece in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(classifier_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from taskembed import cli
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def writerow(self, row):
+            self.fh.write(",".join(map(str, row)) + "\n")
+
+        def writerows(self, rows):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli.csv, "writer", FullDisk)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a fine film\na dull film\n", encoding="utf-8")
+    out = tmp_path / "sub" / "p.csv"
+    assert main(["predict", str(classifier_dir), "--file", str(texts), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: No space left on device") and len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "sub").iterdir()) == []  # neither p.csv nor p.csv.partial
