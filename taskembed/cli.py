@@ -264,13 +264,24 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     return app["main"](argv)
 
 
+def _columns(model: str, text_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
+    else text and label."""
+    from taskembed.modeling import read_folder_json
+
+    trained = Path(model) / "training_config.json"
+    data = (read_folder_json(trained).get("data") or {}) if trained.is_file() else {}
+    return text_column or data.get("text_column") or "text", label_column or data.get("label_column") or "label"
+
+
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
-              normalize: bool = False, dtype: str = "float32", max_length: int | None = None, text_column: str = "text",
-              label_column: str = "label", split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
+              normalize: bool = False, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
+              label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
               progress: bool = True, bf16: bool = False) -> int:
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
+    text_column, label_column = _columns(model, text_column, label_column)
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
                       max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
@@ -323,9 +334,11 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
 
 
 def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_report", split: str | None = None,
-                text_column: str = "text", label_column: str = "label", max_texts: int = 2000, seed: int = 0,
+                text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
+
+    text_column, label_column = _columns(tuned, text_column, label_column)
 
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
@@ -408,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
                     "max_seq_length, else the tokenizer's limit up to 512)")
     em.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")
-    em.add_argument("--text-column", default="text")
-    em.add_argument("--label-column", default="label", help="copied to the output when present")
+    em.add_argument("--text-column", help="default: the one a taskembed model was trained on, else text")
+    em.add_argument("--label-column", help="copied to the output when present (default: as trained, else label)")
     em.add_argument("--split", help="one split of a folder or built-in dataset (default: all, with a split column)")
     em.add_argument("--chunk-size", type=int, default=10_000, help="texts read, embedded and written at a time")
     em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 2048 on CPU, 8192 on a GPU)")
@@ -439,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("data", help="labelled texts: a file, a save_to_disk folder or a built-in name")
     co.add_argument("--out-dir", default="embedding_report", help="where the JSON and PNG go (default: ./embedding_report)")
     co.add_argument("--split", help="split of a folder or built-in (default: test, else validation, else train)")
-    co.add_argument("--text-column", default="text")
-    co.add_argument("--label-column", default="label")
+    co.add_argument("--text-column", help="default: the one the tuned model was trained on, else text")
+    co.add_argument("--label-column", help="default: as the tuned model was trained, else label")
     co.add_argument("--max-texts", type=int, default=2000, help="seeded sample size (default 2000)")
     co.add_argument("--seed", type=int, default=0)
     co.add_argument("--base-pooling", default="mean", help="pooling of the base encoder (default mean)")

@@ -295,9 +295,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
     for col in columns:
         if col not in df.columns:
-            import difflib
-
-            close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1)
+            close = _likely_column(df, col, _which(cfg, col), set(columns))
             option = flag(_which(cfg, col))
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
@@ -402,6 +400,22 @@ def _binary(value: Any) -> bool | None:
     if isinstance(value, (bool, int, float)) and value in (0, 1):
         return bool(value)
     return None
+
+
+def _likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> list[str]:
+    """The column to suggest for a missing one, among those no option names yet: the one whose values look the part
+    (the longest on average for a text, the fewest distinct for a label); a close name when there are no rows. Names
+    alone mislead: 'text' is closest to 'intent', which holds labels."""
+    free = [c for c in df.columns if str(c) not in named]
+    if not free:
+        return []
+    if df.empty:
+        import difflib
+
+        return difflib.get_close_matches(col, [str(c) for c in free], n=1)
+    sample = df[free].head(1000).astype(str)
+    score = {c: (sample[c].str.len().mean() if field != "label_column" else -sample[c].nunique()) for c in free}
+    return [str(max(score, key=score.get))]
 
 
 def _which(cfg: DataConfig, col: str) -> str:

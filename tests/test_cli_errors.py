@@ -431,3 +431,21 @@ def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(cl
     err = capsys.readouterr().err
     assert err.startswith("error: No space left on device") and len(err.strip().splitlines()) == 1, err
     assert list((tmp_path / "sub").iterdir()) == []  # neither p.csv nor p.csv.partial
+
+
+def test_embed_and_compare_read_the_columns_the_model_was_trained_on(tiny_model_dir, tmp_path, capsys):
+    import csv as csv_module
+
+    data = tmp_path / "intents.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        w = csv_module.writer(fh)
+        w.writerow(["utterance", "intent"])
+        w.writerows([r["text"], r["label"]] for r in make_rows(60))
+    model = tmp_path / "model"
+    assert main(["train", "--data.source", str(data), "--data.text_column", "utterance", "--data.label_column", "intent",
+                 "--model.name", str(tiny_model_dir), "--output.dir", str(model), "--epochs", "1", "--no-progress",
+                 "--output.embedding_report", "false"]) == 0
+    assert main(["embed", str(model), str(data), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
+    sidecar = json.loads((tmp_path / "v.parquet.json").read_text())
+    assert (sidecar["source"]["text_column"], sidecar["source"]["label_column"]) == ("utterance", "intent")
+    assert main(["compare", str(tiny_model_dir), str(model), str(data), "--out-dir", str(tmp_path / "report"), "--no-progress"]) == 0

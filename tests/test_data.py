@@ -51,7 +51,7 @@ BAD_FILES = [
     ("duplicate_key.jsonl", {}, ["line 2: key 'label' appears twice in one object; keep one"]),
     ("txt_column.csv", {}, ["no column 'text' (columns: txt, label)", "did you mean 'txt'? set it with --data.text_column txt"]),
     ("capital_text_column.jsonl", {}, ["no column 'text' (columns: Text, label)", "did you mean 'Text'? set it with --data.text_column Text"]),
-    ("no_label_column.csv", {}, ["no column 'label' (columns: text, category)", "set --data.label_column to one of them"]),
+    ("no_label_column.csv", {}, ["no column 'label' (columns: text, category)", "did you mean 'category'? set it with --data.label_column category"]),
     ("spaced_header.csv", {}, ["no column 'label' (columns: text,  label)", "the header spells it ' label', with spaces",
                                "remove the spaces around the names in the header line"]),
     ("txt_column.csv", {"text_column": "txt", "text_pair_column": "hypothesis"}, ["no column 'hypothesis'", "set --data.text_pair_column"]),
@@ -426,3 +426,14 @@ def test_a_test_file_with_another_column_name_is_told_to_rename_it(write_csv, ro
     with pytest.raises(UserError, match=r"test.csv: no column 'label' .*every split uses the training data's column names "
                                         r"\(data.label_column 'label'\): rename this file's column"):
         load_splits(DataConfig(source=str(train), test=str(test)))
+
+
+def test_a_missing_column_suggests_the_one_whose_values_fit_not_the_closest_name(tmp_path):
+    # 'text' is closest by name to 'intent', which holds the labels; the texts are in 'utterance'.
+    path = tmp_path / "intents.csv"
+    path.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n"
+                    "play some jazz music now,music\nwhat is the weather in rome,weather\n", encoding="utf-8")
+    with pytest.raises(UserError, match="did you mean 'utterance'\\? set it with --data.text_column utterance"):
+        load_splits(DataConfig(source=str(path)))
+    with pytest.raises(UserError, match="did you mean 'intent'\\? set it with --data.label_column intent"):
+        load_splits(DataConfig(source=str(path), text_column="utterance"))
