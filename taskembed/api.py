@@ -268,11 +268,17 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
     if label_column and clf.multi_label and trained.get("label_columns"):
         raise UserError(f"--label-column {label_column}: {folder} reads its labels from the 0/1 columns "
                         f"{', '.join(trained['label_columns'])}, which the data must have; drop --label-column")
+    if text_pair_column and not clf.text_pair_column:
+        raise UserError(f"--text-pair-column {text_pair_column}: {folder} was trained on single texts; drop --text-pair-column")
     dcfg = DataConfig(source=data, text_column=text_column or trained.get("text_column", "text"),
                       text_pair_column=text_pair_column or trained.get("text_pair_column"),
                       label_column=label_column or trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
                       multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
                       label_columns=trained.get("label_columns") if clf.multi_label else None)
+    named = [c for c in (dcfg.text_column, dcfg.text_pair_column, None if dcfg.label_columns else dcfg.label_column) if c]
+    if len(set(named)) < len(named):
+        raise UserError(f"the text, second-text and label columns must differ (they are {', '.join(named)}); "
+                        "name each with --text-column, --text-pair-column and --label-column")
 
     def flag(field: str) -> str | None:  # the evaluate command's own options; how labels are read, the model fixes
         if field in ("multi_label", "label_columns", "label_delimiter"):

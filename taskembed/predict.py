@@ -112,6 +112,8 @@ class Classifier:
         if pairs is None and self.text_pair_column:
             raise UserError(f"{self.folder} was trained on text pairs (data.text_pair_column '{self.text_pair_column}'); "
                             "give each text its second text: predict(texts, pairs)")
+        if pairs is not None and not self.text_pair_column:
+            raise UserError(f"{self.folder} was trained on single texts, so second texts would be input it never saw; give texts only")
         if pairs is not None:
             pairs = _check_texts(pairs, "second text")
             if len(pairs) != len(texts):

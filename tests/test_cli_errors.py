@@ -449,3 +449,12 @@ def test_embed_and_compare_read_the_columns_the_model_was_trained_on(tiny_model_
     sidecar = json.loads((tmp_path / "v.parquet.json").read_text())
     assert (sidecar["source"]["text_column"], sidecar["source"]["label_column"]) == ("utterance", "intent")
     assert main(["compare", str(tiny_model_dir), str(model), str(data), "--out-dir", str(tmp_path / "report"), "--no-progress"]) == 0
+
+
+def test_second_texts_for_a_single_text_model_and_one_column_for_two_roles_are_refused(classifier_dir, tmp_path, capsys, write_csv):
+    data = str(write_csv(make_rows(10)))
+    for argv, piece in ((["predict", str(classifier_dir), "--file", data, "--text-pair-column", "label"], "trained on single texts"),
+                        (["evaluate", str(classifier_dir), data, "--text-pair-column", "text"], "trained on single texts"),
+                        (["evaluate", str(classifier_dir), data, "--text-column", "label"], "columns must differ")):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and piece in err and len(err.strip().splitlines()) == 1, (argv, err)
