@@ -145,7 +145,7 @@ def test_cli_output_paths_and_columns(trained, tmp_path, capsys):
     # data laid out with other column names: evaluate says which of its own options to pass, and they work
     renamed = tmp_path / "renamed.csv"
     renamed.write_text((root / "test.csv").read_text().replace("text,label", "review,stars", 1))
-    fails(["evaluate", model, str(renamed)], "no column 'text' (columns: review, stars); set --text-column to one of them")
+    fails(["evaluate", model, str(renamed)], "no column 'text' (columns: review, stars); did you mean 'review'? set it with --text-column review")
     assert main(["evaluate", model, str(renamed), "--text-column", "review", "--label-column", "stars", "--out",
                  str(tmp_path / "m" / "metrics.json")]) == 0
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["n"] == 60
