@@ -353,8 +353,12 @@ def fit(
 
     def diverged(what: str, step: int | None = None) -> TrainingDiverged:
         rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
+        # The checkpoints before it are kept (the last good state), so a run with lower rates into the same
+        # output.dir must say it starts afresh over them.
+        kept = checkpoints is not None and checkpoint.step_folders(checkpoints.root)
+        again = f", and rerun with --output.overwrite true (the checkpoints before it stay in {checkpoints.root} until then)" if kept else ""
         return TrainingDiverged(f"step {state.step if step is None else step}: {what}; rates were {rates}; "
-                                "lower train.lr / train.head_lr or check the data")
+                                f"lower train.lr / train.head_lr or check the data{again}")
 
     def check_weights() -> None:
         """Before anything reads the weights to keep them: an update can overflow them even when the loss and the
