@@ -48,6 +48,14 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
             print(exc.message(command), file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Stopped after training, while scoring or saving: the last step's checkpoint is still there.
+        from taskembed.checkpoint import folder_for, step_folders
+
+        if cfg.train.keep_checkpoints and step_folders(folder_for(Path(cfg.output.dir))):
+            command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
+            print(f"stopped before the model folder was written; its checkpoint is kept: finish with {command}", file=sys.stderr)
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         print()
         print(metrics_table(result.metrics, result.baselines))
@@ -488,7 +496,30 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return head, overrides
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception, so that what a command was writing is removed as for Ctrl-C; Python's default action
+    ends the process on the spot, leaving a half-written output folder behind. (Training handles both signals
+    itself, to checkpoint: loop.StopSignals.)"""
+
+
+def _terminate(_signum, _frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    own = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _terminate) if own else None
+    try:
+        return _main(argv)
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     known, extra = _split_overrides(argv)
@@ -536,9 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; free some space, fix the permission or choose another path", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     return 1
 
 

@@ -333,3 +333,28 @@ def test_a_checkpoint_without_a_label_record_still_resumes(stopped, tmp_path):
     folder, _ = checkpoint.latest(moved)
     _rewrite_meta(folder, lambda m: m.pop("labels"))
     assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 0
+
+
+def test_sigterm_while_the_model_folder_is_written_leaves_no_half_folder_and_says_how_to_finish(tiny_model_dir, data, tmp_path, capsys,
+                                                                                               monkeypatch):
+    import os
+    import signal
+
+    from taskembed import artifacts
+
+    train, test = data
+    opts = fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1)
+    real = artifacts.write_json
+
+    def killed_midway(path, obj):
+        real(path, obj)
+        if ".tmp-" in path.parent.name:  # inside the staged output folder
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(artifacts, "write_json", killed_midway)
+    assert main(cli_args(opts)) == 143
+    err = capsys.readouterr().err
+    assert "its checkpoint is kept: finish with taskembed train" in err and err.strip().endswith("terminated"), err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))) == ["out.checkpoints"]
+    monkeypatch.undo()
+    assert main(cli_args(opts) + ["--resume"]) == 0 and (tmp_path / "out" / "model.safetensors").is_file()
