@@ -31,11 +31,11 @@ def _is_terminal(stream: IO[str]) -> bool:
 
 
 class Lines:
-    """Progress as whole lines: `desc: n/total unit (pct%), elapsed, postfix`, at most one per `interval` seconds."""
+    """Progress as whole lines: `desc: n/total unit (pct%), elapsed, time left, postfix`, at most one per `interval` seconds."""
 
     def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, stream: IO[str] | None = None,
                  interval: float = 30.0):
-        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.total, self.desc, self.unit, self.n, self.initial = total, desc, unit, initial, initial
         self.stream = stream or sys.stderr
         self.interval = interval
         self.start = self.last = time.monotonic()
@@ -68,5 +68,9 @@ class Lines:
     def _line(self) -> None:
         self.last = now = time.monotonic()
         done = f"{self.n:,}/{self.total:,} {self.unit}s ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n:,} {self.unit}s"
-        parts = [f"{self.desc}: {done}", f"{now - self.start:.0f} s"] + ([self.postfix] if self.postfix else [])
+        elapsed = now - self.start
+        parts = [f"{self.desc}: {done}", f"{elapsed:.0f} s"]
+        if self.total and self.initial < self.n < self.total and elapsed > 0:  # at this session's rate (a resume's steps not counted)
+            parts.append(f"about {(self.total - self.n) * elapsed / (self.n - self.initial):.0f} s left")
+        parts += [self.postfix] if self.postfix else []
         print(", ".join(parts), file=self.stream, flush=True)

@@ -49,3 +49,16 @@ def test_a_terminal_gets_the_tqdm_bar():
     bar.update(3)
     bar.close()
     assert "\r" in out.getvalue() and "3/3" in out.getvalue()
+
+
+def test_lines_say_the_time_left_at_this_sessions_rate(monkeypatch):
+    # 3 steps done in 6 s after a resume at step 4: 3 steps left take about 6 s more (the resumed steps do not count).
+    from taskembed import progress
+
+    clock = iter([100.0, 106.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    bar = Lines(10, "train", "step", initial=4, stream=out, interval=1e9)
+    bar.n = 7
+    bar._line()
+    assert out.getvalue().strip() == "train: 7/10 steps (70%), 6 s, about 6 s left"
