@@ -940,14 +940,16 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     limits: Limits = getattr(app, "taskembed_limits", Limits())
     from starlette.middleware import Middleware
 
-    return app.launch(
+    # Gradio's own lines tell a user of this command to set `share=True` in `launch()`: say what the demo is and how
+    # to share it instead, then wait as launch would have.
+    started = app.launch(
         server_name=host,
         server_port=port,
         share=share,
         auth=auth,
         auth_message="taskembed demo" if auth else None,
-        prevent_thread_lock=prevent_thread_lock,
-        quiet=quiet,
+        prevent_thread_lock=True,
+        quiet=True,
         show_error=False,  # a gr.Error's message still shows; other exceptions do not leak details
         max_file_size=limits.max_upload_bytes,
         ssr_mode=False,
@@ -959,6 +961,13 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
         theme=gr.themes.Default(),
         css=CSS,
     )
+    if not quiet:
+        _, local_url, share_url = started
+        where = f"{local_url} and {share_url}" if share_url else f"{local_url} (this machine only unless --host or --share)"
+        print(f"taskembed demo on {where}; Ctrl-C stops it", flush=True)
+    if not prevent_thread_lock:
+        app.block_thread()
+    return started
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -316,15 +316,21 @@ def test_basic_auth_is_required_when_set(server):
 
 
 class _StubApp:
+    blocked = False
+
     def launch(self, **kwargs):
         self.kwargs = kwargs
         return None, "http://127.0.0.1:0/", None
 
+    def block_thread(self):
+        self.blocked = True
 
-def test_launch_defaults_and_warnings():
+
+def test_launch_defaults_and_warnings(capsys):
     warnings: list[str] = []
     stub = _StubApp()
     demo.launch(stub, warn=warnings.append)
+    assert stub.blocked and "taskembed demo on http://127.0.0.1:0/ (this machine only" in capsys.readouterr().out
     kw = stub.kwargs
     assert kw["server_name"] == "127.0.0.1" and kw["share"] is False and kw["auth"] is None
     assert "allowed_paths" not in kw and kw["ssr_mode"] is False and kw["mcp_server"] is False
