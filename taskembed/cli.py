@@ -69,7 +69,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
         exe = _invoked_as()
         print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
-        print(f"demo:     {exe} demo {result.output_dir}    (opens http://127.0.0.1:7860)")
+        print(f"demo:     {exe} demo {result.output_dir}    (serves it on http://127.0.0.1:7860, or the next free port; open that in a browser)")
     return 0
 
 
