@@ -349,5 +349,5 @@ def curve_table(curve: list[dict[str, float]], suggested: float, rows: int = 12)
     lines = ["     lr   smoothed loss", "-------   -------------"]
     for i in picks:
         p = curve[i]
-        lines.append(f"{p['lr']:7.1e}   {p['smoothed']:13.4f}" + ("   <- suggested" if i == near else ""))
+        lines.append(f"{p['lr']:7.1e}   {p['smoothed']:13.4f}" + (f"   <- nearest the suggested {suggested:.2g}" if i == near else ""))
     return "\n".join(lines)

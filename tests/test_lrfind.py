@@ -103,7 +103,7 @@ def test_cli_prints_the_suggestion_and_the_train_command(setup, tmp_path, capsys
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "lf" / "lr_find.json").read_text())
     lr, head = report["train_overrides"]["train.lr"], report["train_overrides"]["train.head_lr"]
-    assert f"suggested train.lr {lr:.2g}" in out and "<- suggested" in out
+    assert f"suggested train.lr {lr:.2g}" in out and f"<- nearest the suggested {lr:.2g}" in out
     assert f"plot:     {tmp_path / 'lf' / 'lr_find.png'}" in out
     train_line = next(line for line in out.splitlines() if line.startswith("train:"))
     # The user's other overrides are kept, the rates replaced by the suggestion.
