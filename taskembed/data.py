@@ -470,7 +470,7 @@ class Splits:
 
     def describe(self) -> str:
         """One line for the console: the splits' sizes and the labels."""
-        sizes = ", ".join(f"{s} {len(df):,}" for s, df in self.frames.items())
+        sizes = ", ".join(f"{s} {len(self.frames[s]):,}" for s in SPLITS if s in self.frames)  # train, validation, test
         more = " ..." if len(self.labels) > 12 else ""
         return f"data: {sizes}; {len(self.labels)} labels: {', '.join(self.labels[:12])}{more}"
 

@@ -437,3 +437,14 @@ def test_a_missing_column_suggests_the_one_whose_values_fit_not_the_closest_name
         load_splits(DataConfig(source=str(path)))
     with pytest.raises(UserError, match="did you mean 'intent'\\? set it with --data.label_column intent"):
         load_splits(DataConfig(source=str(path), text_column="utterance"))
+
+
+def test_the_data_line_lists_the_splits_in_their_order(tmp_path):
+    # A test file given beside a training file whose validation is carved from it: the line still reads train, validation, test.
+    from tests.conftest import make_rows
+
+    for name, n in (("train.csv", 60), ("test.csv", 20)):
+        with (tmp_path / name).open("w", encoding="utf-8") as fh:
+            fh.write("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(n)))
+    splits = load_splits(DataConfig(source=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), validation_fraction=0.2))
+    assert splits.describe() == "data: train 48, validation 12, test 20; 2 labels: neg, pos"
