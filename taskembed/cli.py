@@ -351,7 +351,7 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
                           tuned_options={"pooling": tuned_pooling}, progress=progress)
-    print(report_markdown(report))
+    print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
     return 0
 

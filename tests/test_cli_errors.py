@@ -448,7 +448,10 @@ def test_embed_and_compare_read_the_columns_the_model_was_trained_on(tiny_model_
     assert main(["embed", str(model), str(data), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
     sidecar = json.loads((tmp_path / "v.parquet.json").read_text())
     assert (sidecar["source"]["text_column"], sidecar["source"]["label_column"]) == ("utterance", "intent")
+    capsys.readouterr()
     assert main(["compare", str(tiny_model_dir), str(model), str(data), "--out-dir", str(tmp_path / "report"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "![" not in out and f"written to {tmp_path / 'report'}" in out  # no image link that only resolves beside the report
 
 
 def test_second_texts_for_a_single_text_model_and_one_column_for_two_roles_are_refused(classifier_dir, tmp_path, capsys, write_csv):
