@@ -210,7 +210,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
     path = Path(src)
     if src in builtin.BUILTIN_NAMES:
         splits = builtin.load_builtin(src)
-        origin = {s: f"builtin:{src}" for s in splits}
+        origin = {s: f"builtin:{src} [{s}]" for s in splits}  # a row number is only useful with its split
     elif path.is_file():
         splits = {"train": read_table(path)}
         origin = {"train": str(path)}
@@ -225,7 +225,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
             raise
         except Exception as exc:
             raise UserError(f"{path}: could not load the saved dataset ({type(exc).__name__}: {str(exc)[:120]})") from None
-        origin = {s: str(path) for s in splits}
+        origin = {s: f"{path} [{s}]" for s in splits}
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
     else:

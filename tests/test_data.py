@@ -205,7 +205,7 @@ def test_save_to_disk_folder_gives_label_names(tmp_path):
     assert splits.labels == ["neg", "pos"]
     assert set(splits.frames) == {"train", "validation"}  # "dev" is the validation split, nothing carved
     assert splits.frames["validation"]["label"].tolist() == [r["label"] for r in rows[24:]]
-    assert splits.origin["train"] == str(folder)
+    assert splits.origin == {"train": f"{folder} [train]", "validation": f"{folder} [validation]"}  # "dev" read as validation
 
 
 # --- labels ----------------------------------------------------------------------------------------
@@ -448,3 +448,15 @@ def test_the_data_line_lists_the_splits_in_their_order(tmp_path):
             fh.write("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(n)))
     splits = load_splits(DataConfig(source=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), validation_fraction=0.2))
     assert splits.describe() == "data: train 48, validation 12, test 20; 2 labels: neg, pos"
+
+
+def test_a_bad_row_in_a_saved_dataset_names_its_split(tmp_path):
+    import datasets
+
+    from tests.conftest import make_rows
+
+    train, test = make_rows(20), make_rows(4)
+    test[2]["text"] = "   "
+    datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in (("train", train), ("test", test))}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(UserError, match=r"ds \[test\]: row 3"):
+        load_splits(DataConfig(source=str(tmp_path / "ds")))
