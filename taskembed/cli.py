@@ -39,7 +39,8 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0
-    print("config (the settings that differ from the defaults; all of them: --dry-run, or training_config.json in the output folder):\n"
+    print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
+          "training_config.json in the output folder):\n"
           + "\n".join("  " + line for line in config_changes(cfg)))
     try:
         result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
