@@ -963,7 +963,14 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     )
     if not quiet:
         _, local_url, share_url = started
-        where = f"{local_url} and {share_url}" if share_url else f"{local_url} (this machine only unless --host or --share)"
+        if share_url:
+            where = f"{local_url} and {share_url}"
+        elif share:
+            where = f"{local_url} (no share link came back: Gradio's share servers need the internet)"
+        elif not is_local(host):
+            where = f"{local_url}, listening on {host}"
+        else:
+            where = f"{local_url} (this machine only; --share for a public link)"
         print(f"taskembed demo on {where}; Ctrl-C stops it", flush=True)
     if not prevent_thread_lock:
         app.block_thread()

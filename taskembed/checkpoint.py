@@ -83,7 +83,7 @@ class Checkpointing:
     every: int
     """Also checkpoint every N optimizer steps; 0 = only at epoch ends, the last step and on a stop signal."""
     keep: int
-    """Newest checkpoints kept (plus the one taken at the best step)."""
+    """Newest checkpoints kept (each holds the best weights so far)."""
     config: dict[str, Any]
     """The resolved config, saved with every checkpoint and compared on resume."""
     fingerprint: str

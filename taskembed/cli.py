@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import os
 import shutil
@@ -53,7 +54,8 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         # Stopped after training, while scoring or saving: the last step's checkpoint is still there.
         from taskembed.checkpoint import folder_for, step_folders
 
-        if cfg.train.keep_checkpoints and step_folders(folder_for(Path(cfg.output.dir))):
+        out = Path(cfg.output.dir)
+        if int(os.environ.get("RANK", "0")) == 0 and cfg.train.keep_checkpoints and step_folders(folder_for(out)) and not out.exists():
             command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
             print(f"stopped before the model folder was written; its checkpoint is kept: finish with {command}", file=sys.stderr)
         raise
@@ -488,13 +490,19 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
         if (value_of == "--resume" and tok in ("latest", "auto")) or (value_of in valued):
             head.append(tok)
         elif not tok.startswith("-") and not has_config and (tok.endswith((".yaml", ".yml")) or value_of in (None, "--resume") or value_of in own):
-            head.append(tok)  # the config path, before or after the flags (no option takes a YAML file as its value)
+            # The config path, before or after the flags (no option takes a YAML file as its value); given to argparse
+            # first, where --resume (whose value is optional) cannot take it for its own.
+            head.insert(1, tok)
             has_config = True
         elif tok == "--resume" or tok.startswith("--resume=") or tok.split("=", 1)[0] in valued or tok in own:
             head.append(tok)
         else:
             overrides.append(tok)  # --section.key, and its value
     return head, overrides
+
+
+REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EISDIR, errno.ENOTDIR,
+            errno.EEXIST, errno.ENAMETOOLONG}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -507,22 +515,32 @@ def _terminate(_signum, _frame) -> None:
     raise _Terminated()
 
 
+WRITERS = ("train", "lr-find", "predict", "evaluate", "embed", "export", "compare")
+"""The commands that write files, for which SIGTERM is taken over (the demo's server handles its own)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
 
-    own = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the main thread may set handlers. A Python handler runs when the interpreter next gets control, so a
+    # command waiting inside a C call (a collective, say) stops when that returns; torchrun follows up with SIGKILL.
+    own = bool(argv) and argv[0] in WRITERS and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if own else None
     try:
-        return _main(argv)
-    finally:
-        if own:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        try:
+            return _main(argv)
+        finally:
+            if own:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    except _Terminated:  # one that came between the command's own handling and the restore above
+        print("terminated", file=sys.stderr)
+        return 143
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: list[str]) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     known, extra = _split_overrides(argv)
     args = parser.parse_args(known)
     try:
@@ -565,6 +583,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         # What the machine refuses (a full disk, a permission, a folder gone) is the user's to fix, not a traceback.
         # The writers leave nothing half-written behind (artifacts.staged_folder, written_whole, embed's .partial).
+        # Other OS errors (a network reset, a port in use) keep their traceback.
+        if exc.errno not in REFUSALS:
+            raise
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; free some space, fix the permission or choose another path", file=sys.stderr)
         return 1

@@ -295,7 +295,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
     for col in columns:
         if col not in df.columns:
-            close = _likely_column(df, col, _which(cfg, col), set(columns))
+            role = _which(cfg, col) if col in (cfg.text_column, cfg.text_pair_column, cfg.label_column) else "label_columns"
+            close = likely_column(df, col, role, set(columns))
             option = flag(_which(cfg, col))
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
             if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
@@ -402,20 +403,25 @@ def _binary(value: Any) -> bool | None:
     return None
 
 
-def _likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> list[str]:
-    """The column to suggest for a missing one, among those no option names yet: the one whose values look the part
-    (the longest on average for a text, the fewest distinct for a label); a close name when there are no rows. Names
-    alone mislead: 'text' is closest to 'intent', which holds labels."""
-    free = [c for c in df.columns if str(c) not in named]
-    if not free:
-        return []
-    if df.empty:
-        import difflib
+def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> list[str]:
+    """The column to suggest for a missing one, among those no option names yet: for a text, the one with the longest
+    values on average; for a label, the one with the fewest distinct values, two at least; a close name for an entry
+    of label_columns (0/1 columns look alike) or where there are no rows. Names alone mislead: 'text' is closest to
+    'intent', which holds labels."""
+    import difflib
 
-        return difflib.get_close_matches(col, [str(c) for c in free], n=1)
-    sample = df[free].head(1000).astype(str)
-    score = {c: (sample[c].str.len().mean() if field != "label_column" else -sample[c].nunique()) for c in free}
-    return [str(max(score, key=score.get))]
+    free = [(i, str(c)) for i, c in enumerate(df.columns) if str(c) not in named]
+    if df.empty or field == "label_columns":
+        return difflib.get_close_matches(col, [name for _, name in free], n=1)
+    score = {}
+    for i, name in free:
+        values = df.iloc[:1000, i].dropna().astype(str)  # by position: a header may repeat a name
+        if field == "label_column":
+            if values.nunique() >= 2:
+                score[name] = -values.nunique()
+        elif len(values):
+            score[name] = values.str.len().mean()
+    return [max(score, key=score.get)] if score else []
 
 
 def _which(cfg: DataConfig, col: str) -> str:

@@ -458,8 +458,13 @@ def _label_list(values: list) -> list[str | None]:
     return [None if _is_null(v) else _label_str(v).strip() for v in values]
 
 
-def _missing_column(where: str, column: str, columns: Sequence[str], flag: str) -> UserError:
-    close = difflib.get_close_matches(column, [str(c) for c in columns], n=1)
+def _missing_column(where: str, column: str, columns: Sequence[str], flag: str, df=None, named: Sequence[str] = ()) -> UserError:
+    """With the data at hand (`df`), the suggestion is the column whose values look like texts (data.likely_column);
+    with names only (a Parquet file's schema), the closest name."""
+    from taskembed.data import likely_column
+
+    close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
+        difflib.get_close_matches(column, [str(c) for c in columns], n=1)
     hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
     return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
 
@@ -469,7 +474,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
         if text_column not in df.columns:
-            raise _missing_column(at, text_column, list(df.columns), "--text-column")
+            raise _missing_column(at, text_column, list(df.columns), "--text-column", df, [label_column] if label_column else [])
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)

@@ -329,17 +329,19 @@ def test_evaluate_tells_a_single_label_model_to_get_one_label_a_row(classifier_d
 
 @pytest.mark.parametrize("argv, head, overrides", [
     (["train", "c.yaml", "--dry-run", "--train.lr", "1e-4"], ["train", "c.yaml", "--dry-run"], ["--train.lr", "1e-4"]),
-    (["train", "--dry-run", "c.yaml", "--epochs", "2"], ["train", "--dry-run", "c.yaml"], ["--epochs", "2"]),
-    (["train", "--resume", "latest", "c.yml"], ["train", "--resume", "latest", "c.yml"], []),
-    (["train", "--resume", "c.yaml"], ["train", "--resume", "c.yaml"], []),
+    (["train", "--dry-run", "c.yaml", "--epochs", "2"], ["train", "c.yaml", "--dry-run"], ["--epochs", "2"]),
+    (["train", "--resume", "latest", "c.yml"], ["train", "c.yml", "--resume", "latest"], []),
+    (["train", "--resume", "c.yaml"], ["train", "c.yaml", "--resume"], []),
     (["train", "--train.lr", "1e-4", "c.yaml", "--no-progress"], ["train", "c.yaml", "--no-progress"], ["--train.lr", "1e-4"]),
-    (["lr-find", "--steps", "50", "c.yaml", "--data.source", "x.csv"], ["lr-find", "--steps", "50", "c.yaml"], ["--data.source", "x.csv"]),
+    (["lr-find", "--steps", "50", "c.yaml", "--data.source", "x.csv"], ["lr-find", "c.yaml", "--steps", "50"], ["--data.source", "x.csv"]),
     (["train", "--data.source", "x.csv"], ["train"], ["--data.source", "x.csv"]),
 ])
 def test_the_config_path_may_come_before_or_after_the_flags(argv, head, overrides):
-    from taskembed.cli import _split_overrides
+    from taskembed.cli import _split_overrides, build_parser
 
     assert _split_overrides(argv) == (head, overrides)
+    args = build_parser().parse_args(head)  # and argparse reads it as the config, not as --resume's value
+    assert args.config == next((t for t in argv if t.endswith((".yaml", ".yml"))), None)
 
 
 def test_plan_reads_the_config_given_after_its_flag(tmp_path, capsys, tiny_model_dir):
@@ -461,3 +463,22 @@ def test_second_texts_for_a_single_text_model_and_one_column_for_two_roles_are_r
                         (["evaluate", str(classifier_dir), data, "--text-column", "label"], "columns must differ")):
         code, _, err = run_cli(argv, capsys)
         assert code == 2 and piece in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_only_what_the_machine_refuses_is_shortened_to_one_line(monkeypatch):
+    # A full disk or a permission is the user's to fix; a network reset or a port in use keeps its traceback.
+    from taskembed import cli
+
+    def reset(*_a, **_k):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(cli, "cmd_datasets", reset)
+    with pytest.raises(ConnectionResetError):
+        main(["datasets"])
+
+
+def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir, tmp_path, capsys):
+    data = tmp_path / "intents.csv"
+    data.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n", encoding="utf-8")
+    code, _, err = run_cli(["embed", str(classifier_dir), str(data), "--out", str(tmp_path / "v.npy")], capsys)
+    assert code == 2 and "did you mean 'utterance'? pass --text-column utterance" in err, err

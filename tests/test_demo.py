@@ -336,6 +336,7 @@ def test_launch_defaults_and_warnings(capsys):
     assert "allowed_paths" not in kw and kw["ssr_mode"] is False and kw["mcp_server"] is False
     assert warnings == []
     demo.launch(stub, host="0.0.0.0", share=True, warn=warnings.append)
+    assert "this machine only" not in capsys.readouterr().out  # never beside the warning that it is not
     assert stub.kwargs["server_name"] == "0.0.0.0" and stub.kwargs["share"] is True
     assert len(warnings) == 2 and "reachable from other machines" in warnings[0] and "public" in warnings[1]
     assert demo.parse_auth("a:b:c") == ("a", "b:c")
