@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Hashable
@@ -264,6 +265,11 @@ def _coerce(value: Any, hint: Any) -> Any:
             return value
         raise ValueError(f"must be true or false (got {value!r})")
     if hint is int:
+        text = getattr(value, "text", "")
+        if ":" in text:  # YAML 1.1's base 60: 1:30 is 90
+            raise ValueError(f"must be an integer (got {text})")
+        if re.fullmatch(r"[-+]?0[0-9_]+", text):  # YAML 1.1's octal: a seed 010 meant ten, not eight
+            return int(text.replace("_", ""), 10)
         if isinstance(value, int) and not isinstance(value, bool):
             return int(value)
         raise ValueError(f"must be an integer (got {_shown(value)})")

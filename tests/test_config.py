@@ -355,3 +355,9 @@ def test_a_mistyped_override_is_not_blamed_on_the_file(tmp_path):
     with pytest.raises(UserError) as info:
         load_config(path, parse_overrides(["--train.epoch", "3"]))
     assert "unknown key 'train.epoch' (an override, not the file); did you mean 'train.epochs'?" in str(info.value)
+
+
+def test_integer_options_read_leading_zeros_as_decimal_and_refuse_base_60():
+    # YAML 1.1 reads 010 as octal 8 and 1:30 as 90; nobody means either for a seed or a batch size.
+    assert load_config(None, parse_overrides(["--train.seed", "010", "--train.batch_size", "0x10"])).train.seed == 10
+    assert "train.batch_size must be an integer (got 1:30)" in problems(overrides={"train.batch_size": parse_overrides(["--x", "1:30"])["x"]})
