@@ -43,7 +43,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from taskembed.artifacts import check_writable
 from taskembed.errors import UserError
 
 FORMAT = 1
@@ -502,7 +501,7 @@ def check_root(root: Path) -> None:
         raise UserError(f"{root}: is a file, and the checkpoints of this output.dir go there; {fix}")
     if root.is_dir() and not os.access(root, os.W_OK | os.X_OK):
         raise UserError(f"{root}: the checkpoint folder is not writable; {fix}")
-    check_writable(root, "checkpoint folder")
+    # A root not there yet is made in output.dir's parent, which check_output_dir has found writable.
 
 
 def _size(n: float) -> str:

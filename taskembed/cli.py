@@ -40,6 +40,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0
+    resume_command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
     print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
           "training_config.json in the output folder):\n"
           + "\n".join("  " + line for line in config_changes(cfg)))
@@ -47,8 +48,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
     except api.TrainingInterrupted as exc:
         if int(os.environ.get("RANK", "0")) == 0:
-            command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
-            print(exc.message(command), file=sys.stderr)
+            print(exc.message(resume_command), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         # Stopped after training, while scoring or saving: the last step's checkpoint is still there.
@@ -56,8 +56,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
 
         out = Path(cfg.output.dir)
         if int(os.environ.get("RANK", "0")) == 0 and cfg.train.keep_checkpoints and step_folders(folder_for(out)) and not out.exists():
-            command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
-            print(f"stopped before the model folder was written; its checkpoint is kept: finish with {command}", file=sys.stderr)
+            print(f"stopped before the model folder was written; its checkpoint is kept: finish with {resume_command}", file=sys.stderr)
         raise
     if int(os.environ.get("RANK", "0")) == 0:
         print()
@@ -278,10 +277,9 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
 def _columns(model: str, text_column: str | None, label_column: str | None) -> tuple[str, str]:
     """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
     else text and label."""
-    from taskembed.modeling import read_folder_json
+    from taskembed.modeling import read_training_config
 
-    trained = Path(model) / "training_config.json"
-    data = (read_folder_json(trained).get("data") or {}) if trained.is_file() else {}
+    data = read_training_config(model).get("data") or {}
     return text_column or data.get("text_column") or "text", label_column or data.get("label_column") or "label"
 
 

@@ -295,11 +295,11 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
     for col in columns:
         if col not in df.columns:
-            role = _which(cfg, col) if col in (cfg.text_column, cfg.text_pair_column, cfg.label_column) else "label_columns"
+            role = _which(cfg, col)
             close = likely_column(df, col, role, set(columns))
-            option = flag(_which(cfg, col))
+            option = flag(role)
             hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
-            if col not in (cfg.text_column, cfg.text_pair_column, cfg.label_column):  # one of data.label_columns
+            if role == "label_columns":
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
                 if flag("label_columns") is None:
                     hint = f"the model reads its labels from the 0/1 columns {', '.join(cfg.label_columns)}: the data needs each of them"
@@ -425,9 +425,12 @@ def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> li
 
 
 def _which(cfg: DataConfig, col: str) -> str:
+    """The option that names column `col`: an entry of data.label_columns is none of the single-column ones."""
     if col == cfg.label_column:
         return "label_column"
-    return "text_pair_column" if col == cfg.text_pair_column else "text_column"
+    if col in (cfg.text_column, cfg.text_pair_column):
+        return "text_pair_column" if col == cfg.text_pair_column else "text_column"
+    return "label_columns"
 
 
 def sort_labels(labels: set[str]) -> list[str]:

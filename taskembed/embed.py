@@ -63,7 +63,7 @@ import torch
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError
 from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
-                                 read_folder_json, top_layer_reads_head)
+                                 read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -104,11 +104,9 @@ def _default_max_length(path: Path | None, tokenizer, config) -> int:
     """What the model was trained or published with: taskembed's data.max_length, a sentence-transformers
     max_seq_length, else the tokenizer's limit (capped at 512 and the position table)."""
     if path is not None:
-        tc = path / "training_config.json"
-        if tc.is_file():
-            n = read_folder_json(tc).get("data", {}).get("max_length")
-            if n:
-                return int(n)
+        n = read_training_config(path).get("data", {}).get("max_length")
+        if n:
+            return int(n)
         sb = path / "sentence_bert_config.json"
         if sb.is_file():
             n = read_folder_json(sb).get("max_seq_length")

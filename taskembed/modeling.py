@@ -89,6 +89,12 @@ def read_folder_json(path: Path, kind: type = dict) -> Any:
     return value
 
 
+def read_training_config(folder: str | Path) -> dict[str, Any]:
+    """The resolved config a taskembed model folder was trained with (its training_config.json); {} for any other folder."""
+    path = Path(folder) / "training_config.json"
+    return read_folder_json(path) if path.is_file() else {}
+
+
 def check_tokenizer(tokenizer, config, name: str) -> None:
     """A tokenizer far smaller than the model's vocabulary, or with next to no tokens but special ones, is one
     transformers built without files: for a folder with no tokenizer files, transformers 5 builds one of 5 special

@@ -25,7 +25,7 @@ from taskembed.calibration import CALIBRATION_FILE
 from taskembed.data import Encoded, collate, encode, eval_batches
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
-from taskembed.modeling import load_trained, model_token_limit, native_bf16, pick_device, read_folder_json, top_layer_reads_head
+from taskembed.modeling import load_trained, model_token_limit, native_bf16, pick_device, read_training_config, top_layer_reads_head
 from taskembed.onednn import onednn_linear
 
 
@@ -90,8 +90,7 @@ class Classifier:
         self.model, self.tokenizer = load_trained(self.folder)
         self.model.to(self.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        cfg_file = self.folder / "training_config.json"
-        self.training_config: dict[str, Any] = read_folder_json(cfg_file) if cfg_file.exists() else {}
+        self.training_config: dict[str, Any] = read_training_config(self.folder)
         self.temperature: float | None = read_temperature(self.folder)
         data = self.training_config.get("data", {})
         # Not trained here: what the model can read, at most 512 (a tokenizer may state no limit, or a false one).
