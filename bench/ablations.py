@@ -223,14 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v, _, _ in plan if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant {unknown[0]}; choose from {', '.join(VARIANTS)}")
-    from taskembed.api import _device_name
+    from taskembed.api import device_name
 
     command = ("python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     if json_path.exists():  # rows from earlier invocations keep the command that made them
         earlier = json.loads(json_path.read_text())["meta"]["command"]
         command = earlier if command in earlier.split("`, then `") else f"{earlier}`, then `{command}"
     meta = {"command": command,
-            "machine": _device_name(torch.device("cpu")) + f", {platform.system()}", "torch": torch.__version__,
+            "machine": device_name(torch.device("cpu")) + f", {platform.system()}", "torch": torch.__version__,
             "transformers": transformers.__version__, "config": args.config}
     for i, (v, s, seed) in enumerate(plan, 1):
         if (v, s, seed) in have:

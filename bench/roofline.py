@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig
 
     import taskembed
-    from taskembed.api import _device_name
+    from taskembed.api import device_name
     from taskembed.config import DataConfig
     from taskembed.data import encode, eval_batches, load_splits
     from taskembed.modeling import can_trim_top_layer, native_bf16, resolve_model
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                       "fraction_of_ceiling": achieved[a] / ceiling[c], "max_speedup_same_arithmetic": ceiling[c] / achieved[a]})
 
     meta = {"command": ("python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
-            "machine": _device_name(device) + f", {platform.system()}", "threads": threads, "torch": torch.__version__,
+            "machine": device_name(device) + f", {platform.system()}", "threads": threads, "torch": torch.__version__,
             "transformers": transformers.__version__, "model": args.model, "hidden": hidden, "intermediate": inter,
             "layers": layers, "test_texts": len(texts), "test_tokens": tokens, "train_examples": args.train,
             "train_mean_tokens": train_len, "train_bf16": bool(run.get("bf16")), "train_trimmed": bool(run.get("trim_top_layer")),

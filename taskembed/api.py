@@ -23,7 +23,8 @@ from taskembed.metrics import baselines, error_analysis, metrics_from_logits, mu
 from taskembed.modeling import can_trim_top_layer, load_classifier
 from taskembed.losses import class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
-from taskembed.predict import Classifier, predict_logits
+from taskembed.inference import predict_logits
+from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
 from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16
 
@@ -190,7 +191,7 @@ def train(
             "best_step": st.best_step or st.step,
             "seed": cfg.train.seed,
             "versions": artifacts.versions(),
-            "device": _device_name(device),
+            "device": device_name(device),
             "bf16": bf16,
             "trim_top_layer": trimmed,
             "fast_dropout": lanes,
@@ -323,7 +324,7 @@ def _joined(df) -> list[str]:
     return df["text"].tolist()
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform

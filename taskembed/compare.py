@@ -147,10 +147,11 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     embedding_projection.png there. `data` (a description of where the texts came from) goes into the report.
     """
     from taskembed import artifacts
-    from taskembed.embed import Embedder, _check_texts, _embedder
+    from taskembed.data import check_texts
+    from taskembed.embed import Embedder, as_embedder
 
     _check_out_dir(out_dir)
-    texts = _check_texts(texts)
+    texts = check_texts(texts, "embed")
     labels = [str(x) for x in labels]
     given = len(texts)
     if len(labels) != len(texts):
@@ -164,8 +165,8 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     labels = [labels[i] for i in keep]
     y = np.array(labels)
 
-    base_emb = base if isinstance(base, Embedder) else _embedder(base, {"pooling": "mean", **(base_options or {})})
-    tuned_emb = tuned if isinstance(tuned, Embedder) else _embedder(tuned, dict(tuned_options or {}))
+    base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", **(base_options or {})})
+    tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, dict(tuned_options or {}))
     # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
     # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default). A side whose
     # length was given (its options, or an Embedder built by the caller) keeps it.

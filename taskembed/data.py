@@ -268,18 +268,29 @@ def _load_hub(name: str, named: str) -> tuple[dict[str, pd.DataFrame], dict[str,
 # --- validation --------------------------------------------------------------------------------
 
 
-def _label_str(value: Any) -> str:
+def label_str(value: Any) -> str:
     # 1.0 and 1 from a float column mean the same class as "1" in a CSV.
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
-def _is_null(value: Any) -> bool:
+def is_null(value: Any) -> bool:
     try:
         return value is None or bool(pd.isna(value))
     except (TypeError, ValueError):
         return False  # list-like values are not null
+
+
+def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plural: str | None = None) -> list[str]:
+    """The texts as a list, refusing none at all and any empty or non-string one (purpose: "predict", "embed")."""
+    texts = list(texts)
+    if not texts:
+        raise UserError(f"no {what_plural or what + 's'} to {purpose}; give at least one")
+    for i, t in enumerate(texts, start=1):
+        if not isinstance(t, str) or not t.strip():
+            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
+    return texts
 
 
 def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None] = lambda field: f"--data.{field}",
@@ -317,7 +328,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             continue
         values = df[col].tolist()
         for i, v in enumerate(values, start=1):
-            if _is_null(v):
+            if is_null(v):
                 raise UserError(f"{where}: row {i}: column '{col}' is empty (null); fill it or drop the row")
             if not isinstance(v, str):
                 raise UserError(f"{where}: row {i}: column '{col}' holds {repr(v)[:40]} ({type(v).__name__}), not text; quote it or fix the column")
@@ -329,13 +340,13 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         return pd.DataFrame(out)
     labels = []
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
-        if _is_null(v) or (isinstance(v, str) and not v.strip()):
+        if is_null(v) or (isinstance(v, str) and not v.strip()):
             raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
         if not isinstance(v, (str, int, float, bool)) or isinstance(v, float) and not math.isfinite(v):
             fix = ("for several labels per example set data.multi_label true" if flag("multi_label")
                    else "the model predicts one label per example: give one class name per row")
             raise UserError(f"{where}: row {i}: label {repr(v)[:60]} is not a single class name or number; {fix}")
-        labels.append(_label_str(v).strip())
+        labels.append(label_str(v).strip())
     out["label"] = labels
     return pd.DataFrame(out)
 
@@ -349,7 +360,7 @@ def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[
             names = []
             for c in cfg.label_columns:
                 v = flags[c][i]
-                if _is_null(v):
+                if is_null(v):
                     raise UserError(f"{where}: row {i + 1}: label column '{c}' is empty (null); write 0 or 1")
                 on = _binary(v)
                 if on is None:
@@ -365,7 +376,7 @@ def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[
             v = v.tolist()  # Parquet and datasets give numpy arrays; their items become plain str/int
         if isinstance(v, (list, tuple)):
             items = list(v)
-        elif _is_null(v):
+        elif is_null(v):
             raise UserError(f"{where}: row {i}: label column '{col}' is empty (null); give the example's labels "
                             f"({'an empty string' if sep else '[]'} for none) or drop the row")
         elif isinstance(v, str) and sep is not None:
@@ -380,7 +391,7 @@ def _multi_labels(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[
         for item in items:
             if isinstance(item, bool) or not isinstance(item, (str, int, float)) or isinstance(item, float) and not item.is_integer():
                 raise UserError(f"{where}: row {i}: label {repr(item)[:40]} in column '{col}' is not a class name or integer")
-            name = _label_str(item).strip()
+            name = label_str(item).strip()
             if not name:
                 hint = f"two '{sep}' in a row or one at an end" if isinstance(v, str) else "an empty string in the list"
                 raise UserError(f"{where}: row {i}: an empty label in {repr(v)[:60]} ({hint}); remove it")

@@ -188,11 +188,11 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import _hub_error, _load_errors, _quiet_transformers, check_tokenizer, refuse_missing, resolve_model
+        from taskembed.modeling import hub_error, load_errors, quiet_transformers, check_tokenizer, refuse_missing, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
-        _quiet_transformers()
+        quiet_transformers()
         name = str(model_or_folder)
         path = resolve_model(name)
         local = Path(path).is_dir()
@@ -202,8 +202,8 @@ class Embedder:
             loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
             model, info = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(path)
-        except _load_errors() as exc:
-            raise _hub_error(name, exc) from None
+        except load_errors() as exc:
+            raise hub_error(name, exc) from None
         # A plain encoder may lack a pooler (no pooling here reads it); a classifier's head, pooler included, must be whole.
         refuse_missing(name, info["missing_keys"], allowed=lambda key: loader is AutoModel and key.startswith("pooler."))
         check_tokenizer(tokenizer, config, name)
@@ -357,20 +357,12 @@ class Embedder:
         """An (n, dim) array for n texts, in their order."""
         if isinstance(texts, str):
             texts = [texts]
-        texts = _check_texts(texts)
+        from taskembed.data import check_texts
+
+        texts = check_texts(texts, "embed")
         with _bar(len(texts), progress) as bar:
             vectors, _ = self.encode_chunk(texts, bar.update)
         return vectors
-
-
-def _check_texts(texts: Sequence[str], what: str = "text", what_plural: str = "texts") -> list[str]:
-    texts = list(texts)
-    if not texts:
-        raise UserError(f"no {what_plural} to embed; give at least one")
-    for i, t in enumerate(texts, start=1):
-        if not isinstance(t, str) or not t.strip():
-            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
-    return texts
 
 
 class _NoBar:
@@ -390,7 +382,7 @@ def _bar(total: int | None, progress: bool):
     return progress_bar(total, "embedding", "text")
 
 
-def _embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
+def as_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     """An Embedder for a path/id, a loaded Classifier, or an Embedder (whose options must not be overridden)."""
     from taskembed.predict import Classifier
 
@@ -421,7 +413,7 @@ def embed(model_or_folder, texts: Sequence[str] | str, *, progress: bool = False
     Classifier, or an Embedder. Options: pooling (auto|head|cls|mean|max), layer, mean_last,
     normalize, dtype (float32|float16), max_length, batch_tokens (default 2048 on CPU, 8192 on CUDA), device, bf16.
     """
-    return _embedder(model_or_folder, dict(options)).encode(texts, progress=progress)
+    return as_embedder(model_or_folder, dict(options)).encode(texts, progress=progress)
 
 
 # --- data sources, read in chunks ----------------------------------------------------------------
@@ -443,17 +435,17 @@ class TextSource:
 
 
 def _check_column(texts: list, where: str, column: str, first_row: int) -> None:
-    from taskembed.data import _is_null
+    from taskembed.data import is_null
 
     for i, t in enumerate(texts, start=first_row):
-        if _is_null(t) or not isinstance(t, str) or not t.strip():
+        if is_null(t) or not isinstance(t, str) or not t.strip():
             raise UserError(f"{where}: row {i}: column '{column}' is empty or not text; fill it or drop the row")
 
 
 def _label_list(values: list) -> list[str | None]:
-    from taskembed.data import _is_null, _label_str
+    from taskembed.data import is_null, label_str
 
-    return [None if _is_null(v) else _label_str(v).strip() for v in values]
+    return [None if is_null(v) else label_str(v).strip() for v in values]
 
 
 def _missing_column(where: str, column: str, columns: Sequence[str], flag: str, df=None, named: Sequence[str] = ()) -> UserError:
@@ -679,7 +671,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     options = dict(options)
     if world > 1 and options.get("device") is None and torch.cuda.is_available():
         options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"  # one device per process, as the launcher means
-    embedder = _embedder(model_or_folder, options)
+    embedder = as_embedder(model_or_folder, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     if world == 1:
         return _embed_to(embedder, source, source.chunks(chunk_size), source.count, out, fmt, started, progress)
@@ -1047,7 +1039,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     """
     if isinstance(queries, str):
         queries = [queries]
-    queries = _check_texts(queries, "query", "queries")
+    from taskembed.data import check_texts
+
+    queries = check_texts(queries, "embed", "query", "queries")
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     info = read_sidecar(vectors)
@@ -1088,7 +1082,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
 
     from taskembed import artifacts
 
-    emb = _embedder(model_or_folder, dict(options))
+    emb = as_embedder(model_or_folder, dict(options))
     if emb.layer != emb.num_layers or emb.mean_last is not None:
         raise UserError("export supports the last layer only (sentence-transformers pools the model's output); drop layer/mean_last")
     if emb.dtype != "float32":

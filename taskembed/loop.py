@@ -38,7 +38,7 @@ from taskembed.losses import classification_loss, step_shares, supervised_contra
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
 from taskembed.lrplan import LrPlan, unfreeze_steps
-from taskembed.predict import pool_windows, predict_logits
+from taskembed.inference import pool_windows, predict_logits
 from taskembed.progress import progress_bar
 
 

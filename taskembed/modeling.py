@@ -34,7 +34,7 @@ PACKAGED_MODELS: dict[str, str] = {
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack", "pytorch_model.bin.index.json")
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # taskembed reports what it loads itself; the library's per-load reports and bars would bury the plan table.
     from transformers.utils import logging as hf_logging
 
@@ -123,7 +123,7 @@ def check_folder(path: Path) -> None:
         raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
 
 
-def _hub_error(name: str, exc: Exception) -> UserError:
+def hub_error(name: str, exc: Exception) -> UserError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     if "trust_remote_code" in str(exc) or "custom code" in str(exc):
         # Safe as it is (nothing of the model's own code ran); running it is the user's call, at a pinned revision.
@@ -136,7 +136,7 @@ def _hub_error(name: str, exc: Exception) -> UserError:
 
 # What loading a damaged folder raises: a truncated or foreign safetensors file, JSON that does not parse, weights whose
 # shapes do not fit the config. Caught only around the loading calls.
-def _load_errors() -> tuple[type[BaseException], ...]:
+def load_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
     return (OSError, ValueError, RuntimeError, TypeError, SafetensorError)
@@ -148,8 +148,8 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None):
     path = path or resolve_model(cfg.name, cfg.revision)
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except _load_errors() as exc:
-        raise _hub_error(cfg.name, exc) from None
+    except load_errors() as exc:
+        raise hub_error(cfg.name, exc) from None
 
 
 def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = False, max_length: int | None = None):
@@ -161,7 +161,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    _quiet_transformers()
+    quiet_transformers()
     path = resolve_model(cfg.name, cfg.revision)
     hub_id = cfg.name not in PACKAGED_MODELS and not Path(cfg.name).expanduser().exists()
     if cfg.trust_remote_code and cfg.revision is None and hub_id:  # from the Hub or its cache alike: the code would follow main
@@ -170,7 +170,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     try:
         mcfg = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _hub_error(cfg.name, exc) from None
+        raise hub_error(cfg.name, exc) from None
     mcfg.num_labels = len(labels)
     mcfg.id2label = {i: name for i, name in enumerate(labels)}
     mcfg.label2id = {name: i for i, name in enumerate(labels)}
@@ -185,8 +185,8 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, config=mcfg, dtype=torch.float32, use_safetensors=True, output_loading_info=True, **kwargs
         )
-    except _load_errors() as exc:
-        raise _hub_error(cfg.name, exc) from None
+    except load_errors() as exc:
+        raise hub_error(cfg.name, exc) from None
     # The new head starts at random, as it should, and so may a pooler the encoder's file lacks (it is trained with
     # the head); anything else missing from the encoder is damage.
     prefix = f"{model.base_model_prefix}."
@@ -223,7 +223,7 @@ def load_trained(folder: str | Path):
     """A trained classifier folder (taskembed's or any sequence-classification folder) for inference."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     path = Path(folder)
     if path.is_file():
         raise UserError(f"{path}: is a file, not a model folder; give the folder `taskembed train` wrote (output.dir)")
@@ -237,8 +237,8 @@ def load_trained(folder: str | Path):
         model, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
                                                                           output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except _load_errors() as exc:
-        raise _hub_error(str(path), exc) from None
+    except load_errors() as exc:
+        raise hub_error(str(path), exc) from None
     check_tokenizer(tokenizer, model.config, str(path))
     refuse_missing(str(path), info["missing_keys"])  # a classifier whose head is random answers at random
     model.eval()

@@ -15,50 +15,17 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from taskembed.calibration import CALIBRATION_FILE
-from taskembed.data import Encoded, collate, encode, eval_batches
+from taskembed.data import check_texts, encode
 from taskembed.errors import UserError
 from taskembed.metrics import THRESHOLDS_FILE
-from taskembed.modeling import load_trained, model_token_limit, native_bf16, pick_device, read_training_config, top_layer_reads_head
-from taskembed.onednn import onednn_linear
-
-
-@torch.inference_mode()
-def predict_logits(model, enc: Encoded, pad_id: int, device: torch.device, aggregate: str = "mean", bf16: bool = False) -> torch.Tensor:
-    """Logits for every text in the original order, float32, batched by a token budget.
-
-    In window mode (enc.doc_ids) each window is classified and a text's logits are the mean (or the
-    elementwise max) of its windows' logits. bf16 autocasts the matmuls (opt-in: faster where the
-    hardware has bfloat16 units, but scores then differ from float32 in the third decimal).
-    """
-    model.eval()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    out = torch.empty((len(enc), model.config.num_labels), dtype=torch.float32)
-    # Both exact to float32 rounding, so always on for scoring. oneDNN's float32 products: about 2.3x MKL's on
-    # AMD CPUs (taskembed/onednn.py).
-    with autocast, top_layer_reads_head(model), onednn_linear(model):
-        # Smaller batches run faster per token on CPUs (measured: 2,048 tokens 317 texts/s, 8,192 tokens 241 on
-        # the 2-core development machine); GPUs want big ones.
-        for idx in eval_batches(enc.lengths, max_tokens=2048 if device.type == "cpu" else 8192):
-            batch = collate(enc, idx, pad_id)
-            batch.pop("labels", None)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out[idx] = logits.float().cpu()
-    if enc.doc_ids is None:
-        return out
-    return pool_windows(out, torch.tensor(enc.doc_ids), enc.n_texts, aggregate)
-
-
-def pool_windows(x: torch.Tensor, segments: torch.Tensor, n: int, how: str) -> torch.Tensor:
-    """Rows of x grouped by segments (0..n-1) into n rows: their mean, or elementwise max. Differentiable."""
-    index = segments.unsqueeze(1).expand_as(x)
-    return x.new_zeros((n, x.shape[1])).scatter_reduce(0, index, x, reduce="amax" if how == "max" else "mean", include_self=False)
+from taskembed.inference import predict_logits
+from taskembed.modeling import load_trained, model_token_limit, native_bf16, pick_device, read_training_config
 
 
 def read_temperature(folder: Path) -> float | None:
@@ -107,14 +74,14 @@ class Classifier:
         self.thresholds_tuned = self.multi_label and (self.folder / THRESHOLDS_FILE).exists()
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
-        texts = _check_texts(texts)
+        texts = check_texts(texts, "predict")
         if pairs is None and self.text_pair_column:
             raise UserError(f"{self.folder} was trained on text pairs (data.text_pair_column '{self.text_pair_column}'); "
                             "give each text its second text: predict(texts, pairs)")
         if pairs is not None and not self.text_pair_column:
             raise UserError(f"{self.folder} was trained on single texts, so second texts would be input it never saw; give texts only")
         if pairs is not None:
-            pairs = _check_texts(pairs, "second text")
+            pairs = check_texts(pairs, "predict", "second text")
             if len(pairs) != len(texts):
                 raise UserError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
@@ -206,13 +173,3 @@ def read_thresholds(folder: Path, labels: list[str]) -> dict[str, float]:
     if bad:
         raise UserError(f"{path}: threshold of '{bad[0]}' is {found[bad[0]]}; thresholds are probabilities in [0, 1]")
     return found
-
-
-def _check_texts(texts: Sequence[str], what: str = "text") -> list[str]:
-    texts = list(texts)
-    if not texts:
-        raise UserError(f"no {what}s to predict; give at least one")
-    for i, t in enumerate(texts, start=1):
-        if not isinstance(t, str) or not t.strip():
-            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
-    return texts

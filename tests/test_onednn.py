@@ -11,7 +11,7 @@ import torch
 
 import taskembed.onednn as onednn
 from taskembed.data import encode
-from taskembed.predict import predict_logits
+from taskembed.inference import predict_logits
 from taskembed.onednn import onednn_linear
 from tests.test_trim import padded_batch, tiny
 

@@ -16,7 +16,7 @@ from taskembed.cli import main
 from taskembed.config import TrainConfig, load_config
 from taskembed.data import Encoded, balanced_sample, encode, train_batches
 from taskembed.loop import TrainingInterrupted, lr_lambda
-from taskembed.predict import predict_logits
+from taskembed.inference import predict_logits
 from taskembed.losses import supervised_contrastive
 from taskembed.lrplan import build_plan, unfreeze_steps
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, make_rows
