@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from taskembed import artifacts, checkpoint, cudagraphs
-from taskembed.config import Config, DataConfig, as_config
+from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
@@ -83,6 +83,8 @@ def train(
     cfg = as_config(config, overrides)
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
+    for note in without_effect(cfg):
+        say(f"note: {note}")
     out = Path(cfg.output.dir)
     artifacts.check_output_dir(out, cfg.output.overwrite)
     ckpt_root = checkpoint.folder_for(out)

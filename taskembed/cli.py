@@ -31,12 +31,14 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     import shlex
 
     from taskembed import api
-    from taskembed.config import config_changes, dump_config, load_config, parse_overrides
+    from taskembed.config import config_changes, dump_config, load_config, parse_overrides, without_effect
     from taskembed.artifacts import metrics_table
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
         print(dump_config(cfg))
+        for note in without_effect(cfg):  # training says these itself
+            print(f"note: {note}")
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0

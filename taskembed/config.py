@@ -609,6 +609,29 @@ def _multi_label_contradictions(cfg: Config) -> list[str]:
     return out
 
 
+def without_effect(cfg: Config) -> list[str]:
+    """Settings changed from their default that the rest of the config makes meaningless, one note each.
+
+    Notes rather than errors: a script that sweeps one option over several modes (bench/long_texts.py passes a
+    stride to both) should not fail, but a user who set a stride and forgot `long_texts: window` should hear it.
+    """
+    default = Config()
+    notes = []
+    for section, key, idle, unless in (
+        ("data", "window_stride", cfg.data.long_texts != "window", "data.long_texts is window"),
+        ("data", "window_aggregate", cfg.data.long_texts != "window", "data.long_texts is window"),
+        ("data", "threshold_min_positives", not cfg.data.multi_label, "data.multi_label is true"),
+        ("train", "unfreeze_start", cfg.train.gradual_unfreezing == "off", "train.gradual_unfreezing is epoch or steps"),
+        ("train", "embedding_lr", cfg.train.freeze_embeddings, "train.freeze_embeddings is false"),
+        ("train", "contrastive_temperature", cfg.train.contrastive_weight == 0, "train.contrastive_weight is above 0"),
+        ("train", "lr_batch_size", cfg.train.lr_scaling == "none", "train.lr_scaling is sqrt or linear"),
+        ("output", "embedding_report_max_texts", not cfg.output.embedding_report, "output.embedding_report is true"),
+    ):
+        if idle and getattr(getattr(cfg, section), key) != getattr(getattr(default, section), key):
+            notes.append(f"{section}.{key} is set but has no effect unless {unless}")
+    return notes
+
+
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 

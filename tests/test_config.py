@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from taskembed import config as config_module
 from taskembed.config import SECTIONS, Config, DataConfig, TrainConfig, config_from_dict, field_docs, load_config, parse_overrides
@@ -361,3 +362,61 @@ def test_integer_options_read_leading_zeros_as_decimal_and_refuse_base_60():
     # YAML 1.1 reads 010 as octal 8 and 1:30 as 90; nobody means either for a seed or a batch size.
     assert load_config(None, parse_overrides(["--train.seed", "010", "--train.batch_size", "0x10"])).train.seed == 10
     assert "train.batch_size must be an integer (got 1:30)" in problems(overrides={"train.batch_size": parse_overrides(["--x", "1:30"])["x"]})
+
+
+# --- settings the rest of the config makes meaningless --------------------------------------------
+
+
+@pytest.mark.parametrize("key, value, off, on", [
+    ("data.window_stride", 16, ("data.long_texts", "truncate"), ("data.long_texts", "window")),
+    ("data.window_aggregate", "max", ("data.long_texts", "truncate"), ("data.long_texts", "window")),
+    ("data.threshold_min_positives", 3, ("data.multi_label", False), ("data.multi_label", True)),
+    ("train.unfreeze_start", 1, ("train.gradual_unfreezing", "off"), ("train.gradual_unfreezing", "epoch")),
+    ("train.contrastive_temperature", 0.2, ("train.contrastive_weight", 0.0), ("train.contrastive_weight", 0.1)),
+    ("train.lr_batch_size", 64, ("train.lr_scaling", "none"), ("train.lr_scaling", "sqrt")),
+    ("output.embedding_report_max_texts", 50, ("output.embedding_report", False), ("output.embedding_report", True)),
+])
+def test_a_setting_without_effect_is_noted_until_the_setting_that_gives_it_one_is_on(key, value, off, on):
+    notes = config_module.without_effect(config_from_dict({}, {key: value, off[0]: off[1]}))
+    assert len(notes) == 1 and notes[0].startswith(f"{key} is set but has no effect unless {on[0]} ")
+    assert config_module.without_effect(config_from_dict({}, {key: value, on[0]: on[1]})) == []
+
+
+def test_frozen_embeddings_make_their_rate_meaningless():
+    notes = config_module.without_effect(config_from_dict({}, {"train.freeze_embeddings": True, "train.embedding_lr": 1e-5}))
+    assert notes == ["train.embedding_lr is set but has no effect unless train.freeze_embeddings is false"]
+
+
+def test_defaults_and_the_shipped_configs_have_no_setting_without_effect():
+    assert config_module.without_effect(Config()) == []
+    for path in SHIPPED:
+        assert config_module.without_effect(load_config(path)) == [], path.name
+
+
+def test_train_says_so_before_it_reads_any_data(tmp_path, monkeypatch):
+    from taskembed import api
+
+    class Reached(Exception):
+        pass
+
+    def load_splits(_cfg):
+        raise Reached
+
+    monkeypatch.setattr(api, "load_splits", load_splits)
+    messages: list[str] = []
+    with pytest.raises(Reached):
+        api.train(None, {"data.window_stride": 16, "output.dir": str(tmp_path / "out")}, progress=False, echo=messages.append)
+    assert messages == ["note: data.window_stride is set but has no effect unless data.long_texts is window"]
+
+
+def test_dry_run_prints_the_whole_config_the_notes_and_the_plan_and_trains_nothing(tiny_model_dir, tmp_path, capsys):
+    from taskembed.cli import main
+
+    out_dir = tmp_path / "out"
+    rc = main(["train", "--dry-run", "--model.name", str(tiny_model_dir), "--data.window_stride", "16", "--output.dir", str(out_dir)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert config_from_dict(yaml.safe_load(printed.split("\nnote: ")[0])).data.window_stride == 16
+    assert "\nnote: data.window_stride is set but has no effect unless data.long_texts is window\n" in printed
+    assert "embeddings" in printed.split("note: ")[1]  # the learning-rate plan follows, one row per group
+    assert not out_dir.exists()
