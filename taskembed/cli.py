@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict labels for texts")
     pr.add_argument("model")
-    pr.add_argument("texts", nargs="*")
+    pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --file)")  # a default: argparse would call "*" required
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
     pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on, else text)")
     pr.add_argument("--text-pair-column", help="second-text column of a table file, for a model trained on text pairs "

@@ -402,6 +402,7 @@ def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path,
     (["frob"], "invalid choice: 'frob'"),
     (["train", "--resume=maybe"], "invalid choice: 'maybe'"),
     (["lr-find", "--steps", "abc"], "invalid int value: 'abc'"),
+    (["predict"], "required: model; see"),  # not "model, texts": --file is the other way to give them
 ])
 def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
     with pytest.raises(SystemExit) as info:
