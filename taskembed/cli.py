@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from taskembed.errors import UserError
 
@@ -276,13 +276,17 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     return app["main"](argv)
 
 
-def _columns(model: str, text_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
-    else text and label."""
+def _trained_data(model: str) -> dict[str, Any]:
+    """The data section a taskembed folder was trained with ({} for any other model)."""
     from taskembed.modeling import read_training_config
 
-    data = read_training_config(model).get("data") or {}
-    return text_column or data.get("text_column") or "text", label_column or data.get("label_column") or "label"
+    return read_training_config(model).get("data") or {}
+
+
+def _columns(trained: dict[str, Any], text_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The data's columns: as given, else those the model was trained on (as predict and evaluate read them), else text
+    and label."""
+    return text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label"
 
 
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
@@ -292,7 +296,8 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
-    text_column, label_column = _columns(model, text_column, label_column)
+    trained = _trained_data(model)
+    text_column, label_column = _columns(trained, text_column, label_column)
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
                       max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
@@ -310,6 +315,10 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
         return 0
     print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
     print(f"provenance: {sidecar_path(out)}")
+    pair = trained.get("text_pair_column")
+    if pair:
+        print(f"note: the model was trained on text pairs (second text: '{pair}'); each vector encodes one text of "
+              f"'{text_column}' alone, as a search query or document is")
     blank = info.get("source", {}).get("blank_lines_skipped")
     if blank:
         print(f"note: {blank} blank line(s) skipped, so id (and row) i is the i-th non-blank line, not line i")
@@ -349,7 +358,7 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
 
-    text_column, label_column = _columns(tuned, text_column, label_column)
+    text_column, label_column = _columns(_trained_data(tuned), text_column, label_column)
 
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},

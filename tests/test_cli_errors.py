@@ -483,3 +483,12 @@ def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir,
     data.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n", encoding="utf-8")
     code, _, err = run_cli(["embed", str(classifier_dir), str(data), "--out", str(tmp_path / "v.npy")], capsys)
     assert code == 2 and "did you mean 'utterance'? pass --text-column utterance" in err, err
+
+
+def test_embed_says_a_pair_model_encodes_one_text_alone(classifier_dir, tmp_path, capsys, write_csv):
+    (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text", "text_pair_column": "hypothesis"}}))
+    code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "v.npy"), "--no-progress"], capsys)
+    assert code == 0 and "note: the model was trained on text pairs (second text: 'hypothesis'); each vector encodes one text of 'text' alone" in out
+    (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text"}}))
+    code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "w.npy"), "--no-progress"], capsys)
+    assert code == 0 and "text pairs" not in out
