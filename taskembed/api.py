@@ -26,7 +26,7 @@ from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
-from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16
+from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16, world_size
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -54,7 +54,9 @@ def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | 
     """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
     cfg = as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
-    return make_plan(cfg, model, distributed()[1])  # build_plan refuses a freeze_layers beyond the model's depth
+    # The world size scales the rates; reading it needs no process group (a plan under torchrun would otherwise
+    # leave one up). build_plan refuses a freeze_layers beyond the model's depth.
+    return make_plan(cfg, model, world_size())
 
 
 def lr_find(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):

@@ -207,9 +207,14 @@ def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Paramet
     return norm
 
 
+def world_size() -> int:
+    """The number of processes torchrun / accelerate launch started (1 without them), without joining their group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size) under torchrun / accelerate launch, joining the process group; (0, 1) otherwise."""
+    world = world_size()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)

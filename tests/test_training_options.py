@@ -291,6 +291,17 @@ def test_lr_scale_rules():
         lr_scale("cubic", 64, 32)
 
 
+def test_a_plan_under_torchrun_scales_by_the_world_size_without_joining_a_process_group(tiny_model_dir, monkeypatch):
+    import taskembed.api as api
+
+    options = {"model.name": str(tiny_model_dir), "train.lr_scaling": "linear", "train.lr_batch_size": 32, "train.batch_size": 32}
+    alone = api.plan(None, options)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # what torchrun sets; no rendezvous address, so joining a group would fail
+    four = api.plan(None, options)
+    assert not torch.distributed.is_initialized()
+    assert [g.lr for g in four.groups] == pytest.approx([4 * g.lr for g in alone.groups])
+
+
 def test_lr_scaling_scales_every_rate_of_the_run(tiny_model_dir, write_csv, tmp_path):
     data = write_csv(make_rows(64, seed=7))
     base = {"data.source": str(data), "data.validation_fraction": 0.0, "data.max_length": 32, "model.name": str(tiny_model_dir),
