@@ -107,8 +107,8 @@ def test_predict_logits_use_it_and_keep_float32_results(tiny_model_dir, calls, m
     assert torch.equal(fast.argmax(-1), mkl.argmax(-1))
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "256"), ("7", "7")])
-def test_importing_taskembed_caps_onednns_primitive_cache_unless_the_user_did(preset, expected):
+@pytest.mark.parametrize("preset, expected", [(None, "4096"), ("7", "7")])
+def test_importing_taskembed_sets_onednns_primitive_cache_unless_the_user_did(preset, expected):
     import os
     import subprocess
     import sys
