@@ -734,7 +734,15 @@ def machine_info() -> dict[str, Any]:
         "cpu_bf16": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()),
         "avx512_bf16_flag": "avx512_bf16" in flags.split(),
         "platform": platform.platform(),
+        # What every worker runs under: the environment's value, else the one importing taskembed sets.
+        "onednn_primitive_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") or _taskembed_cache_default(),
     }
+
+
+def _taskembed_cache_default() -> str | None:
+    import taskembed  # noqa: F401  (sets the variable unless it was set)
+
+    return os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
 
 
 def versions() -> dict[str, str]:
@@ -771,7 +779,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Produced by `{report['command']}` on {report['created']}.",
         "",
         f"- Machine: {hw}; torch threads {report['threads']}; bf16 on this hardware: "
-        f"{'yes' if (m['gpu_bf16'] if m['gpu'] else m['cpu_bf16']) else 'no'}",
+        f"{'yes' if (m['gpu_bf16'] if m['gpu'] else m['cpu_bf16']) else 'no'}"
+        + (f"; oneDNN primitive cache {m['onednn_primitive_cache']} in every worker" if m.get("onednn_primitive_cache") else ""),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         f"- Model: `{s['model']}`; epochs {s['epochs']:g}, batch {s['batch_size']}, top lr {s['lr']:g} (the Trainer's flat lr; "
         f"taskembed: layer decay {s['taskembed_layer_decay']:g}, head lr {s['taskembed_head_lr']:g}), warmup {s['warmup_ratio']:g}, "
