@@ -168,8 +168,9 @@ def train(
         if why:
             skipped["calibration"] = why
             say(f"calibration skipped: {why}")
-        for s, c in (calibration or {"splits": {}})["splits"].items():
-            metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
+        else:
+            for s, c in calibration["splits"].items():
+                metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
     errors = None
     if cfg.output.error_analysis and logits and not splits.multi_label:
         split = "test" if "test" in logits else "validation"

@@ -359,7 +359,6 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
 
     text_column, label_column = _columns(_trained_data(tuned), text_column, label_column)
-
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
                           tuned_options={"pooling": tuned_pooling}, progress=progress)

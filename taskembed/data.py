@@ -439,9 +439,9 @@ def _which(cfg: DataConfig, col: str) -> str:
     """The option that names column `col`: an entry of data.label_columns is none of the single-column ones."""
     if col == cfg.label_column:
         return "label_column"
-    if col in (cfg.text_column, cfg.text_pair_column):
-        return "text_pair_column" if col == cfg.text_pair_column else "text_column"
-    return "label_columns"
+    if col == cfg.text_pair_column:
+        return "text_pair_column"
+    return "text_column" if col == cfg.text_column else "label_columns"
 
 
 def sort_labels(labels: set[str]) -> list[str]:

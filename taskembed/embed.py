@@ -188,7 +188,7 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import hub_error, load_errors, quiet_transformers, check_tokenizer, refuse_missing, resolve_model
+        from taskembed.modeling import check_tokenizer, hub_error, load_errors, quiet_transformers, refuse_missing, resolve_model
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
