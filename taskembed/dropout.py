@@ -52,31 +52,47 @@ class _LaneDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         threshold, scale = keep_scale(p)
-        keep = _lanes(x.shape, x.device) >= threshold
-        # A boolean mask is what backward keeps (one byte an element). Multiplying by it as 0/1 is exact, so
-        # the scale is the only rounding, as in native dropout.
-        ctx.save_for_backward(keep)
+        keep = _keep(_lanes(x.shape, x.device), threshold)
+        mask = keep.to(x.dtype)
+        # Backward keeps the 0/1 mask in x's dtype when that takes two bytes (converting it again there would cost
+        # a pass), and as int16 when it would take four.
+        ctx.save_for_backward(mask if x.element_size() <= 2 else keep)
         ctx.scale = scale
-        return x.mul(_as(keep, x.dtype)).mul_(scale)
+        return _scaled(x, mask, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return grad.mul(_as(keep, grad.dtype)).mul_(ctx.scale), None
+        (mask,) = ctx.saved_tensors
+        return _scaled(grad, mask if mask.dtype == grad.dtype else mask.to(grad.dtype), ctx.scale), None
 
 
-def _as(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean mask as 0/1 in dtype. Through uint8, because PyTorch's CPU kernels for a boolean operand (its
-    conversion, a mixed multiply, masked_fill) are several times slower than one from bytes: measured 157 us
-    against 23 us for a [32, 30, 384] bf16 mask, and a mixed multiply 220 us against 28."""
-    return mask.view(torch.uint8).to(dtype)
+def _keep(lanes: torch.Tensor, threshold: int) -> torch.Tensor:
+    """1 where a lane is at least the threshold, else 0, as int16, computed in place over the lanes.
+
+    Clamped to [threshold - 1, threshold] and shifted to [0, 1]: the same values as `lanes >= threshold`, three
+    times as fast with the conversion that follows (46 against 146 us to a bf16 mask for 32 texts of 28 tokens at
+    width 384, ad-hoc microbenchmark). PyTorch's comparison writes booleans, and its kernels for a boolean
+    operand (conversion, a mixed multiply, masked_fill) are slow paths on the CPU.
+    """
+    return lanes.clamp_(threshold - 1, threshold).sub_(threshold - 1)
+
+
+def _scaled(x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * mask * scale in one pass: addcmul computes 0 + scale * x * mask in float32 and rounds once, as
+    `x.mul(mask).mul_(scale)` does (multiplying by 0 or 1 is exact), without its second pass: about 100 us less
+    a call, forward and backward together, at the size above (ad-hoc microbenchmark)."""
+    return torch.addcmul(x.new_zeros(()), x, mask, value=scale)
 
 
 def lane_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Dropout with lane masks (see the module docstring); the identity outside training or at p 0."""
-    if not training or p <= 0:
+    """Dropout with lane masks (see the module docstring); the identity outside training or at p 0.
+
+    p is rounded to a multiple of 1/65,536 first: under 1/131,072 it drops nothing, and within that of 1 it drops all.
+    """
+    dropped = round(p * 65536)
+    if not training or dropped <= 0:
         return x
-    if p >= 1:
+    if dropped >= 65536:
         return x * 0.0
     return _LaneDropout.apply(x, p)
 

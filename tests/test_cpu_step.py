@@ -58,8 +58,19 @@ def test_lane_dropout_gradient_is_its_mask_and_bf16_stays_bf16():
     torch.manual_seed(3)
     ref = lane_dropout(h.float(), 0.2)
     assert low.dtype == torch.bfloat16 and torch.equal(low, ref.bfloat16())  # one rounding, as native dropout
+    # bf16 keeps its mask as bf16 0/1 for backward: the gradient is still the float32 one rounded once.
+    hb = h.clone().requires_grad_()
+    torch.manual_seed(3)
+    out = lane_dropout(hb, 0.2)
+    gb = torch.randn(64, 48).bfloat16()
+    out.backward(gb)
+    kept = (ref != 0).float()
+    assert hb.grad.dtype == torch.bfloat16 and torch.equal(hb.grad, (gb.float() * kept * keep_scale(0.2)[1]).bfloat16())
     assert lane_dropout(x, 0.0) is x and not lane_dropout(x, 0.3, training=False).ne(x).any()
     assert not lane_dropout(x, 1.0).any()
+    # p within half a lane step of 0 or of 1 rounds to keeping everything or dropping everything (no division by zero)
+    assert lane_dropout(x, 1e-6) is x and not lane_dropout(x, 1 - 1e-6).any()
+    assert lane_dropout(x, 1 / 65536).ne(x).any()  # the smallest rate that still drops
 
 
 def test_lane_masks_follow_the_seed_and_the_saved_rng_state():
