@@ -349,6 +349,28 @@ def read_upload(path: str, limits: Limits, text_column: str = "text") -> list[st
 # --- inference ----------------------------------------------------------------------------------------
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP's list for CSV injection)."""
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell of the downloaded CSV, with an apostrophe in front when a spreadsheet would run it as a formula.
+
+    The download is for opening in a spreadsheet, and its texts (and labels) are whatever was pasted or uploaded,
+    so a cell like `=HYPERLINK(...)` would otherwise run when the file is opened. Spreadsheets show the apostrophe's
+    cell as text. The table on screen keeps the texts as they are, as does `taskembed predict --out`, whose files are
+    for programs. Numbers are left alone, and so is text that reads as a number ("-1", a common class name), which a
+    spreadsheet takes as a number and not as a formula.
+    """
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+        return cell
+    except ValueError:
+        return "'" + cell
+
+
 def predict_one(model: Model, text: str) -> dict[str, Any]:
     with model.lock:
         pred = model.clf.predict([text])[0]  # with a temperature, its calibrated_score(s) too: one forward pass
@@ -710,7 +732,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(header)
-            w.writerows(rows)
+            w.writerows([spreadsheet_safe(c) for c in r] for r in rows)
         counts: dict[str, int] = {}
         for p in preds:
             for x in p["labels"] if multi else [p["label"]]:  # multi-label: texts per predicted label

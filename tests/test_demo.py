@@ -155,6 +155,22 @@ def test_batch_returns_one_row_per_line_and_a_csv(client, trained):
     assert f"{len(texts)} texts" in note
 
 
+def test_batch_csv_download_defuses_spreadsheet_formulas(client):
+    lines = ["=HYPERLINK(\"http://x.invalid\",\"click\")", "+1+2", "@SUM(A1)", "-cmd|' /C calc'!A0", "-1", "a good film = fun"]
+    table, csv_path, _ = client.predict("tiny-sentiment", "\n".join(lines), None, api_name="/batch")
+    assert [r[0] for r in table["data"]] == lines  # on screen: the texts as given
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        cells = [r[0] for r in list(csv.reader(fh))[1:]]
+    assert cells == ["'" + lines[0], "'+1+2", "'@SUM(A1)", "'" + lines[3], "-1", "a good film = fun"]
+
+
+def test_spreadsheet_safe_leaves_numbers_and_plain_text_alone():
+    from demo.app import spreadsheet_safe
+
+    assert [spreadsheet_safe(x) for x in ("-0.5", "+3", "=1", "\tx", "\rx", "x=1", "", 0.25, -1.0)] == \
+        ["-0.5", "+3", "'=1", "'\tx", "'\rx", "x=1", "", 0.25, -1.0]
+
+
 def test_batch_csv_has_the_columns_of_predict_out(client, trained, tmp_path):
     # The calibrated copy: its predictions carry calibrated_score, and so must the download, as the CLI's file does.
     _, _, calibrated = trained
