@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from taskembed.errors import UserError
+from taskembed.errors import UserError, raise_write_error
 
 
 MODEL_MARKER = "training_config.json"
@@ -83,9 +83,9 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise_write_error(exc, out, tmp)
 
 
 @contextmanager
@@ -98,9 +98,9 @@ def written_whole(path: Path, newline: str | None = None) -> Iterator[TextIO]:
         with tmp.open("w", encoding="utf-8", newline=newline) as fh:
             yield fh
         tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise_write_error(exc, path, tmp)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from taskembed.errors import UserError
+from taskembed.errors import UserError, raise_write_error
 
 FORMAT = 1
 MARKER = "COMPLETE.json"
@@ -264,9 +264,9 @@ def save_checkpoint(
         else:
             tmp.rename(final)
         _fsync(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise_write_error(exc, final, tmp)
     return final
 
 

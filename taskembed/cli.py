@@ -591,7 +591,7 @@ def _main(argv: list[str]) -> int:
     except OSError as exc:
         # What the machine refuses (a full disk, a permission, a folder gone) is the user's to fix, not a traceback.
         # The writers leave nothing half-written behind (artifacts.staged_folder, written_whole, embed's .partial).
-        # Other OS errors (a network reset, a port in use) keep their traceback.
+        # Other OS errors (a network reset) keep their traceback; the demo checks its host and port before it starts.
         if exc.errno not in REFUSALS:
             raise
         where = f": {exc.filename}" if exc.filename else ""

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
-from taskembed.errors import UserError
+from taskembed.errors import UserError, raise_write_error
 from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
                                  read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
@@ -718,11 +718,11 @@ def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str,
         side.unlink(missing_ok=True)
         os.replace(tmp, out)
         os.replace(side_tmp, side)
-    except BaseException:
+    except BaseException as exc:
         sink.close()
         tmp.unlink(missing_ok=True)
         sidecar_path(out).with_name(sidecar_path(out).name + ".partial").unlink(missing_ok=True)
-        raise
+        raise_write_error(exc, out, out)  # the .partial files' names start with out's
     return info
 
 

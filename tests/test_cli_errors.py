@@ -432,8 +432,46 @@ def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(cl
     out = tmp_path / "sub" / "p.csv"
     assert main(["predict", str(classifier_dir), "--file", str(texts), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: No space left on device") and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: No space left on device: {out};") and len(err.strip().splitlines()) == 1, err
     assert list((tmp_path / "sub").iterdir()) == []  # neither p.csv nor p.csv.partial
+
+
+def test_a_full_disk_when_training_saves_its_weights_names_the_output_folder(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    # safetensors writes from Rust: a full disk arrives as a SafetensorError whose text alone holds the OS error.
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    def full(self, *a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(40)), encoding="utf-8")
+    out = tmp_path / "runs" / "model"
+    assert main(["train", "--data.source", str(data), "--model.name", str(tiny_model_dir), "--output.dir", str(out), "--epochs", "1",
+                 "--no-progress", "--output.embedding_report", "false", "--train.keep_checkpoints", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: No space left on device: {out}; free some space, fix the permission or choose another path\n", err
+    assert list((tmp_path / "runs").iterdir()) == []  # no model folder, no staging folder
+
+
+def test_raise_write_error_renames_only_what_concerns_the_temporary(tmp_path):
+    import errno
+
+    from taskembed.errors import raise_write_error
+
+    dest, tmp = tmp_path / "out", tmp_path / ".out.tmp-1"
+    cases = [
+        (OSError(errno.ENOSPC, "No space left on device"), (errno.ENOSPC, str(dest))),  # a write: no file name
+        (PermissionError(errno.EACCES, "Permission denied", str(tmp / "a.json")), (errno.EACCES, str(dest))),
+        (FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "input.csv")), (errno.ENOENT, str(tmp_path / "input.csv"))),
+    ]
+    for exc, (code, name) in cases:
+        with pytest.raises(OSError) as info:
+            raise_write_error(exc, dest, tmp)
+        assert (info.value.errno, info.value.filename) == (code, name)
+    with pytest.raises(ValueError):  # not a write refusal: as it was
+        raise_write_error(ValueError("a bug"), dest, tmp)
 
 
 def test_embed_and_compare_read_the_columns_the_model_was_trained_on(tiny_model_dir, tmp_path, capsys):
@@ -467,7 +505,7 @@ def test_second_texts_for_a_single_text_model_and_one_column_for_two_roles_are_r
 
 
 def test_only_what_the_machine_refuses_is_shortened_to_one_line(monkeypatch):
-    # A full disk or a permission is the user's to fix; a network reset or a port in use keeps its traceback.
+    # A full disk or a permission is the user's to fix; a network reset keeps its traceback.
     from taskembed import cli
 
     def reset(*_a, **_k):
