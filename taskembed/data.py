@@ -97,6 +97,10 @@ def check_unique_columns(p: Path, names: Sequence[str]) -> None:
         raise UserError(f"{p}: column '{repeat}' appears twice in the header; rename one")
 
 
+SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+"""Field separators a header line may reveal, by name."""
+
+
 def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     # The csv module (not pandas) so that a ragged row is an error naming its line, instead of
     # pandas silently filling missing fields with NaN.
@@ -115,9 +119,14 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     if not rows:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
     header, body = rows[0], rows[1:]
-    if len(header) == 1 and (("\t" if delimiter == "," else ",") in header[0]):
-        other = "tab" if delimiter == "," else "comma"
+    # A single column whose name holds another separator: the file is separated by that one (a semicolon is what
+    # spreadsheets write for CSV where the comma is the decimal mark).
+    other = next((name for sep, name in SEPARATORS.items() if sep != delimiter and len(header) == 1 and sep in header[0]), None)
+    if other in ("tab", "comma"):
         raise UserError(f"{p}: header has a single column '{header[0][:60]}' but contains {other}s; use the matching extension (.csv for commas, .tsv for tabs)")
+    if other:
+        raise UserError(f"{p}: header has a single column '{header[0][:60]}' but contains {other}s; taskembed reads .csv separated by "
+                        "commas and .tsv by tabs: save it with one of those (a spreadsheet's 'CSV, comma-separated')")
     check_unique_columns(p, header)
     if not body:
         raise UserError(f"{p}: has a header but no rows; add examples")

@@ -42,6 +42,7 @@ BAD_FILES = [
     ("ragged.tsv", {}, ["row 2 has 3 fields but the header has 2", "quote fields that contain 'TAB'"]),
     ("tabs_in.csv", {}, ["header has a single column", "contains tabs", "use the matching extension (.csv for commas, .tsv for tabs)"]),
     ("commas_in.tsv", {}, ["header has a single column 'text,label' but contains commas", "use the matching extension"]),
+    ("semicolons.csv", {}, ["header has a single column 'text;label' but contains semicolons", "save it with one of those"]),
     ("unclosed_quote.csv", {}, ["line 3: malformed CSV (unexpected end of data)", "check the quoting"]),
     ("stray_quote.csv", {}, ["line 3: malformed CSV", "check the quoting"]),
     ("empty.csv", {}, ["file is empty; it needs a header row and at least one example"]),
