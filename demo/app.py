@@ -30,12 +30,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
+import errno
 import io
 import ipaddress
 import json
 import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -1012,6 +1014,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_address(host: str, port: int | None) -> None:
+    """Refuse in one line a host this machine cannot listen on, or a port another program holds: Gradio would stop
+    with a traceback saying it found no empty port, for both. Binds a socket as the server will (SO_REUSEADDR, as
+    uvicorn sets it), and closes it at once."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise DemoError(f"--host {host}: not a name or address this machine can listen on; use 127.0.0.1 (this machine "
+                        "only) or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DemoError(f"--port {port} is in use by another program; choose another port, or leave --port out "
+                                "to take the first free one from 7860") from None
+            raise DemoError(f"--host {host}: cannot listen there ({exc.strerror}); use 127.0.0.1 (this machine only), "
+                            "0.0.0.0 (every interface) or an address of this machine") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -1020,6 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DemoError("--max-chars and --max-lines must be positive")
         if args.port is not None and not 0 < args.port < 65536:
             raise DemoError(f"--port {args.port}: use 1 to 65535")
+        check_address(args.host, args.port)  # before the models load, which takes a while
         limits = Limits(max_chars=args.max_chars, max_lines=args.max_lines, max_batch_chars=max(MAX_BATCH_CHARS, args.max_chars))
         app = build_app(args.models, limits=limits, device=args.device)
     except taskembed.UserError as exc:

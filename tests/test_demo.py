@@ -387,6 +387,20 @@ def test_the_shared_base_encoder_keeps_each_models_max_length(tiny_model_dir):
     assert demo._base_embedder(str(tiny_model_dir), 16, cpu) is short  # loaded once per setting
 
 
+def test_a_taken_port_or_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_path, capsys):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cases = [(["--port", str(port)], f"--port {port} is in use by another program"),
+                 (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not a name or address"),
+                 (["--host", "192.0.2.1"], "--host 192.0.2.1: cannot listen there")]  # TEST-NET-1: no machine's own
+        for options, message in cases:
+            assert demo.main([str(tmp_path / "missing"), *options]) == 2  # refused before the models load
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
 def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_path, capsys):
     _, folder, _ = trained
     incomplete = tmp_path / "incomplete"
