@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from taskembed.errors import UserError
+from taskembed.errors import UserError, raise_write_error
 
 REPORT_JSON = "embedding_report.json"
 REPORT_PNG = "embedding_projection.png"
@@ -220,12 +221,25 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     report["neighbours"] = [{"text": texts[i], "label": labels[i], "before": b, "after": a} for i, b, a in zip(queries, before, after)]
     if out_dir is not None:
         out = Path(out_dir)
+        made = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         titles = [f"before: {_short(report['base']['model'])} ({_pooling_name(report['base'])})",
                   f"after: {_short(report['tuned']['model'])} ({_pooling_name(report['tuned'])})"]
-        _plot([(titles[0], xb), (titles[1], xt)], labels, out / REPORT_PNG)
         report["files"] = {"report": REPORT_JSON, "plot": REPORT_PNG}
-        artifacts.write_json(out / REPORT_JSON, report)
+        # Both files are written beside their names and renamed together at the end: a failure (a full disk) leaves
+        # the folder as it was, an earlier report whole or, when this call made the folder, no folder.
+        staged = {name: out / f".partial-{name}" for name in (REPORT_PNG, REPORT_JSON)}  # savefig reads the suffix
+        try:
+            _plot([(titles[0], xb), (titles[1], xt)], labels, staged[REPORT_PNG])
+            artifacts.write_json(staged[REPORT_JSON], report)
+            for name, tmp in staged.items():
+                os.replace(tmp, out / name)
+        except BaseException as exc:
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)
+            if made:
+                shutil.rmtree(out, ignore_errors=True)
+            raise_write_error(exc, out, out)
     return report
 
 

@@ -422,6 +422,30 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     assert json.loads((tmp_path / "cli" / "embedding_report.json").read_text())["data"]["data"] == str(data)
 
 
+def test_a_compare_that_fails_writing_leaves_the_folder_as_it_was(trained, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from taskembed import artifacts
+
+    rows = make_rows(40, seed=9)
+    data = _write_csv(tmp_path / "d.csv", rows)
+    kept = tmp_path / "kept"
+    assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(kept), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+
+    def full(*_a, **_k):  # the plot is written, then the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts, "write_json", full)
+    capsys.readouterr()
+    for out in (kept, tmp_path / "new"):
+        assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(out), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: No space left on device: {out};") and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before  # the earlier report, whole, and no temporaries
+    assert not (tmp_path / "new").exists()
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 
