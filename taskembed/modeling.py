@@ -129,6 +129,10 @@ def hub_error(name: str, exc: Exception) -> UserError:
         # Safe as it is (nothing of the model's own code ran); running it is the user's call, at a pinned revision.
         return UserError(f"model '{name}' needs its own Python code to load, which taskembed does not run unless asked: if you "
                          "trust it, set model.trust_remote_code true (with model.revision pinned to a commit for a Hub id)")
+    if "ignore_mismatched_sizes" in str(exc):
+        # transformers points at a load report it logged, which taskembed keeps quiet: say what it means instead.
+        return UserError(f"model '{name}': its weights do not fit its config.json (a layer's size differs, e.g. the number of "
+                         "labels), so the two come from different models: write the folder again or copy it whole")
     if Path(name).expanduser().is_dir():
         return UserError(f"model '{name}': could not load it ({first}); the folder is damaged or incomplete: write it again or copy it whole")
     return UserError(f"model '{name}': could not load it ({first}); check the id or path, or whether the Hub is reachable")

@@ -116,6 +116,9 @@ DAMAGE = {
     "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:200]), "damaged"),
     "empty weights": (lambda f: (f / "model.safetensors").write_bytes(b""), "damaged"),
     "config not JSON": (lambda f: (f / "config.json").write_text("{oops", encoding="utf-8"), "not readable JSON"),
+    "config for 3 labels, weights for 2": (lambda f: (f / "config.json").write_text(json.dumps(
+        {**json.loads((f / "config.json").read_text()), "id2label": {"0": "a", "1": "b", "2": "c"}, "label2id": {"a": 0, "b": 1, "c": 2}})),
+        "its weights do not fit its config.json"),
     "training_config a list": (lambda f: (f / "training_config.json").write_text("[1]", encoding="utf-8"), "not an object"),
     "training_config not JSON": (lambda f: (f / "training_config.json").write_text("{", encoding="utf-8"), "not readable JSON"),
 }
