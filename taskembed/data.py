@@ -233,7 +233,10 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
         except UserError:
             raise
         except Exception as exc:
-            raise UserError(f"{path}: could not load the saved dataset ({type(exc).__name__}: {str(exc)[:120]})") from None
+            first = " ".join(str(exc).split())  # one line, whatever the library's message spans
+            first = first if len(first) <= 160 else first[:157] + "..."
+            raise UserError(f"{path}: could not load the saved dataset ({type(exc).__name__}: {first}); the folder is damaged or "
+                            "incomplete: save it again with save_to_disk or copy it whole") from None
         origin = {s: f"{path} [{s}]" for s in splits}
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")

@@ -207,6 +207,9 @@ def test_save_to_disk_folder_gives_label_names(tmp_path):
     assert set(splits.frames) == {"train", "validation"}  # "dev" is the validation split, nothing carved
     assert splits.frames["validation"]["label"].tolist() == [r["label"] for r in rows[24:]]
     assert splits.origin == {"train": f"{folder} [train]", "validation": f"{folder} [validation]"}  # "dev" read as validation
+    (folder / "train" / "state.json").unlink()  # damaged: one split's state is gone
+    msg = user_error(folder)
+    assert msg.startswith(f"{folder}: could not load the saved dataset (") and msg.endswith("save it again with save_to_disk or copy it whole"), msg
 
 
 # --- labels ----------------------------------------------------------------------------------------
