@@ -955,8 +955,14 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, exc: Exception) -> UserError:
-    return UserError(f"{path}: not a readable {path.suffix.lstrip('.')} file of vectors ({str(exc).splitlines()[0][:100]}); "
-                     "re-run `taskembed embed` to write it again")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if path.suffix.lower() == ".npy" and head != b"\x93NUMPY":
+        # NumPy reads any other bytes as a pickle, which it refuses, and says so: the file is simply not a .npy.
+        why = "it does not start with NumPy's header"
+    else:
+        why = " ".join(str(exc).split())[:100]
+    return UserError(f"{path}: not a readable {path.suffix.lstrip('.')} file of vectors ({why}); re-run `taskembed embed` to write it again")
 
 
 def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | None]:

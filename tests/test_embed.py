@@ -274,7 +274,8 @@ def test_search_on_damaged_vectors_fails_in_one_line(tiny_model_dir, tmp_path, c
                           (lambda: side.write_text("[]", encoding="utf-8"), "no 'model' entry"),
                           (lambda: (side.write_text(good, encoding="utf-8"), out.write_bytes(out.read_bytes()[:40])),
                            f"not a readable {suffix[1:]} file of vectors"),
-                          (lambda: out.write_bytes(b""), f"not a readable {suffix[1:]} file of vectors")):
+                          (lambda: out.write_bytes(b""), f"not a readable {suffix[1:]} file of vectors"),
+                          (lambda: out.write_text("some text\n"), "does not start with NumPy's header" if suffix == ".npy" else "file of vectors")):
         damage()
         assert main(["search", str(out), "a film"]) == 2
         err = capsys.readouterr().err
