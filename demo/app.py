@@ -941,12 +941,13 @@ def is_local(host: str) -> bool:
         return False
 
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
+def parse_auth(value: str | None, source: str = "--auth") -> tuple[str, str] | None:
+    """USER:PASSWORD from `source` (the option, or the environment variable that stands in for it)."""
     if not value:
         return None
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
-        raise DemoError("--auth must be USER:PASSWORD (both non-empty)")
+        raise DemoError(f"{source} must be USER:PASSWORD (both non-empty)")
     return user, password
 
 
@@ -1038,7 +1039,7 @@ def check_address(host: str, port: int | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        auth = parse_auth(args.auth or os.environ.get("TASKEMBED_DEMO_AUTH"))
+        auth = parse_auth(args.auth) if args.auth else parse_auth(os.environ.get("TASKEMBED_DEMO_AUTH"), "TASKEMBED_DEMO_AUTH")
         if args.max_chars < 1 or args.max_lines < 1:
             raise DemoError("--max-chars and --max-lines must be positive")
         if args.port is not None and not 0 < args.port < 65536:

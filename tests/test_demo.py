@@ -356,8 +356,14 @@ def test_launch_defaults_and_warnings(capsys):
     assert stub.kwargs["server_name"] == "0.0.0.0" and stub.kwargs["share"] is True
     assert len(warnings) == 2 and "reachable from other machines" in warnings[0] and "public" in warnings[1]
     assert demo.parse_auth("a:b:c") == ("a", "b:c")
-    with pytest.raises(taskembed.UserError, match="USER:PASSWORD"):
+    with pytest.raises(taskembed.UserError, match="^--auth must be USER:PASSWORD"):
         demo.parse_auth("nopassword")
+
+
+def test_a_bad_auth_in_the_environment_is_named_as_such(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TASKEMBED_DEMO_AUTH", "nopassword")
+    assert demo.main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == "error: TASKEMBED_DEMO_AUTH must be USER:PASSWORD (both non-empty)"
 
 
 def test_switching_models_refreshes_or_clears_every_result(server):
