@@ -7,6 +7,7 @@ Data flows one way: config -> data -> model -> lr plan -> fit -> evaluate -> out
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -214,7 +215,15 @@ def train(
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }
         extra = _embedding_report(cfg, splits, model, tokenizer, say) if embedding_report else None
-        artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
+        try:
+            artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
+        except OSError as exc:
+            if ckpts is None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # The machine refused the model folder after all the training: the last step is checkpointed, so say how
+            # to save it without training again.
+            raise UserError(f"{exc.strerror}: {exc.filename or out}; training is complete and checkpointed in {ckpt_root}: free some "
+                            "space (or fix the permission) and rerun the same command with --resume to save it without training again") from exc
         checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder

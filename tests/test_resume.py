@@ -261,6 +261,26 @@ def test_a_crash_while_writing_the_output_resumes_without_retraining(stopped, tm
     assert (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
 
 
+def test_a_full_disk_at_the_final_save_says_how_to_save_without_training_again(stopped, tmp_path, monkeypatch):
+    import errno
+
+    from taskembed import artifacts
+
+    opts, root = stopped
+    out = tmp_path / "out"
+    opts = {**opts, "output.dir": str(out), "train.epochs": 1}
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(artifacts, "save", full)
+    with pytest.raises(taskembed.UserError) as info:
+        taskembed.train(None, opts, progress=False, echo=quiet)
+    assert str(info.value) == (f"No space left on device: {out}; training is complete and checkpointed in {tmp_path / 'out.checkpoints'}: "
+                               "free some space (or fix the permission) and rerun the same command with --resume to save it without training again")
+    assert checkpoint.latest(tmp_path / "out.checkpoints")[0].name == "step-000022"
+
+
 def test_a_signal_while_the_last_checkpoint_is_written_stops_with_the_resume_line(tiny_model_dir, data, tmp_path, monkeypatch, capsys):
     """Ctrl-C after the loop last asked (during the final checkpoint) is not lost: the run stops as for any signal,
     the last step checkpointed, and --resume goes straight to evaluating and saving."""
