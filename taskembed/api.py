@@ -102,6 +102,11 @@ def train(
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
     say(splits.describe())
+    seen = splits.seen_in_train()
+    for split, n in seen.items():
+        if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
+            say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
+                f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
@@ -210,7 +215,7 @@ def train(
             "tokens_per_second": st.tokens_seen * world / max(st.train_seconds, 1e-9),
             "stopped_early": st.stopped_early,
             "world_size": world,
-            "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(),
+            "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(), "seen_in_train": seen,
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

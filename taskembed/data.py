@@ -500,6 +500,17 @@ class Splits:
                 h.update(self.frames[split].to_json(orient="records", force_ascii=False).encode())
         return h.hexdigest()
 
+    def seen_in_train(self) -> dict[str, int]:
+        """Rows of each other split whose text (and second text) a training row has too, outer whitespace aside:
+        their scores measure what the model remembers, not how it does on new text."""
+        columns = [c for c in ("text", "text_pair") if c in self.frames["train"]]
+
+        def rows(df: pd.DataFrame):
+            return zip(*(df[c].astype(str).str.strip() for c in columns))
+
+        train = set(rows(self.frames["train"]))
+        return {s: sum(r in train for r in rows(df)) for s, df in self.frames.items() if s != "train"}
+
     def describe(self) -> str:
         """One line for the console: the splits' sizes and the labels."""
         sizes = ", ".join(f"{s} {len(self.frames[s]):,}" for s in SPLITS if s in self.frames)  # train, validation, test

@@ -258,6 +258,21 @@ def test_a_validation_split_of_one_class_trains_without_the_embedding_report(tin
     assert (res.output_dir / "model.safetensors").is_file() and not (res.output_dir / "embedding_report.json").exists()
 
 
+def test_test_examples_that_are_also_training_examples_are_counted_and_said(tiny_overrides, write_csv):
+    rows, new = make_rows(48, seed=6), make_rows(11, seed=99)
+    assert not {r["text"] for r in new} & {r["text"] for r in rows}  # these 11 are new texts
+    train = write_csv(rows, "train.csv")
+    # 5 texts of the training file, one with spaces around it, and the 11 new ones
+    test = write_csv([rows[0], rows[3], rows[7], rows[9], {**rows[11], "text": f"  {rows[11]['text']} "}, *new], "test.csv")
+    said = []
+    validation = write_csv(new[:6], "validation.csv")  # new texts: nothing to say of them
+    overrides = {**tiny_overrides, "data.source": str(train), "data.test": str(test), "data.validation": str(validation), "train.epochs": 1}
+    res = taskembed.train(None, overrides, progress=False, echo=said.append)
+    assert [m for m in said if "also in the training data" in m] == [
+        f"note: 5 of the 16 test examples are also in the training data, so their scores overstate accuracy on new text ({test})"]
+    assert json.loads((res.output_dir / "run.json").read_text())["data"]["seen_in_train"] == {"validation": 0, "test": 5}
+
+
 def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_path, capsys):
     # The label is in the second text only: predicting from the first texts alone would answer another question.
     rows = [{"premise": "the film", "hypothesis": r["text"], "label": r["label"]} for r in make_rows(64, seed=8)]
