@@ -121,7 +121,7 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     header, body = rows[0], rows[1:]
     # A single column whose name holds another separator: the file is separated by that one (a semicolon is what
     # spreadsheets write for CSV where the comma is the decimal mark).
-    other = next((name for sep, name in SEPARATORS.items() if sep != delimiter and len(header) == 1 and sep in header[0]), None)
+    other = next((name for sep, name in SEPARATORS.items() if sep != delimiter and sep in header[0]), None) if len(header) == 1 else None
     if other in ("tab", "comma"):
         raise UserError(f"{p}: header has a single column '{header[0][:60]}' but contains {other}s; use the matching extension (.csv for commas, .tsv for tabs)")
     if other:

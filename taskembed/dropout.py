@@ -63,7 +63,7 @@ class _LaneDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        return _scaled(grad, mask if mask.dtype == grad.dtype else mask.to(grad.dtype), ctx.scale), None
+        return _scaled(grad, mask.to(grad.dtype), ctx.scale), None  # .to is free when the dtypes match
 
 
 def _keep(lanes: torch.Tensor, threshold: int) -> torch.Tensor:

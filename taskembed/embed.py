@@ -955,10 +955,8 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, exc: Exception) -> UserError:
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if path.suffix.lower() == ".npy" and head != b"\x93NUMPY":
-        # NumPy reads any other bytes as a pickle, which it refuses, and says so: the file is simply not a .npy.
+    if path.suffix.lower() == ".npy" and "pickled" in str(exc):
+        # NumPy reads bytes without its header as a pickle, which it refuses, and says so: the file is simply not a .npy.
         why = "it does not start with NumPy's header"
     else:
         why = " ".join(str(exc).split())[:100]

@@ -6,6 +6,9 @@ everything else (a bug) keeps its traceback. `raise_write_error` makes what the
 machine refuses to a writer (a full disk, a permission) name the user's path.
 """
 
+import errno
+import os
+import re
 from typing import NoReturn
 
 
@@ -25,10 +28,6 @@ def raise_write_error(exc: BaseException, dest, temporary) -> NoReturn:
     failed write, naming the temporary from a failed open, or from safetensors' Rust writer as a SafetensorError
     whose text alone carries the OS error ("... Os { code: 28, kind: StorageFull, ... }").
     """
-    import errno as errnos
-    import os
-    import re
-
     if isinstance(exc, OSError):
         if exc.errno is None or (exc.filename is not None and not str(exc.filename).startswith(str(temporary))):
             raise exc
@@ -37,4 +36,4 @@ def raise_write_error(exc: BaseException, dest, temporary) -> NoReturn:
         code = int(m.group(1))
     else:
         raise exc
-    raise OSError(code, os.strerror(code) if code in errnos.errorcode else str(exc), str(dest)) from exc
+    raise OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), str(dest)) from exc
