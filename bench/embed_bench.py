@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:  # `python bench/embed_bench.py` puts bench/ first
     sys.path.insert(0, str(REPO))
 
 from bench import train_bench  # noqa: E402
-from bench.train_bench import OFFLINE_ENV, machine_info, versions  # noqa: E402
+from bench.train_bench import OFFLINE_ENV, hardware, machine_info, versions  # noqa: E402
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ST_BATCH_SIZES = (32, 64, 128, 256)
@@ -203,7 +203,7 @@ def min_cosine(a, b) -> float:
 
 def render_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
-    hw = f"GPU {m['gpu']}" if m["gpu"] else f"CPU {m['cpu']}, {m['logical_cores']} logical cores"
+    hw = hardware(m)
     v = report["versions"]
     lines = [
         f"# Embedding benchmark ({m['device']})",

@@ -720,14 +720,19 @@ def machine_info() -> dict[str, Any]:
         cpu = names[0] if names else cpu
         physical = int(next(iter(cores))) if len(cores) == 1 else None
         flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+        family = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith(("cpu family", "model\t"))]
     except OSError:
-        flags = ""
+        flags, family = "", []
     cuda = torch.cuda.is_available()
     return {
         "device": "cuda" if cuda else "cpu",
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "gpu_bf16": torch.cuda.is_bf16_supported() if cuda else None,
         "cpu": cpu,
+        # Two machines that both call themselves "AMD EPYC" can be different generations, with twice the bf16 rate
+        # of the other: the family and model numbers tell them apart, and the product rates say how fast this one was.
+        "cpu_family_model": f"family {family[0]} model {family[1]}" if len(family) >= 2 else None,
+        "product_gflops": None if cuda else product_rates(),
         "logical_cores": os.cpu_count(),
         "physical_cores_per_socket": physical,
         "torch_threads_default": torch.get_num_threads(),
@@ -737,6 +742,30 @@ def machine_info() -> dict[str, Any]:
         # What every worker runs under: the environment's value, else the one importing taskembed sets.
         "onednn_primitive_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") or _taskembed_cache_default(),
     }
+
+
+PRODUCT_SHAPE = (900, 384, 1536)
+"""rows x inputs x outputs of the reference product: a feed-forward layer of MiniLM over a batch of about 32 texts."""
+
+
+def product_rates(seconds: float = 0.3) -> dict[str, float]:
+    """GFLOP/s of `F.linear` at PRODUCT_SHAPE in bfloat16 and float32, in this process with torch's threads, now.
+
+    The same step has taken up to 70% longer on some days than on others on the machine of docs/benchmarks.md; this
+    puts a figure on the day, beside the ratios (which compare runs of one invocation and are what counts)."""
+    import torch
+
+    rows, inputs, outputs = PRODUCT_SHAPE
+    rates = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        x, w = torch.randn(rows, inputs).to(dtype), torch.randn(outputs, inputs).to(dtype)
+        torch.nn.functional.linear(x, w)  # the first call creates the kernel
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or calls < 3:
+            torch.nn.functional.linear(x, w)
+            calls += 1
+        rates[str(dtype).removeprefix("torch.")] = round(2 * rows * inputs * outputs * calls / elapsed / 1e9, 1)
+    return rates
 
 
 def _taskembed_cache_default() -> str | None:
@@ -768,17 +797,28 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> st
     return text + (f" ± {stat['std'] * scale:,.{digits}f}" if stat["n"] > 1 else "")
 
 
+def hardware(m: dict[str, Any]) -> str:
+    """The machine in words: the GPU, or the CPU with its family and model and the product rates measured at the start."""
+    if m["gpu"]:
+        return f"GPU {m['gpu']}"
+    text = f"CPU {m['cpu']}" + (f" ({m['cpu_family_model']})" if m.get("cpu_family_model") else "") + f", {m['logical_cores']} logical cores"
+    rates = m.get("product_gflops")
+    if rates:
+        shape = " x ".join(f"{n:,}" for n in PRODUCT_SHAPE)
+        text += "; products at the start: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items()) + f" ({shape})"
+    return text
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     from taskembed.lrplan import lr_scale
 
     m, s = report["machine"], report["settings"]
-    hw = f"GPU {m['gpu']}" if m["gpu"] else f"CPU {m['cpu']}, {m['logical_cores']} logical cores"
     lines = [
         f"# Training benchmark ({report['mode']}, {m['device']})",
         "",
         f"Produced by `{report['command']}` on {report['created']}.",
         "",
-        f"- Machine: {hw}; torch threads {report['threads']}; bf16 on this hardware: "
+        f"- Machine: {hardware(m)}; torch threads {report['threads']}; bf16 on this hardware: "
         f"{'yes' if (m['gpu_bf16'] if m['gpu'] else m['cpu_bf16']) else 'no'}"
         + (f"; oneDNN primitive cache {m['onednn_primitive_cache']} in every worker" if m.get("onednn_primitive_cache") else ""),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),

@@ -44,6 +44,9 @@ def test_quick_bench_end_to_end_on_the_tiny_model(tiny_model_dir, data_folder, t
             "inference", "embedding", "notes"} <= set(report)
     assert report["mode"] == "quick" and report["threads"] == 1
     assert report["machine"]["device"] in ("cpu", "cuda") and report["machine"]["logical_cores"] >= 1
+    if report["machine"]["device"] == "cpu":  # the day's product rates, measured before the runs
+        assert set(report["machine"]["product_gflops"]) == {"bfloat16", "float32"}
+        assert all(rate > 0 for rate in report["machine"]["product_gflops"].values())
     assert {"torch", "transformers", "taskembed"} <= set(report["versions"])
 
     ds = report["datasets"]["reviews"]
@@ -164,6 +167,14 @@ def test_markdown_reports_failures_and_skips():
     md = train_bench.render_markdown(report)
     assert "`make bench MODE=quick`" in md and "FAILED: b0 seed 0: ValueError: bad" in md
     assert "Inference: FAILED (exit 1: oops)" in md and "banking77 skipped" in md
+
+
+def test_markdown_names_the_cpu_generation_and_the_days_product_rates():
+    report = _report([_run("taskembed", 0, 10, 0.8)], ["taskembed"])
+    assert "- Machine: CPU Some CPU, 2 logical cores; torch threads 2;" in train_bench.render_markdown(report)  # an older report
+    report["machine"].update(cpu_family_model="family 25 model 17", product_gflops={"bfloat16": 424.2, "float32": 1890.4})
+    assert ("- Machine: CPU Some CPU (family 25 model 17), 2 logical cores; products at the start: bfloat16 424 GFLOP/s, "
+            "float32 1,890 GFLOP/s (900 x 384 x 1,536); torch threads 2;") in train_bench.render_markdown(report)
 
 
 def test_markdown_per_seed_speedups_in_seed_order_and_old_reports():
