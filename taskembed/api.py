@@ -107,6 +107,11 @@ def train(
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
             say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
                 f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
+    lookalikes = splits.lookalike_labels()
+    for names in lookalikes:  # two classes that are probably one: training would learn to tell them apart
+        how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
+        say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
+            f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
@@ -216,6 +221,7 @@ def train(
             "stopped_early": st.stopped_early,
             "world_size": world,
             "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(), "seen_in_train": seen,
+                     "lookalike_labels": lookalikes,
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

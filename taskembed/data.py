@@ -511,6 +511,19 @@ class Splits:
         train = set(rows(self.frames["train"]))
         return {s: sum(r in train for r in rows(df)) for s, df in self.frames.items() if s != "train"}
 
+    def lookalike_labels(self) -> list[list[str]]:
+        """Groups of label names that differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0'), in
+        label order. Each name is its own class, which a data file seldom means, but which of them is right is for
+        the user to say: they are reported, never merged."""
+        groups: dict[str, list[str]] = {}
+        for name in self.labels:
+            try:
+                key = f"number {float(name)!r}"
+            except ValueError:
+                key = name.casefold()
+            groups.setdefault(key, []).append(name)
+        return [names for names in groups.values() if len(names) > 1]
+
     def describe(self) -> str:
         """One line for the console: the splits' sizes and the labels."""
         sizes = ", ".join(f"{s} {len(self.frames[s]):,}" for s in SPLITS if s in self.frames)  # train, validation, test

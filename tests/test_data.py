@@ -464,3 +464,14 @@ def test_a_bad_row_in_a_saved_dataset_names_its_split(tmp_path):
     datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in (("train", train), ("test", test))}).save_to_disk(str(tmp_path / "ds"))
     with pytest.raises(UserError, match=r"ds \[test\]: row 3"):
         load_splits(DataConfig(source=str(tmp_path / "ds")))
+
+
+def test_labels_that_differ_only_in_case_or_number_format_are_found_not_merged(tmp_path):
+    rows = [{"text": f"text {i}", "label": label} for i, label in enumerate(["POS", "pos", "neg", "1", "1.0", "2", "Pos", "none"] * 3)]
+    path = tmp_path / "d.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    splits = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0))
+    assert len(splits.labels) == 8  # every spelling stays its own class
+    assert splits.lookalike_labels() == [["1", "1.0"], ["POS", "Pos", "pos"]]
+    clean = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0, label_column="text"))
+    assert clean.lookalike_labels() == []

@@ -273,6 +273,24 @@ def test_test_examples_that_are_also_training_examples_are_counted_and_said(tiny
     assert json.loads((res.output_dir / "run.json").read_text())["data"]["seen_in_train"] == {"validation": 0, "test": 5}
 
 
+def test_labels_that_differ_only_in_case_or_number_format_are_said_and_recorded(tiny_overrides, write_csv):
+    rows = make_rows(48, seed=6)
+    for r in rows[::3]:
+        r["label"] = r["label"].upper()  # 'POS' beside 'pos', 'NEG' beside 'neg'
+    for i in (1, 4, 7, 10, 13, 16):
+        rows[i]["label"], rows[i + 1]["label"] = "1", "1.0"
+    train = write_csv(rows, "train.csv")
+    said = []
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(train), "train.epochs": 1}, progress=False, echo=said.append)
+    assert [m for m in said if m.startswith("note: labels")] == [
+        f"note: labels '1' and '1.0' are one number written differently; they are 2 classes. If they mean one, write them one way in {train}",
+        f"note: labels 'NEG' and 'neg' differ only in case; they are 2 classes. If they mean one, write them one way in {train}",
+        f"note: labels 'POS' and 'pos' differ only in case; they are 2 classes. If they mean one, write them one way in {train}"]
+    run = json.loads((res.output_dir / "run.json").read_text())
+    assert run["data"]["lookalike_labels"] == [["1", "1.0"], ["NEG", "neg"], ["POS", "pos"]]
+    assert run["labels"] == ["1", "1.0", "NEG", "POS", "neg", "pos"]  # never merged
+
+
 def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_path, capsys):
     # The label is in the second text only: predicting from the first texts alone would answer another question.
     rows = [{"premise": "the film", "hypothesis": r["text"], "label": r["label"]} for r in make_rows(64, seed=8)]
