@@ -439,7 +439,28 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(loaded, dict):
             raise UserError(f"{p}: a config must be a mapping of sections (data, model, train, output)")
         raw = loaded
-    return config_from_dict(raw, overrides or {}, where=where)
+    cfg = config_from_dict(raw, overrides or {}, where=where)
+    if path is not None:
+        _check_beside(Path(path), raw.get("data"), overrides or {})
+    return cfg
+
+
+def _check_beside(config_file: Path, data: Any, overrides: dict[str, Any]) -> None:
+    """Refuse a relative data path of the config file that is missing from the current folder but present beside the
+    config: paths are read from the folder taskembed runs in (as every command's paths are), and saying so here beats
+    a "file not found" that does not name the config. A path missing in both places is left to the data loader, since
+    it may be a Hugging Face Hub dataset id."""
+    if not isinstance(data, dict):
+        return
+    for key in ("source", "validation", "test"):
+        value = data.get(key)
+        if not isinstance(value, str) or not value or f"data.{key}" in overrides or Path(value).is_absolute():
+            continue
+        beside = config_file.parent / value
+        if not Path(value).exists() and beside.exists():
+            raise UserError(f"{config_file}: data.{key} '{value}' is not in the current folder ({Path.cwd()}) but is beside the config; "
+                            f"paths in a config are read from the folder taskembed runs in: run it from {config_file.parent} "
+                            f"or write '{beside}'")
 
 
 def as_config(config: "Config | str | Path | None", overrides: dict[str, Any] | None = None) -> Config:

@@ -420,3 +420,19 @@ def test_dry_run_prints_the_whole_config_the_notes_and_the_plan_and_trains_nothi
     assert "\nnote: data.window_stride is set but has no effect unless data.long_texts is window\n" in printed
     assert "embeddings" in printed.split("note: ")[1]  # the learning-rate plan follows, one row per group
     assert not out_dir.exists()
+
+
+def test_a_data_path_found_only_beside_the_config_is_refused_with_both_places(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "train.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "sub" / "cfg.yaml").write_text("data:\n  source: train.csv\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as err:
+        load_config("sub/cfg.yaml")
+    assert str(err.value) == (f"sub/cfg.yaml: data.source 'train.csv' is not in the current folder ({tmp_path}) but is beside the config; "
+                              "paths in a config are read from the folder taskembed runs in: run it from sub or write 'sub/train.csv'")
+    assert load_config("sub/cfg.yaml", {"data.source": "sub/train.csv"}).data.source == "sub/train.csv"  # overridden: fine
+    (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\n")
+    assert load_config("sub/cfg.yaml").data.source == "train.csv"  # in the current folder: read from there, as always
+    monkeypatch.chdir(tmp_path / "sub")
+    assert load_config("cfg.yaml").data.source == "train.csv"
