@@ -449,7 +449,7 @@ def _check_beside(config_file: Path, data: Any, overrides: dict[str, Any]) -> No
     """Refuse a relative data path of the config file that is missing from the current folder but present beside the
     config: paths are read from the folder taskembed runs in (as every command's paths are), and saying so here beats
     a "file not found" that does not name the config. A path missing in both places is left to the data loader, since
-    it may be a Hugging Face Hub dataset id."""
+    it may be a Hugging Face Hub dataset id; so is a bare name (see `_names_a_path`)."""
     if not isinstance(data, dict):
         return
     for key in ("source", "validation", "test"):
@@ -457,10 +457,16 @@ def _check_beside(config_file: Path, data: Any, overrides: dict[str, Any]) -> No
         if not isinstance(value, str) or not value or f"data.{key}" in overrides or Path(value).is_absolute():
             continue
         beside = config_file.parent / value
-        if not Path(value).exists() and beside.exists():
+        if not Path(value).exists() and beside.exists() and _names_a_path(value):
             raise UserError(f"{config_file}: data.{key} '{value}' is not in the current folder ({Path.cwd()}) but is beside the config; "
                             f"paths in a config are read from the folder taskembed runs in: run it from {config_file.parent} "
                             f"or write '{beside}'")
+
+
+def _names_a_path(value: str) -> bool:
+    """Whether a data value can only be a path: it has a folder or a file extension. A bare name may be a built-in
+    dataset, which the data loader takes before any file of that name."""
+    return len(Path(value).parts) > 1 or bool(Path(value).suffix)
 
 
 def as_config(config: "Config | str | Path | None", overrides: dict[str, Any] | None = None) -> Config:

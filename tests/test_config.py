@@ -436,3 +436,7 @@ def test_a_data_path_found_only_beside_the_config_is_refused_with_both_places(tm
     assert load_config("sub/cfg.yaml").data.source == "train.csv"  # in the current folder: read from there, as always
     monkeypatch.chdir(tmp_path / "sub")
     assert load_config("cfg.yaml").data.source == "train.csv"
+    (tmp_path / "sub" / "rotten_tomatoes").mkdir()  # a built-in's name: the built-in is read, whatever lies beside
+    (tmp_path / "sub" / "builtin.yaml").write_text("data:\n  source: rotten_tomatoes\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("sub/builtin.yaml").data.source == "rotten_tomatoes"
