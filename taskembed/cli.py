@@ -10,6 +10,7 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -481,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-inf|-nan", re.IGNORECASE)
+"""A negative number as a value (`--start -1e-3`), which is not an option however it starts."""
+
+
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """For train/plan/lr-find: the subcommand, its optional config path and flags go to argparse; `--x.y value` pairs are overrides."""
     if not argv or argv[0] not in ("train", "plan", "lr-find"):
@@ -493,9 +498,12 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     has_config = False
     for i, tok in enumerate(rest):
         prev = rest[i - 1] if i else ""
-        # The option just before takes this bare token as its value, unless it is a switch.
-        value_of = prev if prev.startswith("--") and "=" not in prev and not tok.startswith("-") else None
-        if (value_of == "--resume" and tok in ("latest", "auto")) or (value_of in valued):
+        # The option just before takes this bare token (or negative number) as its value, unless it is a switch.
+        bare = not tok.startswith("-") or _NEGATIVE.fullmatch(tok) is not None
+        value_of = prev if prev.startswith("--") and "=" not in prev and bare else None
+        if value_of in valued and tok.startswith("-"):
+            head[-1] = f"{value_of}={tok}"  # joined: argparse would take '-1e-3' for an option
+        elif (value_of == "--resume" and tok in ("latest", "auto")) or (value_of in valued):
             head.append(tok)
         elif not tok.startswith("-") and not has_config and (tok.endswith((".yaml", ".yml")) or value_of in (None, "--resume") or value_of in own):
             # The config path, before or after the flags (no option takes a YAML file as its value); given to argparse

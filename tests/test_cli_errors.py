@@ -347,6 +347,20 @@ def test_the_config_path_may_come_before_or_after_the_flags(argv, head, override
     assert args.config == next((t for t in argv if t.endswith((".yaml", ".yml"))), None)
 
 
+@pytest.mark.parametrize("value, message", [
+    ("-1", "error: lr-find: start must be a positive finite rate (got -1.0)"),
+    ("-1e-3", "error: lr-find: start must be a positive finite rate (got -0.001)"),  # argparse alone takes this for an option
+])
+def test_a_negative_lr_find_rate_is_its_value_not_a_missing_argument(value, message, capsys):
+    # It said "argument --start: expected one argument": the value was taken for an override.
+    code, _, err = run_cli(["lr-find", "--start", value], capsys)
+    assert code == 2 and err.strip() == message, err
+    from taskembed.cli import _split_overrides
+
+    assert _split_overrides(["lr-find", "--end", "-.5", "--train.weight_decay", "-0.1"]) == (
+        ["lr-find", "--end=-.5"], ["--train.weight_decay", "-0.1"])
+
+
 def test_plan_reads_the_config_given_after_its_flag(tmp_path, capsys, tiny_model_dir):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model:\n  name: {tiny_model_dir}\ntrain:\n  head_lr: 0.0042\n", encoding="utf-8")
