@@ -7,7 +7,6 @@ Data flows one way: config -> data -> model -> lr plan -> fit -> evaluate -> out
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 from taskembed import artifacts, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
-from taskembed.errors import UserError
+from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, load_classifier
 from taskembed.losses import class_weights
@@ -229,7 +228,7 @@ def train(
         try:
             artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
         except OSError as exc:
-            if ckpts is None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            if ckpts is None or exc.errno not in FIXABLE_WRITE_ERRORS:
                 raise
             # The machine refused the model folder after all the training: the last step is checkpointed, so say how
             # to save it without training again.

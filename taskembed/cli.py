@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from taskembed.errors import UserError
+from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 
 
 # api.plan builds the model with two labels so that it reads no data; say so where the head's count would otherwise mislead.
@@ -517,8 +517,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return head, overrides
 
 
-REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EISDIR, errno.ENOTDIR,
-            errno.EEXIST, errno.ENAMETOOLONG}
+REFUSALS = FIXABLE_WRITE_ERRORS | {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 class _Terminated(KeyboardInterrupt):

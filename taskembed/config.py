@@ -457,7 +457,7 @@ def _check_beside(config_file: Path, data: Any, overrides: dict[str, Any]) -> No
         if not isinstance(value, str) or not value or f"data.{key}" in overrides or Path(value).is_absolute():
             continue
         beside = config_file.parent / value
-        if not Path(value).exists() and beside.exists() and _names_a_path(value):
+        if _names_a_path(value) and not Path(value).exists() and beside.exists():
             raise UserError(f"{config_file}: data.{key} '{value}' is not in the current folder ({Path.cwd()}) but is beside the config; "
                             f"paths in a config are read from the folder taskembed runs in: run it from {config_file.parent} "
                             f"or write '{beside}'")

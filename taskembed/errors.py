@@ -18,6 +18,11 @@ class UserError(Exception):
     exit_code = 2
 
 
+FIXABLE_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+"""What the machine refuses to a writer that the same command can get past once the user frees space or fixes a
+permission (the CLI reports more as the user's to fix: cli.REFUSALS)."""
+
+
 def raise_write_error(exc: BaseException, dest, temporary) -> NoReturn:
     """Raise `exc`, a failed write, as an OSError naming `dest`, the user's path, instead of `temporary`, ours, where
     it is such an error; as it was otherwise. For an `except` block, after it has removed the temporary.
