@@ -197,13 +197,15 @@ class Embedder:
         path = resolve_model(name)
         local = Path(path).is_dir()
         try:
-            config = AutoConfig.from_pretrained(path)
+            # Never a folder's own code (trust_remote_code=False, not None, which asks on the terminal: modeling.load_trained).
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
             archs = config.architectures or []
             loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
-            model, info = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True)
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            model, info = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True,
+                                                 trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         except load_errors() as exc:
-            raise hub_error(name, exc) from None
+            raise hub_error(name, exc, trainable=False) from None
         # A plain encoder may lack a pooler (no pooling here reads it); a classifier's head, pooler included, must be whole.
         refuse_missing(name, info["missing_keys"], allowed=lambda key: loader is AutoModel and key.startswith("pooler."))
         check_tokenizer(tokenizer, config, name)

@@ -123,10 +123,15 @@ def check_folder(path: Path) -> None:
         raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
 
 
-def hub_error(name: str, exc: Exception) -> UserError:
+def hub_error(name: str, exc: Exception, trainable: bool = True) -> UserError:
+    """The one-line error for a model that did not load. `trainable` is false for the loaders that read a folder for
+    inference (predict, evaluate, embed, the demo), which never run a folder's own code and have no setting for it."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     if "trust_remote_code" in str(exc) or "custom code" in str(exc):
         # Safe as it is (nothing of the model's own code ran); running it is the user's call, at a pinned revision.
+        if not trainable:
+            return UserError(f"model '{name}' needs its own Python code to load (config.json names it in auto_map), and "
+                             "taskembed never runs a model folder's code when reading it back: use a folder of a standard architecture")
         return UserError(f"model '{name}' needs its own Python code to load, which taskembed does not run unless asked: if you "
                          "trust it, set model.trust_remote_code true (with model.revision pinned to a commit for a Hub id)")
     if "ignore_mismatched_sizes" in str(exc):
@@ -238,11 +243,13 @@ def load_trained(folder: str | Path):
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise UserError(f"{path}: not a classifier folder (architectures: {', '.join(archs) or 'none'}); train one with `taskembed train`")
     try:
+        # trust_remote_code=False, not transformers' default None: with None, a folder whose config.json names its own
+        # code (auto_map) makes transformers ask on the terminal whether to run it, and a "y" (or a pipe) runs it.
         model, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                                          output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+                                                                          output_loading_info=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except load_errors() as exc:
-        raise hub_error(str(path), exc) from None
+        raise hub_error(str(path), exc, trainable=False) from None
     check_tokenizer(tokenizer, model.config, str(path))
     refuse_missing(str(path), info["missing_keys"])  # a classifier whose head is random answers at random
     model.eval()

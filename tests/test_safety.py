@@ -230,6 +230,32 @@ def test_load_refuses_a_pickle_only_model_folder_without_unpickling(tmp_path):
     assert not marker.exists()
 
 
+def test_a_folder_that_names_its_own_code_is_refused_without_running_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """config.json's auto_map points at a module in the folder. transformers' default (trust_remote_code None) asks on
+    the terminal and runs the code on a "y": every reader of a trained folder must refuse it unasked, with "y" waiting."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from taskembed.embed import Embedder
+
+    folder = tmp_path / "remote"
+    BertForSequenceClassification(BertConfig.from_pretrained(tiny_model_dir, num_labels=2)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    marker = tmp_path / "PWNED"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evilbert", architectures=["EvilForSequenceClassification"],
+                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilForSequenceClassification"})
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("y\n" * 10))  # the answer that would run it
+    with pytest.raises(UserError, match="never runs a model folder's code"):
+        taskembed.load(folder)
+    with pytest.raises(UserError, match="never runs a model folder's code"):
+        Embedder.load(folder)
+    assert main(["predict", str(folder), "some text"]) == 2
+    assert "never runs a model folder's code" in capsys.readouterr().err
+    assert not marker.exists()
+
+
 def test_load_refuses_a_checkpoint_folder(diverged):
     _, _, root = diverged
     with pytest.raises(UserError, match="no config.json"):
