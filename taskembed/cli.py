@@ -554,10 +554,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143
 
 
+INTERMIXED = ("predict", "search", "demo")
+"""Commands whose list of positionals may have options among them (`predict MODEL --bf16 "a text"`): plain argparse
+gives the list only the words before the first option and calls the rest unrecognized."""
+
+
+def _parse(parser: argparse.ArgumentParser, known: list[str]) -> argparse.Namespace:
+    # parse_intermixed_args refuses a parser with subcommands, so the subcommand's own parser reads the rest.
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if known and known[0] in INTERMIXED:
+        args = subcommands[known[0]].parse_intermixed_args(known[1:])
+        args.command = known[0]
+        return args
+    return parser.parse_args(known)
+
+
 def _main(argv: list[str]) -> int:
     parser = build_parser()
     known, extra = _split_overrides(argv)
-    args = parser.parse_args(known)
+    args = _parse(parser, known)
     try:
         if args.command == "train" and args.help_config:
             return cmd_help_config()

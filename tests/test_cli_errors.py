@@ -547,3 +547,11 @@ def test_embed_says_a_pair_model_encodes_one_text_alone(classifier_dir, tmp_path
     (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text"}}))
     code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "w.npy"), "--no-progress"], capsys)
     assert code == 0 and "text pairs" not in out
+
+
+def test_options_may_come_between_the_texts(classifier_dir, tmp_path, capsys):
+    # `predict MODEL --out p.csv "a text"`: plain argparse gave the text list only the words before the first option.
+    out = tmp_path / "p.csv"
+    code, _, err = run_cli(["predict", str(classifier_dir), "a fine film", "--out", str(out), "a dull film"], capsys)
+    assert code == 0, err
+    assert [r.split(",")[0] for r in out.read_text().splitlines()[1:]] == ["a fine film", "a dull film"]
