@@ -155,7 +155,7 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
     from taskembed.artifacts import written_whole
 
     if out:
-        check_out_file(out, (".json",))
+        check_out_file(out, (".json",), source=data)
     m = api.evaluate(model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
         fixed, which = m["at_0.5"], "tuned thresholds" if m["thresholds_tuned"] else "thresholds 0.5 (none tuned)"
@@ -189,7 +189,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
     if out:
-        check_out_file(out, (".csv", ".jsonl"))
+        check_out_file(out, (".csv", ".jsonl"), source=file)
     clf = api.load(model, bf16=bf16)
     trained = clf.training_config.get("data", {})
     text_column = text_column or trained.get("text_column", "text")
@@ -225,15 +225,17 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     return 0
 
 
-def check_out_file(out: str, suffixes: tuple[str, ...]) -> None:
-    """Before any work: --out must name a file of a known kind, not a folder (its parent folder is made when written)."""
+def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None) -> None:
+    """Before any work: --out must name a file of a known kind, not a folder (its parent folder is made when written),
+    nor the input file `source`."""
     if Path(out).is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if Path(out).suffix.lower() not in suffixes:
         raise UserError(f"--out {out}: use a {' or '.join(suffixes)} file name")
-    from taskembed.artifacts import check_writable
+    from taskembed.artifacts import check_not_input, check_writable
 
     check_writable(Path(out), "--out")
+    check_not_input(out, source)
 
 
 def cmd_datasets() -> int:

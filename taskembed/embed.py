@@ -661,9 +661,10 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"--out {out}: use a .parquet or .npy file name")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or .npy")
-    from taskembed.artifacts import check_writable
+    from taskembed.artifacts import check_not_input, check_writable
 
     check_writable(out, "--out")
+    check_not_input(out, data)
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
     rank, world = _world()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from taskembed.cli import main
@@ -555,3 +556,24 @@ def test_options_may_come_between_the_texts(classifier_dir, tmp_path, capsys):
     code, _, err = run_cli(["predict", str(classifier_dir), "a fine film", "--out", str(out), "a dull film"], capsys)
     assert code == 0, err
     assert [r.split(",")[0] for r in out.read_text().splitlines()[1:]] == ["a fine film", "a dull film"]
+
+
+def test_an_output_that_is_the_input_file_is_refused_before_any_work(classifier_dir, tmp_path, capsys, write_csv):
+    # `predict --file x.csv --out x.csv` (or embed's, evaluate's) replaced the user's table with what was read from it.
+    rows = [{**r, "author": "someone"} for r in make_rows(6)]
+    for name, argv in (("p.csv", ["predict", str(classifier_dir), "--file", "{f}", "--out", "{f}"]),
+                       ("e.parquet", ["embed", str(classifier_dir), "{f}", "--out", "{f}"])):
+        data = tmp_path / name
+        if name.endswith(".parquet"):
+            pd.DataFrame(rows).to_parquet(data)
+        else:
+            write_csv(rows, name)
+        before = data.read_bytes()
+        code, _, err = run_cli([a.format(f=data) for a in argv], capsys)
+        assert code == 2 and "is the input file" in err and len(err.strip().splitlines()) == 1, err
+        assert data.read_bytes() == before
+    js = tmp_path / "d.json"
+    js.write_text(json.dumps(make_rows(6)))
+    before = js.read_bytes()
+    code, _, err = run_cli(["evaluate", str(classifier_dir), str(js), "--out", str(js)], capsys)
+    assert code == 2 and "is the input file" in err and js.read_bytes() == before, err
