@@ -954,7 +954,14 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
         raise UserError(f"{side}: not readable JSON ({str(exc)[:80]}); re-run `taskembed embed` to write the vectors and it again") from None
     if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
         raise UserError(f"{side}: not a sidecar `taskembed embed` wrote (no 'model' entry); re-run `taskembed embed`")
+    missing = [k for k in SIDECAR_KEYS if k not in info] + [f"model.{k}" for k in ("name", "path") if k not in info["model"]]
+    if missing:
+        raise UserError(f"{side}: a sidecar without {', '.join(missing)}, so how the vectors were made is unknown; re-run `taskembed embed`")
     return info
+
+
+SIDECAR_KEYS = ("count", "dim", "pooling", "layer", "mean_last", "normalize", "max_length")
+"""What search needs of a sidecar to embed its queries the same way and to check the file against it."""
 
 
 def _unreadable(path: Path, exc: Exception) -> UserError:
@@ -1027,7 +1034,9 @@ def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
     if model.get("path") and not Path(model["path"]).is_dir():
         raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
     opts = {k: info[k] for k in ("pooling", "layer", "mean_last", "normalize", "max_length")}
-    opts["bf16"] = bool(info.get("bf16", False))  # sidecars from before the option computed in float32
+    # Sidecars from before the option computed in float32. Vectors made in bf16 are searched with float32 queries
+    # where this machine has no bf16 units (bf16 here would be refused as slower): scores move in the third decimal.
+    opts["bf16"] = bool(info.get("bf16", False)) and native_bf16(pick_device(device))
     emb = Embedder.load(where, device=device, **opts)
     if model.get("fingerprint") and emb.path is not None:
         now = fingerprint(emb.path)
@@ -1059,7 +1068,12 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
         raise UserError(f"{vectors}: vectors have {info['dim']} dimensions but the query has {q.shape[1]}; "
                         "the sidecar does not match the file")
     best: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in queries]
+    rows = 0
     for matrix, cols in _iter_blocks(Path(vectors)):
+        if matrix.ndim != 2 or matrix.shape[1] != q.shape[1]:
+            raise UserError(f"{vectors}: holds vectors of shape {list(matrix.shape[1:])} but its sidecar says {info['dim']} "
+                            "dimensions; the file and its sidecar come from different runs: re-run `taskembed embed`")
+        rows += len(matrix)
         m = matrix.astype(np.float32)
         m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
         scores = q @ m.T
@@ -1068,6 +1082,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
             top = np.argpartition(-row, take - 1)[:take]
             cand = [(float(row[j]), {c: cols[c][j] for c in cols}) for j in top]
             best[qi] = sorted(best[qi] + cand, key=lambda t: -t[0])[:k]
+    if rows != info["count"]:
+        raise UserError(f"{vectors}: holds {rows:,} vectors but its sidecar says {info['count']:,}; the file and its sidecar "
+                        "come from different runs: re-run `taskembed embed`")
     results = []
     for hits in best:
         results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label")}

@@ -282,6 +282,36 @@ def test_search_on_damaged_vectors_fails_in_one_line(tiny_model_dir, tmp_path, c
         assert piece in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
+def test_search_refuses_a_file_and_sidecar_that_do_not_belong_together(tiny_model_dir, tmp_path, capsys):
+    """A sidecar beside another run's file: other widths or counts gave numpy tracebacks, or searched the wrong rows."""
+    out, other = tmp_path / "v.npy", tmp_path / "other.npy"
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "d.csv", make_rows(6, seed=2)), out, progress=False)
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "e.csv", make_rows(9, seed=3)), other, progress=False)
+    good, side = out.read_bytes(), out.with_name(out.name + ".json")
+    info = json.loads(side.read_text(encoding="utf-8"))
+    for damage, piece in ((lambda: np.save(out, np.ones((6, 10), dtype=np.float32)), "holds vectors of shape [10] but its sidecar says 32"),
+                          (lambda: np.save(out, np.ones(6, dtype=np.float32)), "holds vectors of shape [] but"),
+                          (lambda: out.write_bytes(other.read_bytes()), "holds 9 vectors but its sidecar says 6"),
+                          (lambda: side.write_text(json.dumps({k: v for k, v in info.items() if k != "pooling"})), "a sidecar without pooling")):
+        out.write_bytes(good)
+        side.write_text(json.dumps(info), encoding="utf-8")
+        damage()
+        assert main(["search", str(out), "a film"]) == 2
+        err = capsys.readouterr().err
+        assert piece in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bf16_vectors_are_searched_in_float32_where_bf16_would_be_refused(tiny_model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "v.npy"
+    rows = make_rows(6, seed=2)
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "d.csv", rows), out, progress=False)
+    side = out.with_name(out.name + ".json")
+    side.write_text(json.dumps({**json.loads(side.read_text(encoding="utf-8")), "bf16": True}), encoding="utf-8")
+    monkeypatch.setattr("taskembed.embed.native_bf16", lambda device: False)  # a machine without bf16 units
+    hits = search(out, rows[3]["text"], k=1)[0]
+    assert hits[0]["id"] == 3 and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
     import datasets
 
