@@ -126,6 +126,38 @@ def _check_pooling_name(pooling: str | None) -> None:
         raise UserError(f"unknown pooling '{pooling}'; {hint}use one of {', '.join(POOLINGS)} (or auto)")
 
 
+def sentence_transformers_pooling(folder: Path, name: str) -> str | None:
+    """The pooling a sentence-transformers folder names (modules.json and its Pooling module's config), as embed's
+    default for it: None for other folders. A folder whose vectors embed would not reproduce is refused, for the
+    default would silently differ from `SentenceTransformer(folder).encode`: a Dense layer after the pooling (what
+    `taskembed export` writes for a BERT classifier's pooler), or a pooling other than cls, mean or max. Normalize is
+    left to `normalize`, as for any model (cosine search does not see it)."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        kinds = {m["type"].rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise UserError(f"{modules_file}: not the module list sentence-transformers writes; copy the folder again") from None
+    other = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
+    modes: list[str] = []
+    if not other and "Pooling" in kinds:
+        try:
+            pool_config = json.loads((folder / kinds["Pooling"] / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"{folder}: its Pooling module's config.json is missing or not JSON; copy the folder again") from None
+        given = pool_config.get("pooling_mode")  # sentence-transformers 5 and later
+        modes = [given] if isinstance(given, str) else [m for m in ("cls", "mean", "max", "weightedmean", "lasttoken")
+                                                        if pool_config.get(f"pooling_mode_{m}_token" if m in ("cls", "lasttoken") else f"pooling_mode_{m}_tokens")]
+    if other or len(modes) != 1 or modes[0] not in ("cls", "mean", "max"):
+        what = f"a {', '.join(other)} module" if other else f"pooling {' + '.join(modes) or 'none'}"
+        raise UserError(f"{name}: a sentence-transformers folder with {what}, which embed does not reproduce, so its vectors "
+                        "would differ from SentenceTransformer's: give --pooling to embed with one of taskembed's poolings, "
+                        "embed the model folder it was exported from, or encode with sentence_transformers")
+    return modes[0] if "Pooling" in kinds else None
+
+
 def _is_classifier(model) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
@@ -196,6 +228,8 @@ class Embedder:
         name = str(model_or_folder)
         path = resolve_model(name)
         local = Path(path).is_dir()
+        if local and options.get("pooling") in (None, "auto"):
+            options["pooling"] = sentence_transformers_pooling(Path(path), name) or options.get("pooling")
         try:
             # Never a folder's own code (trust_remote_code=False, not None, which asks on the terminal: modeling.load_trained).
             config = AutoConfig.from_pretrained(path, trust_remote_code=False)

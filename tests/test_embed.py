@@ -397,6 +397,18 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     theirs = SentenceTransformer(str(base_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
     ours = embed(tiny_model_dir, TEXTS, normalize=True)
     assert ((theirs * ours).sum(1)).min() >= 0.9999
+    # read back, an export gives sentence-transformers' vectors or is refused: embed applied mean pooling to any of them
+    with pytest.raises(UserError, match="with a Dense module, which embed does not reproduce"):
+        embed(out, TEXTS)
+    assert embed(out, TEXTS, pooling="mean").shape == ours.shape  # taskembed's own pooling, asked for by name
+    cls_out = export_sentence_transformers(trained, tmp_path / "st-cls", pooling="cls")
+    theirs = SentenceTransformer(str(cls_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    assert np.abs(embed(cls_out, TEXTS) - theirs).max() < 1e-5
+    pool_config = cls_out / "1_Pooling" / "config.json"
+    pool_config.write_text(json.dumps({**json.loads(pool_config.read_text()), "pooling_mode_cls_token": False,
+                                       "pooling_mode_weightedmean_tokens": True}))
+    with pytest.raises(UserError, match="with pooling weightedmean"):
+        embed(cls_out, TEXTS)
 
 
 def test_export_overwrite_replaces_an_export_but_never_other_files(tiny_model_dir, tmp_path):
