@@ -84,10 +84,13 @@ def multi_label_scores(target: np.ndarray, pred: np.ndarray, labels: list[str]) 
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
 
     p, r, f, s = precision_recall_fscore_support(target, pred, average=None, labels=list(range(len(labels))), zero_division=0)
+    # As the single-label macro-F1 averages (classification_metrics): over the labels in the truth or the predictions.
+    # scikit-learn's multi-label average takes every column, so a label neither in a file nor predicted counted as a 0.
+    present = np.flatnonzero(target.any(axis=0) | pred.any(axis=0)).tolist() or list(range(len(labels)))
     return {
         "accuracy": float(accuracy_score(target, pred)),  # subset accuracy on multi-hot input
         "micro_f1": float(f1_score(target, pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(target, pred, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(target, pred, average="macro", labels=present, zero_division=0)),
         "samples_f1": float(f1_score(target, pred, average="samples", zero_division=0)),
         "hamming_loss": float(hamming_loss(target, pred)),
         "n": int(len(target)),
