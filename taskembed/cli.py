@@ -193,6 +193,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     clf = api.load(model, bf16=bf16)
     trained = clf.training_config.get("data", {})
     text_column = text_column or trained.get("text_column", "text")
+    if text_pair_column and not clf.text_pair_column:
+        raise UserError(f"--text-pair-column {text_pair_column}: {model} was trained on single texts; drop --text-pair-column")
     text_pair_column = text_pair_column or clf.text_pair_column
     if texts and text_pair_column:
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns '{text_column}' and "

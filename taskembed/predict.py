@@ -48,7 +48,7 @@ class Classifier:
     """A trained classifier loaded from a folder. Use `taskembed.load(folder)`."""
 
     def __init__(self, folder: str | Path, device: str | None = None, bf16: bool = False):
-        self.folder = Path(folder)
+        self.folder = Path(folder).expanduser()  # as config paths are: `load("~/runs/sentiment")`
         self.device = pick_device(device)
         self.bf16 = bool(bf16)
         if self.bf16 and not native_bf16(self.device):

@@ -516,6 +516,7 @@ def test_embed_and_compare_read_the_columns_the_model_was_trained_on(tiny_model_
 def test_second_texts_for_a_single_text_model_and_one_column_for_two_roles_are_refused(classifier_dir, tmp_path, capsys, write_csv):
     data = str(write_csv(make_rows(10)))
     for argv, piece in ((["predict", str(classifier_dir), "--file", data, "--text-pair-column", "label"], "trained on single texts"),
+                        (["predict", str(classifier_dir), "a film", "--text-pair-column", "b"], "trained on single texts"),
                         (["evaluate", str(classifier_dir), data, "--text-pair-column", "text"], "trained on single texts"),
                         (["evaluate", str(classifier_dir), data, "--text-column", "label"], "columns must differ")):
         code, _, err = run_cli(argv, capsys)
@@ -577,3 +578,10 @@ def test_an_output_that_is_the_input_file_is_refused_before_any_work(classifier_
     before = js.read_bytes()
     code, _, err = run_cli(["evaluate", str(classifier_dir), str(js), "--out", str(js)], capsys)
     assert code == 2 and "is the input file" in err and js.read_bytes() == before, err
+
+
+def test_a_model_folder_under_home_loads_by_tilde(classifier_dir, monkeypatch):
+    import taskembed
+
+    monkeypatch.setenv("HOME", str(classifier_dir.parent))  # what Path.expanduser reads
+    assert taskembed.load(f"~/{classifier_dir.name}").folder == classifier_dir
