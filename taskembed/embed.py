@@ -62,7 +62,7 @@ import torch
 
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError, raise_write_error
-from taskembed.modeling import (HEAD_READS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
+from taskembed.modeling import (HEAD_READS, PACKAGED_MODELS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
                                  read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
@@ -1066,7 +1066,11 @@ def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
     model = info["model"]
     where = model.get("path") or model["name"]
     if model.get("path") and not Path(model["path"]).is_dir():
-        raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
+        if model["name"] not in PACKAGED_MODELS:
+            raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
+        # A packaged model's path is inside a virtual environment, which may have been made again elsewhere: its id
+        # finds it there, and the weights' fingerprint below still refuses other weights.
+        where = model["name"]
     opts = {k: info[k] for k in ("pooling", "layer", "mean_last", "normalize", "max_length")}
     # Sidecars from before the option computed in float32. Vectors made in bf16 are searched with float32 queries
     # where this machine has no bf16 units (bf16 here would be refused as slower): scores move in the third decimal.
@@ -1140,6 +1144,10 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
 
     from taskembed import artifacts
 
+    out = Path(out)
+    # The destination first: refusing it should not wait for a model to load.
+    artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
+    artifacts.check_writable(out, "folder")
     emb = as_embedder(model_or_folder, dict(options))
     if emb.layer != emb.num_layers or emb.mean_last is not None:
         raise UserError("export supports the last layer only (sentence-transformers pools the model's output); drop layer/mean_last")
@@ -1147,9 +1155,6 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
         raise UserError("export writes float32 weights; drop dtype (sentence-transformers can convert when loading)")
     if emb.bf16:
         raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
-    out = Path(out)
-    artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
-    artifacts.check_writable(out, "folder")
 
     reads = emb.head_reads if emb.pooling == "head" else emb.pooling
     pooling_mode = {"pooler": "cls", "context_pooler": "cls"}.get(reads, reads)

@@ -608,3 +608,32 @@ def test_compare_names_the_k_it_used(trained, tiny_model_dir):
     rows = make_rows(10, seed=6)
     report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=10)
     assert report["tuned"]["k"] == report["base"]["k"] == 8 and "k-NN accuracy (k=8, cosine)" in report_markdown(report)
+
+
+def test_export_refuses_its_destination_before_loading_any_model(tmp_path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    # The model does not exist: the refusal names the destination, so it came before any load was tried.
+    with pytest.raises(UserError, match="holds files taskembed did not write"):
+        export_sentence_transformers(str(tmp_path / "no-such-model"), mine, overwrite=True)
+
+
+def test_vectors_of_a_packaged_model_survive_a_new_virtual_environment(tiny_model_dir, tmp_path, monkeypatch):
+    """The sidecar records the packaged model's folder inside the venv; made again elsewhere, its id still finds it."""
+    import taskembed.modeling as modeling
+
+    real = modeling.resolve_model
+    monkeypatch.setattr("taskembed.embed.PACKAGED_MODELS", {"tiny/packaged": "tiny-packaged"})
+    monkeypatch.setattr(modeling, "resolve_model", lambda name, revision=None: str(tiny_model_dir) if name == "tiny/packaged" else real(name, revision))
+    rows = make_rows(6, seed=2)
+    out = tmp_path / "v.npy"
+    embed_file("tiny/packaged", _write_csv(tmp_path / "d.csv", rows), out, progress=False)
+    side = out.with_name(out.name + ".json")
+    info = json.loads(side.read_text(encoding="utf-8"))
+    assert info["model"]["path"] == str(tiny_model_dir.resolve())
+    side.write_text(json.dumps({**info, "model": {**info["model"], "path": str(tmp_path / "old-venv" / "model")}}), encoding="utf-8")
+    assert search(out, rows[2]["text"], k=1)[0][0]["id"] == 2
+    monkeypatch.setattr("taskembed.embed.PACKAGED_MODELS", {})  # any other model that is gone is still refused
+    with pytest.raises(UserError, match="is no longer there"):
+        search(out, rows[2]["text"], k=1)
