@@ -517,6 +517,9 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
                 kwargs[key] = _coerce(value, hints[key])
                 if (section, key) in PATHS and isinstance(kwargs[key], str):
                     kwargs[key] = os.path.expanduser(kwargs[key])  # ~/runs means the home folder, not a folder named ~
+                if (section, key) == ("output", "dir") and kwargs[key] and Path(kwargs[key]).name in ("", ".."):
+                    # `.` or `..` has no name to put `.checkpoints` or `.lr_find` after: the folder it means does.
+                    kwargs[key] = str(Path(kwargs[key]).resolve())
             except ValueError as exc:
                 problems.append(f"{section}.{key} {exc}")
         sections[section] = cls(**kwargs)
@@ -597,6 +600,7 @@ def _contradictions(cfg: Config) -> list[str]:
     out.extend(_multi_label_contradictions(cfg))
     need(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1) (got {cfg.model.dropout})")
     need(bool(cfg.output.dir), "output.dir is empty")
+    need(not cfg.output.dir or Path(cfg.output.dir).name != "", f"output.dir '{cfg.output.dir}' is the root folder; give a folder of its own")
     need(cfg.output.embedding_report_max_texts >= 10, f"output.embedding_report_max_texts must be >= 10 (got {cfg.output.embedding_report_max_texts})")
     return out
 

@@ -440,3 +440,12 @@ def test_a_data_path_found_only_beside_the_config_is_refused_with_both_places(tm
     (tmp_path / "sub" / "builtin.yaml").write_text("data:\n  source: rotten_tomatoes\n")
     monkeypatch.chdir(tmp_path)
     assert load_config("sub/builtin.yaml").data.source == "rotten_tomatoes"
+
+
+def test_output_dir_dot_means_the_folder_it_names_and_root_is_refused(tmp_path, monkeypatch):
+    # `.` has no name to put `.checkpoints` or `.lr_find` after: `Path('.').with_name(...)` raised a ValueError traceback.
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, {"output.dir": "."}).output.dir == str(tmp_path)
+    assert load_config(None, {"output.dir": ".."}).output.dir == str(tmp_path.parent)
+    with pytest.raises(UserError, match="output.dir '/' is the root folder"):
+        load_config(None, {"output.dir": "/"})
