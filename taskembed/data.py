@@ -334,6 +334,11 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
     if len(df) == 0:
         raise UserError(f"{where}: no rows; add examples")
+    # Files joined with `cat` keep each one's header line, which would be read as an example of a class named
+    # after the label column.
+    for i, row in enumerate(df[columns].itertuples(index=False, name=None), start=1):
+        if all(isinstance(v, str) and v.strip() == c for v, c in zip(row, columns)):
+            raise UserError(f"{where}: row {i} repeats the header ({', '.join(columns)}), as files joined together do; remove that line")
     out = {}
     for col, key in ((cfg.text_column, "text"), (cfg.text_pair_column, "text_pair")):
         if not col:

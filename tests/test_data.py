@@ -72,6 +72,7 @@ BAD_FILES = [
     ("latin1.csv", {}, ["line 3 is not valid UTF-8 (byte 43)", "re-save the file as UTF-8"]),
     ("utf16.csv", {}, ["contains NUL bytes, so it looks binary (or UTF-16), not CSV", "export it as UTF-8 text"]),
     ("binary.csv", {}, ["contains NUL bytes, so it looks binary", "export it as UTF-8 text"]),
+    ("joined_header.csv", {}, ["row 3 repeats the header (text, label), as files joined together do; remove that line"]),
 ]
 
 
