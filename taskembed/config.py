@@ -56,7 +56,7 @@ class DataConfig:
     max_length: int = 128
     """Token limit per example; longer texts are truncated and counted."""
     max_train_samples: int | None = None
-    """A seeded sample of N training rows, for quick runs; validation and test carved from train come out of the N."""
+    """A seeded sample of N training rows that keeps every label at least once, for quick runs; validation and test carved from train come out of the N."""
     long_texts: Literal["truncate", "window"] = "truncate"
     """Texts over max_length tokens: truncate them, or cut them into overlapping windows of max_length tokens that are all classified (and trained on) and whose logits are aggregated."""
     window_stride: int = 32

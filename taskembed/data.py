@@ -624,6 +624,40 @@ def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], 
     return labels
 
 
+def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool, src: str) -> pd.DataFrame:
+    """A seeded random sample of n rows that holds every label of `frame` at least once.
+
+    A plain sample drops rare labels, and then a validation or test split that has them is refused ("never occurs in
+    training"). The plain sample is kept where it holds them all (the runs measured with it stay as they were);
+    otherwise one random row of each missing label replaces rows from its end whose labels others still cover."""
+    def names(value) -> set[str]:
+        return set(value) if multi_label else {value}
+
+    sample = frame.sample(n=n, random_state=seed)
+    every = set().union(*map(names, frame["label"]))
+    have = set().union(*map(names, sample["label"]))
+    if have == every:
+        return sample.reset_index(drop=True)
+    rng = random.Random(seed)
+    added: list[int] = []
+    for name in sorted(every - have, key=str):
+        if name not in have:  # an earlier multi-label pick may hold it
+            pick = rng.choice([i for i, v in zip(frame.index, frame["label"]) if name in names(v)])
+            added.append(pick)
+            have |= names(frame.at[pick, "label"])
+    counts = Counter(x for v in list(sample["label"]) + [frame.at[i, "label"] for i in added] for x in names(v))
+    keep, surplus = [], len(added)
+    for i in reversed(sample.index.tolist()):
+        if surplus and all(counts[x] > 1 for x in names(sample.at[i, "label"])):
+            counts.subtract(names(sample.at[i, "label"]))
+            surplus -= 1
+        else:
+            keep.append(i)
+    if surplus:
+        raise UserError(f"{src}: data.max_train_samples {n} cannot hold an example of each of its {len(every)} labels; give more")
+    return frame.loc[keep[::-1] + added].reset_index(drop=True)
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     """Read the source, validate every row, carve missing splits, build and check the label map."""
     from taskembed import builtin
@@ -641,7 +675,7 @@ def load_splits(cfg: DataConfig) -> Splits:
                                         extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
-        frames["train"] = frames["train"].sample(n=cfg.max_train_samples, random_state=cfg.split_seed).reset_index(drop=True)
+        frames["train"] = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label, src)
     carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
     if carved_test:

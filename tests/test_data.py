@@ -476,3 +476,19 @@ def test_labels_that_differ_only_in_case_or_number_format_are_found_not_merged(t
     assert splits.lookalike_labels() == [["1", "1.0"], ["POS", "Pos", "pos"]]
     clean = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0, label_column="text"))
     assert clean.lookalike_labels() == []
+
+
+def test_a_training_sample_keeps_every_label(tmp_path, write_csv):
+    # 60 "a", 30 "b", 1 "c": a plain sample of 10 rows usually has no "c", and then a test split with "c" was refused
+    # ("never occurs in training").
+    rows = [{"text": f"text number {i}", "label": "a" if i < 60 else "b" if i < 90 else "c"} for i in range(91)]
+    path = write_csv(rows)
+    frame = load_splits(DataConfig(source=str(path), validation_fraction=0.0)).frames["train"]
+    seed = next(s for s in range(100) if "c" not in set(frame.sample(n=10, random_state=s)["label"]))  # a plain sample without "c"
+    got = load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=10, split_seed=seed)).frames["train"]
+    assert len(got) == 10 and set(got["label"]) == {"a", "b", "c"} and got["text"].is_unique
+    # where the plain sample already holds every label, it is what is taken (the measured quick runs stay as they were)
+    seed = next(s for s in range(100) if "c" in set(frame.sample(n=10, random_state=s)["label"]))
+    got = load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=10, split_seed=seed)).frames["train"]
+    pd.testing.assert_frame_equal(got, frame.sample(n=10, random_state=seed).reset_index(drop=True))
+    assert "cannot hold an example of each of its 3 labels" in user_error(path, max_train_samples=2)
