@@ -227,6 +227,13 @@ def train(
         extra = _embedding_report(cfg, splits, model, tokenizer, say) if embedding_report else None
         try:
             artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
+        except UserError as exc:
+            if ckpts is None:
+                raise
+            # The output folder changed while training (another run wrote it, say): the advice to pass
+            # --output.overwrite alone would train again from step 1, so say how to save without that.
+            raise UserError(f"{exc}; training is complete and checkpointed in {ckpt_root}: rerun the same command with "
+                            "--resume (and --output.overwrite true to replace the folder) to save it without training again") from exc
         except OSError as exc:
             if ckpts is None or exc.errno not in FIXABLE_WRITE_ERRORS:
                 raise

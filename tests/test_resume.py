@@ -281,6 +281,33 @@ def test_a_full_disk_at_the_final_save_says_how_to_save_without_training_again(s
     assert checkpoint.latest(tmp_path / "out.checkpoints")[0].name == "step-000022"
 
 
+def test_an_output_folder_that_appeared_while_training_says_how_to_save_without_training_again(stopped, tmp_path, monkeypatch, capsys):
+    # The bare "pass --output.overwrite true" deleted the finished checkpoint and trained again from step 1.
+    from taskembed import artifacts
+
+    opts, _ = stopped
+    out = tmp_path / "out"
+    opts = {**opts, "output.dir": str(out), "train.epochs": 1}
+    real = artifacts.save
+
+    def appeared(*a, **k):
+        out.mkdir()
+        (out / "training_config.json").write_text("{}")  # another run's folder
+        return real(*a, **k)
+
+    monkeypatch.setattr(artifacts, "save", appeared)
+    with pytest.raises(taskembed.UserError) as info:
+        taskembed.train(None, opts, progress=False, echo=quiet)
+    assert str(info.value) == (f"output.dir {out} already exists; pass --output.overwrite true or choose another --output.dir; training is "
+                               f"complete and checkpointed in {tmp_path / 'out.checkpoints'}: rerun the same command with --resume (and "
+                               "--output.overwrite true to replace the folder) to save it without training again")
+    monkeypatch.setattr(artifacts, "save", real)
+    capsys.readouterr()
+    res = taskembed.train(None, {**opts, "output.overwrite": True}, progress=False, echo=quiet, resume=True)
+    assert "(step 22 of 22, training complete)" in capsys.readouterr().out
+    assert (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+
+
 def test_a_signal_while_the_last_checkpoint_is_written_stops_with_the_resume_line(tiny_model_dir, data, tmp_path, monkeypatch, capsys):
     """Ctrl-C after the loop last asked (during the final checkpoint) is not lost: the run stops as for any signal,
     the last step checkpointed, and --resume goes straight to evaluating and saving."""
