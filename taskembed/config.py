@@ -305,7 +305,10 @@ def _shown(value: Any) -> str:
 
 
 def _suggest(word: str, options: typing.Iterable[str], section: str | None = None) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    options = list(options)
+    # A column's role without "_column" (data.label, data.text) means the column option, which spelling alone
+    # would miss (it finds multi_label for label).
+    close = [f"{word}_column"] if f"{word}_column" in options else difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean '{f'{section}.' if section else ''}{close[0]}'?" if close else ""
 
 

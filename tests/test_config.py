@@ -70,6 +70,8 @@ def test_unknown_keys_and_sections_suggest_the_right_name():
     assert "unknown section 'trian'; did you mean 'train'?" in msg
     assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in msg
     assert "unknown key 'data.text_colum'; did you mean 'data.text_column'?" in msg
+    # a column's role alone means its column option, not the nearest spelling (data.multi_label for data.label)
+    assert problems({"data": {"label": "stars"}}).endswith("unknown key 'data.label'; did you mean 'data.label_column'?")
 
 
 def test_wrong_types_are_named_with_the_value():
