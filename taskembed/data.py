@@ -116,9 +116,14 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     except csv.Error as exc:
         raise UserError(f"{p}: line {start}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
     rows = [r for r in rows if r]  # blank lines carry nothing
+    if rows and rows[0][0].strip().lower().startswith("sep=") and not any(x.strip() for x in rows[0][1:]):
+        rows = rows[1:]  # Excel's "sep=," line, which names the separator before the header
     if not rows:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
     header, body = rows[0], rows[1:]
+    # A spreadsheet's export may carry empty columns after the last named one: nothing in them, nothing to read.
+    while len(header) > 1 and not header[-1].strip() and all(len(r) == len(header) and not r[-1].strip() for r in body):
+        header, body = header[:-1], [r[:-1] for r in body]
     # A single column whose name holds another separator: the file is separated by that one (a semicolon is what
     # spreadsheets write for CSV where the comma is the decimal mark).
     other = next((name for sep, name in SEPARATORS.items() if sep != delimiter and sep in header[0]), None) if len(header) == 1 else None
@@ -329,7 +334,10 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
-            if spaced:  # 'text, label': no option can name ' label', since values are read as YAML, which trims them
+            if any(len(str(c).split()) >= 4 for c in df.columns):  # a header that reads as a sentence is a first example
+                hint = (f"the first line looks like an example, not a header: add a first line that names the columns "
+                        f"({','.join(columns)})")
+            elif spaced:  # 'text, label': no option can name ' label', since values are read as YAML, which trims them
                 hint = f"the header spells it '{spaced[0]}', with spaces: remove the spaces around the names in the header line"
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
     if len(df) == 0:

@@ -73,6 +73,7 @@ BAD_FILES = [
     ("utf16.csv", {}, ["contains NUL bytes, so it looks binary (or UTF-16), not CSV", "export it as UTF-8 text"]),
     ("binary.csv", {}, ["contains NUL bytes, so it looks binary", "export it as UTF-8 text"]),
     ("joined_header.csv", {}, ["row 3 repeats the header (text, label), as files joined together do; remove that line"]),
+    ("no_header.csv", {}, ["the first line looks like an example, not a header: add a first line that names the columns (text,label)"]),
 ]
 
 
@@ -492,3 +493,15 @@ def test_a_training_sample_keeps_every_label(tmp_path, write_csv):
     got = load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=10, split_seed=seed)).frames["train"]
     pd.testing.assert_frame_equal(got, frame.sample(n=10, random_state=seed).reset_index(drop=True))
     assert "cannot hold an example of each of its 3 labels" in user_error(path, max_train_samples=2)
+
+
+def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):
+    # Excel's "sep=," line before the header, and empty columns after the last named one (trailing commas).
+    (tmp_path / "sep.csv").write_text("sep=,\ntext,label\na fine warm film,pos\na dull cold film,neg\n", encoding="utf-8")
+    (tmp_path / "trail.csv").write_text("text,label,,\na fine warm film,pos,,\na dull cold film,neg,,\n", encoding="utf-8")
+    for name in ("sep.csv", "trail.csv"):
+        frame = load_splits(DataConfig(source=str(tmp_path / name), validation_fraction=0.0)).frames["train"]
+        assert frame.values.tolist() == [["a fine warm film", "pos"], ["a dull cold film", "neg"]], name
+    # an empty column that holds something is not trailing padding: its blank name is still refused
+    (tmp_path / "full.csv").write_text("text,label,,\na fine warm film,pos,,x\na dull cold film,neg,,\n", encoding="utf-8")
+    assert "column '' appears twice in the header" in user_error(tmp_path / "full.csv")
