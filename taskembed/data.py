@@ -292,6 +292,14 @@ def label_str(value: Any) -> str:
     return str(value)
 
 
+def lookalike_key(name: str) -> str:
+    """What two label names share when they differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0')."""
+    try:
+        return f"number {float(name)!r}"
+    except ValueError:
+        return name.casefold()
+
+
 def is_null(value: Any) -> bool:
     try:
         return value is None or bool(pd.isna(value))
@@ -530,11 +538,7 @@ class Splits:
         the user to say: they are reported, never merged."""
         groups: dict[str, list[str]] = {}
         for name in self.labels:
-            try:
-                key = f"number {float(name)!r}"
-            except ValueError:
-                key = name.casefold()
-            groups.setdefault(key, []).append(name)
+            groups.setdefault(lookalike_key(name), []).append(name)
         return [names for names in groups.values() if len(names) > 1]
 
     def describe(self) -> str:
@@ -707,9 +711,13 @@ def load_splits(cfg: DataConfig) -> Splits:
             unseen = sorted(set(frames[split]["label"]) - train_labels)
             if unseen:
                 row = frames[split]["label"].tolist().index(unseen[0]) + 1
+                # '0' from a JSON number against '0.0' in a CSV, or 'Pos' against 'pos': the same class written two ways.
+                twin = next((name for name in labels if lookalike_key(name) == lookalike_key(unseen[0])), None)
+                fix = (f"training writes it '{twin}': write the labels the same way in every file" if twin is not None
+                       else "add training examples or drop these rows")
                 raise UserError(
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
-                    f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; add training examples or drop these rows"
+                    f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
     return Splits(frames=frames, labels=labels, origin=origin)
 

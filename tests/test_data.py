@@ -98,6 +98,15 @@ def test_label_only_in_the_test_split(write_csv):
     assert msg == f"{BAD / 'unseen_label_test.csv'}: row 3: label 'neutral' never occurs in training; add training examples or drop these rows"
 
 
+def test_a_label_written_another_way_in_another_file_is_named(tmp_path, write_csv):
+    # 0.0 in a CSV stays '0.0'; the same number in JSON Lines is read as '0': the same class, spelt two ways.
+    train = write_csv([{"text": f"text number {i}", "label": f"{i % 2}.0"} for i in range(12)])
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join(json.dumps({"text": f"other text {i}", "label": float(i % 2)}) for i in range(4)), encoding="utf-8")
+    assert user_error(train, test=str(test)).endswith("row 1: label '0' never occurs in training (and 1 more); training writes it '0.0': "
+                                                      "write the labels the same way in every file")
+
+
 def test_folder_given_as_validation_file(write_csv):
     msg = user_error(write_csv(make_rows(20)), validation=str(BAD))
     assert msg.startswith(f"{BAD}: is a folder; give a data file")
