@@ -190,6 +190,12 @@ def train(
         tr = splits.frames["train"]
         base = baselines(_joined(tr), label_targets(tr["label"], splits.label2id),
                          {s: (_joined(splits.frames[s]), encoded[s].targets) for s in metrics}, splits.labels, cfg.train.seed)
+        split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
+        if split and not splits.multi_label and metrics[split]["accuracy"] < base[split]["majority"]["accuracy"]:
+            # A finite loss can still climb (a rate far too high): the model is saved as asked, but not as a success.
+            say(f"note: the model scores below always answering the most common class on {split} "
+                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * base[split]['majority']['accuracy']:.2f}%): "
+                "it learnt nothing useful; lower train.lr / train.head_lr (taskembed lr-find suggests one) or check the labels")
     if rank == 0:
         st = result.state
         info = {

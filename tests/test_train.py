@@ -327,3 +327,25 @@ def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
     err = capsys.readouterr().err
     assert "is not finite" in err and "step " in err and "rates were" in err
     assert not (tiny_overrides["output.dir"] and __import__("pathlib").Path(tiny_overrides["output.dir"]).exists())
+
+
+def test_a_model_below_the_majority_class_is_said_to_have_learnt_nothing(tiny_overrides, write_csv, monkeypatch):
+    # A rate far too high can leave the loss finite but climbing: the folder is saved, with a note, not as a success.
+    import taskembed.api as api
+
+    real = api.metrics_from_logits
+
+    def worse(logits, y, labels):
+        m = real(logits, y, labels)
+        return {**m, "accuracy": 0.0}  # below any majority baseline
+
+    said: list[str] = []
+    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(160, seed=1))), "train.epochs": 3, "train.lr": 3e-3, "train.head_lr": 5e-3,
+                 "output.calibrate": False, "output.embedding_report": False, "output.error_analysis": False}
+    res = taskembed.train(None, overrides, progress=False, echo=said.append)
+    assert res.metrics["validation"]["accuracy"] > res.baselines["validation"]["majority"]["accuracy"]  # it learnt: no note
+    assert not [m for m in said if "below always answering" in m]
+    monkeypatch.setattr(api, "metrics_from_logits", worse)
+    taskembed.train(None, {**overrides, "output.overwrite": True}, progress=False, echo=said.append)
+    notes = [m for m in said if "below always answering" in m]
+    assert len(notes) == 1 and notes[0].startswith("note: the model scores below always answering the most common class on validation (0.00% against")
