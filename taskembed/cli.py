@@ -43,7 +43,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0
-    resume_command = shlex.join(["taskembed", "train", *([config] if config else []), *overrides, "--resume"])
+    resume_command = shlex.join([_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
     print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
           "training_config.json in the output folder):\n"
           + "\n".join("  " + line for line in config_changes(cfg)))

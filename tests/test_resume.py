@@ -323,9 +323,12 @@ def test_a_signal_while_the_last_checkpoint_is_written_stops_with_the_resume_lin
         return real_save(root, model, optimizer, scheduler, state, **kw)
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    exe = tmp_path / "venv" / "bin" / "taskembed"  # not on PATH: the resume line must name it as it was typed
+    monkeypatch.setattr("sys.argv", [str(exe)])
     assert main(cli_args(opts)) == 130
     err = capsys.readouterr().err.strip()
     assert f"interrupted by SIGINT after step {total['steps']}; checkpoint saved to" in err and err.endswith("--resume")
+    assert f": {exe} train --" in err, err
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
     assert main(cli_args(opts) + ["--resume"]) == 0
