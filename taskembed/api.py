@@ -247,7 +247,12 @@ def train(
             # to save it without training again.
             raise UserError(f"{exc.strerror}: {exc.filename or out}; training is complete and checkpointed in {ckpt_root}: free some "
                             "space (or fix the permission) and rerun the same command with --resume to save it without training again") from exc
-        checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
+        try:
+            checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
+        except KeyboardInterrupt:
+            # Ctrl-C while the checkpoints were being deleted: the model folder is complete, so this run succeeded;
+            # finish the deletion (a second Ctrl-C would stop it, leaving only `.old-` folders the next start removes).
+            checkpoint.remove(ckpt_root)
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()

@@ -283,7 +283,21 @@ def prune(root: Path, keep: int) -> None:
     at the best step has nothing the newest lacks.)"""
     complete = [p for _, p in step_folders(root) if (p / MARKER).is_file()]
     for p in complete[keep:]:
-        shutil.rmtree(p, ignore_errors=True)
+        _discard(p)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder, renamed out of the way first: a deletion stopped half-way (Ctrl-C) then leaves an
+    `.old-` folder that the next start removes, never a `step-N` folder without its marker, which would pass for one
+    that was being written when the run stopped."""
+    if _STEP_DIR.match(folder.name):
+        moved = folder.with_name(f".old-{folder.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            folder.rename(moved)
+            folder = moved
+        except OSError:
+            pass  # then delete it where it is
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def prepare(root: Path, fresh: bool) -> None:
@@ -292,7 +306,7 @@ def prepare(root: Path, fresh: bool) -> None:
         return
     for p in root.iterdir():
         if p.name.startswith((".tmp-", ".old-")) or (fresh and _STEP_DIR.match(p.name)):
-            shutil.rmtree(p, ignore_errors=True)
+            _discard(p)
 
 
 def remove(root: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -408,3 +409,42 @@ def test_sigterm_while_the_model_folder_is_written_leaves_no_half_folder_and_say
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))) == ["out.checkpoints"]
     monkeypatch.undo()
     assert main(cli_args(opts) + ["--resume"]) == 0 and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_ctrl_c_while_checkpoints_are_deleted_leaves_none_half_deleted(stopped, tmp_path, monkeypatch):
+    """A deletion stopped half-way left a step folder without its marker, which --resume took for one being written;
+    after the model folder is saved, it made a finished run exit 130."""
+    opts, _ = stopped
+    out = tmp_path / "out"
+    opts = {**opts, "output.dir": str(out), "train.epochs": 1}
+    real, real_remove = shutil.rmtree, checkpoint.remove
+    calls = {"armed": False, "n": 0}
+
+    def interrupted(path, *a, **k):
+        if calls["armed"]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                (Path(path) / checkpoint.MARKER).unlink(missing_ok=True)  # what rmtree had removed when Ctrl-C came
+                raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    def remove(root):
+        calls["armed"] = True  # the deletion after the model folder is saved
+        return real_remove(root)
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", interrupted)
+    monkeypatch.setattr(checkpoint, "remove", remove)
+    res = taskembed.train(None, opts, progress=False, echo=quiet)  # no KeyboardInterrupt: the run is complete
+    assert calls["n"] >= 2 and (res.output_dir / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+    # pruning stopped the same way: what is left is an .old- folder, never a step folder without its marker
+    root = tmp_path / "pruned"
+    for step in (1, 2):
+        (root / f"step-00000{step}").mkdir(parents=True)
+        (root / f"step-00000{step}" / checkpoint.MARKER).write_text("{}")
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.prune(root, keep=1)
+    assert [p for _, p in checkpoint.step_folders(root)] == [root / "step-000002"]
+    assert [p.name.startswith(".old-step-000001-") for p in root.iterdir() if p.name.startswith(".")] == [True]
+    checkpoint.prepare(root, fresh=False)  # the next start
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002"]
