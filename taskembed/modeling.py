@@ -180,6 +180,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
         mcfg = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise hub_error(cfg.name, exc) from None
+    trained = is_classifier_config(mcfg)
     mcfg.num_labels = len(labels)
     mcfg.id2label = {i: name for i, name in enumerate(labels)}
     mcfg.label2id = {name: i for i, name in enumerate(labels)}
@@ -191,16 +192,32 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     if max_length is not None:
         check_max_length(max_length, cfg.name, mcfg, tokenizer)
     try:
+        # A classifier's head may be sized for another label count: loaded anyway, then started afresh below.
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, config=mcfg, dtype=torch.float32, use_safetensors=True, output_loading_info=True, **kwargs
+            path, config=mcfg, dtype=torch.float32, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=trained, **kwargs
         )
     except load_errors() as exc:
         raise hub_error(cfg.name, exc) from None
+    if trained:
+        # A classifier folder as model.name is an encoder to start from. Its head answered another run's labels (and
+        # kept it would make train.seed count for nothing), so the head starts afresh from the seed, as for any encoder.
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if name and not name.startswith(model.base_model_prefix) and not list(module.children()):
+                    # transformers marks loaded tensors as initialised, and its init functions then leave them be.
+                    for tensor in (module, *module.parameters(recurse=False)):
+                        tensor._is_hf_initialized = False
+                    model._init_weights(module)
     # The new head starts at random, as it should, and so may a pooler the encoder's file lacks (it is trained with
     # the head); anything else missing from the encoder is damage.
     prefix = f"{model.base_model_prefix}."
     refuse_missing(cfg.name, info["missing_keys"], allowed=lambda key: not key.startswith(prefix) or ".pooler." in key)
     return model, tokenizer
+
+
+def is_classifier_config(config) -> bool:
+    """Whether a model's config.json says it is a sequence classifier (a trained folder, not a bare encoder)."""
+    return any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
 
 
 def refuse_missing(name: str, missing, allowed: Callable[[str], bool] = lambda _key: False) -> None:

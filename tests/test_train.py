@@ -349,3 +349,33 @@ def test_a_model_below_the_majority_class_is_said_to_have_learnt_nothing(tiny_ov
     taskembed.train(None, {**overrides, "output.overwrite": True}, progress=False, echo=said.append)
     notes = [m for m in said if "below always answering" in m]
     assert len(notes) == 1 and notes[0].startswith("note: the model scores below always answering the most common class on validation (0.00% against")
+
+
+def test_a_trained_folder_as_model_name_gives_its_encoder_and_a_fresh_head(trained, tiny_model_dir, tmp_path, write_csv):
+    # Another label count was refused as a damaged folder; the same count silently kept the old run's head.
+    from safetensors.torch import load_file
+
+    from taskembed.config import ModelConfig
+    from taskembed.modeling import load_classifier
+
+    _, result = trained
+    old = load_file(str(result.output_dir / "model.safetensors"))
+    torch.manual_seed(0)
+    model, _ = load_classifier(ModelConfig(name=str(result.output_dir)), ["neg", "pos"])
+    torch.manual_seed(0)
+    fresh, _ = load_classifier(ModelConfig(name=str(tiny_model_dir)), ["neg", "pos"])
+    assert torch.equal(model.classifier.weight, fresh.classifier.weight)  # the head a base encoder gets from this seed
+    assert not torch.equal(model.classifier.weight, old["classifier.weight"])
+    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, old["bert.encoder.layer.0.output.dense.weight"])
+    heads = []
+    for _ in range(2):  # another label count: loaded (it was refused as damage), its head drawn from the seed
+        torch.manual_seed(0)
+        heads.append(load_classifier(ModelConfig(name=str(result.output_dir)), ["a", "b", "c"])[0].classifier.weight)
+    assert heads[0].shape == (3, 32) and torch.equal(*heads)
+    said: list[str] = []
+    rows = make_rows(60, labels=("neg", "pos", "meh"))
+    res = taskembed.train(None, {"data.source": str(write_csv(rows)), "model.name": str(result.output_dir), "data.max_length": 32,
+                                 "output.dir": str(tmp_path / "again"), "train.epochs": 1, "train.bf16": "off",
+                                 "output.embedding_report": False}, progress=False, echo=said.append)
+    assert json.loads((res.output_dir / "config.json").read_text())["id2label"] == {"0": "meh", "1": "neg", "2": "pos"}
+    assert any(m.startswith(f"note: {result.output_dir} is a trained classifier: training starts from its encoder") for m in said)
