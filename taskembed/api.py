@@ -101,6 +101,10 @@ def train(
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
     say(splits.describe())
+    for split, where in splits.unlabelled.items():
+        carved = {"validation": cfg.data.validation_fraction, "test": cfg.data.test_fraction}[split] > 0
+        say(f"note: {where} has no labels (every row's is missing), so it is not used"
+            + (f"; the {split} split is carved from train instead" if carved else f"; data.{split}_fraction carves one from train"))
     seen = splits.seen_in_train()
     for split, n in seen.items():
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
@@ -228,7 +232,7 @@ def train(
             "stopped_early": st.stopped_early,
             "world_size": world,
             "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(), "seen_in_train": seen,
-                     "lookalike_labels": lookalikes,
+                     "lookalike_labels": lookalikes, "unlabelled_splits": splits.unlabelled,
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

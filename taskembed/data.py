@@ -507,6 +507,9 @@ class Splits:
     origin: dict[str, str]
     multi_label: bool = False
     """Each frame's `label` is a tuple of names (zero or more per example) instead of one name."""
+    unlabelled: dict[str, str] = field(default_factory=dict)
+    """The source's own validation or test splits left out because none of their rows has a label, with where they came
+    from (benchmark test sets on the Hub are often published so, as -1)."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -680,6 +683,15 @@ def load_splits(cfg: DataConfig) -> Splits:
         raise UserError(f"{cfg.source} is a multi-label dataset (labels joined by '{sep}'): set data.multi_label true "
                         f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
     raw, origin = load_raw(cfg)
+    unlabelled = {}
+    for split in ("validation", "test"):
+        # A split of the dataset itself (not a file the config names) whose labels are all missing cannot be scored:
+        # left out, and carved from train like an absent one, instead of refused row by row.
+        columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
+        if (split in raw and not {"validation": cfg.validation, "test": cfg.test}[split] and len(raw[split])
+                and all(c in raw[split].columns for c in columns) and all(raw[split][c].map(is_null).all() for c in columns)):
+            unlabelled[split] = origin.pop(split, split)
+            del raw[split]
     frames = {}
     for split in SPLITS:
         if split in raw:
@@ -699,7 +711,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         frames["train"], frames["validation"] = carve(frames["train"], share, cfg.split_seed, src)
         origin["validation"] = f"{src} (carved {cfg.validation_fraction:.0%} of train, seed {cfg.split_seed})"
     if cfg.multi_label:
-        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True)
+        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True,
+                      unlabelled=unlabelled)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -719,7 +732,7 @@ def load_splits(cfg: DataConfig) -> Splits:
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
-    return Splits(frames=frames, labels=labels, origin=origin)
+    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled)
 
 
 # --- tokenization and batches --------------------------------------------------------------------

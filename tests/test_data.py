@@ -514,3 +514,27 @@ def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):
     # an empty column that holds something is not trailing padding: its blank name is still refused
     (tmp_path / "full.csv").write_text("text,label,,\na fine warm film,pos,,x\na dull cold film,neg,,\n", encoding="utf-8")
     assert "column '' appears twice in the header" in user_error(tmp_path / "full.csv")
+
+
+def test_a_dataset_split_without_labels_is_left_out_with_a_note(tmp_path):
+    """GLUE-style test splits on the Hub carry -1 for every label: that split cannot be scored, and was refused."""
+    import datasets
+
+    rows = make_rows(40)
+    names = datasets.ClassLabel(names=["neg", "pos"])
+    features = datasets.Features({"text": datasets.Value("string"), "label": names})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"text": r["text"], "label": names.str2int(r["label"])} for r in rows[:30]], features=features),
+        "test": datasets.Dataset.from_list([{"text": r["text"], "label": -1} for r in rows[30:]], features=features),
+    })
+    dd.save_to_disk(str(tmp_path / "ds"))
+    splits = load_splits(DataConfig(source=str(tmp_path / "ds"), validation_fraction=0.2, test_fraction=0.0))
+    assert "test" not in splits.frames and splits.unlabelled == {"test": f"{tmp_path / 'ds'} [test]"}
+    assert len(splits.frames["train"]) + len(splits.frames["validation"]) == 30
+    carved = load_splits(DataConfig(source=str(tmp_path / "ds"), validation_fraction=0.2, test_fraction=0.2))
+    assert len(carved.frames["test"]) == 6 and "carved" in carved.origin["test"]
+    # one unlabelled row among labelled ones is still a mistake in the data, said by row
+    dd["test"] = datasets.Dataset.from_list([{"text": r["text"], "label": names.str2int(r["label"])} for r in rows[30:39]]
+                                            + [{"text": rows[39]["text"], "label": -1}], features=features)
+    dd.save_to_disk(str(tmp_path / "ds2"))
+    assert "row 10: label column 'label' is empty" in user_error(tmp_path / "ds2")
