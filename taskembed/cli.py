@@ -37,6 +37,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
+        from taskembed.data import check_paths
+
+        check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
         print(dump_config(cfg))
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")

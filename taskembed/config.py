@@ -655,6 +655,8 @@ def without_effect(cfg: Config) -> list[str]:
         ("data", "window_stride", cfg.data.long_texts != "window", "data.long_texts is window"),
         ("data", "window_aggregate", cfg.data.long_texts != "window", "data.long_texts is window"),
         ("data", "threshold_min_positives", not cfg.data.multi_label, "data.multi_label is true"),
+        ("data", "validation_fraction", cfg.data.validation is not None, "data.validation is unset (a share of train is carved only where no validation split is given)"),
+        ("data", "test_fraction", cfg.data.test is not None, "data.test is unset (a share of train is carved only where no test split is given)"),
         ("train", "unfreeze_start", cfg.train.gradual_unfreezing == "off", "train.gradual_unfreezing is epoch or steps"),
         ("train", "embedding_lr", cfg.train.freeze_embeddings, "train.freeze_embeddings is false"),
         ("train", "contrastive_temperature", cfg.train.contrastive_weight == 0, "train.contrastive_weight is above 0"),

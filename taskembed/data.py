@@ -215,6 +215,18 @@ def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
     return out
 
 
+def check_paths(cfg: DataConfig) -> None:
+    """What a dry run can check without reading a row: the files the config names are there (as load_raw says it)."""
+    from taskembed import builtin
+
+    src, path = cfg.source, Path(cfg.source)
+    if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))):
+        raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
+    for file in (cfg.validation, cfg.test):
+        if file and not Path(file).exists():
+            raise UserError(f"{file}: file not found; check the path")
+
+
 def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The source's own splits and where each came from. For training (the default) there must be a train split and
     errors name the source as data.source; evaluate, embed and compare read any split of their DATA argument."""
@@ -244,7 +256,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
                             "incomplete: save it again with save_to_disk or copy it whole") from None
         origin = {s: f"{path} [{s}]" for s in splits}
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
-        raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
+        check_paths(cfg)  # raises: a path that is not there
     else:
         splits, origin = _load_hub(src, "data.source " if training else "")
     if training and "train" not in splits:

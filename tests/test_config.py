@@ -451,3 +451,17 @@ def test_output_dir_dot_means_the_folder_it_names_and_root_is_refused(tmp_path, 
     assert load_config(None, {"output.dir": ".."}).output.dir == str(tmp_path.parent)
     with pytest.raises(UserError, match="output.dir '/' is the root folder"):
         load_config(None, {"output.dir": "/"})
+
+
+def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, capsys):
+    from taskembed.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data.source", "nothere.csv", "--dry-run"]) == 2
+    assert "nothere.csv: file not found" in capsys.readouterr().err
+    (tmp_path / "train.csv").write_text("text,label\na,b\n")
+    assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--dry-run"]) == 2
+    assert "t.csv: file not found" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_text("text,label\na,b\n")
+    assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--data.test_fraction", "0.2", "--dry-run"]) == 0
+    assert "note: data.test_fraction is set but has no effect unless data.test is unset" in capsys.readouterr().out
