@@ -305,8 +305,10 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
     trained = _trained_data(model)
+    asked = label_column is not None
     text_column, label_column = _columns(trained, text_column, label_column)
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
+                      label_required=asked,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
                       max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
     if int(os.environ.get("RANK", "0") or 0) != 0:

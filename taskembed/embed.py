@@ -680,13 +680,15 @@ class _NpySink:
 
 
 def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str = "text", label_column: str | None = "label",
-               split: str | None = None, chunk_size: int = 10_000, progress: bool = True, **options) -> dict[str, Any]:
+               split: str | None = None, chunk_size: int = 10_000, progress: bool = True, label_required: bool = False,
+               **options) -> dict[str, Any]:
     """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], vector; .npy: the matrix), streaming.
 
     Returns the sidecar (also written to `<out>.json`). Under torchrun or `accelerate launch` (WORLD_SIZE > 1)
     each process embeds the rows whose id i has i % world_size == rank into `<stem>.shard-R-of-W<suffix>`
     (with its own sidecar), and the returned dict is the manifest `<stem>.manifest.json` that lists them all;
-    `load_vectors(manifest)` merges them back in id order.
+    `load_vectors(manifest)` merges them back in id order. `label_required`: a data without `label_column` is an error
+    (the column was asked for by name) rather than vectors without labels.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -705,14 +707,26 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     source = open_texts(data, text_column, label_column, split)
     if source.count == 0:
         raise UserError(f"{data}: no texts to embed")
+    if label_required and label_column and not source.has_labels:
+        raise UserError(f"{data}: no label column '{label_column}' (asked for with --label-column); check the name, or leave the "
+                        "option out for vectors without labels")
     options = dict(options)
     if world > 1 and options.get("device") is None and torch.cuda.is_available():
         options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"  # one device per process, as the launcher means
     embedder = as_embedder(model_or_folder, options)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
-    if world == 1:
-        return _embed_to(embedder, source, source.chunks(chunk_size), source.count, out, fmt, started, progress)
-    return _embed_sharded(embedder, source, chunk_size, out, fmt, rank, world, started, progress)
+    try:
+        if world == 1:
+            return _embed_to(embedder, source, source.chunks(chunk_size), source.count, out, fmt, started, progress)
+        return _embed_sharded(embedder, source, chunk_size, out, fmt, rank, world, started, progress)
+    except BaseException:
+        for folder in made:  # a failed run leaves nothing behind, the folders it made for --out included
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (another rank's shard, say): kept
+        raise
 
 
 def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str, list]], count: int, out: Path, fmt: str,

@@ -637,3 +637,19 @@ def test_vectors_of_a_packaged_model_survive_a_new_virtual_environment(tiny_mode
     monkeypatch.setattr("taskembed.embed.PACKAGED_MODELS", {})  # any other model that is gone is still refused
     with pytest.raises(UserError, match="is no longer there"):
         search(out, rows[2]["text"], k=1)
+
+
+def test_embed_refuses_a_mistyped_label_column_and_a_failure_leaves_no_folders(tiny_model_dir, tmp_path, capsys):
+    data = _write_csv(tmp_path / "d.csv", make_rows(6, seed=2))
+    out = tmp_path / "new" / "sub" / "v.parquet"
+    # asked for by name and absent: an error, not vectors that silently carry no labels
+    assert main(["embed", str(tiny_model_dir), str(data), "--out", str(out), "--label-column", "lable", "--no-progress"]) == 2
+    assert "no label column 'lable' (asked for with --label-column)" in capsys.readouterr().err
+    assert main(["embed", str(tiny_model_dir), str(data), "--out", str(out), "--no-progress"]) == 0  # the default: labels if there
+    assert load_vectors(out)[1]["label"][0] == make_rows(6, seed=2)[0]["label"]
+    # a failure after the folders for --out were made (a blank text in row 2) removes them again
+    rows = make_rows(6, seed=2)
+    rows[1]["text"] = "  "
+    deeper = tmp_path / "other" / "deep" / "v.npy"
+    assert main(["embed", str(tiny_model_dir), str(_write_csv(tmp_path / "blank.csv", rows)), "--out", str(deeper), "--no-progress"]) == 2
+    assert not (tmp_path / "other").exists()
