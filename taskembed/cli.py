@@ -187,7 +187,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
     from taskembed.artifacts import written_whole
-    from taskembed.data import texts_from_file
+    from taskembed.data import FILE_SUFFIXES, texts_from_file
 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
@@ -205,6 +205,12 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
+    if file and Path(file).suffix.lower() not in FILE_SUFFIXES:
+        from taskembed.data import iter_text_lines
+
+        blank = max((n for n, _ in iter_text_lines(file)), default=-1) + 1 - len(inputs)
+        if blank:  # as embed says it: the rows of --out no longer line up with the file's lines
+            print(f"note: {blank} blank line(s) skipped, so prediction i is for the i-th non-blank line, not line i", file=sys.stderr)
     if out:
         with written_whole(Path(out), newline="") as fh:
             if out.lower().endswith(".jsonl"):
@@ -217,9 +223,10 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                 w.writerows([f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows)
         print(f"{len(preds)} predictions written to {out}")
     else:
+        # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
+        shown = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
         for t, t2, p in zip(inputs, second_texts, preds):
-            if t2 is not None:
-                t = f"{t}\t{t2}"
+            t = t.translate(shown) if t2 is None else f"{t.translate(shown)}\t{t2.translate(shown)}"
             if clf.multi_label:
                 # Every label over its threshold with its probability; when none is, the most likely one for context.
                 found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"

@@ -585,3 +585,14 @@ def test_a_model_folder_under_home_loads_by_tilde(classifier_dir, monkeypatch):
 
     monkeypatch.setenv("HOME", str(classifier_dir.parent))  # what Path.expanduser reads
     assert taskembed.load(f"~/{classifier_dir.name}").folder == classifier_dir
+
+
+def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_rows(classifier_dir, tmp_path, capsys):
+    code, out, _ = run_cli(["predict", str(classifier_dir), "a fine\nfilm", "tab\there"], capsys)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 2 and lines[0].endswith("\ta fine\\nfilm") and lines[1].endswith("\ttab\\there"), out
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n\n\na dull film\n\n")
+    code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(src)], capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    assert "note: 2 blank line(s) skipped, so prediction i is for the i-th non-blank line" in err  # the trailing one shifts nothing
