@@ -153,17 +153,24 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
 
     _check_out_dir(out_dir)
     texts = check_texts(texts, "embed")
-    labels = [str(x) for x in labels]
+    labels = list(labels)
     given = len(texts)
     if len(labels) != len(texts):
         raise UserError(f"compare: {len(texts)} texts but {len(labels)} labels; give one label per text")
+    blank = next((i for i, x in enumerate(labels) if x is None or not str(x).strip()), None)
+    if blank is not None:  # None would become a class named "None"
+        raise UserError(f"compare: label {blank + 1} is missing; every text needs a label")
+    labels = [str(x) for x in labels]
     if len(set(labels)) < 2:
-        raise UserError("compare needs labelled texts of at least two classes")
+        raise UserError(f"compare needs labelled texts of at least two classes; every one has the label '{labels[0]}'")
     if max_texts < 2:
         raise UserError(f"max_texts must be at least 2, got {max_texts}")
     keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts)) if len(texts) > max_texts else list(range(len(texts)))
     texts = [texts[i] for i in keep]
     labels = [labels[i] for i in keep]
+    if len(set(labels)) < 2:  # how the classes separate needs two of them in the sample too
+        raise UserError(f"compare: the seeded sample of {max_texts} texts (max_texts) holds only the label '{labels[0]}'; "
+                        "give a larger max_texts")
     y = np.array(labels)
 
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", **(base_options or {})})
@@ -268,6 +275,9 @@ def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = Non
                                 "label the row or drop it")
             texts.append(t)
             labels.append(label)
+    if len(set(labels)) < 2:
+        where = f"{data} [{split}]" if split else str(data)
+        raise UserError(f"{where}: every text has the label '{labels[0]}' in column '{label_column}'; compare needs at least two classes")
     return compare(base, tuned, texts, labels, out_dir, data=source.description, **kwargs)
 
 
@@ -291,7 +301,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     b, t = report["base"], report["tuned"]
-    folds = t.get("folds") or b.get("folds") or report["settings"]["folds"]
+    folds = t.get("folds") or b.get("folds")
+    how = (f"accuracies are {folds}-fold cross-validated" if folds else
+           "no class has two texts, too few to cross-validate, so the accuracies are n/a")
     rows = [
         f"| embedding | k-NN accuracy (k={t.get('k') or b.get('k') or report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
         "| --- | ---: | ---: | ---: |",
@@ -311,7 +323,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "## Embeddings before and after fine-tuning\n\n"
         f"On {report['n']:,} labelled texts"
         + (f" (a seeded sample of {report['n_given']:,}, seed {report['seed']})" if report["n_given"] > report["n"] else "")
-        + f", accuracies are {folds}-fold cross-validated; "
+        + f", {how}; "
         "the silhouette says how well the labels separate as clusters (-1 to 1).\n\n"
         + "\n".join(rows)
         + f"\n\n{shift_line}{plot}\n"

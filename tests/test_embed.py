@@ -610,6 +610,24 @@ def test_compare_names_the_k_it_used(trained, tiny_model_dir):
     assert report["tuned"]["k"] == report["base"]["k"] == 8 and "k-NN accuracy (k=8, cosine)" in report_markdown(report)
 
 
+def test_compare_on_too_few_or_one_class_says_so(trained, tiny_model_dir, tmp_path, capsys):
+    from taskembed.compare import compare, report_markdown
+
+    texts = ["a fine film", "a dull film", "a warm story"]
+    report = compare(tiny_model_dir, trained, texts, ["pos", "neg", "meh"])  # one text per class: nothing to cross-validate
+    assert report["tuned"]["knn_accuracy"] is None
+    assert "no class has two texts, too few to cross-validate, so the accuracies are n/a" in report_markdown(report)
+    with pytest.raises(UserError, match="label 2 is missing"):
+        compare(tiny_model_dir, trained, texts, ["pos", None, "neg"])  # it became a class named "None"
+    rows = make_rows(40, seed=3)
+    labels = ["neg"] * 38 + ["pos"] * 2
+    with pytest.raises(UserError, match="the seeded sample of 3 texts .max_texts. holds only the label 'neg'"):
+        compare(tiny_model_dir, trained, [r["text"] for r in rows], labels, max_texts=3)
+    one = _write_csv(tmp_path / "one.csv", [{"text": r["text"], "label": "neg"} for r in rows[:5]])
+    assert main(["compare", str(tiny_model_dir), str(trained), str(one), "--out-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert f"{one}: every text has the label 'neg' in column 'label'" in capsys.readouterr().err
+
+
 def test_export_refuses_its_destination_before_loading_any_model(tmp_path):
     mine = tmp_path / "project"
     mine.mkdir()
