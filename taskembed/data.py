@@ -114,7 +114,12 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
             rows.append(row)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise UserError(f"{p}: line {start}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
+        # Many TSV files (GLUE's among them) do not quote at all, so a text may open with a quote that never closes
+        # as CSV quoting would: read them as written, one record per line, where every line then has the header's fields.
+        lines = [line.rstrip("\r").split("\t") for line in text.split("\n") if line.rstrip("\r")] if delimiter == "\t" else []
+        if not lines or any(len(fields) != len(lines[0]) for fields in lines):
+            raise UserError(f"{p}: line {start}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
+        rows = lines
     rows = [r for r in rows if r]  # blank lines carry nothing
     if rows and rows[0][0].strip().lower().startswith("sep=") and not any(x.strip() for x in rows[0][1:]):
         rows = rows[1:]  # Excel's "sep=," line, which names the separator before the header

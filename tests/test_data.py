@@ -538,3 +538,13 @@ def test_a_dataset_split_without_labels_is_left_out_with_a_note(tmp_path):
                                             + [{"text": rows[39]["text"], "label": -1}], features=features)
     dd.save_to_disk(str(tmp_path / "ds2"))
     assert "row 10: label column 'label' is empty" in user_error(tmp_path / "ds2")
+
+
+def test_an_unquoted_tsv_whose_texts_hold_quotes_is_read_as_written(tmp_path):
+    # GLUE's TSVs do not quote: a text that opens with a quote it never closes failed as "malformed TSV".
+    (tmp_path / "glue.tsv").write_text('sentence\tlabel\n"great" movie , really\t1\nhide the "parental units\t0\n', encoding="utf-8")
+    frame = load_splits(DataConfig(source=str(tmp_path / "glue.tsv"), text_column="sentence", validation_fraction=0.0)).frames["train"]
+    assert frame.values.tolist() == [['"great" movie , really', "1"], ['hide the "parental units', "0"]]
+    # lines that do not all have the header's fields are still malformed
+    (tmp_path / "bad.tsv").write_text('text\tlabel\n"great movie\t1\textra\nfine\t0\n', encoding="utf-8")
+    assert "malformed TSV" in user_error(tmp_path / "bad.tsv")
