@@ -380,6 +380,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         for i, v in enumerate(values, start=1):
             if is_null(v):
                 raise UserError(f"{where}: row {i}: column '{col}' is empty (null); fill it or drop the row")
+            if isinstance(v, bytes):  # a Parquet binary column: text stored undecoded
+                raise UserError(f"{where}: row {i}: column '{col}' holds bytes, not text; store it as text (decoded, e.g. UTF-8)")
             if not isinstance(v, str):
                 raise UserError(f"{where}: row {i}: column '{col}' holds {repr(v)[:40]} ({type(v).__name__}), not text; quote it or fix the column")
             if not v.strip():
@@ -392,6 +394,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
         if is_null(v) or (isinstance(v, str) and not v.strip()):
             raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
+        if isinstance(v, bytes):
+            raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' holds bytes, not text; store it as text (decoded, e.g. UTF-8)")
         if not isinstance(v, (str, int, float, bool)) or isinstance(v, float) and not math.isfinite(v):
             fix = ("for several labels per example set data.multi_label true" if flag("multi_label")
                    else "the model predicts one label per example: give one class name per row")

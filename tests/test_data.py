@@ -548,3 +548,10 @@ def test_an_unquoted_tsv_whose_texts_hold_quotes_is_read_as_written(tmp_path):
     # lines that do not all have the header's fields are still malformed
     (tmp_path / "bad.tsv").write_text('text\tlabel\n"great movie\t1\textra\nfine\t0\n', encoding="utf-8")
     assert "malformed TSV" in user_error(tmp_path / "bad.tsv")
+
+
+def test_a_parquet_column_of_bytes_is_named_as_bytes(tmp_path):
+    pd.DataFrame({"text": [b"a fine film", b"a dull film"], "label": ["pos", "neg"]}).to_parquet(tmp_path / "t.parquet")
+    assert "row 1: column 'text' holds bytes, not text; store it as text" in user_error(tmp_path / "t.parquet")
+    pd.DataFrame({"text": ["a fine film", "a dull film"], "label": [b"pos", b"neg"]}).to_parquet(tmp_path / "l.parquet")
+    assert "row 1: label column 'label' holds bytes, not text" in user_error(tmp_path / "l.parquet")
