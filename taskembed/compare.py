@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -136,6 +137,25 @@ def _check_out_dir(out_dir: str | Path | None) -> None:
         check_writable(folder, "--out-dir")
 
 
+def _sample_every_class(labels: list[str], n: int, seed: int) -> list[int]:
+    """Sorted indices of a seeded sample of n texts (all of them when there are no more) that holds every class n
+    leaves room for. Where the plain sample already does, it is kept (the reports measured with it stay as they
+    were); otherwise one random text of each missing class replaces one of the class the sample holds most of. A
+    sample of one class would say nothing of how classes separate, and the training's report samples its validation."""
+    if len(labels) <= n:
+        return list(range(len(labels)))
+    rng = random.Random(seed)
+    keep = rng.sample(range(len(labels)), n)
+    counts = Counter(labels[i] for i in keep)
+    for name in sorted(set(labels) - set(counts))[: max(n - len(counts), 0)]:
+        most = counts.most_common(1)[0][0]
+        keep.remove(next(i for i in reversed(keep) if labels[i] == most))
+        keep.append(rng.choice([i for i, x in enumerate(labels) if x == name]))
+        counts[most] -= 1
+        counts[name] += 1
+    return sorted(keep)
+
+
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,
             max_texts: int = 2000, seed: int = 0, k: int = 10, folds: int = 5, examples: int = 3, neighbours: int = 5,
             base_options: dict[str, Any] | None = None, tuned_options: dict[str, Any] | None = None,
@@ -165,12 +185,9 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
         raise UserError(f"compare needs labelled texts of at least two classes; every one has the label '{labels[0]}'")
     if max_texts < 2:
         raise UserError(f"max_texts must be at least 2, got {max_texts}")
-    keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts)) if len(texts) > max_texts else list(range(len(texts)))
+    keep = _sample_every_class(labels, max_texts, seed)
     texts = [texts[i] for i in keep]
     labels = [labels[i] for i in keep]
-    if len(set(labels)) < 2:  # how the classes separate needs two of them in the sample too
-        raise UserError(f"compare: the seeded sample of {max_texts} texts (max_texts) holds only the label '{labels[0]}'; "
-                        "give a larger max_texts")
     y = np.array(labels)
 
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", **(base_options or {})})

@@ -620,9 +620,9 @@ def test_compare_on_too_few_or_one_class_says_so(trained, tiny_model_dir, tmp_pa
     with pytest.raises(UserError, match="label 2 is missing"):
         compare(tiny_model_dir, trained, texts, ["pos", None, "neg"])  # it became a class named "None"
     rows = make_rows(40, seed=3)
-    labels = ["neg"] * 38 + ["pos"] * 2
-    with pytest.raises(UserError, match="the seeded sample of 3 texts .max_texts. holds only the label 'neg'"):
-        compare(tiny_model_dir, trained, [r["text"] for r in rows], labels, max_texts=3)
+    labels = ["neg"] * 38 + ["pos"] * 2  # a plain sample of 3 would most likely hold "neg" alone
+    report = compare(tiny_model_dir, trained, [r["text"] for r in rows], labels, max_texts=3)
+    assert report["classes"] == {"neg": 2, "pos": 1}
     one = _write_csv(tmp_path / "one.csv", [{"text": r["text"], "label": "neg"} for r in rows[:5]])
     assert main(["compare", str(tiny_model_dir), str(trained), str(one), "--out-dir", str(tmp_path / "r"), "--no-progress"]) == 2
     assert f"{one}: every text has the label 'neg' in column 'label'" in capsys.readouterr().err
@@ -671,3 +671,17 @@ def test_embed_refuses_a_mistyped_label_column_and_a_failure_leaves_no_folders(t
     deeper = tmp_path / "other" / "deep" / "v.npy"
     assert main(["embed", str(tiny_model_dir), str(_write_csv(tmp_path / "blank.csv", rows)), "--out", str(deeper), "--no-progress"]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_the_compare_sample_keeps_the_plain_sample_or_every_class():
+    import random
+
+    from taskembed.compare import _sample_every_class
+
+    labels = ["a"] * 50 + ["b"] * 50
+    assert _sample_every_class(labels, 10, seed=4) == sorted(random.Random(4).sample(range(100), 10))  # both classes: as it was
+    rare = ["a"] * 97 + ["b", "c", "d"]
+    got = _sample_every_class(rare, 5, seed=0)
+    assert len(got) == 5 and {rare[i] for i in got} == {"a", "b", "c", "d"} and len(set(got)) == 5
+    two = _sample_every_class(rare, 2, seed=0)
+    assert len(two) == 2 and len({rare[i] for i in two}) == 2  # room for two of the four classes: two of them
