@@ -191,6 +191,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     check_tokenizer(tokenizer, mcfg, cfg.name)
     if max_length is not None:
         check_max_length(max_length, cfg.name, mcfg, tokenizer)
+    rng = torch.random.get_rng_state()
     try:
         # A classifier's head may be sized for another label count: loaded anyway, then started afresh below.
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -198,9 +199,18 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
         )
     except load_errors() as exc:
         raise hub_error(cfg.name, exc) from None
+    prefix = f"{model.base_model_prefix}."
     if trained:
+        # Only the head may differ in size: an encoder tensor that does not fit is damage, which the mismatch allowance
+        # would otherwise leave at random.
+        damaged = sorted(key for key, *_ in info.get("mismatched_keys", []) if key.startswith(prefix))
+        if damaged:
+            raise UserError(f"model '{cfg.name}': its weights do not fit its config.json ({', '.join(damaged[:3])}), so the two come "
+                            "from different models: write the folder again or copy it whole")
         # A classifier folder as model.name is an encoder to start from. Its head answered another run's labels (and
-        # kept it would make train.seed count for nothing), so the head starts afresh from the seed, as for any encoder.
+        # kept it would make train.seed count for nothing), so the head starts afresh from the seed, as for any encoder:
+        # from the random state before the load, which drew for a head of another size.
+        torch.random.set_rng_state(rng)
         with torch.no_grad():
             for name, module in model.named_modules():
                 if name and not name.startswith(model.base_model_prefix) and not list(module.children()):
@@ -210,7 +220,6 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
                     model._init_weights(module)
     # The new head starts at random, as it should, and so may a pooler the encoder's file lacks (it is trained with
     # the head); anything else missing from the encoder is damage.
-    prefix = f"{model.base_model_prefix}."
     refuse_missing(cfg.name, info["missing_keys"], allowed=lambda key: not key.startswith(prefix) or ".pooler." in key)
     return model, tokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -367,11 +368,18 @@ def test_a_trained_folder_as_model_name_gives_its_encoder_and_a_fresh_head(train
     assert torch.equal(model.classifier.weight, fresh.classifier.weight)  # the head a base encoder gets from this seed
     assert not torch.equal(model.classifier.weight, old["classifier.weight"])
     assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, old["bert.encoder.layer.0.output.dense.weight"])
-    heads = []
-    for _ in range(2):  # another label count: loaded (it was refused as damage), its head drawn from the seed
-        torch.manual_seed(0)
-        heads.append(load_classifier(ModelConfig(name=str(result.output_dir)), ["a", "b", "c"])[0].classifier.weight)
-    assert heads[0].shape == (3, 32) and torch.equal(*heads)
+    torch.manual_seed(0)  # another label count: loaded (it was refused as damage), its head the one the seed gives
+    other = load_classifier(ModelConfig(name=str(result.output_dir)), ["a", "b", "c"])[0].classifier.weight
+    torch.manual_seed(0)
+    assert torch.equal(other, load_classifier(ModelConfig(name=str(tiny_model_dir)), ["a", "b", "c"])[0].classifier.weight)
+    # an encoder tensor of another size is still damage, not a layer to start at random
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(result.output_dir, bad)
+    save_file({**old, "bert.encoder.layer.0.output.dense.weight": torch.zeros(32, 3)}, str(bad / "model.safetensors"))
+    with pytest.raises(taskembed.UserError, match="its weights do not fit its config.json .bert.encoder.layer.0.output.dense.weight"):
+        load_classifier(ModelConfig(name=str(bad)), ["neg", "pos"])
     said: list[str] = []
     rows = make_rows(60, labels=("neg", "pos", "meh"))
     res = taskembed.train(None, {"data.source": str(write_csv(rows)), "model.name": str(result.output_dir), "data.max_length": 32,
