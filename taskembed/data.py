@@ -661,18 +661,19 @@ def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], 
 
 
 def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool, src: str) -> pd.DataFrame:
-    """A seeded random sample of n rows that holds every label of `frame` at least once.
+    """A seeded random sample of n rows that holds every label of `frame` at least once, where n leaves room for that.
 
     A plain sample drops rare labels, and then a validation or test split that has them is refused ("never occurs in
-    training"). The plain sample is kept where it holds them all (the runs measured with it stay as they were);
-    otherwise one random row of each missing label replaces rows from its end whose labels others still cover."""
+    training"). The plain sample is kept where it holds them all (the runs measured with it stay as they were) or
+    where there is no room; otherwise one random row of each missing label replaces rows from its end whose labels
+    others still cover."""
     def names(value) -> set[str]:
         return set(value) if multi_label else {value}
 
     sample = frame.sample(n=n, random_state=seed)
     every = set().union(*map(names, frame["label"]))
     have = set().union(*map(names, sample["label"]))
-    if have == every:
+    if have == every or n < len(every):  # with no room for every label, the plain sample (carving still works on it)
         return sample.reset_index(drop=True)
     rng = random.Random(seed)
     added: list[int] = []
@@ -689,8 +690,8 @@ def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: b
             surplus -= 1
         else:
             keep.append(i)
-    if surplus:
-        raise UserError(f"{src}: data.max_train_samples {n} cannot hold an example of each of its {len(every)} labels; give more")
+    if surplus:  # multi-label rows each needed for a label: no room after all
+        return sample.reset_index(drop=True)
     return frame.loc[keep[::-1] + added].reset_index(drop=True)
 
 
