@@ -117,7 +117,9 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
         # Many TSV files (GLUE's among them) do not quote at all, so a text may open with a quote that never closes
         # as CSV quoting would: read them as written, one record per line, where every line then has the header's fields.
         lines = [line.rstrip("\r").split("\t") for line in text.split("\n") if line.rstrip("\r")] if delimiter == "\t" else []
-        if not lines or any(len(fields) != len(lines[0]) for fields in lines):
+        # Only for a file with no quoted field at all: in one that quotes, the quoted rows would keep their quotes.
+        quoted = any(len(f) >= 2 and f[0] == f[-1] == '"' for fields in lines for f in fields)
+        if not lines or quoted or any(len(fields) != len(lines[0]) for fields in lines):
             raise UserError(f"{p}: line {start}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({exc}); check the quoting") from None
         rows = lines
     rows = [r for r in rows if r]  # blank lines carry nothing
@@ -260,6 +262,8 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
             raise UserError(f"{path}: could not load the saved dataset ({type(exc).__name__}: {first}); the folder is damaged or "
                             "incomplete: save it again with save_to_disk or copy it whole") from None
         origin = {s: f"{path} [{s}]" for s in splits}
+    elif path.exists():  # a device, a pipe or a socket: nothing to read a table from
+        raise UserError(f"{src}: not a file or a folder; give a data file, or a folder written by datasets.save_to_disk")
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         check_paths(cfg)  # raises: a path that is not there
     else:
@@ -359,7 +363,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
-            if any(len(str(c).split()) >= 4 for c in df.columns):  # a header that reads as a sentence is a first example
+            # A first example read as the header: its label then also names the label column's values ('pos').
+            if len(df) and any(str(c) in set(df[c].astype(str).head(1000)) for c in df.columns if str(c).strip()):
                 hint = (f"the first line looks like an example, not a header: add a first line that names the columns "
                         f"({','.join(columns)})")
             elif spaced:  # 'text, label': no option can name ' label', since values are read as YAML, which trims them

@@ -548,6 +548,9 @@ def test_an_unquoted_tsv_whose_texts_hold_quotes_is_read_as_written(tmp_path):
     (tmp_path / "glue.tsv").write_text('sentence\tlabel\n"great" movie , really\t1\nhide the "parental units\t0\n', encoding="utf-8")
     frame = load_splits(DataConfig(source=str(tmp_path / "glue.tsv"), text_column="sentence", validation_fraction=0.0)).frames["train"]
     assert frame.values.tolist() == [['"great" movie , really', "1"], ['hide the "parental units', "0"]]
+    # a file that quotes is not read raw because one row is broken: its quoted rows would keep their quotes
+    (tmp_path / "quoted.tsv").write_text('text\tlabel\n"a ""quoted"" text"\tpos\n"broken\tneg\n', encoding="utf-8")
+    assert "line 3: malformed TSV" in user_error(tmp_path / "quoted.tsv")
     # lines that do not all have the header's fields are still malformed
     (tmp_path / "bad.tsv").write_text('text\tlabel\n"great movie\t1\textra\nfine\t0\n', encoding="utf-8")
     assert "malformed TSV" in user_error(tmp_path / "bad.tsv")
@@ -558,3 +561,11 @@ def test_a_parquet_column_of_bytes_is_named_as_bytes(tmp_path):
     assert "row 1: column 'text' holds bytes, not text; store it as text" in user_error(tmp_path / "t.parquet")
     pd.DataFrame({"text": ["a fine film", "a dull film"], "label": [b"pos", b"neg"]}).to_parquet(tmp_path / "l.parquet")
     assert "row 1: label column 'label' holds bytes, not text" in user_error(tmp_path / "l.parquet")
+
+
+def test_a_path_that_is_neither_file_nor_folder_and_a_header_of_questions(tmp_path):
+    assert user_error("/dev/null") == "/dev/null: not a file or a folder; give a data file, or a folder written by datasets.save_to_disk"
+    # a form export's columns are questions: long names are a header all the same, so the advice is a column to name
+    pd.DataFrame({"What did you think of the film overall": ["great", "bad"], "How would you rate it": ["pos", "neg"]}).to_csv(
+        tmp_path / "form.csv", index=False)
+    assert "did you mean 'What did you think of the film overall'?" in user_error(tmp_path / "form.csv")
