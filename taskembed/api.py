@@ -197,7 +197,9 @@ def train(
         base = baselines(_joined(tr), label_targets(tr["label"], splits.label2id),
                          {s: (_joined(splits.frames[s]), encoded[s].targets) for s in metrics}, splits.labels, cfg.train.seed)
         split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
-        if split and not splits.multi_label and metrics[split]["accuracy"] < base[split]["majority"]["accuracy"]:
+        majority = base[split]["majority"] if split else {}
+        # Both measures: with balanced class weights a model may trade accuracy for the small classes (macro-F1).
+        if split and not splits.multi_label and metrics[split]["accuracy"] < majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
             # A finite loss can still climb (a rate far too high): the model is saved as asked, but not as a success.
             say(f"note: the model scores below always answering the most common class on {split} "
                 f"({100 * metrics[split]['accuracy']:.2f}% against {100 * base[split]['majority']['accuracy']:.2f}%): "
@@ -242,10 +244,15 @@ def train(
         except UserError as exc:
             if ckpts is None:
                 raise
-            # The output folder changed while training (another run wrote it, say): the advice to pass
-            # --output.overwrite alone would train again from step 1, so say how to save without that.
-            raise UserError(f"{exc}; training is complete and checkpointed in {ckpt_root}: rerun the same command with "
-                            "--resume (and --output.overwrite true to replace the folder) to save it without training again") from exc
+            # The output folder changed while training (another run wrote it, say). The refusal's own advice would lose
+            # the training: --output.overwrite alone trains again from step 1, and another --output.dir does not find
+            # the checkpoint, which is kept beside this one. Say how to save without training again instead.
+            if out.is_dir() and (out / artifacts.MODEL_MARKER).is_file() and not cfg.output.overwrite:
+                raise UserError(f"output.dir {out} was written by something else while this run trained; training is complete "
+                                f"and checkpointed in {ckpt_root}: rerun the same command with --resume --output.overwrite true "
+                                "to replace that folder, or move it away and rerun with --resume, to save without training again") from exc
+            raise UserError(f"{exc} (but training is complete and checkpointed in {ckpt_root}, which --resume finds only beside "
+                            "this output.dir: make room there and rerun the same command with --resume to save without training again)") from exc
         except OSError as exc:
             if ckpts is None or exc.errno not in FIXABLE_WRITE_ERRORS:
                 raise

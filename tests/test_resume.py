@@ -299,9 +299,9 @@ def test_an_output_folder_that_appeared_while_training_says_how_to_save_without_
     monkeypatch.setattr(artifacts, "save", appeared)
     with pytest.raises(taskembed.UserError) as info:
         taskembed.train(None, opts, progress=False, echo=quiet)
-    assert str(info.value) == (f"output.dir {out} already exists; pass --output.overwrite true or choose another --output.dir; training is "
-                               f"complete and checkpointed in {tmp_path / 'out.checkpoints'}: rerun the same command with --resume (and "
-                               "--output.overwrite true to replace the folder) to save it without training again")
+    assert str(info.value) == (f"output.dir {out} was written by something else while this run trained; training is complete and "
+                               f"checkpointed in {tmp_path / 'out.checkpoints'}: rerun the same command with --resume --output.overwrite true "
+                               "to replace that folder, or move it away and rerun with --resume, to save without training again")
     monkeypatch.setattr(artifacts, "save", real)
     capsys.readouterr()
     res = taskembed.train(None, {**opts, "output.overwrite": True}, progress=False, echo=quiet, resume=True)
