@@ -319,8 +319,8 @@ def report_markdown(report: dict[str, Any]) -> str:
 
     b, t = report["base"], report["tuned"]
     folds = t.get("folds") or b.get("folds")
-    how = (f"accuracies are {folds}-fold cross-validated" if folds else
-           "no class has two texts, too few to cross-validate, so the accuracies are n/a")
+    why = ("no class has two texts" if report["settings"]["folds"] >= 2 else f"folds is {report['settings']['folds']}")
+    how = f"accuracies are {folds}-fold cross-validated" if folds else f"{why}, too few to cross-validate, so the accuracies are n/a"
     rows = [
         f"| embedding | k-NN accuracy (k={t.get('k') or b.get('k') or report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
         "| --- | ---: | ---: | ---: |",

@@ -148,14 +148,14 @@ def sentence_transformers_pooling(folder: Path, name: str) -> str | None:
         except (OSError, ValueError):
             raise UserError(f"{folder}: its Pooling module's config.json is missing or not JSON; copy the folder again") from None
         given = pool_config.get("pooling_mode")  # sentence-transformers 5 and later
-        modes = [given] if isinstance(given, str) else [m for m in ("cls", "mean", "max", "weightedmean", "lasttoken")
+        modes = [given] if isinstance(given, str) else [m for m in ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
                                                         if pool_config.get(f"pooling_mode_{m}_token" if m in ("cls", "lasttoken") else f"pooling_mode_{m}_tokens")]
     if other or len(modes) != 1 or modes[0] not in ("cls", "mean", "max"):
-        what = f"a {', '.join(other)} module" if other else f"pooling {' + '.join(modes) or 'none'}"
-        raise UserError(f"{name}: a sentence-transformers folder with {what}, which embed does not reproduce, so its vectors "
-                        "would differ from SentenceTransformer's: give --pooling to embed with one of taskembed's poolings, "
-                        "embed the model folder it was exported from, or encode with sentence_transformers")
-    return modes[0] if "Pooling" in kinds else None
+        what = f"a {', '.join(other)} module" if other else f"pooling {' + '.join(map(str, modes)) or 'none'}"
+        raise UserError(f"{name}: a sentence-transformers folder with {what}, which taskembed does not reproduce, so its vectors "
+                        "would differ from SentenceTransformer's: name one of taskembed's poolings (embed's --pooling, compare's "
+                        "--base-pooling or --tuned-pooling), use the model folder it was exported from, or encode with sentence_transformers")
+    return modes[0]
 
 
 def _is_classifier(model) -> bool:
@@ -220,7 +220,8 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import check_tokenizer, hub_error, load_errors, quiet_transformers, refuse_missing, resolve_model
+        from taskembed.modeling import (check_tokenizer, hub_error, is_classifier_config, load_errors, quiet_transformers,
+                                        refuse_missing, resolve_model)
 
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
@@ -228,13 +229,15 @@ class Embedder:
         name = str(model_or_folder)
         path = resolve_model(name)
         local = Path(path).is_dir()
-        if local and options.get("pooling") in (None, "auto"):
+        # A folder the user names (or a packaged model): the same folder whether or not the Hub is reachable, which a
+        # Hub id's cache is not (online, transformers reads the id itself).
+        named = Path(name).expanduser().is_dir() or name in PACKAGED_MODELS
+        if local and named and options.get("pooling") in (None, "auto"):
             options["pooling"] = sentence_transformers_pooling(Path(path), name) or options.get("pooling")
         try:
             # Never a folder's own code (trust_remote_code=False, not None, which asks on the terminal: modeling.load_trained).
             config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-            archs = config.architectures or []
-            loader = AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) else AutoModel
+            loader = AutoModelForSequenceClassification if is_classifier_config(config) else AutoModel
             model, info = loader.from_pretrained(path, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True,
                                                  trust_remote_code=False)
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -1123,8 +1126,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     rows = 0
     for matrix, cols in _iter_blocks(Path(vectors)):
         if matrix.ndim != 2 or matrix.shape[1] != q.shape[1]:
-            raise UserError(f"{vectors}: holds vectors of shape {list(matrix.shape[1:])} but its sidecar says {info['dim']} "
-                            "dimensions; the file and its sidecar come from different runs: re-run `taskembed embed`")
+            held = f"{matrix.shape[1]}-dimensional vectors" if matrix.ndim == 2 else f"a {matrix.ndim}-d array, not a matrix of vectors,"
+            raise UserError(f"{vectors}: holds {held} but its sidecar says {info['dim']} dimensions; the file and its sidecar "
+                            "come from different runs: re-run `taskembed embed`")
         rows += len(matrix)
         m = matrix.astype(np.float32)
         m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)

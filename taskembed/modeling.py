@@ -131,7 +131,8 @@ def hub_error(name: str, exc: Exception, trainable: bool = True) -> UserError:
         # Safe as it is (nothing of the model's own code ran); running it is the user's call, at a pinned revision.
         if not trainable:
             return UserError(f"model '{name}' needs its own Python code to load (config.json names it in auto_map), and "
-                             "taskembed never runs a model folder's code when reading it back: use a folder of a standard architecture")
+                             "taskembed never runs a model's own code when it reads one for predictions or vectors: use a model of a "
+                             "standard architecture")
         return UserError(f"model '{name}' needs its own Python code to load, which taskembed does not run unless asked: if you "
                          "trust it, set model.trust_remote_code true (with model.revision pinned to a commit for a Hub id)")
     if "ignore_mismatched_sizes" in str(exc):

@@ -289,8 +289,8 @@ def test_search_refuses_a_file_and_sidecar_that_do_not_belong_together(tiny_mode
     embed_file(tiny_model_dir, _write_csv(tmp_path / "e.csv", make_rows(9, seed=3)), other, progress=False)
     good, side = out.read_bytes(), out.with_name(out.name + ".json")
     info = json.loads(side.read_text(encoding="utf-8"))
-    for damage, piece in ((lambda: np.save(out, np.ones((6, 10), dtype=np.float32)), "holds vectors of shape [10] but its sidecar says 32"),
-                          (lambda: np.save(out, np.ones(6, dtype=np.float32)), "holds vectors of shape [] but"),
+    for damage, piece in ((lambda: np.save(out, np.ones((6, 10), dtype=np.float32)), "holds 10-dimensional vectors but its sidecar says 32"),
+                          (lambda: np.save(out, np.ones(6, dtype=np.float32)), "holds a 1-d array, not a matrix of vectors, but"),
                           (lambda: out.write_bytes(other.read_bytes()), "holds 9 vectors but its sidecar says 6"),
                           (lambda: side.write_text(json.dumps({k: v for k, v in info.items() if k != "pooling"})), "a sidecar without pooling")):
         out.write_bytes(good)
@@ -398,7 +398,7 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     ours = embed(tiny_model_dir, TEXTS, normalize=True)
     assert ((theirs * ours).sum(1)).min() >= 0.9999
     # read back, an export gives sentence-transformers' vectors or is refused: embed applied mean pooling to any of them
-    with pytest.raises(UserError, match="with a Dense module, which embed does not reproduce"):
+    with pytest.raises(UserError, match="with a Dense module, which taskembed does not reproduce"):
         embed(out, TEXTS)
     assert embed(out, TEXTS, pooling="mean").shape == ours.shape  # taskembed's own pooling, asked for by name
     cls_out = export_sentence_transformers(trained, tmp_path / "st-cls", pooling="cls")

@@ -247,12 +247,12 @@ def test_a_folder_that_names_its_own_code_is_refused_without_running_it(tiny_mod
                   auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilForSequenceClassification"})
     (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("y\n" * 10))  # the answer that would run it
-    with pytest.raises(UserError, match="never runs a model folder's code"):
+    with pytest.raises(UserError, match="never runs a model's own code"):
         taskembed.load(folder)
-    with pytest.raises(UserError, match="never runs a model folder's code"):
+    with pytest.raises(UserError, match="never runs a model's own code"):
         Embedder.load(folder)
     assert main(["predict", str(folder), "some text"]) == 2
-    assert "never runs a model folder's code" in capsys.readouterr().err
+    assert "never runs a model's own code" in capsys.readouterr().err
     assert not marker.exists()
 
 
