@@ -450,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("data", help="a table file, a .txt (one text per line), a save_to_disk folder or a built-in dataset name")
     em.add_argument("--out", required=True, help="output file: .parquet (id, text, label, vector) or .npy; under torchrun or "
                     "accelerate launch, one OUT-stem.shard-R-of-W file per process plus OUT-stem.manifest.json")
-    em.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
+    em.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder, a sentence-transformers folder's "
+                    "own pooling), head, cls, mean or max")
     em.add_argument("--layer", type=int, help="hidden-state index: 0 = embeddings, 1..L, or negative from the top (default -1)")
     em.add_argument("--mean-last", type=int, help="average the last K layers before pooling")
     em.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
