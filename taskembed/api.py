@@ -199,9 +199,10 @@ def train(
         split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
         majority = base[split]["majority"] if split else {}
         # Both measures: with balanced class weights a model may trade accuracy for the small classes (macro-F1).
-        if split and not splits.multi_label and metrics[split]["accuracy"] < majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
-            # A finite loss can still climb (a rate far too high): the model is saved as asked, but not as a success.
-            say(f"note: the model scores below always answering the most common class on {split} "
+        if split and not splits.multi_label and metrics[split]["accuracy"] <= majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
+            # A finite loss can still climb (a rate far too high), or only the head train: the model is saved as asked,
+            # but not as a success. Equal on both is a model that answers the most common class whatever the text.
+            say(f"note: the model scores no better than always answering the most common class on {split} "
                 f"({100 * metrics[split]['accuracy']:.2f}% against {100 * base[split]['majority']['accuracy']:.2f}%): "
                 "it learnt nothing useful; lower train.lr / train.head_lr (taskembed lr-find suggests one) or check the labels")
     if rank == 0:

@@ -295,8 +295,8 @@ def fit(
     stage_start = unfreeze_steps(plan, cfg.gradual_unfreezing, cfg.unfreeze_every, steps_per_epoch) if plan.gradual else [0]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [lr_lambda(cfg, total_steps, stage_start[g["unfreeze_stage"]]) for g in optimizer.param_groups])
-    if plan.gradual and rank == 0 and progress:
-        never = sum(start >= total_steps for start in stage_start)
+    never = sum(start >= total_steps for start in stage_start) if plan.gradual else 0
+    if plan.gradual and rank == 0 and (progress or never):  # stages that never start are said even without progress output
         print(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
               + (f"; the last {never} stage(s) never start, so those groups stay frozen (more epochs, or gradual_unfreezing steps)" if never else ""))
     graphs = None

@@ -69,14 +69,16 @@ def log_lr(folder, group: str) -> list[float]:
     return [e["lr"][group] for e in map(json.loads, (folder / "log.jsonl").read_text().splitlines()) if e["kind"] == "train"]
 
 
-def test_gradual_unfreezing_keeps_the_frozen_groups_untouched(tiny_model_dir, write_csv, tmp_path):
+def test_gradual_unfreezing_keeps_the_frozen_groups_untouched(tiny_model_dir, write_csv, tmp_path, capsys):
     data = write_csv(make_rows(96))
     opts = {"model.name": str(tiny_model_dir), "data.source": str(data), "data.max_length": 32, "train.bf16": "off", "train.epochs": 2,
             "train.batch_size": 8, "train.lr": 1e-3, "train.head_lr": 3e-3, "data.validation_fraction": 0.0,
             "output.baselines": False, "output.embedding_report": False, "train.gradual_unfreezing": "steps"}
     initial = {k: v for k, v in load_file(str(tiny_model_dir / "model.safetensors")).items()}
     # unfreeze_every larger than the run: only stage 0 (the head) ever trains
+    capsys.readouterr()
     late = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "late"), "train.unfreeze_every": 1000}, progress=False, echo=quiet)
+    assert "the last 3 stage(s) never start, so those groups stay frozen" in capsys.readouterr().out  # said without progress output too
     w = load_file(str(late.output_dir / "model.safetensors"))
     assert torch.equal(w["bert.embeddings.word_embeddings.weight"], initial["embeddings.word_embeddings.weight"])
     assert torch.equal(w["bert.encoder.layer.1.output.dense.weight"], initial["encoder.layer.1.output.dense.weight"])
