@@ -430,6 +430,19 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return _read_json(folder / "meta.json")
 
 
+SAME_PATH_KEYS = ("data.source", "data.validation", "data.test", "model.name")
+"""Config values that may name one file or folder in two ways (relative and absolute, a trailing slash)."""
+
+
+def _same_path(key: str, old: Any, new: Any) -> bool:
+    """Whether two spellings of a path key name the same existing file or folder: not a change (the data's own
+    fingerprint and the weights still guard the content)."""
+    if key not in SAME_PATH_KEYS or not isinstance(old, str) or not isinstance(new, str):
+        return False
+    a, b = Path(old).expanduser(), Path(new).expanduser()
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
 def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int,
                      say: Callable[[str], None] = lambda _m: None, labels: list[str] | None = None) -> None:
     """A UserError naming what changed when the current run cannot continue `folder` exactly.
@@ -448,7 +461,7 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
         for name, value in values.items():
             key = f"{section}.{name}"
             old = saved.get(section, {}).get(name, value)
-            if key not in MAY_CHANGE_ON_RESUME and old != value:
+            if key not in MAY_CHANGE_ON_RESUME and old != value and not _same_path(key, old, value):
                 changes.append(_describe(key, old, value))
     if meta.get("data_fingerprint") != fingerprint:
         changes.append("the training data (its fingerprint differs)")

@@ -448,3 +448,20 @@ def test_ctrl_c_while_checkpoints_are_deleted_leaves_none_half_deleted(stopped, 
     assert [p.name.startswith(".old-step-000001-") for p in root.iterdir() if p.name.startswith(".")] == [True]
     checkpoint.prepare(root, fresh=False)  # the next start
     assert sorted(p.name for p in root.iterdir()) == ["step-000002"]
+
+
+def test_the_same_files_named_another_way_are_no_change(stopped, tmp_path, monkeypatch):
+    # A relative path for the absolute one (a project resumed from its own folder), or a trailing slash, was refused
+    # as "changes the data" although the data's fingerprint matched.
+    _, root = stopped
+    folder, _ = checkpoint.latest(root)
+    saved = json.loads((folder / "training_config.json").read_text())
+    meta = checkpoint.read_meta(folder)
+    source = Path(saved["data"]["source"])
+    monkeypatch.chdir(source.parent)
+    same = {**saved, "data": {**saved["data"], "source": source.name}, "model": {**saved["model"], "name": saved["model"]["name"] + "/"}}
+    checkpoint.check_compatible(folder, same, meta["data_fingerprint"], meta["world_size"], labels=meta.get("labels"))
+    (tmp_path / "copy.csv").write_bytes(source.read_bytes())  # the same content in another file is still another source
+    other = {**saved, "data": {**saved["data"], "source": str(tmp_path / "copy.csv")}}
+    with pytest.raises(taskembed.UserError, match="data.source"):
+        checkpoint.check_compatible(folder, other, meta["data_fingerprint"], meta["world_size"], labels=meta.get("labels"))
