@@ -251,7 +251,10 @@ def suggest(curve: list[dict[str, float]]) -> dict[str, Any]:
     elif steepest is not None:
         lr, rule = steepest, "steepest (minimum / 10 lies below the tested range)"
     else:
-        raise UserError(f"the lowest loss came at the start of the range ({lrs[0]:.1e}); lower the start rate (--start)")
+        # With few steps the smoothed loss (0.98 a step) has not settled before the rates are already high, so a lower
+        # start alone finds the same: more steps are what resolve the curve.
+        fix = "give more steps (--steps 100 or more)" if len(curve) < 100 else "lower the start rate (--start)"
+        raise UserError(f"the lowest loss came at the start of the range ({lrs[0]:.1e}) of {len(curve)} steps; {fix}")
     return {"lr": float(f"{lr:.2g}"), "rule": rule, "steepest": steepest, "minimum": minimum, "minimum_over_10": over_10,
             "still_falling": low == len(curve) - 1}
 

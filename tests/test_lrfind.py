@@ -175,3 +175,14 @@ def test_the_sweep_sees_the_batches_training_sees_with_the_balanced_sampler(setu
     assert k >= 5 and seen["lrfind"][:k] == seen["train"][:k]
     balanced = data.epoch_batches([10] * 8, 4, 0, 0, balanced=[0, 0, 0, 0, 0, 0, 1, 1])
     assert sorted(i for b in balanced for i in b) != list(range(8))  # drawn with replacement: not every example once
+
+
+def test_a_curve_that_only_rises_says_what_helps():
+    # A loss that never falls: with a short sweep the smoothing has not settled, and more steps (not a lower start) help.
+    def rising(n):
+        return [{"lr": 1e-7 * 10 ** (i * 7 / n), "loss": 1.0 + i, "smoothed": 1.0 + i} for i in range(n)]
+
+    with pytest.raises(taskembed.UserError, match=r"of 20 steps; give more steps \(--steps 100 or more\)"):
+        lrfind.suggest(rising(20))
+    with pytest.raises(taskembed.UserError, match=r"of 150 steps; lower the start rate \(--start\)"):
+        lrfind.suggest(rising(150))
