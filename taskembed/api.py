@@ -110,6 +110,10 @@ def train(
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
             say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
                 f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
+    if cfg.train.sampler == "balanced" and cfg.train.class_weights == "balanced":
+        # Each corrects for the imbalance on its own; together the rare classes count twice over.
+        say("note: train.sampler balanced and train.class_weights balanced each even out the classes; together they tip "
+            "the loss toward the rare ones (most of it for a class of a few percent): use one of them")
     lookalikes = splits.lookalike_labels()
     for names in lookalikes:  # two classes that are probably one: training would learn to tell them apart
         how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"

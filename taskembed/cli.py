@@ -76,8 +76,12 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             print(multi_label_table(result.metrics))
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
         exe = _invoked_as()
-        print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
-        print(f"demo:     {exe} demo {result.output_dir}    (serves it on http://127.0.0.1:7860, or the next free port; open that in a browser)")
+        if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
+            print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns '{cfg.data.text_column}' and "
+                  f"'{cfg.data.text_pair_column}'; the demo takes single-text models only)")
+        else:
+            print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
+            print(f"demo:     {exe} demo {result.output_dir}    (serves it on http://127.0.0.1:7860, or the next free port; open that in a browser)")
     return 0
 
 
@@ -199,6 +203,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if text_pair_column and not clf.text_pair_column:
         raise UserError(f"--text-pair-column {text_pair_column}: {model} was trained on single texts; drop --text-pair-column")
     text_pair_column = text_pair_column or clf.text_pair_column
+    if text_pair_column and text_pair_column == text_column:  # each text paired with itself, as evaluate refuses too
+        raise UserError(f"the text and second-text columns must differ (both '{text_column}'); name each with --text-column and --text-pair-column")
     if texts and text_pair_column:
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns '{text_column}' and "
                         f"'{text_pair_column}': --file FILE")

@@ -619,7 +619,9 @@ def _multi_label_contradictions(cfg: Config) -> list[str]:
             out.append("data.label_delimiter is set but data.multi_label is false; set data.multi_label true (or drop label_delimiter)")
         return out
     if d.label_delimiter is not None and not d.label_delimiter.strip():
-        out.append("data.label_delimiter is empty or whitespace; use a visible separator such as '|' or ';'")
+        # YAML reads a bare | or > as the start of a block of text, which is empty here: the user wrote '|' unquoted.
+        out.append("data.label_delimiter is empty or whitespace; use a visible separator such as '|' or ';', quoted in a "
+                   "YAML file (label_delimiter: '|'), where a bare | is read as an empty block of text")
     if d.label_columns is not None:
         if d.label_delimiter is not None:
             out.append("data.label_columns and data.label_delimiter exclude each other (0/1 columns have nothing to split); drop one")

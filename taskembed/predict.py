@@ -73,8 +73,10 @@ class Classifier:
         self.thresholds: dict[str, float] = read_thresholds(self.folder, self.labels) if self.multi_label else {}
         self.thresholds_tuned = self.multi_label and (self.folder / THRESHOLDS_FILE).exists()
 
-    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
-        texts = check_texts(texts, "predict")
+    def logits(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> torch.Tensor:
+        # One string is one text (as predict takes it), not a sequence of one-character texts.
+        texts = check_texts([texts] if isinstance(texts, str) else texts, "predict")
+        pairs = [pairs] if isinstance(pairs, str) else pairs
         if pairs is None and self.text_pair_column:
             raise UserError(f"{self.folder} was trained on text pairs (data.text_pair_column '{self.text_pair_column}'); "
                             "give each text its second text: predict(texts, pairs)")
@@ -87,7 +89,7 @@ class Classifier:
         enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
         return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device, self.window_aggregate, bf16=self.bf16)
 
-    def predict_proba(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
+    def predict_proba(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> torch.Tensor:
         """Softmax over the labels; multi-label: each label's own sigmoid."""
         logits = self.logits(texts, pairs)
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)

@@ -596,3 +596,28 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(src)], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert "note: 2 blank line(s) skipped, so prediction i is for the i-th non-blank line" in err  # the trailing one shifts nothing
+
+
+def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note(tiny_model_dir, tmp_path, capsys, write_csv):
+    # The printed "try it" (one text) and "demo" lines both failed for a model trained on text pairs.
+    rows = [{**r, "pair": "extra words here"} for r in make_rows(40)]
+    data = write_csv(rows)
+    code, out, err = run_cli(["train", "--data.source", str(data), "--data.text_pair_column", "pair", "--model.name", str(tiny_model_dir),
+                              "--data.max_length", "32", "--train.epochs", "1", "--train.bf16", "off", "--output.dir", str(tmp_path / "m"),
+                              "--train.sampler", "balanced", "--train.class_weights", "balanced", "--output.embedding_report", "false",
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    assert f"predict {tmp_path / 'm'} --file PAIRS.csv    (columns 'text' and 'pair'; the demo takes single-text models only)" in out
+    assert "demo:" not in out
+    assert "note: train.sampler balanced and train.class_weights balanced each even out the classes" in out
+    # the same column for both texts pairs each text with itself: refused, as evaluate refuses it
+    code, _, err = run_cli(["predict", str(tmp_path / "m"), "--file", str(data), "--text-pair-column", "text"], capsys)
+    assert code == 2 and "the text and second-text columns must differ (both 'text')" in err, err
+
+
+def test_predict_proba_takes_one_string_as_one_text(classifier_dir):
+    import taskembed
+
+    clf = taskembed.load(classifier_dir)
+    assert clf.predict_proba("a fine film").shape == (1, 2)  # it was 11 rows, one per character
+    assert clf.logits("great film").shape == (1, 2)

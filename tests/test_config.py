@@ -465,3 +465,11 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     (tmp_path / "t.csv").write_text("text,label\na,b\n")
     assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--data.test_fraction", "0.2", "--dry-run"]) == 0
     assert "note: data.test_fraction is set but has no effect unless data.test is unset" in capsys.readouterr().out
+
+
+def test_an_empty_label_delimiter_says_to_quote_it_in_yaml(tmp_path):
+    # `label_delimiter: |` unquoted is an empty block of text to YAML: the user wrote the separator the message suggested.
+    path = tmp_path / "ml.yaml"
+    path.write_text("data:\n  multi_label: true\n  label_delimiter: |\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"quoted in a YAML file \(label_delimiter: '\|'\), where a bare \| is read as an empty block"):
+        load_config(path)
