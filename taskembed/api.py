@@ -21,7 +21,7 @@ from taskembed.data import Splits, clean_split, encode_split, label_targets, loa
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, is_classifier_config, load_classifier
-from taskembed.losses import class_weights
+from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
@@ -110,6 +110,7 @@ def train(
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
             say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
                 f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
+    check_class_weight_names(cfg.train.class_weights, splits.labels)  # before the model loads, not after tokenizing
     if cfg.train.sampler == "balanced" and cfg.train.class_weights == "balanced":
         # Each corrects for the imbalance on its own; together the rare classes count twice over.
         say("note: train.sampler balanced and train.class_weights balanced each even out the classes; together they tip "

@@ -46,7 +46,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(api.plan(cfg).table())
         print(PLAN_LABELS_NOTE)
         return 0
-    resume_command = shlex.join([_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
+    resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
     print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
           "training_config.json in the output folder):\n"
           + "\n".join("  " + line for line in config_changes(cfg)))
@@ -75,7 +75,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
                                                                            " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
-        exe = _invoked_as()
+        exe = shlex.join(_invoked_as())
         if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
             print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns '{cfg.data.text_column}' and "
                   f"'{cfg.data.text_pair_column}'; the demo takes single-text models only)")
@@ -85,12 +85,14 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     return 0
 
 
-def _invoked_as() -> str:
+def _invoked_as() -> list[str]:
     """How the user started taskembed, so printed commands work as typed (e.g. `.venv/bin/taskembed` after `make run`)."""
     argv0 = sys.argv[0] if sys.argv else ""
     if Path(argv0).name == "taskembed" and os.sep in argv0 and shutil.which("taskembed") != str(Path(argv0).resolve()):
-        return argv0
-    return "taskembed"
+        return [argv0]
+    if Path(argv0).parent.name == "taskembed" and Path(argv0).name in ("cli.py", "__main__.py"):  # python -m taskembed(.cli)
+        return [sys.executable, "-m", "taskembed"]
+    return ["taskembed"]
 
 
 def cmd_help_config() -> int:
@@ -139,7 +141,7 @@ def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 
     print(f"plot:     {r.folder / PNG_FILE}")
     rates = [x for k, v in r.train_overrides.items() for x in (f"--{k}", f"{v:.2g}")]
     kept = _drop_overrides(list(overrides), set(r.train_overrides))
-    print("train:    " + shlex.join([_invoked_as(), "train", *([config] if config else []), *kept, *rates]))
+    print("train:    " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *kept, *rates]))
     return 0
 
 

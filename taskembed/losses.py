@@ -22,16 +22,28 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, *, class_weights:
     return F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
 
 
+def check_class_weight_names(spec: str | dict[str, float], labels: list[str]) -> None:
+    """A map of class weights names only labels of the data (checked as soon as the labels are known, before any
+    model loads or text is tokenized)."""
+    if not isinstance(spec, dict):
+        return
+    import difflib
+
+    unknown = sorted(set(spec) - set(labels))
+    if unknown:
+        close = [x for x in labels if x.casefold() == unknown[0].casefold()] or difflib.get_close_matches(unknown[0], labels, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"train.class_weights names label '{unknown[0]}', which is not in the data (labels: "
+                        f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}); {hint}fix the name or drop it")
+
+
 def class_weights(spec: str | dict[str, float], targets: Sequence[int], labels: list[str]) -> torch.Tensor | None:
     """train.class_weights as one weight per class id. 'balanced': each class weighs n / (classes * count), so every
     class adds the same total to the loss; a map {label: weight} sets the named classes' weights, the others stay 1."""
     if spec == "none":
         return None
     if isinstance(spec, dict):
-        unknown = sorted(set(spec) - set(labels))
-        if unknown:
-            raise UserError(f"train.class_weights names label '{unknown[0]}', which is not in the data (labels: "
-                            f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}); fix the name or drop it")
+        check_class_weight_names(spec, labels)
         return torch.tensor([float(spec.get(name, 1.0)) for name in labels])
     counts = torch.bincount(torch.tensor(targets), minlength=len(labels)).double()
     return (counts.sum() / (len(labels) * counts)).float()

@@ -621,3 +621,18 @@ def test_predict_proba_takes_one_string_as_one_text(classifier_dir):
     clf = taskembed.load(classifier_dir)
     assert clf.predict_proba("a fine film").shape == (1, 2)  # it was 11 rows, one per character
     assert clf.logits("great film").shape == (1, 2)
+
+
+@pytest.mark.parametrize("argv0, words", [
+    ("/somewhere/venv/bin/taskembed", ["/somewhere/venv/bin/taskembed"]),       # not on PATH: as typed
+    ("/repo/taskembed/cli.py", ["{python}", "-m", "taskembed"]),              # python -m taskembed.cli
+    ("/repo/taskembed/__main__.py", ["{python}", "-m", "taskembed"]),         # python -m taskembed
+    ("/usr/bin/pytest", ["taskembed"]),
+])
+def test_printed_commands_name_taskembed_as_it_was_started(argv0, words, monkeypatch):
+    import sys
+
+    from taskembed.cli import _invoked_as
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert _invoked_as() == [w.format(python=sys.executable) for w in words]

@@ -72,6 +72,18 @@ def test_balanced_class_weights():
     assert class_weights(load_config(None).train.class_weights, enc.targets, ["a", "b"]) is None
 
 
+def test_a_class_weight_for_an_unknown_label_is_refused_before_the_model_loads(tiny_overrides, write_csv, monkeypatch):
+    import taskembed.api as api
+
+    def never(*_a, **_k):
+        raise AssertionError("the model was loaded before the weights' labels were checked")
+
+    monkeypatch.setattr(api, "load_classifier", never)
+    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(40))), "train.class_weights": {"Neg": 2.0}}
+    with pytest.raises(taskembed.UserError, match="names label 'Neg', which is not in the data .labels: neg, pos.; did you mean 'neg'"):
+        taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+
+
 def test_error_analysis_names_pairs_and_worst_examples():
     logits = torch.tensor([[3.0, 0.0], [0.0, 5.0], [0.0, 1.0], [2.0, 0.0]])
     y = [0, 0, 0, 1]
