@@ -208,7 +208,7 @@ def train(
             # A finite loss can still climb (a rate far too high), or only the head train: the model is saved as asked,
             # but not as a success. Equal on both is a model that answers the most common class whatever the text.
             say(f"note: the model scores no better than always answering the most common class on {split} "
-                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * base[split]['majority']['accuracy']:.2f}%): "
+                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * majority['accuracy']:.2f}%): "
                 "it learnt nothing useful; lower train.lr / train.head_lr (taskembed lr-find suggests one) or check the labels")
     if rank == 0:
         st = result.state

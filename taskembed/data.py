@@ -665,7 +665,7 @@ def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], 
     return labels
 
 
-def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool, src: str) -> pd.DataFrame:
+def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool) -> pd.DataFrame:
     """A seeded random sample of n rows that holds every label of `frame` at least once, where n leaves room for that.
 
     A plain sample drops rare labels, and then a validation or test split that has them is refused ("never occurs in
@@ -711,10 +711,10 @@ def load_splits(cfg: DataConfig) -> Splits:
                         f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
     raw, origin = load_raw(cfg)
     unlabelled = {}
+    columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     for split in ("validation", "test"):
         # A split of the dataset itself (not a file the config names) whose labels are all missing cannot be scored:
         # left out, and carved from train like an absent one, instead of refused row by row.
-        columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
         if (split in raw and not {"validation": cfg.validation, "test": cfg.test}[split] and len(raw[split])
                 and all(c in raw[split].columns for c in columns) and all(raw[split][c].map(is_null).all() for c in columns)):
             unlabelled[split] = origin.pop(split, split)
@@ -726,7 +726,7 @@ def load_splits(cfg: DataConfig) -> Splits:
                                         extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
-        frames["train"] = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label, src)
+        frames["train"] = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
     carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
     if carved_test:

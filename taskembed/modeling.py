@@ -214,7 +214,7 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
         torch.random.set_rng_state(rng)
         with torch.no_grad():
             for name, module in model.named_modules():
-                if name and not name.startswith(model.base_model_prefix) and not list(module.children()):
+                if name and not name.startswith(prefix) and not list(module.children()):
                     # transformers marks loaded tensors as initialised, and its init functions then leave them be.
                     for tensor in (module, *module.parameters(recurse=False)):
                         tensor._is_hf_initialized = False
