@@ -66,6 +66,10 @@ def lr_find(config: Config | str | Path | None = None, overrides: dict[str, Any]
     return run(config, overrides, **options)
 
 
+EARLY_STOPPING_NEEDS_VALIDATION = ("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 "
+                                   "or give data.validation")
+
+
 def train(
     config: Config | str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -88,8 +92,12 @@ def train(
     for note in without_effect(cfg):
         say(f"note: {note}")
     out = Path(cfg.output.dir)
-    artifacts.check_output_dir(out, cfg.output.overwrite)
     ckpt_root = checkpoint.folder_for(out)
+    if resume and not cfg.output.overwrite and (out / artifacts.MODEL_MARKER).is_file() and not checkpoint.step_folders(ckpt_root):
+        # A finished run deletes its checkpoints: the overwrite advice below would train again from step 1.
+        raise UserError(f"output.dir {out} holds a finished run, so there is nothing to resume (its checkpoints were deleted "
+                        "when it completed); use it as it is, or pass --output.overwrite true without --resume to train again")
+    artifacts.check_output_dir(out, cfg.output.overwrite)
     if resume and cfg.train.keep_checkpoints == 0:
         if resume != "auto":
             raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
@@ -121,7 +129,7 @@ def train(
         say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
             f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
-        raise UserError("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 or give data.validation")
+        raise UserError(EARLY_STOPPING_NEEDS_VALIDATION)
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
     if embedding_report and splits.frames["validation"]["label"].nunique() < 2:
         # The report measures how the classes separate; said now, not found after training.

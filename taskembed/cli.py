@@ -40,6 +40,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
+        if (cfg.train.early_stopping_patience and not cfg.data.validation and not cfg.data.validation_fraction
+                and Path(cfg.data.source).is_file()):  # a single file is all train: its split is known without reading it
+            raise UserError(api.EARLY_STOPPING_NEEDS_VALIDATION)
         print(dump_config(cfg))
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")

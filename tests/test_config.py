@@ -465,6 +465,11 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     (tmp_path / "t.csv").write_text("text,label\na,b\n")
     assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--data.test_fraction", "0.2", "--dry-run"]) == 0
     assert "note: data.test_fraction is set but has no effect unless data.test is unset" in capsys.readouterr().out
+    # A single file is all train, so early stopping with no validation carved from it fails the real run: the dry run says so.
+    stop = ["train", "--data.source", "train.csv", "--train.early_stopping_patience", "2", "--dry-run"]
+    assert main(stop + ["--data.validation_fraction", "0"]) == 2
+    assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
+    assert main(stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]) == 0
 
 
 def test_an_empty_label_delimiter_says_to_quote_it_in_yaml(tmp_path):

@@ -164,6 +164,14 @@ def test_resume_without_checkpoint_is_an_error_and_auto_starts_afresh(tiny_model
     assert err.startswith("error: no complete checkpoint in ") and "run without --resume" in err and "\n" not in err
     assert main(cli_args(opts) + ["--resume", "auto"]) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out.checkpoints").exists()
+    # Run again on the finished folder: nothing to resume, said as such (not "already exists; pass --output.overwrite",
+    # which would train again from step 1), and the finished model is left as it was.
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    for how in (["--resume"], ["--resume", "auto"]):
+        assert main(cli_args(opts) + how) == 2
+        err = capsys.readouterr().err.strip()
+        assert "holds a finished run, so there is nothing to resume" in err and "without --resume" in err and "\n" not in err
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
     # With checkpoints off there is nothing to resume: --resume is refused, auto (which a script may always pass) starts afresh.
     off = {**opts, "train.keep_checkpoints": 0, "output.overwrite": True}
     assert main(cli_args(off) + ["--resume"]) == 2
