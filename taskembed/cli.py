@@ -216,6 +216,9 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
+    if cut := clf.count_truncated(inputs, pairs):  # evaluate and embed say it too: a long text is judged by its start
+        print(f"note: {cut} text(s) longer than {clf.max_length} tokens (the model's data.max_length) were read up to that "
+              "length only", file=sys.stderr)
     if file and Path(file).suffix.lower() not in FILE_SUFFIXES:
         from taskembed.data import iter_text_lines
 

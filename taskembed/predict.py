@@ -89,6 +89,15 @@ class Classifier:
         enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
         return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device, self.window_aggregate, bf16=self.bf16)
 
+    def count_truncated(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> int:
+        """How many of `texts` (with their `pairs`) are longer than `max_length` tokens, so that `predict` reads only their
+        start. 0 for a model trained on sliding windows, which reads every window."""
+        if self.window_stride is not None:
+            return 0
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        pairs = [pairs] if isinstance(pairs, str) else pairs
+        return encode(self.tokenizer, texts, pairs, max_length=self.max_length).truncated
+
     def predict_proba(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> torch.Tensor:
         """Softmax over the labels; multi-label: each label's own sigmoid."""
         logits = self.logits(texts, pairs)

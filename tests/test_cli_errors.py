@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import taskembed
 from taskembed.cli import main
 from tests.conftest import make_rows
 from tests.test_data import BAD, BAD_FILES
@@ -596,6 +597,12 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(src)], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert "note: 2 blank line(s) skipped, so prediction i is for the i-th non-blank line" in err  # the trailing one shifts nothing
+    assert "were read up to that length" not in err
+    # A text longer than the model's data.max_length is judged by its start only: said, as evaluate and embed say it.
+    limit = taskembed.load(classifier_dir).max_length
+    code, out, err = run_cli(["predict", str(classifier_dir), "a fine film", "film " * (limit + 5)], capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    assert f"note: 1 text(s) longer than {limit} tokens (the model's data.max_length) were read up to that length only" in err
 
 
 def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note(tiny_model_dir, tmp_path, capsys, write_csv):
