@@ -232,6 +232,38 @@ def _per_split(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[s]:,} of {s}" for s in ("train", "validation", "test") if s in counts)
 
 
+def _use_section(data: dict[str, Any]) -> str:
+    """How to predict with the folder, for the way it was trained: a pair model takes pairs, and `pipeline` reads a
+    long text as training did only when asked to truncate (a windowed model's windows it cannot read at all)."""
+    n = data["max_length"]
+    if data.get("text_pair_column"):
+        call = f'clf({{"text": "first text", "text_pair": "second text"}}, truncation=True, max_length={n})'
+        cli = (f"taskembed predict path/to/this/folder --file pairs.csv   "
+               f"# columns '{data.get('text_column', 'text')}' and '{data['text_pair_column']}'")
+    else:
+        call = f'clf("some text", truncation=True, max_length={n})'
+        cli = 'taskembed predict path/to/this/folder "some text"'
+    if data.get("long_texts") == "window":
+        why = (f"This model was trained on windows of {n} tokens overlapping by {data['window_stride']}, with their logits "
+               f"aggregated ({data['window_aggregate']}). `pipeline` reads only the first {n} tokens of a longer text, so "
+               "for such texts its scores differ from `taskembed predict`'s, which reads every window as training did.")
+    else:
+        why = (f"Training read texts up to {n} tokens; `truncation=True, max_length={n}` has `pipeline` do the same "
+               "(it does not truncate unless asked), so its scores are taskembed's.")
+    return f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="path/to/this/folder")
+{call}
+```
+
+{why}
+
+```bash
+{cli}
+```
+"""
+
+
 def model_card(info: dict[str, Any]) -> str:
     cfg = info["config"]
     metrics = info["metrics"]
@@ -297,15 +329,7 @@ Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 
 ## Use
 
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="path/to/this/folder")
-```
-
-```bash
-taskembed predict path/to/this/folder "some text"
-```
-
+{_use_section(cfg['data'])}
 Files: `training_config.json` (the resolved config), `lr_plan.json`, `metrics.json`, `run.json`
 (versions, seed, data fingerprint), `log.jsonl` (training log). Weights are safetensors only.
 """

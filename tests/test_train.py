@@ -79,6 +79,32 @@ def test_pipeline_gives_the_same_labels_and_scores(trained):
             assert mine["scores"][label] == pytest.approx(score, abs=1e-5)
 
 
+def test_the_model_cards_pipeline_example_runs_and_gives_taskembeds_scores(trained):
+    import re
+
+    _, result = trained
+    card = (result.output_dir / "README.md").read_text()
+    code = re.search(r"## Use\n\n```python\n(.*?)```", card, re.S).group(1).replace("path/to/this/folder", str(result.output_dir))
+    assert "truncation=True, max_length=32" in code  # the run's data.max_length
+    scope: dict = {}
+    exec(code.replace('"some text"', '"great " * 40'), scope)  # a text over the limit: read as training read it
+    got = {d["label"]: d["score"] for d in [scope["clf"]("great " * 40, truncation=True, max_length=32, top_k=None)][0]}
+    mine = taskembed.load(result.output_dir).predict(["great " * 40])[0]["scores"]
+    assert got.keys() == mine.keys() and all(got[k] == pytest.approx(mine[k], abs=1e-5) for k in got)
+
+
+def test_the_model_card_says_how_pair_and_window_models_predict():
+    from taskembed.artifacts import _use_section
+
+    base = {"max_length": 64, "text_column": "premise", "long_texts": "truncate", "window_stride": 16, "window_aggregate": "mean"}
+    pair = _use_section({**base, "text_pair_column": "hypothesis"})
+    assert 'clf({"text": "first text", "text_pair": "second text"}, truncation=True, max_length=64)' in pair
+    assert "--file pairs.csv   # columns 'premise' and 'hypothesis'" in pair
+    window = _use_section({**base, "long_texts": "window"})
+    assert "reads only the first 64 tokens of a longer text" in window and "reads every window" in window
+    assert "so its scores are taskembed's" in _use_section(base) and "so its scores are taskembed's" not in window
+
+
 def test_bf16_predict_is_opt_in_and_close_to_float32(trained, monkeypatch):
     from taskembed import predict as predict_module
 
