@@ -171,7 +171,7 @@ def train(
                                          fingerprint, resume_from)
     result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
                  device=device, progress=progress, checkpoints=ckpts, class_weights=class_weights(cfg.train.class_weights, encoded["train"].targets, splits.labels),
-                 aggregate=cfg.data.window_aggregate)
+                 aggregate=cfg.data.window_aggregate, say=say)
 
     agg = cfg.data.window_aggregate
     logits = {s: predict_logits(model, encoded[s], pad_id, device, agg) for s in ("validation", "test") if s in encoded}

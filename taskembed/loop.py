@@ -255,6 +255,7 @@ def fit(
     checkpoints: Checkpointing | None = None,
     class_weights: torch.Tensor | None = None,
     aggregate: str = "mean",
+    say: Callable[[str], None] = print,
 ) -> FitResult:
     """Train `model` in place with the plan's rates; restore the best validation weights at the end.
 
@@ -297,12 +298,12 @@ def fit(
         optimizer, [lr_lambda(cfg, total_steps, stage_start[g["unfreeze_stage"]]) for g in optimizer.param_groups])
     never = sum(start >= total_steps for start in stage_start) if plan.gradual else 0
     if plan.gradual and rank == 0 and (progress or never):  # stages that never start are said even without progress output
-        print(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
+        say(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
               + (f"; the last {never} stage(s) never start, so those groups stay frozen (more epochs, or gradual_unfreezing steps)" if never else ""))
     graphs = None
     if cfg.cuda_graphs and not cudagraphs.available(device):
         if rank == 0:
-            print(f"train.cuda_graphs: no CUDA device ({device.type}), so the steps run without graphs")
+            say(f"train.cuda_graphs: no CUDA device ({device.type}), so the steps run without graphs")
     elif cfg.cuda_graphs:
         if world > 1:  # the rest that graphs cannot go with, the config refuses (taskembed/config.py)
             raise UserError("train.cuda_graphs works with a single process; under torchrun set it to false")
@@ -342,7 +343,7 @@ def fit(
         state = TrainState(**saved)
         if rank == 0:
             where = "training complete" if state.step >= total_steps or state.stopped_early else f"epoch {state.epoch + 1}"
-            print(f"resuming from {checkpoints.resume_from} (step {state.step} of {total_steps}, {where})")
+            say(f"resuming from {checkpoints.resume_from} (step {state.step} of {total_steps}, {where})")
     bar = progress_bar(total_steps, "train", "step", initial=state.step) if progress and rank == 0 else None
 
     compact: CompactVocab | None = None  # set inside the training block below
@@ -538,7 +539,7 @@ def fit(
                         if device.type == "cuda":
                             torch.cuda.empty_cache()
                         if rank == 0:
-                            print(f"out of memory at step {state.step + 1}: retrying with each batch split in {state.micro_splits} "
+                            say(f"out of memory at step {state.step + 1}: retrying with each batch split in {state.micro_splits} "
                                   f"(micro-batch about {math.ceil(cfg.batch_size / state.micro_splits)})")
                 state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
                 if rows is not None:
@@ -610,6 +611,6 @@ def fit(
     if best_weights is not None:
         model.load_state_dict(best_weights)
     if state.stopped_early and rank == 0:
-        print(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
+        say(f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations; best weights from step {state.best_step}")
     return FitResult(state=state, checkpoint_seconds=ckpt_seconds, token_rows=None if compact is None else [len(compact.used), compact.size],
                      cuda_graphs=None if graphs is None else graphs.captured)
