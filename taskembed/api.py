@@ -20,7 +20,7 @@ from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
-from taskembed.modeling import can_trim_top_layer, is_classifier_config, load_classifier
+from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
 from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
@@ -138,6 +138,9 @@ def train(
         embedding_report = False
     seed_everything(cfg.train.seed)  # the new head's initialisation is part of what the seed fixes
     model, tokenizer = load_classifier(cfg.model, splits.labels, multi_label=splits.multi_label, max_length=cfg.data.max_length)
+    if embedding_report and head_reads(model.config) is None:  # said now, not found as a failure after training
+        say(f"note: no embedding report: taskembed does not know which vector the {model.config.model_type} head reads")
+        embedding_report = False
     if is_classifier_config(model.config):
         say(f"note: {cfg.model.name} is a trained classifier: training starts from its encoder, with a new head for these labels")
     lr_plan = make_plan(cfg, model, world)

@@ -13,9 +13,9 @@ decisions are made in. Which vector that is depends on the architecture:
 
 | model_type | head representation (`head`) | sentence-transformers export |
 | --- | --- | --- |
-| bert, albert, megatron-bert | pooler output = tanh(dense(h_CLS)); the pooler belongs to the encoder | Pooling(cls) + Dense(tanh, pooler weights) |
+| bert, albert, megatron-bert, mobilebert, ernie | pooler output = tanh(dense(h_CLS)); the pooler belongs to the encoder (a MobileBERT with `classifier_activation` false: h_CLS) | Pooling(cls) + Dense(tanh, pooler weights) |
 | deberta, deberta-v2 | ContextPooler output = act(dense(h_CLS)), act = `pooler_hidden_act` | Pooling(cls) + Dense(act, ContextPooler weights) |
-| roberta, xlm-roberta, camembert, electra, distilbert, mpnet | h_CLS; their classifier's own dense layer is part of the new head | Pooling(cls) |
+| roberta, xlm-roberta, xlm-roberta-xl, camembert, electra, distilbert, mpnet, big_bird, nystromformer, roformer | h_CLS; their classifier's own dense layer is part of the new head | Pooling(cls) |
 | modernbert | h_CLS or the masked mean of the last layer, as `classifier_pooling` says | Pooling(cls or mean) |
 
 A base encoder without a head defaults to `mean` (masked average of the last

@@ -64,8 +64,11 @@ _BACKBONE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, role in (
         # Token, position and type embeddings plus their LayerNorm (every architecture).
         (r"^embeddings\.", EMBEDDINGS),
-        # ELECTRA: projects small embeddings up to hidden size, before layer 1.
-        (r"^embeddings_project\.", EMBEDDINGS),
+        # ELECTRA: projects small embeddings up to hidden size, before layer 1; ALBERT's projection does the same.
+        (r"^(?:embeddings_project|encoder\.embedding_hidden_mapping_in)\.", EMBEDDINGS),
+        # MPNet: the relative-position bias table shared by every layer; RoFormer: the rotary position table. Inputs
+        # to every layer, so they decay like embeddings (as DeBERTa-v2's below).
+        (r"^encoder\.(?:relative_attention_bias|embed_positions)\.", EMBEDDINGS),
         # DeBERTa-v2: relative position table shared by all layers, and the LayerNorm
         # applied to that table; inputs to every layer, so they decay like embeddings.
         (r"^encoder\.(?:rel_embeddings|LayerNorm)\.", EMBEDDINGS),
@@ -73,6 +76,9 @@ _BACKBONE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         # DistilBERT: transformer.layer.N; ModernBERT: layers.N. The dots around N keep
         # "layer.1." from catching "layer.11.".
         (r"^(?:encoder\.layer|transformer\.layer|layers)\.(\d+)\.", LAYER),
+        # ALBERT: one group of layers (by default) whose weights every layer step reuses, so the plan sees as many
+        # layers as there are groups, each with one rate: a layer-wise decay cannot tell its steps apart.
+        (r"^encoder\.albert_layer_groups\.(\d+)\.", LAYER),
         # DeBERTa-v2 xlarge: a convolution applied once, inside layer 1's step.
         (r"^encoder\.conv\.", FIRST_LAYER),
         # ModernBERT: LayerNorm on layer L's output, still part of the encoder.

@@ -288,6 +288,12 @@ HEAD_READS: dict[str, str] = {
     "bert": "pooler",
     "albert": "pooler",
     "megatron-bert": "pooler",
+    "mobilebert": "pooler",
+    "ernie": "pooler",
+    "big_bird": "cls",
+    "nystromformer": "cls",
+    "roformer": "cls",
+    "xlm-roberta-xl": "cls",
     "deberta": "context_pooler",
     "deberta-v2": "context_pooler",
     "roberta": "cls",
@@ -303,6 +309,8 @@ HEAD_READS: dict[str, str] = {
 def head_reads(config) -> str | None:
     """pooler, context_pooler, cls or mean for a supported model type; None otherwise."""
     kind = HEAD_READS.get(getattr(config, "model_type", None))
+    if kind == "pooler" and getattr(config, "classifier_activation", True) is False:
+        return "cls"  # MobileBERT's pooler without its dense layer and tanh passes h_CLS through
     if kind == "classifier_pooling":
         return str(getattr(config, "classifier_pooling", "cls"))
     return kind

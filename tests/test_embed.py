@@ -100,8 +100,9 @@ def test_head_representation_is_the_pooler_and_reproduces_the_logits(trained):
 
 
 def _tiny_arch(kind):
-    from transformers import (AutoModelForSequenceClassification, BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig,
-                              ModernBertConfig, RobertaConfig)
+    from transformers import (AlbertConfig, AutoModelForSequenceClassification, BertConfig, BigBirdConfig, CamembertConfig, DebertaV2Config,
+                              DistilBertConfig, ElectraConfig, ErnieConfig, MegatronBertConfig, MobileBertConfig, ModernBertConfig, MPNetConfig,
+                              NystromformerConfig, RobertaConfig, RoFormerConfig, XLMRobertaXLConfig)
 
     common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                   max_position_embeddings=64, num_labels=3)
@@ -113,6 +114,18 @@ def _tiny_arch(kind):
         "deberta-v2": lambda: DebertaV2Config(**common, pooler_hidden_size=32, pooler_hidden_act="gelu"),
         "modernbert-cls": lambda: ModernBertConfig(**common, classifier_pooling="cls", pad_token_id=0),
         "modernbert-mean": lambda: ModernBertConfig(**common, classifier_pooling="mean", pad_token_id=0),
+        "mpnet": lambda: MPNetConfig(**common, pad_token_id=1),
+        "albert": lambda: AlbertConfig(**common, embedding_size=16, pad_token_id=0),
+        "mobilebert": lambda: MobileBertConfig(**common, embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32, pad_token_id=0),
+        "mobilebert-nodense": lambda: MobileBertConfig(**common, embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32,
+                                                       pad_token_id=0, classifier_activation=False),
+        "camembert": lambda: CamembertConfig(**common, pad_token_id=1),
+        "megatron-bert": lambda: MegatronBertConfig(**common),
+        "ernie": lambda: ErnieConfig(**common),
+        "big_bird": lambda: BigBirdConfig(**common, attention_type="original_full", pad_token_id=0),
+        "nystromformer": lambda: NystromformerConfig(**common, pad_token_id=0),
+        "roformer": lambda: RoFormerConfig(**common, pad_token_id=0),
+        "xlm-roberta-xl": lambda: XLMRobertaXLConfig(**common, pad_token_id=1),
     }[kind]()
     torch.manual_seed(0)
     return AutoModelForSequenceClassification.from_config(cfg).eval()
@@ -120,16 +133,18 @@ def _tiny_arch(kind):
 
 def _rest_of_head(model, kind, rep):
     """Everything the head does after reading `rep` (dropout is off in eval)."""
-    if kind == "bert" or kind == "deberta-v2":
+    if kind in ("bert", "deberta-v2", "albert", "mobilebert", "mobilebert-nodense", "ernie", "megatron-bert"):
         return model.classifier(rep)
     if kind == "distilbert":
         return model.classifier(torch.relu(model.pre_classifier(rep)))
-    if kind in ("roberta", "electra"):
+    if kind in ("roberta", "camembert", "electra", "mpnet", "big_bird", "nystromformer", "roformer", "xlm-roberta-xl"):
         return model.classifier(rep[:, None, :])  # these heads take the sequence and read position 0
     return model.classifier(model.head(rep))
 
 
-@pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta", "electra", "deberta-v2", "modernbert-cls", "modernbert-mean"])
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta", "electra", "deberta-v2", "modernbert-cls", "modernbert-mean",
+                                  "camembert", "megatron-bert", "mpnet", "albert", "mobilebert", "mobilebert-nodense", "ernie", "big_bird",
+                                  "nystromformer", "roformer", "xlm-roberta-xl"])
 def test_head_representation_per_architecture(kind):
     model = _tiny_arch(kind)
     emb = Embedder.from_model(model, SimpleNamespace(pad_token_id=0, model_max_length=64), max_length=64)

@@ -56,6 +56,24 @@ def _config(arch: str, num_layers: int):
         return transformers.ModernBertConfig(
             pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **kw
         )
+    if arch == "camembert":
+        return transformers.CamembertConfig(**kw)
+    if arch == "mobilebert":
+        return transformers.MobileBertConfig(embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32, **kw)
+    if arch == "big_bird":
+        return transformers.BigBirdConfig(attention_type="original_full", **kw)
+    if arch == "ernie":
+        return transformers.ErnieConfig(**kw)
+    if arch == "nystromformer":
+        return transformers.NystromformerConfig(**kw)
+    if arch == "mpnet":  # encoder.relative_attention_bias: one table for every layer
+        return transformers.MPNetConfig(**kw)
+    if arch == "roformer":  # encoder.embed_positions: the rotary table
+        return transformers.RoFormerConfig(**kw)
+    if arch == "albert":
+        # A group of weights per layer here, so that groups count layers; ALBERT's default of one shared group is
+        # checked on its own below. embedding_size != hidden_size gives encoder.embedding_hidden_mapping_in.
+        return transformers.AlbertConfig(embedding_size=16, num_hidden_groups=num_layers, **kw)
     raise AssertionError(arch)
 
 
@@ -81,6 +99,14 @@ ARCHS = [
     ("deberta-v2", 3),
     ("electra", 2),
     ("modernbert", 3),
+    ("mpnet", 3),
+    ("roformer", 2),
+    ("albert", 3),
+    ("camembert", 2),
+    ("mobilebert", 3),
+    ("big_bird", 2),
+    ("ernie", 2),
+    ("nystromformer", 3),
     ("bert-base", 2),
 ]
 ARCH_IDS = [arch for arch, _ in ARCHS]
@@ -134,6 +160,15 @@ def test_rates_follow_the_formula(case):
     assert groups["head"].depth == num_layers + 1
 
 
+def test_albert_s_shared_layer_is_one_layer_with_one_rate():
+    # By default every ALBERT layer step reuses one group of weights: the plan has one layer, at the top rate.
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(transformers.AlbertConfig(embedding_size=16, num_hidden_layers=4, **TINY))
+    groups = _groups(_plan(model))
+    assert list(groups) == ["embeddings", "layer.1", "head"] and groups["layer.1"].lr == LR
+    assert "albert.encoder.embedding_hidden_mapping_in.weight" in groups["embeddings"].params
+
+
 def test_every_parameter_lies_in_exactly_one_group(case):
     _, _, model = case
     plan = _plan(model)
@@ -168,7 +203,7 @@ def test_biases_and_norm_weights_get_no_weight_decay(case):
     matrices = {
         f"{module_name}.weight"
         for module_name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d))
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d))  # Nyströmformer has a Conv2d
     }
     for name, p in params.items():
         group = by_id[id(p)]

@@ -105,6 +105,51 @@ def test_the_model_card_says_how_pair_and_window_models_predict():
     assert "so its scores are taskembed's" in _use_section(base) and "so its scores are taskembed's" not in window
 
 
+@pytest.mark.parametrize("arch", ["mpnet", "albert"])
+def test_other_encoder_families_train_save_and_predict_like_pipeline(arch, tiny_model_dir, tmp_path):
+    # MPNet (a shared relative-position table) and ALBERT (one group of weights reused by every layer) each needed
+    # a rule in the rate plan; the whole run (embedding report included) must then work as it does for BERT.
+    import transformers
+    from transformers import AutoTokenizer, pipeline
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    common = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                  max_position_embeddings=130, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    base = (transformers.MPNetModel(transformers.MPNetConfig(**common)) if arch == "mpnet"
+            else transformers.AlbertModel(transformers.AlbertConfig(embedding_size=16, **common)))
+    folder = tmp_path / arch
+    base.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", make_rows(60, seed=2))):
+        write_csv(tmp_path / name, rows)
+    result = taskembed.train(None, {
+        "data.source": str(tmp_path / "train.csv"), "data.test": str(tmp_path / "test.csv"), "data.max_length": 32,
+        "model.name": str(folder), "output.dir": str(tmp_path / "out"), "train.epochs": 8, "train.batch_size": 16,
+        "train.lr": 3e-3, "train.head_lr": 5e-3}, progress=False, echo=lambda _m: None)
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    assert (result.output_dir / "embedding_report.json").is_file()
+    texts = ["superb charming film", "dull boring plot", "great " * 40]
+    ours = taskembed.load(result.output_dir).predict(texts)
+    theirs = pipeline("text-classification", model=str(result.output_dir), top_k=None)(texts, truncation=True, max_length=32)
+    for mine, ref in zip(ours, theirs):
+        assert all(mine["scores"][d["label"]] == pytest.approx(d["score"], abs=1e-5) for d in ref)
+
+
+def test_a_family_whose_head_input_is_unknown_trains_without_the_embedding_report(tiny_model_dir, tmp_path, monkeypatch):
+    # A model the rate plan places but whose head's input taskembed does not know: said before training, and the run
+    # completes (the report used to fail with a traceback after training).
+    from taskembed import modeling
+
+    monkeypatch.delitem(modeling.HEAD_READS, "bert")
+    write_csv(tmp_path / "train.csv", make_rows(120, seed=1))
+    said: list[str] = []
+    result = taskembed.train(None, {"data.source": str(tmp_path / "train.csv"), "model.name": str(tiny_model_dir), "train.epochs": 1,
+                                    "output.dir": str(tmp_path / "out"), "data.max_length": 32}, progress=False, echo=said.append)
+    assert "note: no embedding report: taskembed does not know which vector the bert head reads" in said
+    assert not (result.output_dir / "embedding_report.json").exists() and (result.output_dir / "model.safetensors").is_file()
+
+
 def test_bf16_predict_is_opt_in_and_close_to_float32(trained, monkeypatch):
     from taskembed import predict as predict_module
 
