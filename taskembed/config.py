@@ -29,6 +29,8 @@ from taskembed.errors import UserError
 class DataConfig:
     source: str = "rotten_tomatoes"
     """Training data: a built-in name, a CSV/TSV/JSON/JSONL/Parquet file, a `save_to_disk` folder, or a Hub dataset id."""
+    subset: str | None = None
+    """A Hub dataset's configuration, for ids that have several (`sst2` of `nyu-mll/glue`, `emotion` of `tweet_eval`)."""
     validation: str | None = None
     """Optional validation file; if absent, the source's validation split or a stratified slice of train is used."""
     test: str | None = None

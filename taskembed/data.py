@@ -17,6 +17,7 @@ import io
 import json
 import math
 import random
+import re
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -241,6 +242,9 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
 
     src = cfg.source
     path = Path(src)
+    if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
+        raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
+                        f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
     if src in builtin.BUILTIN_NAMES:
         splits = builtin.load_builtin(src)
         origin = {s: f"builtin:{src} [{s}]" for s in splits}  # a row number is only useful with its split
@@ -267,7 +271,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
     elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
         check_paths(cfg)  # raises: a path that is not there
     else:
-        splits, origin = _load_hub(src, "data.source " if training else "")
+        splits, origin = _load_hub(src, "data.source " if training else "", cfg.subset)
     if training and "train" not in splits:
         raise UserError(f"{src}: has splits {sorted(splits)} but no 'train'; rename the training split")
     for split, file in (("validation", cfg.validation), ("test", cfg.test)):
@@ -277,7 +281,7 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
     return splits, origin
 
 
-def _load_hub(name: str, named: str) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def _load_hub(name: str, named: str, subset: str | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     import difflib
 
     from taskembed import builtin
@@ -292,9 +296,16 @@ def _load_hub(name: str, named: str) -> tuple[dict[str, pd.DataFrame], dict[str,
     why = hub.unreachable("dataset")  # then only the local cache, at once, instead of half a minute of retries
     try:
         with hub.offline() if why else nullcontext():
-            ds = datasets.load_dataset(name)
+            ds = datasets.load_dataset(name, subset)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        text = " ".join(str(exc).split())
+        if "Config name is missing" in text or (subset and "BuilderConfig" in text and "not found" in text):
+            # datasets names the configurations in its message (its example call aside): they are the answer.
+            listed = re.search(r"(?:available configs|Available): (\[.*?\])", text)
+            raise UserError(f"{named}'{name}' has several configurations"
+                            + (f" and '{subset}' is not one of them" if subset else "")
+                            + f"; name one with data.subset{' (' + listed.group(1)[:300] + ')' if listed else ''}") from None
         raise UserError(
             f"{named}'{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
             + (f"and the Hugging Face Hub cannot be reached ({why}), so only the local cache was read, which failed ({msg}); "

@@ -141,6 +141,36 @@ def test_an_id_neither_local_nor_cached_fails_at_once_saying_what_to_do(tmp_path
         load_splits(DataConfig(source="someorg/not-there"))
 
 
+def test_a_hub_dataset_with_several_configurations_takes_data_subset(monkeypatch):
+    # A stand-in for datasets.load_dataset that behaves as a GLUE-like builder (its messages are datasets' own).
+    import datasets
+
+    configs = {"sst2": {"sentence": ["a fine film", "a dull plot"] * 10, "label": [1, 0] * 10}}
+    calls = []
+
+    def load_dataset(name, subset=None):
+        calls.append((name, subset))
+        if subset is None:
+            raise ValueError(f"Config name is missing.\nPlease pick one among the available configs: {list(configs) + ['cola']}"
+                             f"\nExample of usage:\n\t`load_dataset('{name}', 'sst2')`")
+        if subset not in configs:
+            raise ValueError(f"BuilderConfig '{subset}' not found. Available: {list(configs) + ['cola']}")
+        features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])})
+        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(configs[subset], features=features)})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(UserError) as exc:
+        load_splits(DataConfig(source="someorg/glue", text_column="sentence"))
+    assert str(exc.value) == "data.source 'someorg/glue' has several configurations; name one with data.subset (['sst2', 'cola'])"
+    with pytest.raises(UserError, match=r"'sst-2' is not one of them; name one with data.subset \(\['sst2', 'cola'\]\)"):
+        load_splits(DataConfig(source="someorg/glue", subset="sst-2", text_column="sentence"))
+    splits = load_splits(DataConfig(source="someorg/glue", subset="sst2", text_column="sentence"))
+    assert calls[-1] == ("someorg/glue", "sst2") and splits.labels == ["negative", "positive"]
+    # Only a Hub dataset has configurations: a built-in or a file with one is a mistake, said before anything is read.
+    with pytest.raises(UserError, match="data.source rotten_tomatoes is a built-in dataset; drop data.subset"):
+        load_splits(DataConfig(source="rotten_tomatoes", subset="sst2"))
+
+
 def test_offline_blocks_restore_the_libraries_switches_when_the_last_one_ends(monkeypatch):
     import datasets
     from huggingface_hub import constants
