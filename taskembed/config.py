@@ -131,10 +131,12 @@ class TrainConfig:
     """Temperature of the supervised contrastive loss."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    """Validation metric used to pick the best weights and for early stopping."""
+    metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
+    """Validation metric used to pick the best weights and for early stopping (loss: lower is better)."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement (0 disables)."""
+    early_stopping_min_delta: float = 0.0
+    """What counts as an improvement: beating the best validation metric so far by more than this (0.002 = 0.2 points of accuracy). Smaller gains neither reset the patience nor replace the kept weights."""
     seed: int = 0
     """Seed of initialisation, shuffling and dropout."""
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -561,6 +563,8 @@ def _contradictions(cfg: Config) -> list[str]:
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {t.label_smoothing})")
     need(t.eval_every >= 0, f"train.eval_every must be >= 0 (got {t.eval_every})")
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
+    need(math.isfinite(t.early_stopping_min_delta) and t.early_stopping_min_delta >= 0,
+         f"train.early_stopping_min_delta must be a finite number >= 0 (got {t.early_stopping_min_delta})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
     # Seeds derive others (seed x 100,003 + epoch for each epoch's order) that must stay within torch's 64 bits.

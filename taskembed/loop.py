@@ -384,14 +384,16 @@ def fit(
                 raise diverged(f"the validation loss is not finite ({m['loss']})")
             record({"kind": "eval", "step": state.step, "epoch": state.epoch, "loss": m["loss"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
             score = m[cfg.metric]
-            if state.best_metric is None or score > state.best_metric:
+            # As Keras's min_delta: a gain of at most min_delta is no improvement, for the kept weights as for the patience.
+            gain = (state.best_metric - score if cfg.metric == "loss" else score - state.best_metric) if state.best_metric is not None else None
+            if gain is None or gain > cfg.early_stopping_min_delta:
                 state.best_metric, state.best_step, state.evals_since_best = score, state.step, 0
                 # On the host: a second copy of the weights must not take accelerator memory.
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             else:
                 state.evals_since_best += 1
         if rank == 0:
-            (bar.write if bar is not None else print)(
+            (bar.write if bar is not None else say)(
                 f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
             )
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience

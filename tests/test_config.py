@@ -125,6 +125,7 @@ def test_contradictions_are_reported_together():
         ({"train": {"seed": 10**15}}, "train.seed must be in [0, 2**32) (got 1000000000000000)"),
         ({"lr": 1e-4}, "unknown section 'lr'; it is a key of section 'train': indent it under train:"),
         ({"data": {"split_seed": -3}}, "data.split_seed must be in [0, 2**32) (got -3)"),
+        ({"train": {"early_stopping_min_delta": -0.01}}, "train.early_stopping_min_delta must be a finite number >= 0 (got -0.01)"),
         # YAML reads `yes` as true: the map's key is what is wrong (and the message says why), not that a map was given
         ({"train": {"class_weights": {True: 2.0}}}, "train.class_weights entry True: must be a string (got true; "),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -303,6 +304,27 @@ def test_sentence_pairs_and_early_stopping(tiny_overrides, write_csv):
     # With rates this small the score cannot improve for long: early stopping must end the run before 6 epochs.
     assert run["stopped_early"] is True
     assert evals[-1]["step"] < 6 * (72 // 16)
+
+
+def test_the_validation_loss_can_pick_the_weights_and_min_delta_sets_what_counts_as_better(tiny_overrides, write_csv):
+    path = write_csv(make_rows(96, seed=5))
+    base = {**tiny_overrides, "data.source": str(path), "data.validation_fraction": 0.25, "train.epochs": 4, "train.eval_every": 2}
+
+    def run(name, **extra):
+        res = taskembed.train(None, {**base, "output.dir": str(Path(tiny_overrides["output.dir"]).parent / name), **extra},
+                              progress=False, echo=lambda _m: None)
+        evals = [e for e in map(json.loads, (res.output_dir / "log.jsonl").read_text().splitlines()) if e["kind"] == "eval"]
+        return res, evals, json.loads((res.output_dir / "metrics.json").read_text())["best_step"]
+
+    # loss: lower is better, so the kept weights are those of the lowest validation loss (the first such evaluation).
+    _, evals, best = run("loss", **{"train.metric": "loss"})
+    lowest = min(e["loss"] for e in evals)
+    assert best == next(e["step"] for e in evals if e["loss"] == lowest)
+    assert len({e["loss"] for e in evals}) > 1  # the choice was a real one
+    # A min_delta no gain can beat: the first evaluation stays the best, and with patience 1 the second one ends the run.
+    res, evals, best = run("delta", **{"train.early_stopping_min_delta": 1.0, "train.early_stopping_patience": 1})
+    assert best == evals[0]["step"] and len(evals) == 2
+    assert json.loads((res.output_dir / "run.json").read_text())["stopped_early"] is True
 
 
 @pytest.mark.parametrize("validation", [0.25, 0.0])
