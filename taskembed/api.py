@@ -7,6 +7,7 @@ Data flows one way: config -> data -> model -> lr plan -> fit -> evaluate -> out
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ import torch
 
 from taskembed import artifacts, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
-from taskembed.data import Splits, clean_split, encode_split, label_targets, load_raw, load_splits, read_table, window_stride
+from taskembed.data import (IN_MEMORY, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
+                            read_table, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
@@ -74,11 +76,17 @@ def train(
     config: Config | str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     *,
+    data: Any = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
     resume: bool | str = False,
 ) -> TrainResult:
     """Train a classifier as the config says and write the output folder. Returns its path and metrics.
+
+    `data` gives the data in Python instead of `data.source`: a pandas DataFrame (the training split; validation and
+    test are carved from it as from a file, or come from `data.validation` / `data.test`), a dict of split name to
+    DataFrame, or a datasets Dataset / DatasetDict. Its columns are read as the config's `data.*_column` say.
+    training_config.json then records `data.source` as "<in-memory data>", and a resume needs the same data again.
 
     Checkpoints go to `<output.dir>.checkpoints` while training and are deleted once the output folder
     is complete. `resume=True` continues from the latest complete checkpoint (an error if there is
@@ -87,6 +95,12 @@ def train(
     """
     started = time.perf_counter()
     cfg = as_config(config, overrides)
+    given = None
+    if data is not None:
+        if cfg.data.source not in (DataConfig().source, IN_MEMORY):  # the default source is no choice of the user's
+            raise UserError(f"data.source is {cfg.data.source} and data= was given too; give one of them")
+        given = frames_from_python(data)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=IN_MEMORY))
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
     for note in without_effect(cfg):
@@ -104,7 +118,7 @@ def train(
         say("train.keep_checkpoints is 0, so there is nothing to resume: starting afresh")  # a script may pass auto always
     resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
 
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, given)
     fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
@@ -329,10 +343,11 @@ def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> C
     return Classifier(folder, device=device, bf16=bf16)
 
 
-def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_column: str | None = None,
+def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_column: str | None = None,
              text_pair_column: str | None = None, label_column: str | None = None) -> dict[str, Any]:
     """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset (`split`, default
-    test; a file has none to pick).
+    test; a file has none to pick). In Python DATA may also be a pandas DataFrame or datasets Dataset (scored whole),
+    or a dict of split name to DataFrame or a DatasetDict (one split, as for a folder).
 
     The columns default to the ones the model was trained on; name others for data laid out differently.
     """
@@ -343,7 +358,8 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
                         f"{', '.join(trained['label_columns'])}, which the data must have; drop --label-column")
     if text_pair_column and not clf.text_pair_column:
         raise UserError(f"--text-pair-column {text_pair_column}: {folder} was trained on single texts; drop --text-pair-column")
-    dcfg = DataConfig(source=data, text_column=text_column or trained.get("text_column", "text"),
+    in_memory = not isinstance(data, (str, Path))
+    dcfg = DataConfig(source=IN_MEMORY if in_memory else str(data), text_column=text_column or trained.get("text_column", "text"),
                       text_pair_column=text_pair_column or trained.get("text_pair_column"),
                       label_column=label_column or trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
                       multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
@@ -358,7 +374,20 @@ def evaluate(folder: str | Path, data: str, split: str | None = None, *, text_co
             return None
         return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
 
-    if Path(data).is_file():
+    import datasets
+
+    if in_memory and not isinstance(data, (dict, datasets.DatasetDict)):  # one table: all of it is scored
+        if split is not None:
+            raise UserError(f"split {split}: a single table has no splits; drop split")
+        df, where = clean_split(frames_from_python(data)["train"], dcfg, "data", flag), "data"
+    elif in_memory:
+        split = split or "test"
+        raw = frames_from_python(data)
+        if split not in raw:
+            raise UserError(f"data: has no '{split}' split (it has {', '.join(raw)}); pick one with split")
+        where = f"data['{split}']"
+        df = clean_split(raw[split], dcfg, where, flag)
+    elif Path(data).is_file():
         if split is not None:
             raise UserError(f"--split {split}: {data} is a single file, which has no splits; drop --split")
         df, where = clean_split(read_table(data), dcfg, data, flag), data

@@ -223,6 +223,35 @@ def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
     return out
 
 
+IN_MEMORY = "<in-memory data>"
+"""data.source of a run whose data was given in Python (`taskembed.train(data=...)`), as training_config.json records it."""
+
+
+def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]:
+    """Data given in Python, as raw splits: a pandas DataFrame (the training split), a dict of split name to DataFrame
+    (or datasets.Dataset), or a datasets Dataset / DatasetDict."""
+    import datasets
+
+    if isinstance(data, pd.DataFrame):
+        return {"train": data.reset_index(drop=True)}
+    if isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
+        return _from_datasets(data)
+    if isinstance(data, dict) and data:
+        out = {}
+        for name, frame in data.items():
+            split = {"dev": "validation", "valid": "validation", "val": "validation"}.get(name, name)
+            if split not in SPLITS:
+                raise UserError(f"{what}: split '{name}' is not one of {', '.join(SPLITS)}; name the splits train, validation and test")
+            if isinstance(frame, datasets.Dataset):
+                frame = _from_datasets(frame)["train"]
+            elif not isinstance(frame, pd.DataFrame):
+                raise UserError(f"{what}['{name}']: give a pandas DataFrame or a datasets Dataset (got {type(frame).__name__})")
+            out[split] = frame.reset_index(drop=True)  # row numbers in messages count from 1 in the order given
+        return out
+    raise UserError(f"{what}: give a pandas DataFrame, a dict of split name to DataFrame, or a datasets Dataset or "
+                    f"DatasetDict (got {type(data).__name__}{' with no splits' if isinstance(data, dict) else ''})")
+
+
 def check_paths(cfg: DataConfig) -> None:
     """What a dry run can check without reading a row: the files the config names are there (as load_raw says it)."""
     from taskembed import builtin
@@ -235,7 +264,7 @@ def check_paths(cfg: DataConfig) -> None:
             raise UserError(f"{file}: file not found; check the path")
 
 
-def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFrame] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The source's own splits and where each came from. For training (the default) there must be a train split and
     errors name the source as data.source; evaluate, embed and compare read any split of their DATA argument."""
     from taskembed import builtin
@@ -245,7 +274,15 @@ def load_raw(cfg: DataConfig, training: bool = True) -> tuple[dict[str, pd.DataF
     if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
         raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
                         f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
-    if src in builtin.BUILTIN_NAMES:
+    if given is not None:  # frames_from_python's splits; data.source reads IN_MEMORY
+        if cfg.subset:
+            raise UserError("data.subset names a configuration of a Hub dataset, and the data was given in Python; drop data.subset")
+        splits = {name: frame.copy() for name, frame in given.items()}
+        origin = {name: f"data['{name}']" for name in splits}
+    elif src == IN_MEMORY:
+        raise UserError(f"data.source {IN_MEMORY} is data that was given in Python (taskembed.train(data=...)); give it again "
+                        "that way, or name a file or dataset")
+    elif src in builtin.BUILTIN_NAMES:
         splits = builtin.load_builtin(src)
         origin = {s: f"builtin:{src} [{s}]" for s in splits}  # a row number is only useful with its split
     elif path.is_file():
@@ -711,8 +748,9 @@ def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: b
     return frame.loc[keep[::-1] + added].reset_index(drop=True)
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    """Read the source, validate every row, carve missing splits, build and check the label map."""
+def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -> Splits:
+    """Read the source (or the splits `given` in Python, from frames_from_python), validate every row, carve missing
+    splits, build and check the label map."""
     from taskembed import builtin
 
     sep = builtin.multi_label_delimiter(cfg.source) if cfg.source in builtin.BUILTIN_NAMES else None
@@ -720,7 +758,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         # Trained as single-label, every combination of intents would silently become a class of its own.
         raise UserError(f"{cfg.source} is a multi-label dataset (labels joined by '{sep}'): set data.multi_label true "
                         f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
-    raw, origin = load_raw(cfg)
+    raw, origin = load_raw(cfg, given=given)
     unlabelled = {}
     columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     for split in ("validation", "test"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import taskembed
 from taskembed.cli import main
@@ -149,6 +150,43 @@ def test_a_family_whose_head_input_is_unknown_trains_without_the_embedding_repor
                                     "output.dir": str(tmp_path / "out"), "data.max_length": 32}, progress=False, echo=said.append)
     assert "note: no embedding report: taskembed does not know which vector the bert head reads" in said
     assert not (result.output_dir / "embedding_report.json").exists() and (result.output_dir / "model.safetensors").is_file()
+
+
+def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_overrides, tmp_path, write_csv):
+    import datasets
+    import pandas as pd
+
+    rows = make_rows(96, seed=3)
+    test_rows = make_rows(40, seed=4)
+    base = {**tiny_overrides, "train.epochs": 1}
+    from_file = taskembed.train(None, {**base, "data.source": str(write_csv(rows)), "output.dir": str(tmp_path / "file")},
+                                progress=False, echo=lambda _m: None)
+    from_frame = taskembed.train(None, {**base, "output.dir": str(tmp_path / "frame")}, data=pd.DataFrame(rows),
+                                 progress=False, echo=lambda _m: None)
+    # The same rows give the same carved splits, the same fingerprint and the same weights.
+    weights = [load_file(str(r.output_dir / "model.safetensors")) for r in (from_file, from_frame)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    runs = [json.loads((r.output_dir / "run.json").read_text()) for r in (from_file, from_frame)]
+    assert runs[0]["data"]["fingerprint"] == runs[1]["data"]["fingerprint"]
+    assert json.loads((from_frame.output_dir / "training_config.json").read_text())["data"]["source"] == "<in-memory data>"
+    # A dict of splits and a DatasetDict work too; evaluate takes a table or one split of them.
+    splits = {"train": pd.DataFrame(rows), "test": pd.DataFrame(test_rows)}
+    res = taskembed.train(None, {**base, "output.dir": str(tmp_path / "dict")}, data=datasets.DatasetDict(
+        {k: datasets.Dataset.from_pandas(v) for k, v in splits.items()}), progress=False, echo=lambda _m: None)
+    assert res.metrics["test"]["n"] == 40
+    assert taskembed.evaluate(res.output_dir, splits)["accuracy"] == taskembed.evaluate(res.output_dir, pd.DataFrame(test_rows))["accuracy"]
+    assert taskembed.evaluate(res.output_dir, pd.DataFrame(test_rows))["n"] == 40
+    # Mistakes are named: both a source and data=, a wrong type, an unknown split, and a bad row by its split.
+    with pytest.raises(UserError, match="data.source is x.csv and data= was given too; give one of them"):
+        taskembed.train(None, {**base, "data.source": "x.csv"}, data=pd.DataFrame(rows))
+    with pytest.raises(UserError, match="give a pandas DataFrame, a dict of split name to DataFrame, or a datasets Dataset or DatasetDict \\(got list\\)"):
+        taskembed.train(None, base, data=rows)
+    with pytest.raises(UserError, match="split 'eval' is not one of train, validation, test"):
+        taskembed.train(None, base, data={"train": pd.DataFrame(rows), "eval": pd.DataFrame(test_rows)})
+    bad = pd.DataFrame(rows)
+    bad.loc[4, "text"] = "  "
+    with pytest.raises(UserError, match=r"data\['train'\]: row 5"):
+        taskembed.train(None, base, data=bad)
 
 
 def test_bf16_predict_is_opt_in_and_close_to_float32(trained, monkeypatch):
