@@ -305,29 +305,14 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     return app["main"](argv)
 
 
-def _trained_data(model: str) -> dict[str, Any]:
-    """The data section a taskembed folder was trained with ({} for any other model)."""
-    from taskembed.modeling import read_training_config
-
-    return read_training_config(model).get("data") or {}
-
-
-def _columns(trained: dict[str, Any], text_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """The data's columns: as given, else those the model was trained on (as predict and evaluate read them), else text
-    and label."""
-    return text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label"
-
-
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
-              normalize: bool = False, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
+              normalize: bool | None = None, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
               label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
               progress: bool = True, bf16: bool = False) -> int:
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
-    trained = _trained_data(model)
     asked = label_column is not None
-    text_column, label_column = _columns(trained, text_column, label_column)
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       label_required=asked,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
@@ -346,10 +331,12 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
         return 0
     print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
     print(f"provenance: {sidecar_path(out)}")
-    pair = trained.get("text_pair_column")
+    from taskembed.modeling import read_training_config
+
+    pair = (read_training_config(model).get("data") or {}).get("text_pair_column")
     if pair:
         print(f"note: the model was trained on text pairs (second text: '{pair}'); each vector encodes one text of "
-              f"'{text_column}' alone, as a search query or document is")
+              f"'{info['source'].get('text_column') or 'the text column'}' alone, as a search query or document is")
     blank = info.get("source", {}).get("blank_lines_skipped")
     if blank:
         print(f"note: {blank} blank line(s) skipped, so id (and row) i is the i-th non-blank line, not line i")
@@ -388,8 +375,9 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                 text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
+    from taskembed.embed import trained_columns
 
-    text_column, label_column = _columns(_trained_data(tuned), text_column, label_column)
+    text_column, label_column = trained_columns(tuned, text_column, label_column)
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
                           tuned_options={"pooling": tuned_pooling}, progress=progress)
@@ -468,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "own pooling), head, cls, mean or max")
     em.add_argument("--layer", type=int, help="hidden-state index: 0 = embeddings, 1..L, or negative from the top (default -1)")
     em.add_argument("--mean-last", type=int, help="average the last K layers before pooling")
-    em.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    em.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                    help="L2-normalise the vectors (default: as a sentence-transformers folder's modules say, else not)")
     em.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
                     "max_seq_length, else the tokenizer's limit up to 512)")
     em.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")

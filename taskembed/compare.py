@@ -190,8 +190,9 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     labels = [labels[i] for i in keep]
     y = np.array(labels)
 
-    base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", **(base_options or {})})
-    tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, dict(tuned_options or {}))
+    # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
+    base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", "normalize": False, **(base_options or {})})
+    tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, {"normalize": False, **(tuned_options or {})})
     # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
     # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default). A side whose
     # length was given (its options, or an Embedder built by the caller) keeps it.

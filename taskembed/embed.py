@@ -126,20 +126,28 @@ def _check_pooling_name(pooling: str | None) -> None:
         raise UserError(f"unknown pooling '{pooling}'; {hint}use one of {', '.join(POOLINGS)} (or auto)")
 
 
-def sentence_transformers_pooling(folder: Path, name: str) -> str | None:
-    """The pooling a sentence-transformers folder names (modules.json and its Pooling module's config), as embed's
-    default for it: None for other folders. A folder whose vectors embed would not reproduce is refused, for the
-    default would silently differ from `SentenceTransformer(folder).encode`: a Dense layer after the pooling (what
-    `taskembed export` writes for a BERT classifier's pooler), or a pooling other than cls, mean or max. Normalize is
-    left to `normalize`, as for any model (cosine search does not see it)."""
+def sentence_transformers_modules(folder: Path) -> dict[str, str] | None:
+    """A sentence-transformers folder's modules (their kind, such as Pooling or Normalize, to their sub-folder) from its
+    modules.json; None for other folders."""
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
         return None
     try:
         modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        kinds = {m["type"].rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+        return {m["type"].rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
     except (ValueError, TypeError, KeyError, AttributeError):
         raise UserError(f"{modules_file}: not the module list sentence-transformers writes; copy the folder again") from None
+
+
+def sentence_transformers_pooling(folder: Path, name: str) -> str | None:
+    """The pooling a sentence-transformers folder names (modules.json and its Pooling module's config), as embed's
+    default for it: None for other folders. A folder whose vectors embed would not reproduce is refused, for the
+    default would silently differ from `SentenceTransformer(folder).encode`: a Dense layer after the pooling (what
+    `taskembed export` writes for a BERT classifier's pooler), or a pooling other than cls, mean or max. A Normalize
+    module sets embed's default `normalize` instead (Embedder.load)."""
+    kinds = sentence_transformers_modules(folder)
+    if kinds is None:
+        return None
     other = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
     modes: list[str] = []
     if not other and "Pooling" in kinds:
@@ -170,7 +178,7 @@ class Embedder:
     """
 
     def __init__(self, model, tokenizer, *, name: str, path: str | Path | None = None, pooling: str | None = None,
-                 layer: int | None = -1, mean_last: int | None = None, normalize: bool = False, dtype: str | None = "float32",
+                 layer: int | None = -1, mean_last: int | None = None, normalize: bool | None = False, dtype: str | None = "float32",
                  max_length: int | None = None, batch_tokens: int | None = None, device: str | torch.device | None = None,
                  bf16: bool = False):
         self.model = model
@@ -234,6 +242,9 @@ class Embedder:
         named = Path(name).expanduser().is_dir() or name in PACKAGED_MODELS
         if local and named and options.get("pooling") in (None, "auto"):
             options["pooling"] = sentence_transformers_pooling(Path(path), name) or options.get("pooling")
+        if local and named and options.get("normalize") is None:
+            # As SentenceTransformer(folder).encode does: a folder whose modules end in Normalize gives unit vectors.
+            options["normalize"] = "Normalize" in (sentence_transformers_modules(Path(path)) or {})
         try:
             # Never a folder's own code (trust_remote_code=False, not None, which asks on the terminal: modeling.load_trained).
             config = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -682,7 +693,21 @@ class _NpySink:
             self.fh = None
 
 
-def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str = "text", label_column: str | None = "label",
+def trained_columns(model_or_folder, text_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
+    """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
+    else text and label."""
+    from taskembed.predict import Classifier
+
+    if isinstance(model_or_folder, Classifier):
+        trained = model_or_folder.training_config.get("data") or {}
+    elif isinstance(model_or_folder, (str, Path)):
+        trained = read_training_config(Path(model_or_folder).expanduser()).get("data") or {}
+    else:
+        trained = {}
+    return text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label"
+
+
+def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str | None = None, label_column: str | None = None,
                split: str | None = None, chunk_size: int = 10_000, progress: bool = True, label_required: bool = False,
                **options) -> dict[str, Any]:
     """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], vector; .npy: the matrix), streaming.
@@ -691,9 +716,11 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     each process embeds the rows whose id i has i % world_size == rank into `<stem>.shard-R-of-W<suffix>`
     (with its own sidecar), and the returned dict is the manifest `<stem>.manifest.json` that lists them all;
     `load_vectors(manifest)` merges them back in id order. `label_required`: a data without `label_column` is an error
-    (the column was asked for by name) rather than vectors without labels.
+    (the column was asked for by name) rather than vectors without labels. The columns default to those the model was
+    trained on (`trained_columns`); a data without the label column gives vectors without labels.
     """
     started = time.perf_counter()
+    text_column, label_column = trained_columns(model_or_folder, text_column, label_column)
     out = Path(out)
     fmt = out.suffix.lower()
     if fmt not in OUTPUT_SUFFIXES:

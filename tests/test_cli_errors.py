@@ -543,6 +543,21 @@ def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir,
     assert code == 2 and "did you mean 'utterance'? pass --text-column utterance" in err, err
 
 
+def test_embed_file_in_python_reads_the_columns_the_model_was_trained_on(classifier_dir, tmp_path):
+    # As the embed command does: a model trained on 'utterance' and 'intent' reads those columns unless told otherwise.
+    import shutil
+
+    from taskembed.embed import embed_file
+
+    model = tmp_path / "model"
+    shutil.copytree(classifier_dir, model)
+    (model / "training_config.json").write_text(json.dumps({"data": {"text_column": "utterance", "label_column": "intent"}}))
+    data = tmp_path / "intents.csv"
+    data.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n", encoding="utf-8")
+    info = embed_file(model, data, tmp_path / "v.parquet", progress=False)
+    assert info["count"] == 2 and info["source"]["text_column"] == "utterance" and info["source"]["label_column"] == "intent"
+
+
 def test_embed_says_a_pair_model_encodes_one_text_alone(classifier_dir, tmp_path, capsys, write_csv):
     (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text", "text_pair_column": "hypothesis"}}))
     code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "v.npy"), "--no-progress"], capsys)

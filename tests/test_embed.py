@@ -412,6 +412,14 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     theirs = SentenceTransformer(str(base_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
     ours = embed(tiny_model_dir, TEXTS, normalize=True)
     assert ((theirs * ours).sum(1)).min() >= 0.9999
+    # Read back, its Normalize module is applied by default, as SentenceTransformer(folder).encode applies it; asked
+    # for by name, normalize=False leaves it out (the CLI's --no-normalize).
+    assert np.abs(embed(base_out, TEXTS) - theirs).max() < 1e-5
+    raw = embed(base_out, TEXTS, normalize=False)
+    assert np.linalg.norm(raw, axis=1).min() > 1.01 and np.abs(raw / np.linalg.norm(raw, axis=1, keepdims=True) - theirs).max() < 1e-5
+    assert main(["embed", str(base_out), str(_write_csv(tmp_path / "d.csv", make_rows(6, seed=2))), "--out", str(tmp_path / "v.npy"),
+                 "--no-progress", "--no-normalize"]) == 0
+    assert json.loads((tmp_path / "v.npy.json").read_text())["normalize"] is False
     # read back, an export gives sentence-transformers' vectors or is refused: embed applied mean pooling to any of them
     with pytest.raises(UserError, match="with a Dense module, which taskembed does not reproduce"):
         embed(out, TEXTS)
@@ -604,6 +612,8 @@ def test_base_minilm_matches_sentence_transformers():
     theirs = SentenceTransformer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == theirs.shape == (20, 384)
     assert ((ours * theirs).sum(1)).min() >= 0.999
+    # Unasked, the packaged folder's own modules decide: its Pooling (mean) and Normalize, so encode's vectors.
+    assert np.abs(embed("sentence-transformers/all-MiniLM-L6-v2", texts) - theirs).max() < 1e-4
 
 
 def test_compare_caps_the_side_that_reads_further(trained, tiny_model_dir, tmp_path):
