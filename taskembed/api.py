@@ -126,7 +126,8 @@ def train(
     for split, where in splits.unlabelled.items():
         carved = {"validation": cfg.data.validation_fraction, "test": cfg.data.test_fraction}[split] > 0
         say(f"note: {where} has no labels (every row's is missing), so it is not used"
-            + (f"; the {split} split is carved from train instead" if carved else f"; data.{split}_fraction carves one from train"))
+            + (f"; the {split} split is carved from train instead" if carved
+               else f"; this run has no {split} split (data.{split}_fraction, e.g. 0.1, carves one from train)"))
     seen = splits.seen_in_train()
     for split, n in seen.items():
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)

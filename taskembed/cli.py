@@ -331,12 +331,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
         return 0
     print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
     print(f"provenance: {sidecar_path(out)}")
-    from taskembed.modeling import read_training_config
-
-    pair = (read_training_config(model).get("data") or {}).get("text_pair_column")
-    if pair:
-        print(f"note: the model was trained on text pairs (second text: '{pair}'); each vector encodes one text of "
-              f"'{info['source'].get('text_column') or 'the text column'}' alone, as a search query or document is")
+    _note_pair_model(model, info["source"].get("text_column") or "the text column", "each vector encodes")
     blank = info.get("source", {}).get("blank_lines_skipped")
     if blank:
         print(f"note: {blank} blank line(s) skipped, so id (and row) i is the i-th non-blank line, not line i")
@@ -371,6 +366,16 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
     return 0
 
 
+def _note_pair_model(model: str, text_column: str, what: str) -> None:
+    """A model trained on text pairs, embedded one text at a time (as embed and compare do): said, not left to be found."""
+    from taskembed.modeling import read_training_config
+
+    pair = (read_training_config(model).get("data") or {}).get("text_pair_column")
+    if pair:
+        print(f"note: the model was trained on text pairs (second text: '{pair}'); {what} one text of '{text_column}' alone, "
+              "as a search query or document is")
+
+
 def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_report", split: str | None = None,
                 text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
@@ -383,6 +388,7 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                           tuned_options={"pooling": tuned_pooling}, progress=progress)
     print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
+    _note_pair_model(tuned, text_column, "each side embeds")
     return 0
 
 

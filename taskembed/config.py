@@ -580,7 +580,9 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.contrastive_weight >= 0, f"train.contrastive_weight must be >= 0 (got {t.contrastive_weight})")
     need(t.contrastive_temperature > 0, f"train.contrastive_temperature must be > 0 (got {t.contrastive_temperature})")
     need(d.long_texts == "truncate" or 0 <= d.window_stride < d.max_length // 2,
-         f"data.window_stride must be in [0, max_length / 2) (got {d.window_stride} with max_length {d.max_length})")
+         f"data.window_stride must be in [0, max_length / 2) (got {d.window_stride}"
+         + (", the default," if d.window_stride == DataConfig.window_stride else "")
+         + f" with max_length {d.max_length}); set data.window_stride {max(0, d.max_length // 4)} (a quarter of the window)")
     need(d.long_texts == "truncate" or d.text_pair_column is None,
          "data.long_texts window works on single texts; sentence pairs are truncated (set long_texts truncate)")
     if t.cuda_graphs:  # a graph replays fixed shapes and reads what it read when captured

@@ -1060,7 +1060,10 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
 
     def column(name: str, flag: str) -> list[str]:
         if name not in df.columns:
-            raise UserError(f"{p}: no column '{name}' (columns: {', '.join(map(str, df.columns))}); pass {flag}")
+            # As train and embed suggest it: the column whose values look like texts, among those not named already.
+            close = likely_column(df, name, "text_column", {text_column, pair_column} - {None})
+            hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
+            raise UserError(f"{p}: no column '{name}' (columns: {', '.join(map(str, df.columns))}); {hint}")
         values = df[name].tolist()
         for i, t in enumerate(values, start=1):
             if not isinstance(t, str) or not t.strip():

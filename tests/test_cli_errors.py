@@ -543,6 +543,13 @@ def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir,
     assert code == 2 and "did you mean 'utterance'? pass --text-column utterance" in err, err
 
 
+def test_predict_on_a_table_without_the_trained_column_suggests_the_column_of_texts(classifier_dir, tmp_path, capsys):
+    data = tmp_path / "one.csv"
+    data.write_text("sentence\nturn on the light\nset volume to 3\n", encoding="utf-8")
+    code, _, err = run_cli(["predict", str(classifier_dir), "--file", str(data)], capsys)
+    assert code == 2 and "no column 'text' (columns: sentence); did you mean 'sentence'? pass --text-column sentence" in err, err
+
+
 def test_embed_file_in_python_reads_the_columns_the_model_was_trained_on(classifier_dir, tmp_path):
     # As the embed command does: a model trained on 'utterance' and 'intent' reads those columns unless told otherwise.
     import shutil
@@ -562,6 +569,10 @@ def test_embed_says_a_pair_model_encodes_one_text_alone(classifier_dir, tmp_path
     (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text", "text_pair_column": "hypothesis"}}))
     code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "v.npy"), "--no-progress"], capsys)
     assert code == 0 and "note: the model was trained on text pairs (second text: 'hypothesis'); each vector encodes one text of 'text' alone" in out
+    # compare embeds one text too, and scores it against the pair's label: said the same way
+    code, out, _ = run_cli(["compare", str(classifier_dir), str(classifier_dir), str(write_csv(make_rows(20))), "--out-dir",
+                            str(tmp_path / "cmp"), "--no-progress"], capsys)
+    assert code == 0 and "note: the model was trained on text pairs (second text: 'hypothesis'); each side embeds one text of 'text' alone" in out
     (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text"}}))
     code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "w.npy"), "--no-progress"], capsys)
     assert code == 0 and "text pairs" not in out

@@ -125,6 +125,9 @@ def test_contradictions_are_reported_together():
         ({"train": {"seed": 10**15}}, "train.seed must be in [0, 2**32) (got 1000000000000000)"),
         ({"lr": 1e-4}, "unknown section 'lr'; it is a key of section 'train': indent it under train:"),
         ({"data": {"split_seed": -3}}, "data.split_seed must be in [0, 2**32) (got -3)"),
+        # the default stride is too wide for a short window: said, with a stride that fits
+        ({"data": {"long_texts": "window", "max_length": 48}},
+         "data.window_stride must be in [0, max_length / 2) (got 32, the default, with max_length 48); set data.window_stride 12"),
         ({"train": {"early_stopping_min_delta": -0.01}}, "train.early_stopping_min_delta must be a finite number >= 0 (got -0.01)"),
         # YAML reads `yes` as true: the map's key is what is wrong (and the message says why), not that a map was given
         ({"train": {"class_weights": {True: 2.0}}}, "train.class_weights entry True: must be a string (got true; "),

@@ -189,6 +189,25 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
         taskembed.train(None, base, data=bad)
 
 
+def test_a_split_without_labels_is_noted_with_what_the_run_does_instead(tiny_overrides, tmp_path):
+    import datasets
+
+    rows = make_rows(60)
+    names = datasets.ClassLabel(names=["neg", "pos"])
+    features = datasets.Features({"text": datasets.Value("string"), "label": names})
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"text": r["text"], "label": names.str2int(r["label"])} for r in rows[:48]], features=features),
+        "test": datasets.Dataset.from_list([{"text": r["text"], "label": -1} for r in rows[48:]], features=features),
+    }).save_to_disk(str(tmp_path / "ds"))
+    for fraction, expected in ((0.0, "this run has no test split (data.test_fraction, e.g. 0.1, carves one from train)"),
+                               (0.2, "the test split is carved from train instead")):
+        said: list[str] = []
+        res = taskembed.train(None, {**tiny_overrides, "data.source": str(tmp_path / "ds"), "data.test_fraction": fraction,
+                                     "train.epochs": 1, "output.overwrite": True}, progress=False, echo=said.append)
+        assert any("[test] has no labels" in m and expected in m for m in said), said
+        assert ("test" in res.metrics) == (fraction > 0)
+
+
 def test_bf16_predict_is_opt_in_and_close_to_float32(trained, monkeypatch):
     from taskembed import predict as predict_module
 
