@@ -32,8 +32,8 @@ def oom_above(monkeypatch):
     return install
 
 
-def train(overrides, tmp_path, name, **extra):
-    return taskembed.train(None, {**overrides, "output.dir": str(tmp_path / name), **extra}, progress=False, echo=lambda _m: None)
+def train(overrides, tmp_path, name, echo=lambda _m: None, **extra):
+    return taskembed.train(None, {**overrides, "output.dir": str(tmp_path / name), **extra}, progress=False, echo=echo)
 
 
 @pytest.mark.parametrize("weights", [None, {"neg": 1.0, "pos": 5.0}])
@@ -56,8 +56,9 @@ def test_auto_batch_halves_until_it_fits_and_keeps_the_result(tiny_overrides, ti
         base["train.class_weights"] = weights
     reference = load_file(train(base, tmp_path, "ref").output_dir / "model.safetensors")
     calls = oom_above(4)  # batch 16 fits only as 4 pieces of 4
-    res = train(base, tmp_path, "auto", **{"train.auto_batch": True})
-    out = capsys.readouterr().out
+    said: list[str] = []
+    res = train(base, tmp_path, "auto", echo=said.append, **{"train.auto_batch": True})
+    out = "\n".join(said)  # through the caller's echo, as every line of a run
     assert calls["oom"] == 2 and "split in 2" in out and "split in 4" in out
     ref_log = (tmp_path / "ref" / "log.jsonl").read_text().splitlines()
     auto_log = (res.output_dir / "log.jsonl").read_text().splitlines()

@@ -405,7 +405,7 @@ def test_train_says_so_before_it_reads_any_data(tmp_path, monkeypatch):
     class Reached(Exception):
         pass
 
-    def load_splits(_cfg):
+    def load_splits(_cfg, _given=None):
         raise Reached
 
     monkeypatch.setattr(api, "load_splits", load_splits)

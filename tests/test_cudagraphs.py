@@ -130,11 +130,12 @@ def test_training_through_graphs_ends_at_the_eager_weights(tmp_path, tiny_model_
         assert torch.allclose(weights[0][name], w, atol=1e-5), name
 
 
-def test_without_a_gpu_the_setting_is_noted_and_training_runs_eagerly(tmp_path, tiny_overrides, write_csv, rows, capsys):
+def test_without_a_gpu_the_setting_is_noted_and_training_runs_eagerly(tmp_path, tiny_overrides, write_csv, rows):
+    said: list[str] = []
     with mock.patch.object(cudagraphs, "capture", side_effect=AssertionError("no capture on the CPU")):
         taskembed.train(None, {**tiny_overrides, "data.source": str(write_csv(rows)), "train.cuda_graphs": True,
-                               "train.epochs": 1, "train.keep_checkpoints": 0}, progress=False, echo=lambda _m: None)
-    assert "train.cuda_graphs: no CUDA device (cpu), so the steps run without graphs" in capsys.readouterr().out
+                               "train.epochs": 1, "train.keep_checkpoints": 0}, progress=False, echo=said.append)
+    assert "train.cuda_graphs: no CUDA device (cpu), so the steps run without graphs" in said
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
