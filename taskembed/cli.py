@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 

@@ -342,8 +342,6 @@ def test_training_is_repeatable_on_cpu(tiny_overrides, write_csv, tmp_path):
     weights = []
     for run in ("a", "b"):
         res = taskembed.train(None, {**overrides, "output.dir": str(tmp_path / run)}, progress=False, echo=lambda _m: None)
-        from safetensors.torch import load_file
-
         weights.append(load_file(res.output_dir / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
