@@ -161,6 +161,47 @@ def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
     return kept
 
 
+def _as_arg(value) -> str:
+    """An override's value as the command line gives it (YAML: true, not Python's True)."""
+    return {True: "true", False: "false", None: "null"}.get(value, value) if isinstance(value, (bool, type(None))) else str(value)
+
+
+def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str], seeds: str = "0,1,2", keep: str = "best",
+              progress: bool = True) -> int:
+    """Train every combination of the --grid values on every seed; print the ranking and the best setting."""
+    import shlex
+
+    from taskembed.config import parse_overrides
+    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, best_overrides, parse_grid, report_markdown, sweep
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds}: give whole numbers separated by commas (e.g. 0,1,2)") from None
+    from taskembed.loop import TrainingInterrupted
+
+    try:
+        result = sweep(config, parse_overrides(list(overrides)), grid=parse_grid(grid), seeds=seed_list, keep=keep, progress=progress)
+    except TrainingInterrupted as exc:
+        again = shlex.join([*_invoked_as(), "sweep", *([config] if config else []), *[f"--grid={g}" for g in grid],
+                            f"--seeds={seeds}", f"--keep={keep}", *overrides])
+        print(f"sweep stopped; the finished trials are recorded and the one in flight is checkpointed: continue with {again}",
+              file=sys.stderr)
+        return exc.exit_code
+    root = Path(result["trials"][0]["config"]["output"]["dir"]).parent
+    print()
+    print(report_markdown(result))
+    best = result["ranking"][0]
+    print(f"best: {', '.join(f'{k}={v}' for k, v in best['setting'].items())}"
+          + (f"; its best seed's model: {root / best['best_trial']}" if best["best_trial"] in result["kept"] else ""))
+    # The sweep's other overrides, less its folder (not the model's) and what the best setting replaces.
+    chosen = {key.replace("-", "_") for key in best["setting"]}
+    base = [f"--{key}={_as_arg(value)}" for key, value in parse_overrides(list(overrides)).items() if key not in chosen | {"output.dir"}]
+    print("train it: " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *base, *best_overrides(result)]))
+    print(f"written to {root / SWEEP_JSON} and {root / SWEEP_MD}")
+    return 0
+
+
 def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | None = None, text_column: str | None = None,
                  text_pair_column: str | None = None, label_column: str | None = None) -> int:
     from taskembed import api
@@ -424,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--out", help="folder for lr_find.json and lr_find.png (default: <output.dir>.lr_find)")
     lf.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    sw = sub.add_parser("sweep", help="train a grid of settings on several seeds and rank them on validation (overrides: --section.key value)")
+    sw.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a setting and its values, e.g. --grid train.lr=1e-4,3e-4 (repeat for more; every combination is trained)")
+    sw.add_argument("--seeds", default="0,1,2", help="seeds each setting is trained on (default 0,1,2)")
+    sw.add_argument("--keep", default="best", choices=["best", "all", "none"],
+                    help="trial folders kept afterwards (default best: the best seed of the best setting)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("model")
     e.add_argument("data", help="a file, a save_to_disk folder or a built-in dataset name")
@@ -514,11 +564,11 @@ _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-inf|-nan", re.IGNORE
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """For train/plan/lr-find: the subcommand, its optional config path and flags go to argparse; `--x.y value` pairs are overrides."""
-    if not argv or argv[0] not in ("train", "plan", "lr-find"):
+    if not argv or argv[0] not in ("train", "plan", "lr-find", "sweep"):
         return argv, []
     own = {"--dry-run", "--no-progress", "--json", "--help-config", "-h", "--help"}
     # lr-find's own options that take a value: the option and its value go to argparse.
-    valued = {"--steps", "--start", "--end", "--out"} if argv[0] == "lr-find" else set()
+    valued = {"lr-find": {"--steps", "--start", "--end", "--out"}, "sweep": {"--grid", "--seeds", "--keep"}}.get(argv[0], set())
     head, rest = argv[:1], argv[1:]
     overrides: list[str] = []
     has_config = False
@@ -556,7 +606,7 @@ def _terminate(_signum, _frame) -> None:
     raise _Terminated()
 
 
-WRITERS = ("train", "lr-find", "predict", "evaluate", "embed", "export", "compare")
+WRITERS = ("train", "sweep", "lr-find", "predict", "evaluate", "embed", "export", "compare")
 """The commands that write files, for which SIGTERM is taken over (the demo's server handles its own)."""
 
 
@@ -609,6 +659,8 @@ def _main(argv: list[str]) -> int:
         if args.command == "lr-find":
             return cmd_lr_find(args.config, extra, steps=args.steps, out=args.out, start=args.start, end=args.end,
                                progress=not args.no_progress)
+        if args.command == "sweep":
+            return cmd_sweep(args.config, extra, args.grid, args.seeds, args.keep, progress=not args.no_progress)
         if args.command == "evaluate":
             return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column)
         if args.command == "predict":

@@ -1,0 +1,208 @@
+"""A grid of settings, each trained on several seeds, and the choice among them made on validation (`taskembed sweep`).
+
+The Trainer's `hyperparameter_search` and SetFit's Optuna search sample a space and rank single runs. On a few
+thousand examples the seed alone moves test accuracy by about a point (docs/benchmarks.md, docs/ablations.md), as
+much as the settings a search compares, so a ranking of single runs is mostly a ranking of seeds. A sweep here is a
+small explicit grid with every setting trained on the same seeds, ranked by its mean validation metric (the config's
+`train.metric`) with the spread beside it. Test scores are reported and never choose.
+
+Every trial is an ordinary training run into `<output.dir>/<setting>-seed<S>`. `sweep.json` is written after each
+trial, so a sweep that is stopped (Ctrl-C checkpoints the trial in flight) continues where it stopped when run again:
+finished trials are read back, not trained again, and the interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from taskembed.config import Config, _resolve_key, as_config, parse_overrides
+from taskembed.errors import UserError
+
+SWEEP_JSON = "sweep.json"
+SWEEP_MD = "sweep.md"
+KEEP = ("best", "all", "none")
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
+    """`["train.lr=1e-4,3e-4", "train.epochs=2,3"]` -> {"train.lr": [1e-4, 3e-4], "train.epochs": [2, 3]}; each value is
+    read as a command-line override is (a YAML scalar)."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key or not values.strip():
+            raise UserError(f"--grid {spec!r}: write KEY=VALUE,VALUE (for example --grid train.lr=1e-4,3e-4)")
+        if key in grid:
+            raise UserError(f"--grid names {key} twice; give all its values in one --grid {key}=A,B")
+        parsed = [parse_overrides([f"--{key}", v.strip()])[key.replace("-", "_")] for v in values.split(",")]
+        if len(set(map(repr, parsed))) < len(parsed):
+            raise UserError(f"--grid {key}: a value is given twice ({values})")
+        grid[key] = parsed
+    if not grid:
+        raise UserError("a sweep needs at least one --grid KEY=VALUE,VALUE")
+    return grid
+
+
+def _name(setting: dict[str, Any], seed: int) -> str:
+    """A trial's folder: its setting and seed, readable (`lr=0.0003-epochs=2-seed0`), safe as a file name."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in setting.items()]
+    return re.sub(r"[^A-Za-z0-9=._+-]", "_", "-".join(parts + [f"seed{seed}"]))
+
+
+@dataclass
+class Trial:
+    setting: dict[str, Any]
+    seed: int
+    folder: str
+    config: dict[str, Any]  # the trial's resolved config: a rerun reuses a record only for the same one
+    validation: dict[str, float] | None = None
+    test: dict[str, float] | None = None
+    train_seconds: float | None = None
+
+
+def _scores(split: dict[str, Any] | None) -> dict[str, float] | None:
+    return None if not split else {k: float(split[k]) for k in ("accuracy", "macro_f1", "loss") if k in split}
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def rank(trials: list[Trial], metric: str) -> list[dict[str, Any]]:
+    """One row per setting, best first by its mean validation metric over its seeds (loss: lowest first)."""
+    rows = []
+    for key, group in itertools.groupby(sorted(trials, key=lambda t: json.dumps(t.setting, sort_keys=True)),
+                                        key=lambda t: json.dumps(t.setting, sort_keys=True)):
+        group = list(group)
+        val = [t.validation[metric] for t in group]
+        row = {"setting": group[0].setting, "seeds": [t.seed for t in group], "validation": _mean_sd(val),
+               "train_seconds": statistics.fmean(t.train_seconds or 0.0 for t in group)}
+        tests = [t.test["accuracy"] for t in group if t.test]
+        if len(tests) == len(group):
+            row["test_accuracy"] = _mean_sd(tests)
+        best = (min if metric == "loss" else max)(group, key=lambda t: t.validation[metric])
+        row["best_trial"] = best.folder
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["validation"][0], reverse=metric != "loss")
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    metric, scale = result["metric"], (1.0 if result["metric"] == "loss" else 100.0)
+    keys = list(result["grid"])
+    lines = [f"Sweep over {', '.join(keys)}; seeds {', '.join(map(str, result['seeds']))}; ranked by mean validation {metric}"
+             f" ({'lowest' if metric == 'loss' else 'highest'} first). Test scores are shown, never used to choose.", "",
+             "| " + " | ".join(keys) + f" | validation {metric} | test accuracy | train s |",
+             "| " + " | ".join("---" for _ in keys) + " | ---: | ---: | ---: |"]
+    for row in result["ranking"]:
+        val = f"{scale * row['validation'][0]:.2f} ± {scale * row['validation'][1]:.2f}"
+        test = f"{100 * row['test_accuracy'][0]:.2f} ± {100 * row['test_accuracy'][1]:.2f}" if "test_accuracy" in row else "n/a"
+        lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {row['train_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, *, grid: dict[str, list[Any]],
+          seeds: Sequence[int] = (0, 1, 2), keep: str = "best", progress: bool = False,
+          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every combination of `grid`'s values on every seed into `<output.dir>/`, rank the combinations by mean
+    validation metric, and write sweep.json and sweep.md there. `keep`: which trial folders stay afterwards (best: the
+    best seed of the best setting; all; none). Returns what sweep.json holds."""
+    from taskembed import api
+
+    if keep not in KEEP:
+        raise UserError(f"keep must be one of {', '.join(KEEP)} (got {keep!r})")
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise UserError(f"seeds must be distinct and at least one (got {seeds})")
+    base = as_config(config, overrides)
+    where: dict[str, tuple[str, str]] = {}  # each grid key's section and option (`epochs` is train.epochs)
+    for key in grid:
+        problems: list[str] = []
+        found = _resolve_key(key.replace("-", "_"), problems)
+        if found is None:
+            raise UserError(f"--grid {key}: {problems[0]}")
+        if found in (("train", "seed"), ("output", "dir")):
+            raise UserError(f"--grid {key}: the sweep sets it for each trial ({'--seeds' if found[1] == 'seed' else '--output.dir names the sweep folder'})")
+        where[key] = found
+    root = Path(base.output.dir)
+    if root.is_file():
+        raise UserError(f"output.dir {root} is a file; a sweep writes a folder of trials there")
+    # Every trial's config is built and checked first: a value that cannot work fails now, not after hours of trials.
+    trials: list[Trial] = []
+    configs: dict[str, Config] = {}
+    for values in itertools.product(*grid.values()):
+        # The values as the config reads them (1e-4 written on the command line is the number 0.0001).
+        resolved = as_config(base, dict(zip(grid, values)))
+        setting = {f"{s}.{n}": getattr(getattr(resolved, s), n) for s, n in where.values()}
+        for seed in seeds:
+            folder = _name(setting, seed)
+            # overwrite: a trial folder without a record of this sweep is a stale one (its checkpoint still resumes)
+            configs[folder] = as_config(base, {**setting, "train.seed": seed, "output.dir": str(root / folder), "output.overwrite": True})
+            trials.append(Trial(setting=setting, seed=seed, folder=folder, config=configs[folder].to_dict()))
+    # The grid as the config reads it, for the record and the table: full keys, typed values, in the order given.
+    grid = {f"{s}.{n}": list({repr(t.setting[f"{s}.{n}"]): t.setting[f"{s}.{n}"] for t in trials}.values()) for s, n in where.values()}
+    if base.data.validation is None and base.data.validation_fraction == 0 and Path(base.data.source).is_file():
+        raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) or give data.validation")
+    done = _read_records(root / SWEEP_JSON)
+    metric = base.train.metric
+    echo(f"sweep: {len(trials) // len(seeds)} setting(s) x {len(seeds)} seed(s) = {len(trials)} trials into {root}/")
+    for i, trial in enumerate(trials, start=1):
+        record = done.get(trial.folder)
+        if record is not None and record.get("config") == trial.config:
+            trial.validation, trial.test, trial.train_seconds = record["validation"], record["test"], record["train_seconds"]
+            echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
+            continue
+        # Only the trial's notes reach the sweep's output; its full log is in its folder (log.jsonl).
+        result = api.train(configs[trial.folder], progress=progress, resume="auto",
+                           echo=lambda m: echo(f"  {m}") if m.startswith("note:") else None)
+        if not result.metrics.get("validation"):
+            raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) "
+                            "or give data.validation")
+        trial.validation, trial.test = _scores(result.metrics.get("validation")), _scores(result.metrics.get("test"))
+        trial.train_seconds = result.train_seconds
+        val = trial.validation[metric]
+        echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({result.train_seconds:.0f} s)")
+        done[trial.folder] = vars(trial).copy()
+        _write(root, base, grid, seeds, metric, list(done.values()), None)
+    ranking = rank(trials, metric)
+    kept = {"best": {ranking[0]["best_trial"]}, "all": {t.folder for t in trials}, "none": set()}[keep]
+    for trial in trials:
+        if trial.folder not in kept:
+            shutil.rmtree(root / trial.folder, ignore_errors=True)
+    return _write(root, base, grid, seeds, metric, [vars(t).copy() for t in trials], ranking, kept)
+
+
+def _read_records(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    try:
+        return {t["folder"]: t for t in json.loads(path.read_text(encoding="utf-8"))["trials"]}
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a sweep record taskembed wrote; move it away to start the sweep afresh") from None
+
+
+def _write(root: Path, base: Config, grid: dict[str, list[Any]], seeds: list[int], metric: str, trials: list[dict[str, Any]],
+           ranking: list[dict[str, Any]] | None, kept: set[str] | None = None) -> dict[str, Any]:
+    from taskembed.artifacts import written_whole
+
+    result = {"metric": metric, "grid": grid, "seeds": seeds, "trials": trials, "ranking": ranking,
+              "kept": sorted(kept) if kept is not None else None}
+    root.mkdir(parents=True, exist_ok=True)
+    with written_whole(root / SWEEP_JSON) as fh:
+        json.dump(result, fh, indent=2, default=str)
+    if ranking is not None:
+        with written_whole(root / SWEEP_MD) as fh:
+            fh.write(report_markdown(result))
+    return result
+
+
+def best_overrides(result: dict[str, Any]) -> list[str]:
+    """The best setting as command-line overrides."""
+    return [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in result["ranking"][0]["setting"].items()]
+

@@ -1,0 +1,113 @@
+"""`taskembed sweep`: a grid trained over seeds, ranked on validation, written as JSON and Markdown, continued after a stop."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from taskembed import api
+from taskembed.cli import main
+from taskembed.errors import UserError
+from taskembed.sweep import parse_grid, sweep
+from tests.conftest import make_rows
+from tests.test_resume import interrupt_after, same_weights
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def base(tiny_overrides, write_csv, tmp_path):
+    return {**tiny_overrides, "data.source": str(write_csv(make_rows(96, seed=6))), "data.validation_fraction": 0.25,
+            "data.test_fraction": 0.2, "train.epochs": 1, "train.num_threads": 1, "output.dir": str(tmp_path / "sweep"),
+            "output.embedding_report": False, "output.baselines": False}
+
+
+def test_every_setting_trains_on_every_seed_and_is_ranked_by_mean_validation(base, tmp_path):
+    grid = {"train.lr": [1e-5, 3e-3], "train.head_lr": [3e-3]}
+    result = sweep(None, base, grid=grid, seeds=[0, 1], keep="all", echo=lambda _m: None)
+    root = tmp_path / "sweep"
+    assert len(result["trials"]) == 4 and result["kept"] == sorted(t["folder"] for t in result["trials"])
+    for row in result["ranking"]:
+        # The mean is over the trials' own validation scores, as their folders recorded them.
+        scores = [json.loads((root / t["folder"] / "metrics.json").read_text())["validation"]["accuracy"]
+                  for t in result["trials"] if t["setting"] == row["setting"]]
+        assert len(scores) == 2 and row["validation"][0] == pytest.approx(statistics.fmean(scores))
+        training = [json.loads((root / t["folder"] / "training_config.json").read_text())["train"] for t in result["trials"]
+                    if t["setting"] == row["setting"]]
+        assert sorted(c["seed"] for c in training) == [0, 1] and {c["lr"] for c in training} == {row["setting"]["train.lr"]}
+    means = [row["validation"][0] for row in result["ranking"]]
+    assert means == sorted(means, reverse=True)
+    table = (root / "sweep.md").read_text()
+    assert "| train.lr | train.head_lr | validation accuracy | test accuracy | train s |" in table
+    assert json.loads((root / "sweep.json").read_text())["ranking"][0]["setting"] == result["ranking"][0]["setting"]
+
+
+def test_loss_ranks_lowest_first_and_keep_best_keeps_one_folder(base, tmp_path):
+    result = sweep(None, {**base, "train.metric": "loss"}, grid={"train.lr": [1e-5, 3e-3]}, seeds=[0], echo=lambda _m: None)
+    losses = [row["validation"][0] for row in result["ranking"]]
+    assert losses == sorted(losses) and losses[0] < losses[1]
+    folders = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert folders == [result["ranking"][0]["best_trial"]] == result["kept"]
+
+
+def test_a_rerun_reads_finished_trials_back_instead_of_training_them(base, monkeypatch):
+    # The grid as the command line gives it (1e-4 reads as text in YAML, `lr` is short for train.lr): recorded as the config reads it.
+    grid = parse_grid(["lr=1e-4,1e-3"])
+    first = sweep(None, base, grid=grid, seeds=[0], keep="none", echo=lambda _m: None)
+    assert {json.dumps(t["setting"]) for t in first["trials"]} == {'{"train.lr": 0.0001}', '{"train.lr": 0.001}'}
+    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("a finished trial was trained again"))
+    said: list[str] = []
+    again = sweep(None, base, grid=grid, seeds=[0], keep="none", echo=said.append)
+    assert again["ranking"] == first["ranking"] and sum("done before, read back" in m for m in said) == 2
+
+
+def test_a_stopped_sweep_continues_and_ends_where_an_unstopped_one_does(base, tmp_path, monkeypatch, capsys):
+    opts = [f"--{k}={v}" for k, v in base.items() if k != "output.dir"] + ["--train.checkpoint_every=2"]
+    args = ["sweep", "--grid", "train.lr=1e-4,1e-3", "--seeds", "0", "--keep", "all", "--no-progress", *opts]
+    assert main(args + [f"--output.dir={tmp_path / 'whole'}"]) == 0
+    capsys.readouterr()
+    # Ctrl-C in the second trial, right after its first checkpoint; then the same command again.
+    real, calls = api.train, {"n": 0}
+    with monkeypatch.context() as m:
+        def second_stops(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                interrupt_after(m, 1)
+            return real(*a, **k)
+
+        m.setattr(api, "train", second_stops)
+        code = main(args + [f"--output.dir={tmp_path / 'sweep'}"])
+    err = capsys.readouterr().err
+    assert code == 130 and "sweep stopped" in err and "continue with" in err and "--grid=train.lr=1e-4,1e-3" in err
+    assert main(args + [f"--output.dir={tmp_path / 'sweep'}"]) == 0
+    out = capsys.readouterr().out
+    assert "lr=0.0001-seed0: done before, read back" in out, out
+    whole = json.loads((tmp_path / "whole" / "sweep.json").read_text())
+    again = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    timeless = [[{k: v for k, v in row.items() if k != "train_seconds"} for row in r["ranking"]] for r in (whole, again)]
+    assert timeless[0] == timeless[1]
+    for trial in whole["trials"]:
+        assert same_weights(tmp_path / "whole" / trial["folder"], tmp_path / "sweep" / trial["folder"])
+
+
+def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
+    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("trained despite a mistake"))
+    with pytest.raises(UserError, match="train.lr must be > 0"):
+        sweep(None, base, grid={"train.lr": [1e-4, -1.0]}, seeds=[0])
+    with pytest.raises(UserError, match="the sweep sets it for each trial"):
+        sweep(None, base, grid={"train.seed": [1, 2]})
+    with pytest.raises(UserError, match="a sweep chooses on validation, and this data has none"):
+        sweep(None, {**base, "data.validation_fraction": 0.0}, grid={"train.lr": [1e-4]})
+    with pytest.raises(UserError, match="write KEY=VALUE,VALUE"):
+        parse_grid(["train.lr"])
+    with pytest.raises(UserError, match="names train.lr twice"):
+        parse_grid(["train.lr=1e-4", "train.lr=2e-4"])
+    assert parse_grid(["train.lr=0.0001,3e-4", "--train.epochs=2,3"]) == {"train.lr": [0.0001, "3e-4"], "train.epochs": [2, 3]}
