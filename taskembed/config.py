@@ -59,6 +59,8 @@ class DataConfig:
     """Token limit per example; longer texts are truncated and counted."""
     max_train_samples: int | None = None
     """A seeded sample of N training rows that keeps every label at least once, for quick runs; validation and test carved from train come out of the N."""
+    max_train_per_label: int | None = None
+    """Few-shot: at most N training examples of each label (seeded), drawn after validation and test are carved, so they keep their size."""
     long_texts: Literal["truncate", "window"] = "truncate"
     """Texts over max_length tokens: truncate them, or cut them into overlapping windows of max_length tokens that are all classified (and trained on) and whose logits are aggregated."""
     window_stride: int = 32
@@ -603,6 +605,9 @@ def _contradictions(cfg: Config) -> list[str]:
     need(d.max_length >= 8, f"data.max_length must be >= 8 (got {d.max_length})")
     need(d.threshold_min_positives >= 1, f"data.threshold_min_positives must be >= 1 (got {d.threshold_min_positives})")
     need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
+    need(d.max_train_per_label is None or d.max_train_per_label >= 1, f"data.max_train_per_label must be >= 1 (got {d.max_train_per_label})")
+    need(d.max_train_per_label is None or not d.multi_label,
+         "data.max_train_per_label counts the examples of each label, which multi-label rows share; use data.max_train_samples")
     need(bool(d.source), "data.source is empty: name a built-in dataset, a file or a folder")
     need(bool(d.text_column), "data.text_column is empty")
     need(bool(d.label_column), "data.label_column is empty")

@@ -786,6 +786,11 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
         share = cfg.validation_fraction / (1 - cfg.test_fraction) if carved_test else cfg.validation_fraction
         frames["train"], frames["validation"] = carve(frames["train"], share, cfg.split_seed, src)
         origin["validation"] = f"{src} (carved {cfg.validation_fraction:.0%} of train, seed {cfg.split_seed})"
+    if cfg.max_train_per_label is not None:
+        # After the carving: a few-shot run's validation and test are as large as without it.
+        train = frames["train"]
+        frames["train"] = (train.sample(frac=1.0, random_state=cfg.split_seed).groupby("label", sort=False).head(cfg.max_train_per_label)
+                           .sort_index().reset_index(drop=True))
     if cfg.multi_label:
         return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True,
                       unlabelled=unlabelled)

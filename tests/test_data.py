@@ -304,6 +304,24 @@ def test_carving_more_than_the_classes_allow_is_a_user_error(write_csv):
     assert "20 examples in 10 classes are too few to carve a 85% split" in msg and "give a validation file" in msg
 
 
+def test_max_train_per_label_keeps_n_of_each_label_and_the_carved_splits_whole(write_csv):
+    path = write_csv(make_rows(150, seed=8))
+    whole = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2))
+    few = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=4))
+    counts = whole.frames["train"]["label"].value_counts()
+    assert few.frames["train"]["label"].value_counts().to_dict() == {k: min(4, v) for k, v in counts.items()}
+    for split in ("validation", "test"):  # carved before the few-shot draw: the same rows as without it
+        assert few.frames[split].equals(whole.frames[split])
+    assert set(map(tuple, few.frames["train"].values)) <= set(map(tuple, whole.frames["train"].values))
+    again = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=4))
+    other = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=4, split_seed=1))
+    assert again.frames["train"].equals(few.frames["train"]) and not other.frames["train"].equals(few.frames["train"])
+    from taskembed.config import load_config
+
+    with pytest.raises(UserError, match="data.max_train_per_label counts the examples of each label"):
+        load_config(None, {"data.multi_label": True, "data.label_delimiter": "|", "data.max_train_per_label": 4})
+
+
 def test_max_train_samples_is_a_seeded_subset(write_csv, rows):
     path = write_csv(rows)
     cfg = DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=50)
