@@ -339,6 +339,38 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
     return write
 
 
+def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str | None = None) -> str:
+    """Upload a trained output folder to the Hugging Face Hub as a model repository, created if it is not there: private
+    unless `private=False`. The folder already is what the Hub shows (safetensors weights, a model card with its YAML
+    header, JSON metadata). Returns the repository's URL."""
+    import re
+
+    from taskembed import hub
+
+    folder = Path(folder).expanduser()
+    if not (folder / artifacts.MODEL_MARKER).is_file():
+        raise UserError(f"{folder}: not a model folder taskembed wrote (no {artifacts.MODEL_MARKER}); push a trained output folder")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise UserError(f"{repo_id}: name the repository owner/name (your user or organisation, then the model's name)")
+    why = hub.unreachable("model")
+    if why:
+        raise UserError(f"cannot push to the Hugging Face Hub: it cannot be reached ({why})")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    client = HfApi()
+    try:
+        url = client.create_repo(repo_id, private=private, exist_ok=True)
+        # Hidden files (a staging folder's leftovers, editor files) are not part of the model.
+        client.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=[".*", "**/.*"],
+                             commit_message=message or f"taskembed: upload {folder.name}")
+    except HfHubHTTPError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"pushing {folder} to {repo_id} failed ({first}); log in with `hf auth login` or set HF_TOKEN, "
+                        "and check that you may write to that owner") from None
+    return str(url)
+
+
 def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> Classifier:
     """A trained model folder, ready to `predict`. bf16=True: bfloat16 autocast where the hardware has native units."""
     return Classifier(folder, device=device, bf16=bf16)

@@ -305,6 +305,14 @@ def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = Non
     check_not_input(out, source)
 
 
+def cmd_push(folder: str, repo_id: str, public: bool = False, message: str | None = None) -> int:
+    from taskembed import api
+
+    url = api.push(folder, repo_id, private=not public, message=message)
+    print(f"pushed {folder} to {url} ({'public' if public else 'private unless it was public before'})")
+    return 0
+
+
 def cmd_datasets() -> int:
     from taskembed.builtin import describe_builtins
 
@@ -494,6 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
                     "about 1.6x faster than float32 there; scores differ from float32 in the third decimal (measured: up to 0.0071)")
 
+    pu = sub.add_parser("push", help="upload a trained folder to the Hugging Face Hub (a private model repository unless --public)")
+    pu.add_argument("folder", help="a trained output folder")
+    pu.add_argument("repo_id", help="owner/name of the model repository (created if it is not there)")
+    pu.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    pu.add_argument("--message", help="the commit message")
+
     sub.add_parser("datasets", help="list the built-in offline datasets with sizes and classes")
 
     d = sub.add_parser("demo", help="open the Gradio demo for one or more model folders")
@@ -666,6 +680,8 @@ def _main(argv: list[str]) -> int:
         if args.command == "predict":
             return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16,
                                text_pair_column=args.text_pair_column)
+        if args.command == "push":
+            return cmd_push(args.folder, args.repo_id, public=args.public, message=args.message)
         if args.command == "datasets":
             return cmd_datasets()
         if args.command == "demo":

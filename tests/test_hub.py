@@ -171,6 +171,52 @@ def test_a_hub_dataset_with_several_configurations_takes_data_subset(monkeypatch
         load_splits(DataConfig(source="rotten_tomatoes", subset="sst2"))
 
 
+def test_push_uploads_a_trained_folder_to_a_private_repository(tmp_path, monkeypatch, capsys):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from taskembed.cli import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "training_config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    # Offline (as this suite always is): refused at once, saying why.
+    assert main(["push", str(folder), "me/model"]) == 2
+    assert "cannot push to the Hugging Face Hub: it cannot be reached (HF_HUB_OFFLINE is set)" in capsys.readouterr().err
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kw):
+            calls.append(("upload_folder", kw))
+
+    monkeypatch.setattr(hub, "unreachable", lambda kind="model": None)
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert main(["push", str(folder), "me/model"]) == 0
+    assert "pushed" in capsys.readouterr().out and calls[0] == ("create_repo", "me/model", {"private": True, "exist_ok": True})
+    upload = calls[1][1]
+    assert upload["repo_id"] == "me/model" and upload["folder_path"] == folder and ".*" in upload["ignore_patterns"]
+    assert main(["push", str(folder), "me/model", "--public"]) == 0 and calls[2][2]["private"] is False
+    # Not a taskembed folder, a bad name, and a refusal by the Hub: one line each.
+    assert main(["push", str(tmp_path), "me/model"]) == 2 and "not a model folder taskembed wrote" in capsys.readouterr().err
+    assert main(["push", str(folder), "model"]) == 2 and "name the repository owner/name" in capsys.readouterr().err
+
+    class Refused(HfHubHTTPError):  # built without a live response (its constructor wants one)
+        def __init__(self, message):
+            Exception.__init__(self, message)
+
+    def refused(self, repo_id, **kw):
+        raise Refused("401 Client Error: Unauthorized for url: https://huggingface.co/api/repos/create")
+
+    monkeypatch.setattr(FakeApi, "create_repo", refused)
+    assert main(["push", str(folder), "me/model"]) == 2
+    err = capsys.readouterr().err
+    assert "401 Client Error: Unauthorized" in err and "hf auth login" in err and len(err.strip().splitlines()) == 1
+
+
 def test_offline_blocks_restore_the_libraries_switches_when_the_last_one_ends(monkeypatch):
     import datasets
     from huggingface_hub import constants
