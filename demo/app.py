@@ -62,6 +62,8 @@ import taskembed  # noqa: E402
 import taskembed.builtin  # noqa: E402
 import taskembed.embed  # noqa: E402
 
+IN_MEMORY = "<in-memory data>"  # what training_config.json records as data.source for data given in Python (taskembed.data)
+
 # Input caps (each can be changed with build_app's arguments or the command line).
 MAX_CHARS = 2_000  # characters in one text
 MAX_LINES = 1_000  # texts in one batch
@@ -195,6 +197,8 @@ def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, ca
             return Validation(missing=f"{source} is a Hub dataset, and the demo downloads nothing")
         elif not source:
             return Validation(missing="the folder has no training_config.json naming its data")
+        elif source == IN_MEMORY:
+            return Validation(missing="the model was trained on data given in Python (taskembed.train(data=...)), which the folder does not hold")
         else:
             return Validation(missing=f"the training data {source!r} is not there (a relative path is read from the current folder)")
         if src is not None:

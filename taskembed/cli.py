@@ -387,7 +387,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     return 0
 
 
-def cmd_export(model: str, out: str, format: str = "sentence-transformers", pooling: str | None = None, normalize: bool = False,
+def cmd_export(model: str, out: str, format: str = "sentence-transformers", pooling: str | None = None, normalize: bool | None = None,
                max_length: int | None = None, overwrite: bool = False) -> int:
     from taskembed.embed import export_sentence_transformers
 
@@ -545,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("out", help="output folder")
     ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers"])
     ex.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
-    ex.add_argument("--normalize", action="store_true", help="add L2 normalisation")
+    ex.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                    help="add L2 normalisation (default: as a sentence-transformers source folder's modules say, else not)")
     ex.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
                     "max_seq_length, else the tokenizer's limit up to 512)")
     ex.add_argument("--overwrite", action="store_true")

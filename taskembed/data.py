@@ -237,11 +237,14 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
     if isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
         return _from_datasets(data)
     if isinstance(data, dict) and data:
-        out = {}
+        out, named = {}, {}
         for name, frame in data.items():
             split = {"dev": "validation", "valid": "validation", "val": "validation"}.get(name, name)
             if split not in SPLITS:
                 raise UserError(f"{what}: split '{name}' is not one of {', '.join(SPLITS)}; name the splits train, validation and test")
+            if split in named:
+                raise UserError(f"{what}: '{named[split]}' and '{name}' both name the {split} split; give one of them")
+            named[split] = name
             if isinstance(frame, datasets.Dataset):
                 frame = _from_datasets(frame)["train"]
             elif not isinstance(frame, pd.DataFrame):
@@ -257,6 +260,12 @@ def check_paths(cfg: DataConfig) -> None:
     from taskembed import builtin
 
     src, path = cfg.source, Path(cfg.source)
+    if src == IN_MEMORY:
+        raise UserError(f"data.source {IN_MEMORY} is data that was given in Python (taskembed.train(data=...)); give it again "
+                        "that way, or name a file or dataset")
+    if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
+        raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
+                        f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
     if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))):
         raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
     for file in (cfg.validation, cfg.test):
@@ -271,17 +280,13 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
 
     src = cfg.source
     path = Path(src)
-    if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
-        raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
-                        f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
+    if given is None and (src == IN_MEMORY or cfg.subset):
+        check_paths(cfg)  # raises for in-memory data given no longer, or a subset beside a local or built-in source
     if given is not None:  # frames_from_python's splits; data.source reads IN_MEMORY
         if cfg.subset:
             raise UserError("data.subset names a configuration of a Hub dataset, and the data was given in Python; drop data.subset")
         splits = {name: frame.copy() for name, frame in given.items()}
         origin = {name: f"data['{name}']" for name in splits}
-    elif src == IN_MEMORY:
-        raise UserError(f"data.source {IN_MEMORY} is data that was given in Python (taskembed.train(data=...)); give it again "
-                        "that way, or name a file or dataset")
     elif src in builtin.BUILTIN_NAMES:
         splits = builtin.load_builtin(src)
         origin = {s: f"builtin:{src} [{s}]" for s in splits}  # a row number is only useful with its split
@@ -340,9 +345,13 @@ def _load_hub(name: str, named: str, subset: str | None = None) -> tuple[dict[st
         if "Config name is missing" in text or (subset and "BuilderConfig" in text and "not found" in text):
             # datasets names the configurations in its message (its example call aside): they are the answer.
             listed = re.search(r"(?:available configs|Available): (\[.*?\])", text)
+            configs = f" ({listed.group(1)[:300]})" if listed else ""
+            if not named:  # evaluate, embed and compare take no data.subset
+                raise UserError(f"'{name}' has several configurations{configs}; save the one you want with datasets "
+                                f"(load_dataset('{name}', CONFIG).save_to_disk(FOLDER)) and give FOLDER") from None
             raise UserError(f"{named}'{name}' has several configurations"
                             + (f" and '{subset}' is not one of them" if subset else "")
-                            + f"; name one with data.subset{' (' + listed.group(1)[:300] + ')' if listed else ''}") from None
+                            + f"; name one with data.subset{configs}") from None
         raise UserError(
             f"{named}'{name}': not a file, folder or built-in ({', '.join(builtin.BUILTIN_NAMES)}), "
             + (f"and the Hugging Face Hub cannot be reached ({why}), so only the local cache was read, which failed ({msg}); "

@@ -1266,7 +1266,7 @@ tags: [taskembed, sentence-transformers, feature-extraction]
 # {emb.name} as a sentence encoder
 
 Exported by taskembed from `{emb.name}`. `SentenceTransformer(this folder).encode(texts)` gives the same
-vectors as `taskembed embed {emb.name} DATA --pooling {emb.pooling} --max-length {emb.max_length}{' --normalize' if emb.normalize else ''}`:
+vectors as `taskembed embed {emb.name} DATA --out vectors.parquet --pooling {emb.pooling} --max-length {emb.max_length} {'--normalize' if emb.normalize else '--no-normalize'}`:
 {info['pooling_detail']}, texts truncated to {emb.max_length} tokens.
 
 Modules: {' -> '.join(modules)}. Weights are safetensors only. Provenance (source weights fingerprint,

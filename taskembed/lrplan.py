@@ -66,9 +66,9 @@ _BACKBONE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^embeddings\.", EMBEDDINGS),
         # ELECTRA: projects small embeddings up to hidden size, before layer 1; ALBERT's projection does the same.
         (r"^(?:embeddings_project|encoder\.embedding_hidden_mapping_in)\.", EMBEDDINGS),
-        # MPNet: the relative-position bias table shared by every layer; RoFormer: the rotary position table. Inputs
-        # to every layer, so they decay like embeddings (as DeBERTa-v2's below).
-        (r"^encoder\.(?:relative_attention_bias|embed_positions)\.", EMBEDDINGS),
+        # MPNet: the relative-position bias table shared by every layer, an input to every layer, so it decays like
+        # the embeddings (as DeBERTa-v2's below). (RoFormer's rotary table is fixed: the plan would make it train.)
+        (r"^encoder\.relative_attention_bias\.", EMBEDDINGS),
         # DeBERTa-v2: relative position table shared by all layers, and the LayerNorm
         # applied to that table; inputs to every layer, so they decay like embeddings.
         (r"^encoder\.(?:rel_embeddings|LayerNorm)\.", EMBEDDINGS),
@@ -255,15 +255,23 @@ def _backbone_prefix(model: nn.Module) -> str:
     return ""
 
 
+# Rules of one model_type that go before the general ones, where a name means something else there.
+_TYPE_RULES: dict[str, tuple[tuple[re.Pattern[str], str], ...]] = {
+    # XLM-R XL (pre-LayerNorm): encoder.LayerNorm normalises the top layer's output, not a table fed to every layer.
+    "xlm-roberta-xl": ((re.compile(r"^encoder\.LayerNorm\."), TOP_LAYER),),
+}
+
+
 def _place(model: nn.Module) -> tuple[list[tuple[str, str, int | None, str]], int]:
     """(name, role, layer index or None, module) for every parameter, in model order; and L."""
     prefix = _backbone_prefix(model)
+    own = _TYPE_RULES.get(getattr(getattr(model, "config", None), "model_type", None), ())
     placed: list[tuple[str, str, int | None, str]] = []
     for name, _ in model.named_parameters():
         if prefix and not name.startswith(prefix):
             local, rules, outer = name, _HEAD_RULES, ""
         else:
-            local, rules, outer = name[len(prefix) :], _BACKBONE_RULES, prefix
+            local, rules, outer = name[len(prefix) :], own + _BACKBONE_RULES, prefix
         for pattern, role in rules:
             match = pattern.match(local)
             if match:

@@ -297,8 +297,9 @@ def plot_curves(log: list[dict[str, Any]], path, metric: str) -> None:
     ax[0].set_ylabel("training loss")
     ax[0].set_title("loss")
     if evals:
+        other = "accuracy" if metric == "loss" else "loss"  # the chosen metric, and beside it the loss (or, for loss, accuracy)
         ax[1].plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o", label=f"validation {metric}")
-        ax[1].plot([r["step"] for r in evals], [r["loss"] for r in evals], marker="x", label="validation loss")
+        ax[1].plot([r["step"] for r in evals], [r[other] for r in evals], marker="x", label=f"validation {other}")
         ax[1].legend()
     ax[1].set_xlabel("optimizer step")
     ax[1].set_title("validation")

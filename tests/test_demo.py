@@ -456,6 +456,12 @@ def test_demo_imports_only_the_public_api():
     assert modules <= {"taskembed", "taskembed.embed", "taskembed.builtin"}, modules
 
 
+def test_the_demo_knows_the_source_recorded_for_data_given_in_python():
+    from taskembed.data import IN_MEMORY
+
+    assert demo.IN_MEMORY == IN_MEMORY
+
+
 def test_notes_say_why_something_is_missing():
     # Training skips these reports for multi-label models on purpose: advice to switch them on would be wrong.
     assert demo.embedding_markdown(None, multi_label=True).startswith("Multi-label models have no embedding report")

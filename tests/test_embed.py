@@ -406,7 +406,7 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     # the provenance names the width, and the card's command is the one that gives these vectors
     assert json.loads((out / "taskembed_export.json").read_text())["dim"] == theirs.shape[1]
     max_length = taskembed.load(trained).max_length
-    assert f"taskembed embed {trained} DATA --pooling head --max-length {max_length}`" in (out / "README.md").read_text()
+    assert f"taskembed embed {trained} DATA --out vectors.parquet --pooling head --max-length {max_length} --no-normalize`" in (out / "README.md").read_text()
     # a base encoder with mean pooling and normalisation exports as Transformer + Pooling + Normalize
     base_out = export_sentence_transformers(tiny_model_dir, tmp_path / "st-base", normalize=True)
     theirs = SentenceTransformer(str(base_out), device="cpu").encode(TEXTS, convert_to_numpy=True)
@@ -420,6 +420,15 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, ti
     assert main(["embed", str(base_out), str(_write_csv(tmp_path / "d.csv", make_rows(6, seed=2))), "--out", str(tmp_path / "v.npy"),
                  "--no-progress", "--no-normalize"]) == 0
     assert json.loads((tmp_path / "v.npy.json").read_text())["normalize"] is False
+    # Exported again, from the command line as from Python, the source's Normalize module is kept unless refused by name,
+    # and the card's command (which names it either way) gives the export's vectors.
+    for args, kept in (([], True), (["--no-normalize"], False)):
+        again = tmp_path / f"again-{kept}"
+        assert main(["export", str(base_out), str(again), *args]) == 0
+        assert ("Normalize" in (again / "modules.json").read_text()) is kept
+        assert ("--normalize`" if kept else "--no-normalize`") in (again / "README.md").read_text()
+        assert "--out vectors.parquet" in (again / "README.md").read_text()
+        assert np.abs(SentenceTransformer(str(again), device="cpu").encode(TEXTS) - embed(base_out, TEXTS, normalize=kept)).max() < 1e-5
     # read back, an export gives sentence-transformers' vectors or is refused: embed applied mean pooling to any of them
     with pytest.raises(UserError, match="with a Dense module, which taskembed does not reproduce"):
         embed(out, TEXTS)

@@ -166,9 +166,18 @@ def test_a_hub_dataset_with_several_configurations_takes_data_subset(monkeypatch
         load_splits(DataConfig(source="someorg/glue", subset="sst-2", text_column="sentence"))
     splits = load_splits(DataConfig(source="someorg/glue", subset="sst2", text_column="sentence"))
     assert calls[-1] == ("someorg/glue", "sst2") and splits.labels == ["negative", "positive"]
-    # Only a Hub dataset has configurations: a built-in or a file with one is a mistake, said before anything is read.
+    # Only a Hub dataset has configurations: a built-in or a file with one is a mistake, said before anything is read,
+    # by the dry run too.
     with pytest.raises(UserError, match="data.source rotten_tomatoes is a built-in dataset; drop data.subset"):
         load_splits(DataConfig(source="rotten_tomatoes", subset="sst2"))
+    from taskembed.data import check_paths, load_raw
+
+    with pytest.raises(UserError, match="drop data.subset"):
+        check_paths(DataConfig(source="rotten_tomatoes", subset="sst2"))
+    # evaluate, embed and compare name no configuration: they are told how to give such data
+    with pytest.raises(UserError, match=r"'someorg/glue' has several configurations \(\['sst2', 'cola'\]\); save the one you want "
+                                        r"with datasets \(load_dataset\('someorg/glue', CONFIG\).save_to_disk\(FOLDER\)\) and give FOLDER"):
+        load_raw(DataConfig(source="someorg/glue", text_column="sentence"), training=False)
 
 
 def test_push_uploads_a_trained_folder_to_a_private_repository(tmp_path, monkeypatch, capsys):

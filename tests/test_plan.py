@@ -68,8 +68,8 @@ def _config(arch: str, num_layers: int):
         return transformers.NystromformerConfig(**kw)
     if arch == "mpnet":  # encoder.relative_attention_bias: one table for every layer
         return transformers.MPNetConfig(**kw)
-    if arch == "roformer":  # encoder.embed_positions: the rotary table
-        return transformers.RoFormerConfig(**kw)
+    if arch == "xlm-roberta-xl":  # encoder.LayerNorm after the top layer (pre-LayerNorm layers)
+        return transformers.XLMRobertaXLConfig(**kw)
     if arch == "albert":
         # A group of weights per layer here, so that groups count layers; ALBERT's default of one shared group is
         # checked on its own below. embedding_size != hidden_size gives encoder.embedding_hidden_mapping_in.
@@ -100,7 +100,7 @@ ARCHS = [
     ("electra", 2),
     ("modernbert", 3),
     ("mpnet", 3),
-    ("roformer", 2),
+    ("xlm-roberta-xl", 3),
     ("albert", 3),
     ("camembert", 2),
     ("mobilebert", 3),
@@ -158,6 +158,23 @@ def test_rates_follow_the_formula(case):
     assert groups["embeddings"].depth == 0
     assert groups["head"].lr == HEAD_LR
     assert groups["head"].depth == num_layers + 1
+
+
+def test_a_norm_named_alike_is_placed_by_what_it_does_in_its_model():
+    # encoder.LayerNorm normalises DeBERTa-v2's relative table (an input to every layer: the embeddings' rate) and XLM-R
+    # XL's top-layer output (the top layer's rate).
+    xl = _groups(_plan(_model("xlm-roberta-xl", 3)))
+    assert "roberta.encoder.LayerNorm.weight" in xl["layer.3"].params and xl["layer.3"].lr == LR
+    deberta = _groups(_plan(_model("deberta-v2", 3)))
+    assert "deberta.encoder.LayerNorm.weight" in deberta["embeddings"].params
+
+
+def test_a_model_s_fixed_rotary_table_is_not_placed_where_it_would_train():
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(transformers.RoFormerConfig(num_hidden_layers=2, **TINY))
+    assert not model.roformer.encoder.embed_positions.weight.requires_grad  # fixed in transformers
+    with pytest.raises(UserError, match="cannot place parameter 'roformer.encoder.embed_positions.weight'"):
+        _plan(model)
 
 
 def test_albert_s_shared_layer_is_one_layer_with_one_rate():

@@ -183,6 +183,14 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
         taskembed.train(None, base, data=rows)
     with pytest.raises(UserError, match="split 'eval' is not one of train, validation, test"):
         taskembed.train(None, base, data={"train": pd.DataFrame(rows), "eval": pd.DataFrame(test_rows)})
+    with pytest.raises(UserError, match="'dev' and 'validation' both name the validation split; give one of them"):
+        taskembed.train(None, base, data={"train": pd.DataFrame(rows), "dev": pd.DataFrame(test_rows), "validation": pd.DataFrame(test_rows)})
+    # The folder's recorded source is no data to train on again, and the dry run says so as the run would.
+    from taskembed.cli import main as cli
+
+    with pytest.raises(UserError, match="is data that was given in Python"):
+        taskembed.train(None, {**base, "data.source": "<in-memory data>"})
+    assert cli(["train", "--data.source", "<in-memory data>", "--model.name", base["model.name"], "--dry-run"]) == 2
     bad = pd.DataFrame(rows)
     bad.loc[4, "text"] = "  "
     with pytest.raises(UserError, match=r"data\['train'\]: row 5"):
