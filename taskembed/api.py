@@ -356,15 +356,19 @@ def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str
     if why:
         raise UserError(f"cannot push to the Hugging Face Hub: it cannot be reached ({why})")
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 
+    # The HTTP library's own errors (a connection dropped mid-upload) share a base with HfHubHTTPError.
+    transport = next((c for c in HfHubHTTPError.__mro__[1:] if c.__name__ == "HTTPError"), OSError)
     client = HfApi()
     try:
         url = client.create_repo(repo_id, private=private, exist_ok=True)
         # Hidden files (a staging folder's leftovers, editor files) are not part of the model.
         client.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=[".*", "**/.*"],
                              commit_message=message or f"taskembed: upload {folder.name}")
-    except HfHubHTTPError as exc:
+    except HFValidationError as exc:  # a name the Hub does not take ('me/a..b', '--', over 96 characters)
+        raise UserError(f"{repo_id}: not a repository name the Hub takes ({str(exc).strip().splitlines()[0][:200]})") from None
+    except (HfHubHTTPError, transport, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"pushing {folder} to {repo_id} failed ({first}); log in with `hf auth login` or set HF_TOKEN, "
                         "and check that you may write to that owner") from None
@@ -414,7 +418,7 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
             raise UserError(f"split {split}: a single table has no splits; drop split")
         df, where = clean_split(frames_from_python(data)["train"], dcfg, "data", flag), "data"
     elif in_memory:
-        split = split or "test"
+        split = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split or "test", split or "test")
         raw = frames_from_python(data)
         if split not in raw:
             raise UserError(f"data: has no '{split}' split (it has {', '.join(raw)}); pick one with split")

@@ -307,7 +307,7 @@ tags: [taskembed, text-classification]
 # {Path(cfg['output']['dir']).name}
 
 A text classifier fine-tuned with [taskembed](https://pypi.org/project/taskembed/) from
-`{cfg['model']['name']}` on `{cfg['data']['source']}` ({sizes}), with discriminative
+`{cfg['model']['name']}` on `{cfg['data']['source']}`{f" (configuration `{cfg['data']['subset']}`)" if cfg['data'].get('subset') else ""} ({sizes}), with discriminative
 learning rates (top {cfg['train']['lr']:g}, layer decay {cfg['train']['layer_decay']:g}, head {cfg['train']['head_lr']:g}{scaled}).
 Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 

@@ -161,18 +161,13 @@ def _drop_overrides(tokens: list[str], keys: set[str]) -> list[str]:
     return kept
 
 
-def _as_arg(value) -> str:
-    """An override's value as the command line gives it (YAML: true, not Python's True)."""
-    return {True: "true", False: "false", None: "null"}.get(value, value) if isinstance(value, (bool, type(None))) else str(value)
-
-
 def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str], seeds: str = "0,1,2", keep: str = "best",
               progress: bool = True) -> int:
     """Train every combination of the --grid values on every seed; print the ranking and the best setting."""
     import shlex
 
     from taskembed.config import parse_overrides
-    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, best_overrides, parse_grid, report_markdown, sweep
+    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, report_markdown, sweep
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -196,7 +191,7 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
           + (f"; its best seed's model: {root / best['best_trial']}" if best["best_trial"] in result["kept"] else ""))
     # The sweep's other overrides, less its folder (not the model's) and what the best setting replaces.
     chosen = {key.replace("-", "_") for key in best["setting"]}
-    base = [f"--{key}={_as_arg(value)}" for key, value in parse_overrides(list(overrides)).items() if key not in chosen | {"output.dir"}]
+    base = [f"--{key}={as_arg(value)}" for key, value in parse_overrides(list(overrides)).items() if key not in chosen | {"output.dir"}]
     print("train it: " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *base, *best_overrides(result)]))
     print(f"written to {root / SWEEP_JSON} and {root / SWEEP_MD}")
     return 0
@@ -309,7 +304,9 @@ def cmd_push(folder: str, repo_id: str, public: bool = False, message: str | Non
     from taskembed import api
 
     url = api.push(folder, repo_id, private=not public, message=message)
-    print(f"pushed {folder} to {url} ({'public' if public else 'private unless it was public before'})")
+    # create_repo leaves an existing repository's visibility as it is: only a new one is made public or private here.
+    print(f"pushed {folder} to {url} (a repository created now is {'public' if public else 'private'}; one that was there "
+          "keeps its visibility)")
     return 0
 
 

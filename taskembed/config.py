@@ -605,6 +605,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(d.max_length >= 8, f"data.max_length must be >= 8 (got {d.max_length})")
     need(d.threshold_min_positives >= 1, f"data.threshold_min_positives must be >= 1 (got {d.threshold_min_positives})")
     need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
+    need(d.subset is None or bool(str(d.subset).strip()), "data.subset is empty; name a configuration of the Hub dataset, or leave it unset")
     need(d.max_train_per_label is None or d.max_train_per_label >= 1, f"data.max_train_per_label must be >= 1 (got {d.max_train_per_label})")
     need(d.max_train_per_label is None or not d.multi_label,
          "data.max_train_per_label counts the examples of each label, which multi-label rows share; use data.max_train_samples")

@@ -317,6 +317,8 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
     if training and "train" not in splits:
         raise UserError(f"{src}: has splits {sorted(splits)} but no 'train'; rename the training split")
     for split, file in (("validation", cfg.validation), ("test", cfg.test)):
+        if file and given is not None and split in given:
+            raise UserError(f"data['{split}'] and data.{split} ({file}) both give the {split} split; give one of them")
         if file:
             splits[split] = read_table(file)
             origin[split] = str(file)

@@ -13,6 +13,7 @@ finished trials are read back, not trained again, and the interrupted one resume
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -22,8 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from taskembed.checkpoint import folder_for
 from taskembed.config import Config, _resolve_key, as_config, parse_overrides
+from taskembed.data import load_splits
 from taskembed.errors import UserError
+
+SAME_VALIDATION = {"max_length", "long_texts", "window_stride", "window_aggregate", "max_train_per_label", "threshold_min_positives"}
+"""The data options a grid may vary: they leave the validation examples as they are (the few-shot draw comes after the carving)."""
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
@@ -95,13 +101,14 @@ def rank(trials: list[Trial], metric: str) -> list[dict[str, Any]]:
 
 def report_markdown(result: dict[str, Any]) -> str:
     metric, scale = result["metric"], (1.0 if result["metric"] == "loss" else 100.0)
+    places = 4 if metric == "loss" else 2  # a loss of 0.24 and one of 0.2441 would look alike
     keys = list(result["grid"])
     lines = [f"Sweep over {', '.join(keys)}; seeds {', '.join(map(str, result['seeds']))}; ranked by mean validation {metric}"
              f" ({'lowest' if metric == 'loss' else 'highest'} first). Test scores are shown, never used to choose.", "",
              "| " + " | ".join(keys) + f" | validation {metric} | test accuracy | train s |",
              "| " + " | ".join("---" for _ in keys) + " | ---: | ---: | ---: |"]
     for row in result["ranking"]:
-        val = f"{scale * row['validation'][0]:.2f} ± {scale * row['validation'][1]:.2f}"
+        val = f"{scale * row['validation'][0]:.{places}f} ± {scale * row['validation'][1]:.{places}f}"
         test = f"{100 * row['test_accuracy'][0]:.2f} ± {100 * row['test_accuracy'][1]:.2f}" if "test_accuracy" in row else "n/a"
         lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {row['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -129,10 +136,16 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
             raise UserError(f"--grid {key}: {problems[0]}")
         if found in (("train", "seed"), ("output", "dir")):
             raise UserError(f"--grid {key}: the sweep sets it for each trial ({'--seeds' if found[1] == 'seed' else '--output.dir names the sweep folder'})")
+        if found[0] == "data" and found[1] not in SAME_VALIDATION:
+            # Validation is what ranks the settings: each must be scored on the same examples.
+            raise UserError(f"--grid {key}: it changes which examples validate, so the settings would be scored on different "
+                            f"data; run one sweep per value (the data options a grid may vary: {', '.join(sorted(SAME_VALIDATION))})")
         where[key] = found
     root = Path(base.output.dir)
     if root.is_file():
         raise UserError(f"output.dir {root} is a file; a sweep writes a folder of trials there")
+    if (root / "training_config.json").is_file():
+        raise UserError(f"output.dir {root} is a trained model's folder; a sweep writes a folder of trials: choose another --output.dir")
     # Every trial's config is built and checked first: a value that cannot work fails now, not after hours of trials.
     trials: list[Trial] = []
     configs: dict[str, Config] = {}
@@ -140,14 +153,20 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
         # The values as the config reads them (1e-4 written on the command line is the number 0.0001).
         resolved = as_config(base, dict(zip(grid, values)))
         setting = {f"{s}.{n}": getattr(getattr(resolved, s), n) for s, n in where.values()}
+        if any(t.setting == setting for t in trials):
+            raise UserError(f"--grid gives the setting {', '.join(f'{k}={v}' for k, v in setting.items())} twice (one value written "
+                            "two ways, as 0.001 and 1e-3); give each value once")
         for seed in seeds:
             folder = _name(setting, seed)
+            if folder in configs:  # two values that only differ in characters a folder name cannot hold
+                folder = f"{folder}-{hashlib.sha1(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
             # overwrite: a trial folder without a record of this sweep is a stale one (its checkpoint still resumes)
             configs[folder] = as_config(base, {**setting, "train.seed": seed, "output.dir": str(root / folder), "output.overwrite": True})
             trials.append(Trial(setting=setting, seed=seed, folder=folder, config=configs[folder].to_dict()))
     # The grid as the config reads it, for the record and the table: full keys, typed values, in the order given.
     grid = {f"{s}.{n}": list({repr(t.setting[f"{s}.{n}"]): t.setting[f"{s}.{n}"] for t in trials}.values()) for s, n in where.values()}
-    if base.data.validation is None and base.data.validation_fraction == 0 and Path(base.data.source).is_file():
+    # Read once before any trial (every trial reads the same examples: SAME_VALIDATION): missing columns or splits fail now.
+    if "validation" not in load_splits(base.data).frames:
         raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) or give data.validation")
     done = _read_records(root / SWEEP_JSON)
     metric = base.train.metric
@@ -159,11 +178,20 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
             echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
             continue
         # Only the trial's notes reach the sweep's output; its full log is in its folder (log.jsonl).
-        result = api.train(configs[trial.folder], progress=progress, resume="auto",
-                           echo=lambda m: echo(f"  {m}") if m.startswith("note:") else None)
-        if not result.metrics.get("validation"):
-            raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) "
-                            "or give data.validation")
+        def run():
+            return api.train(configs[trial.folder], progress=progress, resume="auto",
+                             echo=lambda m: echo(f"  {m}") if m.startswith("note:") else None)
+
+        try:
+            result = run()
+        except UserError as exc:
+            if not str(exc).startswith("cannot resume from "):
+                raise
+            # The checkpoint of an earlier sweep run with other settings (changed overrides): the sweep wrote it, so it
+            # goes, and the trial starts afresh, instead of a refusal whose advice (--resume, overwrite) a sweep cannot take.
+            echo(f"  note: {trial.folder} has a checkpoint of other settings ({str(exc).split(': ', 2)[-1][:200]}); training it afresh")
+            shutil.rmtree(folder_for(root / trial.folder))
+            result = run()
         trial.validation, trial.test = _scores(result.metrics.get("validation")), _scores(result.metrics.get("test"))
         trial.train_seconds = result.train_seconds
         val = trial.validation[metric]
@@ -172,6 +200,7 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
         _write(root, base, grid, seeds, metric, list(done.values()), None)
     ranking = rank(trials, metric)
     kept = {"best": {ranking[0]["best_trial"]}, "all": {t.folder for t in trials}, "none": set()}[keep]
+    kept = {folder for folder in kept if (root / folder).is_dir()}  # a trial read back after an earlier --keep none has none
     for trial in trials:
         if trial.folder not in kept:
             shutil.rmtree(root / trial.folder, ignore_errors=True)
@@ -204,5 +233,12 @@ def _write(root: Path, base: Config, grid: dict[str, list[Any]], seeds: list[int
 
 def best_overrides(result: dict[str, Any]) -> list[str]:
     """The best setting as command-line overrides."""
-    return [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in result["ranking"][0]["setting"].items()]
+    return [f"--{key}={as_arg(value)}" for key, value in result["ranking"][0]["setting"].items()]
+
+
+def as_arg(value: Any) -> str:
+    """A value as a command-line override reads it back (YAML: true and null, not Python's True and None)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 

@@ -174,6 +174,10 @@ def test_a_hub_dataset_with_several_configurations_takes_data_subset(monkeypatch
 
     with pytest.raises(UserError, match="drop data.subset"):
         check_paths(DataConfig(source="rotten_tomatoes", subset="sst2"))
+    from taskembed.config import load_config
+
+    with pytest.raises(UserError, match="data.subset is empty"):
+        load_config(None, {"data.subset": " "})
     # evaluate, embed and compare name no configuration: they are told how to give such data
     with pytest.raises(UserError, match=r"'someorg/glue' has several configurations \(\['sst2', 'cola'\]\); save the one you want "
                                         r"with datasets \(load_dataset\('someorg/glue', CONFIG\).save_to_disk\(FOLDER\)\) and give FOLDER"):
@@ -212,6 +216,16 @@ def test_push_uploads_a_trained_folder_to_a_private_repository(tmp_path, monkeyp
     # Not a taskembed folder, a bad name, and a refusal by the Hub: one line each.
     assert main(["push", str(tmp_path), "me/model"]) == 2 and "not a model folder taskembed wrote" in capsys.readouterr().err
     assert main(["push", str(folder), "model"]) == 2 and "name the repository owner/name" in capsys.readouterr().err
+
+    def invalid(self, repo_id, **kw):  # as huggingface_hub's own name check raises for 'me/a..b'
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+
+    monkeypatch.setattr(FakeApi, "create_repo", invalid)
+    assert main(["push", str(folder), "me/a..b"]) == 2
+    err = capsys.readouterr().err
+    assert "me/a..b: not a repository name the Hub takes" in err and len(err.strip().splitlines()) == 1
 
     class Refused(HfHubHTTPError):  # built without a live response (its constructor wants one)
         def __init__(self, message):

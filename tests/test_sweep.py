@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ import torch
 from taskembed import api
 from taskembed.cli import main
 from taskembed.errors import UserError
-from taskembed.sweep import parse_grid, sweep
+from taskembed.loop import TrainingInterrupted
+from taskembed.sweep import as_arg, parse_grid, sweep
 from tests.conftest import make_rows
 from tests.test_resume import interrupt_after, same_weights
 
@@ -56,6 +59,37 @@ def test_loss_ranks_lowest_first_and_keep_best_keeps_one_folder(base, tmp_path):
     assert losses == sorted(losses) and losses[0] < losses[1]
     folders = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert folders == [result["ranking"][0]["best_trial"]] == result["kept"]
+    assert f"| {losses[0]:.4f} ± 0.0000 |" in (tmp_path / "sweep" / "sweep.md").read_text()  # a loss shown to 4 places
+    # Read back after --keep none, no folder is there to keep: none is claimed.
+    shutil.rmtree(tmp_path / "sweep" / folders[0])
+    again = sweep(None, {**base, "train.metric": "loss"}, grid={"train.lr": [1e-5, 3e-3]}, seeds=[0], echo=lambda _m: None)
+    assert again["kept"] == []
+
+
+def test_values_that_only_a_folder_name_confuses_get_folders_of_their_own(base, tiny_model_dir, tmp_path):
+    (tmp_path / "m").mkdir()
+    shutil.copytree(tiny_model_dir, tmp_path / "m" / "a")
+    shutil.copytree(tiny_model_dir, tmp_path / "m_a")
+    result = sweep(None, base, grid={"model.name": [str(tmp_path / "m" / "a"), str(tmp_path / "m_a")]}, seeds=[0], keep="all",
+                   echo=lambda _m: None)
+    folders = [t["folder"] for t in result["trials"]]
+    assert len(set(folders)) == 2 and all((tmp_path / "sweep" / f / "model.safetensors").is_file() for f in folders)
+    recorded = {json.loads((tmp_path / "sweep" / f / "training_config.json").read_text())["model"]["name"] for f in folders}
+    assert recorded == {str(tmp_path / "m" / "a"), str(tmp_path / "m_a")}
+
+
+def test_a_checkpoint_of_other_settings_in_a_trial_s_place_is_trained_afresh(base, monkeypatch):
+    # Stopped in its first trial, then run with another override: the old checkpoint cannot resume, and the sweep
+    # (which wrote it) starts the trial afresh instead of refusing with advice it cannot take.
+    with monkeypatch.context() as m:
+        interrupt_after(m, 1)
+        with pytest.raises(TrainingInterrupted):
+            sweep(None, {**base, "train.checkpoint_every": 2}, grid={"train.lr": [1e-3]}, seeds=[0], echo=lambda _m: None)
+    said: list[str] = []
+    result = sweep(None, {**base, "train.checkpoint_every": 2, "train.label_smoothing": 0.1}, grid={"train.lr": [1e-3]}, seeds=[0],
+                   echo=said.append)
+    assert any("has a checkpoint of other settings" in m and "training it afresh" in m for m in said)
+    assert result["trials"][0]["config"]["train"]["label_smoothing"] == 0.1 and result["trials"][0]["validation"] is not None
 
 
 def test_a_rerun_reads_finished_trials_back_instead_of_training_them(base, monkeypatch):
@@ -106,6 +140,17 @@ def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
         sweep(None, base, grid={"train.seed": [1, 2]})
     with pytest.raises(UserError, match="a sweep chooses on validation, and this data has none"):
         sweep(None, {**base, "data.validation_fraction": 0.0}, grid={"train.lr": [1e-4]})
+    # Settings compared on different validation examples, one setting twice, a model folder as the sweep's folder.
+    with pytest.raises(UserError, match="--grid data.max_train_samples: it changes which examples validate"):
+        sweep(None, base, grid={"data.max_train_samples": [None, 10]})
+    with pytest.raises(UserError, match="gives the setting train.lr=0.001 twice"):
+        sweep(None, base, grid={"train.lr": [0.001, "1e-3"]})
+    model = Path(base["output.dir"]).parent / "model"
+    model.mkdir()
+    (model / "training_config.json").write_text("{}")
+    with pytest.raises(UserError, match="is a trained model's folder; a sweep writes a folder of trials"):
+        sweep(None, {**base, "output.dir": str(model)}, grid={"train.lr": [1e-4]})
+    assert [as_arg(v) for v in (None, True, 0.001, {"neg": 2.0})] == ["null", "true", "0.001", '{"neg": 2.0}']
     with pytest.raises(UserError, match="write KEY=VALUE,VALUE"):
         parse_grid(["train.lr"])
     with pytest.raises(UserError, match="names train.lr twice"):

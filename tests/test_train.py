@@ -183,6 +183,10 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
         taskembed.train(None, base, data=rows)
     with pytest.raises(UserError, match="split 'eval' is not one of train, validation, test"):
         taskembed.train(None, base, data={"train": pd.DataFrame(rows), "eval": pd.DataFrame(test_rows)})
+    assert taskembed.evaluate(res.output_dir, {"dev": pd.DataFrame(test_rows)}, "dev")["n"] == 40  # dev is validation, as in train
+    with pytest.raises(UserError, match=r"data\['validation'\] and data.validation \(.*\) both give the validation split"):
+        taskembed.train(None, {**base, "data.validation": str(write_csv(test_rows))},
+                        data={"train": pd.DataFrame(rows), "validation": pd.DataFrame(test_rows)})
     with pytest.raises(UserError, match="'dev' and 'validation' both name the validation split; give one of them"):
         taskembed.train(None, base, data={"train": pd.DataFrame(rows), "dev": pd.DataFrame(test_rows), "validation": pd.DataFrame(test_rows)})
     # The folder's recorded source is no data to train on again, and the dry run says so as the run would.
