@@ -264,6 +264,13 @@ clf = pipeline("text-classification", model="path/to/this/folder")
 """
 
 
+def _base_model_line(name: str) -> str:
+    """The card header's base_model: a Hub id only. A local folder's path there is refused by the Hub's metadata check
+    when the folder is pushed, and would mean nothing to a reader elsewhere."""
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    return "" if local else f"base_model: {name}\n"
+
+
 def model_card(info: dict[str, Any]) -> str:
     cfg = info["config"]
     metrics = info["metrics"]
@@ -300,8 +307,7 @@ def model_card(info: dict[str, Any]) -> str:
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
-base_model: {cfg['model']['name']}
-tags: [taskembed, text-classification]
+{_base_model_line(cfg['model']['name'])}tags: [taskembed, text-classification]
 ---
 
 # {Path(cfg['output']['dir']).name}

@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
                     "about 1.6x faster than float32 there; scores differ from float32 in the third decimal (measured: up to 0.0071)")
 
-    pu = sub.add_parser("push", help="upload a trained folder to the Hugging Face Hub (a private model repository unless --public)")
+    pu = sub.add_parser("push", help="upload a trained folder to a Hugging Face Hub model repository (created private unless --public)")
     pu.add_argument("folder", help="a trained output folder")
     pu.add_argument("repo_id", help="owner/name of the model repository (created if it is not there)")
     pu.add_argument("--public", action="store_true", help="make a new repository public (default: private)")

@@ -54,6 +54,11 @@ def test_output_folder_contract(trained):
     card = (folder / "README.md").read_text()
     assert "| test | **fine-tuned** |" in card and card.count("## Embeddings before and after fine-tuning") == 1
     assert "tokens were truncated: 0 of train, 0 of validation, 0 of test." in card  # counts in words, not a dict
+    # A local base model is no Hub id: the header leaves base_model out (the Hub refuses a path there on push).
+    assert card.startswith("---\nlibrary_name: transformers\n") and "base_model:" not in card.split("---")[1]
+    from taskembed.artifacts import _base_model_line
+
+    assert _base_model_line("sentence-transformers/all-MiniLM-L6-v2") == "base_model: sentence-transformers/all-MiniLM-L6-v2\n"
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in log} == {"train", "eval"} and all(e["loss"] == e["loss"] for e in log)
     # no stray temporary folder beside the output
