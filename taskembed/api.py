@@ -18,7 +18,7 @@ import torch
 
 from taskembed import artifacts, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
-from taskembed.data import (IN_MEMORY, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
+from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
@@ -418,7 +418,7 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
             raise UserError(f"split {split}: a single table has no splits; drop split")
         df, where = clean_split(frames_from_python(data)["train"], dcfg, "data", flag), "data"
     elif in_memory:
-        split = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split or "test", split or "test")
+        split = SPLIT_ALIASES.get(split or "test", split or "test")
         raw = frames_from_python(data)
         if split not in raw:
             raise UserError(f"data: has no '{split}' split (it has {', '.join(raw)}); pick one with split")

@@ -167,13 +167,13 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
     import shlex
 
     from taskembed.config import parse_overrides
+    from taskembed.loop import TrainingInterrupted
     from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, report_markdown, sweep
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--seeds {seeds}: give whole numbers separated by commas (e.g. 0,1,2)") from None
-    from taskembed.loop import TrainingInterrupted
 
     try:
         result = sweep(config, parse_overrides(list(overrides)), grid=parse_grid(grid), seeds=seed_list, keep=keep, progress=progress)

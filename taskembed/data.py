@@ -32,6 +32,8 @@ from taskembed.config import DataConfig
 from taskembed.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
+"""Other names datasets give the validation split, read as it."""
 FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
 
 
@@ -218,7 +220,7 @@ def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
                 # A list of class ids (how multi-label sets such as go_emotions store labels) -> a list of names.
                 names = feat.feature
                 df[col] = [None if v is None else [names.int2str(int(x)) for x in v] for v in df[col]]
-        name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(split, split)
+        name = SPLIT_ALIASES.get(split, split)
         out[name] = df
     return out
 
@@ -239,7 +241,7 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
     if isinstance(data, dict) and data:
         out, named = {}, {}
         for name, frame in data.items():
-            split = {"dev": "validation", "valid": "validation", "val": "validation"}.get(name, name)
+            split = SPLIT_ALIASES.get(name, name)
             if split not in SPLITS:
                 raise UserError(f"{what}: split '{name}' is not one of {', '.join(SPLITS)}; name the splits train, validation and test")
             if split in named:
@@ -551,6 +553,19 @@ def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> li
         elif len(values):
             score[name] = values.str.len().mean()
     return [max(score, key=score.get)] if score else []
+
+
+def missing_column(where: str, column: str, columns: Sequence[str], flag: str, df: pd.DataFrame | None = None,
+                   named: Sequence[str] = ()) -> UserError:
+    """The error for a text column the data lacks. With the data at hand (`df`), the suggestion is the column whose
+    values look like texts (likely_column), among those not `named` already; with names only (a Parquet file's
+    schema), the closest name."""
+    import difflib
+
+    close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
+        difflib.get_close_matches(column, [str(c) for c in columns], n=1)
+    hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
+    return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
 
 
 def _which(cfg: DataConfig, col: str) -> str:
@@ -1075,11 +1090,8 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
     df = read_table(p)
 
     def column(name: str, flag: str) -> list[str]:
-        if name not in df.columns:
-            # As train and embed suggest it: the column whose values look like texts, among those not named already.
-            close = likely_column(df, name, "text_column", {text_column, pair_column} - {None})
-            hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
-            raise UserError(f"{p}: no column '{name}' (columns: {', '.join(map(str, df.columns))}); {hint}")
+        if name not in df.columns:  # as train and embed suggest it: the column whose values look like texts
+            raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c])
         values = df[name].tolist()
         for i, t in enumerate(values, start=1):
             if not isinstance(t, str) or not t.strip():

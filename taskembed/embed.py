@@ -498,23 +498,14 @@ def _label_list(values: list) -> list[str | None]:
     return [None if is_null(v) else label_str(v).strip() for v in values]
 
 
-def _missing_column(where: str, column: str, columns: Sequence[str], flag: str, df=None, named: Sequence[str] = ()) -> UserError:
-    """With the data at hand (`df`), the suggestion is the column whose values look like texts (data.likely_column);
-    with names only (a Parquet file's schema), the closest name."""
-    from taskembed.data import likely_column
-
-    close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
-        difflib.get_close_matches(column, [str(c) for c in columns], n=1)
-    hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
-    return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
-
-
 def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
                    desc: dict[str, Any]) -> TextSource:
+    from taskembed.data import missing_column
+
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
         if text_column not in df.columns:
-            raise _missing_column(at, text_column, list(df.columns), "--text-column", df, [label_column] if label_column else [])
+            raise missing_column(at, text_column, list(df.columns), "--text-column", df, [label_column] if label_column else [])
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)
@@ -601,7 +592,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
 def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any]) -> TextSource:
     import pyarrow.parquet as pq
 
-    from taskembed.data import check_unique_columns
+    from taskembed.data import check_unique_columns, missing_column
 
     try:
         pf = pq.ParquetFile(p)
@@ -610,7 +601,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
     names = pf.schema_arrow.names
     check_unique_columns(p, names)
     if text_column not in names:
-        raise _missing_column(str(p), text_column, names, "--text-column")
+        raise missing_column(str(p), text_column, names, "--text-column")
     has_labels = bool(label_column) and label_column in names
     count = pf.metadata.num_rows
     if count == 0:

@@ -83,10 +83,11 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def rank(trials: list[Trial], metric: str) -> list[dict[str, Any]]:
     """One row per setting, best first by its mean validation metric over its seeds (loss: lowest first)."""
+    groups: dict[str, list[Trial]] = {}
+    for t in trials:
+        groups.setdefault(json.dumps(t.setting, sort_keys=True, default=str), []).append(t)
     rows = []
-    for key, group in itertools.groupby(sorted(trials, key=lambda t: json.dumps(t.setting, sort_keys=True)),
-                                        key=lambda t: json.dumps(t.setting, sort_keys=True)):
-        group = list(group)
+    for group in groups.values():
         val = [t.validation[metric] for t in group]
         row = {"setting": group[0].setting, "seeds": [t.seed for t in group], "validation": _mean_sd(val),
                "train_seconds": statistics.fmean(t.train_seconds or 0.0 for t in group)}
@@ -197,14 +198,14 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
         val = trial.validation[metric]
         echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({result.train_seconds:.0f} s)")
         done[trial.folder] = vars(trial).copy()
-        _write(root, base, grid, seeds, metric, list(done.values()), None)
+        _write(root, grid, seeds, metric, list(done.values()), None)
     ranking = rank(trials, metric)
     kept = {"best": {ranking[0]["best_trial"]}, "all": {t.folder for t in trials}, "none": set()}[keep]
     kept = {folder for folder in kept if (root / folder).is_dir()}  # a trial read back after an earlier --keep none has none
     for trial in trials:
         if trial.folder not in kept:
             shutil.rmtree(root / trial.folder, ignore_errors=True)
-    return _write(root, base, grid, seeds, metric, [vars(t).copy() for t in trials], ranking, kept)
+    return _write(root, grid, seeds, metric, [vars(t).copy() for t in trials], ranking, kept)
 
 
 def _read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -216,7 +217,7 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
         raise UserError(f"{path}: not a sweep record taskembed wrote; move it away to start the sweep afresh") from None
 
 
-def _write(root: Path, base: Config, grid: dict[str, list[Any]], seeds: list[int], metric: str, trials: list[dict[str, Any]],
+def _write(root: Path, grid: dict[str, list[Any]], seeds: list[int], metric: str, trials: list[dict[str, Any]],
            ranking: list[dict[str, Any]] | None, kept: set[str] | None = None) -> dict[str, Any]:
     from taskembed.artifacts import written_whole
 
