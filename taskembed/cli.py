@@ -252,7 +252,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
-    if cut := clf.count_truncated(inputs, pairs):  # evaluate and embed say it too: a long text is judged by its start
+    if cut := clf.last_truncated:  # evaluate and embed say it too: a long text is judged by its start
         print(f"note: {cut} text(s) longer than {clf.max_length} tokens (the model's data.max_length) were read up to that "
               "length only", file=sys.stderr)
     if file and Path(file).suffix.lower() not in FILE_SUFFIXES:

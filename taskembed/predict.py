@@ -72,6 +72,10 @@ class Classifier:
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
         self.thresholds: dict[str, float] = read_thresholds(self.folder, self.labels) if self.multi_label else {}
         self.thresholds_tuned = self.multi_label and (self.folder / THRESHOLDS_FILE).exists()
+        self.last_truncated = 0
+        """How many texts of the last `logits`/`predict`/`predict_proba` call were longer than `max_length` tokens and read
+        up to it only (0 for sliding windows, which read every window): what `taskembed predict` notes, without a second
+        tokenization."""
 
     def logits(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> torch.Tensor:
         # One string is one text (as predict takes it), not a sequence of one-character texts.
@@ -87,11 +91,13 @@ class Classifier:
             if len(pairs) != len(texts):
                 raise UserError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         enc = encode(self.tokenizer, texts, pairs, max_length=self.max_length, window_stride=self.window_stride)
+        self.last_truncated = enc.truncated
         return predict_logits(self.model, enc, self.tokenizer.pad_token_id or 0, self.device, self.window_aggregate, bf16=self.bf16)
 
     def count_truncated(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> int:
         """How many of `texts` (with their `pairs`) are longer than `max_length` tokens, so that `predict` reads only their
-        start. 0 for a model trained on sliding windows, which reads every window."""
+        start. 0 for a model trained on sliding windows, which reads every window. This tokenizes `texts` again; after a
+        `predict` call, `last_truncated` has the same count for its texts."""
         if self.window_stride is not None:
             return 0
         texts = [texts] if isinstance(texts, str) else list(texts)

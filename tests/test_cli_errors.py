@@ -629,6 +629,13 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     code, out, err = run_cli(["predict", str(classifier_dir), "a fine film", "film " * (limit + 5)], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert f"note: 1 text(s) longer than {limit} tokens (the model's data.max_length) were read up to that length only" in err
+    # The note comes from predict's own tokenization (last_truncated), the count count_truncated makes separately.
+    clf = taskembed.load(classifier_dir)
+    texts = ["a fine film", "film " * (limit + 5), "dull " * (limit + 1)]
+    clf.predict(texts)
+    assert clf.last_truncated == clf.count_truncated(texts) == 2
+    clf.predict(["a fine film"])
+    assert clf.last_truncated == 0
 
 
 def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note(tiny_model_dir, tmp_path, capsys, write_csv):
