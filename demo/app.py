@@ -37,6 +37,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -1002,8 +1003,17 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
             where = f"{local_url} (this machine only; --share for a public link)"
         print(f"taskembed demo on {where}; Ctrl-C stops it", flush=True)
     if not prevent_thread_lock:
+        if threading.current_thread() is threading.main_thread():  # only there can a handler be set
+            signal.signal(signal.SIGTERM, _stop)
         app.block_thread()
     return started
+
+
+def _stop(signum, frame):
+    """SIGTERM (kill, timeout, docker stop, systemd) ends the demo as Ctrl-C does: Gradio closes its server and the exit
+    handlers run, which remove the folder of downloads (users' texts and their predictions). Python's default for
+    SIGTERM is to die at once, which left that folder in the temp directory."""
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:

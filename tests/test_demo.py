@@ -437,6 +437,26 @@ def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_pat
     assert proc.stderr.strip().startswith("error: ") and "\n" not in proc.stderr.strip() and "Running on" not in proc.stdout
 
 
+def test_a_demo_stopped_by_sigterm_removes_its_folder_of_downloads(trained, tmp_path):
+    """kill, timeout and docker stop send SIGTERM; the folder holds users' texts and predictions, so it must not stay behind."""
+    import os
+    import signal
+
+    _, folder, _ = trained
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}  # tempfile's folder for the demo's
+    proc = subprocess.Popen([sys.executable, str(APP_PATH), str(folder), "--port", str(free_port())], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # printed once the server listens, after the folder is made
+        assert line.startswith("taskembed demo on http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert len(list(tmp_path.glob("taskembed-demo-*"))) == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert not list(tmp_path.glob("taskembed-demo-*")), proc.stderr.read()
+
+
 def test_demo_imports_only_the_public_api():
     tree = ast.parse(APP_PATH.read_text())
     modules = set()
