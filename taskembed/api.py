@@ -28,7 +28,7 @@ from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
-from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, evaluate_encoded, fit, seed_everything, use_bf16, world_size
+from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, fit, seed_everything, use_bf16, world_size
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -381,12 +381,16 @@ def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> C
 
 
 def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_column: str | None = None,
-             text_pair_column: str | None = None, label_column: str | None = None) -> dict[str, Any]:
+             text_pair_column: str | None = None, label_column: str | None = None, predictions: bool = False) -> dict[str, Any]:
     """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset (`split`, default
     test; a file has none to pick). In Python DATA may also be a pandas DataFrame or datasets Dataset (scored whole),
     or a dict of split name to DataFrame or a DatasetDict (one split, as for a folder).
 
     The columns default to the ones the model was trained on; name others for data laid out differently.
+    `predictions=True` adds "predictions": one dict per example, in the data's order, for error analysis:
+    text, [text_pair], label (the truth), predicted, correct, score (the predicted label's probability), p_label (the
+    true label's) and scores ({label: probability}); multi-label: the label sets as lists, correct when they are
+    equal, and each label's sigmoid.
     """
     clf = load(folder)
     trained = clf.training_config.get("data", {})
@@ -442,18 +446,39 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
             raise UserError(f"{where}: row {row}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); "
                             "drop the rows with it")
     enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length, clf.window_stride)
+    logits = predict_logits(clf.model, enc, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
     if clf.multi_label:
         # At the folder's thresholds (what predict decides with) and at 0.5, as in its metrics.json.
-        logits = predict_logits(clf.model, enc, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
         m = multi_label_metrics(logits, enc.targets, clf.labels, [clf.thresholds[x] for x in clf.labels])
         m["at_0.5"] = multi_label_metrics(logits, enc.targets, clf.labels)
         m["thresholds"], m["thresholds_tuned"] = dict(clf.thresholds), clf.thresholds_tuned
     else:
-        m = evaluate_encoded(clf.model, enc, clf.labels, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
+        m = metrics_from_logits(logits, enc.targets, clf.labels)
     m["truncated"] = enc.truncated
     if clf.window_stride is not None:
         m["windowed"] = enc.windowed
+    if predictions:
+        m["predictions"] = _prediction_rows(clf, df, logits)
     return m
+
+
+def _prediction_rows(clf: Classifier, df, logits: torch.Tensor) -> list[dict[str, Any]]:
+    """evaluate's per-example rows: what the model said next to the truth, in the data's order."""
+    probs = (torch.sigmoid(logits) if clf.multi_label else logits.softmax(-1)).tolist()
+    pairs = df["text_pair"].tolist() if "text_pair" in df else None
+    rows = []
+    for i, (text, truth, row) in enumerate(zip(df["text"].tolist(), df["label"].tolist(), probs)):
+        scores = dict(zip(clf.labels, row))
+        first = {"text": text, **({"text_pair": pairs[i]} if pairs is not None else {})}
+        if clf.multi_label:  # decided at the folder's thresholds, as predict and the headline metrics decide
+            order = sorted(range(len(row)), key=lambda j: -row[j])
+            chosen = [clf.labels[j] for j in order if row[j] >= clf.thresholds[clf.labels[j]]]
+            rows.append({**first, "labels": list(truth), "predicted": chosen, "correct": set(chosen) == set(truth), "scores": scores})
+            continue
+        best = max(range(len(row)), key=row.__getitem__)
+        rows.append({**first, "label": truth, "predicted": clf.labels[best], "correct": clf.labels[best] == truth,
+                     "score": row[best], "p_label": scores[truth], "scores": scores})
+    return rows
 
 
 def _joined(df) -> list[str]:

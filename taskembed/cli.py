@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 
@@ -198,13 +198,17 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
 
 
 def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | None = None, text_column: str | None = None,
-                 text_pair_column: str | None = None, label_column: str | None = None) -> int:
+                 text_pair_column: str | None = None, label_column: str | None = None, predictions: str | None = None) -> int:
     from taskembed import api
     from taskembed.artifacts import written_whole
 
     if out:
         check_out_file(out, (".json",), source=data)
-    m = api.evaluate(model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    if predictions:
+        check_out_file(predictions, (".csv", ".jsonl"), source=data, flag="--predictions")  # never --out's file: .json
+    m = api.evaluate(model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                     predictions=bool(predictions))
+    rows = m.pop("predictions", None)
     if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
         fixed, which = m["at_0.5"], "tuned thresholds" if m["thresholds_tuned"] else "thresholds 0.5 (none tuned)"
         print(f"{which}: subset accuracy {100 * m['accuracy']:.2f}  micro-F1 {100 * m['micro_f1']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}")
@@ -219,11 +223,39 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
         print("| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |")
         for name, v in m["per_class"].items():
             print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
+        names = list(m["per_class"])
+        confused = sorted(((n, t, p) for t, row in enumerate(m["confusion_matrix"]) for p, n in enumerate(row) if n and t != p),
+                          key=lambda x: (-x[0], x[1], x[2]))[:5]
+        if confused:
+            print("most confused (true -> predicted): " + ", ".join(f"{names[t]} -> {names[p]} {n}" for n, t, p in confused))
     if out:
         with written_whole(Path(out)) as fh:
             fh.write(json.dumps(m, indent=2) + "\n")
         print(f"written to {out}")
+    if rows is not None:
+        _write_evaluated(Path(predictions), rows, list(m["per_class"]), model)
+        wrong = sum(not r["correct"] for r in rows)
+        print(f"{len(rows)} predictions ({wrong} wrong) written to {predictions}")
     return 0
+
+
+def _write_evaluated(path: Path, rows: list[dict[str, Any]], labels: list[str], model: str) -> None:
+    """evaluate --predictions: JSON lines as the API returns them, or a CSV with one score column per label (as predict --out
+    writes them), label sets joined as the training data joined them."""
+    from taskembed.artifacts import written_whole
+    from taskembed.modeling import read_training_config
+
+    with written_whole(path, newline="") as fh:
+        if path.suffix.lower() == ".jsonl":
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            return
+        sep = read_training_config(Path(model).expanduser()).get("data", {}).get("label_delimiter") or "|"
+        first = [k for k in rows[0] if k != "scores"]
+        w = csv.writer(fh)
+        w.writerow([*first, *(f"score_{x}" for x in labels)])
+        for r in rows:
+            cells = [sep.join(r[k]) if isinstance(r[k], list) else f"{r[k]:.6f}" if isinstance(r[k], float) else r[k] for k in first]
+            w.writerow([*cells, *(f"{r['scores'][x]:.6f}" for x in labels)])
 
 
 def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None,
@@ -287,17 +319,17 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     return 0
 
 
-def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None) -> None:
-    """Before any work: --out must name a file of a known kind, not a folder (its parent folder is made when written),
-    nor the input file `source`."""
+def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None, flag: str = "--out") -> None:
+    """Before any work: --out (or `flag`) must name a file of a known kind, not a folder (its parent folder is made when
+    written), nor the input file `source`."""
     if Path(out).is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
+        raise UserError(f"{flag} {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if Path(out).suffix.lower() not in suffixes:
-        raise UserError(f"--out {out}: use a {' or '.join(suffixes)} file name")
+        raise UserError(f"{flag} {out}: use a {' or '.join(suffixes)} file name")
     from taskembed.artifacts import check_not_input, check_writable
 
-    check_writable(Path(out), "--out")
-    check_not_input(out, source)
+    check_writable(Path(out), flag)
+    check_not_input(out, source, flag)
 
 
 def cmd_push(folder: str, repo_id: str, public: bool = False, message: str | None = None) -> int:
@@ -487,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-column", help="the data's text column (default: the one the model was trained on)")
     e.add_argument("--text-pair-column", help="the data's second text column, for sentence-pair models (default: as trained)")
     e.add_argument("--label-column", help="the data's label column (default: the one the model was trained on)")
+    e.add_argument("--predictions", help="write every example's prediction beside its true label to .csv or .jsonl, in the "
+                   "data's order (for error analysis)")
 
     pr = sub.add_parser("predict", help="predict labels for texts")
     pr.add_argument("model")
@@ -674,7 +708,8 @@ def _main(argv: list[str]) -> int:
         if args.command == "sweep":
             return cmd_sweep(args.config, extra, args.grid, args.seeds, args.keep, progress=not args.no_progress)
         if args.command == "evaluate":
-            return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column)
+            return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column,
+                                predictions=args.predictions)
         if args.command == "predict":
             return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16,
                                text_pair_column=args.text_pair_column)

@@ -330,6 +330,18 @@ def test_evaluate_matches_training_metrics_and_the_cli_prints_both(trained, caps
     code, out, _ = run_cli(["evaluate", str(result.output_dir), str(files["test"])], capsys)
     assert code == 0 and "tuned thresholds: subset accuracy" in out and "at 0.5: subset accuracy" in out
     assert "| rare | " in out
+    # Per-example rows: label sets as lists, decided at the folder's thresholds as the headline metrics are.
+    rows = taskembed.evaluate(result.output_dir, str(files["test"]), predictions=True)["predictions"]
+    truth = [json.loads(x)["label"] for x in files["test"].read_text().splitlines()]
+    assert [sorted(r["labels"]) for r in rows] == [sorted(t) for t in truth]
+    assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(m["accuracy"])
+    said = taskembed.load(result.output_dir).predict([r["text"] for r in rows])
+    assert [r["predicted"] for r in rows] == [p["labels"] for p in said]
+    rows_csv = tmp_path / "rows.csv"
+    code, out, _ = run_cli(["evaluate", str(result.output_dir), str(files["test"]), "--predictions", str(rows_csv)], capsys)
+    header, first_row = rows_csv.read_text().splitlines()[:2]
+    assert code == 0 and header.split(",")[:4] == ["text", "labels", "predicted", "correct"] and "most confused" not in out
+    assert first_row.split(",")[1] == "|".join(rows[0]["labels"])
     # How labels are read is the model's: evaluate's hints name no training option it does not have.
     first = json.loads(files["test"].read_text().splitlines()[0])
     csv = tmp_path / "joined.csv"

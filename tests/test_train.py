@@ -250,6 +250,41 @@ def test_evaluate_matches_training_metrics(trained):
     assert m["n"] == 60
 
 
+def test_evaluate_predictions_line_up_with_the_data_and_agree_with_predict_and_the_metrics(trained, tmp_path, capsys):
+    import pandas as pd
+
+    root, result = trained
+    test = pd.read_csv(root / "test.csv")
+    m = taskembed.evaluate(result.output_dir, str(root / "test.csv"), predictions=True)
+    rows = m["predictions"]
+    assert [r["text"] for r in rows] == test["text"].tolist() and [r["label"] for r in rows] == test["label"].astype(str).tolist()
+    assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(m["accuracy"])
+    assert all(r["correct"] == (r["predicted"] == r["label"]) and r["p_label"] == r["scores"][r["label"]] for r in rows)
+    said = taskembed.load(result.output_dir).predict(test["text"].tolist())
+    assert [r["predicted"] for r in rows] == [p["label"] for p in said]
+    assert max(abs(r["score"] - p["score"]) for r, p in zip(rows, said)) < 1e-5
+    assert "predictions" not in taskembed.evaluate(result.output_dir, str(root / "test.csv"))
+
+    # The CLI writes them beside the metrics, prints the most confused pairs, and keeps them out of --out's JSON.
+    out_csv, out_json = tmp_path / "rows.csv", tmp_path / "m.json"
+    assert main(["evaluate", str(result.output_dir), str(root / "test.csv"), "--predictions", str(out_csv), "--out", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    wrong = len(rows) - sum(r["correct"] for r in rows)
+    assert f"{len(rows)} predictions ({wrong} wrong) written to {out_csv}" in printed
+    assert ("most confused (true -> predicted): " in printed) == (wrong > 0)
+    written = pd.read_csv(out_csv, keep_default_na=False)
+    assert list(written.columns) == ["text", "label", "predicted", "correct", "score", "p_label", "score_neg", "score_pos"]
+    assert written["predicted"].tolist() == [r["predicted"] for r in rows] and written["correct"].tolist() == [r["correct"] for r in rows]
+    assert "predictions" not in json.loads(out_json.read_text())
+    assert main(["evaluate", str(result.output_dir), str(root / "test.csv"), "--predictions", str(tmp_path / "rows.jsonl")]) == 0
+    capsys.readouterr()
+    assert [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()] == json.loads(json.dumps(rows))
+    assert main(["evaluate", str(result.output_dir), str(root / "test.csv"), "--predictions", str(tmp_path / "rows.txt")]) == 2
+    assert f"--predictions {tmp_path / 'rows.txt'}: use a .csv or .jsonl file name" in capsys.readouterr().err
+    assert main(["evaluate", str(result.output_dir), str(root / "test.csv"), "--predictions", str(root / "test.csv")]) == 2
+    assert "is the input file" in capsys.readouterr().err and (root / "test.csv").read_text().startswith("text,label")
+
+
 def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
     _, result = trained
     src = tmp_path / "in.txt"
