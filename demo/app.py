@@ -968,6 +968,8 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
         warn("warning: --share publishes the demo on a public gradio.live URL through Gradio's share servers"
              + ("" if auth else "; anyone with the link can use it (add --auth USER:PASSWORD)"))
     limits: Limits = getattr(app, "taskembed_limits", Limits())
+    if not prevent_thread_lock and threading.current_thread() is threading.main_thread():  # only there can a handler be set
+        signal.signal(signal.SIGTERM, _stop)  # before the server starts: a SIGTERM right after it would find none
     from starlette.middleware import Middleware
 
     # Gradio's own lines tell a user of this command to set `share=True` in `launch()`: say what the demo is and how
@@ -1003,8 +1005,6 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
             where = f"{local_url} (this machine only; --share for a public link)"
         print(f"taskembed demo on {where}; Ctrl-C stops it", flush=True)
     if not prevent_thread_lock:
-        if threading.current_thread() is threading.main_thread():  # only there can a handler be set
-            signal.signal(signal.SIGTERM, _stop)
         app.block_thread()
     return started
 
