@@ -19,12 +19,13 @@ from taskembed.errors import UserError
 _os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "evaluate", "plan", "lr_find", "push", "load_config", "Config", "UserError", "__version__"]
+__all__ = ["train", "load", "evaluate", "plan", "lr_find", "push", "load_config", "Config", "UserError", "TrainingInterrupted",
+           "__version__"]
 
 
 def __getattr__(name: str):
     # The API pulls in torch and transformers; import it on first use so `taskembed --help` stays quick.
-    if name in ("train", "load", "evaluate", "plan", "lr_find", "push"):
+    if name in ("train", "load", "evaluate", "plan", "lr_find", "push", "TrainingInterrupted"):
         from taskembed import api
 
         return getattr(api, name)

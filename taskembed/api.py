@@ -52,7 +52,7 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
                       unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
 
-def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
+def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
     """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
     cfg = as_config(config, overrides)
     model, _ = load_classifier(cfg.model, ["negative", "positive"])
@@ -61,7 +61,20 @@ def plan(config: Config | str | Path | None = None, overrides: dict[str, Any] | 
     return make_plan(cfg, model, world_size())
 
 
-def lr_find(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
+def with_data(cfg: Config, data: Any, say: Callable[[str], None]) -> tuple[Config, dict[str, Any] | None]:
+    """`data=` given in Python: the config with data.source "<in-memory data>" and the raw splits (without it, the config
+    as it is and None).
+    The data given replaces the config's source, so a recipe's config serves any data; a source other than the default
+    gets a note, since the config named it."""
+    if data is None:
+        return cfg, None
+    given = frames_from_python(data)
+    if cfg.data.source not in (DataConfig().source, IN_MEMORY):
+        say(f"note: training on the data given in Python (data=), not on data.source {cfg.data.source}")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=IN_MEMORY)), given
+
+
+def lr_find(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
     """Learning-rate range test for a config: the curve, a suggested `train.lr` and its files; see taskembed.lrfind.lr_find."""
     from taskembed.lrfind import lr_find as run  # imported here: lrfind builds on this module's loaders
 
@@ -73,7 +86,7 @@ EARLY_STOPPING_NEEDS_VALIDATION = ("train.early_stopping_patience needs a valida
 
 
 def train(
-    config: Config | str | Path | None = None,
+    config: Config | dict[str, Any] | str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     *,
     data: Any = None,
@@ -85,22 +98,22 @@ def train(
 
     `data` gives the data in Python instead of `data.source`: a pandas DataFrame (the training split; validation and
     test are carved from it as from a file, or come from `data.validation` / `data.test`), a dict of split name to
-    DataFrame, or a datasets Dataset / DatasetDict. Its columns are read as the config's `data.*_column` say.
+    DataFrame, or a datasets Dataset / DatasetDict. Its columns are read as the config's `data.*_column` say; messages
+    number its rows from 1 in the order given, whatever the frame's index. It replaces a source the config names.
     training_config.json then records `data.source` as "<in-memory data>", and a resume needs the same data again.
 
     Checkpoints go to `<output.dir>.checkpoints` while training and are deleted once the output folder
     is complete. `resume=True` continues from the latest complete checkpoint (an error if there is
     none), `resume="auto"` continues if there is one and starts afresh otherwise. SIGINT/SIGTERM
-    finish the step in flight, checkpoint and raise `TrainingInterrupted`; no output folder is written.
+    finish the step in flight, checkpoint and raise `taskembed.TrainingInterrupted`; no output folder is written.
+    `echo` receives every line the run says (None: silent).
     """
     started = time.perf_counter()
+    if resume not in (True, False, "auto"):  # "yes" or "no" would both read as true
+        raise UserError(f"resume={resume!r}: give True, False or 'auto'")
+    echo = echo or (lambda _msg: None)  # echo=None: silent
     cfg = as_config(config, overrides)
-    given = None
-    if data is not None:
-        if cfg.data.source not in (DataConfig().source, IN_MEMORY):  # the default source is no choice of the user's
-            raise UserError(f"data.source is {cfg.data.source} and data= was given too; give one of them")
-        given = frames_from_python(data)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=IN_MEMORY))
+    cfg, given = with_data(cfg, data, echo)
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
     for note in without_effect(cfg):
@@ -128,6 +141,11 @@ def train(
         say(f"note: {where} has no labels (every row's is missing), so it is not used"
             + (f"; the {split} split is carved from train instead" if carved
                else f"; this run has no {split} split (data.{split}_fraction, e.g. 0.1, carves one from train)"))
+    if splits.sampled_out:
+        left = splits.sampled_out
+        say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
+            f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
+            "label when it has at least as many rows as there are labels")
     seen = splits.seen_in_train()
     for split, n in seen.items():
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
@@ -187,9 +205,15 @@ def train(
             checkpoint.prepare(ckpt_root, fresh=resume_from is None)
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
                                          fingerprint, resume_from)
-    result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
-                 device=device, progress=progress, checkpoints=ckpts, class_weights=class_weights(cfg.train.class_weights, encoded["train"].targets, splits.labels),
-                 aggregate=cfg.data.window_aggregate, say=say)
+    try:
+        result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
+                     device=device, progress=progress, checkpoints=ckpts,
+                     class_weights=class_weights(cfg.train.class_weights, encoded["train"].targets, splits.labels),
+                     aggregate=cfg.data.window_aggregate, say=say)
+    except TrainingInterrupted as exc:
+        if given is not None:  # no command line can give the data again
+            exc.args = (exc.message("taskembed.train(the same config, data=the same data, resume=True)"),)
+        raise
 
     agg = cfg.data.window_aggregate
     logits = {s: predict_logits(model, encoded[s], pad_id, device, agg) for s in ("validation", "test") if s in encoded}

@@ -189,10 +189,12 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
     best = result["ranking"][0]
     print(f"best: {', '.join(f'{k}={v}' for k, v in best['setting'].items())}"
           + (f"; its best seed's model: {root / best['best_trial']}" if best["best_trial"] in result["kept"] else ""))
-    # The sweep's other overrides, less its folder (not the model's) and what the best setting replaces.
+    # The sweep's other overrides, less its folder and what the best setting replaces; the model goes beside the sweep's
+    # folder (without an output.dir it would go to the config's, say runs/sentiment, whatever the data).
     chosen = {key.replace("-", "_") for key in best["setting"]}
     base = [f"--{key}={as_arg(value)}" for key, value in parse_overrides(list(overrides)).items() if key not in chosen | {"output.dir"}]
-    print("train it: " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *base, *best_overrides(result)]))
+    print("train it: " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *base, *best_overrides(result),
+                                     f"--output.dir={root}-best"]))
     print(f"written to {root / SWEEP_JSON} and {root / SWEEP_MD}")
     return 0
 

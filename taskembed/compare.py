@@ -4,7 +4,8 @@ For the base encoder (mean pooling, as a sentence encoder is used) and the tuned
 model (by default the vector its head reads), on at most `max_texts` texts (a
 seeded sample):
 
-- k-NN accuracy: 10 nearest neighbours by cosine, majority vote, stratified 5-fold CV;
+- k-NN accuracy: 10 nearest neighbours by cosine (fewer when a class has fewer texts to vote), majority vote,
+  stratified 5-fold CV;
 - linear-probe accuracy: standardised features, logistic regression, the same folds;
 - silhouette score of the labels under cosine distance;
 - cosine shift per class: 1 - mean cosine between a text's base and tuned vectors
@@ -50,9 +51,11 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> d
         warnings.simplefilter("ignore")
         splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x, y))
     knn_correct = probe_correct = 0
-    used_k = min(k, *(len(train) for train, _ in splits))  # a fold with fewer texts than k uses them all
+    # A majority of k votes that no class can win measures k, not the space: with 3 texts of each class to vote and
+    # k = 10, 7 votes always come from other classes. So k is at most the rarest class's count in a training fold.
+    used_k = max(1, min(k, *(int(np.unique(y[train], return_counts=True)[1].min()) for train, _ in splits)))
     for train, test in splits:
-        neighbours = min(k, len(train))
+        neighbours = used_k
         knn = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine", algorithm="brute")
         knn_correct += int((knn.fit(x[train], y[train]).predict(x[test]) == y[test]).sum())
         if len(np.unique(y[train])) < 2:
@@ -115,8 +118,10 @@ def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -
         ax.set_yticks([])
     if len(names) <= 20:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with warnings.catch_warnings():  # labels in a script the font lacks (emoji): drawn as boxes, not a warning per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -168,7 +173,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     embedding_projection.png there. `data` (a description of where the texts came from) goes into the report.
     """
     from taskembed import artifacts
-    from taskembed.data import check_texts
+    from taskembed.data import check_texts, is_null
     from taskembed.embed import Embedder, as_embedder
 
     _check_out_dir(out_dir)
@@ -177,8 +182,10 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     given = len(texts)
     if len(labels) != len(texts):
         raise UserError(f"compare: {len(texts)} texts but {len(labels)} labels; give one label per text")
-    blank = next((i for i, x in enumerate(labels) if x is None or not str(x).strip()), None)
-    if blank is not None:  # None would become a class named "None"
+    if any(isinstance(x, (list, tuple, set, np.ndarray)) for x in labels):
+        raise UserError("compare scores one label per text (k-NN and linear-probe accuracy); these texts have sets of labels")
+    blank = next((i for i, x in enumerate(labels) if is_null(x) or not str(x).strip()), None)
+    if blank is not None:  # None or a pandas gap (NaN) would become a class named "None" or "nan"
         raise UserError(f"compare: label {blank + 1} is missing; every text needs a label")
     labels = [str(x) for x in labels]
     if len(set(labels)) < 2:
@@ -193,6 +200,10 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", "normalize": False, **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, {"normalize": False, **(tuned_options or {})})
+    for emb in (base_emb, tuned_emb):  # its labels would be read as one class per combination
+        if getattr(emb.model.config, "problem_type", None) == "multi_label_classification":
+            raise UserError(f"{emb.name} is a multi-label model; compare scores one label per text (k-NN and linear-probe "
+                            "accuracy), which is why training leaves this report out for such models too")
     # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
     # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default). A side whose
     # length was given (its options, or an Embedder built by the caller) keeps it.

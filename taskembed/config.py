@@ -478,12 +478,18 @@ def _names_a_path(value: str) -> bool:
     return len(Path(value).parts) > 1 or bool(Path(value).suffix)
 
 
-def as_config(config: "Config | str | Path | None", overrides: dict[str, Any] | None = None) -> Config:
-    """What the API's functions accept as a config (a Config, a YAML path, or None for the defaults) with overrides,
-    validated."""
+def as_config(config: "Config | dict[str, Any] | str | Path | None", overrides: dict[str, Any] | None = None) -> Config:
+    """What the API's functions accept as a config (a Config, a YAML path, a dict laid out as the YAML is, or None for
+    the defaults) with overrides ({"train.lr": 1e-4}), validated."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise UserError(f"overrides: give a dict of dotted keys to values, such as {{'train.lr': 1e-4}} (got {type(overrides).__name__})")
     if isinstance(config, Config):
         # Validated again, overrides or not: a Config built or changed in code has not been through the checks.
         return config_from_dict(config.to_dict(), overrides or {}, where="the Config given")
+    if isinstance(config, dict):
+        return config_from_dict(config, overrides or {}, where="the config dict")
+    if config is not None and not isinstance(config, (str, Path)):
+        raise UserError(f"config: give a YAML file's path, a dict laid out as the YAML is, a Config or None (got {type(config).__name__})")
     return load_config(config, overrides, overrides_from="overrides")
 
 

@@ -19,6 +19,7 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,7 +236,7 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
     import datasets
 
     if isinstance(data, pd.DataFrame):
-        return {"train": data.reset_index(drop=True)}
+        return {"train": _table(data, what)}
     if isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
         return _from_datasets(data)
     if isinstance(data, dict) and data:
@@ -251,10 +252,23 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
                 frame = _from_datasets(frame)["train"]
             elif not isinstance(frame, pd.DataFrame):
                 raise UserError(f"{what}['{name}']: give a pandas DataFrame or a datasets Dataset (got {type(frame).__name__})")
-            out[split] = frame.reset_index(drop=True)  # row numbers in messages count from 1 in the order given
+            out[split] = _table(frame, f"{what}['{name}']")
         return out
     raise UserError(f"{what}: give a pandas DataFrame, a dict of split name to DataFrame, or a datasets Dataset or "
                     f"DatasetDict (got {type(data).__name__}{' with no splits' if isinstance(data, dict) else ''})")
+
+
+def _table(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """A frame given in Python as a file would read: rows numbered from 1 in the order given (messages name them so),
+    column names as text, since the config names columns with strings (a frame from read_csv(header=None) has 0, 1, ...),
+    and each name once (a column named twice would be read as a table, not a column)."""
+    frame = frame.reset_index(drop=True)
+    names = [str(c) for c in frame.columns]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise UserError(f"{where}: the column '{twice}' appears more than once; keep one of them")
+    frame.columns = names
+    return frame
 
 
 def check_paths(cfg: DataConfig) -> None:
@@ -391,6 +405,10 @@ def is_null(value: Any) -> bool:
 
 def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plural: str | None = None) -> list[str]:
     """The texts as a list, refusing none at all and any empty or non-string one (purpose: "predict", "embed")."""
+    # Iterating a table or a mapping gives its column names or keys, which would be scored as if they were the texts.
+    if texts is None or isinstance(texts, (pd.DataFrame, Mapping)):
+        kind = "None" if texts is None else type(texts).__name__
+        raise UserError(f"give the {what_plural or what + 's'} to {purpose} as a list or a column (df['text']), not {kind}")
     texts = list(texts)
     if not texts:
         raise UserError(f"no {what_plural or what + 's'} to {purpose}; give at least one")
@@ -610,6 +628,9 @@ class Splits:
     unlabelled: dict[str, str] = field(default_factory=dict)
     """The source's own validation or test splits left out because none of their rows has a label, with where they came
     from (benchmark test sets on the Hub are often published so, as -1)."""
+    sampled_out: list[str] = field(default_factory=list)
+    """Labels of the training data that data.max_train_samples left out: a sample smaller than the label count cannot
+    hold them all, so the model does not learn them."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -800,8 +821,12 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
             frames[split] = clean_split(raw[split], cfg, origin.get(split) or f"{cfg.source} [{split}]",
                                         extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
+    sampled_out: list[str] = []
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
+        names = (lambda v: set(v)) if cfg.multi_label else (lambda v: {v})  # noqa: E731
+        before = set().union(*map(names, frames["train"]["label"]))
         frames["train"] = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
+        sampled_out = sorted(before - set().union(*map(names, frames["train"]["label"])), key=str)
     carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
     if carved_test:
@@ -819,7 +844,7 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
                            .sort_index().reset_index(drop=True))
     if cfg.multi_label:
         return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True,
-                      unlabelled=unlabelled)
+                      unlabelled=unlabelled, sampled_out=sampled_out)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -839,7 +864,7 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
-    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled)
+    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out)
 
 
 # --- tokenization and batches --------------------------------------------------------------------

@@ -436,6 +436,13 @@ def as_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     """An Embedder for a path/id, a loaded Classifier, or an Embedder (whose options must not be overridden)."""
     from taskembed.predict import Classifier
 
+    known = ("pooling", "layer", "mean_last", "normalize", "dtype", "max_length", "batch_tokens", "device", "bf16")
+    for name in options:
+        if name not in known:  # a misspelt option would otherwise end in a TypeError from deep inside
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UserError(f"unknown embedding option '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                            + f" (options: {', '.join(known)})")
+
     if isinstance(model_or_folder, Embedder):
         if options:
             raise TypeError("options belong to the Embedder; build a new one to change them")
@@ -530,6 +537,14 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     return TextSource(desc, count, has_labels, has_splits, chunks)
 
 
+def check_source(data: Any) -> None:
+    """DATA of embed_file, compare_data and open_texts names data on disk or built in: str() of a DataFrame would be
+    looked up as a file name."""
+    if not isinstance(data, (str, Path)):
+        raise UserError(f"data: give a file, a save_to_disk folder or a built-in dataset name, not {type(data).__name__}; for texts "
+                        "already in Python use taskembed.embed.embed(model, df['text']) or compare(base, tuned, texts, labels)")
+
+
 def open_texts(data: str | Path, text_column: str = "text", label_column: str | None = "label", split: str | None = None) -> TextSource:
     """Any input the trainer accepts (table file, save_to_disk folder, built-in name) or a .txt file, one text per line.
 
@@ -538,6 +553,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     """
     from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_lines, load_raw, read_table
 
+    check_source(data)
     data = str(data)
     p = Path(data).expanduser()
     desc: dict[str, Any] = {"data": data}
@@ -721,6 +737,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     from taskembed.artifacts import check_not_input, check_writable
 
     check_writable(out, "--out")
+    check_source(data)
     check_not_input(out, data)
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")

@@ -54,7 +54,7 @@ class TrainingInterrupted(UserError):
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
         self.step, self.saved = step, saved
-        super().__init__(self.message("taskembed train CONFIG --resume"))
+        super().__init__(self.message("taskembed train CONFIG --resume (in Python: taskembed.train(..., resume=True))"))
 
     def message(self, resume_command: str) -> str:
         return f"interrupted by {self.signal_name} after step {self.step}; checkpoint saved to {self.saved}; continue with: {resume_command}"

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from taskembed.api import make_plan
+from taskembed.api import make_plan, with_data
 from taskembed.artifacts import check_writable, staged_folder, write_json
 from taskembed.config import Config, as_config
 from taskembed.data import collate, encode_split, epoch_batches, load_splits
@@ -83,7 +83,7 @@ def folder_for(out: Path | str) -> Path:
 
 
 def lr_find(
-    config: Config | str | Path | None = None,
+    config: Config | dict[str, Any] | str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     *,
     steps: int = 100,
@@ -93,15 +93,18 @@ def lr_find(
     smoothing: float = 0.98,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    data: Any = None,
 ) -> LrFindResult:
     """Sweep the top rate from `start` to `end` over `steps` optimizer steps and suggest one.
 
     `start` and `end` are values of `train.lr` (the top encoder layer); every group's rate moves with
     it at its ratio from the plan. Writes lr_find.json and lr_find.png into `out` (default
-    `<output.dir>.lr_find`) and returns the curve and the suggestion. No model or checkpoint is saved.
+    `<output.dir>.lr_find`) and returns the curve and the suggestion. No model or checkpoint is saved. `data`: data
+    given in Python, as `taskembed.train` takes it.
     """
     started = time.perf_counter()
-    cfg = as_config(config, overrides)
+    echo = echo or (lambda _msg: None)
+    cfg, given = with_data(as_config(config, overrides), data, echo)
     _check_sweep(steps, start, end, smoothing)
     if cfg.train.lr_scaling != "none":
         # The sweep measures rates at train.batch_size itself; scaling its suggestion again in training would be wrong.
@@ -114,7 +117,7 @@ def lr_find(
     _check_folder(folder)
     t = cfg.train
 
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, given)
     if getattr(splits, "multi_label", False):
         raise UserError("lr-find handles single-label data only; this data is multi-label")
     echo(splits.describe())

@@ -7,6 +7,7 @@ the model so the report shows what fine-tuning bought.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -277,8 +278,10 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path, title: str)
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with warnings.catch_warnings():  # labels in a script the font lacks (emoji): drawn as boxes, not a warning per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -98,14 +98,15 @@ class Classifier:
         """How many of `texts` (with their `pairs`) are longer than `max_length` tokens, so that `predict` reads only their
         start. 0 for a model trained on sliding windows, which reads every window. This tokenizes `texts` again; after a
         `predict` call, `last_truncated` has the same count for its texts."""
+        texts = check_texts([texts] if isinstance(texts, str) else texts, "count")
         if self.window_stride is not None:
             return 0
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        pairs = [pairs] if isinstance(pairs, str) else pairs
+        pairs = check_texts([pairs] if isinstance(pairs, str) else pairs, "count", "second text") if pairs is not None else None
         return encode(self.tokenizer, texts, pairs, max_length=self.max_length).truncated
 
     def predict_proba(self, texts: Sequence[str] | str, pairs: Sequence[str] | str | None = None) -> torch.Tensor:
-        """Softmax over the labels; multi-label: each label's own sigmoid."""
+        """A float tensor (texts x labels, columns in the order of `self.labels`): the softmax over the labels;
+        multi-label: each label's own sigmoid."""
         logits = self.logits(texts, pairs)
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from taskembed.checkpoint import folder_for
-from taskembed.config import Config, _resolve_key, as_config, parse_overrides
+from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, parse_overrides
 from taskembed.data import load_splits
 from taskembed.errors import UserError
 
@@ -108,14 +108,19 @@ def report_markdown(result: dict[str, Any]) -> str:
              f" ({'lowest' if metric == 'loss' else 'highest'} first). Test scores are shown, never used to choose.", "",
              "| " + " | ".join(keys) + f" | validation {metric} | test accuracy | train s |",
              "| " + " | ".join("---" for _ in keys) + " | ---: | ---: | ---: |"]
+    one = len(result["seeds"]) == 1  # one seed has no spread to show: "± 0.00" would claim one
+
+    def shown(pair, scale: float, places: int) -> str:
+        return f"{scale * pair[0]:.{places}f}" + ("" if one else f" ± {scale * pair[1]:.{places}f}")
+
     for row in result["ranking"]:
-        val = f"{scale * row['validation'][0]:.{places}f} ± {scale * row['validation'][1]:.{places}f}"
-        test = f"{100 * row['test_accuracy'][0]:.2f} ± {100 * row['test_accuracy'][1]:.2f}" if "test_accuracy" in row else "n/a"
+        val = shown(row["validation"], scale, places)
+        test = shown(row["test_accuracy"], 100.0, 2) if "test_accuracy" in row else "n/a"
         lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {row['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] | None = None, *, grid: dict[str, list[Any]],
+def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *, grid: dict[str, list[Any]],
           seeds: Sequence[int] = (0, 1, 2), keep: str = "best", progress: bool = False,
           echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every combination of `grid`'s values on every seed into `<output.dir>/`, rank the combinations by mean
@@ -133,6 +138,9 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
     for key in grid:
         problems: list[str] = []
         found = _resolve_key(key.replace("-", "_"), problems)
+        if found is not None and found[1] not in _hints(SECTIONS[found[0]]):
+            problems.append(f"unknown key '{found[0]}.{found[1]}'{_suggest(found[1], _hints(SECTIONS[found[0]]), found[0])}")
+            found = None
         if found is None:
             raise UserError(f"--grid {key}: {problems[0]}")
         if found in (("train", "seed"), ("output", "dir")):
@@ -172,16 +180,22 @@ def sweep(config: Config | str | Path | None = None, overrides: dict[str, Any] |
     done = _read_records(root / SWEEP_JSON)
     metric = base.train.metric
     echo(f"sweep: {len(trials) // len(seeds)} setting(s) x {len(seeds)} seed(s) = {len(trials)} trials into {root}/")
+    said: set[str] = set()
     for i, trial in enumerate(trials, start=1):
         record = done.get(trial.folder)
         if record is not None and record.get("config") == trial.config:
             trial.validation, trial.test, trial.train_seconds = record["validation"], record["test"], record["train_seconds"]
             echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
             continue
-        # Only the trial's notes reach the sweep's output; its full log is in its folder (log.jsonl).
+        # Only the trial's notes reach the sweep's output, each once (every trial reads the same data, so most notes
+        # repeat); its full log is in its folder (log.jsonl).
+        def say(message: str) -> None:
+            if message.startswith("note:") and message not in said:
+                said.add(message)
+                echo(f"  {message}")
+
         def run():
-            return api.train(configs[trial.folder], progress=progress, resume="auto",
-                             echo=lambda m: echo(f"  {m}") if m.startswith("note:") else None)
+            return api.train(configs[trial.folder], progress=progress, resume="auto", echo=say)
 
         try:
             result = run()

@@ -506,6 +506,10 @@ def test_labels_that_differ_only_in_case_or_number_format_are_found_not_merged(t
     assert clean.lookalike_labels() == []
 
 
+def got_all_labels(splits) -> bool:
+    return splits.sampled_out == [] and set(splits.frames["train"]["label"]) == {"a", "b", "c"}
+
+
 def test_a_training_sample_keeps_every_label(tmp_path, write_csv):
     # 60 "a", 30 "b", 1 "c": a plain sample of 10 rows usually has no "c", and then a test split with "c" was refused
     # ("never occurs in training").
@@ -521,8 +525,11 @@ def test_a_training_sample_keeps_every_label(tmp_path, write_csv):
     pd.testing.assert_frame_equal(got, frame.sample(n=10, random_state=seed).reset_index(drop=True))
     # no room for every label: the plain sample, as before (a budget below the label count is a quick run, not an error)
     seed = next(s for s in range(100) if set(frame.sample(n=2, random_state=s)["label"]) == {"a", "b"})
-    got = load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=2, split_seed=seed)).frames["train"]
-    pd.testing.assert_frame_equal(got, frame.sample(n=2, random_state=seed).reset_index(drop=True))
+    small = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0, max_train_samples=2, split_seed=seed))
+    whole = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0)).frames["train"]
+    pd.testing.assert_frame_equal(small.frames["train"], whole.sample(n=2, random_state=seed).reset_index(drop=True))
+    assert small.sampled_out == ["c"]  # named, so that training says the model will not know it
+    assert got_all_labels(load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=10, split_seed=seed)))
 
 
 def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):

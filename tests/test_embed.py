@@ -636,12 +636,42 @@ def test_compare_caps_the_side_that_reads_further(trained, tiny_model_dir, tmp_p
 
 
 def test_compare_names_the_k_it_used(trained, tiny_model_dir):
-    # 10 texts in 5 folds: each fold's k-NN has 8 texts to look among, so k is 8, not the 10 asked for.
-    from taskembed.compare import compare, report_markdown
+    # 10 texts of 2 classes in 5 folds: each fold's k-NN has 4 texts of each class to vote, so k is 4, not the 10 asked
+    # for (with 10, a class could never win a majority; k was 8 before, all of a fold's texts).
+    from taskembed.compare import _cv_scores, compare, report_markdown
 
     rows = make_rows(10, seed=6)
     report = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=10)
-    assert report["tuned"]["k"] == report["base"]["k"] == 8 and "k-NN accuracy (k=8, cosine)" in report_markdown(report)
+    assert report["tuned"]["k"] == report["base"]["k"] == 4 and "k-NN accuracy (k=4, cosine)" in report_markdown(report)
+    # A user's 20 validation texts of 5 intents: 4 folds, 3 texts of each intent to vote. Points of one class near
+    # each other and far from the rest are all found at k = 3; at k = 10 they scored 30%.
+    y = np.repeat(np.arange(5), 4)
+    x = np.eye(5)[y] + 0.01 * np.random.default_rng(0).standard_normal((20, 5))
+    scores = _cv_scores(x, y, k=10, folds=5, seed=0)
+    assert scores["k"] == 3 and scores["folds"] == 4 and scores["knn_accuracy"] == 1.0
+
+
+def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_column_names(trained, tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    from taskembed.compare import compare_data
+    from taskembed.embed import embed, embed_file
+
+    clf = taskembed.load(trained)
+    frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": ["pos", "neg"]})
+    for call in (clf.predict, clf.predict_proba, clf.embed, clf.count_truncated):
+        for given, kind in ((frame, "DataFrame"), (frame.to_dict("list"), "dict"), (None, "None")):
+            with pytest.raises(UserError, match=rf"as a list or a column \(df\['text'\]\), not {kind}$"):
+                call(given)
+    with pytest.raises(UserError, match="text 2 is empty or not a string"):
+        clf.count_truncated(["a fine film", None])
+    assert len(clf.predict(frame["text"])) == 2 and clf.embed(frame["text"]).shape[0] == 2  # a column is a list of texts
+    with pytest.raises(UserError, match=r"data: give a file, a save_to_disk folder or a built-in dataset name, not DataFrame"):
+        compare_data(tiny_model_dir, trained, frame)
+    with pytest.raises(UserError, match=r"data: give a file, a save_to_disk folder or a built-in dataset name, not DataFrame"):
+        embed_file(trained, frame, tmp_path / "v.parquet")
+    with pytest.raises(UserError, match=r"unknown embedding option 'poolin'; did you mean 'pooling'\?"):
+        embed(trained, ["a fine film"], poolin="mean")
 
 
 def test_compare_on_too_few_or_one_class_says_so(trained, tiny_model_dir, tmp_path, capsys):
@@ -653,6 +683,8 @@ def test_compare_on_too_few_or_one_class_says_so(trained, tiny_model_dir, tmp_pa
     assert "no class has two texts, too few to cross-validate, so the accuracies are n/a" in report_markdown(report)
     with pytest.raises(UserError, match="label 2 is missing"):
         compare(tiny_model_dir, trained, texts, ["pos", None, "neg"])  # it became a class named "None"
+    with pytest.raises(UserError, match="label 3 is missing"):
+        compare(tiny_model_dir, trained, texts, ["pos", "neg", float("nan")])  # a pandas gap became a class named "nan"
     rows = make_rows(40, seed=3)
     labels = ["neg"] * 38 + ["pos"] * 2  # a plain sample of 3 would most likely hold "neg" alone
     report = compare(tiny_model_dir, trained, [r["text"] for r in rows], labels, max_texts=3)

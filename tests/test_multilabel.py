@@ -437,3 +437,16 @@ def test_evaluate_refuses_a_label_column_for_a_model_of_0_1_columns(tiny_overrid
     with pytest.raises(taskembed.UserError, match=r"no column 'y' .*; the model reads its labels from the 0/1 columns x, y: "
                                                    r"the data needs each of them$"):
         taskembed.evaluate(folder, str(short))
+
+
+def test_compare_refuses_a_multi_label_model_and_label_sets(trained, tiny_model_dir):
+    # Each combination of labels was scored as a class of its own ("['book flight', 'check balance']"), with figures
+    # that meant nothing; training leaves the report out for multi-label models, and compare now says why.
+    from taskembed.compare import compare
+
+    _, result, _, _ = trained
+    texts = ["great wonderful film", "the a and it is", "dull boring", "warm fine story"]
+    with pytest.raises(taskembed.UserError, match="is a multi-label model; compare scores one label per text"):
+        compare(tiny_model_dir, result.output_dir, texts, ["x", "y", "x", "y"])
+    with pytest.raises(taskembed.UserError, match="these texts have sets of labels"):
+        compare(tiny_model_dir, tiny_model_dir, texts, [["x"], ["y"], ["x", "y"], []])

@@ -24,6 +24,7 @@ import taskembed
 from bench import fault_injection as fi
 from taskembed import checkpoint
 from taskembed.cli import main
+from taskembed.errors import UserError
 from taskembed.loop import TrainingInterrupted
 from tests.conftest import make_rows
 
@@ -154,6 +155,25 @@ def stopped(tiny_model_dir, data, tmp_path_factory):
 
 def cli_args(opts) -> list[str]:
     return ["train", "--no-progress"] + [f"--{k}={v}" for k, v in opts.items()]
+
+
+def test_a_run_on_data_given_in_python_says_how_to_resume_in_python(tiny_model_dir, data, tmp_path, monkeypatch):
+    import pandas as pd
+
+    train, test = data
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1), "train.checkpoint_every": 3}
+    del opts["data.source"]
+    frame = pd.read_csv(train)
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(taskembed.TrainingInterrupted) as info:
+        taskembed.train(None, opts, data=frame, progress=False, echo=quiet)
+    assert str(info.value).endswith("continue with: taskembed.train(the same config, data=the same data, resume=True)")
+    monkeypatch.undo()
+    # Without the data, the refusal says to give it again; with it, the run continues to the end.
+    with pytest.raises(UserError, match=r"the data: the checkpoint was trained on data given in Python \(taskembed.train\(data=...\)\); "
+                                        "pass the same data= again"):
+        taskembed.train(None, {**opts, "data.source": str(train)}, progress=False, echo=quiet, resume=True)
+    assert taskembed.train(None, opts, data=frame, progress=False, echo=quiet, resume=True).output_dir.is_dir()
 
 
 def test_resume_without_checkpoint_is_an_error_and_auto_starts_afresh(tiny_model_dir, data, tmp_path, capsys):

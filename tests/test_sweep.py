@@ -33,9 +33,18 @@ def base(tiny_overrides, write_csv, tmp_path):
             "output.embedding_report": False, "output.baselines": False}
 
 
-def test_every_setting_trains_on_every_seed_and_is_ranked_by_mean_validation(base, tmp_path):
+def test_every_setting_trains_on_every_seed_and_is_ranked_by_mean_validation(base, tmp_path, monkeypatch):
     grid = {"train.lr": [1e-5, 3e-3], "train.head_lr": [3e-3]}
-    result = sweep(None, base, grid=grid, seeds=[0, 1], keep="all", echo=lambda _m: None)
+    real = api.train
+
+    def noted(*a, **k):  # a note of the data, which every trial reads: said once, not once a trial
+        k["echo"]("note: 3 of the 24 validation examples are also in the training data")
+        return real(*a, **k)
+
+    monkeypatch.setattr(api, "train", noted)
+    said: list[str] = []
+    result = sweep(None, base, grid=grid, seeds=[0, 1], keep="all", echo=said.append)
+    assert said.count("  note: 3 of the 24 validation examples are also in the training data") == 1
     root = tmp_path / "sweep"
     assert len(result["trials"]) == 4 and result["kept"] == sorted(t["folder"] for t in result["trials"])
     for row in result["ranking"]:
@@ -59,7 +68,7 @@ def test_loss_ranks_lowest_first_and_keep_best_keeps_one_folder(base, tmp_path):
     assert losses == sorted(losses) and losses[0] < losses[1]
     folders = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert folders == [result["ranking"][0]["best_trial"]] == result["kept"]
-    assert f"| {losses[0]:.4f} ± 0.0000 |" in (tmp_path / "sweep" / "sweep.md").read_text()  # a loss shown to 4 places
+    assert f"| {losses[0]:.4f} |" in (tmp_path / "sweep" / "sweep.md").read_text()  # to 4 places; one seed shows no spread
     # Read back after --keep none, no folder is there to keep: none is claimed.
     shutil.rmtree(tmp_path / "sweep" / folders[0])
     again = sweep(None, {**base, "train.metric": "loss"}, grid={"train.lr": [1e-5, 3e-3]}, seeds=[0], echo=lambda _m: None)
@@ -107,7 +116,9 @@ def test_a_stopped_sweep_continues_and_ends_where_an_unstopped_one_does(base, tm
     opts = [f"--{k}={v}" for k, v in base.items() if k != "output.dir"] + ["--train.checkpoint_every=2"]
     args = ["sweep", "--grid", "train.lr=1e-4,1e-3", "--seeds", "0", "--keep", "all", "--no-progress", *opts]
     assert main(args + [f"--output.dir={tmp_path / 'whole'}"]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    # The model goes beside the sweep's folder (without a folder, train would use the config's default one).
+    assert out.splitlines()[-2].startswith("train it: ") and out.splitlines()[-2].endswith(f"--output.dir={tmp_path / 'whole'}-best")
     # Ctrl-C in the second trial, right after its first checkpoint; then the same command again.
     real, calls = api.train, {"n": 0}
     with monkeypatch.context() as m:
@@ -136,6 +147,8 @@ def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
     monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("trained despite a mistake"))
     with pytest.raises(UserError, match="train.lr must be > 0"):
         sweep(None, base, grid={"train.lr": [1e-4, -1.0]}, seeds=[0])
+    with pytest.raises(UserError, match="--grid train.lrr: unknown key 'train.lrr'; did you mean 'train.lr'\\?"):
+        sweep(None, base, grid={"train.lrr": [1e-4]})
     with pytest.raises(UserError, match="the sweep sets it for each trial"):
         sweep(None, base, grid={"train.seed": [1, 2]})
     with pytest.raises(UserError, match="a sweep chooses on validation, and this data has none"):

@@ -182,8 +182,13 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
     assert taskembed.evaluate(res.output_dir, splits)["accuracy"] == taskembed.evaluate(res.output_dir, pd.DataFrame(test_rows))["accuracy"]
     assert taskembed.evaluate(res.output_dir, pd.DataFrame(test_rows))["n"] == 40
     # Mistakes are named: both a source and data=, a wrong type, an unknown split, and a bad row by its split.
-    with pytest.raises(UserError, match="data.source is x.csv and data= was given too; give one of them"):
-        taskembed.train(None, {**base, "data.source": "x.csv"}, data=pd.DataFrame(rows))
+    # data= replaces a source the config names (a recipe's config serves any data), saying so.
+    from taskembed.api import with_data
+
+    said: list[str] = []
+    cfg, given = with_data(taskembed.load_config("configs/intent.yaml", base), pd.DataFrame(rows), said.append)
+    assert cfg.data.source == "<in-memory data>" and len(given["train"]) == len(rows)
+    assert said == ["note: training on the data given in Python (data=), not on data.source home_intents"]
     with pytest.raises(UserError, match="give a pandas DataFrame, a dict of split name to DataFrame, or a datasets Dataset or DatasetDict \\(got list\\)"):
         taskembed.train(None, base, data=rows)
     with pytest.raises(UserError, match="split 'eval' is not one of train, validation, test"):
@@ -204,6 +209,30 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
     bad.loc[4, "text"] = "  "
     with pytest.raises(UserError, match=r"data\['train'\]: row 5"):
         taskembed.train(None, base, data=bad)
+
+
+def test_what_python_callers_get_wrong_is_named(tiny_overrides, tmp_path):
+    import pandas as pd
+
+    from taskembed.data import frames_from_python
+
+    rows = pd.DataFrame(make_rows(40))
+    # A table read without a header has integer column names; the config names columns as text, so they match.
+    bare = pd.DataFrame(rows.values)
+    assert list(frames_from_python(bare)["train"].columns) == ["0", "1"]
+    with pytest.raises(UserError, match=r"data\['train'\]: the column 'text' appears more than once; keep one of them"):
+        frames_from_python({"train": pd.concat([rows[["text"]], rows], axis=1)})
+    with pytest.raises(UserError, match=r"resume='yes': give True, False or 'auto'"):
+        taskembed.train(None, tiny_overrides, resume="yes")
+    with pytest.raises(UserError, match=r"overrides: give a dict of dotted keys to values.*\(got list\)"):
+        taskembed.train(None, [("train.epochs", 1)])
+    with pytest.raises(UserError, match=r"config: give a YAML file's path, a dict laid out as the YAML is, a Config or None \(got int\)"):
+        taskembed.plan(3)
+    # A dict laid out as the YAML file is works as the file does.
+    rates = lambda plan: [g.lr for g in plan.groups]  # noqa: E731
+    model = {"model.name": tiny_overrides["model.name"]}
+    from_dict = rates(taskembed.plan({"train": {"lr": 3e-4}}, model))
+    assert from_dict == rates(taskembed.plan(None, {**model, "train.lr": 3e-4})) and from_dict != rates(taskembed.plan(None, model))
 
 
 def test_a_split_without_labels_is_noted_with_what_the_run_does_instead(tiny_overrides, tmp_path):
