@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -52,10 +52,12 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
                       unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
 
-def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None) -> LrPlan:
-    """The learning-rate plan a config would train with; loads the model (two labels) but no data."""
+def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+         labels: Sequence[str] | None = None) -> LrPlan:
+    """The learning-rate plan a config would train with; loads the model but no data (its head sized for `labels`,
+    two when not given)."""
     cfg = as_config(config, overrides)
-    model, _ = load_classifier(cfg.model, ["negative", "positive"])
+    model, _ = load_classifier(cfg.model, list(labels) if labels else ["negative", "positive"])
     # The world size scales the rates; reading it needs no process group (a plan under torchrun would otherwise
     # leave one up). build_plan refuses a freeze_layers beyond the model's depth.
     return make_plan(cfg, model, world_size())
@@ -254,12 +256,15 @@ def train(
         split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
         majority = base[split]["majority"] if split else {}
         # Both measures: with balanced class weights a model may trade accuracy for the small classes (macro-F1).
-        if split and not splits.multi_label and metrics[split]["accuracy"] <= majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
-            # A finite loss can still climb (a rate far too high), or only the head train: the model is saved as asked,
-            # but not as a success. Equal on both is a model that answers the most common class whatever the text.
+        # On a handful of texts (under 20) the comparison is chance, so it is not made.
+        if (split and not splits.multi_label and metrics[split]["n"] >= 20 and metrics[split]["accuracy"] <= majority["accuracy"]
+                and metrics[split]["macro_f1"] <= majority["macro_f1"]):
+            # A finite loss can still climb (a rate far too high), or a run be too short to move: the model is saved as
+            # asked, but not as a success. Equal on both is a model that answers the most common class whatever the text.
             say(f"note: the model scores no better than always answering the most common class on {split} "
-                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * majority['accuracy']:.2f}%): "
-                "it learnt nothing useful; lower train.lr / train.head_lr (taskembed lr-find suggests one) or check the labels")
+                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * majority['accuracy']:.2f}%): it learnt nothing "
+                "useful; if its loss climbed, lower train.lr / train.head_lr (taskembed lr-find suggests one); if it barely "
+                "moved, train longer; and check the labels")
     if rank == 0:
         st = result.state
         info = {
@@ -464,11 +469,16 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
         where = origin.get(split, f"{data} [{split}]")
         df = clean_split(raw[split], dcfg, where, flag)
     known = set(clf.labels)
+    given = {x for value in df["label"] for x in (value if clf.multi_label else (value,))}
+    if given and not given & known:  # another task's data, not a few stray rows
+        raise UserError(f"{where}: none of its labels ({', '.join(sorted(given)[:8])}{', ...' if len(given) > 8 else ''}) is one "
+                        f"the model knows ({', '.join(clf.labels[:8])}{', ...' if len(clf.labels) > 8 else ''})"
+                        + (_same_number(min(given), known) or "; is it the data for this model?"))
     for row, value in enumerate(df["label"], start=1):
         unknown = [x for x in (value if clf.multi_label else (value,)) if x not in known]
         if unknown:
-            raise UserError(f"{where}: row {row}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)}); "
-                            "drop the rows with it")
+            raise UserError(f"{where}: row {row}: label '{unknown[0]}' is not one the model knows ({', '.join(clf.labels)})"
+                            f"{_same_number(unknown[0], known)}; drop the rows with it")
     enc = encode_split(clf.tokenizer, df, {name: i for i, name in enumerate(clf.labels)}, clf.max_length, clf.window_stride)
     logits = predict_logits(clf.model, enc, clf.tokenizer.pad_token_id or 0, clf.device, clf.window_aggregate)
     if clf.multi_label:
@@ -484,6 +494,19 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     if predictions:
         m["predictions"] = _prediction_rows(clf, df, logits)
     return m
+
+
+def _same_number(label: str, known: set[str]) -> str:
+    """A hint when `label` is a number the model knows written another way ('4.0', read as a float, for '4'), else ""."""
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    value = number(label)
+    same = next((k for k in sorted(known) if value is not None and number(k) == value), None)
+    return f" (the model's label '{same}' is the same number: write the labels as the training data did)" if same else ""
 
 
 def _prediction_rows(clf: Classifier, df, logits: torch.Tensor) -> list[dict[str, Any]]:

@@ -127,7 +127,10 @@ def versions() -> dict[str, str]:
 
 
 def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> str:
-    """Markdown: one row per split and scorer, accuracy and macro-F1 in percent."""
+    """Markdown: one row per split and scorer, accuracy and macro-F1 in percent; a sentence when nothing was scored."""
+    if not any(split in metrics for split in ("validation", "test")):  # a header with no rows says nothing
+        return ("No validation or test split, so nothing was scored (data.validation_fraction or data.test_fraction carve one "
+                "from train; data.validation or data.test give one).")
     rows = ["| split | model | accuracy | macro-F1 |", "| --- | --- | ---: | ---: |"]
     for split in ("validation", "test"):
         if split not in metrics:

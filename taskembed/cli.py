@@ -37,17 +37,29 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
-        from taskembed.data import check_paths
+        from taskembed import builtin
+        from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
         if (cfg.train.early_stopping_patience and not cfg.data.validation and not cfg.data.validation_fraction
                 and Path(cfg.data.source).is_file()):  # a single file is all train: its split is known without reading it
             raise UserError(api.EARLY_STOPPING_NEEDS_VALIDATION)
+        # Data on this machine is read and checked as training reads it (columns, every row, the splits); a Hub dataset
+        # would be downloaded, which a dry run does not do.
+        local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
+        splits = load_splits(cfg.data) if local else None
         print(dump_config(cfg))
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")
-        print(api.plan(cfg).table())
-        print(PLAN_LABELS_NOTE)
+        print(splits.describe() if splits else f"data: {cfg.data.source} is read from the Hub when training")
+        plan = api.plan(cfg, labels=splits.labels if splits else None)
+        print(plan.table())
+        if not splits:
+            print(PLAN_LABELS_NOTE)
+        never = sum(1 for k in range(plan.stages + 1) if k >= cfg.train.epochs) if cfg.train.gradual_unfreezing == "epoch" else 0
+        if never:  # training says it too; with stages by epoch it is known before any data is read
+            print(f"note: gradual unfreezing by epoch over {cfg.train.epochs:g} epoch(s): the last {never} stage(s) never start, so "
+                  "those groups stay frozen (more epochs, or gradual_unfreezing steps)")
         return 0
     resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
     print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
@@ -485,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)")
     t.add_argument("config", nargs="?", help="YAML config (default: built-in defaults = configs/sentiment.yaml)")
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and lr plan, train nothing")
+    t.add_argument("--dry-run", action="store_true", help="read and check the data, print the resolved config, the splits and the lr plan; train nothing")
     t.add_argument("--help-config", action="store_true", help="list every config option with its default and meaning")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--resume", nargs="?", const="latest", choices=["latest", "auto"],

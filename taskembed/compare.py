@@ -329,6 +329,14 @@ def report_markdown(report: dict[str, Any]) -> str:
     def num(v):
         return "n/a" if v is None else f"{v:.3f}"
 
+    def cells(side: dict[str, Any], other: dict[str, Any]) -> list[str]:
+        """The side's three figures, each in bold where it beats the other side's (fine-tuning can lower one)."""
+        out = []
+        for key, show in (("knn_accuracy", pct), ("linear_probe_accuracy", pct), ("silhouette", num)):
+            mine, theirs = side[key], other[key]
+            out.append(f"**{show(mine)}**" if mine is not None and theirs is not None and mine > theirs else show(mine))
+        return out
+
     b, t = report["base"], report["tuned"]
     folds = t.get("folds") or b.get("folds")
     why = ("no class has two texts" if report["settings"]["folds"] >= 2 else f"folds is {report['settings']['folds']}")
@@ -336,8 +344,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     rows = [
         f"| embedding | k-NN accuracy (k={t.get('k') or b.get('k') or report['settings']['k']}, cosine) | linear probe accuracy | silhouette (cosine) |",
         "| --- | ---: | ---: | ---: |",
-        f"| before: `{_short(b['model'])}`, {_pooling_name(b)} ({b['dim']}-d) | {pct(b['knn_accuracy'])} | {pct(b['linear_probe_accuracy'])} | {num(b['silhouette'])} |",
-        f"| after: `{_short(t['model'])}`, {_pooling_name(t)} ({t['dim']}-d) | **{pct(t['knn_accuracy'])}** | **{pct(t['linear_probe_accuracy'])}** | **{num(t['silhouette'])}** |",
+        f"| before: `{_short(b['model'])}`, {_pooling_name(b)} ({b['dim']}-d) | " + " | ".join(cells(b, t)) + " |",
+        f"| after: `{_short(t['model'])}`, {_pooling_name(t)} ({t['dim']}-d) | " + " | ".join(cells(t, b)) + " |",
     ]
     shift = report.get("cosine_shift")
     if shift:

@@ -654,7 +654,8 @@ class Splits:
             return zip(*(df[c].astype(str).str.strip() for c in columns))
 
         train = set(rows(self.frames["train"]))
-        return {s: sum(r in train for r in rows(df)) for s, df in self.frames.items() if s != "train"}
+        # In SPLITS order (validation, then test), whatever order the splits were carved in.
+        return {s: sum(r in train for r in rows(self.frames[s])) for s in SPLITS if s in self.frames and s != "train"}
 
     def lookalike_labels(self) -> list[list[str]]:
         """Groups of label names that differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0'), in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -233,6 +234,21 @@ def test_evaluate_names_the_row_of_a_label_the_model_does_not_know(classifier_di
     path.write_text("text,label\na fine film,LABEL_0\na dull film,LABEL_1\nmeh,neutral\n", encoding="utf-8")
     code, _, err = run_cli(["evaluate", str(classifier_dir), str(path)], capsys)
     assert code == 2 and f"{path}: row 3: label 'neutral' is not one the model knows (LABEL_0, LABEL_1)" in err, err
+    # Another task's data altogether is said as such; a number written another way is pointed out.
+    path.write_text("text,label\na fine film,pos\na dull film,neg\n", encoding="utf-8")
+    code, _, err = run_cli(["evaluate", str(classifier_dir), str(path)], capsys)
+    assert code == 2 and "none of its labels (neg, pos) is one the model knows (LABEL_0, LABEL_1); is it the data for this model?" in err
+    path.write_text("text,label\na fine film,1.0\na dull film,0.0\n", encoding="utf-8")
+    num_dir = classifier_dir.parent / "numbered"
+    shutil.copytree(classifier_dir, num_dir)
+    config = json.loads((num_dir / "config.json").read_text())
+    (num_dir / "config.json").write_text(json.dumps({**config, "id2label": {"0": "0", "1": "1"}, "label2id": {"0": 0, "1": 1}}))
+    code, _, err = run_cli(["evaluate", str(num_dir), str(path)], capsys)
+    assert code == 2 and "none of its labels (0.0, 1.0) is one the model knows (0, 1) (the model's label '0' is the same number" in err, err
+    from taskembed.api import _same_number
+
+    assert _same_number("4.0", {"0", "4"}) == " (the model's label '4' is the same number: write the labels as the training data did)"
+    assert _same_number("4.5", {"0", "4"}) == _same_number("x", {"0", "4"}) == ""
 
 
 def test_compare_writes_into_an_existing_folder_whose_parent_is_read_only(tmp_path, monkeypatch):

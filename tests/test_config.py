@@ -463,12 +463,19 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--data.source", "nothere.csv", "--dry-run"]) == 2
     assert "nothere.csv: file not found" in capsys.readouterr().err
-    (tmp_path / "train.csv").write_text("text,label\na,b\n")
+    rows = "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(40))
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
     assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--dry-run"]) == 2
     assert "t.csv: file not found" in capsys.readouterr().err
     (tmp_path / "t.csv").write_text("text,label\na,b\n")
     assert main(["train", "--data.source", "train.csv", "--data.test", "t.csv", "--data.test_fraction", "0.2", "--dry-run"]) == 0
-    assert "note: data.test_fraction is set but has no effect unless data.test is unset" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: data.test_fraction is set but has no effect unless data.test is unset" in out
+    assert "data: train 36, validation 4, test 1; 2 labels: a, b" in out  # read as training reads it
+    # What only reading the data finds, a dry run finds too (it read no data, and passed).
+    (tmp_path / "typo.csv").write_text("txet,label\n" + rows)
+    assert main(["train", "--data.source", "typo.csv", "--dry-run"]) == 2
+    assert "no column 'text'" in capsys.readouterr().err
     # A single file is all train, so early stopping with no validation carved from it fails the real run: the dry run says so.
     stop = ["train", "--data.source", "train.csv", "--train.early_stopping_patience", "2", "--dry-run"]
     assert main(stop + ["--data.validation_fraction", "0"]) == 2

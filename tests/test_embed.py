@@ -490,6 +490,10 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     assert len(report["neighbours"]) == 3 and all(len(n["before"]) == len(n["after"]) == 5 for n in report["neighbours"])
     md = report_markdown(report)
     assert "| embedding | k-NN accuracy" in md and "embedding_projection.png" in md and "Cosine shift" in md
+    # The better side of each figure is in bold, whichever it is: fine-tuning can lower one (the card showed it bold).
+    worse = {**report, "tuned": {**report["tuned"], "knn_accuracy": 0.5}, "base": {**report["base"], "knn_accuracy": 0.6}}
+    before, after = [line for line in report_markdown(worse).splitlines() if line.startswith(("| before", "| after"))]
+    assert before.split(" | ")[1] == "**60.0**" and after.split(" | ")[1] == "50.0"
     # the CLI on a labelled file
     data = _write_csv(tmp_path / "d.csv", rows)
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0

@@ -503,6 +503,16 @@ def test_test_examples_that_are_also_training_examples_are_counted_and_said(tiny
     assert json.loads((res.output_dir / "run.json").read_text())["data"]["seen_in_train"] == {"validation": 0, "test": 5}
 
 
+def test_splits_seen_in_train_are_told_validation_first_whatever_order_they_were_carved_in():
+    import pandas as pd
+
+    from taskembed.data import Splits
+
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    splits = Splits(frames={"train": frame, "test": frame.head(1), "validation": frame}, labels=["x", "y"], origin={})
+    assert list(splits.seen_in_train().items()) == [("validation", 2), ("test", 1)]
+
+
 def test_labels_that_differ_only_in_case_or_number_format_are_said_and_recorded(tiny_overrides, write_csv):
     rows = make_rows(48, seed=6)
     for r in rows[::3]:
@@ -571,7 +581,7 @@ def test_a_model_below_the_majority_class_is_said_to_have_learnt_nothing(tiny_ov
 
     both = True
     said: list[str] = []
-    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(160, seed=1))), "train.epochs": 3, "train.lr": 3e-3, "train.head_lr": 5e-3,
+    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(240, seed=1))), "train.epochs": 3, "train.lr": 3e-3, "train.head_lr": 5e-3,
                  "output.calibrate": False, "output.embedding_report": False, "output.error_analysis": False}
     res = taskembed.train(None, overrides, progress=False, echo=said.append)
     assert res.metrics["validation"]["accuracy"] > res.baselines["validation"]["majority"]["accuracy"]  # it learnt: no note
@@ -584,6 +594,18 @@ def test_a_model_below_the_majority_class_is_said_to_have_learnt_nothing(tiny_ov
     both = False
     taskembed.train(None, {**overrides, "output.overwrite": True}, progress=False, echo=said.append)
     assert len([m for m in said if "no better than always answering" in m]) == 1
+    # Nor is a validation split of 16 texts, where the comparison is chance (it fired on a split of one text).
+    both = True
+    small = {**overrides, "data.source": str(write_csv(make_rows(160, seed=1))), "output.overwrite": True}
+    assert taskembed.train(None, small, progress=False, echo=said.append).metrics["validation"]["n"] == 16
+    assert len([m for m in said if "no better than always answering" in m]) == 1
+
+
+def test_a_run_without_validation_or_test_says_nothing_was_scored_instead_of_an_empty_table():
+    from taskembed.artifacts import metrics_table
+
+    assert metrics_table({}, None).startswith("No validation or test split, so nothing was scored")
+    assert metrics_table({"test": {"accuracy": 0.5, "macro_f1": 0.4}}, None).splitlines()[2] == "| test | **fine-tuned** | **50.00** | **40.00** |"
 
 
 def test_a_trained_folder_as_model_name_gives_its_encoder_and_a_fresh_head(trained, tiny_model_dir, tmp_path, write_csv):
