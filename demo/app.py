@@ -1010,10 +1010,12 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
 
 
 def _stop(signum, frame):
-    """SIGTERM (kill, timeout, docker stop, systemd) ends the demo as Ctrl-C does: Gradio closes its server and the exit
-    handlers run, which remove the folder of downloads (users' texts and their predictions). Python's default for
-    SIGTERM is to die at once, which left that folder in the temp directory."""
-    raise KeyboardInterrupt
+    """SIGTERM (kill, timeout, docker stop, systemd) ends the demo with status 0, at any point of its start or its
+    serving: the exit handlers run, which remove the folder of downloads (users' texts and their predictions); the
+    server's threads end with the process. Python's default for SIGTERM is to die at once, which left that folder in
+    the temp directory; a KeyboardInterrupt would print a traceback during the start and Gradio's "Keyboard
+    interruption" line after it."""
+    raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

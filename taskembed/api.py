@@ -76,12 +76,50 @@ def with_data(cfg: Config, data: Any, say: Callable[[str], None]) -> tuple[Confi
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=IN_MEMORY)), given
 
 
+def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple[dict[str, int], list[list[str]]]:
+    """What training says of its data before loading the model (the notes) or refuses (class weights of unknown labels,
+    early stopping without validation); `train --dry-run` says the same. Returns the counts of texts seen in training
+    and the lookalike labels, for run.json."""
+    for split, where in splits.unlabelled.items():
+        carved = {"validation": cfg.data.validation_fraction, "test": cfg.data.test_fraction}[split] > 0
+        say(f"note: {where} has no labels (every row's is missing), so it is not used"
+            + (f"; the {split} split is carved from train instead" if carved
+               else f"; this run has no {split} split (data.{split}_fraction, e.g. 0.1, carves one from train)"))
+    if splits.sampled_out:
+        left = splits.sampled_out
+        say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
+            f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
+            "label when it has at least as many rows as there are labels")
+    seen = splits.seen_in_train()
+    for split, n in seen.items():
+        if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
+            say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
+                f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
+    check_class_weight_names(cfg.train.class_weights, splits.labels)  # before the model loads, not after tokenizing
+    if cfg.train.sampler == "balanced" and cfg.train.class_weights == "balanced":
+        # Each corrects for the imbalance on its own; together the rare classes count twice over.
+        say("note: train.sampler balanced and train.class_weights balanced each even out the classes; together they tip "
+            "the loss toward the rare ones (most of it for a class of a few percent): use one of them")
+    lookalikes = splits.lookalike_labels()
+    for names in lookalikes:  # two classes that are probably one: training would learn to tell them apart
+        how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
+        say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
+            f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
+    if cfg.train.early_stopping_patience and "validation" not in splits.frames:
+        raise UserError(EARLY_STOPPING_NEEDS_VALIDATION)
+    return seen, lookalikes
+
+
 def lr_find(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
     """Learning-rate range test for a config: the curve, a suggested `train.lr` and its files; see taskembed.lrfind.lr_find."""
     from taskembed.lrfind import lr_find as run  # imported here: lrfind builds on this module's loaders
 
     return run(config, overrides, **options)
 
+
+TRAINING_STARTS = "training on "
+"""How the line `train` says as training starts begins: what comes before it is about the data and the setup, which a
+sweep's trials share."""
 
 EARLY_STOPPING_NEEDS_VALIDATION = ("train.early_stopping_patience needs a validation split; set data.validation_fraction > 0 "
                                    "or give data.validation")
@@ -114,10 +152,9 @@ def train(
     if resume not in (True, False, "auto"):  # "yes" or "no" would both read as true
         raise UserError(f"resume={resume!r}: give True, False or 'auto'")
     echo = echo or (lambda _msg: None)  # echo=None: silent
-    cfg = as_config(config, overrides)
-    cfg, given = with_data(cfg, data, echo)
     rank, world = distributed()
     say = echo if rank == 0 else (lambda _msg: None)
+    cfg, given = with_data(as_config(config, overrides), data, say)
     for note in without_effect(cfg):
         say(f"note: {note}")
     out = Path(cfg.output.dir)
@@ -138,33 +175,7 @@ def train(
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
     say(splits.describe())
-    for split, where in splits.unlabelled.items():
-        carved = {"validation": cfg.data.validation_fraction, "test": cfg.data.test_fraction}[split] > 0
-        say(f"note: {where} has no labels (every row's is missing), so it is not used"
-            + (f"; the {split} split is carved from train instead" if carved
-               else f"; this run has no {split} split (data.{split}_fraction, e.g. 0.1, carves one from train)"))
-    if splits.sampled_out:
-        left = splits.sampled_out
-        say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
-            f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
-            "label when it has at least as many rows as there are labels")
-    seen = splits.seen_in_train()
-    for split, n in seen.items():
-        if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
-            say(f"note: {n:,} of the {len(splits.frames[split]):,} {split} examples are also in the training data, so their "
-                f"scores overstate accuracy on new text ({splits.origin.get(split, split)})")
-    check_class_weight_names(cfg.train.class_weights, splits.labels)  # before the model loads, not after tokenizing
-    if cfg.train.sampler == "balanced" and cfg.train.class_weights == "balanced":
-        # Each corrects for the imbalance on its own; together the rare classes count twice over.
-        say("note: train.sampler balanced and train.class_weights balanced each even out the classes; together they tip "
-            "the loss toward the rare ones (most of it for a class of a few percent): use one of them")
-    lookalikes = splits.lookalike_labels()
-    for names in lookalikes:  # two classes that are probably one: training would learn to tell them apart
-        how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
-        say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
-            f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
-    if cfg.train.early_stopping_patience and "validation" not in splits.frames:
-        raise UserError(EARLY_STOPPING_NEEDS_VALIDATION)
+    seen, lookalikes = check_data(cfg, splits, say)
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
     if embedding_report and splits.frames["validation"]["label"].nunique() < 2:
         # The report measures how the classes separate; said now, not found after training.
@@ -195,7 +206,7 @@ def train(
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"
     graphs = cfg.train.cuda_graphs and cudagraphs.available(device)
-    say(f"training on {device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
+    say(f"{TRAINING_STARTS}{device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     ckpts = None
     if cfg.train.keep_checkpoints:
@@ -473,7 +484,7 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     if given and not given & known:  # another task's data, not a few stray rows
         raise UserError(f"{where}: none of its labels ({', '.join(sorted(given)[:8])}{', ...' if len(given) > 8 else ''}) is one "
                         f"the model knows ({', '.join(clf.labels[:8])}{', ...' if len(clf.labels) > 8 else ''})"
-                        + (_same_number(min(given), known) or "; is it the data for this model?"))
+                        + (next(filter(None, (_same_number(g, known) for g in sorted(given))), "") or "; is it the data for this model?"))
     for row, value in enumerate(df["label"], start=1):
         unknown = [x for x in (value if clf.multi_label else (value,)) if x not in known]
         if unknown:

@@ -25,8 +25,7 @@ every calibrated score about 1.0 (or uniform)."""
 
 
 MIN_TEXTS = 20
-"""Fewer validation texts fit a temperature to noise: a run with 2 of them got T = 0.17, and its calibrated scores
-claimed 0.99 where the raw ones said 0.34."""
+"""Fewer validation texts fit a temperature to noise: a review's run fitted T = 0.17 to 2 of them."""
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -75,7 +74,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> di
 def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
               others: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, Any] | None, str | None]:
     """Fit T on validation; ECE before and after on validation and every other split given. (None, why) when no
-    temperature fits (see T_MIN), the fitted one would raise the validation ECE, or validation has under MIN_TEXTS texts."""
+    temperature fits (see T_MIN), the fitted one would not lower the validation ECE, or validation has under MIN_TEXTS texts."""
     if len(val_labels) < MIN_TEXTS:
         return None, (f"{len(val_labels)} validation texts are too few to fit a temperature to ({MIN_TEXTS} at least), so "
                       "calibrated scores would mean nothing; a larger validation split calibrates")
@@ -86,12 +85,12 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
                       f"T = {t:.2f}, the edge of its range), so calibrated scores would mean nothing; a larger validation "
                       "split with some mistakes in it calibrates")
     # T minimises the likelihood, not the binned ECE the report shows; on a small split the two can disagree (in 349 of
-    # 3,000 random draws of 20 to 80 two-class logits). A T that raises the ECE of the very texts it was fitted on is not kept.
+    # 3,000 random draws of 20 to 80 two-class logits). A T that does not lower the ECE of the very texts it was fitted on is not kept.
     raw, scaled = (reliability(x.softmax(-1), val_labels)["ece"] for x in (val_logits, val_logits / t))
     if scaled >= raw:
-        return None, (f"the temperature that fits the {len(val_labels)} validation texts best (T = {t:.2f}) would raise their "
-                      f"expected calibration error from {100 * raw:.1f}% to {100 * scaled:.1f}%, so it is not kept; a larger "
-                      "validation split calibrates more reliably")
+        return None, (f"the temperature that fits the {len(val_labels)} validation texts best (T = {t:.2f}) would not lower their "
+                      f"expected calibration error ({100 * raw:.1f}% raw, {100 * scaled:.1f}% with it), so it is not kept; a "
+                      "larger validation split calibrates more reliably")
     report: dict[str, Any] = {"temperature": t, "fitted_on": "validation", "bins": 15, "splits": {}}
     for split, (logits, labels) in {"validation": (val_logits, val_labels), **others}.items():
         before = reliability(logits.softmax(-1), labels)

@@ -464,9 +464,10 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
             old = saved.get(section, {}).get(name, value)
             if key not in MAY_CHANGE_ON_RESUME and old != value and not _same_path(key, old, value):
                 if key == "data.source" and IN_MEMORY in (old, value):  # data given in Python: the fix is in the call
-                    changes.append("the data: the checkpoint was trained on data given in Python (taskembed.train(data=...)); pass "
-                                   "the same data= again" if old == IN_MEMORY else f"the data: the checkpoint was trained on {old}, "
-                                   "and data= was given now")
+                    from_python = ("the data: the checkpoint was trained on data given in Python (taskembed.train(data=...)); "
+                                   "pass the same data= again")
+                    changes.append(from_python if old == IN_MEMORY else f"the data: the checkpoint was trained on {old}, and data= "
+                                   "was given now")
                     continue
                 changes.append(_describe(key, old, value))
     if meta.get("data_fingerprint") != fingerprint:

@@ -41,17 +41,19 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
-        if (cfg.train.early_stopping_patience and not cfg.data.validation and not cfg.data.validation_fraction
-                and Path(cfg.data.source).is_file()):  # a single file is all train: its split is known without reading it
-            raise UserError(api.EARLY_STOPPING_NEEDS_VALIDATION)
-        # Data on this machine is read and checked as training reads it (columns, every row, the splits); a Hub dataset
-        # would be downloaded, which a dry run does not do.
+        # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
+        # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
         splits = load_splits(cfg.data) if local else None
+        notes: list[str] = []
+        if splits:
+            api.check_data(cfg, splits, notes.append)
         print(dump_config(cfg))
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")
         print(splits.describe() if splits else f"data: {cfg.data.source} is read from the Hub when training")
+        for note in notes:
+            print(note)
         plan = api.plan(cfg, labels=splits.labels if splits else None)
         print(plan.table())
         if not splits:

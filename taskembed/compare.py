@@ -4,7 +4,7 @@ For the base encoder (mean pooling, as a sentence encoder is used) and the tuned
 model (by default the vector its head reads), on at most `max_texts` texts (a
 seeded sample):
 
-- k-NN accuracy: 10 nearest neighbours by cosine (fewer when a class has fewer texts to vote), majority vote,
+- k-NN accuracy: 10 nearest neighbours by cosine (fewer when classes have fewer texts to vote), majority vote,
   stratified 5-fold CV;
 - linear-probe accuracy: standardised features, logistic regression, the same folds;
 - silhouette score of the labels under cosine distance;
@@ -51,9 +51,10 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> d
         warnings.simplefilter("ignore")
         splits = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x, y))
     knn_correct = probe_correct = 0
-    # A majority of k votes that no class can win measures k, not the space: with 3 texts of each class to vote and
-    # k = 10, 7 votes always come from other classes. So k is at most the rarest class's count in a training fold.
-    used_k = max(1, min(k, *(int(np.unique(y[train], return_counts=True)[1].min()) for train, _ in splits)))
+    # k beyond the texts a class typically has to vote measures k, not the space: with 3 texts of each of 5 classes in
+    # a fold and k = 10, 7 votes come from other classes and ties decide. So k is at most a fold's median class count.
+    # The median, not the minimum: one rare class (an intent with 2 validation texts) must not make it 1-NN for all.
+    used_k = max(1, min(k, *(int(np.median(np.unique(y[train], return_counts=True)[1])) for train, _ in splits)))
     for train, test in splits:
         neighbours = used_k
         knn = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine", algorithm="brute")

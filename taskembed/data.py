@@ -236,7 +236,7 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
     import datasets
 
     if isinstance(data, pd.DataFrame):
-        return {"train": _table(data, what)}
+        return {"train": _table(data)}
     if isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
         return _from_datasets(data)
     if isinstance(data, dict) and data:
@@ -252,22 +252,17 @@ def frames_from_python(data: Any, what: str = "data") -> dict[str, pd.DataFrame]
                 frame = _from_datasets(frame)["train"]
             elif not isinstance(frame, pd.DataFrame):
                 raise UserError(f"{what}['{name}']: give a pandas DataFrame or a datasets Dataset (got {type(frame).__name__})")
-            out[split] = _table(frame, f"{what}['{name}']")
+            out[split] = _table(frame)
         return out
     raise UserError(f"{what}: give a pandas DataFrame, a dict of split name to DataFrame, or a datasets Dataset or "
                     f"DatasetDict (got {type(data).__name__}{' with no splits' if isinstance(data, dict) else ''})")
 
 
-def _table(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """A frame given in Python as a file would read: rows numbered from 1 in the order given (messages name them so),
-    column names as text, since the config names columns with strings (a frame from read_csv(header=None) has 0, 1, ...),
-    and each name once (a column named twice would be read as a table, not a column)."""
+def _table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame given in Python as a file would read: rows numbered from 1 in the order given (messages name them so), and
+    column names as text, since the config names columns with strings (a frame from read_csv(header=None) has 0, 1, ...)."""
     frame = frame.reset_index(drop=True)
-    names = [str(c) for c in frame.columns]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:
-        raise UserError(f"{where}: the column '{twice}' appears more than once; keep one of them")
-    frame.columns = names
+    frame.columns = [str(c) for c in frame.columns]
     return frame
 
 
@@ -429,6 +424,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
+    twice = next((c for c in columns if list(df.columns).count(c) > 1), None)
+    if twice is not None:  # a frame from pd.concat(axis=1) can hold one; a file's reader renames repeats (x.1)
+        raise UserError(f"{where}: the column '{twice}' appears more than once; keep one of them")
     for col in columns:
         if col not in df.columns:
             role = _which(cfg, col)

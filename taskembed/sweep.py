@@ -187,10 +187,19 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
             trial.validation, trial.test, trial.train_seconds = record["validation"], record["test"], record["train_seconds"]
             echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
             continue
-        # Only the trial's notes reach the sweep's output, each once (every trial reads the same data, so most notes
-        # repeat); its full log is in its folder (log.jsonl).
+        # Only the trial's notes reach the sweep's output; its full log is in its folder (log.jsonl). The notes before
+        # training starts (about the data, which every trial reads) are said once; those after it are the trial's own
+        # (a model that learnt nothing) and named with it.
+        started = False
+
         def say(message: str) -> None:
-            if message.startswith("note:") and message not in said:
+            nonlocal started
+            started = started or message.startswith(api.TRAINING_STARTS)
+            if not message.startswith("note:"):
+                return
+            if started:
+                echo(f"  {trial.folder}: {message}")
+            elif message not in said:
                 said.add(message)
                 echo(f"  {message}")
 

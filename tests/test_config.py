@@ -481,6 +481,19 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     assert main(stop + ["--data.validation_fraction", "0"]) == 2
     assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
     assert main(stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]) == 0
+    # A saved dataset of a train split only is all train too: found by reading it, as training finds it.
+    import datasets
+
+    datasets.Dataset.from_dict({"text": [f"text number {i}" for i in range(40)], "label": ["ab"[i % 2] for i in range(40)]}
+                               ).save_to_disk(str(tmp_path / "ds"))
+    capsys.readouterr()
+    assert main(["train", "--data.source", "ds", "--train.early_stopping_patience", "2", "--data.validation_fraction", "0",
+                 "--dry-run"]) == 2
+    assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
+    # And what training says of the data, the dry run says (here: test texts that are training texts).
+    (tmp_path / "dup.csv").write_text("text,label\n" + rows)
+    assert main(["train", "--data.source", "train.csv", "--data.test", "dup.csv", "--dry-run"]) == 0
+    assert "note: 36 of the 40 test examples are also in the training data" in capsys.readouterr().out  # 4 went to validation
 
 
 def test_an_empty_label_delimiter_says_to_quote_it_in_yaml(tmp_path):

@@ -451,10 +451,12 @@ def test_a_demo_stopped_by_sigterm_removes_its_folder_of_downloads(trained, tmp_
         assert line.startswith("taskembed demo on http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
         assert len(list(tmp_path.glob("taskembed-demo-*"))) == 1
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-    assert not list(tmp_path.glob("taskembed-demo-*")), proc.stderr.read()
+    err = proc.stderr.read()
+    assert not list(tmp_path.glob("taskembed-demo-*")), err
+    assert "Traceback" not in err and "Keyboard interruption" not in proc.stdout.read()
 
 
 def test_demo_imports_only_the_public_api():

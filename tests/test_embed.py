@@ -653,6 +653,9 @@ def test_compare_names_the_k_it_used(trained, tiny_model_dir):
     x = np.eye(5)[y] + 0.01 * np.random.default_rng(0).standard_normal((20, 5))
     scores = _cv_scores(x, y, k=10, folds=5, seed=0)
     assert scores["k"] == 3 and scores["folds"] == 4 and scores["knn_accuracy"] == 1.0
+    # One rare class does not make it 1-NN for everything (home_intents' validation has an intent with 2 texts).
+    y = np.concatenate([np.repeat([0, 1], 500), [2, 2]])
+    assert _cv_scores(np.eye(3)[y] + 0.3 * np.random.default_rng(1).standard_normal((1002, 3)), y, k=10, folds=5, seed=0)["k"] == 10
 
 
 def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_column_names(trained, tiny_model_dir, tmp_path):

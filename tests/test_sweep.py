@@ -39,12 +39,16 @@ def test_every_setting_trains_on_every_seed_and_is_ranked_by_mean_validation(bas
 
     def noted(*a, **k):  # a note of the data, which every trial reads: said once, not once a trial
         k["echo"]("note: 3 of the 24 validation examples are also in the training data")
-        return real(*a, **k)
+        out = real(*a, **k)
+        k["echo"]("note: the model scores no better than always answering the most common class")  # a trial's own
+        return out
 
     monkeypatch.setattr(api, "train", noted)
     said: list[str] = []
     result = sweep(None, base, grid=grid, seeds=[0, 1], keep="all", echo=said.append)
     assert said.count("  note: 3 of the 24 validation examples are also in the training data") == 1
+    own = [m for m in said if m.endswith(": note: the model scores no better than always answering the most common class")]
+    assert [m.split(":")[0].strip() for m in own] == [t["folder"] for t in result["trials"]]  # each trial's, named
     root = tmp_path / "sweep"
     assert len(result["trials"]) == 4 and result["kept"] == sorted(t["folder"] for t in result["trials"])
     for row in result["ranking"]:
