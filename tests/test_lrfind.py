@@ -186,3 +186,13 @@ def test_a_curve_that_only_rises_says_what_helps():
         lrfind.suggest(rising(20))
     with pytest.raises(taskembed.UserError, match=r"of 150 steps; lower the start rate \(--start\)"):
         lrfind.suggest(rising(150))
+
+
+def test_data_given_in_python_sweeps_as_the_same_rows_in_a_file_do(setup, tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(setup["data.source"])
+    run = dict(steps=12, start=1e-5, end=1.0, progress=False, echo=None)
+    from_file = taskembed.lr_find(None, setup, out=tmp_path / "file", **run)
+    from_frame = taskembed.lr_find(None, {k: v for k, v in setup.items() if k != "data.source"}, data=frame, out=tmp_path / "frame", **run)
+    assert [p["loss"] for p in from_frame.curve] == [p["loss"] for p in from_file.curve]
