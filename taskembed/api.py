@@ -364,9 +364,11 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
 
         val = splits.frames["validation"]
         tuned = Embedder.from_model(model, tokenizer, name=str(cfg.output.dir), max_length=cfg.data.max_length)
-        report = compare(cfg.model.name, tuned, _joined(val), val["label"].tolist(), folder,
+        # A pair model's texts are read with their second texts on both sides, as the model reads them.
+        report = compare(cfg.model.name, tuned, val["text"].tolist(), val["label"].tolist(), folder,
                          max_texts=cfg.output.embedding_report_max_texts, seed=cfg.train.seed,
-                         data={"source": cfg.data.source, "split": "validation"})
+                         data={"source": cfg.data.source, "split": "validation"},
+                         pairs=val["text_pair"].tolist() if "text_pair" in val else None)
         b, t = report["base"], report["tuned"]
 
         def pct(v: float | None) -> str:

@@ -165,8 +165,11 @@ def _sample_every_class(labels: list[str], n: int, seed: int) -> list[int]:
 def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: str | Path | None = None, *,
             max_texts: int = 2000, seed: int = 0, k: int = 10, folds: int = 5, examples: int = 3, neighbours: int = 5,
             base_options: dict[str, Any] | None = None, tuned_options: dict[str, Any] | None = None,
-            data: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+            data: dict[str, Any] | None = None, progress: bool = False, pairs: Sequence[str] | None = None) -> dict[str, Any]:
     """Embed the same labelled texts with `base` and `tuned` and measure how the space changed.
+
+    `pairs`: a second text for each text, for a sentence-pair model; both sides read each text with it, as the model
+    does (the report shows them as "text [SEP] second text").
 
     base / tuned: anything `taskembed.embed.embed` accepts (folder or id, Classifier, Embedder).
     base_options default to mean pooling (a sentence encoder); tuned_options to the model default
@@ -193,9 +196,15 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
         raise UserError(f"compare needs labelled texts of at least two classes; every one has the label '{labels[0]}'")
     if max_texts < 2:
         raise UserError(f"max_texts must be at least 2, got {max_texts}")
+    if pairs is not None:
+        pairs = check_texts(pairs, "embed", "second text")
+        if len(pairs) != given:
+            raise UserError(f"compare: {given} texts but {len(pairs)} second texts; give one second text per text")
     keep = _sample_every_class(labels, max_texts, seed)
     texts = [texts[i] for i in keep]
     labels = [labels[i] for i in keep]
+    pairs = [pairs[i] for i in keep] if pairs is not None else None
+    shown = texts if pairs is None else [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]  # the neighbours' texts
     y = np.array(labels)
 
     # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
@@ -214,7 +223,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
         tuned_emb.max_length = min(tuned_emb.max_length, base_emb.max_length)
     spaces = {}
     for role, emb in (("base", base_emb), ("tuned", tuned_emb)):
-        x = emb.encode(texts, progress=progress).astype(np.float32)
+        x = emb.encode(texts, progress=progress, pairs=pairs).astype(np.float32)
         spaces[role] = (emb, x)
 
     rng = random.Random(seed)
@@ -253,9 +262,9 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     else:
         report["cosine_shift"] = None
         report["cosine_shift_note"] = f"dimensions differ ({xb.shape[1]} vs {xt.shape[1]}), so a text's two vectors cannot be compared"
-    before = _neighbours(xb, texts, labels, queries, neighbours)
-    after = _neighbours(xt, texts, labels, queries, neighbours)
-    report["neighbours"] = [{"text": texts[i], "label": labels[i], "before": b, "after": a} for i, b, a in zip(queries, before, after)]
+    before = _neighbours(xb, shown, labels, queries, neighbours)
+    after = _neighbours(xt, shown, labels, queries, neighbours)
+    report["neighbours"] = [{"text": shown[i], "label": labels[i], "before": b, "after": a} for i, b, a in zip(queries, before, after)]
     if out_dir is not None:
         out = Path(out_dir)
         made = not out.exists()

@@ -396,22 +396,29 @@ class Embedder:
         assert result is not None
         return result
 
-    def encode_chunk(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
-        """Vectors for `texts` in their order, and how many of them were truncated."""
+    def encode_chunk(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None,
+                     pairs: Sequence[str] | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for `texts` (each read with its second text from `pairs`, when given) in their order, and how many of
+        them were truncated."""
         from taskembed.data import encode
 
-        enc = encode(self.tokenizer, list(texts), max_length=self.max_length)
+        enc = encode(self.tokenizer, list(texts), list(pairs) if pairs is not None else None, max_length=self.max_length)
         return self._embed_encoded(enc, on_batch), enc.truncated
 
-    def encode(self, texts: Sequence[str] | str, progress: bool = False) -> np.ndarray:
-        """An (n, dim) array for n texts, in their order."""
+    def encode(self, texts: Sequence[str] | str, progress: bool = False, pairs: Sequence[str] | None = None) -> np.ndarray:
+        """An (n, dim) array for n texts, in their order. `pairs`: a second text for each, read with it as a sentence-pair
+        model reads its input (the tokenizer's pair encoding)."""
         if isinstance(texts, str):
             texts = [texts]
         from taskembed.data import check_texts
 
         texts = check_texts(texts, "embed")
+        if pairs is not None:
+            pairs = check_texts(pairs, "embed", "second text")
+            if len(pairs) != len(texts):
+                raise UserError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         with _bar(len(texts), progress) as bar:
-            vectors, _ = self.encode_chunk(texts, bar.update)
+            vectors, _ = self.encode_chunk(texts, bar.update, pairs)
         return vectors
 
 

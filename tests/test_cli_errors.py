@@ -660,9 +660,11 @@ def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note
     data = write_csv(rows)
     code, out, err = run_cli(["train", "--data.source", str(data), "--data.text_pair_column", "pair", "--model.name", str(tiny_model_dir),
                               "--data.max_length", "32", "--train.epochs", "1", "--train.bf16", "off", "--output.dir", str(tmp_path / "m"),
-                              "--train.sampler", "balanced", "--train.class_weights", "balanced", "--output.embedding_report", "false",
-                              "--no-progress"], capsys)
+                              "--train.sampler", "balanced", "--train.class_weights", "balanced", "--no-progress"], capsys)
     assert code == 0, err
+    # Its embedding report reads each validation text with its second text, as the model does.
+    report = json.loads((tmp_path / "m" / "embedding_report.json").read_text())
+    assert report["neighbours"] and all(n["text"].endswith(" [SEP] extra words here") for n in report["neighbours"])
     assert f"predict {tmp_path / 'm'} --file PAIRS.csv    (columns 'text' and 'pair'; the demo takes single-text models only)" in out
     assert "demo:" not in out
     assert "note: train.sampler balanced and train.class_weights balanced each even out the classes" in out

@@ -758,3 +758,24 @@ def test_the_compare_sample_keeps_the_plain_sample_or_every_class():
     assert len(got) == 5 and {rare[i] for i in got} == {"a", "b", "c", "d"} and len(set(got)) == 5
     two = _sample_every_class(rare, 2, seed=0)
     assert len(two) == 2 and len({rare[i] for i in two}) == 2  # room for two of the four classes: two of them
+
+
+def test_a_text_pair_is_embedded_as_a_pair_model_reads_it(tiny_model_dir):
+    # The embedding report of a pair model embedded "text [SEP] second text" as one text: a BERT tokenizer then gives
+    # every token type 0, where the model was trained with 1 on the second text, and RoBERTa reads "[SEP]" as words.
+    from transformers import AutoModel, AutoTokenizer
+
+    from taskembed.compare import compare
+
+    emb = Embedder.load(tiny_model_dir, pooling="cls")
+    texts, pairs = ["a fine film", "a dull film", "a warm story", "a cold story"], ["it was good", "it was bad", "lovely", "grim"]
+    got = emb.encode(texts, pairs=pairs)
+    tok, model = AutoTokenizer.from_pretrained(tiny_model_dir), AutoModel.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        want = torch.stack([model(**tok(a, b, return_tensors="pt")).last_hidden_state[0, 0] for a, b in zip(texts, pairs)])
+    assert np.allclose(got, want.numpy(), atol=1e-5)
+    assert not np.allclose(got, emb.encode([f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]), atol=1e-3)
+    with pytest.raises(UserError, match="4 texts but 3 second texts"):
+        emb.encode(texts, pairs=pairs[:3])
+    report = compare(tiny_model_dir, tiny_model_dir, texts, ["pos", "neg", "pos", "neg"], pairs=pairs, examples=1)
+    assert report["neighbours"][0]["text"] in [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
