@@ -416,19 +416,26 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     what = (f"{info['count']:,} vectors ({info['dim']}-d {info['dtype']}, {info['pooling']}: {info['pooling_detail']}"
             f"{', L2-normalised' if info['normalize'] else ''}{', bf16 autocast' if info.get('bf16') else ''})")
     tail = f"{info['truncated']} text(s) truncated at {info['max_length']} tokens"
+    source = info.get("source", {})
+    notes = []
+    if source.get("blank_lines_skipped"):
+        notes.append(f"note: {source['blank_lines_skipped']} blank line(s) skipped, so id (and row) i is the i-th non-blank "
+                     "line, not line i")
+    if source.get("own_id_column"):  # a RAG user joins hits back to documents by id: theirs is not what comes back
+        notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0 (join on the "
+                     "text, or on the row number)")
     if "shards" in info:
         written = [s for s in info["shards"] if s["file"]]
         print(f"{what} written as {len(written)} shard(s) by {info['sharding']['world_size']} processes in {info['seconds']:.1f} s; {tail}")
         for s in written:
             print(f"  {Path(out).parent / s['file']}  ({s['count']:,} rows)")
         print(f"manifest: {manifest_path(out)}  (taskembed.embed.load_vectors reads it back in row order; search accepts it)")
-        return 0
-    print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
-    print(f"provenance: {sidecar_path(out)}")
-    _note_pair_model(model, info["source"].get("text_column") or "the text column", "each vector encodes")
-    blank = info.get("source", {}).get("blank_lines_skipped")
-    if blank:
-        print(f"note: {blank} blank line(s) skipped, so id (and row) i is the i-th non-blank line, not line i")
+    else:
+        print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
+        print(f"provenance: {sidecar_path(out)}")
+    _note_pair_model(model, source.get("text_column") or "the text column", "each vector encodes")
+    for note in notes:
+        print(note)
     return 0
 
 
@@ -444,10 +451,19 @@ def cmd_export(model: str, out: str, format: str = "sentence-transformers", pool
     return 0
 
 
-def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool = False) -> int:
+def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool = False, file: str | None = None,
+               model: str | None = None) -> int:
+    """Queries come as arguments or from --file (a .txt, one per line); --model says where the model that wrote the
+    vectors is now, when its folder moved."""
+    from taskembed.data import texts_from_file
     from taskembed.embed import search
 
-    results = search(vectors, list(queries), k=k)
+    if bool(queries) == bool(file):
+        raise UserError("give queries as arguments or --file FILE (one of them)")
+    if file and Path(file).suffix.lower() != ".txt":
+        raise UserError(f"--file {file}: give a .txt file, one query per line")
+    queries = texts_from_file(file)[0] if file else list(queries)
+    results = search(vectors, queries, k=k, model_path=model)
     if as_json:
         print(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, results)], indent=2, ensure_ascii=False))
         return 0
@@ -600,9 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="nearest neighbours of a query among vectors written by `taskembed embed`")
     se.add_argument("vectors", help="a .parquet or .npy file with its .json sidecar")
-    se.add_argument("queries", nargs="+", help="query text(s)")
+    se.add_argument("queries", nargs="*", default=[], help="query text(s) (or --file)")
+    se.add_argument("--file", help="queries from a .txt file, one per line")
     se.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
     se.add_argument("--json", action="store_true", help="print the hits as JSON")
+    se.add_argument("--model", help="where the model that wrote the vectors is now, if its folder moved (its weights must "
+                    "be the ones the sidecar records)")
 
     co = sub.add_parser("compare", help="before/after report: k-NN and linear-probe accuracy, silhouette, projection plot")
     co.add_argument("base", help="the base encoder (folder or id)")
@@ -742,7 +761,7 @@ def _main(argv: list[str]) -> int:
         if args.command == "export":
             return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite)
         if args.command == "search":
-            return cmd_search(args.vectors, args.queries, args.k, args.json)
+            return cmd_search(args.vectors, args.queries, args.k, args.json, file=args.file, model=args.model)
         if args.command == "compare":
             return cmd_compare(args.base, args.tuned, args.data, args.out_dir, args.split, args.text_column, args.label_column,
                                args.max_texts, args.seed, args.base_pooling, args.tuned_pooling, progress=not args.no_progress)

@@ -540,7 +540,8 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                 next_id += len(texts)
                 yield out
 
-    desc = {**desc, "text_column": text_column, "label_column": label_column if has_labels else None}
+    desc = {**desc, "text_column": text_column, "label_column": label_column if has_labels else None,
+            "own_id_column": any("id" in df.columns for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks)
 
 
@@ -642,7 +643,8 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
             next_id += len(texts)
             yield out
 
-    desc = {**desc, "format": "parquet", "text_column": text_column, "label_column": label_column if has_labels else None}
+    desc = {**desc, "format": "parquet", "text_column": text_column, "label_column": label_column if has_labels else None,
+            "own_id_column": "id" in names}
     return TextSource(desc, count, has_labels, False, chunks)
 
 
@@ -1119,14 +1121,16 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
         yield matrix, {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "vector"}
 
 
-def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
-    """The Embedder that wrote a vectors file, from its sidecar; refuses if the model's weights changed since."""
+def embedder_for(vectors: str | Path, device: str | None = None, model_path: str | Path | None = None) -> Embedder:
+    """The Embedder that wrote a vectors file, from its sidecar; refuses if the model's weights changed since.
+    `model_path`: where that model is now, for a folder moved since (its weights must be the same)."""
     info = read_sidecar(vectors)
     model = info["model"]
-    where = model.get("path") or model["name"]
-    if model.get("path") and not Path(model["path"]).is_dir():
+    where = str(model_path) if model_path is not None else model.get("path") or model["name"]
+    if model_path is None and model.get("path") and not Path(model["path"]).is_dir():
         if model["name"] not in PACKAGED_MODELS:
-            raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; re-embed with the model you have")
+            raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; if it moved, say where "
+                            "(--model FOLDER; the weights are checked), else re-embed with the model you have")
         # A packaged model's path is inside a virtual environment, which may have been made again elsewhere: its id
         # finds it there, and the weights' fingerprint below still refuses other weights.
         where = model["name"]
@@ -1138,17 +1142,20 @@ def embedder_for(vectors: str | Path, device: str | None = None) -> Embedder:
     if model.get("fingerprint") and emb.path is not None:
         now = fingerprint(emb.path)
         if not now or now["sha256"] != model["fingerprint"]["sha256"]:
-            raise UserError(f"{vectors}: the weights in {where} changed since these vectors were written; re-run `taskembed embed`")
+            raise UserError(f"{vectors}: the weights in {where} are not those that wrote these vectors (changed since, or "
+                            "another model); re-run `taskembed embed`")
     return emb
 
 
 def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
-           embedder: Embedder | None = None) -> list[list[dict[str, Any]]]:
+           embedder: Embedder | None = None, model_path: str | Path | None = None) -> list[list[dict[str, Any]]]:
     """Cosine nearest neighbours of each query among the stored vectors, best first.
 
-    The query is embedded with the model and options recorded in the sidecar. Each hit is
-    {"rank", "score", "id", "text", "label"} (text/label are None for .npy files). VECTORS may be a
-    sharded run's manifest: its shards are searched one after another, ids stay global.
+    The query is embedded with the model and options recorded in the sidecar (the model found at `model_path` when
+    its folder moved). An `embedder` given instead must pool as the sidecar says and, when it has a folder, hold
+    the same weights: a query from another space would score noise. Each hit is {"rank", "score", "id", "text",
+    "label"} (text/label are None for .npy files). VECTORS may be a sharded run's manifest: its shards are searched
+    one after another, ids stay global.
     """
     if isinstance(queries, str):
         queries = [queries]
@@ -1158,7 +1165,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     info = read_sidecar(vectors)
-    emb = embedder or embedder_for(vectors)
+    if embedder is not None:
+        _check_embedder(vectors, info, embedder)
+    emb = embedder or embedder_for(vectors, model_path=model_path)
     q = emb.encode(queries).astype(np.float32)
     q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     if info.get("dim") and q.shape[1] != info["dim"]:
@@ -1188,6 +1197,24 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
         results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label")}
                         for r, (s, c) in enumerate(hits, start=1)])
     return results
+
+
+def _check_embedder(vectors: str | Path, info: dict[str, Any], emb: Embedder) -> None:
+    """An embedder given to `search` makes queries in the stored vectors' space: the same pooling and layers, and the
+    same weights where it has a folder to check (one built from a model in memory cannot be). Normalisation does not
+    matter: search compares unit vectors."""
+    mine = emb.options()
+    differ = [f"{key} {mine[key]!r} (the vectors': {info[key]!r})" for key in ("pooling", "layer", "mean_last")
+              if key in info and mine[key] != info[key]]
+    if differ:
+        raise UserError(f"{vectors}: the embedder given reads texts otherwise than the one that wrote these vectors: "
+                        f"{'; '.join(differ)}; build it with the sidecar's options, or leave embedder out")
+    wrote = (info["model"].get("fingerprint") or {}).get("sha256")
+    if wrote and emb.path is not None:
+        now = fingerprint(emb.path)
+        if not now or now["sha256"] != wrote:
+            raise UserError(f"{vectors}: the embedder given ({emb.name}) has other weights than the model that wrote these "
+                            f"vectors ({info['model']['name']}); embed the queries with that model, or re-embed the texts")
 
 
 # --- export to sentence-transformers -------------------------------------------------------------

@@ -589,8 +589,51 @@ def test_search_refuses_vectors_from_changed_weights(tiny_model_dir, tmp_path):
     assert hits[0]["id"] == 2 and hits[0]["text"] is None  # .npy holds vectors only
     weights = load_file(model / "model.safetensors")
     save_file({k: v + 0.01 for k, v in weights.items()}, str(model / "model.safetensors"))
-    with pytest.raises(UserError, match="weights .* changed"):
+    with pytest.raises(UserError, match="the weights in .* are not those that wrote these vectors"):
         search(tmp_path / "v.npy", TEXTS[2])
+
+
+def test_a_data_id_column_that_the_vectors_do_not_keep_is_said(tiny_model_dir, tmp_path, capsys):
+    # A RAG user joining hits back to documents by id got row numbers where their own ids (1001, 1002, ...) had been.
+    data = _write_csv(tmp_path / "d.csv", [{"id": 1001 + i, "text": t} for i, t in enumerate(TEXTS[:4])])
+    assert main(["embed", str(tiny_model_dir), str(data), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
+    assert "note: the data's own 'id' column is not kept: a vector's id is its row number, from 0" in capsys.readouterr().out
+    assert list(load_vectors(tmp_path / "v.parquet")[1]["id"]) == [0, 1, 2, 3]
+    plain = _write_csv(tmp_path / "p.csv", [{"text": t} for t in TEXTS[:4]])
+    assert main(["embed", str(tiny_model_dir), str(plain), "--out", str(tmp_path / "w.parquet"), "--no-progress"]) == 0
+    assert "'id' column" not in capsys.readouterr().out
+
+
+def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(TEXTS[:6]), encoding="utf-8")
+    embed_file(model, src, tmp_path / "v.parquet", progress=False)  # mean pooling, the encoder's default
+    # An embedder of the same weights and pooling is the sidecar's; another pooling or other weights score noise.
+    assert search(tmp_path / "v.parquet", TEXTS[2], k=1, embedder=Embedder.load(model))[0][0]["id"] == 2
+    with pytest.raises(UserError, match=r"reads texts otherwise .*: pooling 'max' \(the vectors': 'mean'\)"):
+        search(tmp_path / "v.parquet", TEXTS[2], embedder=Embedder.load(model, pooling="max"))
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    save_file({k: v + 0.01 for k, v in load_file(other / "model.safetensors").items()}, str(other / "model.safetensors"))
+    with pytest.raises(UserError, match="the embedder given .* has other weights than the model that wrote these vectors"):
+        search(tmp_path / "v.parquet", TEXTS[2], embedder=Embedder.load(other))
+    # The model folder moved: found where the user says, its weights checked.
+    model.rename(tmp_path / "moved")
+    assert main(["search", str(tmp_path / "v.parquet"), TEXTS[2]]) == 2
+    assert "if it moved, say where (--model FOLDER" in capsys.readouterr().err
+    queries = tmp_path / "q.txt"
+    queries.write_text(f"{TEXTS[2]}\n\n{TEXTS[4]}\n", encoding="utf-8")
+    assert main(["search", str(tmp_path / "v.parquet"), "--file", str(queries), "--model", str(tmp_path / "moved"), "-k", "1",
+                 "--json"]) == 0
+    assert [q["hits"][0]["id"] for q in json.loads(capsys.readouterr().out)] == [2, 4]
+    assert main(["search", str(tmp_path / "v.parquet"), "--file", str(queries), "--model", str(other)]) == 2
+    assert "weights in" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "v.parquet")]) == 2
+    assert "give queries as arguments or --file FILE" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
