@@ -366,9 +366,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     else:
         shift_line = f"Cosine shift: not computed ({report.get('cosine_shift_note', 'dimensions differ')})."
     plot = f"\n\n![embedding projection before and after]({report['files']['plot']})" if report.get("files") else ""
+    data = report.get("data") or {}
+    name, splits = data.get("data") or data.get("source"), data.get("splits") or ([data["split"]] if data.get("split") else [])
+    of = f" of {_short(str(name))}{f' [{splits[0]}]' if len(splits) == 1 else ''}" if name else ""  # which texts, which split
     return (
         "## Embeddings before and after fine-tuning\n\n"
-        f"On {report['n']:,} labelled texts"
+        f"On {report['n']:,} labelled texts{of}"
         + (f" (a seeded sample of {report['n_given']:,}, seed {report['seed']})" if report["n_given"] > report["n"] else "")
         + f", {how}; "
         "the silhouette says how well the labels separate as clusters (-1 to 1).\n\n"

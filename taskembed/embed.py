@@ -1154,8 +1154,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     The query is embedded with the model and options recorded in the sidecar (the model found at `model_path` when
     its folder moved). An `embedder` given instead must pool as the sidecar says and, when it has a folder, hold
     the same weights: a query from another space would score noise. Each hit is {"rank", "score", "id", "text",
-    "label"} (text/label are None for .npy files). VECTORS may be a sharded run's manifest: its shards are searched
-    one after another, ids stay global.
+    "label"} (text/label are None for .npy files), and "split" where the file has one. VECTORS may be a sharded run's
+    manifest: its shards are searched one after another, ids stay global.
     """
     if isinstance(queries, str):
         queries = [queries]
@@ -1194,7 +1194,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
                         "come from different runs: re-run `taskembed embed`")
     results = []
     for hits in best:
-        results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label")}
+        results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label"),
+                         **({"split": c["split"]} if "split" in c else {})}  # a dataset's splits embedded together
                         for r, (s, c) in enumerate(hits, start=1)])
     return results
 

@@ -339,6 +339,8 @@ def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
     _, cols = load_vectors(tmp_path / "all.parquet")
     assert cols["split"] == ["train"] * 14 + ["test"] * 10 and cols["id"] == list(range(24))
     assert info["columns"] == ["id", "text", "label", "split", "vector"] and info["source"]["splits"] == ["train", "test"]
+    hit = search(tmp_path / "all.parquet", rows[20]["text"], k=1)[0][0]  # a hit says which split its text is of
+    assert hit["id"] == 20 and hit["split"] == "test"
     embed_file(tiny_model_dir, tmp_path / "ds", tmp_path / "test.parquet", split="test", progress=False)
     assert load_vectors(tmp_path / "test.parquet")[1]["text"] == [r["text"] for r in rows[14:]]
     with pytest.raises(UserError, match="has no 'validation' split"):
@@ -346,6 +348,9 @@ def test_a_saved_dataset_gives_every_split_or_one(tiny_model_dir, tmp_path):
     # compare reads the test split of a multi-split source by default
     report = compare_data(tiny_model_dir, tiny_model_dir, tmp_path / "ds", base_options={"pooling": "cls"})
     assert report["n"] == 10 and report["data"]["splits"] == ["test"]
+    from taskembed.compare import report_markdown
+
+    assert f"On 10 labelled texts of {tmp_path.name}/ds [test], " in report_markdown(report)  # the split it chose is named
 
 
 def test_shard_names_and_strided_rows(tiny_model_dir, tmp_path, monkeypatch):
