@@ -197,7 +197,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     if max_texts < 2:
         raise UserError(f"max_texts must be at least 2, got {max_texts}")
     if pairs is not None:
-        pairs = check_texts(pairs, "embed", "second text")
+        pairs = check_texts([pairs] if isinstance(pairs, str) else pairs, "embed", "second text")
         if len(pairs) != given:
             raise UserError(f"compare: {given} texts but {len(pairs)} second texts; give one second text per text")
     keep = _sample_every_class(labels, max_texts, seed)

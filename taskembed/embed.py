@@ -185,6 +185,7 @@ class Embedder:
         self.tokenizer = tokenizer
         self.name = name
         self.path = Path(path) if path is not None else None
+        self.checked_weights: dict[str, Any] | None = None  # search's fingerprint of the weights at `path`, made once
         self.is_classifier = _is_classifier(model)
         self.encoder = model.base_model if self.is_classifier else model
         self.config = model.config
@@ -410,6 +411,8 @@ class Embedder:
         model reads its input (the tokenizer's pair encoding)."""
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(pairs, str):  # one second text, for one text (not a list of its characters)
+            pairs = [pairs]
         from taskembed.data import check_texts
 
         texts = check_texts(texts, "embed")
@@ -1130,7 +1133,7 @@ def embedder_for(vectors: str | Path, device: str | None = None, model_path: str
     if model_path is None and model.get("path") and not Path(model["path"]).is_dir():
         if model["name"] not in PACKAGED_MODELS:
             raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; if it moved, say where "
-                            "(--model FOLDER; the weights are checked), else re-embed with the model you have")
+                            "(--model FOLDER, model_path= in Python; the weights are checked), else re-embed with the model you have")
         # A packaged model's path is inside a virtual environment, which may have been made again elsewhere: its id
         # finds it there, and the weights' fingerprint below still refuses other weights.
         where = model["name"]
@@ -1139,6 +1142,12 @@ def embedder_for(vectors: str | Path, device: str | None = None, model_path: str
     # where this machine has no bf16 units (bf16 here would be refused as slower): scores move in the third decimal.
     opts["bf16"] = bool(info.get("bf16", False)) and native_bf16(pick_device(device))
     emb = Embedder.load(where, device=device, **opts)
+    if model_path is not None and not (model.get("fingerprint") and emb.path is not None):
+        # A model named by the user must be shown to be the one that wrote the vectors: a Hub id has no local weights
+        # to hash, and vectors written from one record no fingerprint to compare with.
+        raise UserError(f"{vectors}: --model {model_path}: its weights cannot be checked against the vectors' "
+                        + ("(it is no local folder); give the model's folder" if model.get("fingerprint")
+                           else "(they were written by a model loaded by id, with no fingerprint); re-embed the texts"))
     if model.get("fingerprint") and emb.path is not None:
         now = fingerprint(emb.path)
         if not now or now["sha256"] != model["fingerprint"]["sha256"]:
@@ -1166,6 +1175,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
         raise UserError(f"-k must be at least 1, got {k}")
     info = read_sidecar(vectors)
     if embedder is not None:
+        if model_path is not None:
+            raise UserError("give embedder or model_path, not both: each says which model embeds the queries")
+        embedder = as_embedder(embedder, {})  # a Classifier or a folder is taken as `embed` takes it
         _check_embedder(vectors, info, embedder)
     emb = embedder or embedder_for(vectors, model_path=model_path)
     q = emb.encode(queries).astype(np.float32)
@@ -1202,8 +1214,9 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
 
 def _check_embedder(vectors: str | Path, info: dict[str, Any], emb: Embedder) -> None:
     """An embedder given to `search` makes queries in the stored vectors' space: the same pooling and layers, and the
-    same weights where it has a folder to check (one built from a model in memory cannot be). Normalisation does not
-    matter: search compares unit vectors."""
+    same weights where it has a folder to check (one built from a model in memory, or loaded by a Hub id, cannot be).
+    Normalisation does not matter: search compares unit vectors. The weights are hashed once per Embedder, not at
+    every search."""
     mine = emb.options()
     differ = [f"{key} {mine[key]!r} (the vectors': {info[key]!r})" for key in ("pooling", "layer", "mean_last")
               if key in info and mine[key] != info[key]]
@@ -1212,7 +1225,9 @@ def _check_embedder(vectors: str | Path, info: dict[str, Any], emb: Embedder) ->
                         f"{'; '.join(differ)}; build it with the sidecar's options, or leave embedder out")
     wrote = (info["model"].get("fingerprint") or {}).get("sha256")
     if wrote and emb.path is not None:
-        now = fingerprint(emb.path)
+        if emb.checked_weights is None:
+            emb.checked_weights = fingerprint(emb.path) or {}
+        now = emb.checked_weights
         if not now or now["sha256"] != wrote:
             raise UserError(f"{vectors}: the embedder given ({emb.name}) has other weights than the model that wrote these "
                             f"vectors ({info['model']['name']}); embed the queries with that model, or re-embed the texts")

@@ -654,10 +654,16 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     assert clf.last_truncated == 0
 
 
-def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note(tiny_model_dir, tmp_path, capsys, write_csv):
+def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note(tiny_model_dir, tmp_path, capsys, write_csv,
+                                                                                   monkeypatch):
     # The printed "try it" (one text) and "demo" lines both failed for a model trained on text pairs.
     rows = [{**r, "pair": "extra words here"} for r in make_rows(40)]
     data = write_csv(rows)
+    from taskembed.embed import Embedder
+
+    seen: list = []
+    real = Embedder.encode
+    monkeypatch.setattr(Embedder, "encode", lambda self, t, progress=False, pairs=None: seen.append(pairs) or real(self, t, progress, pairs))
     code, out, err = run_cli(["train", "--data.source", str(data), "--data.text_pair_column", "pair", "--model.name", str(tiny_model_dir),
                               "--data.max_length", "32", "--train.epochs", "1", "--train.bf16", "off", "--output.dir", str(tmp_path / "m"),
                               "--train.sampler", "balanced", "--train.class_weights", "balanced", "--no-progress"], capsys)
@@ -665,6 +671,7 @@ def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note
     # Its embedding report reads each validation text with its second text, as the model does.
     report = json.loads((tmp_path / "m" / "embedding_report.json").read_text())
     assert report["neighbours"] and all(n["text"].endswith(" [SEP] extra words here") for n in report["neighbours"])
+    assert len(seen) == 2 and all(p and set(p) == {"extra words here"} for p in seen)  # both sides were given the pairs
     assert f"predict {tmp_path / 'm'} --file PAIRS.csv    (columns 'text' and 'pair'; the demo takes single-text models only)" in out
     assert "demo:" not in out
     assert "note: train.sampler balanced and train.class_weights balanced each even out the classes" in out

@@ -639,6 +639,14 @@ def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(
     assert "weights in" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "v.parquet")]) == 2
     assert "give queries as arguments or --file FILE" in capsys.readouterr().err
+    # A model named by id has no local weights to check (a Hub model loaded online): refused, not trusted.
+    moved = Embedder.load(tmp_path / "moved")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Embedder, "load", classmethod(lambda cls, *a, **k: Embedder.from_model(moved.model, moved.tokenizer)))
+        with pytest.raises(UserError, match="its weights cannot be checked against the vectors' \\(it is no local folder\\)"):
+            search(tmp_path / "v.parquet", TEXTS[2], model_path="someorg/other")
+    with pytest.raises(UserError, match="give embedder or model_path, not both"):
+        search(tmp_path / "v.parquet", TEXTS[2], embedder=moved, model_path=tmp_path / "moved")
 
 
 def test_cli_errors_are_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
@@ -825,5 +833,12 @@ def test_a_text_pair_is_embedded_as_a_pair_model_reads_it(tiny_model_dir):
     assert not np.allclose(got, emb.encode([f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]), atol=1e-3)
     with pytest.raises(UserError, match="4 texts but 3 second texts"):
         emb.encode(texts, pairs=pairs[:3])
-    report = compare(tiny_model_dir, tiny_model_dir, texts, ["pos", "neg", "pos", "neg"], pairs=pairs, examples=1)
+    assert np.allclose(emb.encode("a fine film", pairs="it was good"), got[:1], atol=1e-5)  # one pair, not its characters
+    # compare reads the pairs on both sides (the shown texts alone would not tell: they were joined before too).
+    seen: list = []
+    real = Embedder.encode
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Embedder, "encode", lambda self, t, progress=False, pairs=None: seen.append(pairs) or real(self, t, progress, pairs))
+        report = compare(tiny_model_dir, tiny_model_dir, texts, ["pos", "neg", "pos", "neg"], pairs=pairs, examples=1)
+    assert len(seen) == 2 and all(sorted(p) == sorted(pairs) for p in seen)
     assert report["neighbours"][0]["text"] in [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
