@@ -133,6 +133,11 @@ class Model:
         return (self.config.get("data") or {}).get("text_column") or "text"
 
     @property
+    def text_columns(self) -> list[str] | None:
+        """The columns the model joined into its text (data.text_columns), which an upload may hold."""
+        return (self.config.get("data") or {}).get("text_columns")
+
+    @property
     def base_name(self) -> str | None:
         return (self.config.get("model") or {}).get("name")
 
@@ -165,14 +170,16 @@ def validation_data(config: dict[str, Any], cap: int = MAX_NEIGHBOUR_TEXTS, seed
     data = config.get("data") or {}
     source, vfile = data.get("source"), data.get("validation")
     tc, lc = data.get("text_column") or "text", data.get("label_column") or "label"
-    key = (source, vfile, tc, lc, cap, seed)
+    joined = tuple(data.get("text_columns") or ()) or None  # read as training joined them
+    key = (source, vfile, tc, lc, joined, cap, seed)
     with _validation_lock:
         if key not in _validation_cache:
-            _validation_cache[key] = _load_validation(source, vfile, tc, lc, cap, seed)
+            _validation_cache[key] = _load_validation(source, vfile, tc, lc, cap, seed, joined)
         return _validation_cache[key]
 
 
-def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, cap: int, seed: int) -> Validation:
+def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, cap: int, seed: int,
+                     joined: Sequence[str] | None = None) -> Validation:
     texts: list[str] = []
     labels: list[str] = []
     try:
@@ -184,7 +191,7 @@ def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, ca
                                           "so the demo does not read it")
             if not Path(vfile).exists():
                 return Validation(missing=f"the validation file {vfile} is not there any more")
-            where, src = vfile, taskembed.embed.open_texts(vfile, tc, lc)
+            where, src = vfile, taskembed.embed.open_texts(vfile, tc, lc, text_columns=joined)
         elif source in taskembed.builtin.BUILTIN_NAMES and not Path(source).exists():
             df = taskembed.builtin.load_builtin(source)["validation"]
             where, src = f"{source} [validation]", None
@@ -193,7 +200,7 @@ def _load_validation(source: str | None, vfile: str | None, tc: str, lc: str, ca
             return Validation(missing=f"the validation texts were carved out of {Path(source).name} at training time "
                                       "(no data.validation file), so the demo has none to show")
         elif source and Path(source).is_dir():
-            where, src = f"{source} [validation]", taskembed.embed.open_texts(source, tc, lc, split="validation")
+            where, src = f"{source} [validation]", taskembed.embed.open_texts(source, tc, lc, split="validation", text_columns=joined)
         elif source and "/" in source and not source.startswith((".", "/", "~")):
             return Validation(missing=f"{source} is a Hub dataset, and the demo downloads nothing")
         elif not source:
@@ -316,9 +323,10 @@ def split_lines(content: str) -> list[str]:
     return content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def read_upload(path: str, limits: Limits, text_column: str = "text") -> list[str]:
+def read_upload(path: str, limits: Limits, text_column: str = "text", text_columns: Sequence[str] | None = None) -> list[str]:
     """Texts from an uploaded .txt (one per line) or .csv/.tsv (`text_column`, the one the model was trained on, else
-    'text', or the only column)."""
+    'text', or the only column; for a model trained on `text_columns`, those joined with a space as training joined
+    them, when the file has them all)."""
     p = Path(path)
     size = p.stat().st_size
     if size > limits.max_upload_bytes:
@@ -342,13 +350,17 @@ def read_upload(path: str, limits: Limits, text_column: str = "text") -> list[st
     if not rows:
         return []
     header = [h.strip() for h in rows[0]]
+    if text_columns and all(c in header for c in text_columns):
+        at = [header.index(c) for c in text_columns]
+        return [" ".join(r[i].strip() for i in at if i < len(r) and r[i].strip()) for r in rows[1:]]
     named = next((c for c in (text_column, "text") if c in header), None)
     if named is not None:
         col = header.index(named)
     elif len(header) == 1:
         col = 0
     else:
-        raise _error(f"The CSV has no '{text_column}' column (columns: {', '.join(header[:10])}); name the text column "
+        wanted = f"columns {', '.join(text_columns)} (joined), nor a '{text_column}' column" if text_columns else f"'{text_column}' column"
+        raise _error(f"The CSV has no {wanted} (columns: {', '.join(header[:10])}); name the text column "
                      f"'{text_column}'.", title="Unreadable file")
     return [r[col] if col < len(r) else "" for r in rows[1:]]
 
@@ -727,7 +739,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
         if lines and len(lines) > limits.max_batch_chars + limits.max_lines:
             raise _error(f"Input too long: {len(lines):,} characters; the demo takes at most {limits.max_batch_chars:,} per batch.",
                            title="Input too long")
-        raw = read_upload(upload, limits, model.text_column) if upload else split_lines(lines or "")
+        raw = read_upload(upload, limits, model.text_column, model.text_columns) if upload else split_lines(lines or "")
         texts = check_batch(raw, limits, "row" if upload and Path(upload).suffix.lower() in (".csv", ".tsv") else "line")
         started = time.perf_counter()
         preds = predict_many(model, texts)

@@ -443,6 +443,7 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
         raise UserError(f"--text-pair-column {text_pair_column}: {folder} was trained on single texts; drop --text-pair-column")
     in_memory = not isinstance(data, (str, Path))
     dcfg = DataConfig(source=IN_MEMORY if in_memory else str(data), text_column=text_column or trained.get("text_column", "text"),
+                      text_columns=None if text_column else trained.get("text_columns"),
                       text_pair_column=text_pair_column or trained.get("text_pair_column"),
                       label_column=label_column or trained.get("label_column", "label"), validation_fraction=0.0, max_length=clf.max_length,
                       multi_label=clf.multi_label, label_delimiter=trained.get("label_delimiter") if clf.multi_label else None,
@@ -452,8 +453,8 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
         raise UserError(f"the text, second-text and label columns must differ (they are {', '.join(named)}); "
                         "name each with --text-column, --text-pair-column and --label-column")
 
-    def flag(field: str) -> str | None:  # the evaluate command's own options; how labels are read, the model fixes
-        if field in ("multi_label", "label_columns", "label_delimiter"):
+    def flag(field: str) -> str | None:  # the evaluate command's own options; how labels and joined texts are read, the model fixes
+        if field in ("multi_label", "label_columns", "label_delimiter", "text_columns"):
             return None
         return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
 

@@ -253,6 +253,11 @@ def _use_section(data: dict[str, Any]) -> str:
     else:
         why = (f"Training read texts up to {n} tokens; `truncation=True, max_length={n}` has `pipeline` do the same "
                "(it does not truncate unless asked), so its scores are taskembed's.")
+    if data.get("text_columns"):
+        cols = data["text_columns"]
+        why += (f" Its text is the columns {', '.join(f'`{c}`' for c in cols)} joined with a space, empty ones left out: give "
+                "`pipeline` the texts joined that way; `taskembed predict --file` reads a table file's columns and joins them.")
+        cli = "taskembed predict path/to/this/folder --file table.csv   # columns " + ", ".join(f"'{c}'" for c in cols)
     return f"""```python
 from transformers import pipeline
 clf = pipeline("text-classification", model="path/to/this/folder")

@@ -288,6 +288,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         check_out_file(out, (".csv", ".jsonl"), source=file)
     clf = api.load(model, bf16=bf16)
     trained = clf.training_config.get("data", {})
+    # A model trained on several text columns joined reads a table file's the same way, unless one column is named.
+    text_columns = None if text_column else trained.get("text_columns")
     text_column = text_column or trained.get("text_column", "text")
     if text_pair_column and not clf.text_pair_column:
         raise UserError(f"--text-pair-column {text_pair_column}: {model} was trained on single texts; drop --text-pair-column")
@@ -297,7 +299,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if texts and text_pair_column:
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns '{text_column}' and "
                         f"'{text_pair_column}': --file FILE")
-    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column)
+    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns)
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
     if cut := clf.last_truncated:  # evaluate and embed say it too: a long text is judged by its start
@@ -490,11 +492,12 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                 text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
-    from taskembed.embed import trained_columns
+    from taskembed.embed import trained_columns, trained_text_columns
 
+    text_columns = trained_text_columns(tuned, text_column)
     text_column, label_column = trained_columns(tuned, text_column, label_column)
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
-                          max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
+                          text_columns=text_columns, max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
                           tuned_options={"pooling": tuned_pooling}, progress=progress)
     print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")

@@ -290,18 +290,20 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
 
 
 def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = None, *, split: str | None = None,
-                 text_column: str = "text", label_column: str = "label", **kwargs) -> dict[str, Any]:
+                 text_column: str = "text", label_column: str = "label", text_columns: Sequence[str] | None = None,
+                 **kwargs) -> dict[str, Any]:
     """`compare` on labelled DATA (any source `embed` reads). A multi-split source uses its test split,
-    else validation, else train, unless `split` says otherwise."""
+    else validation, else train, unless `split` says otherwise. `text_columns`: columns joined into the text, as a
+    model trained with data.text_columns reads it."""
     from taskembed.data import SPLITS
     from taskembed.embed import open_texts
 
     _check_out_dir(out_dir)  # before reading any data
-    source = open_texts(data, text_column, label_column, split)
+    source = open_texts(data, text_column, label_column, split, text_columns)
     splits = source.description.get("splits")
     if split is None and splits and len(splits) > 1:
         split = next(s for s in ("test", "validation", "train", *SPLITS) if s in splits)
-        source = open_texts(data, text_column, label_column, split)
+        source = open_texts(data, text_column, label_column, split, text_columns)
     if not source.has_labels:
         raise UserError(f"{data}: no label column '{label_column}'; compare needs labelled texts (pass --label-column)")
     texts: list[str] = []

@@ -37,6 +37,8 @@ class DataConfig:
     """Optional test file; if absent, the source's test split (or a carved slice when test_fraction > 0)."""
     text_column: str = "text"
     """Column holding the text."""
+    text_columns: list[str] | None = None
+    """Several columns joined into the text in this order, a space between, empty cells left out (title and body; YAML list or 'a,b'); replaces text_column."""
     text_pair_column: str | None = None
     """Second text column for sentence-pair tasks (e.g. premise/hypothesis)."""
     label_column: str = "label"
@@ -617,6 +619,13 @@ def _contradictions(cfg: Config) -> list[str]:
          "data.max_train_per_label counts the examples of each label, which multi-label rows share; use data.max_train_samples")
     need(bool(d.source), "data.source is empty: name a built-in dataset, a file or a folder")
     need(bool(d.text_column), "data.text_column is empty")
+    if d.text_columns is not None:
+        need(len(d.text_columns) >= 2, f"data.text_columns joins several columns (got {d.text_columns}); for one, use data.text_column")
+        need(all(str(c).strip() for c in d.text_columns), "data.text_columns has an empty column name")
+        need(len(set(d.text_columns)) == len(d.text_columns), f"data.text_columns names a column twice ({d.text_columns}); list each once")
+        need(d.text_column == "text", "data.text_columns replaces data.text_column; set one of them")
+        need(not {d.text_pair_column, d.label_column, *(d.label_columns or [])} & set(d.text_columns),
+             "data.text_columns must not include the second-text or label columns")
     need(bool(d.label_column), "data.label_column is empty")
     need(d.text_pair_column != d.text_column, "data.text_pair_column must differ from data.text_column")
     need(d.label_column not in (d.text_column, d.text_pair_column), "data.label_column must differ from the text columns")

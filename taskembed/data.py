@@ -413,6 +413,28 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
     return texts
 
 
+def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
+    """data.text_columns: each row's cells of `columns` joined with a space, in order. An empty cell (null or blank) is
+    left out, as a missing title or body is; a row with all of them empty, or a cell that is no text, is refused."""
+    values = [df[c].tolist() for c in columns]
+    out = []
+    for i, cells in enumerate(zip(*values), start=first_row):
+        parts = []
+        for col, v in zip(columns, cells):
+            if is_null(v):
+                continue
+            if not isinstance(v, str):
+                kind = "bytes, not text; store it as text (decoded, e.g. UTF-8)" if isinstance(v, bytes) else \
+                    f"{repr(v)[:40]} ({type(v).__name__}), not text; quote it or fix the column"
+                raise UserError(f"{where}: row {i}: column '{col}' holds {kind}")
+            if v.strip():
+                parts.append(v.strip())
+        if not parts:
+            raise UserError(f"{where}: row {i}: the text columns {', '.join(repr(c) for c in columns)} are all empty; fill one or drop the row")
+        out.append(" ".join(parts))
+    return out
+
+
 def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None] = lambda field: f"--data.{field}",
                 extra_file: bool = False) -> pd.DataFrame:
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
@@ -423,7 +445,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
-    columns = [c for c in (cfg.text_column, cfg.text_pair_column, *label_cols) if c]
+    text_cols = cfg.text_columns or [cfg.text_column]
+    columns = [c for c in (*text_cols, cfg.text_pair_column, *label_cols) if c]
     twice = next((c for c in columns if list(df.columns).count(c) > 1), None)
     if twice is not None:  # a frame from pd.concat(axis=1) can hold one; a file's reader renames repeats (x.1)
         raise UserError(f"{where}: the column '{twice}' appears more than once; keep one of them")
@@ -437,6 +460,11 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
                 if flag("label_columns") is None:
                     hint = f"the model reads its labels from the 0/1 columns {', '.join(cfg.label_columns)}: the data needs each of them"
+            elif role == "text_columns":
+                hint = f"did you mean '{close[0]}'? fix data.text_columns" if close else "fix data.text_columns"
+                if flag("text_columns") is None:
+                    hint = (f"the model reads its text from the columns {', '.join(text_cols)}, joined: the data needs each of "
+                            "them, or one column of joined texts named with --text-column")
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
@@ -455,7 +483,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         if all(isinstance(v, str) and v.strip() == c for v, c in zip(row, columns)):
             raise UserError(f"{where}: row {i} repeats the header ({', '.join(columns)}), as files joined together do; remove that line")
     out = {}
-    for col, key in ((cfg.text_column, "text"), (cfg.text_pair_column, "text_pair")):
+    if cfg.text_columns:
+        out["text"] = joined_texts(df, cfg.text_columns, where)
+    for col, key in ((None if cfg.text_columns else cfg.text_column, "text"), (cfg.text_pair_column, "text_pair")):
         if not col:
             continue
         values = df[col].tolist()
@@ -553,12 +583,12 @@ def _binary(value: Any) -> bool | None:
 def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> list[str]:
     """The column to suggest for a missing one, among those no option names yet: for a text, the one with the longest
     values on average; for a label, the one with the fewest distinct values, two at least; a close name for an entry
-    of label_columns (0/1 columns look alike) or where there are no rows. Names alone mislead: 'text' is closest to
+    of label_columns or text_columns (the columns of one kind look alike) or where there are no rows. Names alone mislead: 'text' is closest to
     'intent', which holds labels."""
     import difflib
 
     free = [(i, str(c)) for i, c in enumerate(df.columns) if str(c) not in named]
-    if df.empty or field == "label_columns":
+    if df.empty or field in ("label_columns", "text_columns"):  # several columns of one kind: the name tells them apart
         return difflib.get_close_matches(col, [name for _, name in free], n=1)
     score = {}
     for i, name in free:
@@ -590,6 +620,8 @@ def _which(cfg: DataConfig, col: str) -> str:
         return "label_column"
     if col == cfg.text_pair_column:
         return "text_pair_column"
+    if col in (cfg.text_columns or []):
+        return "text_columns"
     return "text_column" if col == cfg.text_column else "label_columns"
 
 
@@ -1095,9 +1127,10 @@ def iter_text_file(path: str | Path) -> Iterator[str]:
     return (text for _, text in iter_text_lines(path))
 
 
-def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
-    """Texts to predict from a .txt (one per line) or any table format (its text column), and the second texts from
-    `pair_column` for a model trained on text pairs (None without it)."""
+def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None,
+                    text_columns: Sequence[str] | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts to predict from a .txt (one per line) or any table format (its text column, or `text_columns` joined as
+    training joined them), and the second texts from `pair_column` for a model trained on text pairs (None without it)."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
@@ -1122,4 +1155,12 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
                 raise UserError(f"{p}: row {i}: column '{name}' is empty or not text; fill it or drop the row")
         return values
 
-    return column(text_column, "--text-column"), None if pair_column is None else column(pair_column, "--text-pair-column")
+    if text_columns:
+        lacking = [c for c in text_columns if c not in df.columns]
+        if lacking:
+            raise UserError(f"{p}: no column '{lacking[0]}' (columns: {', '.join(map(str, df.columns))}); the model reads its "
+                            f"text from the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+        texts = joined_texts(df, text_columns, str(p))
+    else:
+        texts = column(text_column, "--text-column")
+    return texts, None if pair_column is None else column(pair_column, "--text-pair-column")

@@ -516,12 +516,17 @@ def _label_list(values: list) -> list[str | None]:
 
 
 def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
-                   desc: dict[str, Any]) -> TextSource:
-    from taskembed.data import missing_column
+                   desc: dict[str, Any], text_columns: Sequence[str] | None = None) -> TextSource:
+    """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts)."""
+    from taskembed.data import joined_texts, missing_column
 
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
-        if text_column not in df.columns:
+        lacking = next((c for c in text_columns or [] if c not in df.columns), None)
+        if lacking is not None:
+            raise UserError(f"{at}: no column '{lacking}' (columns: {', '.join(map(str, df.columns))}); the model reads its text "
+                            f"from the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+        if not text_columns and text_column not in df.columns:
             raise missing_column(at, text_column, list(df.columns), "--text-column", df, [label_column] if label_column else [])
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
@@ -533,8 +538,11 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
             at = f"{where} [{split}]" if split else where
             for start in range(0, len(df), size):
                 part = df.iloc[start : start + size]
-                texts = part[text_column].tolist()
-                _check_column(texts, at, text_column, start + 1)
+                if text_columns:
+                    texts = joined_texts(part, text_columns, at, start + 1)
+                else:
+                    texts = part[text_column].tolist()
+                    _check_column(texts, at, text_column, start + 1)
                 out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
                 if has_labels:
                     out["label"] = _label_list(part[label_column].tolist())
@@ -543,8 +551,8 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                 next_id += len(texts)
                 yield out
 
-    desc = {**desc, "text_column": text_column, "label_column": label_column if has_labels else None,
-            "own_id_column": any("id" in df.columns for _, df in frames)}
+    desc = {**desc, "text_column": None if text_columns else text_column, **({"text_columns": list(text_columns)} if text_columns else {}),
+            "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks)
 
 
@@ -556,7 +564,8 @@ def check_source(data: Any) -> None:
                         "already in Python use taskembed.embed.embed(model, df['text']) or compare(base, tuned, texts, labels)")
 
 
-def open_texts(data: str | Path, text_column: str = "text", label_column: str | None = "label", split: str | None = None) -> TextSource:
+def open_texts(data: str | Path, text_column: str = "text", label_column: str | None = "label", split: str | None = None,
+               text_columns: Sequence[str] | None = None) -> TextSource:
     """Any input the trainer accepts (table file, save_to_disk folder, built-in name) or a .txt file, one text per line.
 
     A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
@@ -596,12 +605,12 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     if p.is_file() and p.suffix.lower() == ".parquet":
         if split:
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
-        return _parquet_source(p, text_column, label_column, desc)
+        return _parquet_source(p, text_column, label_column, desc, text_columns)
     if p.is_file():
         if split:
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
         desc = {**desc, "format": p.suffix.lower()[1:]}
-        return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc)
+        return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns)
     if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~"))):
         raise UserError(f"{data}: file not found; check the path")
     from taskembed.config import DataConfig
@@ -613,13 +622,15 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(order)}); pick one with --split")
         order = [split]
     frames = [(s, raw[s].reset_index(drop=True)) for s in order]
-    return _frames_source(frames, data, text_column, label_column, {**desc, "format": "splits", "splits": order})
+    return _frames_source(frames, data, text_column, label_column, {**desc, "format": "splits", "splits": order}, text_columns)
 
 
-def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any]) -> TextSource:
+def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any],
+                    text_columns: Sequence[str] | None = None) -> TextSource:
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    from taskembed.data import check_unique_columns, missing_column
+    from taskembed.data import check_unique_columns, joined_texts, missing_column
 
     try:
         pf = pq.ParquetFile(p)
@@ -627,26 +638,34 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
         raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
     names = pf.schema_arrow.names
     check_unique_columns(p, names)
-    if text_column not in names:
+    lacking = next((c for c in text_columns or [] if c not in names), None)
+    if lacking is not None:
+        raise UserError(f"{p}: no column '{lacking}' (columns: {', '.join(names)}); the model reads its text from the columns "
+                        f"{', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+    if not text_columns and text_column not in names:
         raise missing_column(str(p), text_column, names, "--text-column")
     has_labels = bool(label_column) and label_column in names
     count = pf.metadata.num_rows
     if count == 0:
         raise UserError(f"{p}: no rows; nothing to embed")
-    columns = [text_column] + ([label_column] if has_labels else [])
+    columns = list(text_columns or [text_column]) + ([label_column] if has_labels else [])
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
         for batch in pq.ParquetFile(p).iter_batches(batch_size=size, columns=columns):
-            texts = batch.column(text_column).to_pylist()
-            _check_column(texts, str(p), text_column, next_id + 1)
+            if text_columns:
+                texts = joined_texts(pd.DataFrame({c: batch.column(c).to_pylist() for c in text_columns}), text_columns, str(p), next_id + 1)
+            else:
+                texts = batch.column(text_column).to_pylist()
+                _check_column(texts, str(p), text_column, next_id + 1)
             out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
             if has_labels:
                 out["label"] = _label_list(batch.column(label_column).to_pylist())
             next_id += len(texts)
             yield out
 
-    desc = {**desc, "format": "parquet", "text_column": text_column, "label_column": label_column if has_labels else None,
+    desc = {**desc, "format": "parquet", "text_column": None if text_columns else text_column,
+            **({"text_columns": list(text_columns)} if text_columns else {}), "label_column": label_column if has_labels else None,
             "own_id_column": "id" in names}
     return TextSource(desc, count, has_labels, False, chunks)
 
@@ -712,18 +731,27 @@ class _NpySink:
             self.fh = None
 
 
-def trained_columns(model_or_folder, text_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
-    """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
-    else text and label."""
+def _trained_data(model_or_folder) -> dict[str, Any]:
+    """The data section of the config a taskembed folder (or loaded Classifier) was trained with; {} for anything else."""
     from taskembed.predict import Classifier
 
     if isinstance(model_or_folder, Classifier):
-        trained = model_or_folder.training_config.get("data") or {}
-    elif isinstance(model_or_folder, (str, Path)):
-        trained = read_training_config(Path(model_or_folder).expanduser()).get("data") or {}
-    else:
-        trained = {}
+        return model_or_folder.training_config.get("data") or {}
+    if isinstance(model_or_folder, (str, Path)):
+        return read_training_config(Path(model_or_folder).expanduser()).get("data") or {}
+    return {}
+
+
+def trained_columns(model_or_folder, text_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
+    """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
+    else text and label."""
+    trained = _trained_data(model_or_folder)
     return text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label"
+
+
+def trained_text_columns(model_or_folder, text_column: str | None = None) -> list[str] | None:
+    """The columns a taskembed folder joined into its text (data.text_columns), unless one column is named; else None."""
+    return None if text_column is not None else _trained_data(model_or_folder).get("text_columns")
 
 
 def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str | None = None, label_column: str | None = None,
@@ -739,6 +767,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     trained on (`trained_columns`); a data without the label column gives vectors without labels.
     """
     started = time.perf_counter()
+    text_columns = trained_text_columns(model_or_folder, text_column)
     text_column, label_column = trained_columns(model_or_folder, text_column, label_column)
     out = Path(out)
     fmt = out.suffix.lower()
@@ -754,7 +783,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
     rank, world = _world()
-    source = open_texts(data, text_column, label_column, split)
+    source = open_texts(data, text_column, label_column, split, text_columns)
     if source.count == 0:
         raise UserError(f"{data}: no texts to embed")
     if label_required and label_column and not source.has_labels:

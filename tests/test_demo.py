@@ -203,6 +203,12 @@ def test_an_upload_reads_the_column_the_model_was_trained_on(tmp_path):
     assert demo.read_upload(str(path), demo.Limits(), "review") == ["superb film", "dull plot"]  # a blank line is no row
     with pytest.raises(gr.Error, match="no 'text' column"):
         demo.read_upload(str(path), demo.Limits())
+    # A model trained on several columns joined (data.text_columns) reads them joined, as training did.
+    posts = tmp_path / "posts.csv"
+    posts.write_text("title,body\nGreat,superb film\n,dull plot\n", encoding="utf-8")
+    assert demo.read_upload(str(posts), demo.Limits(), "text", ["title", "body"]) == ["Great superb film", "dull plot"]
+    with pytest.raises(gr.Error, match="no columns title, subject \\(joined\\), nor a 'text' column"):
+        demo.read_upload(str(posts), demo.Limits(), "text", ["title", "subject"])
 
 
 def test_a_validation_file_that_is_not_a_table_is_never_read(tmp_path):

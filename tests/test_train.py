@@ -646,3 +646,47 @@ def test_a_trained_folder_as_model_name_gives_its_encoder_and_a_fresh_head(train
                                  "output.embedding_report": False}, progress=False, echo=said.append)
     assert json.loads((res.output_dir / "config.json").read_text())["id2label"] == {"0": "meh", "1": "neg", "2": "pos"}
     assert any(m.startswith(f"note: {result.output_dir} is a trained classifier: training starts from its encoder") for m in said)
+
+
+def test_several_text_columns_are_joined_alike_in_training_predict_evaluate_and_embed(tiny_overrides, tmp_path, capsys):
+    # run_classification.py --text_column_names: a title and a body, say, joined into one text.
+    import numpy as np
+    import pandas as pd
+
+    from taskembed.config import load_config
+    from taskembed.embed import embed, embed_file, load_vectors
+
+    rows = make_rows(120, seed=3)
+    table = pd.DataFrame({"title": [r["text"].split(" ", 1)[0] for r in rows], "body": [r["text"].split(" ", 1)[1] for r in rows],
+                          "label": [r["label"] for r in rows]})
+    table.loc[3, "title"] = None  # an empty cell is left out of the join
+    path = tmp_path / "posts.csv"
+    table.to_csv(path, index=False)
+    joined = [(f"{t} {b}" if isinstance(t, str) else b) for t, b in zip(table["title"], table["body"])]
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(path), "data.text_columns": "title,body", "data.test_fraction": 0.2,
+                                 "train.epochs": 1}, progress=False, echo=None)
+    clf = taskembed.load(res.output_dir)
+    assert main(["predict", str(res.output_dir), "--file", str(path), "--out", str(tmp_path / "p.csv")]) == 0
+    capsys.readouterr()
+    assert pd.read_csv(tmp_path / "p.csv")["label"].tolist() == [p["label"] for p in clf.predict(joined)]
+    m = taskembed.evaluate(res.output_dir, str(path), predictions=True)
+    assert [r["text"] for r in m["predictions"]] == joined and m["n"] == 120
+    embed_file(res.output_dir, path, tmp_path / "v.parquet", progress=False)
+    vectors, cols = load_vectors(tmp_path / "v.parquet")
+    assert cols["text"] == joined and np.allclose(vectors, embed(res.output_dir, joined), atol=1e-5)
+    assert "Its text is the columns `title`, `body` joined with a space" in (res.output_dir / "README.md").read_text()
+    # A table without one of the columns says which, and how to give joined texts instead.
+    table.drop(columns="title").to_csv(tmp_path / "no_title.csv", index=False)
+    for call in (lambda: taskembed.evaluate(res.output_dir, str(tmp_path / "no_title.csv")),
+                 lambda: embed_file(res.output_dir, tmp_path / "no_title.csv", tmp_path / "w.parquet", progress=False)):
+        with pytest.raises(UserError, match="no column 'title'.*the model reads its text from the columns title, body, joined"):
+            call()
+    table.loc[5, ["title", "body"]] = None
+    table.to_csv(tmp_path / "blank.csv", index=False)
+    with pytest.raises(UserError, match="row 6: the text columns 'title', 'body' are all empty; fill one or drop the row"):
+        taskembed.evaluate(res.output_dir, str(tmp_path / "blank.csv"))
+    for bad, says in (({"data.text_columns": "title"}, "joins several columns"),
+                      ({"data.text_columns": "title,body", "data.text_column": "body"}, "replaces data.text_column"),
+                      ({"data.text_columns": "title,label"}, "must not include the second-text or label columns")):
+        with pytest.raises(UserError, match=says):
+            load_config(None, bad)
