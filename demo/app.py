@@ -356,7 +356,7 @@ def read_upload(path: str, limits: Limits, text_column: str = "text", text_colum
     named = next((c for c in (text_column, "text") if c in header), None)
     if named is not None:
         col = header.index(named)
-    elif len(header) == 1:
+    elif len(header) == 1 and not text_columns:  # a lone 'title' is not the model's joined text
         col = 0
     else:
         wanted = f"columns {', '.join(text_columns)} (joined), nor a '{text_column}' column" if text_columns else f"'{text_column}' column"
@@ -821,7 +821,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
                     with gr.Column():
                         lines = gr.Textbox(label=f"texts, one per line (at most {limits.max_lines:,})", lines=10, elem_id="batch-text",
                                            max_length=limits.max_batch_chars + limits.max_lines)
-                        upload = gr.File(label=f"... or a .csv or .tsv (the column the model was trained on, else 'text') or .txt file, up to {limits.max_upload_bytes // 1000:,} kB",
+                        upload = gr.File(label=f"... or a .csv or .tsv (the column the model was trained on, or its columns joined, else 'text') or .txt file, up to {limits.max_upload_bytes // 1000:,} kB",
                                          file_types=[".csv", ".tsv", ".txt"], type="filepath")
                         batch_btn = gr.Button("Predict all", variant="primary", elem_id="batch-button")
                     with gr.Column():

@@ -257,7 +257,8 @@ def _use_section(data: dict[str, Any]) -> str:
         cols = data["text_columns"]
         why += (f" Its text is the columns {', '.join(f'`{c}`' for c in cols)} joined with a space, empty ones left out: give "
                 "`pipeline` the texts joined that way; `taskembed predict --file` reads a table file's columns and joins them.")
-        cli = "taskembed predict path/to/this/folder --file table.csv   # columns " + ", ".join(f"'{c}'" for c in cols)
+        cli = ("taskembed predict path/to/this/folder --file table.csv   # columns " + ", ".join(f"'{c}'" for c in cols)
+               + (f" and '{data['text_pair_column']}'" if data.get("text_pair_column") else ""))
     return f"""```python
 from transformers import pipeline
 clf = pipeline("text-classification", model="path/to/this/folder")

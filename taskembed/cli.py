@@ -34,6 +34,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     from taskembed import api
     from taskembed.config import config_changes, dump_config, load_config, parse_overrides, without_effect
     from taskembed.artifacts import metrics_table
+    from taskembed.data import text_columns_named
 
     cfg = load_config(config, parse_overrides(list(overrides)))
     if dry_run:
@@ -94,8 +95,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
         exe = shlex.join(_invoked_as())
         if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
-            print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns '{cfg.data.text_column}' and "
-                  f"'{cfg.data.text_pair_column}'; the demo takes single-text models only)")
+            print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns "
+                  f"{text_columns_named(cfg.data.text_column, cfg.data.text_columns)} and '{cfg.data.text_pair_column}'; "
+                  "the demo takes single-text models only)")
         else:
             print(f"try it:   {exe} predict {result.output_dir} \"a text to classify\"")
             print(f"demo:     {exe} demo {result.output_dir}    (serves it on http://127.0.0.1:7860, or the next free port; open that in a browser)")
@@ -280,7 +282,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
     from taskembed.artifacts import written_whole
-    from taskembed.data import FILE_SUFFIXES, texts_from_file
+    from taskembed.data import FILE_SUFFIXES, text_columns_named, texts_from_file
 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
@@ -297,8 +299,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if text_pair_column and text_pair_column == text_column:  # each text paired with itself, as evaluate refuses too
         raise UserError(f"the text and second-text columns must differ (both '{text_column}'); name each with --text-column and --text-pair-column")
     if texts and text_pair_column:
-        raise UserError(f"{model} reads text pairs; give them in a table file with the columns '{text_column}' and "
-                        f"'{text_pair_column}': --file FILE")
+        raise UserError(f"{model} reads text pairs; give them in a table file with the columns "
+                        f"{text_columns_named(text_column, text_columns)} and '{text_pair_column}': --file FILE")
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns)
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
@@ -435,7 +437,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     else:
         print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
         print(f"provenance: {sidecar_path(out)}")
-    _note_pair_model(model, source.get("text_column") or "the text column", "each vector encodes")
+    _note_pair_model(model, source.get("text_column") or "the text column", "each vector encodes", source.get("text_columns"))
     for note in notes:
         print(note)
     return 0
@@ -478,14 +480,15 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
     return 0
 
 
-def _note_pair_model(model: str, text_column: str, what: str) -> None:
+def _note_pair_model(model: str, text_column: str, what: str, text_columns: Sequence[str] | None = None) -> None:
     """A model trained on text pairs, embedded one text at a time (as embed and compare do): said, not left to be found."""
+    from taskembed.data import text_columns_named
     from taskembed.modeling import read_training_config
 
     pair = (read_training_config(model).get("data") or {}).get("text_pair_column")
     if pair:
-        print(f"note: the model was trained on text pairs (second text: '{pair}'); {what} one text of '{text_column}' alone, "
-              "as a search query or document is")
+        print(f"note: the model was trained on text pairs (second text: '{pair}'); {what} one text of "
+              f"{text_columns_named(text_column, text_columns)} alone, as a search query or document is")
 
 
 def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_report", split: str | None = None,
@@ -501,7 +504,7 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                           tuned_options={"pooling": tuned_pooling}, progress=progress)
     print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
-    _note_pair_model(tuned, text_column, "each side embeds")
+    _note_pair_model(tuned, text_column, "each side embeds", text_columns)
     return 0
 
 

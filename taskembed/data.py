@@ -413,6 +413,11 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
     return texts
 
 
+def text_columns_named(text_column: str, text_columns: Sequence[str] | None) -> str:
+    """The column(s) a model reads its text from, quoted for messages: "'title', 'body'" (joined) or "'text'"."""
+    return ", ".join(f"'{c}'" for c in text_columns) if text_columns else f"'{text_column}'"
+
+
 def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
     """data.text_columns: each row's cells of `columns` joined with a space, in order. An empty cell (null or blank) is
     left out, as a missing title or body is; a row with all of them empty, or a cell that is no text, is refused."""
@@ -1139,7 +1144,7 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
     if p.suffix.lower() not in FILE_SUFFIXES:
         if pair_column is not None:
             raise UserError(f"{p}: the model reads text pairs, which a .txt file cannot hold; give a table file with the "
-                            f"columns '{text_column}' and '{pair_column}'")
+                            f"columns {text_columns_named(text_column, text_columns)} and '{pair_column}'")
         texts = list(iter_text_file(p))
         if not texts:
             raise UserError(f"{p}: no text lines; one text per line")

@@ -49,7 +49,7 @@ DIVERGE_FACTOR = 4.0
 # option added to training later (a new loss term, a sampler) would otherwise be left out silently and
 # the curve would no longer be the one training sees. The model section goes to load_classifier whole.
 HANDLED = {
-    "data": {"source", "validation", "test", "text_column", "text_pair_column", "label_column", "validation_fraction",
+    "data": {"source", "validation", "test", "text_column", "text_columns", "text_pair_column", "label_column", "validation_fraction",
              "test_fraction", "split_seed", "max_length", "max_train_samples", "max_train_per_label", "subset"},
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",

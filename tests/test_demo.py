@@ -209,6 +209,10 @@ def test_an_upload_reads_the_column_the_model_was_trained_on(tmp_path):
     assert demo.read_upload(str(posts), demo.Limits(), "text", ["title", "body"]) == ["Great superb film", "dull plot"]
     with pytest.raises(gr.Error, match="no columns title, subject \\(joined\\), nor a 'text' column"):
         demo.read_upload(str(posts), demo.Limits(), "text", ["title", "subject"])
+    lone = tmp_path / "titles.csv"
+    lone.write_text("title\nGreat\n", encoding="utf-8")  # one of the columns is not the model's text: refused, not read alone
+    with pytest.raises(gr.Error, match="no columns title, body \\(joined\\), nor a 'text' column"):
+        demo.read_upload(str(lone), demo.Limits(), "text", ["title", "body"])
 
 
 def test_a_validation_file_that_is_not_a_table_is_never_read(tmp_path):

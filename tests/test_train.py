@@ -668,7 +668,9 @@ def test_several_text_columns_are_joined_alike_in_training_predict_evaluate_and_
     clf = taskembed.load(res.output_dir)
     assert main(["predict", str(res.output_dir), "--file", str(path), "--out", str(tmp_path / "p.csv")]) == 0
     capsys.readouterr()
-    assert pd.read_csv(tmp_path / "p.csv")["label"].tolist() == [p["label"] for p in clf.predict(joined)]
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert written["text"].tolist() == joined  # read joined (the tiny model's labels alone would not tell)
+    assert written["score"].tolist() == pytest.approx([p["score"] for p in clf.predict(joined)], abs=1e-5)
     m = taskembed.evaluate(res.output_dir, str(path), predictions=True)
     assert [r["text"] for r in m["predictions"]] == joined and m["n"] == 120
     embed_file(res.output_dir, path, tmp_path / "v.parquet", progress=False)
@@ -685,6 +687,21 @@ def test_several_text_columns_are_joined_alike_in_training_predict_evaluate_and_
     table.to_csv(tmp_path / "blank.csv", index=False)
     with pytest.raises(UserError, match="row 6: the text columns 'title', 'body' are all empty; fill one or drop the row"):
         taskembed.evaluate(res.output_dir, str(tmp_path / "blank.csv"))
+    # lr-find reads the data as training does, joined.
+    curve = taskembed.lr_find(None, {**tiny_overrides, "data.source": str(path), "data.text_columns": "title,body"}, steps=5,
+                              out=tmp_path / "lf", progress=False, echo=None).curve
+    assert len(curve) == 5
+    # A pair model's messages name the joined columns, not the unused text_column.
+    pairs = table.assign(hyp="a second text")
+    pairs.loc[5, ["title", "body"]] = "restored"
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    assert main(["train", "--data.source", str(tmp_path / "pairs.csv"), "--data.text_columns", "title,body", "--data.text_pair_column",
+                 "hyp", *[f"--{k}={v}" for k, v in tiny_overrides.items() if k != "output.dir"], "--output.dir", str(tmp_path / "pm"),
+                 "--train.epochs", "1", "--output.embedding_report", "false", "--no-progress"]) == 0
+    assert "(columns 'title', 'body' and 'hyp';" in capsys.readouterr().out
+    assert "# columns 'title', 'body' and 'hyp'" in (tmp_path / "pm" / "README.md").read_text()
+    assert main(["predict", str(tmp_path / "pm"), "a text"]) == 2
+    assert "give them in a table file with the columns 'title', 'body' and 'hyp'" in capsys.readouterr().err
     for bad, says in (({"data.text_columns": "title"}, "joins several columns"),
                       ({"data.text_columns": "title,body", "data.text_column": "body"}, "replaces data.text_column"),
                       ({"data.text_columns": "title,label"}, "must not include the second-text or label columns")):
