@@ -532,8 +532,7 @@ def _prediction_rows(clf: Classifier, df, logits: torch.Tensor) -> list[dict[str
         scores = dict(zip(clf.labels, row))
         first = {"text": text, **({"text_pair": pairs[i]} if pairs is not None else {})}
         if clf.multi_label:  # decided at the folder's thresholds, as predict and the headline metrics decide
-            order = sorted(range(len(row)), key=lambda j: -row[j])
-            chosen = [clf.labels[j] for j in order if row[j] >= clf.thresholds[clf.labels[j]]]
+            chosen = clf.over_thresholds(row)
             rows.append({**first, "labels": list(truth), "predicted": chosen, "correct": set(chosen) == set(truth), "scores": scores})
             continue
         best = max(range(len(row)), key=row.__getitem__)

@@ -495,10 +495,9 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
                 text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
                 base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
-    from taskembed.embed import trained_columns, trained_text_columns
+    from taskembed.embed import trained_columns
 
-    text_columns = trained_text_columns(tuned, text_column)
-    text_column, label_column = trained_columns(tuned, text_column, label_column)
+    text_column, label_column, text_columns = trained_columns(tuned, text_column, label_column)
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
                           text_columns=text_columns, max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
                           tuned_options={"pooling": tuned_pooling}, progress=progress)

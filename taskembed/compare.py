@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from taskembed.errors import UserError, raise_write_error
+from taskembed.metrics import save_figure
 
 REPORT_JSON = "embedding_report.json"
 REPORT_PNG = "embedding_projection.png"
@@ -119,10 +120,7 @@ def _plot(spaces: list[tuple[str, np.ndarray]], labels: list[str], path: Path) -
         ax.set_yticks([])
     if len(names) <= 20:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
-    with warnings.catch_warnings():  # labels in a script the font lacks (emoji): drawn as boxes, not a warning per glyph
-        warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -418,6 +418,15 @@ def text_columns_named(text_column: str, text_columns: Sequence[str] | None) -> 
     return ", ".join(f"'{c}'" for c in text_columns) if text_columns else f"'{text_column}'"
 
 
+def check_joined_columns(where: str, present: Sequence[Any], text_columns: Sequence[str]) -> None:
+    """A table read for a model trained on data.text_columns holds each of them (or, named with --text-column, one column
+    of texts joined already)."""
+    lacking = next((c for c in text_columns if c not in present), None)
+    if lacking is not None:
+        raise UserError(f"{where}: no column '{lacking}' (columns: {', '.join(map(str, present))}); the model reads its text from "
+                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+
+
 def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
     """data.text_columns: each row's cells of `columns` joined with a space, in order. An empty cell (null or blank) is
     left out, as a missing title or body is; a row with all of them empty, or a cell that is no text, is refused."""
@@ -796,13 +805,13 @@ def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], 
     return labels
 
 
-def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool) -> pd.DataFrame:
+def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: bool) -> tuple[pd.DataFrame, list[str]]:
     """A seeded random sample of n rows that holds every label of `frame` at least once, where n leaves room for that.
 
     A plain sample drops rare labels, and then a validation or test split that has them is refused ("never occurs in
     training"). The plain sample is kept where it holds them all (the runs measured with it stay as they were) or
     where there is no room; otherwise one random row of each missing label replaces rows from its end whose labels
-    others still cover."""
+    others still cover. Returns the sample and the labels it leaves out (none unless there was no room for them)."""
     def names(value) -> set[str]:
         return set(value) if multi_label else {value}
 
@@ -810,7 +819,7 @@ def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: b
     every = set().union(*map(names, frame["label"]))
     have = set().union(*map(names, sample["label"]))
     if have == every or n < len(every):  # with no room for every label, the plain sample (carving still works on it)
-        return sample.reset_index(drop=True)
+        return sample.reset_index(drop=True), sorted(every - have, key=str)
     rng = random.Random(seed)
     added: list[int] = []
     for name in sorted(every - have, key=str):
@@ -827,8 +836,8 @@ def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: b
         else:
             keep.append(i)
     if surplus:  # multi-label rows each needed for a label: no room after all
-        return sample.reset_index(drop=True)
-    return frame.loc[keep[::-1] + added].reset_index(drop=True)
+        return sample.reset_index(drop=True), sorted(every - set().union(*map(names, sample["label"])), key=str)
+    return frame.loc[keep[::-1] + added].reset_index(drop=True), []
 
 
 def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -> Splits:
@@ -859,10 +868,7 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
     src = origin.get("train") or cfg.source
     sampled_out: list[str] = []
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
-        names = (lambda v: set(v)) if cfg.multi_label else (lambda v: {v})  # noqa: E731
-        before = set().union(*map(names, frames["train"]["label"]))
-        frames["train"] = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
-        sampled_out = sorted(before - set().union(*map(names, frames["train"]["label"])), key=str)
+        frames["train"], sampled_out = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
     carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
     if carved_test:
@@ -1161,10 +1167,7 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
         return values
 
     if text_columns:
-        lacking = [c for c in text_columns if c not in df.columns]
-        if lacking:
-            raise UserError(f"{p}: no column '{lacking[0]}' (columns: {', '.join(map(str, df.columns))}); the model reads its "
-                            f"text from the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+        check_joined_columns(str(p), list(df.columns), text_columns)
         texts = joined_texts(df, text_columns, str(p))
     else:
         texts = column(text_column, "--text-column")

@@ -518,15 +518,13 @@ def _label_list(values: list) -> list[str | None]:
 def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
                    desc: dict[str, Any], text_columns: Sequence[str] | None = None) -> TextSource:
     """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts)."""
-    from taskembed.data import joined_texts, missing_column
+    from taskembed.data import check_joined_columns, joined_texts, missing_column
 
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
-        lacking = next((c for c in text_columns or [] if c not in df.columns), None)
-        if lacking is not None:
-            raise UserError(f"{at}: no column '{lacking}' (columns: {', '.join(map(str, df.columns))}); the model reads its text "
-                            f"from the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
-        if not text_columns and text_column not in df.columns:
+        if text_columns:
+            check_joined_columns(at, list(df.columns), text_columns)
+        elif text_column not in df.columns:
             raise missing_column(at, text_column, list(df.columns), "--text-column", df, [label_column] if label_column else [])
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
@@ -630,7 +628,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from taskembed.data import check_unique_columns, joined_texts, missing_column
+    from taskembed.data import check_joined_columns, check_unique_columns, joined_texts, missing_column
 
     try:
         pf = pq.ParquetFile(p)
@@ -638,11 +636,9 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
         raise UserError(f"{p}: not a readable Parquet file ({type(exc).__name__}); re-export it") from None
     names = pf.schema_arrow.names
     check_unique_columns(p, names)
-    lacking = next((c for c in text_columns or [] if c not in names), None)
-    if lacking is not None:
-        raise UserError(f"{p}: no column '{lacking}' (columns: {', '.join(names)}); the model reads its text from the columns "
-                        f"{', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
-    if not text_columns and text_column not in names:
+    if text_columns:
+        check_joined_columns(str(p), names, text_columns)
+    elif text_column not in names:
         raise missing_column(str(p), text_column, names, "--text-column")
     has_labels = bool(label_column) and label_column in names
     count = pf.metadata.num_rows
@@ -742,16 +738,13 @@ def _trained_data(model_or_folder) -> dict[str, Any]:
     return {}
 
 
-def trained_columns(model_or_folder, text_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
+def trained_columns(model_or_folder, text_column: str | None = None,
+                    label_column: str | None = None) -> tuple[str, str, list[str] | None]:
     """The data's columns: as given, else those a taskembed folder was trained on (as predict and evaluate read them),
-    else text and label."""
+    else text and label; and the columns it joined into its text (data.text_columns), unless a text column is given."""
     trained = _trained_data(model_or_folder)
-    return text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label"
-
-
-def trained_text_columns(model_or_folder, text_column: str | None = None) -> list[str] | None:
-    """The columns a taskembed folder joined into its text (data.text_columns), unless one column is named; else None."""
-    return None if text_column is not None else _trained_data(model_or_folder).get("text_columns")
+    return (text_column or trained.get("text_column") or "text", label_column or trained.get("label_column") or "label",
+            None if text_column is not None else trained.get("text_columns"))
 
 
 def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str | None = None, label_column: str | None = None,
@@ -767,8 +760,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     trained on (`trained_columns`); a data without the label column gives vectors without labels.
     """
     started = time.perf_counter()
-    text_columns = trained_text_columns(model_or_folder, text_column)
-    text_column, label_column = trained_columns(model_or_folder, text_column, label_column)
+    text_column, label_column, text_columns = trained_columns(model_or_folder, text_column, label_column)
     out = Path(out)
     fmt = out.suffix.lower()
     if fmt not in OUTPUT_SUFFIXES:

@@ -256,6 +256,15 @@ def _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed) -> dic
     return out
 
 
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Lay out and write a figure. Labels in a script the font lacks (emoji) are drawn as boxes, without matplotlib's
+    warning per glyph."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+
+
 def plot_confusion(matrix: list[list[int]], labels: list[str], path, title: str) -> None:
     import matplotlib
 
@@ -278,10 +287,7 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path, title: str)
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
-    with warnings.catch_warnings():  # labels in a script the font lacks (emoji): drawn as boxes, not a warning per glyph
-        warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -159,10 +159,16 @@ class Classifier:
         probs = self.predict_proba(texts, pairs).tolist()
         out = []
         for row in probs:
-            order = sorted(range(len(row)), key=lambda j: -row[j])
-            out.append({"labels": [self.labels[j] for j in order if row[j] >= self.thresholds[self.labels[j]]],
-                        "label": self.labels[order[0]], "score": row[order[0]], "scores": dict(zip(self.labels, row))})
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"labels": self.over_thresholds(row), "label": self.labels[best], "score": row[best],
+                        "scores": dict(zip(self.labels, row))})
         return out
+
+    def over_thresholds(self, probs: Sequence[float]) -> list[str]:
+        """Multi-label: the labels whose sigmoid (`probs`, in the order of `self.labels`) reaches its threshold, most
+        likely first."""
+        order = sorted(range(len(probs)), key=lambda j: -probs[j])
+        return [self.labels[j] for j in order if probs[j] >= self.thresholds[self.labels[j]]]
 
     def embed(self, texts: Sequence[str] | str, **options):
         """Vectors (numpy, one row per text); by default the representation the classification head reads.
