@@ -384,23 +384,20 @@ def cmd_datasets() -> int:
 
 def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = None, share: bool = False,
              auth: str | None = None) -> int:
-    """Run demo/app.py (a source checkout's Gradio app) on MODELS; it exits 2 with one line for a bad folder."""
-    root = Path(__file__).resolve().parent.parent
-    demo_app = root / "demo" / "app.py"
-    # Only this checkout's app: installed from a wheel, the package sits in site-packages, where a demo/ folder
-    # would be another package's code.
-    project = root / "pyproject.toml"
-    if not (demo_app.is_file() and project.is_file() and 'name = "taskembed"' in project.read_text(encoding="utf-8")):
-        raise UserError("the demo needs the repository's demo/ folder; run it from a source checkout")
+    """Run the Gradio demo on MODELS; it exits 2 with one line for a bad folder.
+
+    The demo is the repository's demo/app.py, which the wheel ships as taskembed.demo.app (pyproject.toml maps the
+    folder), so this works from a checkout and from an installed package alike."""
+    import importlib
     import importlib.util
-    import runpy
 
     if importlib.util.find_spec("gradio") is None:
-        raise UserError("the demo needs gradio; install it in the repository with: pip install -e '.[demo]' (make install does)")
+        raise UserError("the demo needs gradio: pip install 'taskembed[demo]' (in a checkout, make install does)")
+    if importlib.util.find_spec("taskembed.demo.app") is None:
+        raise UserError("this installation of taskembed lacks its demo (taskembed.demo); reinstall it from a wheel or a checkout")
     argv = [*models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else []),
             *(["--auth", auth] if auth else [])]
-    app = runpy.run_path(str(demo_app), run_name="taskembed_demo")
-    return app["main"](argv)
+    return importlib.import_module("taskembed.demo.app").main(argv)
 
 
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,

@@ -387,20 +387,6 @@ def test_plan_reads_the_config_given_after_its_flag(tmp_path, capsys, tiny_model
     assert plan["groups"][-1]["lr"] == 0.0042  # the file's head rate, so the file was read
 
 
-def test_the_demo_command_runs_only_this_checkouts_app(tmp_path, monkeypatch):
-    # Installed from a wheel, taskembed sits in site-packages, where demo/app.py would be another package's.
-    from taskembed import cli
-    from taskembed.errors import UserError
-
-    (tmp_path / "taskembed").mkdir()
-    (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "app.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n", encoding="utf-8")
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "taskembed" / "cli.py"))
-    with pytest.raises(UserError, match="source checkout"):
-        cli.cmd_demo(["runs/x"])
-    assert not (tmp_path / "ran").exists()
-
-
 def _drop_tensors(folder: Path, dest: Path, dropped: str) -> Path:
     import shutil
 
