@@ -441,11 +441,33 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
 
 
 def cmd_export(model: str, out: str, format: str = "sentence-transformers", pooling: str | None = None, normalize: bool | None = None,
-               max_length: int | None = None, overwrite: bool = False) -> int:
+               max_length: int | None = None, overwrite: bool = False, int8: bool = False, check: str | None = None,
+               split: str | None = None) -> int:
+    given = {"--pooling": pooling is not None, "--normalize/--no-normalize": normalize is not None, "--max-length": max_length is not None,
+             "--int8": int8, "--check": check is not None}
+    other = {"onnx": ("--pooling", "--normalize/--no-normalize", "--max-length")}.get(format, ("--int8", "--check"))
+    for flag in other:
+        if given[flag]:
+            raise UserError(f"{flag} is for --format {'sentence-transformers' if format == 'onnx' else 'onnx'}; drop it")
+    if split is not None and check is None:
+        raise UserError("--split goes with --check DATA (the split of DATA to check on); drop it or add --check")
+    if format == "onnx":
+        from taskembed.onnx_export import ONNX_FILE, export_onnx
+
+        meta = export_onnx(model, out, int8=int8, check=check, check_split=split, overwrite=overwrite)
+        size = (Path(out) / ONNX_FILE).stat().st_size / 1e6
+        print(f"ONNX folder written to {out} ({ONNX_FILE}: {meta['weights']}, {size:,.1f} MB; inputs {', '.join(meta['inputs'])}; "
+              f"scores: {meta['scores']} of the logits)")
+        print(f"logits against PyTorch's on texts of 1 to 80 words: at most {meta['max_abs_logit_difference_on_probe_texts']:.2g} apart")
+        if meta["check"]:
+            c = meta["check"]
+            where = f"{c['data']} [{c['split']}]" if c["split"] else c["data"]
+            print(f"checked on {where}, {c['examples']:,} examples: accuracy {c['accuracy_pytorch']:.2f} with PyTorch, "
+                  f"{c['accuracy_onnx']:.2f} with ONNX; the same prediction for {c['same_prediction']:.2f}%")
+        print(f"use it:   onnxruntime.InferenceSession('{Path(out) / ONNX_FILE}') with the tokenizer in {out} (README: Export to ONNX)")
+        return 0
     from taskembed.embed import export_sentence_transformers
 
-    if format != "sentence-transformers":
-        raise UserError(f"--format {format}: only sentence-transformers is supported")
     path = export_sentence_transformers(model, out, overwrite=overwrite, pooling=pooling, normalize=normalize, max_length=max_length)
     print(f"sentence-transformers folder written to {path}")
     print(f"use it:   SentenceTransformer({str(path)!r}).encode(texts)")
@@ -605,10 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "opt-in: faster, vectors off float32 in the 4th-5th decimal (min cosine 0.9999 for all-MiniLM-L6-v2)")
     em.add_argument("--no-progress", action="store_true")
 
-    ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads")
+    ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads, or an ONNX classifier")
     ex.add_argument("model")
     ex.add_argument("out", help="output folder")
-    ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers"])
+    ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers", "onnx"],
+                    help="sentence-transformers (the embeddings) or onnx (the classifier's logits, for onnxruntime)")
+    ex.add_argument("--int8", action="store_true", help="onnx: quantise the linear layers' weights to 8 bits (smaller, faster on CPUs)")
+    ex.add_argument("--check", metavar="DATA", help="onnx: labelled data (a file, a folder or a built-in name) to compare the "
+                    "ONNX model's predictions and accuracy with PyTorch's on")
+    ex.add_argument("--split", help="the split of --check DATA (default test)")
     ex.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
     ex.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                     help="add L2 normalisation (default: as a sentence-transformers source folder's modules say, else not)")
@@ -761,7 +788,8 @@ def _main(argv: list[str]) -> int:
                              args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,
                              progress=not args.no_progress, bf16=args.bf16)
         if args.command == "export":
-            return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite)
+            return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite,
+                              args.int8, args.check, args.split)
         if args.command == "search":
             return cmd_search(args.vectors, args.queries, args.k, args.json, file=args.file, model=args.model)
         if args.command == "compare":
