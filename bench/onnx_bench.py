@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "runs" / "sentiment"), help="a trained folder (default runs/sentiment)")
     p.add_argument("--data", help="labelled data to score (default: the data the model was trained on), its test split")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", help="the split of a dataset folder or built-in (default test; a file is scored whole)")
     p.add_argument("--limit", type=int, help="score only the first N texts")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-sizes", default="16,32,64", help="onnxruntime batch sizes to try (texts)")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.model)
     data = args.data or json.loads((folder / "training_config.json").read_text())["data"]["source"]
     report: dict[str, Any] = {"command": "python bench/onnx_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "machine": machine_info(), "versions": versions(), "model": str(folder), "data": f"{data} [{args.split}]",
+                              "machine": machine_info(), "versions": versions(), "model": str(folder), "data": f"{data} [{args.split or 'test'}]" if not Path(data).is_file() else str(data),
                               "threads": torch.get_num_threads()}
     clf = taskembed.load(folder)
     rows = taskembed.evaluate(folder, data, args.split, predictions=True)["predictions"][: args.limit]

@@ -200,3 +200,18 @@ def test_the_readmes_snippet_gives_predicts_probabilities(trained, tmp_path):
     exec(placed, scope)  # noqa: S102 - the README's own code, run as a user would
     expected = taskembed.load(folder).predict_proba(["a gripping, beautifully shot film"]).numpy()
     np.testing.assert_allclose(scope["probabilities"], expected, atol=1e-5)
+
+
+def test_the_onnx_benchmark_runs_on_the_tiny_model(trained, tmp_path):
+    from bench import onnx_bench
+
+    _, folder, test = trained
+    assert onnx_bench.main(["--model", str(folder), "--data", str(test), "--rounds", "1", "--batch-sizes", "8,16",
+                            "--out", str(tmp_path), "--name", "tiny"]) == 0
+    report = json.loads((tmp_path / "tiny.json").read_text())
+    results = report["results"]
+    assert report["texts"] == 80 and {"taskembed_float32", "onnx_float32@8", "onnx_int8@16"} <= set(results)
+    assert results["onnx_float32@8"]["same_prediction_as_float32"] == 100.0
+    assert results["onnx_float32@8"]["accuracy"] == results["taskembed_float32"]["accuracy"]
+    assert report["best_batch"]["onnx_int8"] in ("onnx_int8@8", "onnx_int8@16")
+    assert "| taskembed_float32 |" in (tmp_path / "tiny.md").read_text()
