@@ -133,6 +133,7 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     resume: bool | str = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a classifier as the config says and write the output folder. Returns its path and metrics.
 
@@ -146,7 +147,10 @@ def train(
     is complete. `resume=True` continues from the latest complete checkpoint (an error if there is
     none), `resume="auto"` continues if there is one and starts afresh otherwise. SIGINT/SIGTERM
     finish the step in flight, checkpoint and raise `taskembed.TrainingInterrupted`; no output folder is written.
-    `echo` receives every line the run says (None: silent).
+    `echo` receives every line the run says (None: silent). `on_log` receives each entry of log.jsonl as training
+    writes it (a dict: kind "train" with step, epoch, loss, lr per group and grad_norm, every few steps; kind "eval" with
+    the validation loss, accuracy and macro_f1), for live tracking in TensorBoard, W&B or MLflow; after a resume, from the
+    next entry on. Under torchrun only the first process calls it.
     """
     started = time.perf_counter()
     if resume not in (True, False, "auto"):  # "yes" or "no" would both read as true
@@ -222,7 +226,7 @@ def train(
         result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
                      device=device, progress=progress, checkpoints=ckpts,
                      class_weights=class_weights(cfg.train.class_weights, encoded["train"].targets, splits.labels),
-                     aggregate=cfg.data.window_aggregate, say=say)
+                     aggregate=cfg.data.window_aggregate, say=say, on_log=on_log)
     except TrainingInterrupted as exc:
         if given is not None:  # no command line can give the data again
             exc.args = (exc.message("taskembed.train(the same config, data=the same data, resume=True)"),)

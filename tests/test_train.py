@@ -707,3 +707,36 @@ def test_several_text_columns_are_joined_alike_in_training_predict_evaluate_and_
                       ({"data.text_columns": "title,label"}, "must not include the second-text or label columns")):
         with pytest.raises(UserError, match=says):
             load_config(None, bad)
+
+
+def test_on_log_sees_every_log_entry_as_written_and_the_readmes_tensorboard_snippet_works(tiny_overrides, write_csv, monkeypatch):
+    import sys
+    import types
+
+    written: list[tuple[str, float, int]] = []
+
+    class FakeWriter:  # tensorboard is not a dependency; this records what the README's function hands it
+        def __init__(self, folder):
+            self.folder = folder
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("from torch.utils.tensorboard import SummaryWriter", 1)[1].split('taskembed.train("configs/sentiment.yaml", on_log=to_board)')[0]
+    scope: dict = {}
+    exec("from torch.utils.tensorboard import SummaryWriter" + snippet, scope)  # noqa: S102 - the README's own code
+    seen: list[dict] = []
+
+    def both(entry):
+        seen.append(json.loads(json.dumps(entry)))  # as log.jsonl stores it
+        scope["to_board"](entry)
+
+    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(120, seed=3))), "output.embedding_report": False}
+    res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None, on_log=both)
+    log = [json.loads(x) for x in (res.output_dir / "log.jsonl").read_text().splitlines()]
+    assert seen == log and {e["kind"] for e in log} == {"train", "eval"}
+    evals = [e for e in log if e["kind"] == "eval"]
+    assert [(t, v, s) for t, v, s in written if t == "eval/accuracy"] == [("eval/accuracy", e["accuracy"], e["step"]) for e in evals]
+    assert sum(t == "train/loss" for t, _, _ in written) == sum(e["kind"] == "train" for e in log)
