@@ -393,11 +393,23 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
 
     if importlib.util.find_spec("gradio") is None:
         raise UserError("the demo needs gradio: pip install 'taskembed[demo]' (in a checkout, make install does)")
-    if importlib.util.find_spec("taskembed.demo.app") is None:
-        raise UserError("this installation of taskembed lacks its demo (taskembed.demo); reinstall it from a wheel or a checkout")
     argv = [*models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else []),
             *(["--auth", auth] if auth else [])]
-    return importlib.import_module("taskembed.demo.app").main(argv)
+    try:
+        app = importlib.import_module("taskembed.demo.app")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("taskembed.demo", "taskembed.demo.app"):
+            raise
+        # Not installed with the mapping (run from a checkout without installing it, or an editable install made before
+        # the demo moved into the package): this checkout's own demo/app.py, if this is a checkout.
+        root = Path(__file__).resolve().parent.parent
+        project = root / "pyproject.toml"
+        if not ((root / "demo" / "app.py").is_file() and project.is_file() and 'name = "taskembed"' in project.read_text(encoding="utf-8")):
+            raise UserError("this installation of taskembed lacks its demo (taskembed.demo); reinstall it from a wheel or a checkout") from None
+        import runpy
+
+        return runpy.run_path(str(root / "demo" / "app.py"), run_name="taskembed_demo")["main"](argv)
+    return app.main(argv)
 
 
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
@@ -442,29 +454,42 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
 
 def cmd_export(model: str, out: str, format: str = "sentence-transformers", pooling: str | None = None, normalize: bool | None = None,
                max_length: int | None = None, overwrite: bool = False, int8: bool = False, check: str | None = None,
-               split: str | None = None) -> int:
+               split: str | None = None, text_column: str | None = None, text_pair_column: str | None = None,
+               label_column: str | None = None) -> int:
+    columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     given = {"--pooling": pooling is not None, "--normalize/--no-normalize": normalize is not None, "--max-length": max_length is not None,
-             "--int8": int8, "--check": check is not None}
-    other = {"onnx": ("--pooling", "--normalize/--no-normalize", "--max-length")}.get(format, ("--int8", "--check"))
+             "--int8": int8, "--check": check is not None, "--split": split is not None,
+             **{f"--{k.replace('_', '-')}": v is not None for k, v in columns.items()}}
+    onnx_only = ("--int8", "--check", "--split", "--text-column", "--text-pair-column", "--label-column")
+    other = tuple(f for f in given if f not in onnx_only) if format == "onnx" else onnx_only
     for flag in other:
         if given[flag]:
             raise UserError(f"{flag} is for --format {'sentence-transformers' if format == 'onnx' else 'onnx'}; drop it")
-    if split is not None and check is None:
-        raise UserError("--split goes with --check DATA (the split of DATA to check on); drop it or add --check")
+    if check is None and any(given[f] for f in onnx_only[2:]):
+        first = next(f for f in onnx_only[2:] if given[f])
+        raise UserError(f"{first} goes with --check DATA (it says how to read DATA); drop it or add --check")
     if format == "onnx":
-        from taskembed.onnx_export import ONNX_FILE, export_onnx
+        from taskembed.onnx_export import ONNX_FILE, export_onnx, model_bytes
 
-        meta = export_onnx(model, out, int8=int8, check=check, check_split=split, overwrite=overwrite)
-        size = (Path(out) / ONNX_FILE).stat().st_size / 1e6
-        print(f"ONNX folder written to {out} ({ONNX_FILE}: {meta['weights']}, {size:,.1f} MB; inputs {', '.join(meta['inputs'])}; "
-              f"scores: {meta['scores']} of the logits)")
-        print(f"logits against PyTorch's on texts of 1 to 80 words: at most {meta['max_abs_logit_difference_on_probe_texts']:.2g} apart")
+        meta = export_onnx(model, out, int8=int8, check=check, check_split=split, overwrite=overwrite,
+                           check_columns={k: v for k, v in columns.items() if v is not None})
+        print(f"ONNX folder written to {out} ({ONNX_FILE}: {meta['weights']}, {model_bytes(out) / 1e6:,.1f} MB; "
+              f"inputs {', '.join(meta['inputs'])}; output logits, scored as {meta['scores']})")
+        what = "the float32 graph's" if meta["weights"] == "float32" else "the int8 graph's"
+        print(f"{what} logits against PyTorch's on texts of 1 to 80 words: at most {meta['max_abs_logit_difference_on_probe_texts']:.2g} apart")
         if meta["check"]:
             c = meta["check"]
             where = f"{c['data']} [{c['split']}]" if c["split"] else c["data"]
-            print(f"checked on {where}, {c['examples']:,} examples: accuracy {c['accuracy_pytorch']:.2f} with PyTorch, "
-                  f"{c['accuracy_onnx']:.2f} with ONNX; the same prediction for {c['same_prediction']:.2f}%")
-        print(f"use it:   onnxruntime.InferenceSession('{Path(out) / ONNX_FILE}') with the tokenizer in {out} (README: Export to ONNX)")
+            one, batch = c["batch_1"], c["batch_32"]
+            print(f"checked on {where}, {c['examples']:,} examples: accuracy {c['accuracy_pytorch']:.2f} with PyTorch; with ONNX "
+                  f"{one['accuracy_onnx']:.2f} one text at a time and {batch['accuracy_onnx']:.2f} in batches of 32, the same "
+                  f"prediction for {one['same_prediction']:.2f}% and {batch['same_prediction']:.2f}%")
+        if meta["text_pair"]:
+            print("the model reads text pairs: tokenize each text with its second text, tokenizer(texts, second_texts)")
+        if meta["text_columns_joined"]:
+            print(f"the model was trained on {', '.join(meta['text_columns_joined'])} joined with a space (empty cells left out): "
+                  "join them so before tokenizing")
+        print(f"use it:   onnxruntime.InferenceSession('{Path(out) / ONNX_FILE}') with the tokenizer in {out} (README: ONNX export)")
         return 0
     from taskembed.embed import export_sentence_transformers
 
@@ -636,6 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--check", metavar="DATA", help="onnx: labelled data (a file, a folder or a built-in name) to compare the "
                     "ONNX model's predictions and accuracy with PyTorch's on")
     ex.add_argument("--split", help="the split of --check DATA (default test)")
+    ex.add_argument("--text-column", help="--check DATA's text column (default: the one the model was trained on)")
+    ex.add_argument("--text-pair-column", help="--check DATA's second-text column, for a model trained on text pairs")
+    ex.add_argument("--label-column", help="--check DATA's label column (default: the one the model was trained on)")
     ex.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder), head, cls, mean or max")
     ex.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                     help="add L2 normalisation (default: as a sentence-transformers source folder's modules say, else not)")
@@ -789,7 +817,7 @@ def _main(argv: list[str]) -> int:
                              progress=not args.no_progress, bf16=args.bf16)
         if args.command == "export":
             return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite,
-                              args.int8, args.check, args.split)
+                              args.int8, args.check, args.split, args.text_column, args.text_pair_column, args.label_column)
         if args.command == "search":
             return cmd_search(args.vectors, args.queries, args.k, args.json, file=args.file, model=args.model)
         if args.command == "compare":

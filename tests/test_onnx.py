@@ -56,7 +56,10 @@ def test_float32_export_gives_pytorchs_logits_on_new_texts(trained, tmp_path):
     check = meta["check"]
     expected = taskembed.evaluate(folder, str(test))["accuracy"]
     assert check["examples"] == 80 and check["accuracy_pytorch"] == pytest.approx(100 * expected)
-    assert check["same_prediction"] == 100.0 and check["accuracy_onnx"] == check["accuracy_pytorch"]
+    for batch in ("batch_1", "batch_32"):
+        assert check[batch]["same_prediction"] == 100.0 and check[batch]["accuracy_onnx"] == check["accuracy_pytorch"]
+    # The saved tokenizer states the run's limit and pads on the right, as taskembed reads texts.
+    assert tok.model_max_length == meta["max_length"] == 32 and tok.padding_side == "right"
 
 
 def test_int8_is_smaller_and_says_how_far_it_moved(trained, tmp_path):
@@ -69,13 +72,15 @@ def test_int8_is_smaller_and_says_how_far_it_moved(trained, tmp_path):
     # Quantised weights change the logits; the record says by how much rather than claiming equality.
     assert small["max_abs_logit_difference_on_probe_texts"] > full["max_abs_logit_difference_on_probe_texts"]
     check = small["check"]
-    assert 0 <= check["same_prediction"] <= 100 and check["examples"] == 80
+    assert check["examples"] == 80
     session = session_for(tmp_path / "i8" / ONNX_FILE)
     clf = taskembed.load(folder)
     rows = taskembed.evaluate(folder, str(test), predictions=True)["predictions"]
-    logits = onnx_logits(session, clf.tokenizer, small["inputs"], [r["text"] for r in rows], None, clf.max_length)
-    agree = np.mean([clf.labels[i] == r["predicted"] for i, r in zip(logits.argmax(1), rows)])
-    assert check["same_prediction"] == pytest.approx(100 * agree)
+    for batch_size in (1, 32):
+        logits = onnx_logits(session, clf.tokenizer, small["inputs"], [r["text"] for r in rows], None, clf.max_length, batch_size)
+        agree = np.mean([clf.labels[i] == r["predicted"] for i, r in zip(logits.argmax(1), rows)])
+        right = np.mean([clf.labels[i] == r["label"] for i, r in zip(logits.argmax(1), rows)])
+        assert check[f"batch_{batch_size}"] == {"same_prediction": pytest.approx(100 * agree), "accuracy_onnx": pytest.approx(100 * right)}
 
 
 def test_sentence_pair_and_multi_label_models(tmp_path, tiny_model_dir):
@@ -97,9 +102,10 @@ def test_sentence_pair_and_multi_label_models(tmp_path, tiny_model_dir):
     folder = taskembed.train(None, {**base, "data.source": str(data), "data.label_column": "tags", "data.multi_label": True,
                                     "data.label_delimiter": "|", "output.dir": str(tmp_path / "multi")}, progress=False, echo=quiet).output_dir
     meta = export_onnx(folder, tmp_path / "multi-onnx", check=str(data))
-    assert meta["scores"].startswith("sigmoid") and (tmp_path / "multi-onnx" / "thresholds.json").is_file()
+    assert meta["scores"].startswith("a sigmoid per label; a label is predicted at or over its threshold in thresholds.json") and (tmp_path / "multi-onnx" / "thresholds.json").is_file()
     assert json.loads((tmp_path / "multi-onnx" / "config.json").read_text())["problem_type"] == "multi_label_classification"
-    assert meta["check"]["same_prediction"] == 100.0 and meta["check"]["examples"] == 120
+    assert meta["check"]["batch_1"]["same_prediction"] == meta["check"]["batch_32"]["same_prediction"] == 100.0
+    assert meta["check"]["examples"] == 120
 
 
 @pytest.mark.parametrize("kind", ["roberta", "distilbert"])
@@ -131,11 +137,21 @@ def test_the_cli_prints_the_check_and_refuses_in_one_line(trained, tmp_path, cap
     assert main(["export", str(folder), str(out), "--format", "onnx", "--int8", "--check", str(test)]) == 0
     printed = capsys.readouterr().out
     assert f"ONNX folder written to {out}" in printed and "int8" in printed and "80 examples" in printed
+    assert "one text at a time" in printed and "in batches of 32" in printed
+    renamed = write(tmp_path / "renamed.csv", [{"review": r["text"], "sentiment": r["label"]} for r in make_rows(20, seed=6)])
+    assert main(["export", str(folder), str(tmp_path / "y"), "--format", "onnx", "--check", str(renamed), "--text-column", "review",
+                 "--label-column", "sentiment"]) == 0
+    assert "20 examples" in capsys.readouterr().out
     cases = [
         (["export", str(folder), str(out), "--format", "onnx"], "already exists; pass --overwrite"),
+        (["export", str(folder), str(folder), "--format", "onnx", "--overwrite"], "is the model folder itself"),
         (["export", str(folder), str(tmp_path / "x"), "--format", "onnx", "--pooling", "mean"], "--pooling is for --format sentence-transformers"),
         (["export", str(folder), str(tmp_path / "x"), "--int8"], "--int8 is for --format onnx"),
+        (["export", str(folder), str(tmp_path / "x"), "--split", "test"], "--split is for --format onnx"),
         (["export", str(folder), str(tmp_path / "x"), "--format", "onnx", "--split", "test"], "--split goes with --check"),
+        (["export", str(folder), str(tmp_path / "x"), "--format", "onnx", "--label-column", "y"], "--label-column goes with --check"),
+        # The check data is read before the export runs: its mistake costs no export.
+        (["export", str(folder), str(tmp_path / "x"), "--format", "onnx", "--check", str(renamed)], "review"),
     ]
     for argv, message in cases:
         assert main(argv) == 2
@@ -161,9 +177,10 @@ def test_a_wrong_graph_is_refused_not_written(trained, tmp_path, monkeypatch):
     from taskembed import onnx_export
 
     monkeypatch.setattr(onnx_export, "_compare_on_probe_texts", lambda *_a: 0.5)  # what a mistranslated operator gives
-    with pytest.raises(taskembed.UserError, match="differ from PyTorch's by 0.5"):
-        export_onnx(trained[1], tmp_path / "onnx")
-    assert list(tmp_path.iterdir()) == []
+    for int8 in (False, True):  # int8 too: its float32 graph is compared before it is quantised
+        with pytest.raises(taskembed.UserError, match="differ from PyTorch's by 0.5"):
+            export_onnx(trained[1], tmp_path / "onnx", int8=int8)
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_packages_and_window_models_are_refused(trained, tmp_path, monkeypatch):
@@ -214,4 +231,4 @@ def test_the_onnx_benchmark_runs_on_the_tiny_model(trained, tmp_path):
     assert results["onnx_float32@8"]["same_prediction_as_float32"] == 100.0
     assert results["onnx_float32@8"]["accuracy"] == results["taskembed_float32"]["accuracy"]
     assert report["best_batch"]["onnx_int8"] in ("onnx_int8@8", "onnx_int8@16")
-    assert "| taskembed_float32 |" in (tmp_path / "tiny.md").read_text()
+    assert "| taskembed_float32 |" in (tmp_path / "tiny.md").read_text() and "| onnx_int8 | 16 |" in (tmp_path / "tiny.md").read_text()

@@ -41,3 +41,43 @@ def test_the_demo_command_runs_the_packaged_app(monkeypatch):
     monkeypatch.setattr(app, "main", lambda argv: seen.append(argv) or 0)
     assert cli.cmd_demo(["runs/a", "runs/b"], port=7999) == 0
     assert seen == [["runs/a", "runs/b", "--host", "127.0.0.1", "--port", "7999"]]
+
+
+@pytest.mark.parametrize("checkout", [True, False])
+def test_without_the_packaged_demo_a_checkout_runs_its_own_and_anything_else_is_refused(checkout, tmp_path, monkeypatch):
+    # `python -m taskembed` from a checkout that was never installed, or an editable install made before the demo moved
+    # into the package, has no taskembed.demo; in site-packages, a demo/app.py beside taskembed/ would be another package's.
+    pytest.importorskip("gradio")
+    import importlib
+
+    from taskembed import cli
+    from taskembed.errors import UserError
+
+    real = importlib.import_module
+
+    def without_demo(name, *args):
+        if name.startswith("taskembed.demo"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="taskembed.demo")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_demo)
+    (tmp_path / "taskembed").mkdir()
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "app.py").write_text("def main(argv):\n    print('ran', argv)\n    return 0\n", encoding="utf-8")
+    if checkout:
+        (tmp_path / "pyproject.toml").write_text('[project]\nname = "taskembed"\n', encoding="utf-8")
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "taskembed" / "cli.py"))
+    if checkout:
+        assert cli.cmd_demo(["runs/x"]) == 0
+    else:
+        with pytest.raises(UserError, match="lacks its demo"):
+            cli.cmd_demo(["runs/x"])
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {"taskembed"} | {"taskembed." + ".".join(p.parent.relative_to(ROOT / "taskembed").parts)
+                             for p in (ROOT / "taskembed").rglob("__init__.py") if p.parent != ROOT / "taskembed"}
+    assert found | {"taskembed.demo"} == listed
