@@ -19,7 +19,7 @@ import torch
 from taskembed import artifacts, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
-                            read_table, window_stride)
+                            read_table, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
@@ -222,6 +222,26 @@ def train(
             checkpoint.prepare(ckpt_root, fresh=resume_from is None)
         ckpts = checkpoint.Checkpointing(ckpt_root, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.to_dict(),
                                          fingerprint, resume_from)
+    mlm_info = None
+    if cfg.train.mlm_epochs > 0:
+        # Last before the loop, after every check that could refuse the run, so that none waits for the stage; the plan's
+        # freezing is set, so frozen embeddings or layers stay as they are (gradual unfreezing only orders the loop).
+        if resume_from is not None:
+            say("masked-LM stage: skipped on resume (its weights are in the checkpoint)")
+            mlm_info = {"epochs": cfg.train.mlm_epochs, "ran_before_the_checkpoint_this_run_resumed_from": True}
+        elif world > 1:
+            raise UserError("train.mlm_epochs runs in one process; run it without torchrun, or set train.mlm_epochs 0")
+        else:
+            from taskembed.mlm import adapt_encoder
+
+            train = splits.frames["train"]
+            texts = train["text"].tolist() + (unlabelled_texts(cfg.data) if cfg.data.unlabelled else [])
+            pairs = train["text_pair"].tolist() if "text_pair" in train else None
+            try:
+                mlm_info = adapt_encoder(cfg, model, tokenizer, texts, pairs, device, say, progress=progress)
+            except KeyboardInterrupt:
+                say("interrupted during the masked-LM stage, before any checkpoint: nothing was saved; run the command again")
+                raise
     try:
         result = fit(model, lr_plan, cfg.train, encoded["train"], encoded.get("validation"), splits.labels, pad_id,
                      device=device, progress=progress, checkpoints=ckpts,
@@ -294,6 +314,7 @@ def train(
             "thresholds": thresholds,
             "skipped": skipped,
             "best_step": st.best_step or st.step,
+            "mlm": mlm_info,
             "seed": cfg.train.seed,
             "versions": artifacts.versions(),
             "device": device_name(device),

@@ -377,7 +377,7 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
             write_json(tmp / CALIBRATION_FILE, info["calibration"])
             split = "test" if "test" in info["calibration"]["splits"] else "validation"
             plot_reliability(info["calibration"], split, tmp / "reliability.png")
-        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "trim_top_layer", "fast_dropout", "token_rows_trained", "cuda_graphs", "train_seconds", "eval_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels")})
+        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "trim_top_layer", "fast_dropout", "token_rows_trained", "cuda_graphs", "train_seconds", "eval_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels", "mlm")})
         with (tmp / "log.jsonl").open("w", encoding="utf-8") as fh:
             for entry in log:
                 fh.write(json.dumps(entry) + "\n")

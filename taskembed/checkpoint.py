@@ -431,7 +431,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return _read_json(folder / "meta.json")
 
 
-SAME_PATH_KEYS = ("data.source", "data.validation", "data.test", "model.name")
+SAME_PATH_KEYS = ("data.source", "data.validation", "data.test", "data.unlabelled", "model.name")
 """Config values that may name one file or folder in two ways (relative and absolute, a trailing slash)."""
 
 

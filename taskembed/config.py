@@ -35,6 +35,8 @@ class DataConfig:
     """Optional validation file; if absent, the source's validation split or a stratified slice of train is used."""
     test: str | None = None
     """Optional test file; if absent, the source's test split (or a carved slice when test_fraction > 0)."""
+    unlabelled: str | None = None
+    """With train.mlm_epochs: a file of unlabelled in-domain texts (.txt, one per line, or a table with text_column) for the masked-LM stage, besides the training texts."""
     text_column: str = "text"
     """Column holding the text."""
     text_columns: list[str] | None = None
@@ -105,6 +107,12 @@ class TrainConfig:
     """With gradual_unfreezing steps: optimizer steps between two unfreezings; 0 spreads them evenly over the first epoch."""
     unfreeze_start: int = 0
     """With gradual_unfreezing: encoder layers trainable from the first step besides the head."""
+    mlm_epochs: float = 0.0
+    """ULMFiT's second step: before the labels, train the encoder this many passes at masked-token prediction over the training texts (and data.unlabelled); 0 skips it. Its masked-LM head is discarded afterwards."""
+    mlm_lr: float = 5e-5
+    """With mlm_epochs: the encoder's rate in the masked-LM stage (its head trains at head_lr)."""
+    mlm_probability: float = 0.15
+    """With mlm_epochs: the share of tokens masked (BERT's 15%: 80% of them replaced by the mask token, 10% by a random token, 10% kept)."""
     epochs: float = 3.0
     """Passes over the training data (a fraction is allowed)."""
     batch_size: int = 32
@@ -495,7 +503,7 @@ def as_config(config: "Config | dict[str, Any] | str | Path | None", overrides: 
     return load_config(config, overrides, overrides_from="overrides")
 
 
-PATHS = {("data", "source"), ("data", "validation"), ("data", "test"), ("output", "dir")}
+PATHS = {("data", "source"), ("data", "validation"), ("data", "test"), ("data", "unlabelled"), ("output", "dir")}
 """Options that may name a file or folder (model.name is resolved where the model loads)."""
 
 
@@ -565,6 +573,11 @@ def _contradictions(cfg: Config) -> list[str]:
     need(0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1] (got {t.layer_decay})")
     need(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
     need(t.epochs > 0, f"train.epochs must be > 0 (got {t.epochs})")
+    need(math.isfinite(t.mlm_epochs) and t.mlm_epochs >= 0, f"train.mlm_epochs must be >= 0 (got {t.mlm_epochs})")
+    need(d.unlabelled is None or d.text_pair_column is None,
+         "data.unlabelled gives single texts, but data.text_pair_column makes this a model of text pairs; drop data.unlabelled")
+    need(t.mlm_lr > 0, f"train.mlm_lr must be > 0 (got {t.mlm_lr})")
+    need(0 < t.mlm_probability < 1, f"train.mlm_probability must be in (0, 1) (got {t.mlm_probability})")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
     need(t.grad_accum >= 1, f"train.grad_accum must be >= 1 (got {t.grad_accum})")
     need(t.lr_batch_size >= 1, f"train.lr_batch_size must be >= 1 (got {t.lr_batch_size})")
@@ -692,6 +705,9 @@ def without_effect(cfg: Config) -> list[str]:
         ("train", "embedding_lr", cfg.train.freeze_embeddings, "train.freeze_embeddings is false"),
         ("train", "contrastive_temperature", cfg.train.contrastive_weight == 0, "train.contrastive_weight is above 0"),
         ("train", "lr_batch_size", cfg.train.lr_scaling == "none", "train.lr_scaling is sqrt or linear"),
+        ("train", "mlm_lr", cfg.train.mlm_epochs == 0, "train.mlm_epochs is above 0"),
+        ("train", "mlm_probability", cfg.train.mlm_epochs == 0, "train.mlm_epochs is above 0"),
+        ("data", "unlabelled", cfg.train.mlm_epochs == 0, "train.mlm_epochs is above 0"),
         ("output", "embedding_report_max_texts", not cfg.output.embedding_report, "output.embedding_report is true"),
     ):
         if idle and getattr(getattr(cfg, section), key) != getattr(getattr(default, section), key):

@@ -282,6 +282,8 @@ def check_paths(cfg: DataConfig) -> None:
     for file in (cfg.validation, cfg.test):
         if file and not Path(file).exists():
             raise UserError(f"{file}: file not found; check the path")
+    if cfg.unlabelled and not Path(cfg.unlabelled).expanduser().is_file():
+        raise UserError(f"data.unlabelled {cfg.unlabelled}: file not found (or a folder); give a .txt, one text per line, or a table file")
 
 
 def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFrame] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
@@ -1172,3 +1174,17 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
     else:
         texts = column(text_column, "--text-column")
     return texts, None if pair_column is None else column(pair_column, "--text-pair-column")
+
+
+def unlabelled_texts(cfg: DataConfig) -> list[str]:
+    """data.unlabelled's texts for the masked-LM stage: a .txt (one per line) or a table's text column (or text_columns)."""
+    path = Path(cfg.unlabelled).expanduser()
+    if path.is_file() and path.suffix.lower() in FILE_SUFFIXES and not cfg.text_columns:
+        columns = [str(c) for c in read_table(path).columns]
+        if cfg.text_column not in columns:  # the training data's column name is the one asked for, not a flag of this file
+            raise UserError(f"data.unlabelled {path}: no column '{cfg.text_column}' (data.text_column, as in the training data); "
+                            f"its columns are {', '.join(columns[:10])}: rename its text column, or give a .txt, one text per line")
+    try:
+        return texts_from_file(path, cfg.text_column, text_columns=cfg.text_columns)[0]
+    except UserError as exc:
+        raise UserError(f"data.unlabelled: {exc}") from None

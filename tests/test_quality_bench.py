@@ -39,6 +39,21 @@ def test_ablations_smoke(tiny_model_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_ablations_masked_lm_variants_read_all_training_texts(tiny_model_dir, tmp_path):
+    out, js = tmp_path / "abl.md", tmp_path / "abl.json"
+    # A tenth of an epoch: the stage over all of rotten_tomatoes' 10,207 training texts would take minutes even here.
+    argv = ["--sizes", "40", "--seeds", "0", "--variants", "flat_mlm1,flat_mlm1_all_texts", "--model", str(tiny_model_dir),
+            "--json", str(js), "--out", str(out), *[x for s in TINY for x in ("--set", s)], "--set", "train.mlm_epochs=0.1"]
+    assert ablations.main(argv) == 0
+    runs = json.loads(js.read_text())["runs"]
+    assert [r["variant"] for r in runs] == ["flat_mlm1", "flat_mlm1_all_texts"]
+    # The labelled subset alone, then every text of the source's training split (the subset among them).
+    assert runs[0]["mlm"]["texts"] == 40 and runs[1]["mlm"]["texts"] > 10_000
+    text = out.read_text()
+    assert f"from {js}" in text and "| flat rate after 1 masked-LM epoch over all training texts (the unlabelled rest too) | 1 |" in text
+
+
+@pytest.mark.slow
 def test_imbalance_smoke(tiny_model_dir, tmp_path):
     argv = ["--seeds", "0", "--variants", "none,weights", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "--name", "imb",
             *[x for s in TINY for x in ("--set", s)]]
