@@ -4,7 +4,7 @@ The encoder keeps training on the objective it was pre-trained with (predict mas
 and on unlabelled in-domain texts when `data.unlabelled` names some, so that it adapts to the domain's language before
 the labels pull on it. Then the classifier is trained as always, from the adapted encoder. Off by default
 (`train.mlm_epochs: 0`): on all-MiniLM-L6-v2 and rotten_tomatoes it gained nothing measurable
-(docs/benchmarks/ablations-mlm.md); it is for models pre-trained with this objective and text far from their domain.
+(docs/quality.md); it is for models pre-trained with this objective and text far from their domain.
 
 The masked-LM head is the base model's own when its file has one. Where it has none (sentence-transformers
 checkpoints such as all-MiniLM-L6-v2 keep only the encoder), the head's transform starts at random and its output
