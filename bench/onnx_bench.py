@@ -47,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import taskembed
+    from taskembed.modeling import native_bf16
     from taskembed.onnx_export import ONNX_FILE, export_onnx, model_bytes, onnx_logits, session_for
 
     folder = Path(args.model)
     data = args.data or json.loads((folder / "training_config.json").read_text())["data"]["source"]
     report: dict[str, Any] = {"command": "python bench/onnx_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "machine": machine_info(), "versions": versions(), "model": str(folder), "data": f"{data} [{args.split or 'test'}]" if not Path(data).is_file() else str(data),
+                              "machine": machine_info(), "versions": versions(), "model": str(folder),
+                              "data": str(data) if Path(data).is_file() else f"{data} [{args.split or 'test'}]",
                               "threads": torch.get_num_threads()}
     clf = taskembed.load(folder)
     rows = taskembed.evaluate(folder, data, args.split, predictions=True)["predictions"][: args.limit]
@@ -70,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                              "max_abs_logit_difference_on_probe_texts": meta["max_abs_logit_difference_on_probe_texts"]}
         sessions = {name: session_for(Path(work) / name / ONNX_FILE, threads=torch.get_num_threads()) for name in exports}
         inputs = meta["inputs"]
-        bf16 = clf.device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
         systems = {"taskembed_float32": lambda: clf.logits(texts).numpy()}
-        if bf16:
+        if native_bf16(clf.device):  # as load(bf16=True) requires
             clf16 = taskembed.load(folder, bf16=True)
             systems["taskembed_bf16"] = lambda: clf16.logits(texts).numpy()
         for name, session in sessions.items():

@@ -465,9 +465,9 @@ def cmd_export(model: str, out: str, format: str = "sentence-transformers", pool
     for flag in other:
         if given[flag]:
             raise UserError(f"{flag} is for --format {'sentence-transformers' if format == 'onnx' else 'onnx'}; drop it")
-    if check is None and any(given[f] for f in onnx_only[2:]):
-        first = next(f for f in onnx_only[2:] if given[f])
-        raise UserError(f"{first} goes with --check DATA (it says how to read DATA); drop it or add --check")
+    reads_check = next((f for f in ("--split", "--text-column", "--text-pair-column", "--label-column") if given[f]), None)
+    if check is None and reads_check:
+        raise UserError(f"{reads_check} goes with --check DATA (it says how to read DATA); drop it or add --check")
     if format == "onnx":
         from taskembed.onnx_export import ONNX_FILE, export_onnx, model_bytes
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from taskembed import artifacts
+from taskembed.calibration import CALIBRATION_FILE
 from taskembed.errors import UserError
 from taskembed.modeling import top_layer_reads_head
 from taskembed.metrics import THRESHOLDS_FILE
@@ -34,7 +35,6 @@ from taskembed.predict import Classifier
 
 ONNX_FILE = "model.onnx"
 META_FILE = "taskembed_onnx.json"
-CALIBRATION_FILE = "calibration.json"
 PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 # float32 through onnxruntime against PyTorch: the same arithmetic in another order. Measured on all-MiniLM-L6-v2,
 # 3.7e-6 at most over the 1,265 rotten_tomatoes test texts; a wrong graph misses by whole units.
@@ -83,11 +83,11 @@ def export_onnx(folder: str | Path, out: str | Path, *, int8: bool = False, chec
         full.mkdir(exist_ok=True)
         trimmed = _export(model, tok, inputs, pair, full / ONNX_FILE)
         # The float32 graph must give PyTorch's logits whatever follows: a mistranslated operator is a bug, not rounding.
-        exact = _compare_on_probe_texts(clf, session_for(full / ONNX_FILE), inputs)
-        if not exact <= FLOAT32_TOLERANCE:
-            raise UserError(f"the ONNX model's logits differ from PyTorch's by {exact:.3g} (more than {FLOAT32_TOLERANCE:g}); "
+        session = session_for(full / ONNX_FILE)
+        drift = _compare_on_probe_texts(clf, session, inputs)
+        if not drift <= FLOAT32_TOLERANCE:
+            raise UserError(f"the ONNX model's logits differ from PyTorch's by {drift:.3g} (more than {FLOAT32_TOLERANCE:g}); "
                             "nothing was written. This is a bug in the export of this architecture: please report it")
-        drift = exact
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -95,23 +95,20 @@ def export_onnx(folder: str | Path, out: str | Path, *, int8: bool = False, chec
                 quantize_dynamic(full / ONNX_FILE, tmp / ONNX_FILE, weight_type=QuantType.QInt8,
                                  use_external_data_format=sum(f.stat().st_size for f in full.iterdir()) > 2**31 - 2**20)
             shutil.rmtree(full)
-            drift = _compare_on_probe_texts(clf, session_for(tmp / ONNX_FILE), inputs)
+            session = session_for(tmp / ONNX_FILE)  # the model written, which the check and the record describe
+            drift = _compare_on_probe_texts(clf, session, inputs)
         tok.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
         for name in (CALIBRATION_FILE, THRESHOLDS_FILE):
             if (clf.folder / name).is_file():
                 shutil.copyfile(clf.folder / name, tmp / name)
-        thresholds = sorted(set(clf.thresholds.values())) if clf.multi_label else []
         meta = {
             "source": str(clf.folder.resolve()),
             "weights": "int8 (dynamic quantisation of the linear layers)" if int8 else "float32",
             "inputs": inputs,
             "output": "logits",
             "labels": clf.labels,
-            "scores": (("a sigmoid per label; a label is predicted at or over its threshold in thresholds.json" if clf.thresholds_tuned
-                        else f"a sigmoid per label; a label is predicted at or over {thresholds[0]:g}" if len(thresholds) == 1
-                        else "a sigmoid per label, each over its own threshold")
-                       if clf.multi_label else "a softmax over the labels"),
+            "scores": _scores_rule(clf),
             "max_length": clf.max_length,
             "text_pair": pair,
             # A model trained on several columns read each row's non-empty cells joined with a space; so should its users.
@@ -119,11 +116,23 @@ def export_onnx(folder: str | Path, out: str | Path, *, int8: bool = False, chec
             "temperature": clf.temperature,
             "top_layer_for_head_row_only": trimmed,
             "max_abs_logit_difference_on_probe_texts": drift,
-            "check": _check_on_data(clf, session_for(tmp / ONNX_FILE), inputs, reference, check, check_split) if reference is not None else None,
+            "check": _check_on_data(clf, session, inputs, reference, check, check_split) if reference is not None else None,
             "versions": {**artifacts.versions(), **{p: importlib.metadata.version(p) for p in PACKAGES}},
         }
         artifacts.write_json(tmp / META_FILE, meta)
     return meta
+
+
+def _scores_rule(clf: Classifier) -> str:
+    """How the logits become scores and labels, as taskembed_onnx.json states it for a user of the graph."""
+    if not clf.multi_label:
+        return "a softmax over the labels"
+    if clf.thresholds_tuned:
+        return "a sigmoid per label; a label is predicted at or over its threshold in thresholds.json"
+    thresholds = set(clf.thresholds.values())
+    if len(thresholds) == 1:
+        return f"a sigmoid per label; a label is predicted at or over {thresholds.pop():g}"
+    return "a sigmoid per label, each over its own threshold"
 
 
 def model_bytes(folder: str | Path) -> int:
