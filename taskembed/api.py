@@ -40,6 +40,7 @@ class TrainResult:
     metrics: dict[str, Any]
     baselines: dict[str, Any] | None
     train_seconds: float
+    mlm_seconds: float = 0.0  # the masked-LM stage before training (train.mlm_epochs), not in train_seconds
 
 
 def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
@@ -366,7 +367,8 @@ def train(
     if world > 1:
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()
-    return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.state.train_seconds)
+    return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.state.train_seconds,
+                       mlm_seconds=(mlm_info or {}).get("seconds", 0.0))
 
 
 def _multi_label_skips(cfg: Config) -> dict[str, str]:

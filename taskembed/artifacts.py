@@ -273,6 +273,15 @@ clf = pipeline("text-classification", model="path/to/this/folder")
 """
 
 
+def _mlm_clause(mlm: dict[str, Any] | None) -> str:
+    """The masked-LM stage (train.mlm_epochs), which ran before training and is not in its time."""
+    if not mlm:
+        return ""
+    if "seconds" not in mlm:  # a resumed run: the stage ran in the run that wrote the checkpoint
+        return f", after a masked-LM stage of {mlm['epochs']:g} epoch(s) in the run this one resumed"
+    return f", after a masked-LM stage of {mlm['epochs']:g} epoch(s) over {mlm['texts']:,} texts in {mlm['seconds']:.0f} s"
+
+
 def _base_model_line(name: str) -> str:
     """The card header's base_model: a Hub id only. A local folder's path there is refused by the Hub's metadata check
     when the folder is pushed, and would mean nothing to a reader elsewhere."""
@@ -330,7 +339,7 @@ Labels: {', '.join(f'`{x}`' for x in info['labels'])}.
 
 {metrics_table(metrics, info.get('baselines'))}
 
-{best}training took {info['train_seconds']:.0f} s on {info['device']}. {long_texts}
+{best}training took {info['train_seconds']:.0f} s on {info['device']}{_mlm_clause(info.get('mlm'))}. {long_texts}
 
 {per_class_section}
 {_multi_label_section(info)}{_calibration_section(info.get("calibration"), (info.get("skipped") or {}).get("calibration"))}{_errors_section(info.get("errors"))}

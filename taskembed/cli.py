@@ -92,7 +92,8 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             print("\nmulti-label (accuracy = subset accuracy), at 0.5" + (" and at the thresholds saved in thresholds.json:" if tuned else
                                                                            " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))
-        print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s)")
+        stage = f", after a masked-LM stage of {result.mlm_seconds:.0f} s" if result.mlm_seconds else ""
+        print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s{stage})")
         exe = shlex.join(_invoked_as())
         if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
             print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns "

@@ -26,7 +26,7 @@ import torch
 
 from taskembed.config import Config
 from taskembed.errors import UserError
-from taskembed.loop import TrainingDiverged, use_bf16
+from taskembed.loop import TrainingDiverged, seed_everything, use_bf16
 from taskembed.modeling import load_errors, quiet_transformers, resolve_model
 from taskembed.progress import progress_bar
 
@@ -99,6 +99,13 @@ def adapt_encoder(cfg: Config, classifier, tokenizer, texts: Sequence[str], pair
     if tokenizer.mask_token is None:
         raise UserError(f"train.mlm_epochs: the tokenizer of {cfg.model.name} has no mask token, so there is nothing to predict; "
                         "set train.mlm_epochs 0")
+    # The same stage in every run of the config, whatever ran before it in this process (a resumed run's checkpoint
+    # holds what an unstopped run computed): the head's random start, the collator's masks and dropout draw from the
+    # global generator, seeded here rather than trusting its state; and the thread count, which orders the sums, is the
+    # one training uses (a second run in one process would otherwise inherit the first one's).
+    seed_everything(t.seed)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
     mlm = mlm_model(cfg, classifier).to(device).train()
     head = _head(mlm)
     enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=cfg.data.max_length)

@@ -34,6 +34,11 @@ def test_the_stage_moves_the_encoder_lowers_its_loss_and_is_recorded(tiny_overri
     assert mlm["loss_last"] < mlm["loss_first"]  # it learnt to fill in the masks
     assert any(line.startswith("masked-LM stage: 4 epoch(s) over") for line in said)
     assert json.loads((plain.output_dir / "run.json").read_text())["mlm"] is None
+    # Its time is not in training's, so the result and the card say it beside it.
+    assert adapted.mlm_seconds == mlm["seconds"] > 0 and plain.mlm_seconds == 0
+    card = (adapted.output_dir / "README.md").read_text()
+    assert f"after a masked-LM stage of 4 epoch(s) over {mlm['texts']:,} texts in" in card
+    assert "masked-LM" not in (plain.output_dir / "README.md").read_text()
     # The same seed and data: only the stage differs, so the encoders differ, and the model still loads and predicts.
     a, b = load_file(plain.output_dir / "model.safetensors"), load_file(adapted.output_dir / "model.safetensors")
     assert a.keys() == b.keys()
@@ -52,7 +57,7 @@ def test_the_stage_is_seeded(tiny_overrides, write_csv, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_bad_settings_are_refused_in_one_line(tiny_overrides, write_csv, tmp_path, capsys):
+def test_bad_settings_are_refused_in_one_line_and_the_stage_time_is_said(tiny_overrides, write_csv, tmp_path, capsys):
     data = write_csv(make_rows(40, seed=4))
     common = ["train", "--model.name", tiny_overrides["model.name"], "--data.source", str(data), "--train.bf16", "off",
               "--output.dir", str(tmp_path / "out")]
@@ -66,6 +71,9 @@ def test_bad_settings_are_refused_in_one_line(tiny_overrides, write_csv, tmp_pat
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
         assert not (tmp_path / "out").exists()
+    # Accepted, the stage's time is said beside training's, which does not include it.
+    assert main([*common, "--train.mlm_epochs", "1", "--train.epochs", "1", "--output.embedding_report", "false", "--no-progress"]) == 0
+    assert "s, after a masked-LM stage of " in capsys.readouterr().out
 
 
 def test_settings_without_the_stage_are_noted(tiny_overrides, write_csv, tmp_path):
@@ -110,8 +118,8 @@ def test_other_families_train_through_their_own_heads(kind, tiny_model_dir, writ
     tok.save_pretrained(folder)
     said: list[str] = []
     res = taskembed.train(None, {"model.name": str(folder), "data.source": str(write_csv(make_rows(60, seed=7))), "train.epochs": 1,
-                                 "train.batch_size": 16, "data.max_length": 32, "train.bf16": "off", "train.mlm_epochs": 2,
-                                 "train.mlm_lr": 1e-3, "output.dir": str(tmp_path / "out"), "output.embedding_report": False},
+                                 "train.batch_size": 16, "data.max_length": 32, "train.bf16": "off", "train.mlm_epochs": 4,
+                                 "train.mlm_lr": 5e-3, "train.head_lr": 1e-2, "output.dir": str(tmp_path / "out"), "output.embedding_report": False},
                           progress=False, echo=said.append)
     mlm = json.loads((res.output_dir / "run.json").read_text())["mlm"]
     assert mlm["steps"] > 0 and mlm["loss_last"] < mlm["loss_first"], mlm
@@ -139,3 +147,29 @@ def test_refusals_come_before_the_stage_and_in_the_dry_run(tiny_overrides, write
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_run_stopped_after_the_stage_resumes_without_it_and_ends_where_an_unstopped_one_does(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from bench import fault_injection as fi
+    from tests.test_resume import interrupt_after, same_weights
+
+    train, test = fi.write_csv(tmp_path / "train.csv", make_rows(96, seed=4)), fi.write_csv(tmp_path / "test.csv", make_rows(24, seed=5))
+    opts = {**fi.overrides(tiny_model_dir, train, test, tmp_path / "out", epochs=1), "train.mlm_epochs": 1}
+    threads = torch.get_num_threads()  # the runs use one thread, for exactness
+    try:
+        ref = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "ref")}, progress=False, echo=quiet)
+        interrupt_after(monkeypatch, 2)
+        with pytest.raises(taskembed.TrainingInterrupted):
+            taskembed.train(None, opts, progress=False, echo=quiet)
+        monkeypatch.undo()
+        said: list[str] = []
+        res = taskembed.train(None, opts, progress=False, echo=said.append, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    # The stage's weights came back from the checkpoint: running it again would move the encoder a second time.
+    assert same_weights(ref.output_dir, res.output_dir)
+    assert "masked-LM stage: skipped on resume (its weights are in the checkpoint)" in said
+    assert not any(line.startswith("masked-LM stage: 1 epoch(s) over") for line in said)
+    assert res.mlm_seconds == 0
+    assert json.loads((res.output_dir / "run.json").read_text())["mlm"]["ran_before_the_checkpoint_this_run_resumed_from"] is True
+    assert "after a masked-LM stage of 1 epoch(s) in the run this one resumed" in (res.output_dir / "README.md").read_text()
