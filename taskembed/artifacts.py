@@ -32,11 +32,12 @@ def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: 
         raise UserError(f"{name}{out} is a file; choose a folder path")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not overwrite:
-        raise UserError(f"{name}{out} already exists; pass {flag} or choose another {other}")
+    # A folder of someone else's files first: the flag would not help there, so it is not offered.
     if not (out / marker).is_file():
         raise UserError(f"{name}{out} holds files taskembed did not write (no {marker}); {flag} replaces only a folder "
                         f"taskembed wrote: choose another {other} or empty this one")
+    if not overwrite:
+        raise UserError(f"{name}{out} already exists; pass {flag} or choose another {other}")
 
 
 def check_writable(path: Path, what: str) -> None:

@@ -42,6 +42,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
+        from taskembed.artifacts import check_output_dir
+
+        check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)  # nor one that refuses its output folder
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
@@ -553,14 +556,39 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line errors: a usage block of up to nine lines buried the mistake."""
+    """argparse with the project's one-line errors: a usage block of up to nine lines buried the mistake. A mistyped
+    subcommand or option gets the nearest real one."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+        self.exit(2, f"error: {message}{self._suggestion(message)}; see `{self.prog} --help`\n")
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+
+        if m := re.match(r"argument command: invalid choice: '([^']*)'", message):
+            subcommands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction)).choices
+            close = difflib.get_close_matches(m.group(1), list(subcommands), n=1)
+            return f" (did you mean {close[0]}?)" if close else ""
+        if message.startswith("unrecognized arguments: "):
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            said = []
+            for word in message.split(": ", 1)[1].split():
+                name = word.split("=", 1)[0]
+                if not name.startswith("--"):
+                    continue
+                hyphens = "--" + name[2:].replace("_", "-")  # --text_column: the config's spelling of --text-column
+                close = [hyphens] if hyphens in options else difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+                if close:
+                    said.append(f"{name}: did you mean {close[0]}?")
+            return f" ({'; '.join(said)})" if said else ""
+        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from taskembed import __version__
+
     p = _Parser(prog="taskembed", description="Fine-tune a transformer classifier with discriminative learning rates.")
+    p.add_argument("--version", action="version", version=f"taskembed {__version__}")
     sub = p.add_subparsers(dest="command", required=True)  # subcommands' parsers are _Parser too
 
     t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)")
@@ -781,11 +809,17 @@ def _parse(parser: argparse.ArgumentParser, known: list[str]) -> argparse.Namesp
         args = subcommands[known[0]].parse_intermixed_args(known[1:])
         args.command = known[0]
         return args
-    return parser.parse_args(known)
+    args, rest = parser.parse_known_args(known)
+    if rest:  # said by the subcommand's parser, which names its own help page and knows its own options
+        subcommands[args.command].error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 def _main(argv: list[str]) -> int:
     parser = build_parser()
+    if not argv:  # `taskembed` alone: what it can do, not an error about a missing argument
+        parser.print_help()
+        return 2
     known, extra = _split_overrides(argv)
     args = _parse(parser, known)
     try:

@@ -424,12 +424,25 @@ def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path,
     (["train", "--resume=maybe"], "invalid choice: 'maybe'"),
     (["lr-find", "--steps", "abc"], "invalid int value: 'abc'"),
     (["predict"], "required: model; see"),  # not "model, texts": --file is the other way to give them
+    (["trian"], "(did you mean train?); see `taskembed --help`"),
+    # An unknown option is said by the subcommand's own parser: its help page, and the nearest option it has.
+    (["evaluate", "m", "d.csv", "--bogus", "1"], "unrecognized arguments: --bogus 1; see `taskembed evaluate --help`"),
+    (["predict", "m", "--text_column", "review"], "(--text_column: did you mean --text-column?); see `taskembed predict --help`"),
+    (["embed", "m", "d.csv", "--out", "v.npy", "--poling", "mean"], "(--poling: did you mean --pooling?); see `taskembed embed --help`"),
 ])
 def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.startswith("error: ") and piece in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_bare_command_prints_the_help_and_version_its_version(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: taskembed")
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"taskembed {taskembed.__version__}"
 
 
 def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(classifier_dir, tmp_path, capsys, monkeypatch):

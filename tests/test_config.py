@@ -494,6 +494,12 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     (tmp_path / "dup.csv").write_text("text,label\n" + rows)
     assert main(["train", "--data.source", "train.csv", "--data.test", "dup.csv", "--dry-run"]) == 0
     assert "note: 36 of the 40 test examples are also in the training data" in capsys.readouterr().out  # 4 went to validation
+    # An output folder the run would refuse, the dry run refuses, with the same advice.
+    (tmp_path / "runs" / "sentiment").mkdir(parents=True)
+    (tmp_path / "runs" / "sentiment" / "training_config.json").write_text("{}")
+    assert main(["train", "--data.source", "train.csv", "--dry-run"]) == 2
+    assert "output.dir runs/sentiment already exists; pass --output.overwrite true" in capsys.readouterr().err
+    assert main(["train", "--data.source", "train.csv", "--dry-run", "--output.overwrite", "true"]) == 0
 
 
 def test_an_empty_label_delimiter_says_to_quote_it_in_yaml(tmp_path):

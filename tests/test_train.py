@@ -412,6 +412,9 @@ def test_output_dir_rules_empty_is_taken_and_overwrite_replaces_only_a_model_fol
     err = capsys.readouterr().err.strip()
     assert err == (f"error: output.dir {mine} holds files taskembed did not write (no training_config.json); "
                    "--output.overwrite true replaces only a folder taskembed wrote: choose another --output.dir or empty this one")
+    # without the flag, the same advice at once: offering --output.overwrite would only lead to the refusal above
+    assert main(["train", "--data.source", str(path), "--model.name", base["model.name"], "--output.dir", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
     # a symbolic link is named as one, before training (an empty folder behind it would otherwise fail at the end)
     (tmp_path / "real").mkdir()
