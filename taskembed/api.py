@@ -21,7 +21,7 @@ from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
-from taskembed.metrics import baselines, error_analysis, metrics_from_logits, multi_label_metrics, threshold_report
+from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
 from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
@@ -289,12 +289,15 @@ def train(
         tr = splits.frames["train"]
         base = baselines(_joined(tr), label_targets(tr["label"], splits.label2id),
                          {s: (_joined(splits.frames[s]), encoded[s].targets) for s in metrics}, splits.labels, cfg.train.seed)
-        split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
-        majority = base[split]["majority"] if split else {}
+    split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
+    # Said with or without output.baselines (the majority class alone costs nothing); on a handful of texts (under 20)
+    # the comparison is chance, so it is not made.
+    if rank == 0 and split and not splits.multi_label and metrics[split]["n"] >= 20:
+        majority = (base[split]["majority"] if base else
+                    majority_scores(label_targets(splits.frames["train"]["label"], splits.label2id), {split: encoded[split].targets},
+                                    splits.labels)[split])
         # Both measures: with balanced class weights a model may trade accuracy for the small classes (macro-F1).
-        # On a handful of texts (under 20) the comparison is chance, so it is not made.
-        if (split and not splits.multi_label and metrics[split]["n"] >= 20 and metrics[split]["accuracy"] <= majority["accuracy"]
-                and metrics[split]["macro_f1"] <= majority["macro_f1"]):
+        if metrics[split]["accuracy"] <= majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
             # A finite loss can still climb (a rate far too high), or a run be too short to move: the model is saved as
             # asked, but not as a success. Equal on both is a model that answers the most common class whatever the text.
             say(f"note: the model scores no better than always answering the most common class on {split} "

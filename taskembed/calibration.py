@@ -79,11 +79,17 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
         return None, (f"{len(val_labels)} validation texts are too few to fit a temperature to ({MIN_TEXTS} at least), so "
                       "calibrated scores would mean nothing; a larger validation split calibrates")
     t = fit_temperature(val_logits, val_labels)
-    if not T_MIN * 1.01 < t < T_MAX / 1.01:
-        right = int((val_logits.argmax(-1) == val_labels).sum())
+    right = int((val_logits.argmax(-1) == val_labels).sum())
+    if t >= T_MAX / 1.01:
+        # Flattening the scores as far as the range allows is the fit's answer to scores that say little about the labels:
+        # the model, not the validation split, is what to look at.
+        return None, (f"no temperature fits the {len(val_labels)} validation texts: the fit flattened the scores as far as its range "
+                      f"allows (T = {t:.2f}), since they say little about the labels ({right} of {len(val_labels)} classified "
+                      "right); the model learnt little, so train it longer or at another rate (taskembed lr-find suggests one)")
+    if t <= T_MIN * 1.01:
         return None, (f"no temperature fits the {len(val_labels)} validation texts ({right} classified right; the fit ran to "
-                      f"T = {t:.2f}, the edge of its range), so calibrated scores would mean nothing; a larger validation "
-                      "split with some mistakes in it calibrates")
+                      f"T = {t:.2f}, the sharpest its range allows), so calibrated scores would mean nothing; a larger "
+                      "validation split with some mistakes in it calibrates")
     # T minimises the likelihood, not the binned ECE the report shows; on a small split the two can disagree (in 349 of
     # 3,000 random draws of 20 to 80 two-class logits). A T that does not lower the ECE of the very texts it was fitted on is not kept.
     raw, scaled = (reliability(x.softmax(-1), val_labels)["ece"] for x in (val_logits, val_logits / t))

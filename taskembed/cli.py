@@ -188,7 +188,7 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
 
     from taskembed.config import parse_overrides
     from taskembed.loop import TrainingInterrupted
-    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, report_markdown, sweep
+    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, ranking_notes, report_markdown, sweep
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -209,6 +209,8 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
     best = result["ranking"][0]
     print(f"best: {', '.join(f'{k}={v}' for k, v in best['setting'].items())}"
           + (f"; its best seed's model: {root / best['best_trial']}" if best["best_trial"] in result["kept"] else ""))
+    for note in ranking_notes(result):
+        print(f"note: {note}")
     # The sweep's other overrides, less its folder and what the best setting replaces; the model goes beside the sweep's
     # folder (without an output.dir it would go to the config's, say runs/sentiment, whatever the data).
     chosen = {key.replace("-", "_") for key in best["setting"]}

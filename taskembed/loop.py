@@ -16,6 +16,7 @@ import itertools
 import math
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -422,6 +423,11 @@ def fit(
     pin = device.type == "cuda"
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step number, loss, grad norm), still on the device
     last = {"loss": math.nan, "grad_norm": math.nan}
+    # The bar's rate is the top encoder layer's, train.lr as scheduled, which is what a user reads "lr" as; a plan with
+    # no numbered layers in training shows the last group's (the head's), named as such.
+    layers = [g for g in optimizer.param_groups if re.fullmatch(r"layer\.\d+", g["name"])]
+    shown = max(layers, key=lambda g: int(g["name"].split(".")[1])) if layers else optimizer.param_groups[-1]
+    shown_name = "lr" if layers else f"{shown['name'].split('/')[0]}_lr"
 
     def settle() -> None:
         """Read the pending steps' losses and gradient norms; stop at the first that is not finite."""
@@ -439,7 +445,7 @@ def fit(
             state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             last.update(loss=loss_value, grad_norm=norm)
         if bar is not None:
-            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", **{shown_name: f"{shown['lr']:.2e}"}, refresh=False)
 
     def write_checkpoint() -> Path:
         nonlocal ckpt_seconds

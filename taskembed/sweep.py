@@ -100,6 +100,24 @@ def rank(trials: list[Trial], metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["validation"][0], reverse=metric != "loss")
 
 
+def ranking_notes(result: dict[str, Any]) -> list[str]:
+    """What the ranking cannot say: a tie at the top (the first in grid order is named best), a single seed."""
+    ranking, metric = result["ranking"], result["metric"]
+    notes = []
+    tied = [r for r in ranking[1:] if r["validation"][0] == ranking[0]["validation"][0]]
+    if tied:
+        notes.append(f"{len(tied) + 1} settings tie at the top on mean validation {metric}; the first in grid order is named best, "
+                     "and the data cannot tell them apart (more validation data, or more seeds, might)")
+    if len(result["seeds"]) == 1 and len(ranking) > 1:
+        notes.append(f"one seed: this ranks single runs, and a seed alone moves validation {metric} about as much as nearby "
+                     "settings do; --seeds 0,1,2 ranks the settings by their means")
+    return notes
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"  # a tiny trial's 0.4 s is not 0
+
+
 def report_markdown(result: dict[str, Any]) -> str:
     metric, scale = result["metric"], (1.0 if result["metric"] == "loss" else 100.0)
     places = 4 if metric == "loss" else 2  # a loss of 0.24 and one of 0.2441 would look alike
@@ -116,7 +134,7 @@ def report_markdown(result: dict[str, Any]) -> str:
     for row in result["ranking"]:
         val = shown(row["validation"], scale, places)
         test = shown(row["test_accuracy"], 100.0, 2) if "test_accuracy" in row else "n/a"
-        lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {row['train_seconds']:.0f} |")
+        lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {_seconds(row['train_seconds'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +237,7 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
         trial.validation, trial.test = _scores(result.metrics.get("validation")), _scores(result.metrics.get("test"))
         trial.train_seconds = result.train_seconds
         val = trial.validation[metric]
-        echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({result.train_seconds:.0f} s)")
+        echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({_seconds(result.train_seconds)} s)")
         done[trial.folder] = vars(trial).copy()
         _write(root, grid, seeds, metric, list(done.values()), None)
     ranking = rank(trials, metric)

@@ -53,6 +53,13 @@ def test_no_calibration_when_no_temperature_fits():
     from taskembed.artifacts import _calibration_section
 
     assert "Not calibrated: no temperature fits" in _calibration_section(None, why)
+    # Scores that say nothing of the labels: the fit flattens them to the other edge, and the model is what is blamed,
+    # not the split (a review's run of 64 texts, below the majority class, was told to get a larger validation split).
+    noise = torch.randn(200, 2, generator=g) * 3.0
+    coin = torch.randint(0, 2, (200,), generator=g)
+    report, why = calibrate(noise, coin, {})
+    assert report is None and "the fit flattened the scores as far as its range allows (T = 20.00)" in why
+    assert "the model learnt little" in why and "larger validation split" not in why
 
 
 def test_a_temperature_that_does_not_lower_the_validation_ece_is_not_kept():

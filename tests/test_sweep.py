@@ -173,3 +173,20 @@ def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
     with pytest.raises(UserError, match="names train.lr twice"):
         parse_grid(["train.lr=1e-4", "train.lr=2e-4"])
     assert parse_grid(["train.lr=0.0001,3e-4", "--train.epochs=2,3"]) == {"train.lr": [0.0001, "3e-4"], "train.epochs": [2, 3]}
+
+
+def test_a_tie_at_the_top_and_a_single_seed_are_said_and_tiny_times_are_not_zero():
+    from taskembed.sweep import ranking_notes, report_markdown
+
+    def row(lr, acc, seconds=0.4):
+        return {"setting": {"train.lr": lr}, "seeds": [0], "validation": (acc, 0.0), "train_seconds": seconds, "best_trial": f"lr{lr}"}
+
+    result = {"metric": "accuracy", "grid": {"train.lr": [5e-5, 1.5e-4, 3e-4]}, "seeds": [0],
+              "ranking": [row(5e-5, 1 / 3), row(1.5e-4, 1 / 3), row(3e-4, 0.25, 12.3)]}
+    notes = ranking_notes(result)
+    assert notes[0].startswith("2 settings tie at the top on mean validation accuracy; the first in grid order is named best")
+    assert notes[1].startswith("one seed: this ranks single runs") and len(notes) == 2
+    assert [line.rsplit("|", 2)[-2].strip() for line in report_markdown(result).splitlines()[4:]] == ["0.4", "0.4", "12"]
+    # Three seeds and a clear winner: nothing to say.
+    result = {**result, "seeds": [0, 1, 2], "ranking": [row(5e-5, 0.8), row(1.5e-4, 0.7)]}
+    assert ranking_notes(result) == []

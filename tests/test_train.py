@@ -605,6 +605,12 @@ def test_a_model_below_the_majority_class_is_said_to_have_learnt_nothing(tiny_ov
     small = {**overrides, "data.source": str(write_csv(make_rows(160, seed=1))), "output.overwrite": True}
     assert taskembed.train(None, small, progress=False, echo=said.append).metrics["validation"]["n"] == 16
     assert len([m for m in said if "no better than always answering" in m]) == 1
+    # The majority class is the measure with output.baselines off too (the note was said only with the baselines on).
+    said.clear()
+    write_csv(make_rows(240, seed=1))  # the file the small run replaced
+    res = taskembed.train(None, {**overrides, "output.overwrite": True, "output.baselines": False}, progress=False, echo=said.append)
+    assert res.baselines is None
+    assert len([m for m in said if "no better than always answering" in m]) == 1, said
 
 
 def test_a_run_without_validation_or_test_says_nothing_was_scored_instead_of_an_empty_table():
@@ -743,3 +749,12 @@ def test_on_log_sees_every_log_entry_as_written_and_the_readmes_tensorboard_snip
     evals = [e for e in log if e["kind"] == "eval"]
     assert [(t, v, s) for t, v, s in written if t == "eval/accuracy"] == [("eval/accuracy", e["accuracy"], e["step"]) for e in evals]
     assert sum(t == "train/loss" for t, _, _ in written) == sum(e["kind"] == "train" for e in log)
+
+
+def test_the_progress_line_shows_the_top_layers_rate_not_the_heads(tiny_overrides, write_csv, capsys):
+    # A constant rate: the top layer trains at train.lr throughout, the head at its own, higher, train.head_lr.
+    taskembed.train(None, {**tiny_overrides, "data.source": str(write_csv(make_rows(48, seed=3))), "train.epochs": 1,
+                           "train.lr": 3e-3, "train.head_lr": 5e-2, "train.schedule": "constant", "train.warmup_ratio": 0.0,
+                           "output.baselines": False, "output.embedding_report": False}, progress=True, echo=lambda _m: None)
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("train: "))
+    assert line.endswith(", lr=3.00e-03"), line
