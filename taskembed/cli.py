@@ -124,12 +124,24 @@ def cmd_help_config() -> int:
 
     from taskembed.config import SECTIONS, field_docs
 
+    import typing
+
+    def choices(hint) -> list[str]:
+        """The values a Literal option takes (also inside a union: class_weights is one of them or a mapping)."""
+        if typing.get_origin(hint) is typing.Literal:
+            return [str(a) for a in typing.get_args(hint)]
+        return [c for a in typing.get_args(hint) for c in choices(a)]
+
     for section, cls in SECTIONS.items():
         print(f"{section}:")
-        docs = field_docs(cls)
+        docs, hints = field_docs(cls), typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            print(f"  {section}.{f.name} = {default!r}\n      {docs.get(f.name, '')}")
+            values = choices(hints[f.name])
+            if values and any(typing.get_origin(a) is dict for a in typing.get_args(hints[f.name])):
+                values.append("a mapping")
+            print(f"  {section}.{f.name} = {default!r}" + (f"  (one of: {', '.join(values)})" if values else "")
+                  + f"\n      {docs.get(f.name, '')}")
     return 0
 
 
@@ -602,8 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest complete checkpoint of output.dir (an error if none); "
                         "--resume auto: continue if there is one, else start afresh")
 
-    pl = sub.add_parser("plan", help="print the learning-rate plan of a config without training")
-    pl.add_argument("config", nargs="?")
+    pl = sub.add_parser("plan", help="print the learning-rate plan of a config without training (overrides: --section.key value)")
+    pl.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     lf = sub.add_parser("lr-find", help="learning-rate range test: suggest train.lr for a config (overrides: --section.key value)")
@@ -624,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
-    e.add_argument("model")
+    e.add_argument("model", help="a folder `taskembed train` wrote (its output.dir)")
     e.add_argument("data", help="a file, a save_to_disk folder or a built-in dataset name")
     e.add_argument("--split", help="split of a folder or built-in dataset (default: test; a file is one split)")
     e.add_argument("--out", help="write the metrics as JSON here (a .json file)")
@@ -635,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "data's order (for error analysis)")
 
     pr = sub.add_parser("predict", help="predict labels for texts")
-    pr.add_argument("model")
+    pr.add_argument("model", help="a folder `taskembed train` wrote (its output.dir)")
     pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --file)")  # a default: argparse would call "*" required
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
     pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on, else text)")
@@ -684,10 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--no-progress", action="store_true")
 
     ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads, or an ONNX classifier")
-    ex.add_argument("model")
+    ex.add_argument("model", help="a folder `taskembed train` wrote, or (sentence-transformers) any encoder folder or id")
     ex.add_argument("out", help="output folder")
     ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers", "onnx"],
-                    help="sentence-transformers (the embeddings) or onnx (the classifier's logits, for onnxruntime)")
+                    help="sentence-transformers (default: the embeddings) or onnx (the classifier's logits, for onnxruntime)")
     ex.add_argument("--int8", action="store_true", help="onnx: quantise the linear layers' weights to 8 bits (smaller, faster on CPUs)")
     ex.add_argument("--check", metavar="DATA", help="onnx: labelled data (a file, a folder or a built-in name) to compare the "
                     "ONNX model's predictions and accuracy with PyTorch's on")
@@ -700,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add L2 normalisation (default: as a sentence-transformers source folder's modules say, else not)")
     ex.add_argument("--max-length", type=int, help="token limit (default: the model's training max_length, else a sentence-transformers "
                     "max_seq_length, else the tokenizer's limit up to 512)")
-    ex.add_argument("--overwrite", action="store_true")
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT if an earlier export wrote it (never a folder of other files)")
 
     se = sub.add_parser("search", help="nearest neighbours of a query among vectors written by `taskembed embed`")
     se.add_argument("vectors", help="a .parquet or .npy file with its .json sidecar")

@@ -49,6 +49,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a data file, or a folder written by datasets.save_to_disk as data.source")
     suffix = p.suffix.lower()
+    if suffix == ".txt":  # where texts alone will do (predict, embed, data.unlabelled), .txt is read elsewhere
+        raise UserError(f"{p}: a .txt file holds texts without labels; labelled data is a table (.csv, .tsv, .json, .jsonl or "
+                        ".parquet) with a text and a label column")
     if suffix not in FILE_SUFFIXES:
         raise UserError(f"{p}: unsupported file type '{suffix}'; use .csv, .tsv, .json, .jsonl or .parquet")
     if p.stat().st_size == 0:
@@ -70,7 +73,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{p}: line {line} is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        # Lines of the file, not rows of the table (a quoted cell can span lines): an editor goes straight to it.
+        raise UserError(f"{p}: line {line} of the file is not valid UTF-8 (byte {column} of that line); re-save the file as UTF-8") from None
     if suffix in (".csv", ".tsv"):
         return _read_delimited(p, text, "," if suffix == ".csv" else "\t")
     if suffix == ".jsonl":
@@ -1129,7 +1134,7 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 try:
                     line = part.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise UserError(f"{p}: line {n + 1} is not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
+                    raise UserError(f"{p}: line {n + 1} of the file is not valid UTF-8 (byte {exc.start + 1} of that line); re-save the file as UTF-8") from None
                 if line.strip():
                     yield n, line
                 n += 1

@@ -208,6 +208,18 @@ def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Paramet
     return norm
 
 
+def rates_summary(groups: list[dict[str, Any]]) -> str:
+    """The optimizer's rates in a line: one a group (its biases and norms, "/no_decay", share it), and with more than four
+    groups the bottom and the top two only (a line of 16 rates hid the advice after it)."""
+    named: dict[str, float] = {}
+    for g in groups:
+        named.setdefault(g["name"].split("/")[0], g["lr"])
+    shown = [f"{name}={lr:.3g}" for name, lr in named.items()]
+    if len(shown) > 4:
+        shown = [shown[0], f"({len(shown) - 3} more)", *shown[-2:]]
+    return ", ".join(shown)
+
+
 def world_size() -> int:
     """The number of processes torchrun / accelerate launch started (1 without them), without joining their group."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -359,7 +371,7 @@ def fit(
             on_log(entry)
 
     def diverged(what: str, step: int | None = None) -> TrainingDiverged:
-        rates = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
+        rates = rates_summary(optimizer.param_groups)
         # The checkpoints before it are kept (the last good state), so a run with lower rates into the same
         # output.dir must say it starts afresh over them.
         kept = checkpoints is not None and checkpoint.step_folders(checkpoints.root)

@@ -110,7 +110,8 @@ def check_tokenizer(tokenizer, config, name: str) -> None:
 def check_folder(path: Path) -> None:
     """A local model folder must have a config and safetensors weights; pickle-only folders are refused."""
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder")
+        raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder; give the folder `taskembed train` "
+                        "wrote (its output.dir), or a model folder or Hub id")
     read_folder_json(path / "config.json")
     has_safe = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if not has_safe:

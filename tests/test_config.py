@@ -284,6 +284,9 @@ def test_help_config_lists_every_option(capsys):
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f"{section}.{f.name} = " in out
+    # The options with a fixed set of values list them, as a typo's error would.
+    assert "  train.schedule = 'linear'  (one of: linear, cosine, constant)\n" in out
+    assert "  train.class_weights = 'none'  (one of: none, balanced, a mapping)\n" in out
 
 
 def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):

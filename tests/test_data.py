@@ -69,7 +69,7 @@ BAD_FILES = [
     ("empty_text.csv", {}, ["row 2: column 'text' is empty or only whitespace", "fill it or drop the row"]),
     ("whitespace_text.csv", {}, ["row 3: column 'text' is empty or only whitespace", "fill it or drop the row"]),
     ("single_class.csv", {}, ["every training example has the label 'pos'", "needs at least two classes"]),
-    ("latin1.csv", {}, ["line 3 is not valid UTF-8 (byte 43)", "re-save the file as UTF-8"]),
+    ("latin1.csv", {}, ["line 3 of the file is not valid UTF-8 (byte 17 of that line)", "re-save the file as UTF-8"]),
     ("utf16.csv", {}, ["contains NUL bytes, so it looks binary (or UTF-16), not CSV", "export it as UTF-8 text"]),
     ("binary.csv", {}, ["contains NUL bytes, so it looks binary", "export it as UTF-8 text"]),
     ("joined_header.csv", {}, ["row 3 repeats the header (text, label), as files joined together do; remove that line"]),
@@ -89,7 +89,7 @@ def test_bad_file_gives_one_clear_line(name, options, pieces):
 def test_bad_file_given_as_the_test_split_is_named(write_csv):
     train = write_csv(make_rows(20))
     msg = user_error(train, test=str(BAD / "latin1.csv"))
-    assert msg.startswith(f"{BAD / 'latin1.csv'}: line 3 is not valid UTF-8")
+    assert msg.startswith(f"{BAD / 'latin1.csv'}: line 3 of the file is not valid UTF-8")
 
 
 def test_label_only_in_the_test_split(write_csv):
@@ -431,10 +431,10 @@ def test_plain_text_files_for_prediction(tmp_path):
     with pytest.raises(UserError, match=r"line 1 contains NUL bytes.*UTF-16"):
         texts_from_file(path)
     path.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"line 2 is not valid UTF-8 \(byte 4 of the line\)"):
+    with pytest.raises(UserError, match=r"line 2 of the file is not valid UTF-8 \(byte 4 of that line\)"):
         texts_from_file(path)
     path.write_bytes("one\rtwo\rcaf\xe9\r".encode("latin-1"))  # old Mac line ends: the line is still the third
-    with pytest.raises(UserError, match=r"line 3 is not valid UTF-8 \(byte 4 of the line\)"):
+    with pytest.raises(UserError, match=r"line 3 of the file is not valid UTF-8 \(byte 4 of that line\)"):
         texts_from_file(path)
 
 
@@ -594,3 +594,9 @@ def test_a_path_that_is_neither_file_nor_folder_and_a_header_of_questions(tmp_pa
     pd.DataFrame({"What did you think of the film overall": ["great", "bad"], "How would you rate it": ["pos", "neg"]}).to_csv(
         tmp_path / "form.csv", index=False)
     assert "did you mean 'What did you think of the film overall'?" in user_error(tmp_path / "form.csv")
+
+
+def test_a_txt_file_as_labelled_data_is_told_what_labelled_data_is(tmp_path):
+    (tmp_path / "texts.txt").write_text("a fine film\na dull one\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"texts\.txt: a \.txt file holds texts without labels; labelled data is a table"):
+        read_table(tmp_path / "texts.txt")

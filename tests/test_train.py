@@ -572,6 +572,9 @@ def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "is not finite" in err and "step " in err and "rates were" in err
+    # One rate a group (its /no_decay half shares it), the bottom and the top when there are many: the advice stays in sight.
+    assert "no_decay" not in err
+    assert __import__("re").search(r"rates were embeddings=[\d.e+]+, layer\.1=[\d.e+]+, layer\.2=[\d.e+]+, head=[\d.e+]+; lower train\.lr", err), err
     assert not (tiny_overrides["output.dir"] and __import__("pathlib").Path(tiny_overrides["output.dir"]).exists())
 
 
@@ -758,3 +761,12 @@ def test_the_progress_line_shows_the_top_layers_rate_not_the_heads(tiny_override
                            "output.baselines": False, "output.embedding_report": False}, progress=True, echo=lambda _m: None)
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("train: "))
     assert line.endswith(", lr=3.00e-03"), line
+
+
+def test_the_rates_of_a_diverged_run_fit_in_a_line():
+    from taskembed.loop import rates_summary
+
+    groups = [{"name": n, "lr": lr} for n, lr in [("embeddings", 1e-5), ("embeddings/no_decay", 1e-5)]
+              + [(f"layer.{i}{half}", 1e-4 * i) for i in range(1, 7) for half in ("", "/no_decay")] + [("head", 1e-3), ("head/no_decay", 1e-3)]]
+    assert rates_summary(groups) == "embeddings=1e-05, (5 more), layer.6=0.0006, head=0.001"
+    assert rates_summary(groups[:2] + groups[-2:]) == "embeddings=1e-05, head=0.001"
