@@ -65,6 +65,8 @@ class DataConfig:
     """A seeded sample of N training rows that keeps every label at least once, for quick runs; validation and test carved from train come out of the N."""
     max_train_per_label: int | None = None
     """Few-shot: at most N training examples of each label (seeded), drawn after validation and test are carved, so they keep their size."""
+    max_eval_samples: int | None = None
+    """A seeded sample of at most N rows of validation and of test each (after any carving), for quick runs; full-size scores need it unset."""
     long_texts: Literal["truncate", "window"] = "truncate"
     """Texts over max_length tokens: truncate them, or cut them into overlapping windows of max_length tokens that are all classified (and trained on) and whose logits are aggregated."""
     window_stride: int = 32
@@ -628,6 +630,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(d.max_train_samples is None or d.max_train_samples >= 2, f"data.max_train_samples must be >= 2 (got {d.max_train_samples})")
     need(d.subset is None or bool(str(d.subset).strip()), "data.subset is empty; name a configuration of the Hub dataset, or leave it unset")
     need(d.max_train_per_label is None or d.max_train_per_label >= 1, f"data.max_train_per_label must be >= 1 (got {d.max_train_per_label})")
+    need(d.max_eval_samples is None or d.max_eval_samples >= 1, f"data.max_eval_samples must be >= 1 (got {d.max_eval_samples})")
     need(d.max_train_per_label is None or not d.multi_label,
          "data.max_train_per_label counts the examples of each label, which multi-label rows share; use data.max_train_samples")
     need(bool(d.source), "data.source is empty: name a built-in dataset, a file or a folder")

@@ -848,6 +848,21 @@ def sample_keeping_labels(frame: pd.DataFrame, n: int, seed: int, multi_label: b
 
 
 def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -> Splits:
+    """The config's splits, read, cleaned, carved and checked; with data.max_eval_samples, validation and test cut to a
+    seeded sample afterwards (so every row was checked, and a message's row number is the file's)."""
+    splits = _read_splits(cfg, given)
+    if cfg.max_eval_samples is not None:
+        # After the carving, which takes its shares of the data as given: the training data is what it is without the cap.
+        for split in ("validation", "test"):
+            frame = splits.frames.get(split)
+            if frame is not None and len(frame) > cfg.max_eval_samples:
+                splits.frames[split] = frame.sample(n=cfg.max_eval_samples, random_state=cfg.split_seed).sort_index().reset_index(drop=True)
+                splits.origin[split] = (f"{splits.origin.get(split) or f'{cfg.source} [{split}]'}, {cfg.max_eval_samples} of its "
+                                        f"{len(frame):,} rows (data.max_eval_samples, seed {cfg.split_seed})")
+    return splits
+
+
+def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -> Splits:
     """Read the source (or the splits `given` in Python, from frames_from_python), validate every row, carve missing
     splits, build and check the label map."""
     from taskembed import builtin

@@ -50,7 +50,7 @@ DIVERGE_FACTOR = 4.0
 # the curve would no longer be the one training sees. The model section goes to load_classifier whole.
 HANDLED = {
     "data": {"source", "validation", "test", "text_column", "text_columns", "text_pair_column", "label_column", "validation_fraction",
-             "test_fraction", "split_seed", "max_length", "max_train_samples", "max_train_per_label", "subset"},
+             "test_fraction", "split_seed", "max_length", "max_train_samples", "max_train_per_label", "max_eval_samples", "subset"},
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "early_stopping_min_delta", "auto_batch",

@@ -600,3 +600,25 @@ def test_a_txt_file_as_labelled_data_is_told_what_labelled_data_is(tmp_path):
     (tmp_path / "texts.txt").write_text("a fine film\na dull one\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"texts\.txt: a \.txt file holds texts without labels; labelled data is a table"):
         read_table(tmp_path / "texts.txt")
+
+
+def test_max_eval_samples_cuts_validation_and_test_after_every_check(write_csv):
+    rows = make_rows(200, seed=11)
+    base = {"source": str(write_csv(rows)), "validation_fraction": 0.25, "test_fraction": 0.25}
+    whole = load_splits(DataConfig(**base))
+    cut = load_splits(DataConfig(**base, max_eval_samples=20))
+    assert len(whole.frames["validation"]) == len(whole.frames["test"]) == 50
+    assert len(cut.frames["validation"]) == len(cut.frames["test"]) == 20
+    assert cut.frames["train"].equals(whole.frames["train"])  # the cap leaves training as it was
+    for split in ("validation", "test"):  # a seeded sample of the split, in its order
+        texts = list(whole.frames[split]["text"])
+        picked = list(cut.frames[split]["text"])
+        assert set(picked) <= set(texts) and picked == sorted(picked, key=texts.index)
+        assert "20 of its 50 rows (data.max_eval_samples, seed 0)" in cut.origin[split]
+    assert list(load_splits(DataConfig(**base, max_eval_samples=20)).frames["test"]["text"]) == list(cut.frames["test"]["text"])
+    # Every row is still checked, and named by its row in the file: a label training never saw, past any sample.
+    bad = [dict(r) for r in make_rows(40, seed=12)]
+    bad[-1]["label"] = "meh"
+    validation = write_csv(bad, name="validation.csv")
+    with pytest.raises(UserError, match=r"validation\.csv: row 40: label 'meh' never occurs in training"):
+        load_splits(DataConfig(source=base["source"], validation=str(validation), max_eval_samples=5))
