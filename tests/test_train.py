@@ -326,8 +326,10 @@ def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
     assert [x["text"] for x in lines] == ["superb charming", "dull boring"]
     assert all(abs(sum(x["scores"].values()) - 1) < 1e-5 for x in lines)
     assert main(["predict", str(result.output_dir), "superb", "--out", str(tmp_path / "p.csv")]) == 0
-    header = (tmp_path / "p.csv").read_text().splitlines()[0]
-    assert header == "text,label,score,score_neg,score_pos,calibrated_score"
+    header, row = (tmp_path / "p.csv").read_text().splitlines()[:2]
+    assert header == "text,label,score,score_neg,score_pos,calibrated_score,calibrated_neg,calibrated_pos"
+    values = [float(x) for x in row.split(",")[2:]]
+    assert values[4] + values[5] == pytest.approx(1.0, abs=1e-5) and values[3] == max(values[4:])  # each class, calibrated
 
 
 def test_cli_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):
