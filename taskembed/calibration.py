@@ -81,11 +81,17 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
     t = fit_temperature(val_logits, val_labels)
     right = int((val_logits.argmax(-1) == val_labels).sum())
     if t >= T_MAX / 1.01:
-        # Flattening the scores as far as the range allows is the fit's answer to scores that say little about the labels:
-        # the model, not the validation split, is what to look at.
+        # The fit flattens as far as its range allows for two reasons: scores that say nothing of the labels (a model no
+        # better than its most common class: the model is what to look at, not the split), or scores far more confident
+        # than the model is right (an overfit model's margins of 80).
+        majority = int(torch.bincount(val_labels).max())
+        why = (f"the scores say little about the labels ({right} of {len(val_labels)} classified right, no more than always "
+               "answering the most common class would); the model learnt little, so train it longer or at another rate "
+               "(taskembed lr-find suggests one)" if right <= majority else
+               f"the scores are far more confident than the model is right ({right} of {len(val_labels)}), beyond what one "
+               "temperature corrects here; fewer epochs or more regularisation (train.weight_decay, model.dropout) would help")
         return None, (f"no temperature fits the {len(val_labels)} validation texts: the fit flattened the scores as far as its range "
-                      f"allows (T = {t:.2f}), since they say little about the labels ({right} of {len(val_labels)} classified "
-                      "right); the model learnt little, so train it longer or at another rate (taskembed lr-find suggests one)")
+                      f"allows (T = {t:.2f}), since {why}")
     if t <= T_MIN * 1.01:
         return None, (f"no temperature fits the {len(val_labels)} validation texts ({right} classified right; the fit ran to "
                       f"T = {t:.2f}, the sharpest its range allows), so calibrated scores would mean nothing; a larger "

@@ -34,6 +34,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
     from taskembed import api
     from taskembed.config import config_changes, dump_config, load_config, parse_overrides, without_effect
     from taskembed.artifacts import metrics_table
+    from taskembed.progress import seconds_text
     from taskembed.data import text_columns_named
 
     cfg = load_config(config, parse_overrides(list(overrides)))
@@ -42,9 +43,6 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
-        from taskembed.artifacts import check_output_dir
-
-        check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)  # nor one that refuses its output folder
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
@@ -66,6 +64,10 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         if never:  # training says it too; with stages by epoch it is known before any data is read
             print(f"note: gradual unfreezing by epoch over {cfg.train.epochs:g} epoch(s): the last {never} stage(s) never start, so "
                   "those groups stay frozen (more epochs, or gradual_unfreezing steps)")
+        # Nor one that refuses its output folder; checked last, so that the rest of the check is shown whatever the folder.
+        from taskembed.artifacts import check_output_dir
+
+        check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)
         return 0
     resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
     print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
@@ -95,7 +97,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             print("\nmulti-label (accuracy = subset accuracy), at 0.5" + (" and at the thresholds saved in thresholds.json:" if tuned else
                                                                            " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))
-        stage = f", after a masked-LM stage of {result.mlm_seconds:.0f} s" if result.mlm_seconds else ""
+        stage = f", after a masked-LM stage of {seconds_text(result.mlm_seconds)} s" if result.mlm_seconds else ""
         print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s{stage})")
         exe = shlex.join(_invoked_as())
         if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
@@ -200,7 +202,7 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
 
     from taskembed.config import parse_overrides
     from taskembed.loop import TrainingInterrupted
-    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, ranking_notes, report_markdown, sweep
+    from taskembed.sweep import SWEEP_JSON, SWEEP_MD, as_arg, best_overrides, parse_grid, report_markdown, sweep
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -221,8 +223,6 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
     best = result["ranking"][0]
     print(f"best: {', '.join(f'{k}={v}' for k, v in best['setting'].items())}"
           + (f"; its best seed's model: {root / best['best_trial']}" if best["best_trial"] in result["kept"] else ""))
-    for note in ranking_notes(result):
-        print(f"note: {note}")
     # The sweep's other overrides, less its folder and what the best setting replaces; the model goes beside the sweep's
     # folder (without an output.dir it would go to the config's, say runs/sentiment, whatever the data).
     chosen = {key.replace("-", "_") for key in best["setting"]}
@@ -774,6 +774,28 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return head, overrides
 
 
+def _own_flag_typos(parser: argparse.ArgumentParser, command: str, overrides: list[str]) -> None:
+    """train, plan, lr-find and sweep take unknown --words as config overrides: one that is no config option but is
+    near one of the subcommand's own flags (--dry_run, lr-find's --step) is said as that flag, by its parser."""
+    import difflib
+
+    from taskembed.config import is_option
+
+    if not overrides:
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = [o for o in sub._option_string_actions if o.startswith("--")]
+    for word in overrides:
+        name = word.split("=", 1)[0]
+        key = name[2:].replace("-", "_")
+        if not name.startswith("--") or is_option(key):
+            continue
+        hyphens = "--" + name[2:].replace("_", "-")
+        close = [hyphens] if hyphens in flags else difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+        if close:
+            sub.error(f"unrecognized arguments: {name}")  # the parser adds the nearest flag
+
+
 REFUSALS = FIXABLE_WRITE_ERRORS | {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
@@ -833,9 +855,10 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     if not argv:  # `taskembed` alone: what it can do, not an error about a missing argument
         parser.print_help()
-        return 2
+        return 0
     known, extra = _split_overrides(argv)
     args = _parse(parser, known)
+    _own_flag_typos(parser, args.command, extra)
     try:
         if args.command == "train" and args.help_config:
             return cmd_help_config()

@@ -368,6 +368,12 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
+def is_option(key: str) -> bool:
+    """Whether `key` names a config option: section.key, or a key alone that one section has or several do."""
+    section, _, name = key.rpartition(".")
+    return name in _hints(SECTIONS[section]) if section in SECTIONS else (not section and any(key in _hints(c) for c in SECTIONS.values()))
+
+
 def _resolve_key(key: str, problems: list[str]) -> tuple[str, str] | None:
     if "." in key:
         section, name = key.split(".", 1)

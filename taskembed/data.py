@@ -72,8 +72,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        # Any line end counts (\n, \r\n, or an old Mac's \r); utf-8-sig counts from after a BOM, as a person does.
+        before = data[len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0:][: exc.start]
+        lines = re.split(rb"\r\n|\r|\n", before)
+        line, column = len(lines), len(lines[-1]) + 1
         # Lines of the file, not rows of the table (a quoted cell can span lines): an editor goes straight to it.
         raise UserError(f"{p}: line {line} of the file is not valid UTF-8 (byte {column} of that line); re-save the file as UTF-8") from None
     if suffix in (".csv", ".tsv"):
@@ -774,9 +776,8 @@ def _carve_multi(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tu
     Every label keeps a training row: a label whose rows all went to the carved split gets its first
     one back, so a carved split never holds a label that training lacks.
     """
+    train, carved = _carve(df, fraction, seed, where, by=_rarest_label(df))
     counts = Counter(x for row in df["label"] for x in row)
-    key = df["label"].map(lambda row: min(row, key=lambda x: (counts[x], x)) if row else "")
-    train, carved = _carve(df, fraction, seed, where, by=key)
     in_train = {x for row in train["label"] for x in row}
     back = []
     for name in sort_labels(set(counts) - in_train):
@@ -787,6 +788,35 @@ def _carve_multi(df: pd.DataFrame, fraction: float, seed: int, where: str) -> tu
         train = pd.concat([train, carved.iloc[back]], ignore_index=True)
         carved = carved.iloc[keep].reset_index(drop=True)
     return train, carved
+
+
+def _rarest_label(df: pd.DataFrame) -> pd.Series:
+    """Multi-label: each row's rarest label ("" for none), the key to stratify label sets on (they are mostly unique)."""
+    counts = Counter(x for row in df["label"] for x in row)
+    return df["label"].map(lambda row: min(row, key=lambda x: (counts[x], x)) if row else "")
+
+
+def _stratified_sample(df: pd.DataFrame, n: int, seed: int, key: pd.Series) -> pd.DataFrame:
+    """n rows, seeded, in df's order, each class of `key` its share (largest remainder) and at least one row where n has
+    room for every class: a plain sample of a small cap can drop a rare class, and with it its per-class scores."""
+    groups = {c: list(ix) for c, ix in df.groupby(key.to_numpy(), sort=True).indices.items()}
+    if n < len(groups):
+        return df.sample(n=n, random_state=seed).sort_index().reset_index(drop=True)
+    share = {c: len(ix) * n / len(df) for c, ix in groups.items()}
+    take = {c: min(len(ix), max(1, int(share[c]))) for c, ix in groups.items()}
+    while (short := n - sum(take.values())) != 0:
+        if short > 0:  # the classes furthest under their share first
+            for c in sorted((c for c in groups if take[c] < len(groups[c])), key=lambda c: take[c] - share[c])[:short]:
+                take[c] += 1
+        else:  # the one-row minimum overshot: the classes furthest over their share give one back
+            for c in sorted((c for c in groups if take[c] > 1), key=lambda c: share[c] - take[c])[:-short]:
+                take[c] -= 1
+    rng = random.Random(seed)
+    picked = []
+    for c, ix in groups.items():
+        rng.shuffle(ix)
+        picked += ix[: take[c]]
+    return df.iloc[sorted(picked)].reset_index(drop=True)
 
 
 def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], cfg: DataConfig, src: str) -> list[str]:
@@ -856,7 +886,8 @@ def load_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) -
         for split in ("validation", "test"):
             frame = splits.frames.get(split)
             if frame is not None and len(frame) > cfg.max_eval_samples:
-                splits.frames[split] = frame.sample(n=cfg.max_eval_samples, random_state=cfg.split_seed).sort_index().reset_index(drop=True)
+                key = _rarest_label(frame) if splits.multi_label else frame["label"]
+                splits.frames[split] = _stratified_sample(frame, cfg.max_eval_samples, cfg.split_seed, key)
                 splits.origin[split] = (f"{splits.origin.get(split) or f'{cfg.source} [{split}]'}, {cfg.max_eval_samples} of its "
                                         f"{len(frame):,} rows (data.max_eval_samples, seed {cfg.split_seed})")
     return splits

@@ -209,13 +209,13 @@ def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Paramet
 
 
 def rates_summary(groups: list[dict[str, Any]]) -> str:
-    """The optimizer's rates in a line: one a group (its biases and norms, "/no_decay", share it), and with more than four
+    """The optimizer's rates in a line: one a group (its biases and norms, "/no_decay", share it), and with more than five
     groups the bottom and the top two only (a line of 16 rates hid the advice after it)."""
     named: dict[str, float] = {}
     for g in groups:
         named.setdefault(g["name"].split("/")[0], g["lr"])
     shown = [f"{name}={lr:.3g}" for name, lr in named.items()]
-    if len(shown) > 4:
+    if len(shown) > 5:  # at five, "(2 more)" would hide two rates to save one
         shown = [shown[0], f"({len(shown) - 3} more)", *shown[-2:]]
     return ", ".join(shown)
 
@@ -457,7 +457,10 @@ def fit(
             state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             last.update(loss=loss_value, grad_norm=norm)
         if bar is not None:
-            bar.set_postfix(loss=f"{last['loss']:.4f}", **{shown_name: f"{shown['lr']:.2e}"}, refresh=False)
+            # While gradual unfreezing holds the top layer at 0, the head is what trains: its rate, named as such.
+            head = optimizer.param_groups[-1]
+            group, name = (shown, shown_name) if shown["lr"] > 0 else (head, f"{head['name'].split('/')[0]}_lr")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", **{name: f"{group['lr']:.2e}"}, refresh=False)
 
     def write_checkpoint() -> Path:
         nonlocal ckpt_seconds

@@ -52,7 +52,7 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     if path.exists():
         if not path.is_dir():
             raise UserError(f"model '{name}' is a file; give the folder that holds config.json and the weights")
-        check_folder(path)
+        check_folder(path, "give a folder with config.json and the weights, or a Hub id, as the model")
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model '{name}': folder not found; check the path")
@@ -107,11 +107,11 @@ def check_tokenizer(tokenizer, config, name: str) -> None:
                         "(tokenizer.json, vocab.txt, ...); copy them into the folder from the model it came from")
 
 
-def check_folder(path: Path) -> None:
-    """A local model folder must have a config and safetensors weights; pickle-only folders are refused."""
+def check_folder(path: Path, fix: str = "give a model folder (config.json and the weights), or a Hub id") -> None:
+    """A local model folder must have a config and safetensors weights; pickle-only folders are refused. `fix`: what the
+    caller's user should give instead of a folder with no config.json."""
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder; give the folder `taskembed train` "
-                        "wrote (its output.dir), or a model folder or Hub id")
+        raise UserError(f"{path}: no config.json, so this is not a Hugging Face model folder; {fix}")
     read_folder_json(path / "config.json")
     has_safe = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if not has_safe:
@@ -266,7 +266,7 @@ def load_trained(folder: str | Path):
         raise UserError(f"{path}: is a file, not a model folder; give the folder `taskembed train` wrote (output.dir)")
     if not path.is_dir():
         raise UserError(f"{path}: model folder not found; train one with `taskembed train` or check the path")
-    check_folder(path)
+    check_folder(path, "give the folder `taskembed train` wrote (its output.dir)")
     archs = read_folder_json(path / "config.json").get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise UserError(f"{path}: not a classifier folder (architectures: {', '.join(archs) or 'none'}); train one with `taskembed train`")

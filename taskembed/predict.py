@@ -142,11 +142,11 @@ class Classifier:
               ) -> tuple[list[str], list[list[Any]]]:
         """`predict`'s results as a header and rows, the columns `taskembed predict --out x.csv` writes: text,
         [text_pair], [labels: the set, joined as the training data joined it], label, score, score_<label> for each
-        label, [calibrated_score, calibrated_<label> for each label]. Scores are floats rounded to 6 places."""
+        label, [calibrated_score, calibrated_score_<label> for each label (which no label name can collide with)]. Scores are floats rounded to 6 places."""
         sep = self.training_config.get("data", {}).get("label_delimiter") or "|"
         cal = self.temperature is not None
         header = ["text", *(["text_pair"] if pairs else []), *(["labels"] if self.multi_label else []), "label", "score",
-                  *[f"score_{x}" for x in self.labels], *(["calibrated_score", *(f"calibrated_{x}" for x in self.labels)] if cal else [])]
+                  *[f"score_{x}" for x in self.labels], *(["calibrated_score", *(f"calibrated_score_{x}" for x in self.labels)] if cal else [])]
         rows = [[t, *([pairs[i]] if pairs else []), *([sep.join(p["labels"])] if self.multi_label else []), p["label"],
                  round(p["score"], 6), *[round(p["scores"][x], 6) for x in self.labels],
                  *([round(p["calibrated_score"], 6), *(round(p["calibrated_scores"][x], 6) for x in self.labels)] if cal else [])]

@@ -74,3 +74,8 @@ class Lines:
             parts.append(f"about {(self.total - self.n) * elapsed / (self.n - self.initial):.0f} s left")
         parts += [self.postfix] if self.postfix else []
         print(", ".join(parts), file=self.stream, flush=True)
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration for a person: whole seconds, with a tenth under ten (a short run's 0.4 s is not "0 s")."""
+    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"

@@ -27,6 +27,7 @@ from taskembed.checkpoint import folder_for
 from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, parse_overrides
 from taskembed.data import load_splits
 from taskembed.errors import UserError
+from taskembed.progress import seconds_text
 
 SAME_VALIDATION = {"max_length", "long_texts", "window_stride", "window_aggregate", "max_train_per_label", "threshold_min_positives"}
 """The data options a grid may vary: they leave the validation examples as they are (the few-shot draw comes after the carving)."""
@@ -114,10 +115,6 @@ def ranking_notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _seconds(x: float) -> str:
-    return f"{x:.1f}" if x < 10 else f"{x:.0f}"  # a tiny trial's 0.4 s is not 0
-
-
 def report_markdown(result: dict[str, Any]) -> str:
     metric, scale = result["metric"], (1.0 if result["metric"] == "loss" else 100.0)
     places = 4 if metric == "loss" else 2  # a loss of 0.24 and one of 0.2441 would look alike
@@ -134,8 +131,9 @@ def report_markdown(result: dict[str, Any]) -> str:
     for row in result["ranking"]:
         val = shown(row["validation"], scale, places)
         test = shown(row["test_accuracy"], 100.0, 2) if "test_accuracy" in row else "n/a"
-        lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {_seconds(row['train_seconds'])} |")
-    return "\n".join(lines) + "\n"
+        lines.append("| " + " | ".join(str(row["setting"][k]) for k in keys) + f" | {val} | {test} | {seconds_text(row['train_seconds'])} |")
+    notes = ranking_notes(result)
+    return "\n".join(lines + ([""] + [f"Note: {n}." for n in notes] if notes else [])) + "\n"
 
 
 def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *, grid: dict[str, list[Any]],
@@ -237,7 +235,7 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
         trial.validation, trial.test = _scores(result.metrics.get("validation")), _scores(result.metrics.get("test"))
         trial.train_seconds = result.train_seconds
         val = trial.validation[metric]
-        echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({_seconds(result.train_seconds)} s)")
+        echo(f"[{i}/{len(trials)}] {trial.folder}: validation {metric} {val:.4f} ({seconds_text(result.train_seconds)} s)")
         done[trial.folder] = vars(trial).copy()
         _write(root, grid, seeds, metric, list(done.values()), None)
     ranking = rank(trials, metric)
@@ -264,6 +262,7 @@ def _write(root: Path, grid: dict[str, list[Any]], seeds: list[int], metric: str
 
     result = {"metric": metric, "grid": grid, "seeds": seeds, "trials": trials, "ranking": ranking,
               "kept": sorted(kept) if kept is not None else None}
+    result["notes"] = ranking_notes(result) if ranking is not None else []
     root.mkdir(parents=True, exist_ok=True)
     with written_whole(root / SWEEP_JSON) as fh:
         json.dump(result, fh, indent=2, default=str)

@@ -429,6 +429,9 @@ def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path,
     (["evaluate", "m", "d.csv", "--bogus", "1"], "unrecognized arguments: --bogus 1; see `taskembed evaluate --help`"),
     (["predict", "m", "--text_column", "review"], "(--text_column: did you mean --text-column?); see `taskembed predict --help`"),
     (["embed", "m", "d.csv", "--out", "v.npy", "--poling", "mean"], "(--poling: did you mean --pooling?); see `taskembed embed --help`"),
+    # train, plan, lr-find and sweep take unknown words as config overrides; one near their own flag is that flag.
+    (["train", "--dry_run"], "unrecognized arguments: --dry_run (--dry_run: did you mean --dry-run?); see `taskembed train --help`"),
+    (["lr-find", "--step", "3"], "(--step: did you mean --steps?); see `taskembed lr-find --help`"),
 ])
 def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
     with pytest.raises(SystemExit) as info:
@@ -438,7 +441,7 @@ def test_a_malformed_command_line_is_one_line_too(argv, piece, capsys):
 
 
 def test_the_bare_command_prints_the_help_and_version_its_version(capsys):
-    assert main([]) == 2
+    assert main([]) == 0
     assert capsys.readouterr().out.startswith("usage: taskembed")
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -700,3 +703,14 @@ def test_printed_commands_name_taskembed_as_it_was_started(argv0, words, monkeyp
 
     monkeypatch.setattr(sys, "argv", [argv0])
     assert _invoked_as() == [w.format(python=sys.executable) for w in words]
+
+
+def test_a_folder_that_is_no_model_is_told_which_folder_to_give(tmp_path, capsys, write_csv):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    assert main(["predict", str(tmp_path / "notes"), "a text"]) == 2
+    assert capsys.readouterr().err.strip().endswith("no config.json, so this is not a Hugging Face model folder; give the folder "
+                                                    "`taskembed train` wrote (its output.dir)")
+    data = write_csv(make_rows(20))
+    assert main(["train", "--model.name", str(tmp_path / "notes"), "--data.source", str(data), "--output.dir", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith("give a folder with config.json and the weights, or a Hub id, as the model")

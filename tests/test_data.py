@@ -622,3 +622,23 @@ def test_max_eval_samples_cuts_validation_and_test_after_every_check(write_csv):
     validation = write_csv(bad, name="validation.csv")
     with pytest.raises(UserError, match=r"validation\.csv: row 40: label 'meh' never occurs in training"):
         load_splits(DataConfig(source=base["source"], validation=str(validation), max_eval_samples=5))
+
+
+def test_the_eval_sample_keeps_every_class_its_share_and_at_least_one_row():
+    from taskembed.data import _stratified_sample
+
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": ["a"] * 60 + ["b"] * 37 + ["c"] * 3})
+    for seed in range(5):
+        out = _stratified_sample(df, 10, seed, df["label"])
+        assert out["label"].value_counts().to_dict() == {"a": 6, "b": 3, "c": 1}  # c's share is 0.3: one row, not none
+        assert list(out["text"]) == sorted(out["text"], key=lambda t: int(t[1:]))  # the split's order
+    assert len(_stratified_sample(df, 2, 0, df["label"])) == 2  # no room for every class: a plain sample
+
+
+def test_a_byte_that_is_not_utf8_is_placed_in_its_line_whatever_the_line_ends(tmp_path):
+    # A BOM is no part of line 1's bytes, and an old Mac's \r ends a line as \n does.
+    for name, data in [("bom.csv", b"\xef\xbb\xbfcaf\xe9,label\nx,y\n"), ("mac.csv", b"text,label\rcaf\xe9,pos\rok,neg\r")]:
+        (tmp_path / name).write_bytes(data)
+        line = 1 if name == "bom.csv" else 2
+        with pytest.raises(UserError, match=rf"{name}: line {line} of the file is not valid UTF-8 \(byte 4 of that line\)"):
+            read_table(tmp_path / name)

@@ -60,6 +60,13 @@ def test_no_calibration_when_no_temperature_fits():
     report, why = calibrate(noise, coin, {})
     assert report is None and "the fit flattened the scores as far as its range allows (T = 20.00)" in why
     assert "the model learnt little" in why and "larger validation split" not in why
+    # The same edge for a model mostly right but with margins far beyond it (an overfit one): not told it learnt little.
+    y = torch.randint(0, 2, (200,), generator=g)
+    wrong = torch.rand(200, generator=g) < 0.075
+    sign = torch.where(wrong, -1.0, 1.0)
+    margins = torch.stack([-40.0 * sign, 40.0 * sign], 1) * torch.where(y == 1, 1.0, -1.0)[:, None]
+    report, why = calibrate(margins, y, {})
+    assert report is None and "T = 20.00" in why and "far more confident than the model is right" in why and "learnt little" not in why
 
 
 def test_a_temperature_that_does_not_lower_the_validation_ece_is_not_kept():

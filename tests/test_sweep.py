@@ -186,7 +186,9 @@ def test_a_tie_at_the_top_and_a_single_seed_are_said_and_tiny_times_are_not_zero
     notes = ranking_notes(result)
     assert notes[0].startswith("2 settings tie at the top on mean validation accuracy; the first in grid order is named best")
     assert notes[1].startswith("one seed: this ranks single runs") and len(notes) == 2
-    assert [line.rsplit("|", 2)[-2].strip() for line in report_markdown(result).splitlines()[4:]] == ["0.4", "0.4", "12"]
+    table = report_markdown(result).splitlines()
+    assert [line.rsplit("|", 2)[-2].strip() for line in table[4:7]] == ["0.4", "0.4", "12"]
+    assert table[-2:] == [f"Note: {notes[0]}.", f"Note: {notes[1]}."]  # in sweep.md too, not only on the terminal
     # Three seeds and a clear winner: nothing to say.
     result = {**result, "seeds": [0, 1, 2], "ranking": [row(5e-5, 0.8), row(1.5e-4, 0.7)]}
     assert ranking_notes(result) == []

@@ -327,7 +327,7 @@ def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
     assert all(abs(sum(x["scores"].values()) - 1) < 1e-5 for x in lines)
     assert main(["predict", str(result.output_dir), "superb", "--out", str(tmp_path / "p.csv")]) == 0
     header, row = (tmp_path / "p.csv").read_text().splitlines()[:2]
-    assert header == "text,label,score,score_neg,score_pos,calibrated_score,calibrated_neg,calibrated_pos"
+    assert header == "text,label,score,score_neg,score_pos,calibrated_score,calibrated_score_neg,calibrated_score_pos"
     values = [float(x) for x in row.split(",")[2:]]
     assert values[4] + values[5] == pytest.approx(1.0, abs=1e-5) and values[3] == max(values[4:])  # each class, calibrated
 
