@@ -727,7 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("base", help="the base encoder (folder or id)")
     co.add_argument("tuned", help="the fine-tuned folder")
     co.add_argument("data", help="labelled texts: a file, a save_to_disk folder or a built-in name")
-    co.add_argument("--out-dir", default="embedding_report", help="where the JSON and PNG go (default: ./embedding_report)")
+    co.add_argument("--out-dir", "--out", dest="out_dir", default="embedding_report",  # --out, as lr-find names its folder
+                    help="where the JSON and PNG go (default: ./embedding_report)")
     co.add_argument("--split", help="split of a folder or built-in (default: test, else validation, else train)")
     co.add_argument("--text-column", help="default: the one the tuned model was trained on, else text")
     co.add_argument("--label-column", help="default: as the tuned model was trained, else label")

@@ -504,6 +504,9 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0
     assert "## Embeddings before and after fine-tuning" in capsys.readouterr().out
     assert json.loads((tmp_path / "cli" / "embedding_report.json").read_text())["data"]["data"] == str(data)
+    # --out names the folder too, as it does for lr-find
+    assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out", str(tmp_path / "cli2"), "--no-progress"]) == 0
+    assert (tmp_path / "cli2" / "embedding_report.json").is_file()
 
 
 def test_a_compare_that_fails_writing_leaves_the_folder_as_it_was(trained, tiny_model_dir, tmp_path, capsys, monkeypatch):
