@@ -20,7 +20,7 @@ from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 
 
 # api.plan builds the model with two labels so that it reads no data; say so where the head's count would otherwise mislead.
-PLAN_LABELS_NOTE = "head parameters counted for 2 labels (the plan reads no data); training sizes the head for the data's labels"
+PLAN_LABELS_NOTE = "head parameters counted for 2 labels (this data is not read before training); training sizes the head for the data's labels"
 
 
 def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool = False, progress: bool = True,
@@ -148,11 +148,16 @@ def cmd_help_config() -> int:
 
 
 def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = False) -> int:
-    from taskembed import api
+    from taskembed import api, builtin
     from taskembed.config import load_config, parse_overrides
+    from taskembed.data import load_splits
 
-    p = api.plan(load_config(config, parse_overrides(list(overrides))))
-    print(json.dumps(p.to_json(), indent=2) if as_json else p.table() + "\n" + PLAN_LABELS_NOTE)
+    cfg = load_config(config, parse_overrides(list(overrides)))
+    # A built-in dataset is on this machine and reads in a second or two: the head is then counted as training sizes it.
+    # Other data is not read (a file can be large, a Hub dataset would be downloaded), and the note says so.
+    labels = load_splits(cfg.data).labels if cfg.data.source in builtin.BUILTIN_NAMES else None
+    p = api.plan(cfg, labels=labels)
+    print(json.dumps(p.to_json(), indent=2) if as_json else p.table() + ("" if labels else "\n" + PLAN_LABELS_NOTE))
     return 0
 
 

@@ -29,10 +29,14 @@ def test_plan_of_the_default_config(capsys):
     intent = [g["lr"] for g in json.loads(capsys.readouterr().out)["groups"]]
     assert all(lower < upper for lower, upper in zip(intent[:-2], intent[1:-1]))
     assert sum(g["n_params"] for g in groups) == plan["totals"]["n_params"] == 22_713_986
-    # the table says its head is counted for two labels: intent.yaml's data has 38, and the plan reads none
-    assert main(["plan", str(ROOT / "configs" / "intent.yaml")]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("head parameters counted for 2 labels (the plan reads no data); "
-                                                     "training sizes the head for the data's labels")
+    # intent.yaml's built-in data has 38 intents, which the plan reads: its head is counted as training sizes it
+    assert main(["plan", str(ROOT / "configs" / "intent.yaml"), "--json"]) == 0
+    head = json.loads(capsys.readouterr().out)["groups"][-1]
+    assert head["n_params"] == 384 * 384 + 384 + 384 * 38 + 38  # the pooler, and the classifier for 38 labels
+    # other data is not read before training, and the table says what it counted instead
+    assert main(["plan", str(ROOT / "configs" / "intent.yaml"), "--data.source", "somewhere.csv"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("head parameters counted for 2 labels (this data is not read before "
+                                                     "training); training sizes the head for the data's labels")
 
 
 def test_short_real_training_run(tmp_path):
