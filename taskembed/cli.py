@@ -585,22 +585,31 @@ class _Parser(argparse.ArgumentParser):
         import difflib
 
         if m := re.match(r"argument command: invalid choice: '([^']*)'", message):
-            subcommands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction)).choices
-            close = difflib.get_close_matches(m.group(1), list(subcommands), n=1)
+            close = difflib.get_close_matches(m.group(1), list(_subcommands(self)), n=1)
             return f" (did you mean {close[0]}?)" if close else ""
         if message.startswith("unrecognized arguments: "):
-            options = [o for o in self._option_string_actions if o.startswith("--")]
             said = []
             for word in message.split(": ", 1)[1].split():
                 name = word.split("=", 1)[0]
-                if not name.startswith("--"):
-                    continue
-                hyphens = "--" + name[2:].replace("_", "-")  # --text_column: the config's spelling of --text-column
-                close = [hyphens] if hyphens in options else difflib.get_close_matches(name, options, n=1, cutoff=0.75)
-                if close:
-                    said.append(f"{name}: did you mean {close[0]}?")
+                if near := self.nearest_option(name):
+                    said.append(f"{name}: did you mean {near}?")
             return f" ({'; '.join(said)})" if said else ""
         return ""
+
+    def nearest_option(self, name: str) -> str | None:
+        """This parser's --option nearest to `name`, if one is near; None for anything that is not a --word."""
+        import difflib
+
+        if not name.startswith("--"):
+            return None
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        hyphens = "--" + name[2:].replace("_", "-")  # --text_column: the config's spelling of --text-column
+        close = [hyphens] if hyphens in options else difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+        return close[0] if close else None
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -783,22 +792,14 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 def _own_flag_typos(parser: argparse.ArgumentParser, command: str, overrides: list[str]) -> None:
     """train, plan, lr-find and sweep take unknown --words as config overrides: one that is no config option but is
     near one of the subcommand's own flags (--dry_run, lr-find's --step) is said as that flag, by its parser."""
-    import difflib
-
     from taskembed.config import is_option
 
     if not overrides:
         return
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    flags = [o for o in sub._option_string_actions if o.startswith("--")]
+    sub = _subcommands(parser)[command]
     for word in overrides:
         name = word.split("=", 1)[0]
-        key = name[2:].replace("-", "_")
-        if not name.startswith("--") or is_option(key):
-            continue
-        hyphens = "--" + name[2:].replace("_", "-")
-        close = [hyphens] if hyphens in flags else difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
-        if close:
+        if not is_option(name[2:].replace("-", "_")) and sub.nearest_option(name):
             sub.error(f"unrecognized arguments: {name}")  # the parser adds the nearest flag
 
 
@@ -846,7 +847,7 @@ gives the list only the words before the first option and calls the rest unrecog
 
 def _parse(parser: argparse.ArgumentParser, known: list[str]) -> argparse.Namespace:
     # parse_intermixed_args refuses a parser with subcommands, so the subcommand's own parser reads the rest.
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    subcommands = _subcommands(parser)
     if known and known[0] in INTERMIXED:
         args = subcommands[known[0]].parse_intermixed_args(known[1:])
         args.command = known[0]

@@ -1230,12 +1230,14 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
 def unlabelled_texts(cfg: DataConfig) -> list[str]:
     """data.unlabelled's texts for the masked-LM stage: a .txt (one per line) or a table's text column (or text_columns)."""
     path = Path(cfg.unlabelled).expanduser()
-    if path.is_file() and path.suffix.lower() in FILE_SUFFIXES and not cfg.text_columns:
-        columns = [str(c) for c in read_table(path).columns]
-        if cfg.text_column not in columns:  # the training data's column name is the one asked for, not a flag of this file
-            raise UserError(f"data.unlabelled {path}: no column '{cfg.text_column}' (data.text_column, as in the training data); "
-                            f"its columns are {', '.join(columns[:10])}: rename its text column, or give a .txt, one text per line")
     try:
         return texts_from_file(path, cfg.text_column, text_columns=cfg.text_columns)[0]
     except UserError as exc:
+        # A table without the column: the training data's column name is the one asked for, not a flag of this file, so
+        # the advice is about the file (read again only on this path; the usual one reads it once).
+        if path.is_file() and path.suffix.lower() in FILE_SUFFIXES and not cfg.text_columns:
+            columns = [str(c) for c in read_table(path).columns]
+            if cfg.text_column not in columns:
+                raise UserError(f"data.unlabelled {path}: no column '{cfg.text_column}' (data.text_column, as in the training data); "
+                                f"its columns are {', '.join(columns[:10])}: rename its text column, or give a .txt, one text per line") from None
         raise UserError(f"data.unlabelled: {exc}") from None

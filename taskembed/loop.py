@@ -435,11 +435,13 @@ def fit(
     pin = device.type == "cuda"
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step number, loss, grad norm), still on the device
     last = {"loss": math.nan, "grad_norm": math.nan}
-    # The bar's rate is the top encoder layer's, train.lr as scheduled, which is what a user reads "lr" as; a plan with
-    # no numbered layers in training shows the last group's (the head's), named as such.
+    # The bar's rate is the top encoder layer's, train.lr as scheduled, which is what a user reads "lr" as. With no
+    # numbered layer in training, or while gradual unfreezing holds the top one at 0, the head is what trains: its rate
+    # (the last group's), named as such.
     layers = [g for g in optimizer.param_groups if re.fullmatch(r"layer\.\d+", g["name"])]
-    shown = max(layers, key=lambda g: int(g["name"].split(".")[1])) if layers else optimizer.param_groups[-1]
-    shown_name = "lr" if layers else f"{shown['name'].split('/')[0]}_lr"
+    top = max(layers, key=lambda g: int(g["name"].split(".")[1])) if layers else None
+    head = optimizer.param_groups[-1]
+    head_name = f"{head['name'].split('/')[0]}_lr"
 
     def settle() -> None:
         """Read the pending steps' losses and gradient norms; stop at the first that is not finite."""
@@ -457,9 +459,7 @@ def fit(
             state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
             last.update(loss=loss_value, grad_norm=norm)
         if bar is not None:
-            # While gradual unfreezing holds the top layer at 0, the head is what trains: its rate, named as such.
-            head = optimizer.param_groups[-1]
-            group, name = (shown, shown_name) if shown["lr"] > 0 else (head, f"{head['name'].split('/')[0]}_lr")
+            group, name = (top, "lr") if top is not None and top["lr"] > 0 else (head, head_name)
             bar.set_postfix(loss=f"{last['loss']:.4f}", **{name: f"{group['lr']:.2e}"}, refresh=False)
 
     def write_checkpoint() -> Path:
