@@ -483,12 +483,14 @@ def cmd_export(model: str, out: str, format: str = "sentence-transformers", pool
     given = {"--pooling": pooling is not None, "--normalize/--no-normalize": normalize is not None, "--max-length": max_length is not None,
              "--int8": int8, "--check": check is not None, "--split": split is not None,
              **{f"--{k.replace('_', '-')}": v is not None for k, v in columns.items()}}
-    onnx_only = ("--int8", "--check", "--split", "--text-column", "--text-pair-column", "--label-column")
-    other = tuple(f for f in given if f not in onnx_only) if format == "onnx" else onnx_only
-    for flag in other:
-        if given[flag]:
-            raise UserError(f"{flag} is for --format {'sentence-transformers' if format == 'onnx' else 'onnx'}; drop it")
-    reads_check = next((f for f in ("--split", "--text-column", "--text-pair-column", "--label-column") if given[f]), None)
+    vectors, checked = ("--pooling", "--normalize/--no-normalize", "--max-length"), ("--check", "--split", "--text-column",
+                                                                                     "--text-pair-column", "--label-column")
+    takes = {"sentence-transformers": vectors, "onnx": ("--int8",) + checked, "onnx-embeddings": vectors + ("--int8",)}
+    for flag, is_given in given.items():
+        if is_given and flag not in takes[format]:
+            formats = " or ".join(f"--format {f}" for f, flags in takes.items() if flag in flags)
+            raise UserError(f"{flag} is for {formats}; drop it")
+    reads_check = next((f for f in checked[1:] if given[f]), None)
     if check is None and reads_check:
         raise UserError(f"{reads_check} goes with --check DATA (it says how to read DATA); drop it or add --check")
     if format == "onnx":
@@ -507,6 +509,18 @@ def cmd_export(model: str, out: str, format: str = "sentence-transformers", pool
             print(f"checked on {where}, {c['examples']:,} examples: accuracy {c['accuracy_pytorch']:.2f} with PyTorch; with ONNX "
                   f"{one['accuracy_onnx']:.2f} one text at a time and {batch['accuracy_onnx']:.2f} in batches of 32, the same "
                   f"prediction for {one['same_prediction']:.2f}% and {batch['same_prediction']:.2f}%")
+    elif format == "onnx-embeddings":
+        from taskembed.onnx_export import ONNX_FILE, export_onnx_embeddings, model_bytes
+
+        options = {"pooling": pooling, "normalize": normalize, "max_length": max_length}
+        meta = export_onnx_embeddings(model, out, int8=int8, overwrite=overwrite, **{k: v for k, v in options.items() if v is not None})
+        print(f"ONNX folder written to {out} ({ONNX_FILE}: {meta['weights']}, {model_bytes(out) / 1e6:,.1f} MB; "
+              f"inputs {', '.join(meta['inputs'])}; output embeddings, {meta['dim']} wide: {meta['pooling_detail']}"
+              f"{', L2-normalised' if meta['normalize'] else ''}; texts cut at {meta['max_length']} tokens)")
+        what = "the float32 graph's" if meta["weights"] == "float32" else "the int8 graph's"
+        print(f"{what} vectors against `taskembed embed`'s on texts of 1 to 80 words: at most {meta['max_abs_difference_on_probe_texts']:.2g} "
+              f"apart, cosine {meta['min_cosine_on_probe_texts']:.4f} at the least")
+    if format in ("onnx", "onnx-embeddings"):
         if meta["text_pair"]:
             print("the model reads text pairs: tokenize each text with its second text, tokenizer(texts, second_texts)")
         if meta["text_columns_joined"]:
@@ -709,12 +723,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "opt-in: faster, vectors off float32 in the 4th-5th decimal (min cosine 0.9999 for all-MiniLM-L6-v2)")
     em.add_argument("--no-progress", action="store_true")
 
-    ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads, or an ONNX classifier")
-    ex.add_argument("model", help="a folder `taskembed train` wrote, or (sentence-transformers) any encoder folder or id")
+    ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads, or an ONNX classifier "
+                        "or encoder")
+    ex.add_argument("model", help="a folder `taskembed train` wrote, or (sentence-transformers, onnx-embeddings) any encoder "
+                    "folder or id")
     ex.add_argument("out", help="output folder")
-    ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers", "onnx"],
-                    help="sentence-transformers (default: the embeddings) or onnx (the classifier's logits, for onnxruntime)")
-    ex.add_argument("--int8", action="store_true", help="onnx: quantise the linear layers' weights to 8 bits (smaller, faster on CPUs)")
+    ex.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers", "onnx", "onnx-embeddings"],
+                    help="sentence-transformers (default: the embeddings), onnx (the classifier's logits, for onnxruntime) or "
+                    "onnx-embeddings (embed's vectors, for onnxruntime)")
+    ex.add_argument("--int8", action="store_true", help="onnx, onnx-embeddings: quantise the linear layers' weights to 8 bits "
+                    "(smaller, faster on CPUs, scores and vectors move a little)")
     ex.add_argument("--check", metavar="DATA", help="onnx: labelled data (a file, a folder or a built-in name) to compare the "
                     "ONNX model's predictions and accuracy with PyTorch's on")
     ex.add_argument("--split", help="the split of --check DATA (default test)")

@@ -1257,6 +1257,18 @@ def _check_embedder(vectors: str | Path, info: dict[str, Any], emb: Embedder) ->
 # --- export to sentence-transformers -------------------------------------------------------------
 
 
+def exportable_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
+    """The Embedder an export writes: the last layer's pooling, float32, as the model computes it."""
+    emb = as_embedder(model_or_folder, dict(options))
+    if emb.layer != emb.num_layers or emb.mean_last is not None:
+        raise UserError("export supports the last layer only (a sentence encoder pools the model's output); drop layer/mean_last")
+    if emb.dtype != "float32":
+        raise UserError("export writes float32 weights; drop dtype (convert the vectors when you store them)")
+    if emb.bf16:
+        raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
+    return emb
+
+
 def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite: bool = False, **options) -> Path:
     """A folder that `SentenceTransformer(out)` loads offline and whose `encode` gives `embed`'s vectors.
 
@@ -1272,13 +1284,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
     # The destination first: refusing it should not wait for a model to load.
     artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
     artifacts.check_writable(out, "folder")
-    emb = as_embedder(model_or_folder, dict(options))
-    if emb.layer != emb.num_layers or emb.mean_last is not None:
-        raise UserError("export supports the last layer only (sentence-transformers pools the model's output); drop layer/mean_last")
-    if emb.dtype != "float32":
-        raise UserError("export writes float32 weights; drop dtype (sentence-transformers can convert when loading)")
-    if emb.bf16:
-        raise UserError("bf16 is how taskembed computes, not part of the model; export without it")
+    emb = exportable_embedder(model_or_folder, options)
 
     reads = emb.head_reads if emb.pooling == "head" else emb.pooling
     pooling_mode = {"pooler": "cls", "context_pooler": "cls"}.get(reads, reads)

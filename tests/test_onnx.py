@@ -15,7 +15,8 @@ from bench.fault_injection import write_csv as write
 from taskembed.cli import main
 from tests.conftest import make_rows
 
-from taskembed.onnx_export import ONNX_FILE, export_onnx, onnx_logits, session_for
+from taskembed.embed import embed
+from taskembed.onnx_export import ONNX_FILE, export_onnx, export_onnx_embeddings, onnx_outputs, session_for
 
 NEW_TEXTS = ["a truly wonderful film", "dull and boring", "not bad at all, really quite good, i liked it a lot", "x"]
 
@@ -51,7 +52,7 @@ def test_float32_export_gives_pytorchs_logits_on_new_texts(trained, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(out)
     for batch_size in (1, 3):
-        mine = onnx_logits(session_for(out / ONNX_FILE), tok, meta["inputs"], NEW_TEXTS, None, meta["max_length"], batch_size)
+        mine = onnx_outputs(session_for(out / ONNX_FILE), tok, meta["inputs"], NEW_TEXTS, None, meta["max_length"], batch_size)
         np.testing.assert_allclose(mine, clf.logits(NEW_TEXTS).numpy(), atol=1e-4)
     check = meta["check"]
     expected = taskembed.evaluate(folder, str(test))["accuracy"]
@@ -77,7 +78,7 @@ def test_int8_is_smaller_and_says_how_far_it_moved(trained, tmp_path):
     clf = taskembed.load(folder)
     rows = taskembed.evaluate(folder, str(test), predictions=True)["predictions"]
     for batch_size in (1, 32):
-        logits = onnx_logits(session, clf.tokenizer, small["inputs"], [r["text"] for r in rows], None, clf.max_length, batch_size)
+        logits = onnx_outputs(session, clf.tokenizer, small["inputs"], [r["text"] for r in rows], None, clf.max_length, batch_size)
         agree = np.mean([clf.labels[i] == r["predicted"] for i, r in zip(logits.argmax(1), rows)])
         right = np.mean([clf.labels[i] == r["label"] for i, r in zip(logits.argmax(1), rows)])
         assert check[f"batch_{batch_size}"] == {"same_prediction": pytest.approx(100 * agree), "accuracy_onnx": pytest.approx(100 * right)}
@@ -94,7 +95,7 @@ def test_sentence_pair_and_multi_label_models(tmp_path, tiny_model_dir):
     assert meta["text_pair"] and "token_type_ids" in meta["inputs"]
     clf = taskembed.load(folder)
     second = ["the other text", "and one more", "a third", "four"]
-    mine = onnx_logits(session_for(tmp_path / "pair-onnx" / ONNX_FILE), clf.tokenizer, meta["inputs"], NEW_TEXTS, second, 32)
+    mine = onnx_outputs(session_for(tmp_path / "pair-onnx" / ONNX_FILE), clf.tokenizer, meta["inputs"], NEW_TEXTS, second, 32)
     np.testing.assert_allclose(mine, clf.logits(NEW_TEXTS, second).numpy(), atol=1e-4)
 
     tags = [{"text": r["text"], "tags": r["label"] + ("|extra" if i % 3 == 0 else "")} for i, r in enumerate(make_rows(120, seed=5))]
@@ -127,7 +128,7 @@ def test_other_families_export_exactly(kind, tmp_path, tiny_model_dir):
     meta = export_onnx(folder, tmp_path / "onnx")
     assert meta["max_abs_logit_difference_on_probe_texts"] < 1e-4
     clf = taskembed.load(folder)
-    mine = onnx_logits(session_for(tmp_path / "onnx" / ONNX_FILE), clf.tokenizer, meta["inputs"], NEW_TEXTS, None, 64)
+    mine = onnx_outputs(session_for(tmp_path / "onnx" / ONNX_FILE), clf.tokenizer, meta["inputs"], NEW_TEXTS, None, 64)
     np.testing.assert_allclose(mine, clf.logits(NEW_TEXTS).numpy(), atol=1e-4)
 
 
@@ -232,3 +233,137 @@ def test_the_onnx_benchmark_runs_on_the_tiny_model(trained, tmp_path):
     assert results["onnx_float32@8"]["accuracy"] == results["taskembed_float32"]["accuracy"]
     assert report["best_batch"]["onnx_int8"] in ("onnx_int8@8", "onnx_int8@16")
     assert "| taskembed_float32 |" in (tmp_path / "tiny.md").read_text() and "| onnx_int8 | 16 |" in (tmp_path / "tiny.md").read_text()
+
+
+# --- the encoder with its pooling (export --format onnx-embeddings) ---------------------------------------------------
+
+
+def _vectors(folder, texts, batch_size, pairs=None):
+    """What a user of an embedding export computes: the folder's own tokenizer and onnxruntime."""
+    from transformers import AutoTokenizer
+
+    meta = json.loads((folder / "taskembed_onnx.json").read_text())
+    return onnx_outputs(session_for(folder / ONNX_FILE), AutoTokenizer.from_pretrained(folder), meta["inputs"], texts, pairs,
+                        meta["max_length"], batch_size, output="embeddings")
+
+
+@pytest.mark.parametrize("options", [{}, {"pooling": "mean", "normalize": True}, {"pooling": "max", "max_length": 8}])
+def test_embedding_export_gives_embeds_vectors(trained, tmp_path, options):
+    _, folder, _ = trained
+    meta = export_onnx_embeddings(folder, tmp_path / "vectors", **options)
+    expected = embed(folder, NEW_TEXTS, **options)
+    assert meta["output"] == "embeddings" and meta["kind"] == "embeddings" and meta["dim"] == expected.shape[1] == 32
+    assert meta["pooling"] == options.get("pooling", "head") and meta["normalize"] == bool(options.get("normalize"))
+    assert meta["max_length"] == options.get("max_length", 32) and meta["max_abs_difference_on_probe_texts"] < 1e-4
+    # The head's vector is the top layer's [CLS] row through the pooler: traced for that row alone, as embed computes it.
+    assert meta["top_layer_for_head_row_only"] == (meta["pooling"] == "head")
+    for batch_size in (1, 3):
+        np.testing.assert_allclose(_vectors(tmp_path / "vectors", NEW_TEXTS, batch_size), expected, atol=1e-5)
+    if options.get("normalize"):
+        np.testing.assert_allclose(np.linalg.norm(expected, axis=1), 1.0, atol=1e-6)
+
+
+def test_base_encoders_without_token_types_export_their_pooling(tmp_path, tiny_model_dir):
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = transformers.DistilBertModel(transformers.DistilBertConfig(vocab_size=len(tok), max_position_embeddings=80, dim=16,
+                                                                       n_layers=2, n_heads=2, hidden_dim=20))
+    model.save_pretrained(tmp_path / "distil")
+    tok.save_pretrained(tmp_path / "distil")
+    for source in (tiny_model_dir, tmp_path / "distil"):
+        out = tmp_path / f"{source.name}-onnx"
+        meta = export_onnx_embeddings(source, out, pooling="mean")
+        assert meta["model"]["classifier"] is False and meta["top_layer_for_head_row_only"] is False
+        assert ("token_type_ids" in meta["inputs"]) == (source == tiny_model_dir)
+        np.testing.assert_allclose(_vectors(out, NEW_TEXTS, 2), embed(source, NEW_TEXTS, pooling="mean"), atol=1e-5)
+
+
+def test_int8_embeddings_record_how_far_they_moved(trained, tmp_path):
+    from transformers import AutoTokenizer
+
+    from taskembed.onnx_export import _probe_texts
+
+    _, folder, _ = trained
+    full = export_onnx_embeddings(folder, tmp_path / "f32")
+    small = export_onnx_embeddings(folder, tmp_path / "i8", int8=True)
+    assert small["weights"].startswith("int8") and not (tmp_path / "i8" / "float32").exists()
+    assert (tmp_path / "i8" / ONNX_FILE).stat().st_size < (tmp_path / "f32" / ONNX_FILE).stat().st_size
+    assert small["max_abs_difference_on_probe_texts"] > full["max_abs_difference_on_probe_texts"]
+    # The recorded cosine is the int8 graph's against PyTorch on the probe texts, recomputed here.
+    texts = _probe_texts(AutoTokenizer.from_pretrained(tmp_path / "i8"))
+    mine, theirs = _vectors(tmp_path / "i8", texts, 8), embed(folder, texts)
+    cosines = (mine * theirs).sum(1) / (np.linalg.norm(mine, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert small["min_cosine_on_probe_texts"] == pytest.approx(cosines.min(), abs=1e-6) and cosines.min() < 1 - 1e-6
+    assert full["min_cosine_on_probe_texts"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_embedding_export_of_a_loaded_classifier_leaves_it_as_it_was(trained, tmp_path):
+    _, folder, _ = trained
+    clf = taskembed.load(folder)
+    clf.tokenizer.padding_side = "left"  # as a user might have set it for their own use
+    before = clf.tokenizer.model_max_length, clf.predict_proba(NEW_TEXTS)
+    meta = export_onnx_embeddings(clf, tmp_path / "vectors", max_length=16)
+    assert meta["max_length"] == 16 and json.loads((tmp_path / "vectors" / "tokenizer_config.json").read_text())["model_max_length"] == 16
+    assert clf.tokenizer.padding_side == "left" and clf.tokenizer.model_max_length == before[0]
+    torch.testing.assert_close(clf.predict_proba(NEW_TEXTS), before[1])
+
+
+def test_embedding_export_cli_and_refusals(trained, tmp_path, capsys, monkeypatch, tiny_model_dir):
+    _, folder, _ = trained
+    out = tmp_path / "vectors"
+    assert main(["export", str(folder), str(out), "--format", "onnx-embeddings", "--pooling", "mean", "--normalize", "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert f"ONNX folder written to {out}" in printed and "int8" in printed and "output embeddings, 32 wide" in printed
+    assert "L2-normalised" in printed and "cosine" in printed
+    cases = [
+        (["export", str(folder), str(out), "--format", "onnx-embeddings"], "already exists; pass --overwrite"),
+        (["export", str(folder), str(folder), "--format", "onnx-embeddings", "--overwrite"], "is the model folder itself"),
+        (["export", str(folder), str(tmp_path / "x"), "--format", "onnx-embeddings", "--check", "data.csv"], "--check is for --format onnx;"),
+        (["export", str(folder), str(tmp_path / "x"), "--int8"], "--int8 is for --format onnx or --format onnx-embeddings"),
+        (["export", str(folder), str(tmp_path / "x"), "--format", "onnx-embeddings", "--pooling", "avg"], "avg"),
+        # An encoder without a head has no logits to export, but has vectors.
+        (["export", str(tiny_model_dir), str(tmp_path / "x"), "--format", "onnx"], "or export its vectors with --format onnx-embeddings"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "x").exists()
+
+    from taskembed import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_vector_drift", lambda *_a: (0.5, 0.2))  # what a mistranslated operator gives
+    with pytest.raises(taskembed.UserError, match="vectors differ from PyTorch's by 0.5"):
+        export_onnx_embeddings(folder, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists() and not list(tmp_path.glob(".wrong*"))
+
+
+def test_the_readmes_embedding_snippet_gives_embeds_vectors(trained, tmp_path):
+    from pathlib import Path
+
+    section = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").split("\n## ONNX export\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n")[2].split("```", 1)[0]
+    folder = trained[1]
+    export_onnx_embeddings(folder, tmp_path / "vectors", pooling="mean", normalize=True)
+    placed = code.replace('folder = "runs/sentiment-vectors"', f"folder = {str(tmp_path / 'vectors')!r}")
+    assert placed != code
+    scope: dict = {}
+    exec(placed, scope)  # noqa: S102 - the README's own code, run as a user would
+    np.testing.assert_allclose(scope["vectors"], embed(folder, scope["texts"], pooling="mean", normalize=True), atol=1e-5)
+
+
+def test_the_onnx_benchmark_measures_the_embedding_export(trained, tmp_path):
+    from bench import onnx_bench
+
+    _, folder, test = trained
+    assert onnx_bench.main(["--model", str(folder), "--data", str(test), "--rounds", "1", "--batch-sizes", "8", "--embeddings",
+                            "--pooling", "mean", "--out", str(tmp_path), "--name", "tiny"]) == 0
+    report = json.loads((tmp_path / "tiny.json").read_text())
+    results = report["results"]
+    assert report["texts"] == 80 and report["pooling"].startswith("masked mean") and {"onnx_float32@8", "onnx_int8@8"} <= set(results)
+    assert results["taskembed_float32"]["same_10_neighbours"] == 100.0 and results["taskembed_float32"]["min_cosine"] == pytest.approx(1.0)
+    assert results["onnx_float32@8"]["min_cosine"] > 0.99999 and results["onnx_float32@8"]["max_abs_difference"] < 1e-4
+    assert results["onnx_int8@8"]["max_abs_difference"] > results["onnx_float32@8"]["max_abs_difference"]
+    assert "| onnx_int8, batch 8 |" in (tmp_path / "tiny.md").read_text()
