@@ -1026,7 +1026,9 @@ def _stop(signum, frame):
     serving: the exit handlers run, which remove the folder of downloads (users' texts and their predictions); the
     server's threads end with the process. Python's default for SIGTERM is to die at once, which left that folder in
     the temp directory; a KeyboardInterrupt would print a traceback during the start and Gradio's "Keyboard
-    interruption" line after it."""
+    interruption" line after it. A second SIGTERM while the exit handlers run is ignored: it would interrupt them with
+    a traceback ("Exception ignored in atexit callback") and leave the folder half-removed."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(0)
 
 

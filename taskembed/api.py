@@ -394,11 +394,16 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
 
         val = splits.frames["validation"]
         tuned = Embedder.from_model(model, tokenizer, name=str(cfg.output.dir), max_length=cfg.data.max_length)
-        # A pair model's texts are read with their second texts on both sides, as the model reads them.
-        report = compare(cfg.model.name, tuned, val["text"].tolist(), val["label"].tolist(), folder,
-                         max_texts=cfg.output.embedding_report_max_texts, seed=cfg.train.seed,
-                         data={"source": cfg.data.source, "split": "validation"},
-                         pairs=val["text_pair"].tolist() if "text_pair" in val else None)
+        try:
+            # A pair model's texts are read with their second texts on both sides, as the model reads them.
+            report = compare(cfg.model.name, tuned, val["text"].tolist(), val["label"].tolist(), folder,
+                             max_texts=cfg.output.embedding_report_max_texts, seed=cfg.train.seed,
+                             data={"source": cfg.data.source, "split": "validation"},
+                             pairs=val["text_pair"].tolist() if "text_pair" in val else None)
+        except UserError as exc:
+            # The report describes the model; what stops it must not cost the trained model its folder.
+            say(f"embedding report left out: {exc}")
+            return f"## Embeddings before and after\n\nLeft out: {exc}\n"
         b, t = report["base"], report["tuned"]
 
         def pct(v: float | None) -> str:

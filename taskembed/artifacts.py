@@ -23,6 +23,15 @@ MODEL_MARKER = "training_config.json"
 """A file every model folder holds: --output.overwrite replaces a folder only if it has one (or is empty)."""
 
 
+def check_export_folder(source: Any, out: Path, overwrite: bool, marker: str) -> None:
+    """An export's destination, checked before any model loads: not the folder exported from (which --overwrite would
+    otherwise be refused for as a folder of other files), and one the export may write or replace."""
+    if isinstance(source, (str, Path)) and Path(source).expanduser().resolve() == Path(out).expanduser().resolve():
+        raise UserError(f"{out} is the model folder itself; write the export to another folder")
+    check_replaceable(out, overwrite, marker, "", "--overwrite", "folder")
+    check_writable(out, "folder")
+
+
 def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: str, other: str) -> None:
     """Refuse a path the output cannot take: a file, a folder with contents and no `flag`, or a folder with
     contents taskembed did not write (no `marker`), which overwriting would delete (a mistyped --output.dir ~)."""

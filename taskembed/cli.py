@@ -60,10 +60,8 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         print(plan.table())
         if not splits:
             print(PLAN_LABELS_NOTE)
-        never = sum(1 for k in range(plan.stages + 1) if k >= cfg.train.epochs) if cfg.train.gradual_unfreezing == "epoch" else 0
-        if never:  # training says it too; with stages by epoch it is known before any data is read
-            print(f"note: gradual unfreezing by epoch over {cfg.train.epochs:g} epoch(s): the last {never} stage(s) never start, so "
-                  "those groups stay frozen (more epochs, or gradual_unfreezing steps)")
+        if note := _stages_never_started(cfg, plan):
+            print(note)
         # Nor one that refuses its output folder; checked last, so that the rest of the check is shown whatever the folder.
         from taskembed.artifacts import check_output_dir
 
@@ -157,8 +155,22 @@ def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = 
     # Other data is not read (a file can be large, a Hub dataset would be downloaded), and the note says so.
     labels = load_splits(cfg.data).labels if cfg.data.source in builtin.BUILTIN_NAMES else None
     p = api.plan(cfg, labels=labels)
-    print(json.dumps(p.to_json(), indent=2) if as_json else p.table() + ("" if labels else "\n" + PLAN_LABELS_NOTE))
+    if as_json:
+        print(json.dumps(p.to_json(), indent=2))
+        return 0
+    print(p.table() + ("" if labels else "\n" + PLAN_LABELS_NOTE))
+    if note := _stages_never_started(cfg, p):
+        print(note)
     return 0
+
+
+def _stages_never_started(cfg, plan) -> str | None:
+    """The note that stages by epoch outnumber the epochs (training says it too; it is known before any data is read)."""
+    never = sum(1 for k in range(plan.stages + 1) if k >= cfg.train.epochs) if cfg.train.gradual_unfreezing == "epoch" else 0
+    if not never:
+        return None
+    return (f"note: gradual unfreezing by epoch over {cfg.train.epochs:g} epoch(s): the last {never} stage(s) never start, so "
+            "those groups stay frozen (more epochs, or gradual_unfreezing steps)")
 
 
 def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 100, out: str | None = None,
@@ -350,8 +362,13 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     else:
         # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
         shown = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+        def show(text: str, limit: int = 300) -> str:  # a whole book on one line would bury the labels (--out keeps it whole)
+            text = text.translate(shown)
+            return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
         for t, t2, p in zip(inputs, second_texts, preds):
-            t = t.translate(shown) if t2 is None else f"{t.translate(shown)}\t{t2.translate(shown)}"
+            t = show(t) if t2 is None else f"{show(t)}\t{show(t2)}"
             if clf.multi_label:
                 # Every label over its threshold with its probability; when none is, the most likely one for context.
                 found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"

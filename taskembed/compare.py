@@ -208,10 +208,11 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", "normalize": False, **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, {"normalize": False, **(tuned_options or {})})
-    for emb in (base_emb, tuned_emb):  # its labels would be read as one class per combination
-        if getattr(emb.model.config, "problem_type", None) == "multi_label_classification":
-            raise UserError(f"{emb.name} is a multi-label model; compare scores one label per text (k-NN and linear-probe "
-                            "accuracy), which is why training leaves this report out for such models too")
+    # The tuned model's labels would be read as one class per combination. The base is only an encoder here: a
+    # multi-label model's encoder (one a single-label run started from, say) gives vectors like any other.
+    if getattr(tuned_emb.model.config, "problem_type", None) == "multi_label_classification":
+        raise UserError(f"{tuned_emb.name} is a multi-label model; compare scores one label per text (k-NN and linear-probe "
+                        "accuracy), which is why training leaves this report out for such models too")
     # Before and after on the same text: the base model would otherwise read up to its own limit (256 tokens for
     # MiniLM) and the fine-tuned one up to what it was trained with (data.max_length, 128 by default). A side whose
     # length was given (its options, or an Embedder built by the caller) keeps it.

@@ -1282,8 +1282,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
 
     out = Path(out)
     # The destination first: refusing it should not wait for a model to load.
-    artifacts.check_replaceable(out, overwrite, "sentence_bert_config.json", "", "--overwrite", "folder")
-    artifacts.check_writable(out, "folder")
+    artifacts.check_export_folder(model_or_folder, out, overwrite, "sentence_bert_config.json")
     emb = exportable_embedder(model_or_folder, options)
 
     reads = emb.head_reads if emb.pooling == "head" else emb.pooling

@@ -237,7 +237,7 @@ class LrPlan:
         body.append(f"weight decay 0 on {NO_DECAY_RULE}")
         if self.gradual:
             body.append(f"gradual unfreezing: stage 0 trains from the first step, then one more group per stage, top down "
-                        f"({self.stages} stage{'s' if self.stages != 1 else ''}); each group warms up again from the step it is unfrozen")
+                        f"(stages 0 to {self.stages}); each group warms up again from the step it is unfrozen")
         return "\n".join(body)
 
 

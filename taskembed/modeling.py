@@ -121,6 +121,9 @@ def check_folder(path: Path, fix: str = "give a model folder (config.json and th
                 f"{path}: only pickle weights ({pickled[0]}); taskembed loads safetensors only because pickle can run code. "
                 "Convert them once in a trusted environment (model.save_pretrained(dir) writes safetensors)"
             )
+        if (path / "model.onnx").is_file():  # `taskembed export --format onnx` wrote it: the graph, not PyTorch weights
+            raise UserError(f"{path}: an ONNX export (model.onnx, no PyTorch weights); run it with onnxruntime (README: ONNX "
+                            "export), or give the folder it was exported from")
         raise UserError(f"{path}: no *.safetensors weights; the folder is incomplete")
 
 

@@ -54,10 +54,7 @@ def export_onnx(folder: str | Path, out: str | Path, *, int8: bool = False, chec
     """
     out = Path(out)
     # The destination, the packages and the check data first: refusing any of them should not wait for an export.
-    if Path(folder).expanduser().resolve() == out.expanduser().resolve():
-        raise UserError(f"{out} is the model folder itself; write the export to another folder")
-    artifacts.check_replaceable(out, overwrite, META_FILE, "", "--overwrite", "folder")
-    artifacts.check_writable(out, "folder")
+    artifacts.check_export_folder(folder, out, overwrite, META_FILE)
     _require_packages()
     try:
         clf = Classifier(folder, device="cpu")
@@ -136,10 +133,7 @@ def export_onnx_embeddings(model_or_folder: Any, out: str | Path, *, int8: bool 
     from taskembed.embed import _trained_data, exportable_embedder
 
     out = Path(out)
-    if isinstance(model_or_folder, (str, Path)) and Path(model_or_folder).expanduser().resolve() == out.expanduser().resolve():
-        raise UserError(f"{out} is the model folder itself; write the export to another folder")
-    artifacts.check_replaceable(out, overwrite, META_FILE, "", "--overwrite", "folder")
-    artifacts.check_writable(out, "folder")
+    artifacts.check_export_folder(model_or_folder, out, overwrite, META_FILE)
     _require_packages()
     emb = exportable_embedder(model_or_folder, {**options, "device": "cpu"})
     if "attention_mask" not in emb.tokenizer.model_input_names:

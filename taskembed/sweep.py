@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from taskembed.checkpoint import folder_for
-from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, parse_overrides
+from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, config_from_dict, parse_overrides
 from taskembed.data import load_splits
 from taskembed.errors import UserError
 from taskembed.progress import seconds_text
@@ -176,7 +176,7 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
     configs: dict[str, Config] = {}
     for values in itertools.product(*grid.values()):
         # The values as the config reads them (1e-4 written on the command line is the number 0.0001).
-        resolved = as_config(base, dict(zip(grid, values)))
+        resolved = config_from_dict(base.to_dict(), dict(zip(grid, values)), where="--grid")  # a bad value is named as the grid's
         setting = {f"{s}.{n}": getattr(getattr(resolved, s), n) for s, n in where.values()}
         if any(t.setting == setting for t in trials):
             raise UserError(f"--grid gives the setting {', '.join(f'{k}={v}' for k, v in setting.items())} twice (one value written "

@@ -636,6 +636,9 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     code, out, _ = run_cli(["predict", str(classifier_dir), "a fine\nfilm", "tab\there"], capsys)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 2 and lines[0].endswith("\ta fine\\nfilm") and lines[1].endswith("\ttab\\there"), out
+    # A very long text is cut on the terminal (--out keeps it whole).
+    code, out, _ = run_cli(["predict", str(classifier_dir), "word " * 10_000], capsys)
+    assert code == 0 and out.strip().endswith("... (50,000 characters)") and len(out) < 400, out
     src = tmp_path / "in.txt"
     src.write_text("a fine film\n\n\na dull film\n\n")
     code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(src)], capsys)
@@ -714,3 +717,15 @@ def test_a_folder_that_is_no_model_is_told_which_folder_to_give(tmp_path, capsys
     data = write_csv(make_rows(20))
     assert main(["train", "--model.name", str(tmp_path / "notes"), "--data.source", str(data), "--output.dir", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip().endswith("give a folder with config.json and the weights, or a Hub id, as the model")
+
+
+def test_plan_says_what_the_dry_run_says_of_stages_that_never_start(tmp_path, capsys, tiny_model_dir):
+    # The tiny model's plan has stages 0 to 3 (head, layer 1, layer 0, embeddings): by epoch over 2 epochs, 2 never start.
+    argv = ["--model.name", str(tiny_model_dir), "--train.gradual_unfreezing", "epoch", "--train.epochs", "2"]
+    assert main(["plan", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "(stages 0 to 3)" in out and "the last 2 stage(s) never start" in out
+    assert main(["plan", "--json", *argv]) == 0
+    json.loads(capsys.readouterr().out)  # JSON alone, notes left out
+    assert main(["plan", *argv[:4], "--train.epochs", "4"]) == 0
+    assert "never start" not in capsys.readouterr().out

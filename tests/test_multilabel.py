@@ -439,6 +439,37 @@ def test_evaluate_refuses_a_label_column_for_a_model_of_0_1_columns(tiny_overrid
         taskembed.evaluate(folder, str(short))
 
 
+def test_a_single_label_run_can_start_from_a_multi_label_model(trained, tiny_overrides, tmp_path):
+    # The embedding report's base is the starting encoder; it refused a multi-label one after all the training, and
+    # the save's advice (--resume) could never get past it.
+    _, result, _, _ = trained
+    data = tmp_path / "single.csv"
+    data.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(80, seed=7)), encoding="utf-8")
+    messages: list[str] = []
+    out = taskembed.train(None, {**tiny_overrides, "model.name": str(result.output_dir), "data.source": str(data), "train.epochs": 1},
+                          progress=False, echo=messages.append).output_dir
+    report = json.loads((out / "embedding_report.json").read_text())
+    assert report["base"]["model"] == str(result.output_dir) and report["tuned"]["knn_accuracy"] is not None
+    assert not any("left out" in m for m in messages)
+
+
+def test_what_stops_the_embedding_report_does_not_cost_the_model(tiny_overrides, tmp_path, monkeypatch):
+    from taskembed import compare as compare_module
+
+    def refuse(*_args, **_kwargs):
+        raise taskembed.UserError("compare needs labelled texts of at least two classes")
+
+    monkeypatch.setattr(compare_module, "compare", refuse)
+    data = tmp_path / "single.csv"
+    data.write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(60, seed=8)), encoding="utf-8")
+    messages: list[str] = []
+    out = taskembed.train(None, {**tiny_overrides, "data.source": str(data), "train.epochs": 1}, progress=False,
+                          echo=messages.append).output_dir
+    assert (out / "model.safetensors").is_file() and not (out / "embedding_report.json").exists()
+    assert "embedding report left out: compare needs labelled texts of at least two classes" in messages
+    assert "Left out: compare needs labelled texts of at least two classes" in (out / "README.md").read_text()
+
+
 def test_compare_refuses_a_multi_label_model_and_label_sets(trained, tiny_model_dir):
     # Each combination of labels was scored as a class of its own ("['book flight', 'check balance']"), with figures
     # that meant nothing; training leaves the report out for multi-label models, and compare now says why.

@@ -61,6 +61,8 @@ def test_float32_export_gives_pytorchs_logits_on_new_texts(trained, tmp_path):
         assert check[batch]["same_prediction"] == 100.0 and check[batch]["accuracy_onnx"] == check["accuracy_pytorch"]
     # The saved tokenizer states the run's limit and pads on the right, as taskembed reads texts.
     assert tok.model_max_length == meta["max_length"] == 32 and tok.padding_side == "right"
+    with pytest.raises(taskembed.UserError, match="an ONNX export .*run it with onnxruntime"):
+        taskembed.load(out)  # not "the folder is incomplete"
 
 
 def test_int8_is_smaller_and_says_how_far_it_moved(trained, tmp_path):
@@ -320,6 +322,7 @@ def test_embedding_export_cli_and_refusals(trained, tmp_path, capsys, monkeypatc
     cases = [
         (["export", str(folder), str(out), "--format", "onnx-embeddings"], "already exists; pass --overwrite"),
         (["export", str(folder), str(folder), "--format", "onnx-embeddings", "--overwrite"], "is the model folder itself"),
+        (["export", str(folder), str(folder)], "is the model folder itself"),  # sentence-transformers: said the same way
         (["export", str(folder), str(tmp_path / "x"), "--format", "onnx-embeddings", "--check", "data.csv"], "--check is for --format onnx;"),
         (["export", str(folder), str(tmp_path / "x"), "--int8"], "--int8 is for --format onnx or --format onnx-embeddings"),
         (["export", str(folder), str(tmp_path / "x"), "--format", "onnx-embeddings", "--pooling", "avg"], "avg"),

@@ -149,7 +149,7 @@ def test_a_stopped_sweep_continues_and_ends_where_an_unstopped_one_does(base, tm
 
 def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
     monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("trained despite a mistake"))
-    with pytest.raises(UserError, match="train.lr must be > 0"):
+    with pytest.raises(UserError, match="^--grid: 1 problem: train.lr must be > 0"):  # the grid's value, not "the Config given"
         sweep(None, base, grid={"train.lr": [1e-4, -1.0]}, seeds=[0])
     with pytest.raises(UserError, match="--grid train.lrr: unknown key 'train.lrr'; did you mean 'train.lr'\\?"):
         sweep(None, base, grid={"train.lrr": [1e-4]})
