@@ -15,7 +15,7 @@ from bench.fault_injection import write_csv as write
 from taskembed.cli import main
 from tests.conftest import make_rows
 
-from taskembed.embed import embed
+from taskembed.embed import Embedder, embed
 from taskembed.onnx_export import ONNX_FILE, export_onnx, export_onnx_embeddings, onnx_outputs, session_for
 
 NEW_TEXTS = ["a truly wonderful film", "dull and boring", "not bad at all, really quite good, i liked it a lot", "x"]
@@ -99,6 +99,11 @@ def test_sentence_pair_and_multi_label_models(tmp_path, tiny_model_dir):
     second = ["the other text", "and one more", "a third", "four"]
     mine = onnx_outputs(session_for(tmp_path / "pair-onnx" / ONNX_FILE), clf.tokenizer, meta["inputs"], NEW_TEXTS, second, 32)
     np.testing.assert_allclose(mine, clf.logits(NEW_TEXTS, second).numpy(), atol=1e-4)
+    # Its vectors too: each text read with its second text, as the model was trained.
+    vectors = export_onnx_embeddings(folder, tmp_path / "pair-vectors")
+    assert vectors["text_pair"] and "token_type_ids" in vectors["inputs"]
+    np.testing.assert_allclose(_vectors(tmp_path / "pair-vectors", NEW_TEXTS, 2, second),
+                               Embedder.load(folder).encode(NEW_TEXTS, pairs=second), atol=1e-5)
 
     tags = [{"text": r["text"], "tags": r["label"] + ("|extra" if i % 3 == 0 else "")} for i, r in enumerate(make_rows(120, seed=5))]
     data = write(tmp_path / "tags.csv", tags)
