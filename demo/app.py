@@ -605,7 +605,8 @@ def embedding_markdown(report: dict[str, Any] | None, multi_label: bool = False)
         return (f"| {side}: `{_short(str(r.get('model')))}`, {r.get('pooling')} ({r.get('dim')}-d) | {_pct(r.get('knn_accuracy')) or 'n/a'} "
                 f"| {_pct(r.get('linear_probe_accuracy')) or 'n/a'} | {sil} |")
 
-    k = (report.get("settings") or {}).get("k", 10)
+    # The k used (fewer than asked when a class has few texts to vote), as the card states it; settings hold the k asked.
+    k = (report.get("tuned") or {}).get("k") or (report.get("base") or {}).get("k") or (report.get("settings") or {}).get("k", 10)
     lines = [f"On {report.get('n', 0):,} validation texts, cross-validated:", "",
              f"| embedding | k-NN accuracy (k={k}) | linear probe accuracy | silhouette (cosine) |", "| --- | ---: | ---: | ---: |",
              row("before", report.get("base") or {}), row("after", report.get("tuned") or {})]
@@ -645,11 +646,13 @@ def error_values(metrics: dict[str, Any] | None, multi_label: bool = False) -> t
         return "No error analysis in this folder (training writes one with `output.error_analysis: true` and a test or validation split).", [], []
     split = errors.get("split") or "evaluation"
     pairs = [[p.get("true"), p.get("predicted"), p.get("count")] for p in errors.get("confused_pairs") or []]
-    examples = [[e.get("text"), e.get("label"), e.get("predicted"), _pct(e.get("p_predicted"))] for e in errors.get("top_loss") or []]
+    # Ranked by loss, so by the true label's probability; the predicted label's is beside it (not in order with more classes).
+    examples = [[e.get("text"), e.get("label"), _pct(e.get("p_label")), e.get("predicted"), _pct(e.get("p_predicted"))]
+                for e in errors.get("top_loss") or []]
     if not pairs:
         return f"No mistakes on the {split} split.", [], []
-    return (f"On the {split} split: the label pairs the model confuses most (true -> predicted), and its most confident "
-            "mistakes (highest loss), with the confidence it gave the wrong label."), pairs, examples
+    return (f"On the {split} split: the label pairs the model confuses most (true -> predicted), and the mistakes with the "
+            "highest loss (the true label given the least probability), with the probability of each label."), pairs, examples
 
 
 def about_values(model: Model) -> dict[str, Any]:
@@ -695,6 +698,9 @@ def _confidence_markdown(p: dict[str, Any]) -> str:
     return s
 
 
+_gradio_cache: str | None = None  # the GRADIO_TEMP_DIR build_app set (a later app in this process moves it to its own folder)
+
+
 def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[Model] | None = None, limits: Limits | None = None,
               top_k: int = TOP_K, neighbour_texts: int = MAX_NEIGHBOUR_TEXTS, concurrency: int = CONCURRENCY,
               queue_size: int = QUEUE_SIZE, device: str | None = None) -> gr.Blocks:
@@ -706,7 +712,14 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
     first = models[0]
     several = len(models) > 1
     out_dir = Path(tempfile.mkdtemp(prefix="taskembed-demo-"))
-    atexit.register(shutil.rmtree, out_dir, True)  # the downloads go with the demo (Gradio has served its own copies)
+    atexit.register(shutil.rmtree, out_dir, True)  # the downloads go with the demo, and Gradio's copies with them (below)
+    # Gradio copies every upload and every file it serves (visitors' texts, their predictions) into its cache, by default
+    # a shared /tmp/gradio whose files other local users can read and which outlives the demo. Inside this private
+    # folder (mode 0700, removed at exit) they are neither. Read when the components are built, so it is set before
+    # them; a GRADIO_TEMP_DIR the user set wins.
+    global _gradio_cache
+    if os.environ.get("GRADIO_TEMP_DIR") in (None, _gradio_cache):
+        _gradio_cache = os.environ["GRADIO_TEMP_DIR"] = str(out_dir / "gradio")
 
     def pick(name: str | None) -> Model:
         if name is None and not several:
@@ -864,7 +877,7 @@ def build_app(folders: Sequence[str | Path] | None = None, *, models: Sequence[M
                 with gr.Row():
                     pairs_df = gr.Dataframe(value=v["confused_pairs"], headers=["true", "predicted", "count"], label="most confused label pairs",
                                             interactive=False, visible=bool(v["confused_pairs"]), scale=1, elem_id="about-confused-pairs")
-                    top_loss_df = gr.Dataframe(value=v["top_loss"], headers=["text", "true", "predicted", "confidence (%)"],
+                    top_loss_df = gr.Dataframe(value=v["top_loss"], headers=["text", "true", "true label (%)", "predicted", "predicted label (%)"],
                                                label="highest-loss examples", interactive=False, wrap=True, visible=bool(v["top_loss"]),
                                                scale=3, column_widths=["64%", "12%", "12%", "12%"], elem_id="about-top-loss")
                 plan_df = gr.Dataframe(value=v["plan"], headers=["group", "depth", "parameters", "rate", "weight decay", "modules"],

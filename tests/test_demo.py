@@ -11,6 +11,7 @@ import ast
 import csv
 import importlib.util
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,17 @@ def test_batch_returns_one_row_per_line_and_a_csv(client, trained):
         rows = list(csv.reader(fh))
     assert rows[0] == ["text", "label", "score", "score_neg", "score_pos"] and len(rows) == len(texts) + 1
     assert f"{len(texts)} texts" in note
+
+
+def test_gradio_keeps_its_copies_in_the_demos_private_folder(client):
+    # Gradio copies every file it serves; in its default shared /tmp/gradio other local users could read visitors' texts
+    # and predictions, and they outlived the demo. They go into the demo's own folder (0700, removed at exit) instead.
+    client.predict("tiny-sentiment", "superb charming\ndull boring", None, api_name="/batch")
+    # Each app built moves the cache into its own folder (several are built in this test process): the latest one's.
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    private = cache.parent
+    assert private.name.startswith("taskembed-demo-") and private.stat().st_mode & 0o077 == 0
+    assert list(cache.rglob("predictions-*.csv"))  # the served copy of the batch's CSV is there
 
 
 def test_batch_csv_download_defuses_spreadsheet_formulas(client):
@@ -416,6 +428,11 @@ def test_a_taken_port_or_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_pa
             assert demo.main([str(tmp_path / "missing"), *options]) == 2  # refused before the models load
             err = capsys.readouterr().err.strip()
             assert err.startswith("error: ") and "\n" not in err and message in err, err
+    # `taskembed demo --port 0` was read as no port and served on 7860; it is refused as the script refuses it.
+    from taskembed.cli import main as cli
+
+    assert cli(["demo", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --port 0: use 1 to 65535"
 
 
 def test_bad_model_folder_exits_2_with_one_line(trained, tiny_model_dir, tmp_path, capsys):
