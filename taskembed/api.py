@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from taskembed import artifacts, checkpoint, cudagraphs
+from taskembed import artifacts, builtin, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, unlabelled_texts, window_stride)
@@ -55,9 +55,12 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
 
 def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *,
          labels: Sequence[str] | None = None) -> LrPlan:
-    """The learning-rate plan a config would train with; loads the model but no data (its head sized for `labels`,
-    two when not given)."""
+    """The learning-rate plan a config would train with; loads the model (its head sized for `labels`). Without
+    `labels`, a built-in dataset's are read (it is on this machine and reads in a second or two); other data is not
+    read (a file can be large, a Hub dataset would be downloaded) and the head is sized for two."""
     cfg = as_config(config, overrides)
+    if labels is None and cfg.data.source in builtin.BUILTIN_NAMES:
+        labels = load_splits(cfg.data).labels
     model, _ = load_classifier(cfg.model, list(labels) if labels else ["negative", "positive"])
     # The world size scales the rates; reading it needs no process group (a plan under torchrun would otherwise
     # leave one up). build_plan refuses a freeze_layers beyond the model's depth.
@@ -174,8 +177,13 @@ def train(
             raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
         say("train.keep_checkpoints is 0, so there is nothing to resume: starting afresh")  # a script may pass auto always
     resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
+    mlm = cfg.train.mlm_epochs > 0 and resume_from is None  # a resumed run has the stage's weights in its checkpoint
+    if mlm and world > 1:
+        raise UserError("train.mlm_epochs runs in one process; run it without torchrun, or set train.mlm_epochs 0")
 
     splits = load_splits(cfg.data, given)
+    # Read now, so that a mistake in the file is found before the model loads, not after.
+    unlabelled = unlabelled_texts(cfg.data) if mlm and cfg.data.unlabelled else []
     fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
         checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
@@ -227,16 +235,14 @@ def train(
     if cfg.train.mlm_epochs > 0:
         # Last before the loop, after every check that could refuse the run, so that none waits for the stage; the plan's
         # freezing is set, so frozen embeddings or layers stay as they are (gradual unfreezing only orders the loop).
-        if resume_from is not None:
+        if not mlm:
             say("masked-LM stage: skipped on resume (its weights are in the checkpoint)")
             mlm_info = {"epochs": cfg.train.mlm_epochs, "ran_before_the_checkpoint_this_run_resumed_from": True}
-        elif world > 1:
-            raise UserError("train.mlm_epochs runs in one process; run it without torchrun, or set train.mlm_epochs 0")
         else:
             from taskembed.mlm import adapt_encoder
 
             train = splits.frames["train"]
-            texts = train["text"].tolist() + (unlabelled_texts(cfg.data) if cfg.data.unlabelled else [])
+            texts = train["text"].tolist() + unlabelled
             pairs = train["text_pair"].tolist() if "text_pair" in train else None
             try:
                 mlm_info = adapt_encoder(cfg, model, tokenizer, texts, pairs, device, say, progress=progress)
@@ -394,6 +400,10 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
 
         val = splits.frames["validation"]
         tuned = Embedder.from_model(model, tokenizer, name=str(cfg.output.dir), max_length=cfg.data.max_length)
+        # Said first: with many labels the cross-validated probes take a minute or more, after the last progress line.
+        n = min(len(val), cfg.output.embedding_report_max_texts)
+        say(f"embedding report: {n:,} validation texts through the base and the tuned encoder, k-NN and linear probes "
+            "(output.embedding_report false skips it)")
         try:
             # A pair model's texts are read with their second texts on both sides, as the model reads them.
             report = compare(cfg.model.name, tuned, val["text"].tolist(), val["label"].tolist(), folder,

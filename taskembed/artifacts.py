@@ -223,7 +223,8 @@ def _errors_section(errors: dict[str, Any] | None) -> str:
         return ""
     pairs = "\n".join(f"| {p['true']} | {p['predicted']} | {p['count']} |" for p in errors["confused_pairs"][:5])
     worst = "\n".join(
-        f"| {e['text'][:120].replace('|', '/')} | {e['label']} | {e['predicted']} ({100 * e['p_predicted']:.0f}%) |" for e in errors["top_loss"][:5]
+        f"| {e['text'][:120].replace('|', '/')} | {e['label']} ({100 * e['p_label']:.0f}%) | {e['predicted']} ({100 * e['p_predicted']:.0f}%) |"
+        for e in errors["top_loss"][:5]
     )
     return f"""### Errors ({errors['split']})
 
@@ -231,7 +232,7 @@ def _errors_section(errors: dict[str, Any] | None) -> str:
 | --- | --- | ---: |
 {pairs}
 
-Most confident mistakes (all in `metrics.json`):
+The mistakes with the highest loss, where the true label got the least probability (all in `metrics.json`):
 
 | text | label | predicted |
 | --- | --- | --- |

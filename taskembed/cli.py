@@ -50,6 +50,10 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         notes: list[str] = []
         if splits:
             api.check_data(cfg, splits, notes.append)
+        if cfg.train.mlm_epochs > 0 and cfg.data.unlabelled:
+            from taskembed.data import unlabelled_texts
+
+            notes.append(f"data.unlabelled: {len(unlabelled_texts(cfg.data)):,} texts for the masked-LM stage")
         print(dump_config(cfg))
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")
@@ -148,17 +152,13 @@ def cmd_help_config() -> int:
 def cmd_plan(config: str | None, overrides: Sequence[str] = (), as_json: bool = False) -> int:
     from taskembed import api, builtin
     from taskembed.config import load_config, parse_overrides
-    from taskembed.data import load_splits
 
     cfg = load_config(config, parse_overrides(list(overrides)))
-    # A built-in dataset is on this machine and reads in a second or two: the head is then counted as training sizes it.
-    # Other data is not read (a file can be large, a Hub dataset would be downloaded), and the note says so.
-    labels = load_splits(cfg.data).labels if cfg.data.source in builtin.BUILTIN_NAMES else None
-    p = api.plan(cfg, labels=labels)
+    p = api.plan(cfg)  # a built-in dataset's labels are read; other data's are not, and the note says so
     if as_json:
         print(json.dumps(p.to_json(), indent=2))
         return 0
-    print(p.table() + ("" if labels else "\n" + PLAN_LABELS_NOTE))
+    print(p.table() + ("" if cfg.data.source in builtin.BUILTIN_NAMES else "\n" + PLAN_LABELS_NOTE))
     if note := _stages_never_started(cfg, p):
         print(note)
     return 0
@@ -433,7 +433,7 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
 
     if importlib.util.find_spec("gradio") is None:
         raise UserError("the demo needs gradio: pip install 'taskembed[demo]' (in a checkout, make install does)")
-    argv = [*models, "--host", host, *(["--port", str(port)] if port else []), *(["--share"] if share else []),
+    argv = [*models, "--host", host, *(["--port", str(port)] if port is not None else []), *(["--share"] if share else []),
             *(["--auth", auth] if auth else [])]
     try:
         app = importlib.import_module("taskembed.demo.app")

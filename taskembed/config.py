@@ -559,6 +559,11 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     cfg = Config(**sections)
     # Fields that failed to parse kept their defaults above, so the remaining checks still see every other value.
     problems.extend(_contradictions(cfg))
+    if where.endswith((".yaml", ".yml")):
+        # A value given on the command line is not the file's: say so, or the user looks for it in the file.
+        named = {f"{s}.{k}" for s, k in overridden}
+        problems = [f"{head} (an override, not the file) {rest}" if head in named else f"{head} {rest}".rstrip()
+                    for head, _, rest in (problem.partition(" ") for problem in problems)]
     if problems:
         count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
         raise UserError(f"{where}: {count}: " + "; ".join(problems))

@@ -311,8 +311,10 @@ def fit(
         optimizer, [lr_lambda(cfg, total_steps, stage_start[g["unfreeze_stage"]]) for g in optimizer.param_groups])
     never = sum(start >= total_steps for start in stage_start) if plan.gradual else 0
     if plan.gradual and rank == 0 and (progress or never):  # stages that never start are said even without progress output
+        fix = "more epochs, or gradual_unfreezing steps" if cfg.gradual_unfreezing == "epoch" else \
+            f"train.unfreeze_every {max(1, (total_steps - 1) // plan.stages)} or less, or 0 to spread the stages over the first epoch"
         say(f"gradual unfreezing: stages 0..{plan.stages} start at optimizer steps {', '.join(map(str, stage_start))} of {total_steps}"
-              + (f"; the last {never} stage(s) never start, so those groups stay frozen (more epochs, or gradual_unfreezing steps)" if never else ""))
+            + (f"; the last {never} stage(s) never start, so those groups stay frozen ({fix})" if never else ""))
     graphs = None
     if cfg.cuda_graphs and not cudagraphs.available(device):
         if rank == 0:

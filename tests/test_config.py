@@ -365,6 +365,13 @@ def test_a_mistyped_override_is_not_blamed_on_the_file(tmp_path):
     with pytest.raises(UserError) as info:
         load_config(path, parse_overrides(["--train.epoch", "3"]))
     assert "unknown key 'train.epoch' (an override, not the file); did you mean 'train.epochs'?" in str(info.value)
+    # A bad value or a contradiction given on the command line is marked too; the file's own are not.
+    path.write_text("train:\n  epochs: 0\n", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        load_config(path, parse_overrides(["--train.class_weights", "Balanced", "--train.lr", "-1"]))
+    assert str(info.value) == (f"{path}: 3 problems: train.class_weights (an override, not the file) must be one of none, balanced "
+                               "(got 'Balanced'); train.lr (an override, not the file) must be > 0 (got -1.0); "
+                               "train.epochs must be > 0 (got 0.0)")
 
 
 def test_integer_options_read_leading_zeros_as_decimal_and_refuse_base_60():

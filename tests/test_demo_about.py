@@ -55,9 +55,18 @@ def test_about_tab_renders_confused_pairs_and_top_loss_examples(folders):
     note = _component(app, "about-errors")["props"]["value"]
     assert pairs["visible"] and examples["visible"]
     assert pairs["value"]["data"] == [[p["true"], p["predicted"], p["count"]] for p in errors["confused_pairs"]]
-    assert examples["value"]["data"] == [[e["text"], e["label"], e["predicted"], f"{100 * e['p_predicted']:.2f}"] for e in errors["top_loss"]]
-    assert examples["value"]["headers"] == ["text", "true", "predicted", "confidence (%)"]
+    assert examples["value"]["data"] == [[e["text"], e["label"], f"{100 * e['p_label']:.2f}", e["predicted"], f"{100 * e['p_predicted']:.2f}"]
+                                         for e in errors["top_loss"]]
+    assert examples["value"]["headers"] == ["text", "true", "true label (%)", "predicted", "predicted label (%)"]
+    # Ranked by loss: the true label's probability rises down the table, whatever the predicted label's does.
+    shown = [float(row[2]) for row in examples["value"]["data"]]
+    assert shown == sorted(shown)
     assert "test split" in note
+    # The model card lists the same rows, each label with its probability.
+    card = (folder / "README.md").read_text()
+    first = errors["top_loss"][0]
+    assert "The mistakes with the highest loss" in card
+    assert f"| {first['label']} ({100 * first['p_label']:.0f}%) | {first['predicted']} ({100 * first['p_predicted']:.0f}%) |" in card
     # The flipped rows are the mistakes a model that learned the task makes most confidently.
     flipped = {r["text"] for r in make_rows(60, seed=2)[:FLIPPED]}
     assert {row[0] for row in examples["value"]["data"]} & flipped
@@ -74,7 +83,8 @@ def test_switching_models_updates_the_errors_and_hides_empty_tables(folders):
         note, pairs, examples = out[9:12]  # after the nine outputs the About tab had before (see test_demo.py)
         assert "test split" in note and pairs["visible"] and examples["visible"]
         assert pairs["value"]["data"] == [[p["true"], p["predicted"], p["count"]] for p in errors["confused_pairs"]]
-        assert [row[:3] for row in examples["value"]["data"]] == [[e["text"], e["label"], e["predicted"]] for e in errors["top_loss"]]
+        assert [[row[0], row[1], row[3]] for row in examples["value"]["data"]] == [[e["text"], e["label"], e["predicted"]]
+                                                                                  for e in errors["top_loss"]]
         note, pairs, examples = client.predict("tiny-no-errors", api_name="/about")[9:12]
         assert "No error analysis" in note
         assert not pairs["visible"] and not examples["visible"] and pairs["value"]["data"] == examples["value"]["data"] == []
@@ -85,3 +95,11 @@ def test_switching_models_updates_the_errors_and_hides_empty_tables(folders):
 def test_a_model_without_mistakes_says_so():
     note, pairs, examples = demo.error_values({"errors": {"split": "validation", "confused_pairs": [], "top_loss": []}})
     assert note == "No mistakes on the validation split." and pairs == examples == []
+
+
+def test_the_embedding_summary_states_the_k_that_was_used():
+    # settings hold the k asked for (10); with few texts per class compare votes with fewer, as the card says.
+    report = {"n": 12, "settings": {"k": 10}, "base": {"model": "base", "pooling": "mean", "dim": 32, "knn_accuracy": 0.5, "k": 3},
+              "tuned": {"model": "tuned", "pooling": "head", "dim": 32, "knn_accuracy": 0.75, "k": 3}}
+    text = demo.embedding_markdown(report)
+    assert "k-NN accuracy (k=3)" in text and "k=10" not in text

@@ -33,6 +33,7 @@ def test_plan_of_the_default_config(capsys):
     assert main(["plan", str(ROOT / "configs" / "intent.yaml"), "--json"]) == 0
     head = json.loads(capsys.readouterr().out)["groups"][-1]
     assert head["n_params"] == 384 * 384 + 384 + 384 * 38 + 38  # the pooler, and the classifier for 38 labels
+    assert taskembed.plan(ROOT / "configs" / "intent.yaml").groups[-1].n_params == head["n_params"]  # Python counts it alike
     # other data is not read before training, and the table says what it counted instead
     assert main(["plan", str(ROOT / "configs" / "intent.yaml"), "--data.source", "somewhere.csv"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("head parameters counted for 2 labels (this data is not read before "

@@ -125,7 +125,7 @@ def test_other_families_train_through_their_own_heads(kind, tiny_model_dir, writ
     assert mlm["steps"] > 0 and mlm["loss_last"] < mlm["loss_first"], mlm
 
 
-def test_refusals_come_before_the_stage_and_in_the_dry_run(tiny_overrides, write_csv, tmp_path, capsys):
+def test_refusals_come_before_the_stage_and_in_the_dry_run(tiny_overrides, write_csv, tmp_path, capsys, monkeypatch):
     data = write_csv(make_rows(40, seed=8))
     said: list[str] = []
     (tmp_path / "late.checkpoints").write_text("")  # where the run would keep its checkpoints
@@ -147,6 +147,19 @@ def test_refusals_come_before_the_stage_and_in_the_dry_run(tiny_overrides, write
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
         assert not (tmp_path / "out").exists()
+    # The file's content is checked by the dry run too, and by a run before the model loads.
+    assert main([*common, "--dry-run", "--data.unlabelled", str(table)]) == 2
+    assert "no column 'text' (data.text_column" in capsys.readouterr().err
+    from taskembed import api
+
+    monkeypatch.setattr(api, "load_classifier", lambda *a, **k: pytest.fail("loaded the model before reading data.unlabelled"))
+    assert main([*common, "--data.unlabelled", str(table)]) == 2
+    assert "no column 'text' (data.text_column" in capsys.readouterr().err
+    monkeypatch.undo()  # the dry run's plan loads the model
+    good = tmp_path / "unlabelled.txt"
+    good.write_text("some text\nmore text\n\nthird\n", encoding="utf-8")
+    assert main([*common, "--dry-run", "--data.unlabelled", str(good)]) == 0
+    assert "data.unlabelled: 3 texts for the masked-LM stage" in capsys.readouterr().out
 
 
 def test_a_run_stopped_after_the_stage_resumes_without_it_and_ends_where_an_unstopped_one_does(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -451,6 +451,8 @@ def test_a_single_label_run_can_start_from_a_multi_label_model(trained, tiny_ove
     report = json.loads((out / "embedding_report.json").read_text())
     assert report["base"]["model"] == str(result.output_dir) and report["tuned"]["knn_accuracy"] is not None
     assert not any("left out" in m for m in messages)
+    # Said before the probes run (they can take a minute after the last progress line).
+    assert any(m.startswith("embedding report: ") and "validation texts through the base and the tuned encoder" in m for m in messages)
 
 
 def test_what_stops_the_embedding_report_does_not_cost_the_model(tiny_overrides, tmp_path, monkeypatch):

@@ -81,6 +81,8 @@ def test_gradual_unfreezing_keeps_the_frozen_groups_untouched(tiny_model_dir, wr
     late = taskembed.train(None, {**opts, "output.dir": str(tmp_path / "late"), "train.unfreeze_every": 1000}, progress=False, echo=said.append)
     # Said without progress output too, and through the caller's echo like every other line of the run (not printed past it).
     assert any("the last 3 stage(s) never start, so those groups stay frozen" in m for m in said) and capsys.readouterr().out == ""
+    # Stages by steps already: the fix is a shorter interval (3 stages after stage 0 within 24 steps), not "steps".
+    assert any("(train.unfreeze_every 7 or less, or 0 to spread the stages over the first epoch)" in m for m in said), said
     w = load_file(str(late.output_dir / "model.safetensors"))
     assert torch.equal(w["bert.embeddings.word_embeddings.weight"], initial["embeddings.word_embeddings.weight"])
     assert torch.equal(w["bert.encoder.layer.1.output.dense.weight"], initial["encoder.layer.1.output.dense.weight"])
