@@ -286,6 +286,9 @@ def train(
         else:
             for s, c in calibration["splits"].items():
                 metrics[s]["ece"], metrics[s]["ece_calibrated"] = c["ece_before"], c["ece_after"]
+            v = calibration["splits"]["validation"]
+            say(f"calibration: temperature {calibration['temperature']:.2f} fitted on validation, expected calibration error "
+                f"{100 * v['ece_before']:.1f}% -> {100 * v['ece_after']:.1f}% (predict's calibrated_score)")
     errors = None
     if cfg.output.error_analysis and logits and not splits.multi_label:
         split = "test" if "test" in logits else "validation"
@@ -324,6 +327,7 @@ def train(
             "thresholds": thresholds,
             "skipped": skipped,
             "best_step": st.best_step or st.step,
+            "last_step": st.step,
             "mlm": mlm_info,
             "seed": cfg.train.seed,
             "versions": artifacts.versions(),

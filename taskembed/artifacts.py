@@ -333,6 +333,8 @@ def model_card(info: dict[str, Any]) -> str:
               else f"; every rate scaled with the batch ({cfg['train']['lr_scaling']}), the rates trained with are in the plan below")
     best = (f"Best validation {cfg['train']['metric']} at optimizer step {info['best_step']}; "
             if info["metrics"].get("validation") else "No validation split, so the final weights are kept; ")
+    if info.get("stopped_early"):
+        best += f"stopped early at step {info['last_step']} (train.early_stopping_patience), the best weights kept; "
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification

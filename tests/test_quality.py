@@ -147,10 +147,14 @@ def test_trained_folder_has_calibration_errors_and_weighted_loss(tiny_overrides,
     rows = [{**r, "label": {"neg": "pos", "pos": "neg"}[r["label"]]} if i % 6 == 5 else r for i, r in enumerate(rows)]
     overrides = {**tiny_overrides, "data.source": str(write_csv(rows)), "data.test_fraction": 0.2, "data.validation_fraction": 0.25,
                  "train.class_weights": "balanced", "output.embedding_report": False}
-    res = taskembed.train(None, overrides, progress=False, echo=lambda _m: None)
+    said: list[str] = []
+    res = taskembed.train(None, overrides, progress=False, echo=said.append)
     folder = res.output_dir
     cal = json.loads((folder / "calibration.json").read_text())
     assert cal["temperature"] > 0 and set(cal["splits"]) == {"validation", "test"}
+    v = cal["splits"]["validation"]  # said as a skipped one is
+    assert (f"calibration: temperature {cal['temperature']:.2f} fitted on validation, expected calibration error "
+            f"{100 * v['ece_before']:.1f}% -> {100 * v['ece_after']:.1f}%") in "\n".join(said)
     assert (folder / "reliability.png").is_file() and "### Calibration" in (folder / "README.md").read_text()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert "ece_calibrated" in metrics["test"] and metrics["errors"]["split"] == "test"

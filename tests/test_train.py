@@ -469,6 +469,9 @@ def test_the_validation_loss_can_pick_the_weights_and_min_delta_sets_what_counts
     res, evals, best = run("delta", **{"train.early_stopping_min_delta": 1.0, "train.early_stopping_patience": 1})
     assert best == evals[0]["step"] and len(evals) == 2
     assert json.loads((res.output_dir / "run.json").read_text())["stopped_early"] is True
+    # The card says where the run stopped, not only where its best weights were.
+    card = (res.output_dir / "README.md").read_text()
+    assert f"at optimizer step {best}; stopped early at step {evals[1]['step']} (train.early_stopping_patience)" in card
 
 
 @pytest.mark.parametrize("validation", [0.25, 0.0])
