@@ -96,6 +96,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             from taskembed.artifacts import multi_label_table
 
             tuned = (result.output_dir / "thresholds.json").is_file()  # tuned on validation; without one every label keeps 0.5
+            if tuned:  # on validation, the fine-tuned row is scored at thresholds chosen on those very texts
+                print("(the fine-tuned model at the thresholds tuned on validation, so its validation row flatters it; "
+                      "the baselines as they are)")
             print("\nmulti-label (accuracy = subset accuracy), at 0.5" + (" and at the thresholds saved in thresholds.json:" if tuned else
                                                                            " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))

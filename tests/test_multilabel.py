@@ -483,3 +483,15 @@ def test_compare_refuses_a_multi_label_model_and_label_sets(trained, tiny_model_
         compare(tiny_model_dir, result.output_dir, texts, ["x", "y", "x", "y"])
     with pytest.raises(taskembed.UserError, match="these texts have sets of labels"):
         compare(tiny_model_dir, tiny_model_dir, texts, [["x"], ["y"], ["x", "y"], []])
+
+
+def test_the_cli_says_the_tuned_rows_are_tuned_on_validation(trained, tiny_model_dir, tmp_path, capsys):
+    _, _, files, _ = trained
+    argv = ["train", "--data.source", str(files["train"]), "--data.validation", str(files["validation"]), "--data.multi_label", "true",
+            "--model.name", str(tiny_model_dir), "--data.max_length", "24", "--train.epochs", "1", "--train.bf16", "off",
+            "--output.dir", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "out" / "thresholds.json").is_file()
+    assert "(the fine-tuned model at the thresholds tuned on validation, so its validation row flatters it" in out
+    assert out.index("flatters it") < out.index("multi-label (accuracy = subset accuracy), at 0.5 and at the thresholds saved")
