@@ -486,10 +486,10 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     clf = load(folder)
     trained = clf.training_config.get("data", {})
     if label_column and clf.multi_label and trained.get("label_columns"):
-        raise UserError(f"--label-column {label_column}: {folder} reads its labels from the 0/1 columns "
-                        f"{', '.join(trained['label_columns'])}, which the data must have; drop --label-column")
+        raise UserError(f"--label-column {label_column} (label_column= in Python): {folder} reads its labels from the 0/1 columns "
+                        f"{', '.join(trained['label_columns'])}, which the data must have; drop it")
     if text_pair_column and not clf.text_pair_column:
-        raise UserError(f"--text-pair-column {text_pair_column}: {folder} was trained on single texts; drop --text-pair-column")
+        raise UserError(f"--text-pair-column {text_pair_column} (text_pair_column= in Python): {folder} was trained on single texts; drop it")
     in_memory = not isinstance(data, (str, Path))
     dcfg = DataConfig(source=IN_MEMORY if in_memory else str(data), text_column=text_column or trained.get("text_column", "text"),
                       text_columns=None if text_column else trained.get("text_columns"),
@@ -500,7 +500,8 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     named = [c for c in (dcfg.text_column, dcfg.text_pair_column, None if dcfg.label_columns else dcfg.label_column) if c]
     if len(set(named)) < len(named):
         raise UserError(f"the text, second-text and label columns must differ (they are {', '.join(named)}); "
-                        "name each with --text-column, --text-pair-column and --label-column")
+                        "name each with --text-column, --text-pair-column and --label-column (in Python text_column=, "
+                        "text_pair_column= and label_column=)")
 
     def flag(field: str) -> str | None:  # the evaluate command's own options; how labels and joined texts are read, the model fixes
         if field in ("multi_label", "label_columns", "label_delimiter", "text_columns"):

@@ -72,9 +72,10 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)
         return 0
     resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
-    print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
-          "training_config.json in the output folder):\n"
-          + "\n".join("  " + line for line in config_changes(cfg)))
+    if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun, as the run's own lines are
+        print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
+              "training_config.json in the output folder):\n"
+              + "\n".join("  " + line for line in config_changes(cfg)))
     try:
         result = api.train(cfg, progress=progress, resume={None: False, "latest": True, "auto": "auto"}[resume])
     except api.TrainingInterrupted as exc:

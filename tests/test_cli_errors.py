@@ -729,3 +729,15 @@ def test_plan_says_what_the_dry_run_says_of_stages_that_never_start(tmp_path, ca
     json.loads(capsys.readouterr().out)  # JSON alone, notes left out
     assert main(["plan", *argv[:4], "--train.epochs", "4"]) == 0
     assert "never start" not in capsys.readouterr().out
+
+
+def test_evaluate_in_python_names_its_keyword_beside_the_flag(classifier_dir):
+    import pandas as pd
+
+    import taskembed
+
+    frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "other": ["x", "y"], "label": ["pos", "neg"]})
+    with pytest.raises(taskembed.UserError, match=r"^--text-pair-column other \(text_pair_column= in Python\): .* single texts; drop it$"):
+        taskembed.evaluate(classifier_dir, frame, text_pair_column="other")
+    with pytest.raises(taskembed.UserError, match=r"\(in Python text_column=, text_pair_column= and label_column=\)$"):
+        taskembed.evaluate(classifier_dir, frame, label_column="text")
