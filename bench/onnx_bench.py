@@ -175,50 +175,51 @@ def vector_results(outputs: dict[str, Any], seconds: dict[str, list[float]], n: 
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    res, base = report["results"], report["results"]["taskembed_float32"]
-    lines = [f"# ONNX export against taskembed's predict: {report['data']}, {report['texts']:,} texts", "",
-             f"`{report['command']}`", "", f"Model `{report['model']}`; {hardware(report['machine'])}; {report['threads']} threads; "
-             f"torch {report['versions'].get('torch')}, transformers {report['versions'].get('transformers')}.", "",
-             "| system | texts/s (median) | vs taskembed float32 | accuracy | same prediction as float32 | max abs logit difference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    shown = ["taskembed_float32", "taskembed_bf16", *report["best_batch"].values()]
-    for name in (n for n in shown if n in res):
-        r = res[name]
-        label = name.replace("@", ", batch ")
-        lines.append(f"| {label} | {r['texts_per_s']:,.1f} | {r['texts_per_s'] / base['texts_per_s']:.2f}x | {r['accuracy']:.2f} | "
-                     f"{r['same_prediction_as_float32']:.2f}% | {r['max_abs_logit_difference']:.2g} |")
-    lines += ["", "onnxruntime at each batch size tried (int8's answers depend on the batch: dynamic quantisation scales each "
-              "batch's activations together):", "", "| system | batch | texts/s | accuracy | same prediction as float32 |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {n.split('@')[0]} | {n.split('@')[1]} | {r['texts_per_s']:,.1f} | {r['accuracy']:.2f} | {r['same_prediction_as_float32']:.2f}% |"
-              for n, r in res.items() if "@" in n]
-    lines.append("")
-    for name, e in report["exports"].items():
-        lines.append(f"- `{name}`: {e['mb']:,.1f} MB, exported and checked in {e['export_s']:.1f} s; logits at most "
-                     f"{e['max_abs_logit_difference_on_probe_texts']:.2g} from PyTorch's on the export's probe texts.")
-    return "\n".join(lines) + "\n"
+    return _render(
+        report, "ONNX export against taskembed's predict", "", "taskembed",
+        [("accuracy", lambda r: f"{r['accuracy']:.2f}"), ("same prediction as float32", lambda r: f"{r['same_prediction_as_float32']:.2f}%"),
+         ("max abs logit difference", lambda r: f"{r['max_abs_logit_difference']:.2g}")],
+        "onnxruntime at each batch size tried (int8's answers depend on the batch: dynamic quantisation scales each batch's "
+        "activations together):",
+        lambda e: f"logits at most {e['max_abs_logit_difference_on_probe_texts']:.2g} from PyTorch's on the export's probe texts.")
 
 
 def render_vectors(report: dict[str, Any]) -> str:
+    least, same = ("cosine to float32, least", lambda r: f"{r['min_cosine']:.5f}"), \
+        ("same 10 nearest neighbours", lambda r: f"{r['same_10_neighbours']:.2f}%")
+    return _render(
+        report, "ONNX embedding export against taskembed's embed", f", vectors: {report.get('pooling')}", "embed",
+        [least, ("mean", lambda r: f"{r['mean_cosine']:.5f}"), same], "onnxruntime at each batch size tried:",
+        lambda e: (f"on the export's probe texts, at most {e['max_abs_difference_on_probe_texts']:.2g} from PyTorch's vectors, "
+                   f"cosine {e['min_cosine_on_probe_texts']:.4f} at the least."),
+        batch_columns=[least, same])
+
+
+def _render(report: dict[str, Any], title: str, model_detail: str, ours: str, columns: list, batch_note: str, checked,
+            batch_columns: list | None = None) -> str:
+    """The report's Markdown: the best batch of each export beside taskembed's own rows, every batch size tried, and the
+    exports' sizes and checks. `columns` (and `batch_columns`, default all but the last) are (header, cell of a result)."""
+    batch_columns = columns[:-1] if batch_columns is None else batch_columns
     res, base = report["results"], report["results"]["taskembed_float32"]
-    lines = [f"# ONNX embedding export against taskembed's embed: {report['data']}, {report['texts']:,} texts", "",
-             f"`{report['command']}`", "", f"Model `{report['model']}`, vectors: {report['pooling']}; {hardware(report['machine'])}; "
-             f"{report['threads']} threads; torch {report['versions'].get('torch')}, transformers {report['versions'].get('transformers')}.",
-             "", "| system | texts/s (median) | vs embed float32 | cosine to float32, least | mean | same 10 nearest neighbours |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def header(first: list[str], cols: list) -> list[str]:
+        return ["| " + " | ".join(first + [h for h, _ in cols]) + " |", "| --- |" + " ---: |" * (len(first) - 1 + len(cols))]
+
+    lines = [f"# {title}: {report['data']}, {report['texts']:,} texts", "", f"`{report['command']}`", "",
+             f"Model `{report['model']}`{model_detail}; {hardware(report['machine'])}; {report['threads']} threads; "
+             f"torch {report['versions'].get('torch')}, transformers {report['versions'].get('transformers')}.", "",
+             *header(["system", "texts/s (median)", f"vs {ours} float32"], columns)]
     shown = ["taskembed_float32", "taskembed_bf16", *report["best_batch"].values()]
     for name in (n for n in shown if n in res):
         r = res[name]
         lines.append(f"| {name.replace('@', ', batch ')} | {r['texts_per_s']:,.1f} | {r['texts_per_s'] / base['texts_per_s']:.2f}x | "
-                     f"{r['min_cosine']:.5f} | {r['mean_cosine']:.5f} | {r['same_10_neighbours']:.2f}% |")
-    lines += ["", "onnxruntime at each batch size tried:", "", "| system | batch | texts/s | cosine to float32, least | same 10 nearest neighbours |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {n.split('@')[0]} | {n.split('@')[1]} | {r['texts_per_s']:,.1f} | {r['min_cosine']:.5f} | {r['same_10_neighbours']:.2f}% |"
+                     + " | ".join(cell(r) for _, cell in columns) + " |")
+    lines += ["", batch_note, "", *header(["system", "batch", "texts/s"], batch_columns)]
+    lines += [f"| {n.split('@')[0]} | {n.split('@')[1]} | {r['texts_per_s']:,.1f} | " + " | ".join(cell(r) for _, cell in batch_columns) + " |"
               for n, r in res.items() if "@" in n]
     lines.append("")
     for name, e in report["exports"].items():
-        lines.append(f"- `{name}`: {e['mb']:,.1f} MB, exported and checked in {e['export_s']:.1f} s; on the export's probe texts, at most "
-                     f"{e['max_abs_difference_on_probe_texts']:.2g} from PyTorch's vectors, cosine {e['min_cosine_on_probe_texts']:.4f} at the least.")
+        lines.append(f"- `{name}`: {e['mb']:,.1f} MB, exported and checked in {e['export_s']:.1f} s; {checked(e)}")
     return "\n".join(lines) + "\n"
 
 

@@ -345,14 +345,18 @@ class Embedder:
 
     # computing
 
+    @property
+    def first_row_only(self) -> bool:
+        """Whether the vector needs the top layer's first row alone: the head's vector, or the last layer's [CLS]."""
+        return self.mean_last is None and self.layer == self.num_layers and self.pooling in ("head", "cls")
+
     def _represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One float vector per row of a padded batch (on the model's device)."""
         n = self.num_layers
         need_hidden = self.mean_last is not None or self.layer != n
-        # The head's vector and the top layer's [CLS] need the top layer's first row only: computed alone, as
-        # predict does, so the head applied to these vectors gives predict's logits bit for bit.
-        first_row = not need_hidden and self.pooling in ("head", "cls")
-        with top_layer_reads_head(self.model, first_row):
+        # The top layer's first row is computed alone where that is all the vector needs, as predict does, so the head
+        # applied to these vectors gives predict's logits bit for bit.
+        with top_layer_reads_head(self.model, self.first_row_only):
             out = self.encoder(**batch, output_hidden_states=need_hidden, return_dict=True)
         mask = batch["attention_mask"]
         if self.pooling == "head":

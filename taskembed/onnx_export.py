@@ -156,15 +156,18 @@ def export_onnx_embeddings(model_or_folder: Any, out: str | Path, *, int8: bool 
             texts = _probe_texts(tok)
             pairs = _probe_texts(tok, seed=1) if pair else None
             theirs = emb.encode(texts, pairs=pairs)
-            drift, cosine = _vector_drift(onnx_outputs(session_for(full / ONNX_FILE), tok, inputs, texts, pairs, emb.max_length,
-                                                       batch_size=8, output="embeddings"), theirs)
+
+            def drift_of(graph_file: Path) -> tuple[float, float]:
+                mine = onnx_outputs(session_for(graph_file), tok, inputs, texts, pairs, emb.max_length, batch_size=8, output="embeddings")
+                return _vector_drift(mine, theirs)
+
+            drift, cosine = drift_of(full / ONNX_FILE)
             if not drift <= FLOAT32_TOLERANCE * max(1.0, float(np.abs(theirs).max())):
                 raise UserError(f"the ONNX model's vectors differ from PyTorch's by {drift:.3g} (more than {FLOAT32_TOLERANCE:g} of "
                                 "their scale); nothing was written. This is a bug in the export of this architecture: please report it")
             if int8:
                 _quantise(full, tmp)
-                drift, cosine = _vector_drift(onnx_outputs(session_for(tmp / ONNX_FILE), tok, inputs, texts, pairs, emb.max_length,
-                                                           batch_size=8, output="embeddings"), theirs)
+                drift, cosine = drift_of(tmp / ONNX_FILE)  # the model written, which the record describes
             tok.save_pretrained(tmp)
             emb.config.save_pretrained(tmp)
             meta = {
@@ -195,8 +198,7 @@ class _EmbeddingGraph(torch.nn.Module):
         super().__init__()
         self.model = emb.model
         self.inputs = inputs
-        # As Embedder._represent decides it (exportable_embedder allows the last layer only, so no hidden states are read).
-        self.first_row = emb.pooling in ("head", "cls") and can_trim_top_layer(emb.model)
+        self.first_row = emb.first_row_only and can_trim_top_layer(emb.model)  # as top_layer_reads_head decides it
         self._emb = emb
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
