@@ -128,9 +128,9 @@ class TrainConfig:
     auto_batch: bool = False
     """On out-of-memory, split each micro-batch in two and accumulate twice as many (same effective batch, same loss; only the contrastive term, computed within each piece, changes); retried down to 1 example."""
     warmup_ratio: float = 0.1
-    """Share of the optimizer steps spent warming the rates up linearly from 0."""
+    """Share of the optimizer steps spent warming the rates up linearly from 0 (in the masked-LM stage, of its steps)."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
-    """Rate decay after warmup."""
+    """Rate decay after warmup (the masked-LM stage's too, over its own steps)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables clipping)."""
     label_smoothing: float = 0.0

@@ -433,7 +433,7 @@ def check_joined_columns(where: str, present: Sequence[Any], text_columns: Seque
     lacking = next((c for c in text_columns if c not in present), None)
     if lacking is not None:
         raise UserError(f"{where}: no column '{lacking}' (columns: {', '.join(map(str, present))}); the model reads its text from "
-                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column")
+                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column{in_python('--text-column')}")
 
 
 def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
@@ -478,7 +478,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             role = _which(cfg, col)
             close = likely_column(df, col, role, set(columns))
             option = flag(role)
-            hint = f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them"
+            hint = (f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them") + \
+                (in_python(option) if option else "")
             if role == "label_columns":
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
                 if flag("label_columns") is None:
@@ -487,7 +488,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
                 hint = f"did you mean '{close[0]}'? fix data.text_columns" if close else "fix data.text_columns"
                 if flag("text_columns") is None:
                     hint = (f"the model reads its text from the columns {', '.join(text_cols)}, joined: the data needs each of "
-                            "them, or one column of joined texts named with --text-column")
+                            f"them, or one column of joined texts named with --text-column{in_python('--text-column')}")
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
@@ -624,6 +625,12 @@ def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> li
     return [max(score, key=score.get)] if score else []
 
 
+def in_python(option: str) -> str:
+    """' (text_column= in Python)' after a command's own option (--text-column), which the Python function of the command
+    takes as that keyword, so that the advice serves both; '' for a config key (--data.text_column), which both spell alike."""
+    return "" if option.startswith("--data.") else f" ({option.lstrip('-').replace('-', '_')}= in Python)"
+
+
 def missing_column(where: str, column: str, columns: Sequence[str], flag: str, df: pd.DataFrame | None = None,
                    named: Sequence[str] = ()) -> UserError:
     """The error for a text column the data lacks. With the data at hand (`df`), the suggestion is the column whose
@@ -633,7 +640,7 @@ def missing_column(where: str, column: str, columns: Sequence[str], flag: str, d
 
     close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
         difflib.get_close_matches(column, [str(c) for c in columns], n=1)
-    hint = f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them"
+    hint = (f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them") + in_python(flag)
     return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
 
 

@@ -26,7 +26,7 @@ import torch
 
 from taskembed.config import Config
 from taskembed.errors import UserError
-from taskembed.loop import TrainingDiverged, seed_everything, use_bf16
+from taskembed.loop import TrainingDiverged, lr_lambda, seed_everything, use_bf16
 from taskembed.modeling import load_errors, quiet_transformers, resolve_model
 from taskembed.progress import progress_bar
 
@@ -125,9 +125,8 @@ def adapt_encoder(cfg: Config, classifier, tokenizer, texts: Sequence[str], pair
                    {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], fused=device.type in ("cpu", "cuda"))
     trained = [p for g in groups for p in g["params"]]
-    warmup = int(t.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    # The classifier's warmup and decay (train.warmup_ratio, train.schedule) over the stage's own steps.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t, total))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(t.bf16, device))
     say(f"masked-LM stage: {t.mlm_epochs:g} epoch(s) over {len(rows):,} texts, {total} steps of {t.batch_size}, "
         f"{t.mlm_probability:.0%} of tokens masked, encoder lr {t.mlm_lr:g}, head lr {t.head_lr:g}"

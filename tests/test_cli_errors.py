@@ -558,7 +558,13 @@ def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir,
     data = tmp_path / "intents.csv"
     data.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n", encoding="utf-8")
     code, _, err = run_cli(["embed", str(classifier_dir), str(data), "--out", str(tmp_path / "v.npy")], capsys)
-    assert code == 2 and "did you mean 'utterance'? pass --text-column utterance" in err, err
+    assert code == 2 and err.rstrip().endswith("did you mean 'utterance'? pass --text-column utterance (text_column= in Python)"), err
+    # embed_file in Python takes the option as its keyword, which the same message names
+    from taskembed.embed import embed_file
+
+    with pytest.raises(taskembed.UserError, match=r"pass --text-column utterance \(text_column= in Python\)$"):
+        embed_file(classifier_dir, data, tmp_path / "w.npy", progress=False)
+    assert not (tmp_path / "w.npy").exists()
 
 
 def test_predict_on_a_table_without_the_trained_column_suggests_the_column_of_texts(classifier_dir, tmp_path, capsys):

@@ -4,6 +4,7 @@ records what it did, and refuses what it cannot do in one line."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -55,6 +56,30 @@ def test_the_stage_is_seeded(tiny_overrides, write_csv, tmp_path):
                                      "train.mlm_epochs": 1, "output.embedding_report": False}, progress=False, echo=quiet)
         weights.append(load_file(res.output_dir / "model.safetensors"))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_stage_follows_the_classifiers_warmup_and_schedule(tiny_overrides, write_csv, tmp_path, monkeypatch, schedule):
+    # The rate the stage's optimizer steps with, step by step: train.warmup_ratio's ramp, then train.schedule's decay.
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *a, **k):
+        if len(self.param_groups) <= 4:  # the stage's groups (encoder and head, with and without decay); the plan has more
+            seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    taskembed.train(None, {**tiny_overrides, "data.source": str(write_csv(make_rows(80, seed=3))), "output.dir": str(tmp_path / "o"),
+                           "train.epochs": 1, "train.mlm_epochs": 2, "train.mlm_lr": 1e-3, "train.warmup_ratio": 0.25,
+                           "train.schedule": schedule, "output.embedding_report": False}, progress=False, echo=quiet)
+    total = len(seen)
+    assert total == 2 * -(-72 // 16)  # 72 training texts (the validation tenth carved off), batches of 16
+    warmup = round(0.25 * total)
+    assert seen[:warmup] == pytest.approx([1e-3 * (s + 1) / (warmup + 1) for s in range(warmup)])
+    after = [(s - warmup) / (total - warmup) for s in range(warmup, total)]
+    expected = [1.0] * len(after) if schedule == "constant" else [0.5 * (1 + math.cos(math.pi * p)) for p in after]
+    assert seen[warmup:] == pytest.approx([1e-3 * f for f in expected])
 
 
 def test_bad_settings_are_refused_in_one_line_and_the_stage_time_is_said(tiny_overrides, write_csv, tmp_path, capsys):
