@@ -78,8 +78,14 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
     if len(val_labels) < MIN_TEXTS:
         return None, (f"{len(val_labels)} validation texts are too few to fit a temperature to ({MIN_TEXTS} at least), so "
                       "calibrated scores would mean nothing; a larger validation split calibrates")
-    t = fit_temperature(val_logits, val_labels)
     right = int((val_logits.argmax(-1) == val_labels).sum())
+    if right == len(val_labels):
+        # With no mistake the likelihood only rises as T falls, and in float64 it reaches exactly 1 once every margin over T
+        # passes about 37: the search then stops anywhere on that plateau, above T_MIN (a review's run kept T = 0.07).
+        return None, (f"no temperature fits the {len(val_labels)} validation texts (all classified right, so the sharper the "
+                      "scores the better they fit, without end), so calibrated scores would mean nothing; a larger validation "
+                      "split with some mistakes in it calibrates")
+    t = fit_temperature(val_logits, val_labels)
     if t >= T_MAX / 1.01:
         # The fit flattens as far as its range allows for two reasons: scores that say nothing of the labels (a model no
         # better than its most common class: the model is what to look at, not the split), or scores far more confident

@@ -927,6 +927,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                                         extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
     sampled_out: list[str] = []
+    given_labels = frames["train"]["label"].nunique()
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
         frames["train"], sampled_out = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
     carve = _carve_multi if cfg.multi_label else _carve
@@ -962,6 +963,10 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                 twin = next((name for name in labels if lookalike_key(name) == lookalike_key(unseen[0])), None)
                 fix = (f"training writes it '{twin}': write the labels the same way in every file" if twin is not None
                        else "add training examples or drop these rows")
+                if unseen[0] in sampled_out:  # the training data has it; the sample left it out
+                    fix = (f"the training data has it, but data.max_train_samples {cfg.max_train_samples} left it out of the sample: "
+                           f"raise data.max_train_samples to at least {given_labels}, the number of labels, "
+                           "so that the sample holds every label")
                 raise UserError(
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"

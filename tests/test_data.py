@@ -529,6 +529,11 @@ def test_a_training_sample_keeps_every_label(tmp_path, write_csv):
     whole = load_splits(DataConfig(source=str(path), validation_fraction=0.0, test_fraction=0.0)).frames["train"]
     pd.testing.assert_frame_equal(small.frames["train"], whole.sample(n=2, random_state=seed).reset_index(drop=True))
     assert small.sampled_out == ["c"]  # named, so that training says the model will not know it
+    # A test split with the label the sample left out: the advice is about the sample, not the training data, which has it
+    test = write_csv([{"text": "another text", "label": "c"}, {"text": "more text", "label": "a"}], "test.csv")
+    with pytest.raises(UserError, match=r"label 'c' never occurs in training; the training data has it, but data.max_train_samples 2 "
+                                        r"left it out of the sample: raise data.max_train_samples to at least 3, the number of labels"):
+        load_splits(DataConfig(source=str(path), test=str(test), validation_fraction=0.0, max_train_samples=2, split_seed=seed))
     assert got_all_labels(load_splits(DataConfig(source=str(path), validation_fraction=0.0, max_train_samples=10, split_seed=seed)))
 
 
