@@ -180,6 +180,7 @@ def _stages_never_started(cfg, plan) -> str | None:
 def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 100, out: str | None = None,
                 start: float = 1e-7, end: float = 1.0, progress: bool = True) -> int:
     """Learning-rate range test: print the suggested top rate, the curve and the command that trains with it."""
+    import math
     import shlex
 
     from taskembed import api
@@ -194,11 +195,18 @@ def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 
     print(f"\n{len(r.curve)} of {steps} steps ({r.stopped}) in {r.seconds:.0f} s")
     steepest = f"{s['steepest']:.2g}" if s["steepest"] else "n/a"
     print(f"suggested train.lr {s['lr']:.2g} (rule: {s['rule']}; minimum of the smoothed loss at {s['minimum']:.2g}, steepest descent at {steepest})")
+    decades = math.log10(r.curve[-1]["lr"] / r.curve[0]["lr"]) if len(r.curve) > 1 else math.log10(end / start)
+    if len(r.curve) < 3 * decades:  # the smoothed minimum of a curve this sparse can be a decade off (5 steps: 12x 30's)
+        print(f"note: {len(r.curve)} points over {decades:.0f} decades of rates place the minimum coarsely; rerun with "
+              f"--steps {max(50, math.ceil(10 * decades))} or more for a suggestion to train with")
     if s["still_falling"]:
         print("note: the loss was still falling at the end of the range; rerun with a larger --end to see where it turns")
     print(f"plot:     {r.folder / PNG_FILE}")
     rates = [x for k, v in r.train_overrides.items() for x in (f"--{k}", f"{v:.2g}")]
     kept = _drop_overrides(list(overrides), set(r.train_overrides))
+    out_dir = Path(cfg.output.dir)
+    if out_dir.exists():  # the config's folder holds a run already, which train would refuse to replace: a folder of its own
+        kept = [*_drop_overrides(kept, {"output.dir"}), f"--output.dir={out_dir.parent / out_dir.name}-lr{s['lr']:.2g}"]
     print("train:    " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *kept, *rates]))
     return 0
 
@@ -823,6 +831,8 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
             has_config = True
         elif tok == "--resume" or tok.startswith("--resume=") or tok.split("=", 1)[0] in valued or tok in own:
             head.append(tok)
+        elif value_of == "--resume" and not tok.startswith("-"):  # `--resume latset`: argparse names the values it takes
+            head[-1] = f"--resume={tok}"
         else:
             overrides.append(tok)  # --section.key, and its value
     return head, overrides

@@ -436,6 +436,11 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _number(_Int, yaml.Saf
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number(_Float, yaml.SafeLoader.construct_yaml_float))
 
 
+CONFIG_HELP = "`taskembed train --help-config` lists every key; the repository's configs/ folder has examples"
+DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".xlsx", ".xls"}
+"""Files a user may give where the config goes (`taskembed train tickets.csv`), meaning the data."""
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:
     """Read a YAML config (or the defaults when path is None), apply overrides, validate, return a Config.
 
@@ -445,9 +450,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         p = Path(path)
         if p.is_dir():
-            raise UserError(f"{p}: is a folder; give a YAML config file (the shipped ones: `ls configs/`)")
+            raise UserError(f"{p}: is a folder; give a YAML config file ({CONFIG_HELP})")
         if not p.is_file():
-            raise UserError(f"{p}: config file not found; list the shipped ones with `ls configs/`")
+            raise UserError(f"{p}: config file not found; check the path ({CONFIG_HELP})")
+        data_file = f"{p}: is a data file, not a config; train on it with --data.source {p} (no config needed)"
+        if p.suffix.lower() in DATA_SUFFIXES - {".json"}:  # a .json file may be either: known once it is read
+            raise UserError(data_file)
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -463,8 +471,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise UserError(f"{p}: not valid YAML ({at}{problem}); {fix}") from None
         if loaded is None:
             loaded = {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{p}: a config must be a mapping of sections (data, model, train, output)")
+        if not isinstance(loaded, dict) or (p.suffix.lower() == ".json" and loaded and not set(loaded) & set(SECTIONS)):
+            raise UserError(f"{p}: a config must be a mapping of sections (data, model, train, output)"
+                            + (f"; if the file holds training data, train on it with --data.source {p}" if p.suffix.lower() == ".json" else ""))
         raw = loaded
     cfg = config_from_dict(raw, overrides or {}, where=where)
     if path is not None:

@@ -422,6 +422,7 @@ def test_embed_refuses_a_classifier_without_its_pooler(classifier_dir, tmp_path,
     (["embed", "runs/x", "data.csv"], "required: --out; see `taskembed embed --help`"),
     (["frob"], "invalid choice: 'frob'"),
     (["train", "--resume=maybe"], "invalid choice: 'maybe'"),
+    (["train", "c.yaml", "--resume", "latset"], "argument --resume: invalid choice: 'latset' (choose from 'latest', 'auto')"),
     (["lr-find", "--steps", "abc"], "invalid int value: 'abc'"),
     (["predict"], "required: model; see"),  # not "model, texts": --file is the other way to give them
     (["trian"], "(did you mean train?); see `taskembed --help`"),

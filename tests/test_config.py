@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,20 @@ def test_help_config_lists_every_option(capsys):
 def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give a YAML config file"):
         load_config(tmp_path)
+
+
+def test_a_data_file_given_as_the_config_is_pointed_to_data_source(tmp_path):
+    # `taskembed train tickets.tsv`, a new user's first guess, was parsed as YAML and refused as "fix the file's syntax".
+    tsv = tmp_path / "tickets.tsv"
+    tsv.write_text("text\tlabel\nwhere is my parcel\tshipping\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tsv))}: is a data file, not a config; train on it with --data.source "):
+        load_config(tsv)
+    records = tmp_path / "tickets.json"  # a .json may be a config: judged by what it holds
+    records.write_text('[{"text": "where is my parcel", "label": "shipping"}]', encoding="utf-8")
+    with pytest.raises(UserError, match=r"a config must be a mapping of sections .*; if the file holds training data, train on it with --data.source"):
+        load_config(records)
+    (tmp_path / "config.json").write_text('{"train": {"epochs": 2}}', encoding="utf-8")
+    assert load_config(tmp_path / "config.json").train.epochs == 2
 
 
 def test_config_changes_lists_what_differs_from_the_defaults():

@@ -97,6 +97,8 @@ def test_cli_prints_the_suggestion_and_the_train_command(setup, tmp_path, capsys
     # 20 steps from 1e-5 put the noisy flat start lowest on some seeds).
     args = ["lr-find", "--steps", "30", "--start", "1e-4", "--end", "10", "--out", str(tmp_path / "lf"), "--no-progress",
             "--train.trim_top_layer", "false"]
+    setup = {**setup, "output.dir": str(tmp_path / "runs" / "own")}
+    (tmp_path / "runs" / "own").mkdir(parents=True)  # a run is there already, which train would refuse to replace
     for key, value in setup.items():
         args += [f"--{key}", str(value)]
     assert main(args) == 0
@@ -108,8 +110,23 @@ def test_cli_prints_the_suggestion_and_the_train_command(setup, tmp_path, capsys
     train_line = next(line for line in out.splitlines() if line.startswith("train:"))
     # The user's other overrides are kept, the rates replaced by the suggestion.
     assert f"--model.name {setup['model.name']}" in train_line and "--train.epochs 2" in train_line
-    assert train_line.endswith(f"--train.lr {lr:.2g} --train.head_lr {head:.2g}")
+    # The printed command runs as it is: the config's folder exists, so the model goes to a folder named for the rate.
+    assert train_line.endswith(f"--output.dir={tmp_path / 'runs' / 'own'}-lr{lr:.2g} --train.lr {lr:.2g} --train.head_lr {head:.2g}")
+    assert train_line.count("--output.dir") == 1
     assert train_line.count("--train.lr") == 1 and train_line.count("--train.head_lr") == 1
+
+
+def test_a_sparse_curve_is_said_to_place_the_minimum_coarsely(setup, tmp_path, capsys):
+    # 5 points over 7 decades: a walk-through's suggestion was 12x the one 30 steps gave, said as confidently.
+    said = {}
+    for name, range_ in (("sparse", ["--steps", "5"]), ("dense", ["--steps", "12", "--start", "1e-4", "--end", "1e-2"])):
+        args = ["lr-find", *range_, "--out", str(tmp_path / name), "--no-progress"]
+        for key, value in setup.items():
+            args += [f"--{key}", str(value)]
+        assert main(args) == 0
+        said[name] = capsys.readouterr().out
+    assert "note: 5 points over 7 decades of rates place the minimum coarsely; rerun with --steps 70 or more" in said["sparse"]
+    assert "coarsely" not in said["dense"]  # 12 points over 2 decades
 
 
 @pytest.mark.parametrize(
