@@ -109,6 +109,11 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
         say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
             f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
+    if conflicts := splits.conflicting_labels():
+        text, names = conflicts[0]
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        say(f"note: {len(conflicts):,} text(s) of the data have two or more labels (such as {shown!r}: {', '.join(names)}); the model "
+            f"cannot learn both, and scores count either against it: fix the labels or drop one of the rows in {splits.origin.get('train', 'the data')}")
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError(EARLY_STOPPING_NEEDS_VALIDATION)
     return seen, lookalikes

@@ -138,7 +138,8 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
         rows = rows[1:]  # Excel's "sep=," line, which names the separator before the header
     if not rows:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
-    header, body = rows[0], rows[1:]
+    # A row of empty fields is a blank line too: a spreadsheet writes one for each empty row (`,,` or `;;`).
+    header, body = rows[0], [r for r in rows[1:] if any(f.strip() for f in r)]
     # A spreadsheet's export may carry empty columns after the last named one: nothing in them, nothing to read.
     while len(header) > 1 and not header[-1].strip() and all(len(r) == len(header) and not r[-1].strip() for r in body):
         header, body = header[:-1], [r[:-1] for r in body]
@@ -716,6 +717,20 @@ class Splits:
         train = set(rows(self.frames["train"]))
         # In SPLITS order (validation, then test), whatever order the splits were carved in.
         return {s: sum(r in train for r in rows(self.frames[s])) for s in SPLITS if s in self.frames and s != "train"}
+
+    def conflicting_labels(self) -> list[tuple[str, list[str]]]:
+        """Texts (with their second texts) that rows of the data give different labels, outer whitespace aside, over
+        every split, with those labels in label order: a re-routed support ticket exported twice, say. The model cannot
+        learn both, and scoring either side counts against it; which is right is the user's to say (single-label)."""
+        if self.multi_label:
+            return []
+        frame = pd.concat([self.frames[s] for s in SPLITS if s in self.frames], ignore_index=True)
+        keys = [c for c in ("text", "text_pair") if c in frame]
+        frame = frame.assign(**{c: frame[c].astype(str).str.strip() for c in keys})
+        labels = frame.groupby(keys, sort=False)["label"].unique()
+        order = {name: i for i, name in enumerate(self.labels)}
+        return [(" / ".join(key if isinstance(key, tuple) else (key,)), sorted(names, key=lambda n: order.get(n, len(order))))
+                for key, names in labels.items() if len(names) > 1]
 
     def lookalike_labels(self) -> list[list[str]]:
         """Groups of label names that differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0'), in

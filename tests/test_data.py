@@ -541,7 +541,10 @@ def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):
     # Excel's "sep=," line before the header, and empty columns after the last named one (trailing commas).
     (tmp_path / "sep.csv").write_text("sep=,\ntext,label\na fine warm film,pos\na dull cold film,neg\n", encoding="utf-8")
     (tmp_path / "trail.csv").write_text("text,label,,\na fine warm film,pos,,\na dull cold film,neg,,\n", encoding="utf-8")
-    for name in ("sep.csv", "trail.csv"):
+    # An empty row, as a spreadsheet writes it (a walk-through's export had 8, refused one run at a time); and in a TSV.
+    (tmp_path / "rows.csv").write_text("\ufefftext,label\r\n,\r\na fine warm film,pos\r\n , \r\na dull cold film,neg\r\n,\r\n", encoding="utf-8")
+    (tmp_path / "rows.tsv").write_text("text\tlabel\n\t\na fine warm film\tpos\na dull cold film\tneg\n", encoding="utf-8")
+    for name in ("sep.csv", "trail.csv", "rows.csv", "rows.tsv"):
         frame = load_splits(DataConfig(source=str(tmp_path / name), validation_fraction=0.0)).frames["train"]
         assert frame.values.tolist() == [["a fine warm film", "pos"], ["a dull cold film", "neg"]], name
     # an empty column that holds something is not trailing padding: its blank name is still refused

@@ -524,6 +524,28 @@ def test_splits_seen_in_train_are_told_validation_first_whatever_order_they_were
     assert list(splits.seen_in_train().items()) == [("validation", 2), ("test", 1)]
 
 
+def test_a_text_with_two_labels_is_said_across_the_splits(tiny_overrides):
+    # A re-routed ticket exported twice, once in train and once in the carved validation: a note, never a merge.
+    import pandas as pd
+
+    from taskembed.api import check_data
+    from taskembed.config import load_config
+    from taskembed.data import Splits
+
+    train = pd.DataFrame({"text": ["where is my parcel", "reset my password", "refund please", "open"], "label": ["ship", "pw", "refund", "pw"]})
+    validation = pd.DataFrame({"text": [" where is my parcel", "refund please"], "label": ["billing", "refund"]})
+    splits = Splits(frames={"train": train, "validation": validation}, labels=["billing", "pw", "refund", "ship"], origin={"train": "t.csv"})
+    assert splits.conflicting_labels() == [("where is my parcel", ["billing", "ship"])]
+    said: list[str] = []
+    check_data(load_config(None, tiny_overrides), splits, said.append)
+    assert "note: 1 text(s) of the data have two or more labels (such as 'where is my parcel': billing, ship); the model cannot " \
+           "learn both, and scores count either against it: fix the labels or drop one of the rows in t.csv" in said
+    # the same text with a different second text is another example
+    pairs = Splits(frames={"train": train.assign(text_pair=["a", "b", "c", "d"]), "validation": validation.assign(text_pair=["x", "c"])},
+                   labels=splits.labels, origin={})
+    assert pairs.conflicting_labels() == []
+
+
 def test_labels_that_differ_only_in_case_or_number_format_are_said_and_recorded(tiny_overrides, write_csv):
     rows = make_rows(48, seed=6)
     for r in rows[::3]:
