@@ -349,6 +349,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns "
                         f"{text_columns_named(text_column, text_columns)} and '{text_pair_column}': --file FILE")
     inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns)
+    replacing = bool(out) and Path(out).is_file()
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
     if cut := clf.last_truncated:  # evaluate and embed say it too: a long text is judged by its start
@@ -370,7 +371,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
                 w = csv.writer(fh)
                 w.writerow(header)
                 w.writerows([f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows)
-        print(f"{len(preds)} predictions written to {out}")
+        print(f"{len(preds)} predictions written to {out}{_replaced(replacing)}")
     else:
         # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
         shown = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
@@ -464,6 +465,12 @@ def cmd_demo(models: Sequence[str], host: str = "127.0.0.1", port: int | None = 
     return app.main(argv)
 
 
+def _replaced(replacing: bool) -> str:
+    """Said after an output file's name when it was there before the command: --out replaces a file, as shell
+    redirection does, and says so, since a corpus embedded for an hour is lost to a mistyped name."""
+    return " (replacing the file that was there)" if replacing else ""
+
+
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
               normalize: bool | None = None, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
               label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
@@ -472,6 +479,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
     asked = label_column is not None
+    replacing = Path(out).is_file()
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       label_required=asked,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
@@ -496,7 +504,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
             print(f"  {Path(out).parent / s['file']}  ({s['count']:,} rows)")
         print(f"manifest: {manifest_path(out)}  (taskembed.embed.load_vectors reads it back in row order; search accepts it)")
     else:
-        print(f"{what} written to {out} in {info['seconds']:.1f} s; {tail}")
+        print(f"{what} written to {out}{_replaced(replacing)} in {info['seconds']:.1f} s; {tail}")
         print(f"provenance: {sidecar_path(out)}")
     _note_pair_model(model, source.get("text_column") or "the text column", "each vector encodes", source.get("text_columns"))
     for note in notes:

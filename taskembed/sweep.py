@@ -244,6 +244,12 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
     for trial in trials:
         if trial.folder not in kept:
             shutil.rmtree(root / trial.folder, ignore_errors=True)
+    # Model folders of an earlier sweep into the same folder, with values this grid lacks: sweep.md ranks none of them.
+    ours = {t.folder for t in trials}
+    stale = sorted(p.name for p in root.iterdir() if p.name not in ours and (p / "training_config.json").is_file())
+    if stale:
+        echo(f"note: {root} also holds {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}, trained by an earlier sweep with "
+             "other values; this sweep's report does not rank them (move them away to keep the folder to this sweep)")
     return _write(root, grid, seeds, metric, [vars(t).copy() for t in trials], ranking, kept)
 
 

@@ -267,8 +267,11 @@ def test_cli_embed_and_search(trained, tmp_path, capsys):
     out = tmp_path / "v.parquet"
     args = ["embed", str(trained), str(data), "--out", str(out), "--no-progress", "--chunk-size", "8", "--dtype", "float16"]
     assert main(args) == 0
-    assert "30 vectors" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "30 vectors" in said and "replacing" not in said
     assert load_vectors(out)[0].dtype == np.float16
+    assert main(args) == 0  # a second time over the same file: replaced, and said
+    assert f"written to {out} (replacing the file that was there) in " in capsys.readouterr().out
     target = rows[7]["text"]
     hits = search(out, target, k=3)[0]
     assert hits[0]["text"] == target and hits[0]["id"] == 7 and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)

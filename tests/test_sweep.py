@@ -79,6 +79,21 @@ def test_loss_ranks_lowest_first_and_keep_best_keeps_one_folder(base, tmp_path):
     assert again["kept"] == []
 
 
+def test_model_folders_of_an_earlier_sweep_that_this_one_does_not_rank_are_said(base, tmp_path):
+    old = tmp_path / "sweep" / "lr=0.0003-seed0"  # an earlier sweep's kept trial, of a value this grid lacks
+    old.mkdir(parents=True)
+    (old / "training_config.json").write_text("{}", encoding="utf-8")
+    said: list[str] = []
+    result = sweep(None, base, grid={"train.lr": [1e-3]}, seeds=[0], keep="all", echo=said.append)
+    assert said[-1] == (f"note: {tmp_path / 'sweep'} also holds lr=0.0003-seed0, trained by an earlier sweep with other values; this "
+                        "sweep's report does not rank them (move them away to keep the folder to this sweep)")
+    assert old.is_dir() and [t["folder"] for t in result["trials"]] == ["lr=0.001-seed0"]  # left where it is
+    said.clear()
+    shutil.rmtree(old)
+    sweep(None, base, grid={"train.lr": [1e-3]}, seeds=[0], keep="all", echo=said.append)  # read back: this sweep's own folder only
+    assert not any("earlier sweep" in m for m in said)
+
+
 def test_values_that_only_a_folder_name_confuses_get_folders_of_their_own(base, tiny_model_dir, tmp_path):
     (tmp_path / "m").mkdir()
     shutil.copytree(tiny_model_dir, tmp_path / "m" / "a")

@@ -354,6 +354,9 @@ def test_cli_output_paths_and_columns(trained, tmp_path, capsys):
     # --out in a folder that does not exist yet: made, as embed and evaluate make theirs
     assert main(["predict", model, "superb charming", "--out", str(tmp_path / "new" / "p.csv")]) == 0
     assert (tmp_path / "new" / "p.csv").is_file() and not list((tmp_path / "new").glob("*.partial"))
+    assert "replacing" not in capsys.readouterr().out
+    assert main(["predict", model, "dull", "--out", str(tmp_path / "new" / "p.csv")]) == 0  # replaced, as `>` would, and said
+    assert capsys.readouterr().out.strip() == f"1 predictions written to {tmp_path / 'new' / 'p.csv'} (replacing the file that was there)"
     fails(["evaluate", model, str(root / "test.csv"), "--out", str(tmp_path)], f"--out {tmp_path} is a folder; give a file name ending in .json")
     fails(["predict", model, "x", "--out", str(tmp_path)], "is a folder; give a file name ending in .csv or .jsonl")
     fails(["predict", str(root / "test.csv"), "x"], "is a file, not a model folder")
