@@ -191,7 +191,16 @@ def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
         records.append(rec)
     if not records:
         raise UserError(f"{p}: no records; one JSON object per line")
-    return pd.DataFrame.from_records(records)
+    return _with_absent_keys(pd.DataFrame.from_records(records), records)
+
+
+def _with_absent_keys(df: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records read as a table fill a key a record lacks with null, which the checks would call an empty cell. The keys
+    of the records that lack one go in `df.attrs["record_keys"]` (by row, from 0), so a missing label can be said as a
+    missing key, naming the keys the record has ("intent" for "label" is a typo, not an empty label)."""
+    width = len(df.columns)
+    df.attrs["record_keys"] = {i: list(rec) for i, rec in enumerate(records) if len(rec) < width}
+    return df
 
 
 def _read_json(p: Path, text: str) -> pd.DataFrame:
@@ -207,7 +216,7 @@ def _read_json(p: Path, text: str) -> pd.DataFrame:
         raise UserError(f"{p}: expected a JSON list of objects (records); got {type(obj).__name__}")
     if not obj:
         raise UserError(f"{p}: the list of records is empty")
-    return pd.DataFrame.from_records(obj)
+    return _with_absent_keys(pd.DataFrame.from_records(obj), obj)
 
 
 # --- sources -> raw splits ---------------------------------------------------------------------
@@ -507,6 +516,13 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     for i, row in enumerate(df[columns].itertuples(index=False, name=None), start=1):
         if all(isinstance(v, str) and v.strip() == c for v, c in zip(row, columns)):
             raise UserError(f"{where}: row {i} repeats the header ({', '.join(columns)}), as files joined together do; remove that line")
+    absent = df.attrs.get("record_keys", {})
+
+    def check_key(row: int, column: str) -> None:  # a JSON record without the key, rather than with an empty value
+        if row - 1 in absent and column not in absent[row - 1]:
+            raise UserError(f"{where}: row {row}: the record has no key '{column}' (its keys: {', '.join(absent[row - 1])}); "
+                            "a misspelt key? every record needs one")
+
     out = {}
     if cfg.text_columns:
         out["text"] = joined_texts(df, cfg.text_columns, where)
@@ -516,6 +532,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         values = df[col].tolist()
         for i, v in enumerate(values, start=1):
             if is_null(v):
+                check_key(i, col)
                 raise UserError(f"{where}: row {i}: column '{col}' is empty (null); fill it or drop the row")
             if isinstance(v, bytes):  # a Parquet binary column: text stored undecoded
                 raise UserError(f"{where}: row {i}: column '{col}' holds bytes, not text; store it as text (decoded, e.g. UTF-8)")
@@ -529,6 +546,8 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         return pd.DataFrame(out)
     labels = []
     for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
+        if is_null(v):
+            check_key(i, cfg.label_column)
         if is_null(v) or (isinstance(v, str) and not v.strip()):
             raise UserError(f"{where}: row {i}: label column '{cfg.label_column}' is empty; every example needs a label (drop the row or label it)")
         if isinstance(v, bytes):

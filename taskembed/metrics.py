@@ -286,7 +286,10 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path, title: str)
     # Row-normalised colours (recall per true class) so small classes are as visible as large ones.
     norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 0, fontsize=8 if n > 12 else 10)
+    # Upright names only where each fits its column (about 0.08 inch a character at size 10, a column 0.6 of the
+    # figure's width over n): long ones ran into each other.
+    upright = n <= 6 and max(len(str(name)) for name in labels) * 0.08 <= 0.6 * size / n
+    ax.set_xticks(range(n), labels, rotation=0 if upright else 90, fontsize=8 if n > 12 else 10)
     ax.set_yticks(range(n), labels, fontsize=8 if n > 12 else 10)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

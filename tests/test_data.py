@@ -57,7 +57,7 @@ BAD_FILES = [
                                "remove the spaces around the names in the header line"]),
     ("txt_column.csv", {"text_column": "txt", "text_pair_column": "hypothesis"}, ["no column 'hypothesis'", "set --data.text_pair_column"]),
     ("number_as_text.jsonl", {}, ["row 2: column 'text' holds 42 (int), not text", "quote it or fix the column"]),
-    ("missing_text_key.jsonl", {}, ["row 3: column 'text' is empty (null)", "fill it or drop the row"]),
+    ("missing_text_key.jsonl", {}, ["row 3: the record has no key 'text' (its keys: label)", "every record needs one"]),
     ("invalid_line.jsonl", {}, ["line 3 is not valid JSON", "one JSON object per line"]),
     ("array_line.jsonl", {}, ["line 2 is a JSON list, not an object"]),
     ("null_label.jsonl", {}, ["row 2: label column 'label' is empty", "every example needs a label (drop the row or label it)"]),
@@ -650,3 +650,19 @@ def test_a_byte_that_is_not_utf8_is_placed_in_its_line_whatever_the_line_ends(tm
         line = 1 if name == "bom.csv" else 2
         with pytest.raises(UserError, match=rf"{name}: line {line} of the file is not valid UTF-8 \(byte 4 of that line\)"):
             read_table(tmp_path / name)
+
+
+def test_a_record_without_the_key_is_said_as_a_missing_key_not_an_empty_value(tmp_path):
+    # A walk-through's JSONL had "intent" for "label" in one record, and was told the label was empty.
+    lines = ['{"text": "a fine warm film", "label": "pos"}', '{"text": "a dull cold film", "intent": "neg"}']
+    (tmp_path / "typo.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert user_error(tmp_path / "typo.jsonl").endswith(
+        "typo.jsonl: row 2: the record has no key 'label' (its keys: text, intent); a misspelt key? every record needs one")
+    (tmp_path / "typo.json").write_text('[{"text": "a fine warm film", "label": "pos"}, {"txt": "a dull film", "label": "neg"}]',
+                                        encoding="utf-8")
+    assert user_error(tmp_path / "typo.json").endswith("row 2: the record has no key 'text' (its keys: txt, label); a misspelt key? "
+                                                      "every record needs one")
+    # a key that is there with a null value is an empty value, as before
+    (tmp_path / "null.jsonl").write_text('{"text": "a fine warm film", "label": "pos"}\n{"text": "a dull film", "label": null}\n',
+                                         encoding="utf-8")
+    assert "row 2: label column 'label' is empty" in user_error(tmp_path / "null.jsonl")
