@@ -45,7 +45,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV/JSON/JSONL/Parquet file into a DataFrame, or raise a UserError naming what is wrong."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"{p}: file not found; check the path")
+        raise missing_file(p)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a data file, or a folder written by datasets.save_to_disk as data.source")
     suffix = p.suffix.lower()
@@ -283,6 +283,22 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def missing_file(path: str | Path, more: str = "") -> UserError:
+    """"file not found", with the name in the same folder that it most likely meant ('Tickets.jsonl' for
+    'tickets.jsonl': a case slip or a typo), when there is one; `more` goes inside the advice's parentheses."""
+    import difflib
+
+    p = Path(path).expanduser()
+    try:
+        names = [q.name for q in p.parent.iterdir()] if p.parent.is_dir() else []
+    except OSError:
+        names = []
+    same = [n for n in names if n.casefold() == p.name.casefold()]
+    close = same or difflib.get_close_matches(p.name, names, n=1, cutoff=0.8)
+    hint = f"did you mean {p.parent / close[0] if str(p.parent) != '.' else close[0]}?" if close else "check the path"
+    return UserError(f"{path}: file not found; {hint}" + (f" ({more})" if more else ""))
+
+
 def check_paths(cfg: DataConfig) -> None:
     """What a dry run can check without reading a row: the files the config names are there (as load_raw says it)."""
     from taskembed import builtin
@@ -295,10 +311,10 @@ def check_paths(cfg: DataConfig) -> None:
         raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
                         f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
     if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))):
-        raise UserError(f"{src}: file not found; check the path (built-in datasets: {', '.join(builtin.BUILTIN_NAMES)})")
+        raise missing_file(src, f"built-in datasets: {', '.join(builtin.BUILTIN_NAMES)}")
     for file in (cfg.validation, cfg.test):
         if file and not Path(file).exists():
-            raise UserError(f"{file}: file not found; check the path")
+            raise missing_file(file)
     if cfg.unlabelled and not Path(cfg.unlabelled).expanduser().is_file():
         raise UserError(f"data.unlabelled {cfg.unlabelled}: file not found (or a folder); give a .txt, one text per line, or a table file")
 
@@ -1245,7 +1261,7 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
     if not p.is_file():
-        raise UserError(f"{p}: file not found; check the path")
+        raise missing_file(p)
     if p.suffix.lower() not in FILE_SUFFIXES:
         if pair_column is not None:
             raise UserError(f"{p}: the model reads text pairs, which a .txt file cannot hold; give a table file with the "

@@ -573,7 +573,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
     A label column is optional: absent, the vectors simply carry no label.
     """
-    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_lines, load_raw, read_table
+    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_lines, load_raw, missing_file, read_table
 
     check_source(data)
     data = str(data)
@@ -614,7 +614,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
         desc = {**desc, "format": p.suffix.lower()[1:]}
         return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns)
     if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~"))):
-        raise UserError(f"{data}: file not found; check the path")
+        raise missing_file(data)
     from taskembed.config import DataConfig
 
     raw, origin = load_raw(DataConfig(source=data, text_column=text_column, label_column=label_column or "label"), training=False)

@@ -666,3 +666,13 @@ def test_a_record_without_the_key_is_said_as_a_missing_key_not_an_empty_value(tm
     (tmp_path / "null.jsonl").write_text('{"text": "a fine warm film", "label": "pos"}\n{"text": "a dull film", "label": null}\n',
                                          encoding="utf-8")
     assert "row 2: label column 'label' is empty" in user_error(tmp_path / "null.jsonl")
+
+
+def test_a_missing_file_names_the_one_it_most_likely_meant(tmp_path):
+    (tmp_path / "tickets.jsonl").write_text('{"text": "where is my parcel", "label": "shipping"}\n', encoding="utf-8")
+    from taskembed.builtin import BUILTIN_NAMES
+
+    assert user_error(tmp_path / "Tickets.jsonl") == f"{tmp_path / 'Tickets.jsonl'}: file not found; did you mean {tmp_path / 'tickets.jsonl'}? " \
+        f"(built-in datasets: {', '.join(BUILTIN_NAMES)})"
+    assert f"did you mean {tmp_path / 'tickets.jsonl'}?" in user_error(tmp_path / "tickts.jsonl")  # a letter dropped
+    assert "file not found; check the path" in user_error(tmp_path / "reviews.csv")  # nothing like it there
