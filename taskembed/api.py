@@ -109,6 +109,11 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
         say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
             f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
+    if not splits.multi_label and cfg.data.max_train_per_label is None:  # a few-shot run has few of each by design
+        counts = splits.frames["train"]["label"].value_counts()
+        if len(single := [name for name in splits.labels if counts.get(name, 0) == 1]):
+            say(f"note: {len(single)} label(s) have a single training example ({', '.join(single[:10])}{', ...' if len(single) > 10 else ''}); "
+                "the model can hardly learn a class from one: add examples, or merge or drop the label")
     if conflicts := splits.conflicting_labels():
         text, names = conflicts[0]
         shown = text if len(text) <= 60 else text[:57] + "..."

@@ -332,7 +332,8 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
         if cfg.subset:
             raise UserError("data.subset names a configuration of a Hub dataset, and the data was given in Python; drop data.subset")
         splits = {name: frame.copy() for name, frame in given.items()}
-        origin = {name: f"data['{name}']" for name in splits}
+        # A DataFrame alone is the train split: named as the argument it was given as ("data", not "data['train']").
+        origin = {"train": "data"} if list(splits) == ["train"] else {name: f"data['{name}']" for name in splits}
     elif src in builtin.BUILTIN_NAMES:
         splits = builtin.load_builtin(src)
         origin = {s: f"builtin:{src} [{s}]" for s in splits}  # a row number is only useful with its split

@@ -676,3 +676,15 @@ def test_a_missing_file_names_the_one_it_most_likely_meant(tmp_path):
         f"(built-in datasets: {', '.join(BUILTIN_NAMES)})"
     assert f"did you mean {tmp_path / 'tickets.jsonl'}?" in user_error(tmp_path / "tickts.jsonl")  # a letter dropped
     assert "file not found; check the path" in user_error(tmp_path / "reviews.csv")  # nothing like it there
+
+
+def test_data_given_in_python_is_named_as_it_was_given():
+    # A DataFrame alone was named "data['train']" in errors, a key the user never wrote.
+    from taskembed.data import IN_MEMORY, frames_from_python, load_raw
+
+    frame = pd.DataFrame({"review": ["a fine film", "a dull film"], "label": ["pos", "neg"]})
+    assert load_raw(DataConfig(source=IN_MEMORY), given=frames_from_python(frame))[1] == {"train": "data"}
+    both = frames_from_python({"train": frame, "test": frame})
+    assert load_raw(DataConfig(source=IN_MEMORY), given=both)[1] == {"train": "data['train']", "test": "data['test']"}
+    with pytest.raises(UserError, match=r"^data: no column 'text' \(columns: review, label\); did you mean 'review'\?"):
+        load_splits(DataConfig(source=IN_MEMORY), given=frames_from_python(frame))

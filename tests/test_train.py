@@ -28,7 +28,10 @@ EXPECTED_FILES = {
 def trained(tmp_path_factory, tiny_model_dir):
     """One tiny training run shared by the read-only tests of this module."""
     root = tmp_path_factory.mktemp("trained")
-    for name, rows in (("train.csv", make_rows(240, seed=1)), ("test.csv", make_rows(60, seed=2))):
+    noisy = make_rows(240, seed=1)
+    for row in noisy[::12]:  # a few wrong labels, so that validation (carved from the file) has mistakes to calibrate on
+        row["label"] = {"neg": "pos", "pos": "neg"}[row["label"]]
+    for name, rows in (("train.csv", noisy), ("test.csv", make_rows(60, seed=2))):
         write_csv(root / name, rows)
     overrides = {
         "data.source": str(root / "train.csv"), "data.test": str(root / "test.csv"), "data.max_length": 32,
@@ -207,7 +210,7 @@ def test_data_given_in_python_trains_as_the_same_rows_in_a_file_do(tiny_override
     assert cli(["train", "--data.source", "<in-memory data>", "--model.name", base["model.name"], "--dry-run"]) == 2
     bad = pd.DataFrame(rows)
     bad.loc[4, "text"] = "  "
-    with pytest.raises(UserError, match=r"data\['train'\]: row 5"):
+    with pytest.raises(UserError, match=r"^data: row 5"):  # a DataFrame alone: named as the argument, not data['train']
         taskembed.train(None, base, data=bad)
 
 
@@ -220,7 +223,7 @@ def test_what_python_callers_get_wrong_is_named(tiny_overrides, tmp_path):
     # A table read without a header has integer column names; the config names columns as text, so they match.
     bare = pd.DataFrame(rows.values)
     assert list(frames_from_python(bare)["train"].columns) == ["0", "1"]
-    with pytest.raises(UserError, match=r"data\['train'\]: the column 'text' appears more than once; keep one of them"):
+    with pytest.raises(UserError, match=r"^data: the column 'text' appears more than once; keep one of them"):
         taskembed.train(None, tiny_overrides, data={"train": pd.concat([rows[["text"]], rows], axis=1)})
     # A column read by nothing may repeat, as it could before.
     extra = pd.concat([rows, pd.DataFrame({"note": ["x"] * len(rows)}), pd.DataFrame({"note": ["y"] * len(rows)})], axis=1)
@@ -527,7 +530,7 @@ def test_splits_seen_in_train_are_told_validation_first_whatever_order_they_were
     assert list(splits.seen_in_train().items()) == [("validation", 2), ("test", 1)]
 
 
-def test_a_text_with_two_labels_is_said_across_the_splits(tiny_overrides):
+def test_a_text_with_two_labels_and_a_label_with_one_example_are_said(tiny_overrides):
     # A re-routed ticket exported twice, once in train and once in the carved validation: a note, never a merge.
     import pandas as pd
 
@@ -543,6 +546,12 @@ def test_a_text_with_two_labels_is_said_across_the_splits(tiny_overrides):
     check_data(load_config(None, tiny_overrides), splits, said.append)
     assert "note: 1 text(s) of the data have two or more labels (such as 'where is my parcel': billing, ship); the model cannot " \
            "learn both, and scores count either against it: fix the labels or drop one of the rows in t.csv" in said
+    # and 'ship' and 'refund' have one training example each ('billing' none: validation's is said as never in training)
+    assert "note: 2 label(s) have a single training example (refund, ship); the model can hardly learn a class from one: add " \
+           "examples, or merge or drop the label" in said
+    said.clear()
+    check_data(load_config(None, {**tiny_overrides, "data.max_train_per_label": 1}), splits, said.append)  # few-shot: by design
+    assert not any("single training example" in m for m in said)
     # the same text with a different second text is another example
     pairs = Splits(frames={"train": train.assign(text_pair=["a", "b", "c", "d"]), "validation": validation.assign(text_pair=["x", "c"])},
                    labels=splits.labels, origin={})
