@@ -781,7 +781,9 @@ class Splits:
         """One line for the console: the splits' sizes and the labels."""
         sizes = ", ".join(f"{s} {len(self.frames[s]):,}" for s in SPLITS if s in self.frames)  # train, validation, test
         more = " ..." if len(self.labels) > 12 else ""
-        return f"data: {sizes}; {len(self.labels)} labels: {', '.join(self.labels[:12])}{more}"
+        # Quoted when a name holds a comma, which would otherwise read as two labels.
+        shown = [repr(n) if any("," in name for name in self.labels) else n for n in self.labels[:12]]
+        return f"data: {sizes}; {len(self.labels)} labels: {', '.join(shown)}{more}"
 
     def summary(self) -> dict[str, Any]:
         if self.multi_label:

@@ -481,6 +481,12 @@ def test_the_data_line_lists_the_splits_in_their_order(tmp_path):
             fh.write("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in make_rows(n)))
     splits = load_splits(DataConfig(source=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), validation_fraction=0.2))
     assert splits.describe() == "data: train 48, validation 12, test 20; 2 labels: neg, pos"
+    # a label with a comma in it: every name quoted, so that it does not read as two
+    from taskembed.data import Splits
+
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": ["billing/shipping, misc", "42", "refund"]})
+    named = Splits(frames={"train": frame}, labels=["42", "billing/shipping, misc", "refund"], origin={})
+    assert named.describe() == "data: train 3; 3 labels: '42', 'billing/shipping, misc', 'refund'"
 
 
 def test_a_bad_row_in_a_saved_dataset_names_its_split(tmp_path):
