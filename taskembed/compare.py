@@ -36,6 +36,15 @@ REPORT_JSON = "embedding_report.json"
 REPORT_PNG = "embedding_projection.png"
 
 
+def _one_blas_thread():
+    """numpy's BLAS on one thread, for the report's small fits: OpenBLAS spreading a 600 x 384 product over the cores
+    made a 38-class probe 10x slower (77 s against 7.4 s on this 2-core machine; a walk-through's run spent 86 of its 104 s
+    there), and one thread makes the figures the same whatever the machine's core count. torch's threads are untouched."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -238,6 +247,8 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     }
     for role, (emb, x) in spaces.items():
         desc = emb.describe()
+        with _one_blas_thread():
+            scores = {**_cv_scores(x, y, k, folds, seed), "silhouette": _silhouette(x, y)}
         report[role] = {
             "model": desc["model"]["name"],
             "fingerprint": (desc["model"]["fingerprint"] or {}).get("sha256"),
@@ -246,18 +257,29 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
             "normalize": desc["normalize"],
             "max_length": desc["max_length"],
             "dim": int(x.shape[1]),
-            **_cv_scores(x, y, k, folds, seed),
-            "silhouette": _silhouette(x, y),
+            **scores,
         }
     xb, xt = spaces["base"][1], spaces["tuned"][1]
     if xb.shape[1] == xt.shape[1]:
-        cos = (_unit(xb) * _unit(xt)).sum(1)
+        # A text's two vectors compare only when read out the same way: the base's mean pooling against the head's vector
+        # measured two spaces (1 - cosine came out about 1 for every class). So the tuned model is read once more with
+        # the base's pooling, and the shift is what training did to the encoder.
+        moved, how = xt, None
+        if report["base"]["pooling_detail"] != report["tuned"]["pooling_detail"]:
+            same = {**tuned_emb.options(), **{k: base_emb.options()[k] for k in ("pooling", "layer", "mean_last")}}
+            try:
+                moved = Embedder.from_model(tuned_emb.model, tuned_emb.tokenizer, name=tuned_emb.name, **same).encode(
+                    texts, pairs=pairs).astype(np.float32)
+                how = f"both sides read with the base's pooling ({report['base']['pooling_detail']})"
+            except UserError:  # a readout the tuned model lacks (the head of a base classifier, say)
+                how = "the two sides pool differently, so part of the shift is the pooling, not the training"
+        cos = (_unit(xb) * _unit(moved)).sum(1)
         report["cosine_shift"] = {
             "overall": float(1 - cos.mean()),
             "per_class": {name: float(1 - cos[y == name].mean()) for name in report["classes"]},
         }
-        if report["base"]["pooling_detail"] != report["tuned"]["pooling_detail"]:
-            report["cosine_shift"]["note"] = "the two sides pool differently, so part of the shift is the pooling, not the training"
+        if how:
+            report["cosine_shift"]["note"] = how
     else:
         report["cosine_shift"] = None
         report["cosine_shift_note"] = f"dimensions differ ({xb.shape[1]} vs {xt.shape[1]}), so a text's two vectors cannot be compared"

@@ -495,6 +495,13 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     assert report["base"]["max_length"] == report["tuned"]["max_length"] == taskembed.load(trained).max_length
     assert report["tuned"]["knn_accuracy"] >= 0.9  # the tuned space separates this easy task
     assert set(report["cosine_shift"]["per_class"]) == {"neg", "pos"} and 0 <= report["cosine_shift"]["overall"] <= 2
+    # The head's vector and the base's mean are two spaces: the shift reads the tuned model with the base's pooling too
+    assert report["cosine_shift"]["note"] == "both sides read with the base's pooling (masked mean over tokens of the last layer)"
+    every = compare(tiny_model_dir, trained, [r["text"] for r in rows], [r["label"] for r in rows], max_texts=60)
+    before, after = (Embedder.load(m, pooling="mean", normalize=False, max_length=every["base"]["max_length"]).encode([r["text"] for r in rows])
+                     for m in (tiny_model_dir, trained))
+    cos = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+    assert every["cosine_shift"]["overall"] == pytest.approx(1 - cos.mean(), abs=1e-5)
     assert len(report["neighbours"]) == 3 and all(len(n["before"]) == len(n["after"]) == 5 for n in report["neighbours"])
     md = report_markdown(report)
     assert "| embedding | k-NN accuracy" in md and "embedding_projection.png" in md and "Cosine shift" in md
