@@ -28,8 +28,16 @@ def check_export_folder(source: Any, out: Path, overwrite: bool, marker: str) ->
     otherwise be refused for as a folder of other files), and one the export may write or replace."""
     if isinstance(source, (str, Path)) and Path(source).expanduser().resolve() == Path(out).expanduser().resolve():
         raise UserError(f"{out} is the model folder itself; write the export to another folder")
+    other = next((what for name, what in EXPORTS.items() if name != marker and (out / name).is_file()), None)
+    if other and not (out / marker).is_file():  # taskembed wrote it, but as another format than this one
+        raise UserError(f"{out} is {other}; --overwrite replaces only an export of the same format: choose another folder, "
+                        "or delete this one first")
     check_replaceable(out, overwrite, marker, "", "--overwrite", "folder")
     check_writable(out, "folder")
+
+
+EXPORTS = {"sentence_bert_config.json": "a sentence-transformers export", "taskembed_onnx.json": "an ONNX export"}
+"""Each export format's record file (the marker check_export_folder is given), and how a message names the format."""
 
 
 def check_replaceable(out: Path, overwrite: bool, marker: str, name: str, flag: str, other: str) -> None:

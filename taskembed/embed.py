@@ -1166,7 +1166,14 @@ def embedder_for(vectors: str | Path, device: str | None = None, model_path: str
     # Sidecars from before the option computed in float32. Vectors made in bf16 are searched with float32 queries
     # where this machine has no bf16 units (bf16 here would be refused as slower): scores move in the third decimal.
     opts["bf16"] = bool(info.get("bf16", False)) and native_bf16(pick_device(device))
-    emb = Embedder.load(where, device=device, **opts)
+    try:
+        emb = Embedder.load(where, device=device, **opts)
+    except UserError as exc:
+        if model_path is None or opts["pooling"] != "head" or "needs a classifier folder" not in str(exc):
+            raise
+        # search has no pooling to choose: the advice is about the model, which cannot be the one that wrote them.
+        raise UserError(f"{vectors}: --model {model_path} has no classification head, so it is not the model that wrote these "
+                        f"vectors ({model['name']}, which read them with its head); give that model's folder") from None
     if model_path is not None and not (model.get("fingerprint") and emb.path is not None):
         # A model named by the user must be shown to be the one that wrote the vectors: a Hub id has no local weights
         # to hash, and vectors written from one record no fingerprint to compare with.

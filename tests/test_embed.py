@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -463,6 +464,17 @@ def test_export_overwrite_replaces_an_export_but_never_other_files(tiny_model_di
     with pytest.raises(UserError, match=r"holds files taskembed did not write \(no sentence_bert_config.json\)"):
         export_sentence_transformers(tiny_model_dir, mine, overwrite=True)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    # An export of the other format: taskembed wrote it, which the refusal says (it said "files taskembed did not write")
+    from taskembed.artifacts import EXPORTS, check_export_folder
+    from taskembed.onnx_export import META_FILE
+
+    assert META_FILE in EXPORTS
+    with pytest.raises(UserError, match=rf"^{re.escape(str(out))} is a sentence-transformers export; --overwrite replaces only an "
+                                        "export of the same format: choose another folder, or delete this one first$"):
+        check_export_folder(tiny_model_dir, out, True, META_FILE)
+    (mine / META_FILE).write_text("{}")
+    with pytest.raises(UserError, match=r"is an ONNX export; --overwrite replaces only an export of the same format"):
+        export_sentence_transformers(tiny_model_dir, mine, overwrite=True)
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -660,6 +672,17 @@ def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(
             search(tmp_path / "v.parquet", TEXTS[2], model_path="someorg/other")
     with pytest.raises(UserError, match="give embedder or model_path, not both"):
         search(tmp_path / "v.parquet", TEXTS[2], embedder=moved, model_path=tmp_path / "moved")
+
+
+def test_search_with_a_model_that_cannot_have_written_the_vectors_says_so(trained, tiny_model_dir, tmp_path):
+    # Vectors of a classifier's head, searched with a plain encoder: the advice was to "use cls, mean or max", which
+    # search has no option for.
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(TEXTS[:4]), encoding="utf-8")
+    embed_file(trained, src, tmp_path / "v.parquet", progress=False)
+    with pytest.raises(UserError, match=r"--model .* has no classification head, so it is not the model that wrote these vectors "
+                                        r"\(.*, which read them with its head\); give that model's folder$"):
+        search(tmp_path / "v.parquet", TEXTS[0], model_path=tiny_model_dir)
 
 
 def test_cli_errors_are_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
