@@ -494,6 +494,9 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     if source.get("blank_lines_skipped"):
         notes.append(f"note: {source['blank_lines_skipped']} blank line(s) skipped, so id (and row) i is the i-th non-blank "
                      "line, not line i")
+    if source.get("format") == "lines" and (text_column or label_column):  # one text per line: no columns to choose
+        notes.append(f"note: {'--text-column' if text_column else '--label-column'} does not apply to {data}, a plain text file "
+                     "read as one text per line (with no labels)")
     if source.get("own_id_column"):  # a RAG user joins hits back to documents by id: theirs is not what comes back
         notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0 (join on the "
                      "text, or on the row number)")
@@ -622,6 +625,9 @@ def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_repo
     print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
     _note_pair_model(tuned, text_column, "each side embeds", text_columns)
+    if report["base"]["fingerprint"] and report["base"]["fingerprint"] == report["tuned"]["fingerprint"]:
+        print(f"note: {base} and {tuned} hold the same weights, so before and after differ only in how they pool; "
+              "give the fine-tuned model's folder as TUNED")
     return 0
 
 

@@ -232,6 +232,7 @@ class Embedder:
         from taskembed.modeling import (check_tokenizer, hub_error, is_classifier_config, load_errors, quiet_transformers,
                                         refuse_missing, resolve_model)
 
+        check_options({"device": device, **options})
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
         quiet_transformers()
@@ -264,6 +265,7 @@ class Embedder:
     @classmethod
     def from_model(cls, model, tokenizer, *, name: str = "in-memory model", path: str | Path | None = None, **options) -> "Embedder":
         """Wrap a model already in memory (nothing is copied or moved unless `device` is given)."""
+        check_options(options)
         return cls(model, tokenizer, name=name, path=path, **options)
 
     def _check_pooling(self, pooling: str | None) -> str:
@@ -446,17 +448,24 @@ def _bar(total: int | None, progress: bool):
     return progress_bar(total, "embedding", "text")
 
 
+OPTIONS = ("pooling", "layer", "mean_last", "normalize", "dtype", "max_length", "batch_tokens", "device", "bf16")
+"""What an Embedder is built with, besides its model."""
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """A misspelt option is named, with the one it most likely meant: it would otherwise end in a TypeError from deep inside."""
+    for name in options:
+        if name not in OPTIONS:
+            close = difflib.get_close_matches(name, OPTIONS, n=1)
+            raise UserError(f"unknown embedding option '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                            + f" (options: {', '.join(OPTIONS)})")
+
+
 def as_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     """An Embedder for a path/id, a loaded Classifier, or an Embedder (whose options must not be overridden)."""
     from taskembed.predict import Classifier
 
-    known = ("pooling", "layer", "mean_last", "normalize", "dtype", "max_length", "batch_tokens", "device", "bf16")
-    for name in options:
-        if name not in known:  # a misspelt option would otherwise end in a TypeError from deep inside
-            close = difflib.get_close_matches(name, known, n=1)
-            raise UserError(f"unknown embedding option '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
-                            + f" (options: {', '.join(known)})")
-
+    check_options(options)
     if isinstance(model_or_folder, Embedder):
         if options:
             raise TypeError("options belong to the Embedder; build a new one to change them")
@@ -767,10 +776,10 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     text_column, label_column, text_columns = trained_columns(model_or_folder, text_column, label_column)
     out = Path(out)
     fmt = out.suffix.lower()
-    if fmt not in OUTPUT_SUFFIXES:
-        raise UserError(f"--out {out}: use a .parquet or .npy file name")
+    if fmt not in OUTPUT_SUFFIXES:  # the command's --out is this function's `out`: both are named
+        raise UserError(f"--out {out} (out= in Python): use a .parquet or .npy file name")
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or .npy")
+        raise UserError(f"--out {out} (out= in Python) is a folder; give a file name ending in .parquet or .npy")
     from taskembed.artifacts import check_not_input, check_writable
 
     check_writable(out, "--out")
@@ -1068,6 +1077,9 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
         if manifest_path(path).is_file():
             raise UserError(f"{path}: not found, but {manifest_path(path).name} is: it was written in shards; use the manifest")
         raise UserError(f"{path}: file not found; write it with `taskembed embed MODEL DATA --out {path.name}`")
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:  # a data file given for the vectors: the sidecar is not what is wrong
+        raise UserError(f"{path}: not a vectors file (`taskembed embed` writes .parquet or .npy); embed it first: "
+                        f"`taskembed embed MODEL {path} --out {path.stem}.parquet`")
     side = sidecar_path(path)
     if not side.is_file():
         raise UserError(f"{path}: no sidecar {side.name}, so the model and options that made it are unknown; re-run `taskembed embed`")
@@ -1227,7 +1239,7 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
         rows += len(matrix)
         m = matrix.astype(np.float32)
         m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-        scores = q @ m.T
+        scores = np.clip(q @ m.T, -1.0, 1.0)  # a text against itself came out at 1.0000002 in float32
         take = min(k, m.shape[0])
         for qi, row in enumerate(scores):
             top = np.argpartition(-row, take - 1)[:take]

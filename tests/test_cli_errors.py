@@ -598,6 +598,7 @@ def test_embed_says_a_pair_model_encodes_one_text_alone(classifier_dir, tmp_path
     code, out, _ = run_cli(["compare", str(classifier_dir), str(classifier_dir), str(write_csv(make_rows(20))), "--out-dir",
                             str(tmp_path / "cmp"), "--no-progress"], capsys)
     assert code == 0 and "note: the model was trained on text pairs (second text: 'hypothesis'); each side embeds one text of 'text' alone" in out
+    assert f"note: {classifier_dir} and {classifier_dir} hold the same weights, so before and after differ only in how they pool" in out
     (classifier_dir / "training_config.json").write_text(json.dumps({"data": {"text_column": "text"}}))
     code, out, _ = run_cli(["embed", str(classifier_dir), str(write_csv(make_rows(10))), "--out", str(tmp_path / "w.npy"), "--no-progress"], capsys)
     assert code == 0 and "text pairs" not in out

@@ -260,6 +260,9 @@ def test_blank_lines_of_a_text_file_are_reported(tiny_model_dir, tmp_path, capsy
     table = pq.read_table(tmp_path / "v.parquet").to_pydict()
     assert table["id"] == [0, 1] and table["text"] == ["good film", "bad film"]
     assert json.loads((tmp_path / "v.parquet.json").read_text())["source"]["blank_lines_skipped"] == 2
+    # a column named for a file without columns: said, not silently ignored
+    assert main(["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "w.npy"), "--no-progress", "--text-column", "body"]) == 0
+    assert f"note: --text-column does not apply to {src}, a plain text file read as one text per line" in capsys.readouterr().out
 
 
 def test_cli_embed_and_search(trained, tmp_path, capsys):
@@ -276,6 +279,7 @@ def test_cli_embed_and_search(trained, tmp_path, capsys):
     target = rows[7]["text"]
     hits = search(out, target, k=3)[0]
     assert hits[0]["text"] == target and hits[0]["id"] == 7 and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert all(-1.0 <= h["score"] <= 1.0 for h in hits)  # clipped: a text against itself came out at 1.0000002
     assert hits[0]["label"] == rows[7]["label"]
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert main(["search", str(out), target, "-k", "2", "--json"]) == 0
@@ -524,7 +528,8 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     # the CLI on a labelled file
     data = _write_csv(tmp_path / "d.csv", rows)
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0
-    assert "## Embeddings before and after fine-tuning" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "## Embeddings before and after fine-tuning" in said and "same weights" not in said
     assert json.loads((tmp_path / "cli" / "embedding_report.json").read_text())["data"]["data"] == str(data)
     # --out names the folder too, as it does for lr-find
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out", str(tmp_path / "cli2"), "--no-progress"]) == 0
@@ -584,13 +589,15 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
     blank.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(UserError, match="no text lines"):
         embed_file(tiny_model_dir, blank, tmp_path / "v.parquet", progress=False)
-    with pytest.raises(UserError, match="use a .parquet or .npy"):
+    with pytest.raises(UserError, match=r"v.csv \(out= in Python\): use a .parquet or .npy"):
         embed_file(tiny_model_dir, blank, tmp_path / "v.csv", progress=False)
     with pytest.raises(UserError, match="no sidecar"):
         np.save(tmp_path / "bare.npy", np.zeros((2, 3)))
         search(tmp_path / "bare.npy", "x")
     with pytest.raises(UserError, match="is a folder; give the .parquet or .npy file"):
         search(tmp_path, "x")
+    with pytest.raises(UserError, match=r"blank.txt: not a vectors file \(`taskembed embed` writes .parquet or .npy\); embed it first"):
+        search(blank, "x")
     # 'runs/sentimnet' reads like a Hub id, but runs/ here holds model folders: a path, refused at once (no Hub retries)
     import shutil
 
@@ -771,6 +778,8 @@ def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_col
         embed_file(trained, frame, tmp_path / "v.parquet")
     with pytest.raises(UserError, match=r"unknown embedding option 'poolin'; did you mean 'pooling'\?"):
         embed(trained, ["a fine film"], poolin="mean")
+    with pytest.raises(UserError, match=r"unknown embedding option 'normalise'; did you mean 'normalize'\?"):  # a TypeError before
+        Embedder.load(trained, normalise=True)
 
 
 def test_compare_on_too_few_or_one_class_says_so(trained, tiny_model_dir, tmp_path, capsys):
