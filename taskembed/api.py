@@ -41,6 +41,7 @@ class TrainResult:
     baselines: dict[str, Any] | None
     train_seconds: float
     mlm_seconds: float = 0.0  # the masked-LM stage before training (train.mlm_epochs), not in train_seconds
+    eval_seconds: float = 0.0  # the validation passes during training, not in train_seconds (the progress bar's time has both)
 
 
 def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
@@ -391,7 +392,7 @@ def train(
         torch.distributed.barrier()  # no rank returns before rank 0 has written the folder
         torch.distributed.destroy_process_group()
     return TrainResult(output_dir=out, metrics=metrics, baselines=base, train_seconds=result.state.train_seconds,
-                       mlm_seconds=(mlm_info or {}).get("seconds", 0.0))
+                       mlm_seconds=(mlm_info or {}).get("seconds", 0.0), eval_seconds=result.state.eval_seconds)
 
 
 def _multi_label_skips(cfg: Config) -> dict[str, str]:

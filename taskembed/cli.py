@@ -104,7 +104,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
                                                                            " (no validation split, so no thresholds were tuned):"))
             print(multi_label_table(result.metrics))
         stage = f", after a masked-LM stage of {seconds_text(result.mlm_seconds)} s" if result.mlm_seconds else ""
-        print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s{stage})")
+        # The progress bar's time counts the validation passes too, so a run that says 5 s there is told apart here.
+        evals = f", and its validation passes {seconds_text(result.eval_seconds)} s" if result.eval_seconds else ""
+        print(f"\nsaved to {result.output_dir}/ (training took {result.train_seconds:.0f} s{evals}{stage})")
         exe = shlex.join(_invoked_as())
         if cfg.data.text_pair_column:  # a pair model reads a table of text pairs, and the demo takes single texts only
             print(f"try it:   {exe} predict {result.output_dir} --file PAIRS.csv    (columns "

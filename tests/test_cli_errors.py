@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -684,7 +685,10 @@ def test_a_pair_model_is_shown_how_to_predict_and_stacked_corrections_get_a_note
     # Its embedding report reads each validation text with its second text, as the model does.
     report = json.loads((tmp_path / "m" / "embedding_report.json").read_text())
     assert report["neighbours"] and all(n["text"].endswith(" [SEP] extra words here") for n in report["neighbours"])
-    assert len(seen) == 2 and all(p and set(p) == {"extra words here"} for p in seen)  # both sides were given the pairs
+    # both sides were given the pairs, and the tuned side's second reading (with the base's pooling, for the shift) too
+    assert len(seen) == 3 and all(p and set(p) == {"extra words here"} for p in seen)
+    # the bar's time counts the validation passes; the last line tells them apart
+    assert re.search(rf"saved to {re.escape(str(tmp_path / 'm'))}/ \(training took \d+ s, and its validation passes [\d.]+ s\)", out)
     assert f"predict {tmp_path / 'm'} --file PAIRS.csv    (columns 'text' and 'pair'; the demo takes single-text models only)" in out
     assert "demo:" not in out
     assert "note: train.sampler balanced and train.class_weights balanced each even out the classes" in out
