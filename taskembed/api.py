@@ -110,16 +110,18 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         how = "are one number written differently" if names[0].casefold() != names[1].casefold() else "differ only in case"
         say(f"note: labels {' and '.join(repr(n) for n in names)} {how}; they are {len(names)} classes. "
             f"If they mean one, write them one way in {splits.origin.get('train', 'the data')}")
-    if not splits.multi_label and cfg.data.max_train_per_label is None:  # a few-shot run has few of each by design
+    # A few-shot run or a sample has few of some labels by design (the sample keeps one of each where it can).
+    if not splits.multi_label and cfg.data.max_train_per_label is None and cfg.data.max_train_samples is None:
         counts = splits.frames["train"]["label"].value_counts()
         if len(single := [name for name in splits.labels if counts.get(name, 0) == 1]):
             say(f"note: {len(single)} label(s) have a single training example ({', '.join(single[:10])}{', ...' if len(single) > 10 else ''}); "
                 "the model can hardly learn a class from one: add examples, or merge or drop the label")
     if conflicts := splits.conflicting_labels():
-        text, names = conflicts[0]
+        text, names, where = conflicts[0]
         shown = text if len(text) <= 60 else text[:57] + "..."
+        files = dict.fromkeys(splits.origin.get(s, s).split(" (carved ")[0] for s in where)  # a carved split is its file's
         say(f"note: {len(conflicts):,} text(s) of the data have two or more labels (such as {shown!r}: {', '.join(names)}); the model "
-            f"cannot learn both, and scores count either against it: fix the labels or drop one of the rows in {splits.origin.get('train', 'the data')}")
+            f"cannot learn both, and scores count either against it: fix the labels or drop one of the rows in {' and '.join(files)}")
     if cfg.train.early_stopping_patience and "validation" not in splits.frames:
         raise UserError(EARLY_STOPPING_NEEDS_VALIDATION)
     return seen, lookalikes

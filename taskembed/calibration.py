@@ -99,9 +99,11 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
         return None, (f"no temperature fits the {len(val_labels)} validation texts: the fit flattened the scores as far as its range "
                       f"allows (T = {t:.2f}), since {why}")
     if t <= T_MIN * 1.01:
+        # Reached with mistakes only (an all-right split returned above): the right answers' margins are too small
+        # against the wrong ones' for any sharpening to stop paying.
         return None, (f"no temperature fits the {len(val_labels)} validation texts ({right} classified right; the fit ran to "
-                      f"T = {t:.2f}, the sharpest its range allows), so calibrated scores would mean nothing; a larger "
-                      "validation split with some mistakes in it calibrates")
+                      f"T = {t:.2f}, the sharpest its range allows, as scores far less confident than the model is right "
+                      "make it), so calibrated scores would mean nothing; a larger validation split calibrates more reliably")
     # T minimises the likelihood, not the binned ECE the report shows; on a small split the two can disagree (in 349 of
     # 3,000 random draws of 20 to 80 two-class logits). A T that does not lower the ECE of the very texts it was fitted on is not kept.
     raw, scaled = (reliability(x.softmax(-1), val_labels)["ece"] for x in (val_logits, val_logits / t))

@@ -207,7 +207,7 @@ def cmd_lr_find(config: str | None, overrides: Sequence[str] = (), steps: int = 
     rates = [x for k, v in r.train_overrides.items() for x in (f"--{k}", f"{v:.2g}")]
     kept = _drop_overrides(list(overrides), set(r.train_overrides))
     out_dir = Path(cfg.output.dir)
-    if out_dir.exists():  # the config's folder holds a run already, which train would refuse to replace: a folder of its own
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not cfg.output.overwrite:  # train would refuse it: a folder of its own
         kept = [*_drop_overrides(kept, {"output.dir"}), f"--output.dir={out_dir.parent / out_dir.name}-lr{s['lr']:.2g}"]
     print("train:    " + shlex.join([*_invoked_as(), "train", *([config] if config else []), *kept, *rates]))
     return 0
@@ -499,6 +499,9 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     if source.get("format") == "lines" and (text_column or label_column):  # one text per line: no columns to choose
         notes.append(f"note: {'--text-column' if text_column else '--label-column'} does not apply to {data}, a plain text file "
                      "read as one text per line (with no labels)")
+    if source.get("empty_rows_skipped"):  # rows of empty fields, as spreadsheets write empty rows: read past, as blank lines are
+        notes.append(f"note: {source['empty_rows_skipped']} empty row(s) skipped, so id (and row) i is the i-th non-empty row of "
+                     f"{data}, not row i")
     if source.get("own_id_column"):  # a RAG user joins hits back to documents by id: theirs is not what comes back
         notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0 (join on the "
                      "text, or on the row number)")

@@ -266,13 +266,19 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
         # the base's pooling, and the shift is what training did to the encoder.
         moved, how = xt, None
         if report["base"]["pooling_detail"] != report["tuned"]["pooling_detail"]:
-            same = {**tuned_emb.options(), **{k: base_emb.options()[k] for k in ("pooling", "layer", "mean_last")}}
-            try:
-                moved = Embedder.from_model(tuned_emb.model, tuned_emb.tokenizer, name=tuned_emb.name, **same).encode(
-                    texts, pairs=pairs).astype(np.float32)
-                how = f"both sides read with the base's pooling ({report['base']['pooling_detail']})"
-            except UserError:  # a readout the tuned model lacks (the head of a base classifier, say)
-                how = "the two sides pool differently, so part of the shift is the pooling, not the training"
+            b = base_emb.options()
+            # The base's last layer is the tuned model's last (a deeper model's layer 6 is in its middle); another layer
+            # means the same only in a model of the same depth.
+            layer = -1 if b["layer"] == base_emb.num_layers else b["layer"]
+            same = {**tuned_emb.options(), "pooling": b["pooling"], "layer": layer, "mean_last": b["mean_last"]}
+            how = "the two sides pool differently, so part of the shift is the pooling, not the training"
+            if layer == -1 or base_emb.num_layers == tuned_emb.num_layers:
+                try:
+                    moved = Embedder.from_model(tuned_emb.model, tuned_emb.tokenizer, name=tuned_emb.name, **same).encode(
+                        texts, pairs=pairs).astype(np.float32)
+                    how = f"both sides read with the base's pooling ({report['base']['pooling_detail']})"
+                except UserError:  # a readout the tuned model lacks (the head of a base classifier, say)
+                    pass
         cos = (_unit(xb) * _unit(moved)).sum(1)
         report["cosine_shift"] = {
             "overall": float(1 - cos.mean()),

@@ -437,8 +437,9 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number(_Float, yaml
 
 
 CONFIG_HELP = "`taskembed train --help-config` lists every key; the repository's configs/ folder has examples"
-DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".xlsx", ".xls"}
-"""Files a user may give where the config goes (`taskembed train tickets.csv`), meaning the data."""
+DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
+"""The tables training reads (data.FILE_SUFFIXES, which this module does not import): given where the config goes
+(`taskembed train tickets.csv`), they mean the data."""
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, overrides_from: str = "command line") -> Config:
@@ -453,9 +454,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise UserError(f"{p}: is a folder; give a YAML config file ({CONFIG_HELP})")
         if not p.is_file():
             raise UserError(f"{p}: config file not found; check the path ({CONFIG_HELP})")
-        data_file = f"{p}: is a data file, not a config; train on it with --data.source {p} (no config needed)"
-        if p.suffix.lower() in DATA_SUFFIXES - {".json"}:  # a .json file may be either: known once it is read
-            raise UserError(data_file)
+        suffix = p.suffix.lower()
+        if suffix in (".xlsx", ".xls"):
+            raise UserError(f"{p}: is a spreadsheet, not a config; save it as CSV and train on it with --data.source {p.stem}.csv")
+        if suffix == ".txt":
+            raise UserError(f"{p}: is a text file, not a config; training reads labelled examples from a table (.csv, .tsv, "
+                            ".json, .jsonl or .parquet) given with --data.source")
+        if suffix in DATA_SUFFIXES - {".json"}:  # a .json file may be either: known once it is read
+            raise UserError(f"{p}: is a data file, not a config; train on it with --data.source {p} (no config needed)")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -139,8 +139,11 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
         rows = rows[1:]  # Excel's "sep=," line, which names the separator before the header
     if not rows:
         raise UserError(f"{p}: file is empty; it needs a header row and at least one example")
-    # A row of empty fields is a blank line too: a spreadsheet writes one for each empty row (`,,` or `;;`).
-    header, body = rows[0], [r for r in rows[1:] if any(f.strip() for f in r)]
+    # A row of empty fields is a blank line too: a spreadsheet writes one for each empty row (`,,` or `;;`). Those before
+    # the last example shift the rows after them, which embed (whose ids are row numbers) says: attrs["empty_rows"].
+    filled = [any(f.strip() for f in r) for r in rows[1:]]
+    last = max((i for i, full in enumerate(filled) if full), default=-1)
+    header, body = rows[0], [r for r, full in zip(rows[1:], filled) if full]
     # A spreadsheet's export may carry empty columns after the last named one: nothing in them, nothing to read.
     while len(header) > 1 and not header[-1].strip() and all(len(r) == len(header) and not r[-1].strip() for r in body):
         header, body = header[:-1], [r[:-1] for r in body]
@@ -158,7 +161,9 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     for i, row in enumerate(body, start=1):
         if len(row) != len(header):
             raise UserError(f"{p}: row {i} has {len(row)} fields but the header has {len(header)}; quote fields that contain '{delimiter if delimiter != chr(9) else 'TAB'}' or fix the row")
-    return pd.DataFrame(body, columns=header)
+    df = pd.DataFrame(body, columns=header)
+    df.attrs["empty_rows"] = filled[:last + 1].count(False)
+    return df
 
 
 class _DuplicateKey(ValueError):
@@ -458,13 +463,14 @@ def text_columns_named(text_column: str, text_columns: Sequence[str] | None) -> 
     return ", ".join(f"'{c}'" for c in text_columns) if text_columns else f"'{text_column}'"
 
 
-def check_joined_columns(where: str, present: Sequence[Any], text_columns: Sequence[str]) -> None:
+def check_joined_columns(where: str, present: Sequence[Any], text_columns: Sequence[str], python: bool = True) -> None:
     """A table read for a model trained on data.text_columns holds each of them (or, named with --text-column, one column
     of texts joined already)."""
     lacking = next((c for c in text_columns if c not in present), None)
     if lacking is not None:
         raise UserError(f"{where}: no column '{lacking}' (columns: {', '.join(map(str, present))}); the model reads its text from "
-                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column{in_python('--text-column')}")
+                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column"
+                        + (in_python("--text-column") if python else ""))
 
 
 def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
@@ -673,7 +679,7 @@ def in_python(option: str) -> str:
 
 
 def missing_column(where: str, column: str, columns: Sequence[str], flag: str, df: pd.DataFrame | None = None,
-                   named: Sequence[str] = ()) -> UserError:
+                   named: Sequence[str] = (), python: bool = True) -> UserError:
     """The error for a text column the data lacks. With the data at hand (`df`), the suggestion is the column whose
     values look like texts (likely_column), among those not `named` already; with names only (a Parquet file's
     schema), the closest name."""
@@ -681,7 +687,8 @@ def missing_column(where: str, column: str, columns: Sequence[str], flag: str, d
 
     close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
         difflib.get_close_matches(column, [str(c) for c in columns], n=1)
-    hint = (f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them") + in_python(flag)
+    hint = (f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them") + \
+        (in_python(flag) if python else "")  # `python`: whether a Python function takes the option as that keyword
     return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
 
 
@@ -758,19 +765,27 @@ class Splits:
         # In SPLITS order (validation, then test), whatever order the splits were carved in.
         return {s: sum(r in train for r in rows(self.frames[s])) for s in SPLITS if s in self.frames and s != "train"}
 
-    def conflicting_labels(self) -> list[tuple[str, list[str]]]:
+    def conflicting_labels(self) -> list[tuple[str, list[str], list[str]]]:
         """Texts (with their second texts) that rows of the data give different labels, outer whitespace aside, over
-        every split, with those labels in label order: a re-routed support ticket exported twice, say. The model cannot
+        every split, with those labels in label order and the splits the text is in: a re-routed support ticket exported
+        twice, say. The model cannot
         learn both, and scoring either side counts against it; which is right is the user's to say (single-label)."""
         if self.multi_label:
             return []
-        frame = pd.concat([self.frames[s] for s in SPLITS if s in self.frames], ignore_index=True)
-        keys = [c for c in ("text", "text_pair") if c in frame]
+        frames = [self.frames[s].assign(split=s) for s in SPLITS if s in self.frames]
+        keys = [c for c in ("text", "text_pair") if c in self.frames["train"]]
+        frame = pd.concat(frames, ignore_index=True)
         frame = frame.assign(**{c: frame[c].astype(str).str.strip() for c in keys})
-        labels = frame.groupby(keys, sort=False)["label"].unique()
+        # Grouped over the texts that occur twice only: a group per distinct text took 19 s on 1M rows to report nothing.
+        unique = frame[[*keys, "label"]].drop_duplicates()
+        twice = unique[unique.duplicated(keys, keep=False)]
+        if twice.empty:
+            return []
         order = {name: i for i, name in enumerate(self.labels)}
-        return [(" / ".join(key if isinstance(key, tuple) else (key,)), sorted(names, key=lambda n: order.get(n, len(order))))
-                for key, names in labels.items() if len(names) > 1]
+        labels = twice.groupby(keys, sort=False)["label"].unique()
+        where = frame.merge(twice[keys].drop_duplicates(), on=keys).groupby(keys, sort=False)["split"].unique()
+        return [(" / ".join(key if isinstance(key, tuple) else (key,)), sorted(names, key=lambda n: order.get(n, len(order))),
+                 [s for s in SPLITS if s in set(where[key])]) for key, names in labels.items()]
 
     def lookalike_labels(self) -> list[list[str]]:
         """Groups of label names that differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0'), in
@@ -984,7 +999,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                                         extra_file=bool({"validation": cfg.validation, "test": cfg.test}.get(split)))
     src = origin.get("train") or cfg.source
     sampled_out: list[str] = []
-    given_labels = frames["train"]["label"].nunique()
+    given_labels = frames["train"]["label"].nunique() if cfg.max_train_samples is not None else 0  # for the advice below
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
         frames["train"], sampled_out = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
     carve = _carve_multi if cfg.multi_label else _carve
@@ -1281,15 +1296,15 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
 
     def column(name: str, flag: str) -> list[str]:
         if name not in df.columns:  # as train and embed suggest it: the column whose values look like texts
-            raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c])
+            raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c], python=False)
         values = df[name].tolist()
         for i, t in enumerate(values, start=1):
             if not isinstance(t, str) or not t.strip():
                 raise UserError(f"{p}: row {i}: column '{name}' is empty or not text; fill it or drop the row")
         return values
 
-    if text_columns:
-        check_joined_columns(str(p), list(df.columns), text_columns)
+    if text_columns:  # for predict --file and the like, which no Python function with these keywords serves
+        check_joined_columns(str(p), list(df.columns), text_columns, python=False)
         texts = joined_texts(df, text_columns, str(p))
     else:
         texts = column(text_column, "--text-column")

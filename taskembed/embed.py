@@ -563,7 +563,8 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                 yield out
 
     desc = {**desc, "text_column": None if text_columns else text_column, **({"text_columns": list(text_columns)} if text_columns else {}),
-            "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames)}
+            "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames),
+            "empty_rows_skipped": sum(df.attrs.get("empty_rows", 0) for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks)
 
 
@@ -1077,6 +1078,9 @@ def read_sidecar(vectors: str | Path) -> dict[str, Any]:
         if manifest_path(path).is_file():
             raise UserError(f"{path}: not found, but {manifest_path(path).name} is: it was written in shards; use the manifest")
         raise UserError(f"{path}: file not found; write it with `taskembed embed MODEL DATA --out {path.name}`")
+    vectors_of = path.with_name(path.name[:-len(".json")]) if path.name.lower().endswith(".json") else None
+    if vectors_of is not None and vectors_of.suffix.lower() in OUTPUT_SUFFIXES and vectors_of.is_file():
+        raise UserError(f"{path}: is the sidecar of {vectors_of}; give the vectors file itself")
     if path.suffix.lower() not in OUTPUT_SUFFIXES:  # a data file given for the vectors: the sidecar is not what is wrong
         raise UserError(f"{path}: not a vectors file (`taskembed embed` writes .parquet or .npy); embed it first: "
                         f"`taskembed embed MODEL {path} --out {path.stem}.parquet`")

@@ -573,7 +573,8 @@ def test_predict_on_a_table_without_the_trained_column_suggests_the_column_of_te
     data = tmp_path / "one.csv"
     data.write_text("sentence\nturn on the light\nset volume to 3\n", encoding="utf-8")
     code, _, err = run_cli(["predict", str(classifier_dir), "--file", str(data)], capsys)
-    assert code == 2 and "no column 'text' (columns: sentence); did you mean 'sentence'? pass --text-column sentence" in err, err
+    # predict has no Python function with a text_column= keyword: the flag alone
+    assert code == 2 and err.strip().endswith("no column 'text' (columns: sentence); did you mean 'sentence'? pass --text-column sentence"), err
 
 
 def test_embed_file_in_python_reads_the_columns_the_model_was_trained_on(classifier_dir, tmp_path):

@@ -297,6 +297,9 @@ def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
 
 def test_a_data_file_given_as_the_config_is_pointed_to_data_source(tmp_path):
     # `taskembed train tickets.tsv`, a new user's first guess, was parsed as YAML and refused as "fix the file's syntax".
+    from taskembed.data import FILE_SUFFIXES
+
+    assert config_module.DATA_SUFFIXES == FILE_SUFFIXES  # the tables training reads, which the advice sends to --data.source
     tsv = tmp_path / "tickets.tsv"
     tsv.write_text("text\tlabel\nwhere is my parcel\tshipping\n", encoding="utf-8")
     with pytest.raises(UserError, match=rf"^{re.escape(str(tsv))}: is a data file, not a config; train on it with --data.source "):
@@ -305,6 +308,11 @@ def test_a_data_file_given_as_the_config_is_pointed_to_data_source(tmp_path):
     records.write_text('[{"text": "where is my parcel", "label": "shipping"}]', encoding="utf-8")
     with pytest.raises(UserError, match=r"a config must be a mapping of sections .*; if the file holds training data, train on it with --data.source"):
         load_config(records)
+    for name, said in (("notes.txt", "is a text file, not a config; training reads labelled examples from a table"),
+                       ("tickets.xlsx", "is a spreadsheet, not a config; save it as CSV and train on it with --data.source tickets.csv")):
+        (tmp_path / name).write_text("x", encoding="utf-8")
+        with pytest.raises(UserError, match=re.escape(said)):  # the advice to use --data.source would fail for these
+            load_config(tmp_path / name)
     (tmp_path / "config.json").write_text('{"train": {"epochs": 2}}', encoding="utf-8")
     assert load_config(tmp_path / "config.json").train.epochs == 2
 

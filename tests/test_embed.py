@@ -260,6 +260,13 @@ def test_blank_lines_of_a_text_file_are_reported(tiny_model_dir, tmp_path, capsy
     table = pq.read_table(tmp_path / "v.parquet").to_pydict()
     assert table["id"] == [0, 1] and table["text"] == ["good film", "bad film"]
     assert json.loads((tmp_path / "v.parquet.json").read_text())["source"]["blank_lines_skipped"] == 2
+    # a spreadsheet's empty row in a CSV is read past as a blank line is, and said, since it shifts the ids after it
+    table = tmp_path / "t.csv"
+    table.write_text("text\ngood film\n,\nbad film\n,\n", encoding="utf-8")  # the trailing one shifts nothing
+    assert main(["embed", str(tiny_model_dir), str(table), "--out", str(tmp_path / "c.parquet"), "--no-progress"]) == 0
+    assert f"note: 1 empty row(s) skipped, so id (and row) i is the i-th non-empty row of {table}, not row i" in capsys.readouterr().out
+    assert pq.read_table(tmp_path / "c.parquet").to_pydict()["text"] == ["good film", "bad film"]
+    assert json.loads((tmp_path / "c.parquet.json").read_text())["source"]["empty_rows_skipped"] == 1
     # a column named for a file without columns: said, not silently ignored
     assert main(["embed", str(tiny_model_dir), str(src), "--out", str(tmp_path / "w.npy"), "--no-progress", "--text-column", "body"]) == 0
     assert f"note: --text-column does not apply to {src}, a plain text file read as one text per line" in capsys.readouterr().out
@@ -598,6 +605,9 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
         search(tmp_path, "x")
     with pytest.raises(UserError, match=r"blank.txt: not a vectors file \(`taskembed embed` writes .parquet or .npy\); embed it first"):
         search(blank, "x")
+    (tmp_path / "bare.npy.json").write_text("{}")
+    with pytest.raises(UserError, match=r"bare.npy.json: is the sidecar of .*bare.npy; give the vectors file itself$"):
+        search(tmp_path / "bare.npy.json", "x")
     # 'runs/sentimnet' reads like a Hub id, but runs/ here holds model folders: a path, refused at once (no Hub retries)
     import shutil
 

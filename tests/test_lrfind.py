@@ -99,6 +99,7 @@ def test_cli_prints_the_suggestion_and_the_train_command(setup, tmp_path, capsys
             "--train.trim_top_layer", "false"]
     setup = {**setup, "output.dir": str(tmp_path / "runs" / "own")}
     (tmp_path / "runs" / "own").mkdir(parents=True)  # a run is there already, which train would refuse to replace
+    (tmp_path / "runs" / "own" / "training_config.json").write_text("{}")
     for key, value in setup.items():
         args += [f"--{key}", str(value)]
     assert main(args) == 0

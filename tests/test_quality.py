@@ -58,6 +58,10 @@ def test_no_calibration_when_no_temperature_fits():
     assert bool((logits.argmax(-1) == y).all()) and 0.0505 < fit_temperature(logits, y) < 0.1  # the case holds
     report, why = calibrate(logits, y, {})
     assert report is None and "no temperature fits the 36 validation texts (all classified right" in why
+    # With a mistake, the sharp edge means scores far less confident than the model is right (19 of 20 by a hair)
+    report, why = calibrate(torch.tensor([[0.1, 0.0]] * 20), torch.tensor([0] * 19 + [1]), {})
+    assert report is None and "(19 classified right; the fit ran to T = 0.05, the sharpest its range allows, as scores far less " \
+                              "confident than the model is right make it)" in why
     from taskembed.artifacts import _calibration_section
 
     assert "Not calibrated: no temperature fits" in _calibration_section(None, why)

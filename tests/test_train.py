@@ -540,8 +540,9 @@ def test_a_text_with_two_labels_and_a_label_with_one_example_are_said(tiny_overr
 
     train = pd.DataFrame({"text": ["where is my parcel", "reset my password", "refund please", "open"], "label": ["ship", "pw", "refund", "pw"]})
     validation = pd.DataFrame({"text": [" where is my parcel", "refund please"], "label": ["billing", "refund"]})
-    splits = Splits(frames={"train": train, "validation": validation}, labels=["billing", "pw", "refund", "ship"], origin={"train": "t.csv"})
-    assert splits.conflicting_labels() == [("where is my parcel", ["billing", "ship"])]
+    splits = Splits(frames={"train": train, "validation": validation}, labels=["billing", "pw", "refund", "ship"],
+                    origin={"train": "t.csv", "validation": "t.csv (carved 10% of train, seed 0)"})
+    assert splits.conflicting_labels() == [("where is my parcel", ["billing", "ship"], ["train", "validation"])]
     said: list[str] = []
     check_data(load_config(None, tiny_overrides), splits, said.append)
     assert "note: 1 text(s) of the data have two or more labels (such as 'where is my parcel': billing, ship); the model cannot " \
@@ -550,8 +551,17 @@ def test_a_text_with_two_labels_and_a_label_with_one_example_are_said(tiny_overr
     assert "note: 2 label(s) have a single training example (refund, ship); the model can hardly learn a class from one: add " \
            "examples, or merge or drop the label" in said
     said.clear()
-    check_data(load_config(None, {**tiny_overrides, "data.max_train_per_label": 1}), splits, said.append)  # few-shot: by design
+    for sampled in ({"data.max_train_per_label": 1}, {"data.max_train_samples": 4}):  # few-shot or a sample: by design
+        check_data(load_config(None, {**tiny_overrides, **sampled}), splits, said.append)
     assert not any("single training example" in m for m in said)
+    # a conflict within a validation file is said with that file's name
+    clean = train.assign(text=["a", "b", "c", "d"])
+    inside = Splits(frames={"train": clean, "validation": pd.DataFrame({"text": ["ok film", "ok film"], "label": ["pw", "ship"]})},
+                    labels=splits.labels, origin={"train": "t.csv", "validation": "v.csv"})
+    said.clear()
+    check_data(load_config(None, tiny_overrides), inside, said.append)
+    assert any(m.startswith("note: 1 text(s) of the data have two or more labels (such as 'ok film': pw, ship)") and m.endswith("in v.csv")
+               for m in said), said
     # the same text with a different second text is another example
     pairs = Splits(frames={"train": train.assign(text_pair=["a", "b", "c", "d"]), "validation": validation.assign(text_pair=["x", "c"])},
                    labels=splits.labels, origin={})
