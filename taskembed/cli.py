@@ -350,7 +350,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if texts and text_pair_column:
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns "
                         f"{text_columns_named(text_column, text_columns)} and '{text_pair_column}': --file FILE")
-    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns)
+    read_notes: list[str] = []
+    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns, read_notes)
     replacing = bool(out) and Path(out).is_file()
     preds = clf.predict(inputs, pairs)
     second_texts = pairs or [None] * len(inputs)
@@ -363,6 +364,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         blank = max((n for n, _ in iter_text_lines(file)), default=-1) + 1 - len(inputs)
         if blank:  # as embed says it: the rows of --out no longer line up with the file's lines
             print(f"note: {blank} blank line(s) skipped, so prediction i is for the i-th non-blank line, not line i", file=sys.stderr)
+    for note in read_notes:  # a table's empty rows, likewise
+        print(note, file=sys.stderr)
     if out:
         with written_whole(Path(out), newline="") as fh:
             if out.lower().endswith(".jsonl"):

@@ -1276,9 +1276,10 @@ def iter_text_file(path: str | Path) -> Iterator[str]:
 
 
 def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None,
-                    text_columns: Sequence[str] | None = None) -> tuple[list[str], list[str] | None]:
+                    text_columns: Sequence[str] | None = None, notes: list[str] | None = None) -> tuple[list[str], list[str] | None]:
     """Texts to predict from a .txt (one per line) or any table format (its text column, or `text_columns` joined as
-    training joined them), and the second texts from `pair_column` for a model trained on text pairs (None without it)."""
+    training joined them), and the second texts from `pair_column` for a model trained on text pairs (None without it).
+    `notes`, when given, gets a line for empty table rows read past (the rows after them move up)."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
@@ -1293,6 +1294,9 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
             raise UserError(f"{p}: no text lines; one text per line")
         return texts, None
     df = read_table(p)
+    if notes is not None and df.attrs.get("empty_rows"):
+        notes.append(f"note: {df.attrs['empty_rows']} empty row(s) of {p} skipped, so prediction i is for the i-th non-empty row, "
+                     "not row i")
 
     def column(name: str, flag: str) -> list[str]:
         if name not in df.columns:  # as train and embed suggest it: the column whose values look like texts

@@ -654,6 +654,11 @@ def test_predict_prints_one_line_per_text_and_says_when_blank_lines_shift_the_ro
     code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(src)], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert "note: 2 blank line(s) skipped, so prediction i is for the i-th non-blank line" in err  # the trailing one shifts nothing
+    table = tmp_path / "in.csv"  # a spreadsheet's empty rows in a table, likewise
+    table.write_text("text\na fine film\n,\na dull film\n", encoding="utf-8")
+    code, out, err = run_cli(["predict", str(classifier_dir), "--file", str(table)], capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    assert f"note: 1 empty row(s) of {table} skipped, so prediction i is for the i-th non-empty row, not row i" in err, err
     assert "were read up to that length" not in err
     # A text longer than the model's data.max_length is judged by its start only: said, as evaluate and embed say it.
     limit = taskembed.load(classifier_dir).max_length
