@@ -331,7 +331,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
     from taskembed.artifacts import written_whole
-    from taskembed.data import FILE_SUFFIXES, text_columns_named, texts_from_file
+    from taskembed.data import text_columns_named, texts_from_file
 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
@@ -358,13 +358,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     if cut := clf.last_truncated:  # evaluate and embed say it too: a long text is judged by its start
         print(f"note: {cut} text(s) longer than {clf.max_length} tokens (the model's data.max_length) were read up to that "
               "length only", file=sys.stderr)
-    if file and Path(file).suffix.lower() not in FILE_SUFFIXES:
-        from taskembed.data import iter_text_lines
-
-        blank = max((n for n, _ in iter_text_lines(file)), default=-1) + 1 - len(inputs)
-        if blank:  # as embed says it: the rows of --out no longer line up with the file's lines
-            print(f"note: {blank} blank line(s) skipped, so prediction i is for the i-th non-blank line, not line i", file=sys.stderr)
-    for note in read_notes:  # a table's empty rows, likewise
+    for note in read_notes:  # blank lines or empty rows skipped: as embed says it, the rows of --out no longer line up with the file's
         print(note, file=sys.stderr)
     if out:
         with written_whole(Path(out), newline="") as fh:

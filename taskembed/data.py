@@ -768,8 +768,8 @@ class Splits:
     def conflicting_labels(self) -> list[tuple[str, list[str], list[str]]]:
         """Texts (with their second texts) that rows of the data give different labels, outer whitespace aside, over
         every split, with those labels in label order and the splits the text is in: a re-routed support ticket exported
-        twice, say. The model cannot
-        learn both, and scoring either side counts against it; which is right is the user's to say (single-label)."""
+        twice, say. The model cannot learn both, and scoring either side counts against it; which is right is the user's
+        to say (single-label)."""
         if self.multi_label:
             return []
         frames = [self.frames[s].assign(split=s) for s in SPLITS if s in self.frames]
@@ -801,7 +801,8 @@ class Splits:
         sizes = ", ".join(f"{s} {len(self.frames[s]):,}" for s in SPLITS if s in self.frames)  # train, validation, test
         more = " ..." if len(self.labels) > 12 else ""
         # Quoted when a name holds a comma, which would otherwise read as two labels.
-        shown = [repr(n) if any("," in name for name in self.labels) else n for n in self.labels[:12]]
+        quoted = any("," in name for name in self.labels)
+        shown = [repr(n) if quoted else n for n in self.labels[:12]]
         return f"data: {sizes}; {len(self.labels)} labels: {', '.join(shown)}{more}"
 
     def summary(self) -> dict[str, Any]:
@@ -1270,16 +1271,12 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 n += 1
 
 
-def iter_text_file(path: str | Path) -> Iterator[str]:
-    """Non-blank lines of a plain text file, for `predict --file x.txt`."""
-    return (text for _, text in iter_text_lines(path))
-
-
 def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None,
                     text_columns: Sequence[str] | None = None, notes: list[str] | None = None) -> tuple[list[str], list[str] | None]:
     """Texts to predict from a .txt (one per line) or any table format (its text column, or `text_columns` joined as
     training joined them), and the second texts from `pair_column` for a model trained on text pairs (None without it).
-    `notes`, when given, gets a line for empty table rows read past (the rows after them move up)."""
+    `notes`, when given, gets a line for blank lines or empty table rows read past (the rows after them move up), as
+    `predict` says it."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
@@ -1289,10 +1286,13 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
         if pair_column is not None:
             raise UserError(f"{p}: the model reads text pairs, which a .txt file cannot hold; give a table file with the "
                             f"columns {text_columns_named(text_column, text_columns)} and '{pair_column}'")
-        texts = list(iter_text_file(p))
-        if not texts:
+        lines = list(iter_text_lines(p))
+        if not lines:
             raise UserError(f"{p}: no text lines; one text per line")
-        return texts, None
+        blank = lines[-1][0] + 1 - len(lines)  # those before the last text: the ones that shift the texts after them
+        if notes is not None and blank:
+            notes.append(f"note: {blank} blank line(s) skipped, so prediction i is for the i-th non-blank line, not line i")
+        return [text for _, text in lines], None
     df = read_table(p)
     if notes is not None and df.attrs.get("empty_rows"):
         notes.append(f"note: {df.attrs['empty_rows']} empty row(s) of {p} skipped, so prediction i is for the i-th non-empty row, "

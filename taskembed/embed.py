@@ -232,7 +232,7 @@ class Embedder:
         from taskembed.modeling import (check_tokenizer, hub_error, is_classifier_config, load_errors, quiet_transformers,
                                         refuse_missing, resolve_model)
 
-        check_options({"device": device, **options})
+        check_options(options)
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
         device = pick_device(device)
         quiet_transformers()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from taskembed.artifacts import MODEL_MARKER
 from taskembed.checkpoint import folder_for
 from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, config_from_dict, parse_overrides
 from taskembed.data import load_splits
@@ -169,7 +170,7 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
     root = Path(base.output.dir)
     if root.is_file():
         raise UserError(f"output.dir {root} is a file; a sweep writes a folder of trials there")
-    if (root / "training_config.json").is_file():
+    if (root / MODEL_MARKER).is_file():
         raise UserError(f"output.dir {root} is a trained model's folder; a sweep writes a folder of trials: choose another --output.dir")
     # Every trial's config is built and checked first: a value that cannot work fails now, not after hours of trials.
     trials: list[Trial] = []
@@ -246,7 +247,7 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
             shutil.rmtree(root / trial.folder, ignore_errors=True)
     # Model folders of an earlier sweep into the same folder, with values this grid lacks: sweep.md ranks none of them.
     ours = {t.folder for t in trials}
-    stale = sorted(p.name for p in root.iterdir() if p.name not in ours and (p / "training_config.json").is_file())
+    stale = sorted(p.name for p in root.iterdir() if p.name not in ours and (p / MODEL_MARKER).is_file())
     if stale:
         echo(f"note: {root} also holds {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}, trained by an earlier sweep with "
              "other values; this sweep's report does not rank them (move them away to keep the folder to this sweep)")
