@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -388,6 +389,7 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
     """
     from taskembed.metrics import plot_confusion, plot_curves
 
+    save_started = time.perf_counter()
     check_output_dir(out, overwrite)  # again: the folder may have changed while training
     with staged_folder(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -407,7 +409,6 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
             write_json(tmp / CALIBRATION_FILE, info["calibration"])
             split = "test" if "test" in info["calibration"]["splits"] else "validation"
             plot_reliability(info["calibration"], split, tmp / "reliability.png")
-        write_json(tmp / "run.json", {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "trim_top_layer", "fast_dropout", "token_rows_trained", "cuda_graphs", "train_seconds", "eval_seconds", "total_seconds", "samples_per_second", "tokens_per_second", "stopped_early", "world_size", "labels", "mlm")})
         with (tmp / "log.jsonl").open("w", encoding="utf-8") as fh:
             for entry in log:
                 fh.write(json.dumps(entry) + "\n")
@@ -424,9 +425,18 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
             plots.append("reliability.png")
         info = {**info, "plots": plots}
         card = model_card(info)
+        report_started = time.perf_counter()
         if extra is not None:
             section = extra(tmp)
             if section:
                 card += "\n" + section  # a Markdown section, its heading included
+        # Written last, so that its times cover the whole run: the weights, the plots and the embedding report (which
+        # with many labels takes seconds) are part of what the user waited for.
+        run = {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "trim_top_layer", "fast_dropout", "token_rows_trained",
+                                    "cuda_graphs", "train_seconds", "eval_seconds", "samples_per_second", "tokens_per_second",
+                                    "stopped_early", "world_size", "labels", "mlm")}
+        run["report_seconds"] = time.perf_counter() - report_started if extra is not None else None
+        run["total_seconds"] = info["total_seconds"] + (time.perf_counter() - save_started)
+        write_json(tmp / "run.json", run)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

@@ -52,6 +52,9 @@ def test_output_folder_contract(trained):
     assert cfg["id2label"] == {"0": "neg", "1": "pos"} and cfg["label2id"] == {"neg": 0, "pos": 1}
     run = json.loads((folder / "run.json").read_text())
     assert len(run["data"]["fingerprint"]) == 64 and run["seed"] == 0 and "torch" in run["versions"]
+    # The whole run's time is taken when run.json is written, after the weights and the embedding report.
+    assert 0 < run["report_seconds"] < run["total_seconds"]
+    assert run["train_seconds"] + run["eval_seconds"] + run["report_seconds"] <= run["total_seconds"]
     plan = json.loads((folder / "lr_plan.json").read_text())
     assert [g["name"] for g in plan["groups"]] == ["embeddings", "layer.1", "layer.2", "head"]
     card = (folder / "README.md").read_text()
