@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from taskembed.errors import UserError
 
@@ -110,6 +109,9 @@ def _stratified_split(
     df: pd.DataFrame, fraction: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off ``fraction`` of the rows, keeping the label proportions."""
+    # Imported here: scikit-learn takes about a second to import, which `predict` and the demo never need.
+    from sklearn.model_selection import train_test_split
+
     kept, split_off = train_test_split(
         df, test_size=fraction, stratify=df["label"], random_state=_SEED
     )

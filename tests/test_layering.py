@@ -65,3 +65,15 @@ def test_the_check_would_see_a_violation(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("from taskembed.data import collate\n\ndef g():\n    from taskembed import loop\n    import taskembed.embed\n")
     assert imports(f) == [("data", True), ("loop", False), ("embed", False)]
+
+
+def test_the_prediction_path_leaves_the_heavy_libraries_unimported():
+    """`predict` and the demo import taskembed.api; scikit-learn (about a second), matplotlib and datasets are imported
+    by the functions that use them, so a one-line prediction does not wait for them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, taskembed.api, taskembed.predict, taskembed.cli\n"
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'datasets', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
