@@ -240,16 +240,36 @@ def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
     out = {}
     for split, ds in obj.items():
         df = ds.to_pandas()
+        order = {}
         for col, feat in ds.features.items():
             if isinstance(feat, datasets.ClassLabel):
                 df[col] = [feat.int2str(int(v)) if v is not None and v >= 0 else None for v in df[col]]
+                order[col] = list(feat.names)
             elif isinstance(getattr(feat, "feature", None), datasets.ClassLabel):
                 # A list of class ids (how multi-label sets such as go_emotions store labels) -> a list of names.
                 names = feat.feature
                 df[col] = [None if v is None else [names.int2str(int(x)) for x in v] for v in df[col]]
+                order[col] = list(names.names)
+        # The dataset's own class ids, so that the model's ids are the same ones (label_order): MNLI's 0 is entailment,
+        # which sorting the names would make 1, and code that compares the model's argmax with the dataset's ids would
+        # silently score the wrong classes.
+        df.attrs[CLASS_ORDER] = order
         name = SPLIT_ALIASES.get(split, split)
         out[name] = df
     return out
+
+
+CLASS_ORDER = "class_label_names"
+"""A frame read from a datasets Dataset keeps its ClassLabel columns' names, in id order, in `df.attrs[CLASS_ORDER]`."""
+
+
+def label_order(raw_train: pd.DataFrame, column: str, labels: set[str]) -> list[str]:
+    """The label names in id order: a ClassLabel column's own order (of the names training has), else sort_labels."""
+    names = raw_train.attrs.get(CLASS_ORDER, {}).get(column)
+    if not names:
+        return sort_labels(labels)
+    kept = [n for n in names if n in labels]
+    return kept + sort_labels(labels - set(kept))
 
 
 IN_MEMORY = "<in-memory data>"
@@ -899,8 +919,9 @@ def _stratified_sample(df: pd.DataFrame, n: int, seed: int, key: pd.Series) -> p
     return df.iloc[sorted(picked)].reset_index(drop=True)
 
 
-def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], cfg: DataConfig, src: str) -> list[str]:
-    """The label map of a multi-label run: label_columns in their order, else the sorted training labels."""
+def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], cfg: DataConfig, src: str,
+                       raw_train: pd.DataFrame) -> list[str]:
+    """The label map of a multi-label run: label_columns in their order, else the training labels in label_order."""
     seen = {x for row in frames["train"]["label"] for x in row}
     if cfg.label_columns:
         never = [c for c in cfg.label_columns if c not in seen]
@@ -909,7 +930,7 @@ def _multi_label_names(frames: dict[str, pd.DataFrame], origin: dict[str, str], 
                             "a label needs positive training examples: add some or drop the column from data.label_columns")
         labels = list(cfg.label_columns)
     else:
-        labels = sort_labels(seen)
+        labels = label_order(raw_train, cfg.label_column, seen)
     if len(labels) < 2:
         which = f"only the label '{labels[0]}'" if labels else "no labels at all"
         raise UserError(f"{src}: the training examples carry {which}; multi-label needs at least two labels")
@@ -984,6 +1005,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
         raise UserError(f"{cfg.source} is a multi-label dataset (labels joined by '{sep}'): set data.multi_label true "
                         f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
     raw, origin = load_raw(cfg, given=given)
+    raw_train = raw["train"]
     unlabelled = {}
     columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     for split in ("validation", "test"):
@@ -1019,14 +1041,14 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
         frames["train"] = (train.sample(frac=1.0, random_state=cfg.split_seed).groupby("label", sort=False).head(cfg.max_train_per_label)
                            .sort_index().reset_index(drop=True))
     if cfg.multi_label:
-        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src), origin=origin, multi_label=True,
+        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src, raw_train), origin=origin, multi_label=True,
                       unlabelled=unlabelled, sampled_out=sampled_out)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
         only = next(iter(train_labels))
         raise UserError(f"{src}: every training example has the label '{only}'; a classifier needs at least two classes")
-    labels = sort_labels(train_labels)
+    labels = label_order(raw_train, cfg.label_column, train_labels)
     for split in ("validation", "test"):
         if split in frames:
             unseen = sorted(set(frames[split]["label"]) - train_labels)

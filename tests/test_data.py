@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from taskembed.config import DataConfig
-from taskembed.data import collate, encode, eval_batches, load_splits, read_table, sort_labels, texts_from_file, train_batches
+from taskembed.data import collate, encode, eval_batches, frames_from_python, load_splits, read_table, sort_labels, texts_from_file, train_batches
 from taskembed.errors import UserError
 from tests.conftest import make_rows
 
@@ -556,6 +556,33 @@ def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):
     # an empty column that holds something is not trailing padding: its blank name is still refused
     (tmp_path / "full.csv").write_text("text,label,,\na fine warm film,pos,,x\na dull cold film,neg,,\n", encoding="utf-8")
     assert "column '' appears twice in the header" in user_error(tmp_path / "full.csv")
+
+
+def test_a_class_label_keeps_its_own_ids(tmp_path):
+    """MNLI's 0 is entailment: sorting the names would renumber the classes, and code comparing the model's argmax
+    with the dataset's ids would silently score the wrong ones. From disk, in memory, and for multi-label sets."""
+    import datasets
+
+    names = datasets.ClassLabel(names=["pos", "neg", "mixed"])
+    rows = make_rows(40)
+    ids = [names.str2int(r["label"]) for r in rows]
+    ids[:4] = [2] * 4  # some "mixed", the name that sorts between the others
+    features = datasets.Features({"text": datasets.Value("string"), "label": names})
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": ids}, features=features)})
+    dd.save_to_disk(str(tmp_path / "ds"))
+    assert load_splits(DataConfig(source=str(tmp_path / "ds"))).labels == ["pos", "neg", "mixed"]
+    assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(dd)).labels == ["pos", "neg", "mixed"]
+    # A name the training split lacks is left out, and the others keep their order.
+    without = dd["train"].filter(lambda r: r["label"] != 2)
+    assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(without)).labels == ["pos", "neg"]
+    # Plain files and frames keep the sorted order.
+    frame = dd["train"].to_pandas().assign(label=lambda f: f["label"].map(names.int2str))
+    assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(frame)).labels == ["mixed", "neg", "pos"]
+    # A list of class ids per row (multi-label sets such as go_emotions).
+    multi = datasets.Features({"text": datasets.Value("string"), "labels": datasets.Sequence(names)})
+    ml = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "labels": [[i] if i else [0, 2] for i in ids]}, features=multi)
+    cfg = DataConfig(source="<in-memory data>", multi_label=True, label_column="labels")
+    assert load_splits(cfg, given=frames_from_python(ml)).labels == ["pos", "neg", "mixed"]
 
 
 def test_a_dataset_split_without_labels_is_left_out_with_a_note(tmp_path):
