@@ -539,7 +539,7 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
             raise UserError(f"--split {split}: {data} is a single file, which has no splits; drop --split")
         df, where = clean_split(read_table(data), dcfg, data, flag), data
     else:
-        split = split or "test"
+        split = SPLIT_ALIASES.get(split or "test", split or "test")  # a dataset's "dev" is read as validation
         raw, origin = load_raw(dcfg, training=False)
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(raw)}); pick one with --split")

@@ -69,7 +69,10 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         # Nor one that refuses its output folder; checked last, so that the rest of the check is shown whatever the folder.
         from taskembed.artifacts import check_output_dir
 
-        check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)
+        try:
+            check_output_dir(Path(cfg.output.dir), cfg.output.overwrite)
+        except UserError as exc:  # said as what training would do, after a check that otherwise passed
+            raise UserError(f"the check above passed, but training would stop here: {exc}") from None
         return 0
     resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
     if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun, as the run's own lines are

@@ -583,7 +583,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
     A label column is optional: absent, the vectors simply carry no label.
     """
-    from taskembed.data import FILE_SUFFIXES, SPLITS, iter_text_lines, load_raw, missing_file, read_table
+    from taskembed.data import FILE_SUFFIXES, SPLIT_ALIASES, SPLITS, iter_text_lines, load_raw, missing_file, read_table
 
     check_source(data)
     data = str(data)
@@ -630,6 +630,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     raw, origin = load_raw(DataConfig(source=data, text_column=text_column, label_column=label_column or "label"), training=False)
     order = [s for s in SPLITS if s in raw] + [s for s in raw if s not in SPLITS]
     if split:
+        split = SPLIT_ALIASES.get(split, split)  # a dataset's "dev" is read as validation
         if split not in raw:
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(order)}); pick one with --split")
         order = [split]

@@ -532,7 +532,8 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     (tmp_path / "runs" / "sentiment" / "training_config.json").write_text("{}")
     assert main(["train", "--data.source", "train.csv", "--dry-run"]) == 2
     printed = capsys.readouterr()
-    assert "output.dir runs/sentiment already exists; pass --output.overwrite true" in printed.err
+    assert printed.err.startswith("error: the check above passed, but training would stop here: "
+                                  "output.dir runs/sentiment already exists; pass --output.overwrite true")
     assert "weight decay 0 on biases" in printed.out  # the rest of the check, the plan last, was shown first
     assert main(["train", "--data.source", "train.csv", "--dry-run", "--output.overwrite", "true"]) == 0
 

@@ -288,6 +288,21 @@ def test_evaluate_matches_training_metrics(trained):
     assert m["n"] == 60
 
 
+def test_a_saved_datasets_dev_split_is_evaluated_by_either_name(trained, tmp_path):
+    """Training reads a dataset's "dev" split as validation; evaluate and embed take either name for it."""
+    import datasets
+    import pandas as pd
+
+    from taskembed.embed import open_texts
+
+    root, result = trained
+    test = pd.read_csv(root / "test.csv")
+    datasets.DatasetDict({"train": datasets.Dataset.from_pandas(test[:10]), "dev": datasets.Dataset.from_pandas(test)}).save_to_disk(str(tmp_path / "ds"))
+    by_alias = taskembed.evaluate(result.output_dir, str(tmp_path / "ds"), "dev")
+    assert by_alias["n"] == 60 and by_alias == taskembed.evaluate(result.output_dir, str(tmp_path / "ds"), "validation")
+    assert open_texts(str(tmp_path / "ds"), split="dev").count == 60
+
+
 def test_evaluate_predictions_line_up_with_the_data_and_agree_with_predict_and_the_metrics(trained, tmp_path, capsys):
     import pandas as pd
 
