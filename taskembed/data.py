@@ -216,6 +216,10 @@ def _read_json(p: Path, text: str) -> pd.DataFrame:
     try:
         obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and exc.lineno > 1 and text.lstrip().startswith("{"):
+            # One object per line in a .json file, as run_classification.py's train_file and datasets' "json" loader
+            # take it: read as JSON Lines, whose errors name the line.
+            return _read_jsonl(p, text)
         raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg}); for one object per line use .jsonl") from None
     except _DuplicateKey as exc:
         raise UserError(f"{p}: key '{exc.key}' appears twice in one object; keep one") from None

@@ -194,6 +194,15 @@ def test_every_format_loads_the_same_rows(tmp_path, rows):
     assert len(prints) == 1
 
 
+def test_a_json_file_of_one_object_per_line_is_read_as_json_lines(tmp_path):
+    """run_classification.py's --train_file and datasets' json loader take JSON Lines in a .json file."""
+    path = tmp_path / "train.json"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    assert read_table(path)["label"].tolist() == ["x", "y"]
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')  # and its errors name the line
+    assert user_error(path) == f"{path}: line 2 is not valid JSON (Expecting value); one JSON object per line"
+
+
 def test_json_wrapped_in_one_key(tmp_path):
     path = tmp_path / "wrapped.json"
     path.write_text(json.dumps({"data": [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]}))
