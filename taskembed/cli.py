@@ -674,6 +674,11 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
+OVERRIDES_HELP = ("Any config option can be set after the config as --section.key VALUE (--train.lr 1e-4 --data.max_length 64 "
+                  "--output.dir runs/x), or as --key VALUE when one section has that key (--epochs 1, --seed 2); values are read "
+                  "as YAML (1e-4, true, [a, b]). train --help-config lists every option with its default.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from taskembed import __version__
 
@@ -681,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"taskembed {__version__}")
     sub = p.add_subparsers(dest="command", required=True)  # subcommands' parsers are _Parser too
 
-    t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)")
+    t = sub.add_parser("train", help="train a classifier from a YAML config (overrides: --section.key value)", epilog=OVERRIDES_HELP)
     t.add_argument("config", nargs="?", help="YAML config (default: built-in defaults = configs/sentiment.yaml)")
     t.add_argument("--dry-run", action="store_true", help="read and check the data, print the resolved config, the splits and the lr plan; train nothing")
     t.add_argument("--help-config", action="store_true", help="list every config option with its default and meaning")
@@ -690,11 +695,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest complete checkpoint of output.dir (an error if none); "
                         "--resume auto: continue if there is one, else start afresh")
 
-    pl = sub.add_parser("plan", help="print the learning-rate plan of a config without training (overrides: --section.key value)")
+    pl = sub.add_parser("plan", help="print the learning-rate plan of a config without training (overrides: --section.key value)", epilog=OVERRIDES_HELP)
     pl.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    lf = sub.add_parser("lr-find", help="learning-rate range test: suggest train.lr for a config (overrides: --section.key value)")
+    lf = sub.add_parser("lr-find", help="learning-rate range test: suggest train.lr for a config (overrides: --section.key value)", epilog=OVERRIDES_HELP)
     lf.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     lf.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
     lf.add_argument("--start", type=float, default=1e-7, help="first top-layer rate (default 1e-7)")
@@ -702,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--out", help="folder for lr_find.json and lr_find.png (default: <output.dir>.lr_find)")
     lf.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    sw = sub.add_parser("sweep", help="train a grid of settings on several seeds and rank them on validation (overrides: --section.key value)")
+    sw = sub.add_parser("sweep", help="train a grid of settings on several seeds and rank them on validation (overrides: --section.key value)", epilog=OVERRIDES_HELP)
     sw.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="a setting and its values, e.g. --grid train.lr=1e-4,3e-4 (repeat for more; every combination is trained)")

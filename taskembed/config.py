@@ -290,6 +290,8 @@ def _coerce(value: Any, hint: Any) -> Any:
             return int(text.replace("_", ""), 10)
         if isinstance(value, int) and not isinstance(value, bool):
             return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+            return int(value)  # quoted, "16": as a float option takes "1e-4" (YAML 1.1 reads that one as a string)
         raise ValueError(f"must be an integer (got {_shown(value)})")
     if hint is float:
         number = None
@@ -322,7 +324,62 @@ def _shown(value: Any) -> str:
     return "true; on the command line an option given without a value reads as true" if value is True else repr(value)
 
 
+TRAINER_NAMES = {
+    # The Hugging Face Trainer's (TrainingArguments) and run_classification.py's names for what taskembed has, said when
+    # such a name is given as a key: spelling alone sends several of them elsewhere (num_train_epochs to mlm_epochs).
+    "num_train_epochs": "train.epochs (fractions allowed)",
+    "max_steps": "train.epochs, which takes fractions (0.5 is half an epoch); there is no step count",
+    "learning_rate": "train.lr, the top encoder layer's rate (train.head_lr is the head's, train.layer_decay the drop per layer below; "
+                     "taskembed plan prints them all)",
+    "per_device_train_batch_size": "train.batch_size",
+    "train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "no key; evaluation batches are sized by tokens",
+    "eval_batch_size": "no key; evaluation batches are sized by tokens",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "warmup_steps": "train.warmup_ratio, a share of the optimizer steps",
+    "lr_scheduler_type": "train.schedule (linear, cosine or constant)",
+    "label_smoothing_factor": "train.label_smoothing",
+    "fp16": "train.bf16 (auto, on or off); there is no float16 mixed precision",
+    "use_cpu": "no key; run with CUDA_VISIBLE_DEVICES= to train on the CPU where there is a GPU",
+    "no_cuda": "no key; run with CUDA_VISIBLE_DEVICES= to train on the CPU where there is a GPU",
+    "metric_for_best_model": "train.metric (accuracy, macro_f1 or loss)",
+    "load_best_model_at_end": "always on: the best weights by train.metric are restored",
+    "greater_is_better": "no key; train.metric knows its direction",
+    "early_stopping_threshold": "train.early_stopping_min_delta",
+    "eval_strategy": "train.eval_every (0: at each epoch's end; N: every N optimizer steps)",
+    "evaluation_strategy": "train.eval_every (0: at each epoch's end; N: every N optimizer steps)",
+    "eval_steps": "train.eval_every",
+    "save_strategy": "train.checkpoint_every (0: at each epoch's end; N: every N optimizer steps)",
+    "save_steps": "train.checkpoint_every",
+    "save_total_limit": "train.keep_checkpoints",
+    "resume_from_checkpoint": "no key; taskembed train CONFIG --resume",
+    "logging_steps": "no key; the loss is logged every tenth of an epoch (at most every 50 steps); taskembed.train(on_log=...) "
+                     "receives each entry",
+    "report_to": "no key; taskembed.train(on_log=...) receives each log entry, for any tracker",
+    "do_train": "no key; train trains, then scores validation and test; taskembed evaluate and predict do the rest",
+    "do_eval": "no key; train scores validation and test; taskembed evaluate scores other data",
+    "do_predict": "no key; taskembed predict, or taskembed evaluate --predictions",
+    "output_dir": "output.dir",
+    "overwrite_output_dir": "output.overwrite",
+    "model_name_or_path": "model.name",
+    "train_file": "data.source",
+    "dataset_name": "data.source",
+    "dataset_config_name": "data.subset",
+    "validation_file": "data.validation",
+    "test_file": "data.test",
+    "max_seq_length": "data.max_length",
+    "text_column_name": "data.text_column",
+    "text_column_names": "data.text_columns (a list)",
+    "label_column_name": "data.label_column",
+    "max_predict_samples": "data.max_eval_samples (validation and test alike)",
+    "shuffle_train_dataset": "always on: every epoch is shuffled with train.seed",
+    "do_regression": "no key; taskembed trains classifiers",
+}
+
+
 def _suggest(word: str, options: typing.Iterable[str], section: str | None = None) -> str:
+    if word in TRAINER_NAMES:
+        return f"; the Trainer's {word} here: {TRAINER_NAMES[word]}"
     options = list(options)
     # A column's role without "_column" (data.label, data.text) means the column option, which spelling alone
     # would miss (it finds multi_label for label).
@@ -516,6 +573,15 @@ def as_config(config: "Config | dict[str, Any] | str | Path | None", overrides: 
     the defaults) with overrides ({"train.lr": 1e-4}), validated."""
     if overrides is not None and not isinstance(overrides, dict):
         raise UserError(f"overrides: give a dict of dotted keys to values, such as {{'train.lr': 1e-4}} (got {type(overrides).__name__})")
+    if overrides:
+        # {"train": {"epochs": 1}}, laid out as the YAML is, means {"train.epochs": 1} (it was called an unknown option).
+        flat: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key in SECTIONS and isinstance(value, dict):
+                flat.update({f"{key}.{name}": v for name, v in value.items()})
+            else:
+                flat[key] = value
+        overrides = flat
     if isinstance(config, Config):
         # Validated again, overrides or not: a Config built or changed in code has not been through the checks.
         return config_from_dict(config.to_dict(), overrides or {}, where="the Config given")
@@ -537,6 +603,9 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         if section not in SECTIONS:
             owners = [s for s, cls in SECTIONS.items() if str(section) in _hints(cls)]
             hint = f"; it is a key of section '{owners[0]}': indent it under {owners[0]}:" if owners else _suggest(str(section), SECTIONS)
+            head, _, name = str(section).partition(".")
+            if head in SECTIONS and name:  # train.epochs: 1, as an override is written
+                hint = f"; a file nests its keys: write {head}: on its own line and {name}: indented under it"
             problems.append(f"unknown section '{section}'{hint}")
             continue
         if body is None:

@@ -448,6 +448,11 @@ def test_the_bare_command_prints_the_help_and_version_its_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"taskembed {taskembed.__version__}"
+    # The commands that read a config say on their help page how to set an option (a walk-through found no word of it).
+    for command in ("train", "plan", "lr-find", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--section.key VALUE" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_full_disk_while_writing_predictions_is_one_line_and_leaves_nothing(classifier_dir, tmp_path, capsys, monkeypatch):

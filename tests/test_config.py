@@ -544,3 +544,39 @@ def test_an_empty_label_delimiter_says_to_quote_it_in_yaml(tmp_path):
     path.write_text("data:\n  multi_label: true\n  label_delimiter: |\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"quoted in a YAML file \(label_delimiter: '\|'\), where a bare \| is read as an empty block"):
         load_config(path)
+
+
+def test_the_trainers_names_are_answered_with_taskembeds_keys():
+    """A Trainer user's num_train_epochs was answered "did you mean 'train.mlm_epochs'?", which adds a masked-LM stage."""
+    from taskembed.config import TRAINER_NAMES, is_option
+
+    assert "the Trainer's num_train_epochs here: train.epochs" in problems(overrides={"num_train_epochs": 3})
+    assert "unknown key 'train.learning_rate'; the Trainer's learning_rate here: train.lr" in problems({"train": {"learning_rate": 1e-4}})
+    assert "unknown key 'data.train_file'; the Trainer's train_file here: data.source" in problems(overrides={"data.train_file": "x.csv"})
+    for name, advice in TRAINER_NAMES.items():
+        assert not is_option(name), name  # a name taskembed has itself is not advice
+        named = re.findall(r"\b(data|model|train|output)\.(\w+)", advice)
+        assert named or advice.startswith("no key; "), (name, advice)
+        assert all(is_option(f"{s}.{k}") for s, k in named), (name, advice)
+    # docs/comparison.md lists them all, as said
+    doc = (Path(__file__).parent.parent / "docs" / "comparison.md").read_text(encoding="utf-8")
+    assert all(f"| `{name}` | {advice} |" in doc for name, advice in TRAINER_NAMES.items())
+
+
+def test_python_overrides_may_be_laid_out_as_the_yaml_is():
+    from taskembed.config import as_config
+
+    cfg = as_config(None, {"train": {"epochs": 1, "class_weights": {"neg": 2.0}}, "data.max_length": 64, "seed": 3})
+    assert (cfg.train.epochs, cfg.train.class_weights, cfg.data.max_length, cfg.train.seed) == (1.0, {"neg": 2.0}, 64, 3)
+    with pytest.raises(UserError, match=r"^overrides: 1 problem: train.epochs must be a finite number \(got 'one'\)$"):
+        as_config(None, {"train": {"epochs": "one"}})
+
+
+def test_yaml_slips_of_a_trainer_user_get_advice_that_works():
+    # A quoted integer is read as one, as a quoted float already was ("1e-4").
+    cfg = config_from_dict({"train": {"batch_size": "16", "epochs": "1", "seed": " 7 "}})
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.seed) == (16, 1.0, 7)
+    assert "train.batch_size must be an integer (got '16.5')" in problems({"train": {"batch_size": "16.5"}})
+    # A dotted key at the top of the file, as an override is written
+    assert problems({"train.epochs": 1}) == ("config: 1 problem: unknown section 'train.epochs'; a file nests its keys: write train: "
+                                             "on its own line and epochs: indented under it")
