@@ -96,6 +96,17 @@ def test_a_temperature_that_does_not_lower_the_validation_ece_is_not_kept():
     assert report is None and why.startswith(f"the temperature that fits the {n} validation texts best (T = {t:.2f}) would not lower")
 
 
+
+def test_scores_already_calibrated_are_said_to_be_so():
+    # Labels drawn from the model's own probabilities: T comes out near 1, and "a larger split" was the wrong advice.
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1000, 2, generator=g) * 1.5
+    y = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(1)
+    t = fit_temperature(logits, y)
+    assert abs(t - 1) <= 0.05
+    report, why = calibrate(logits, y, {})
+    assert report is None and why.startswith("the scores are already calibrated on the 1000 validation texts (the best temperature, "
+                                             f"T = {t:.2f},") and "larger" not in why
 def test_too_few_validation_texts_are_not_calibrated():
     logits, y = overconfident(seed=3)
     report, why = calibrate(logits[:19], y[:19], {})
