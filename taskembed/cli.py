@@ -66,6 +66,11 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             print(PLAN_LABELS_NOTE)
         if note := _stages_never_started(cfg, plan):
             print(note)
+        if splits and cfg.data.long_texts != "window":  # windows are counted only once texts are tokenized
+            from taskembed.loop import planned_steps, schedule_notes
+
+            for note in schedule_notes(cfg.train, *planned_steps(cfg.train, len(splits.frames["train"])), "validation" in splits.frames):
+                print(note)
         # Nor one that refuses its output folder; checked last, so that the rest of the check is shown whatever the folder.
         from taskembed.artifacts import check_output_dir
 

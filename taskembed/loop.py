@@ -253,6 +253,33 @@ def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device
     return metrics_from_logits(predict_logits(model, enc, pad_id, device, aggregate), enc.targets, labels)
 
 
+
+def planned_steps(cfg: TrainConfig, n_texts: int, world: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, in all) for n_texts training rows (windows, in window mode) over `world` processes."""
+    batches_per_epoch = math.ceil(n_texts / cfg.batch_size) // world
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))  # an epoch's last step takes the batches left over
+    return steps_per_epoch, max(1, math.ceil(steps_per_epoch * cfg.epochs))
+
+
+def schedule_notes(cfg: TrainConfig, steps_per_epoch: int, total_steps: int, validation: bool = True) -> list[str]:
+    """Settings that this run's length leaves without effect, which the config alone cannot tell (said by training and the
+    dry run): an evaluation interval or a checkpoint interval past the last step, a patience that can never run out."""
+    notes = []
+    eval_every = cfg.eval_every or steps_per_epoch
+    evaluations = total_steps // eval_every + (total_steps % eval_every > 0)  # at every multiple, and at the last step
+    if validation and cfg.eval_every >= total_steps:
+        notes.append(f"note: train.eval_every {cfg.eval_every} is not less than this run's {total_steps} optimizer steps, so validation "
+                     "runs once, at the end")
+    if validation and cfg.early_stopping_patience and evaluations <= cfg.early_stopping_patience:
+        notes.append(f"note: train.early_stopping_patience {cfg.early_stopping_patience} cannot stop this run: it evaluates "
+                     f"{evaluations} time(s), and stopping takes {cfg.early_stopping_patience} evaluation(s) without a gain after the "
+                     f"best one; evaluate more often (train.eval_every, in optimizer steps of the {total_steps}) or train longer")
+    if cfg.checkpoint_every >= total_steps:
+        notes.append(f"note: train.checkpoint_every {cfg.checkpoint_every} is not less than this run's {total_steps} optimizer steps, "
+                     "so checkpoints are written at epoch ends only")
+    return notes
+
+
 def fit(
     model,
     plan: LrPlan,
@@ -299,8 +326,7 @@ def fit(
     if batches_per_epoch < cfg.grad_accum:
         raise UserError(f"only {train.n_texts} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
                         "lower train.batch_size or train.grad_accum")
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # an epoch's last step takes the batches left over
-    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    steps_per_epoch, total_steps = planned_steps(cfg, train.n_texts, world)
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(plan.optimizer_groups(model), fused=fused)
     # Gradual unfreezing: every group is in the optimizer and the schedule from the start (a group added
@@ -344,6 +370,9 @@ def fit(
         raise UserError(f"train.contrastive_weight needs a supported architecture; {model.config.model_type} is not one")
     eval_every = cfg.eval_every or steps_per_epoch
     log_every = max(1, min(50, steps_per_epoch // 10))
+    if rank == 0:
+        for note in schedule_notes(cfg, steps_per_epoch, total_steps, validation is not None):
+            say(note)
 
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None

@@ -514,6 +514,15 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     assert main(stop + ["--data.validation_fraction", "0"]) == 2
     assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
     assert main(stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]) == 0
+    # Settings this run's length leaves without effect: 40 texts, batch 32, 3 epochs are 6 steps and 3 evaluations.
+    assert "train.early_stopping_patience" not in capsys.readouterr().out  # 3 evaluations can run out a patience of 2
+    assert main(stop + ["--train.eval_every", "6", "--train.checkpoint_every", "6"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: train.eval_every 6 is not less than this run's 6 optimizer steps, so validation runs once, at the end" in out
+    assert "note: train.early_stopping_patience 2 cannot stop this run: it evaluates 1 time(s)" in out
+    assert "note: train.checkpoint_every 6 is not less than this run's 6 optimizer steps, so checkpoints are written at epoch ends only" in out
+    assert main(stop + ["--train.eval_every", "5"]) == 0  # steps 5 and 6
+    assert "train.early_stopping_patience 2 cannot stop this run: it evaluates 2 time(s)" in " ".join(capsys.readouterr().out.split())
     # A saved dataset of a train split only is all train too: found by reading it, as training finds it.
     import datasets
 
