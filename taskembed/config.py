@@ -508,6 +508,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         p = Path(path)
         if p.is_dir():
+            if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
+                raise UserError(f"{p}: is a dataset folder (datasets.save_to_disk), not a config; train on it with --data.source {p} "
+                                "(no config needed)")
+            if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+                raise UserError(f"{p}: is a model folder, not a config; to fine-tune it further, give it as --model.name {p}")
             raise UserError(f"{p}: is a folder; give a YAML config file ({CONFIG_HELP})")
         if not p.is_file():
             raise UserError(f"{p}: config file not found; check the path ({CONFIG_HELP})")

@@ -477,8 +477,13 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
     if not texts:
         raise UserError(f"no {what_plural or what + 's'} to {purpose}; give at least one")
     for i, t in enumerate(texts, start=1):
+        if isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t):
+            # ("premise", "hypothesis"), as pipeline takes a pair: here the second texts are their own argument.
+            raise UserError(f"{what} {i} is a pair of texts, not a string; give the first texts and the second as two lists, "
+                            "as in predict(texts, pairs)")
         if not isinstance(t, str) or not t.strip():
-            raise UserError(f"{what} {i} is empty or not a string; every input needs some text")
+            raise UserError(f"{what} {i} is {'empty' if isinstance(t, str) else f'a {type(t).__name__}, not a string'}; "
+                            "every input needs some text")
     return texts
 
 

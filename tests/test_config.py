@@ -293,6 +293,18 @@ def test_help_config_lists_every_option(capsys):
 def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give a YAML config file"):
         load_config(tmp_path)
+    # A saved dataset and a model folder are named for what they are, with the option that takes them.
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_dict.json").write_text("{}")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'ds'}: is a dataset folder \(datasets.save_to_disk\), not a config; "
+                                        rf"train on it with --data.source {tmp_path / 'ds'} \(no config needed\)$"):
+        load_config(tmp_path / "ds")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'm'}: is a model folder, not a config; to fine-tune it further, give it as "
+                                        rf"--model.name {tmp_path / 'm'}$"):
+        load_config(tmp_path / "m")
 
 
 def test_a_data_file_given_as_the_config_is_pointed_to_data_source(tmp_path):

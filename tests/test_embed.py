@@ -779,8 +779,13 @@ def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_col
         for given, kind in ((frame, "DataFrame"), (frame.to_dict("list"), "dict"), (None, "None")):
             with pytest.raises(UserError, match=rf"as a list or a column \(df\['text'\]\), not {kind}$"):
                 call(given)
-    with pytest.raises(UserError, match="text 2 is empty or not a string"):
+    with pytest.raises(UserError, match="^text 2 is a NoneType, not a string; every input needs some text$"):
         clf.count_truncated(["a fine film", None])
+    with pytest.raises(UserError, match="^text 2 is empty; every input needs some text$"):
+        clf.predict(["a fine film", "  "])
+    # A pair as pipeline takes one: the second texts are predict's own argument.
+    with pytest.raises(UserError, match=r"^text 1 is a pair of texts, not a string; give the first texts and the second as two lists"):
+        clf.predict([("a fine film", "a dull film")])
     assert len(clf.predict(frame["text"])) == 2 and clf.embed(frame["text"]).shape[0] == 2  # a column is a list of texts
     with pytest.raises(UserError, match=r"data: give a file, a save_to_disk folder or a built-in dataset name, not DataFrame"):
         compare_data(tiny_model_dir, trained, frame)
