@@ -46,6 +46,13 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
+        if not local:
+            from taskembed import hub
+            from taskembed.data import near_builtin
+
+            # With the Hub out of reach, training reads only the local cache: reading it costs no download, and what
+            # training would refuse (nothing cached, a misspelt built-in name) the dry run refuses too.
+            local = bool(hub.unreachable("dataset") or near_builtin(cfg.data.source))
         splits = load_splits(cfg.data) if local else None
         notes: list[str] = []
         if splits:

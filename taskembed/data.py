@@ -405,14 +405,23 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
     return splits, origin
 
 
-def _load_hub(name: str, named: str, subset: str | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def near_builtin(name: str) -> str | None:
+    """The built-in dataset a name most likely misspells; never for an owner/name id (someorg/reviews is no typo of
+    drug_reviews)."""
     import difflib
 
     from taskembed import builtin
 
-    close = difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.6)
+    close = [] if "/" in name else difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _load_hub(name: str, named: str, subset: str | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    from taskembed import builtin
+
+    close = near_builtin(name)
     if close:
-        raise UserError(f"{named}'{name}' is not a file or built-in dataset; did you mean '{close[0]}'?")
+        raise UserError(f"{named}'{name}' is not a file or built-in dataset; did you mean '{close}'?")
     import datasets
 
     from taskembed import hub

@@ -526,6 +526,13 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     assert main(stop + ["--data.validation_fraction", "0"]) == 2
     assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
     assert main(stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]) == 0
+    # A Hub dataset with the Hub out of reach (HF_HUB_OFFLINE here) is read from the local cache, as training reads it, so
+    # what training refuses the dry run refuses (it said "read from the Hub when training" and passed); a near miss of a
+    # built-in name likewise.
+    assert main(["train", "--data.source", "someorg/reviews", "--dry-run"]) == 2
+    assert "the Hugging Face Hub cannot be reached" in capsys.readouterr().err
+    assert main(["train", "--data.source", "rotten_tomatos", "--dry-run"]) == 2
+    assert "did you mean 'rotten_tomatoes'?" in capsys.readouterr().err
     # Settings this run's length leaves without effect: 40 texts, batch 32, 3 epochs are 6 steps and 3 evaluations.
     assert "train.early_stopping_patience" not in capsys.readouterr().out  # 3 evaluations can run out a patience of 2
     assert main(stop + ["--train.eval_every", "6", "--train.checkpoint_every", "6"]) == 0
