@@ -803,7 +803,7 @@ def test_on_log_sees_every_log_entry_as_written_and_the_readmes_tensorboard_snip
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    snippet = readme.split("from torch.utils.tensorboard import SummaryWriter", 1)[1].split('taskembed.train("configs/sentiment.yaml", on_log=to_board)')[0]
+    snippet = readme.split("from torch.utils.tensorboard import SummaryWriter", 1)[1].split('taskembed.train("configs/sentiment.yaml", {"output.dir": "runs/tracked"}, on_log=to_board)')[0]
     scope: dict = {}
     exec("from torch.utils.tensorboard import SummaryWriter" + snippet, scope)  # noqa: S102 - the README's own code
     seen: list[dict] = []
