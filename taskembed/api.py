@@ -19,7 +19,7 @@ import torch
 from taskembed import artifacts, builtin, checkpoint, cudagraphs
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
-                            read_table, unlabelled_texts, window_stride)
+                            read_table, unknown_tokens_note, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
@@ -226,6 +226,8 @@ def train(
 
     stride = window_stride(cfg.data)
     encoded = {s: encode_split(tokenizer, df, splits.label2id, cfg.data.max_length, stride) for s, df in splits.frames.items()}
+    if rank == 0 and (note := unknown_tokens_note(tokenizer, splits.frames["train"]["text"].tolist(), encoded["train"], cfg.model.name)):
+        say(note)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)

@@ -1211,6 +1211,32 @@ def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int] | None, m
     return encode(tokenizer, df["text"].tolist(), pairs, labels, max_length, window_stride)
 
 
+UNKNOWN_SHARE = 0.01
+"""The share of a split's tokens that are the tokenizer's unknown token above which training says so."""
+
+
+def unknown_tokens_note(tokenizer, texts: Sequence[str], enc: Encoded, model_name: str) -> str | None:
+    """A note when the tokenizer reads more than UNKNOWN_SHARE of the training tokens as its unknown token (Hindi, Japanese
+    or emoji through an English model's vocabulary): those words reach the model as one and the same token, and no
+    training teaches it to tell them apart. Names a few of the words, the most frequent first."""
+    unk = tokenizer.unk_token_id
+    total = sum(len(row) for row in enc.input_ids)
+    if unk is None or not total:
+        return None
+    unknown = sum(row.count(unk) for row in enc.input_ids)
+    if unknown <= UNKNOWN_SHARE * total:
+        return None
+    words: Counter = Counter()
+    rows = (i for i, row in enumerate(enc.input_ids) if unk in row)
+    for i in itertools.islice(rows, 200):  # enough to name the common ones, in a moment
+        text = texts[enc.doc_ids[i] if enc.doc_ids is not None else i]
+        words.update(w for w in text.split() if tokenizer.unk_token in tokenizer.tokenize(w))
+    shown = ", ".join(f"'{w}'" for w, _ in words.most_common(5))
+    return (f"note: {100 * unknown / total:.1f}% of the training tokens are {tokenizer.unk_token}, which {model_name}'s tokenizer "
+            f"gives every piece it does not know{f' (in words such as {shown})' if shown else ''}: the model reads them all as one "
+            "token. A model whose vocabulary covers this text (a multilingual one, for other scripts) reads them")
+
+
 def window_stride(cfg: DataConfig) -> int | None:
     """The stride encode() takes: None in truncate mode."""
     return cfg.window_stride if cfg.long_texts == "window" else None

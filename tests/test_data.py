@@ -730,3 +730,25 @@ def test_data_given_in_python_is_named_as_it_was_given():
     assert load_raw(DataConfig(source=IN_MEMORY), given=both)[1] == {"train": "data['train']", "test": "data['test']"}
     with pytest.raises(UserError, match=r"^data: no column 'text' \(columns: review, label\); did you mean 'review'\?"):
         load_splits(DataConfig(source=IN_MEMORY), given=frames_from_python(frame))
+
+
+def test_a_tokenizer_that_cannot_read_the_text_is_said_to(tiny_model_dir):
+    """Words the vocabulary has no piece for all become [UNK]: one token, whatever the word, which training cannot undo."""
+    from transformers import AutoTokenizer
+
+    from taskembed.data import unknown_tokens_note
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    english = [r["text"] for r in make_rows(40)]
+    assert unknown_tokens_note(tok, english, encode(tok, english), "tiny") is None
+    mixed = [f"{t} 😀" if i % 2 else f"{t} बहुत अच्छी फिल्म" for i, t in enumerate(english)]
+    note = unknown_tokens_note(tok, mixed, encode(tok, mixed), "tiny")
+    assert note.startswith("note: ") and "% of the training tokens are [UNK], which tiny's tokenizer gives every piece it does not know" in note
+    assert "'😀'" in note and "'बहुत'" in note
+    share = float(note.split("note: ")[1].split("%")[0])
+    enc = encode(tok, mixed)
+    assert share == round(100 * sum(r.count(tok.unk_token_id) for r in enc.input_ids) / sum(map(len, enc.input_ids)), 1)
+    # Windows of long texts name the words of the text each window is a part of.
+    long = [" ".join([t] * 6) + " 😀 😀 😀" for t in english[:6]]
+    windowed = encode(tok, long, max_length=24, window_stride=8)
+    assert windowed.doc_ids is not None and "'😀'" in unknown_tokens_note(tok, long, windowed, "tiny")
