@@ -107,8 +107,9 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
     # T minimises the likelihood, not the binned ECE the report shows; on a small split the two can disagree (in 349 of
     # 3,000 random draws of 20 to 80 two-class logits). A T that does not lower the ECE of the very texts it was fitted on is not kept.
     raw, scaled = (reliability(x.softmax(-1), val_labels)["ece"] for x in (val_logits, val_logits / t))
-    if scaled >= raw and abs(t - 1) <= 0.05:
-        # T near 1 is the model's own scores: nothing to correct, and a larger split would not change that.
+    if scaled >= raw and abs(t - 1) <= 0.05 and len(val_labels) >= 200 and raw <= 0.05:
+        # T near 1 is the model's own scores: nothing to correct, and a larger split would not change that. On a small
+        # split, or with a large error, T near 1 may be noise, which the advice below is for.
         return None, (f"the scores are already calibrated on the {len(val_labels)} validation texts (the best temperature, "
                       f"T = {t:.2f}, changes their expected calibration error from {100 * raw:.1f}% to {100 * scaled:.1f}%), "
                       "so they are kept as they are")

@@ -473,10 +473,20 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
     if meta.get("data_fingerprint") != fingerprint:
         changes.append("the training data (its fingerprint differs)")
     elif labels is not None and meta.get("labels", labels) != labels:  # checkpoints written before labels were recorded have none
-        # The same data numbered another way would train the saved head's rows on other labels.
-        changes.append(f"the label numbering ({', '.join(meta['labels'])} -> {', '.join(labels)})")
+        # The same data numbered another way would train the saved head's rows on other labels. With the same data and
+        # config, only taskembed itself can have changed the numbering (a datasets ClassLabel keeps its own ids since
+        # 2026-11-30; the labels were sorted before): no value can be put back for that.
+        renumbered = f"the label numbering ({', '.join(meta['labels'])} -> {', '.join(labels)})"
+    else:
+        renumbered = None
     if meta.get("world_size") != world:
         changes.append(f"the number of processes {meta.get('world_size')} -> {world} (changes the batches each one sees)")
+    if renumbered and not changes:
+        raise UserError(f"cannot resume from {folder}: {renumbered} with the same data and config, which only this version of "
+                        "taskembed can have changed (a datasets ClassLabel keeps its own ids); start afresh without --resume "
+                        "(pass --output.overwrite true to delete the checkpoints)")
+    if renumbered:
+        changes.append(renumbered)
     if changes:
         raise UserError(
             f"cannot resume from {folder}: the run changed since the checkpoint: {'; '.join(changes)}. "

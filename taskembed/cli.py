@@ -52,7 +52,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
 
             # With the Hub out of reach, training reads only the local cache: reading it costs no download, and what
             # training would refuse (nothing cached, a misspelt built-in name) the dry run refuses too.
-            local = bool(hub.unreachable("dataset") or near_builtin(cfg.data.source))
+            local = bool(near_builtin(cfg.data.source) or hub.unreachable("dataset"))  # the free check first
         splits = load_splits(cfg.data) if local else None
         notes: list[str] = []
         if splits:
@@ -73,7 +73,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
             print(PLAN_LABELS_NOTE)
         if note := _stages_never_started(cfg, plan):
             print(note)
-        if splits and cfg.data.long_texts != "window":  # windows are counted only once texts are tokenized
+        if splits:
             from taskembed.loop import planned_steps, schedule_notes
 
             for note in schedule_notes(cfg.train, *planned_steps(cfg.train, len(splits.frames["train"])), "validation" in splits.frames):

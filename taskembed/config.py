@@ -582,8 +582,11 @@ def as_config(config: "Config | dict[str, Any] | str | Path | None", overrides: 
         # {"train": {"epochs": 1}}, laid out as the YAML is, means {"train.epochs": 1} (it was called an unknown option).
         flat: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key in SECTIONS and isinstance(value, dict):
-                flat.update({f"{key}.{name}": v for name, v in value.items()})
+            if key in SECTIONS and (isinstance(value, dict) or value is None):
+                for name, v in (value or {}).items():
+                    if f"{key}.{name}" in overrides:  # which one was meant is the caller's to say
+                        raise UserError(f"overrides: {key}.{name} is given twice, as '{key}.{name}' and under '{key}'; give it once")
+                    flat[f"{key}.{name}"] = v
             else:
                 flat[key] = value
         overrides = flat

@@ -212,13 +212,21 @@ def _with_absent_keys(df: pd.DataFrame, records: list[dict[str, Any]]) -> pd.Dat
     return df
 
 
+def _one_object_line(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def _read_json(p: Path, text: str) -> pd.DataFrame:
     try:
         obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and exc.lineno > 1 and text.lstrip().startswith("{"):
+        lines = [line.strip() for line in itertools.islice((x for x in text.split("\n") if x.strip()), 2)]
+        if exc.msg == "Extra data" and len(lines) == 2 and lines[1].startswith("{") and _one_object_line(lines[0]):
             # One object per line in a .json file, as run_classification.py's train_file and datasets' "json" loader
-            # take it: read as JSON Lines, whose errors name the line.
+            # take it: read as JSON Lines, whose errors name the line. (A document broken otherwise keeps its own error.)
             return _read_jsonl(p, text)
         raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg}); for one object per line use .jsonl") from None
     except _DuplicateKey as exc:
@@ -407,12 +415,14 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
 
 def near_builtin(name: str) -> str | None:
     """The built-in dataset a name most likely misspells; never for an owner/name id (someorg/reviews is no typo of
-    drug_reviews)."""
+    drug_reviews) or a name that only shares a word with one."""
     import difflib
 
     from taskembed import builtin
 
-    close = [] if "/" in name else difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.6)
+    # 0.85: a slip in one of their names scores 0.93 or more; Hub names that share a word with one (app_reviews and
+    # drug_reviews: 0.70) are other datasets.
+    close = [] if "/" in name else difflib.get_close_matches(name, builtin.BUILTIN_NAMES, n=1, cutoff=0.85)
     return close[0] if close else None
 
 
@@ -488,11 +498,13 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
     for i, t in enumerate(texts, start=1):
         if isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t):
             # ("premise", "hypothesis"), as pipeline takes a pair: here the second texts are their own argument.
-            raise UserError(f"{what} {i} is a pair of texts, not a string; give the first texts and the second as two lists, "
-                            "as in predict(texts, pairs)")
+            call = {"predict": "predict", "embed": "embed", "count": "count_truncated"}.get(purpose) if what == "text" else None
+            fix = f"give the first texts and the second as two lists, as in {call}(texts, pairs)" if call else "give single texts"
+            raise UserError(f"{what} {i} is a pair of texts, not a string; {fix}")
         if not isinstance(t, str) or not t.strip():
-            raise UserError(f"{what} {i} is {'empty' if isinstance(t, str) else f'a {type(t).__name__}, not a string'}; "
-                            "every input needs some text")
+            kind = ("empty" if isinstance(t, str) else "None" if t is None else
+                    "a number" if isinstance(t, (int, float)) else f"a {type(t).__name__}")
+            raise UserError(f"{what} {i} is {kind}{'' if isinstance(t, str) else ', not a string'}; every input needs some text")
     return texts
 
 
@@ -1216,24 +1228,33 @@ UNKNOWN_SHARE = 0.01
 
 
 def unknown_tokens_note(tokenizer, texts: Sequence[str], enc: Encoded, model_name: str) -> str | None:
-    """A note when the tokenizer reads more than UNKNOWN_SHARE of the training tokens as its unknown token (Hindi, Japanese
-    or emoji through an English model's vocabulary): those words reach the model as one and the same token, and no
-    training teaches it to tell them apart. Names a few of the words, the most frequent first."""
+    """A note when the tokenizer reads more than UNKNOWN_SHARE of the training tokens as its unknown token (emoji, or
+    characters of scripts an English vocabulary lacks): those pieces reach the model as one and the same token, and no
+    training teaches it to tell them apart. Names a few of the pieces, the most frequent first."""
     unk = tokenizer.unk_token_id
+    # A tokenizer whose unknown token doubles as a special one (GPT-2's <|endoftext|>) would count every text's own.
+    specials = {getattr(tokenizer, f"{k}_token_id", None) for k in ("cls", "sep", "bos", "eos", "pad")}
     total = sum(len(row) for row in enc.input_ids)
-    if unk is None or not total:
+    if unk is None or unk in specials or not total:
         return None
     unknown = sum(row.count(unk) for row in enc.input_ids)
     if unknown <= UNKNOWN_SHARE * total:
         return None
-    words: Counter = Counter()
-    rows = (i for i, row in enumerate(enc.input_ids) if unk in row)
-    for i in itertools.islice(rows, 200):  # enough to name the common ones, in a moment
-        text = texts[enc.doc_ids[i] if enc.doc_ids is not None else i]
-        words.update(w for w in text.split() if tokenizer.unk_token in tokenizer.tokenize(w))
-    shown = ", ".join(f"'{w}'" for w, _ in words.most_common(5))
+    pieces: Counter = Counter()
+    if tokenizer.is_fast:  # the offsets say which characters each [UNK] stands for
+        docs: dict[int, None] = {}  # distinct texts: in window mode many rows are windows of one text
+        for i, row in enumerate(enc.input_ids):
+            if unk in row:
+                docs[enc.doc_ids[i] if enc.doc_ids is not None else i] = None
+                if len(docs) == 200:  # enough to name the common ones, in a moment
+                    break
+        for d in docs:
+            text = texts[d][:5000]
+            out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            pieces.update(text[a:b][:20] for t, (a, b) in zip(out["input_ids"], out["offset_mapping"]) if t == unk and b > a)
+    shown = ", ".join(f"'{w}'" for w, _ in pieces.most_common(5))
     return (f"note: {100 * unknown / total:.1f}% of the training tokens are {tokenizer.unk_token}, which {model_name}'s tokenizer "
-            f"gives every piece it does not know{f' (in words such as {shown})' if shown else ''}: the model reads them all as one "
+            f"gives every piece it does not know{f' (such as {shown})' if shown else ''}: the model reads them all as one "
             "token. A model whose vocabulary covers this text (a multilingual one, for other scripts) reads them")
 
 

@@ -255,7 +255,8 @@ def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device
 
 
 def planned_steps(cfg: TrainConfig, n_texts: int, world: int = 1) -> tuple[int, int]:
-    """(optimizer steps per epoch, in all) for n_texts training rows (windows, in window mode) over `world` processes."""
+    """(optimizer steps per epoch, in all) for n_texts training texts over `world` processes (in window mode a batch
+    holds texts too, each with all its windows)."""
     batches_per_epoch = math.ceil(n_texts / cfg.batch_size) // world
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))  # an epoch's last step takes the batches left over
     return steps_per_epoch, max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -270,10 +271,13 @@ def schedule_notes(cfg: TrainConfig, steps_per_epoch: int, total_steps: int, val
     if validation and cfg.eval_every >= total_steps:
         notes.append(f"note: train.eval_every {cfg.eval_every} is not less than this run's {total_steps} optimizer steps, so validation "
                      "runs once, at the end")
-    if validation and cfg.early_stopping_patience and evaluations <= cfg.early_stopping_patience:
-        notes.append(f"note: train.early_stopping_patience {cfg.early_stopping_patience} cannot stop this run: it evaluates "
-                     f"{evaluations} time(s), and stopping takes {cfg.early_stopping_patience} evaluation(s) without a gain after the "
-                     f"best one; evaluate more often (train.eval_every, in optimizer steps of the {total_steps}) or train longer")
+    # Stopping takes `patience` evaluations without a gain after the first, and the last evaluation is at the last step
+    # anyway: only a run with at least patience + 2 evaluations can stop before its end.
+    if validation and cfg.early_stopping_patience and evaluations <= cfg.early_stopping_patience + 1:
+        notes.append(f"note: train.early_stopping_patience {cfg.early_stopping_patience} cannot stop this run early: it evaluates "
+                     f"{evaluations} time(s), the last at its last step, and stopping takes {cfg.early_stopping_patience} "
+                     "evaluation(s) without a gain after the best one; evaluate more often (train.eval_every, in optimizer steps "
+                     f"of the {total_steps}) or train longer")
     if cfg.checkpoint_every >= total_steps:
         notes.append(f"note: train.checkpoint_every {cfg.checkpoint_every} is not less than this run's {total_steps} optimizer steps, "
                      "so checkpoints are written at epoch ends only")

@@ -525,23 +525,31 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     stop = ["train", "--data.source", "train.csv", "--train.early_stopping_patience", "2", "--dry-run"]
     assert main(stop + ["--data.validation_fraction", "0"]) == 2
     assert "train.early_stopping_patience needs a validation split" in capsys.readouterr().err
-    assert main(stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]) == 0
+    # Settings this run's length leaves without effect: 40 texts, batch 32, 3 epochs are 6 steps, and validation at each
+    # epoch's end 3 evaluations, the last at the last step; a patience of 2 can stop such a run only there, so not early.
+    stop = stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]
+    assert main(stop) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: train.")]
+    assert notes == ["note: train.early_stopping_patience 2 cannot stop this run early: it evaluates 3 time(s), the last at its "
+                     "last step, and stopping takes 2 evaluation(s) without a gain after the best one; evaluate more often "
+                     "(train.eval_every, in optimizer steps of the 6) or train longer"]
+    assert main(stop + ["--train.eval_every", "1"]) == 0  # 6 evaluations: no note
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: train.")]
+    assert main(stop + ["--train.eval_every", "6", "--train.checkpoint_every", "6"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: train.eval_every 6 is not less than this run's 6 optimizer steps, so validation runs once, at the end" in out
+    assert "note: train.early_stopping_patience 2 cannot stop this run early: it evaluates 1 time(s)" in out
+    assert "note: train.checkpoint_every 6 is not less than this run's 6 optimizer steps, so checkpoints are written at epoch ends only" in out
     # A Hub dataset with the Hub out of reach (HF_HUB_OFFLINE here) is read from the local cache, as training reads it, so
     # what training refuses the dry run refuses (it said "read from the Hub when training" and passed); a near miss of a
-    # built-in name likewise.
+    # built-in name likewise, but not another name that shares a word with one.
     assert main(["train", "--data.source", "someorg/reviews", "--dry-run"]) == 2
     assert "the Hugging Face Hub cannot be reached" in capsys.readouterr().err
     assert main(["train", "--data.source", "rotten_tomatos", "--dry-run"]) == 2
     assert "did you mean 'rotten_tomatoes'?" in capsys.readouterr().err
-    # Settings this run's length leaves without effect: 40 texts, batch 32, 3 epochs are 6 steps and 3 evaluations.
-    assert "train.early_stopping_patience" not in capsys.readouterr().out  # 3 evaluations can run out a patience of 2
-    assert main(stop + ["--train.eval_every", "6", "--train.checkpoint_every", "6"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "note: train.eval_every 6 is not less than this run's 6 optimizer steps, so validation runs once, at the end" in out
-    assert "note: train.early_stopping_patience 2 cannot stop this run: it evaluates 1 time(s)" in out
-    assert "note: train.checkpoint_every 6 is not less than this run's 6 optimizer steps, so checkpoints are written at epoch ends only" in out
-    assert main(stop + ["--train.eval_every", "5"]) == 0  # steps 5 and 6
-    assert "train.early_stopping_patience 2 cannot stop this run: it evaluates 2 time(s)" in " ".join(capsys.readouterr().out.split())
+    assert main(["train", "--data.source", "app_reviews", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "the Hugging Face Hub cannot be reached" in err and "did you mean" not in err
     # A saved dataset of a train split only is all train too: found by reading it, as training finds it.
     import datasets
 
@@ -598,6 +606,9 @@ def test_python_overrides_may_be_laid_out_as_the_yaml_is():
     assert (cfg.train.epochs, cfg.train.class_weights, cfg.data.max_length, cfg.train.seed) == (1.0, {"neg": 2.0}, 64, 3)
     with pytest.raises(UserError, match=r"^overrides: 1 problem: train.epochs must be a finite number \(got 'one'\)$"):
         as_config(None, {"train": {"epochs": "one"}})
+    with pytest.raises(UserError, match=r"^overrides: train.epochs is given twice, as 'train.epochs' and under 'train'; give it once$"):
+        as_config(None, {"train": {"epochs": 1}, "train.epochs": 2})
+    assert as_config(None, {"train": None}).train == as_config(None).train  # an empty section, as in YAML
 
 
 def test_yaml_slips_of_a_trainer_user_get_advice_that_works():

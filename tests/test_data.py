@@ -201,6 +201,11 @@ def test_a_json_file_of_one_object_per_line_is_read_as_json_lines(tmp_path):
     assert read_table(path)["label"].tolist() == ["x", "y"]
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')  # and its errors name the line
     assert user_error(path) == f"{path}: line 2 is not valid JSON (Expecting value); one JSON object per line"
+    # A document broken otherwise keeps its own error: two pretty-printed objects, a stray bracket after a wrapper.
+    path.write_text('{\n "text": "a", "label": "x"\n}\n{\n "text": "b", "label": "y"\n}\n')
+    assert user_error(path) == f"{path}: not valid JSON (line 4: Extra data); for one object per line use .jsonl"
+    path.write_text('{"data": [{"text": "a", "label": "x"}]}\n]\n')
+    assert user_error(path) == f"{path}: not valid JSON (line 2: Extra data); for one object per line use .jsonl"
 
 
 def test_json_wrapped_in_one_key(tmp_path):
@@ -748,7 +753,10 @@ def test_a_tokenizer_that_cannot_read_the_text_is_said_to(tiny_model_dir):
     share = float(note.split("note: ")[1].split("%")[0])
     enc = encode(tok, mixed)
     assert share == round(100 * sum(r.count(tok.unk_token_id) for r in enc.input_ids) / sum(map(len, enc.input_ids)), 1)
-    # Windows of long texts name the words of the text each window is a part of.
+    # A piece is named by the characters the [UNK] stands for, cut to 20 (an unspaced script's run of them is one "word").
+    odd = [f"{t} {'ж' * 50}" for t in english]
+    assert f"(such as '{'ж' * 20}')" in unknown_tokens_note(tok, odd, encode(tok, odd), "tiny")
+    # Windows of long texts name the pieces of the text each window is a part of.
     long = [" ".join([t] * 6) + " 😀 😀 😀" for t in english[:6]]
     windowed = encode(tok, long, max_length=24, window_stride=8)
     assert windowed.doc_ids is not None and "'😀'" in unknown_tokens_note(tok, long, windowed, "tiny")

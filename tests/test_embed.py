@@ -779,7 +779,7 @@ def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_col
         for given, kind in ((frame, "DataFrame"), (frame.to_dict("list"), "dict"), (None, "None")):
             with pytest.raises(UserError, match=rf"as a list or a column \(df\['text'\]\), not {kind}$"):
                 call(given)
-    with pytest.raises(UserError, match="^text 2 is a NoneType, not a string; every input needs some text$"):
+    with pytest.raises(UserError, match="^text 2 is None, not a string; every input needs some text$"):
         clf.count_truncated(["a fine film", None])
     with pytest.raises(UserError, match="^text 2 is empty; every input needs some text$"):
         clf.predict(["a fine film", "  "])

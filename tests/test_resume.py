@@ -403,7 +403,8 @@ def test_a_checkpoint_that_numbered_the_labels_otherwise_is_refused(stopped, tmp
     _rewrite_meta(folder, lambda m: m.update(labels=list(reversed(labels))))
     assert main(cli_args({**opts, "output.dir": tmp_path / "moved"}) + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"the label numbering ({', '.join(reversed(labels))} -> {', '.join(labels)})" in err and "fingerprint" not in err
+    assert f"the label numbering ({', '.join(reversed(labels))} -> {', '.join(labels)}) with the same data and config" in err
+    assert "fingerprint" not in err and "Put the old values back" not in err  # no value of the user's can put it back
 
 
 def test_a_checkpoint_without_a_label_record_still_resumes(stopped, tmp_path):
