@@ -328,6 +328,14 @@ def train(
                 f"({100 * metrics[split]['accuracy']:.2f}% against {100 * majority['accuracy']:.2f}%): it learnt nothing "
                 "useful; if its loss climbed, lower train.lr / train.head_lr (taskembed lr-find suggests one); if it barely "
                 "moved, train longer; and check the labels")
+        elif base and (tfidf := base[split]["tfidf_logreg"]) and (
+                metrics[split]["accuracy"] < tfidf["accuracy"] and metrics[split]["macro_f1"] < tfidf["macro_f1"]):
+            # Below a bag of words on both measures: an under-trained run (too few epochs or steps for its rates), which
+            # the table's bold row would otherwise present as the result.
+            say(f"note: the model scores below the TF-IDF + logistic regression baseline on {split} ({100 * metrics[split]['accuracy']:.2f}% "
+                f"against {100 * tfidf['accuracy']:.2f}%, macro-F1 {100 * metrics[split]['macro_f1']:.2f} against "
+                f"{100 * tfidf['macro_f1']:.2f}): it is probably under-trained; train longer (train.epochs), or check the rates "
+                "(taskembed lr-find)")
     if rank == 0:
         st = result.state
         info = {

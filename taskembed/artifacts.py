@@ -315,10 +315,9 @@ def model_card(info: dict[str, Any]) -> str:
     split = "test" if "test" in metrics else "validation"
     # A run without validation or test split has no scores to show, only the plan and the files.
     per_class = metrics[split]["per_class"] if split in metrics else {}
-    pc_rows = "\n".join(
-        f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |"
-        for name, v in per_class.items()
-    )
+    from taskembed.metrics import per_class_cells
+
+    pc_rows = "\n".join(f"| {name} | {per_class_cells(v)} |" for name, v in per_class.items())
     per_class_section = f"""### Per class ({split})
 
 | label | precision | recall | F1 | support |

@@ -302,9 +302,11 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
                   f"| {100 * fixed['per_class'][name]['f1']:.1f} | {v['support']} |")
     else:
         print(f"accuracy {100 * m['accuracy']:.2f}  macro-F1 {100 * m['macro_f1']:.2f}  loss {m['loss']:.4f}  n {m['n']}  truncated {m['truncated']}")
+        from taskembed.metrics import per_class_cells
+
         print("| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |")
         for name, v in m["per_class"].items():
-            print(f"| {name} | {100 * v['precision']:.1f} | {100 * v['recall']:.1f} | {100 * v['f1']:.1f} | {v['support']} |")
+            print(f"| {name} | {per_class_cells(v)} |")
         names = list(m["per_class"])
         confused = sorted(((n, t, p) for t, row in enumerate(m["confusion_matrix"]) for p, n in enumerate(row) if n and t != p),
                           key=lambda x: (-x[0], x[1], x[2]))[:5]
@@ -743,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="a folder `taskembed train` wrote (its output.dir)")
     pr.add_argument("texts", nargs="*", default=[], help="texts to classify (or --file)")  # a default: argparse would call "*" required
     pr.add_argument("--file", help="texts from a .txt (one per line) or a table file")
-    pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on, else text)")
+    pr.add_argument("--text-column", help="text column of a table file (default: the one the model was trained on; text for a model "
+                                           "taskembed did not train)")
     pr.add_argument("--text-pair-column", help="second-text column of a table file, for a model trained on text pairs "
                     "(default: the one it was trained on)")
     pr.add_argument("--out", help="write predictions to .csv or .jsonl")

@@ -18,6 +18,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
     ids = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    predicted = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(ids))
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         # Over the labels in the truth or the predictions, as scikit-learn's default (and so the Trainer's examples)
@@ -25,11 +26,21 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "n": len(y_true),
         "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]), "predicted": int(predicted[i])}
             for i, name in enumerate(labels)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
     }
+
+
+def per_class_cells(v: dict[str, Any]) -> str:
+    """One class's "precision | recall | F1 | support" for a Markdown table, in percent. A measure without a defined value
+    is "–", not scikit-learn's 0.0, which reads as a class the model always gets wrong: recall and F1 of a class the data
+    has no example of, precision of a class never predicted."""
+    undefined_precision = v.get("predicted") == 0
+    cells = ("–" if undefined_precision else f"{100 * v['precision']:.1f}",
+             *(("–", "–") if v["support"] == 0 else (f"{100 * v['recall']:.1f}", f"{100 * v['f1']:.1f}")), str(v["support"]))
+    return " | ".join(cells)
 
 
 def metrics_from_logits(logits, y: Sequence[int] | Sequence[Sequence[int]], labels: list[str]) -> dict[str, Any]:

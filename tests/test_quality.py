@@ -195,5 +195,15 @@ def test_macro_f1_averages_the_labels_that_occur():
 
     m = classification_metrics([0, 0, 2, 2], [0, 0, 2, 2], ["a", "b", "c"])
     assert m["macro_f1"] == 1.0 and m["per_class"]["b"]["support"] == 0
+    # The tables show a measure without a value as "–", not as a 0.0 beside that macro-F1 of 100 (a walk-through's
+    # test file without its out_of_scope rows showed out_of_scope at 0.0 / 0.0 / 0.0).
+    from taskembed.metrics import per_class_cells
+
+    assert per_class_cells(m["per_class"]["b"]) == "– | – | – | 0"
+    assert per_class_cells(m["per_class"]["a"]) == "100.0 | 100.0 | 100.0 | 2"
+    wrong = classification_metrics([0, 0], [1, 0], ["a", "b"])["per_class"]["b"]  # predicted once, never right: a real 0
+    assert per_class_cells(wrong) == "0.0 | – | – | 0"
+    missed = classification_metrics([0, 1], [0, 0], ["a", "b"])["per_class"]["b"]  # never predicted, one missed
+    assert per_class_cells(missed) == "– | 0.0 | 0.0 | 1"
     y, p = [0, 1, 1, 2, 0], [0, 1, 2, 2, 1]
     assert classification_metrics(y, p, ["a", "b", "c", "d"])["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
