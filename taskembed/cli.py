@@ -354,6 +354,8 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         raise UserError("give texts as arguments or --file FILE (one of them)")
     if out:
         check_out_file(out, (".csv", ".jsonl"), source=file)
+    if texts and text_column:  # said as embed says it of a .txt: an option that does nothing should not pass unremarked
+        print(f"note: --text-column {text_column} applies to a table given with --file, not to texts given as arguments", file=sys.stderr)
     clf = api.load(model, bf16=bf16)
     trained = clf.training_config.get("data", {})
     # A model trained on several text columns joined reads a table file's the same way, unless one column is named.

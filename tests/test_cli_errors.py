@@ -764,3 +764,10 @@ def test_evaluate_in_python_names_its_keyword_beside_the_flag(classifier_dir):
         taskembed.evaluate(classifier_dir, frame, text_pair_column="other")
     with pytest.raises(taskembed.UserError, match=r"\(in Python text_column=, text_pair_column= and label_column=\)$"):
         taskembed.evaluate(classifier_dir, frame, label_column="text")
+
+
+def test_a_text_column_beside_texts_given_as_arguments_is_said_to_do_nothing(classifier_dir, capsys):
+    assert main(["predict", str(classifier_dir), "--text-column", "review", "a fine film"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == "note: --text-column review applies to a table given with --file, not to texts given as arguments\n"
+    assert printed.out.rstrip().endswith("a fine film") and "note" not in printed.out  # the predictions alone on stdout
