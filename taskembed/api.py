@@ -503,8 +503,8 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     The columns default to the ones the model was trained on; name others for data laid out differently.
     `predictions=True` adds "predictions": one dict per example, in the data's order, for error analysis:
     text, [text_pair], label (the truth), predicted, correct, score (the predicted label's probability), p_label (the
-    true label's) and scores ({label: probability}); multi-label: the label sets as lists, correct when they are
-    equal, and each label's sigmoid.
+    true label's) and scores ({label: probability}), and where the run calibrated, calibrated_score and calibrated_scores
+    as predict gives them; multi-label: the label sets as lists, correct when they are equal, and each label's sigmoid.
     """
     clf = load(folder)
     trained = clf.training_config.get("data", {})
@@ -599,6 +599,8 @@ def _same_number(label: str, known: set[str]) -> str:
 def _prediction_rows(clf: Classifier, df, logits: torch.Tensor) -> list[dict[str, Any]]:
     """evaluate's per-example rows: what the model said next to the truth, in the data's order."""
     probs = (torch.sigmoid(logits) if clf.multi_label else logits.softmax(-1)).tolist()
+    # As predict gives them where the run calibrated: a threshold chosen on these rows is one predict can apply.
+    calibrated = (logits / clf.temperature).softmax(-1).tolist() if clf.temperature and not clf.multi_label else None
     pairs = df["text_pair"].tolist() if "text_pair" in df else None
     rows = []
     for i, (text, truth, row) in enumerate(zip(df["text"].tolist(), df["label"].tolist(), probs)):
@@ -610,7 +612,9 @@ def _prediction_rows(clf: Classifier, df, logits: torch.Tensor) -> list[dict[str
             continue
         best = max(range(len(row)), key=row.__getitem__)
         rows.append({**first, "label": truth, "predicted": clf.labels[best], "correct": clf.labels[best] == truth,
-                     "score": row[best], "p_label": scores[truth], "scores": scores})
+                     "score": row[best], "p_label": scores[truth], "scores": scores,
+                     **({"calibrated_score": calibrated[i][best], "calibrated_scores": dict(zip(clf.labels, calibrated[i]))}
+                        if calibrated else {})})
     return rows
 
 

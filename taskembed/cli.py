@@ -334,12 +334,13 @@ def _write_evaluated(path: Path, rows: list[dict[str, Any]], labels: list[str], 
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             return
         sep = read_training_config(Path(model).expanduser()).get("data", {}).get("label_delimiter") or "|"
-        first = [k for k in rows[0] if k != "scores"]
+        first = [k for k in rows[0] if k not in ("scores", "calibrated_scores")]
+        cal = "calibrated_scores" in rows[0]  # calibrated_score_<label> after score_<label>, as predict --out writes them
         w = csv.writer(fh)
-        w.writerow([*first, *(f"score_{x}" for x in labels)])
+        w.writerow([*first, *(f"score_{x}" for x in labels), *(f"calibrated_score_{x}" for x in labels if cal)])
         for r in rows:
             cells = [sep.join(r[k]) if isinstance(r[k], list) else f"{r[k]:.6f}" if isinstance(r[k], float) else r[k] for k in first]
-            w.writerow([*cells, *(f"{r['scores'][x]:.6f}" for x in labels)])
+            w.writerow([*cells, *(f"{r['scores'][x]:.6f}" for x in labels), *(f"{r['calibrated_scores'][x]:.6f}" for x in labels if cal)])
 
 
 def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None,

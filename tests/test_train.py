@@ -316,6 +316,8 @@ def test_evaluate_predictions_line_up_with_the_data_and_agree_with_predict_and_t
     said = taskembed.load(result.output_dir).predict(test["text"].tolist())
     assert [r["predicted"] for r in rows] == [p["label"] for p in said]
     assert max(abs(r["score"] - p["score"]) for r, p in zip(rows, said)) < 1e-5
+    # Calibrated as predict gives them (this run calibrated), so a threshold chosen on these rows is one predict applies.
+    assert max(abs(r["calibrated_score"] - p["calibrated_score"]) for r, p in zip(rows, said)) < 1e-5
     assert "predictions" not in taskembed.evaluate(result.output_dir, str(root / "test.csv"))
 
     # The CLI writes them beside the metrics, prints the most confused pairs, and keeps them out of --out's JSON.
@@ -326,7 +328,9 @@ def test_evaluate_predictions_line_up_with_the_data_and_agree_with_predict_and_t
     assert f"{len(rows)} predictions ({wrong} wrong) written to {out_csv}" in printed
     assert ("most confused (true -> predicted): " in printed) == (wrong > 0)
     written = pd.read_csv(out_csv, keep_default_na=False)
-    assert list(written.columns) == ["text", "label", "predicted", "correct", "score", "p_label", "score_neg", "score_pos"]
+    assert list(written.columns) == ["text", "label", "predicted", "correct", "score", "p_label", "calibrated_score", "score_neg",
+                                     "score_pos", "calibrated_score_neg", "calibrated_score_pos"]
+    assert written["calibrated_score_pos"].tolist() == pytest.approx([r["calibrated_scores"]["pos"] for r in rows], abs=1e-6)
     assert written["predicted"].tolist() == [r["predicted"] for r in rows] and written["correct"].tolist() == [r["correct"] for r in rows]
     assert "predictions" not in json.loads(out_json.read_text())
     assert main(["evaluate", str(result.output_dir), str(root / "test.csv"), "--predictions", str(tmp_path / "rows.jsonl")]) == 0
