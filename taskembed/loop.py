@@ -253,7 +253,6 @@ def evaluate_encoded(model, enc: Encoded, labels: list[str], pad_id: int, device
     return metrics_from_logits(predict_logits(model, enc, pad_id, device, aggregate), enc.targets, labels)
 
 
-
 def planned_steps(cfg: TrainConfig, n_texts: int, world: int = 1) -> tuple[int, int]:
     """(optimizer steps per epoch, in all) for n_texts training texts over `world` processes (in window mode a batch
     holds texts too, each with all its windows)."""
