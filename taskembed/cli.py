@@ -348,8 +348,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
     """The columns of a table file default to those the model was trained on (else `text`); a model trained on text
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
-    from taskembed.artifacts import written_whole
-    from taskembed.data import text_columns_named, texts_from_file
+    from taskembed.data import text_columns_named, texts_to_predict
 
     if bool(texts) == bool(file):
         raise UserError("give texts as arguments or --file FILE (one of them)")
@@ -371,44 +370,93 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         raise UserError(f"{model} reads text pairs; give them in a table file with the columns "
                         f"{text_columns_named(text_column, text_columns)} and '{text_pair_column}': --file FILE")
     read_notes: list[str] = []
-    inputs, pairs = (list(texts), None) if texts else texts_from_file(file, text_column, text_pair_column, text_columns, read_notes)
+    rows = None if texts else texts_to_predict(file, text_column, text_pair_column, text_columns, read_notes)
+    inputs: list[str | None] = list(texts) if texts else rows.texts
+    pairs = rows.pairs if rows else None
     replacing = bool(out) and Path(out).is_file()
-    preds = clf.predict(inputs, pairs)
-    second_texts = pairs or [None] * len(inputs)
+    # A row without its text gets no prediction, and the others theirs: one blank cell should not stop a nightly batch.
+    missing = set(rows.missing) if rows else set()
+    todo = [i for i in range(len(inputs)) if i not in missing]
+    done = clf.predict([inputs[i] for i in todo], [pairs[i] for i in todo] if pairs else None)
+    preds: list[dict[str, Any] | None] = [None] * len(inputs)
+    for i, p in zip(todo, done):
+        preds[i] = p
     if cut := clf.last_truncated:  # evaluate and embed say it too: a long text is judged by its start
         print(f"note: {cut} text(s) longer than {clf.max_length} tokens (the model's data.max_length) were read up to that "
               "length only", file=sys.stderr)
     for note in read_notes:  # blank lines or empty rows skipped: as embed says it, the rows of --out no longer line up with the file's
         print(note, file=sys.stderr)
+    if rows and rows.missing:
+        print(f"note: {rows.missing_message()}: {'they were' if len(rows.missing) > 1 else 'it was'} left without a prediction",
+              file=sys.stderr)
     if out:
-        with written_whole(Path(out), newline="") as fh:
-            if out.lower().endswith(".jsonl"):
-                for t, t2, p in zip(inputs, second_texts, preds):
-                    fh.write(json.dumps({"text": t, **({"text_pair": t2} if pairs else {}), **p}, ensure_ascii=False) + "\n")
-            else:
-                header, rows = clf.table(inputs, preds, pairs)
-                w = csv.writer(fh)
-                w.writerow(header)
-                w.writerows([f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows)
-        print(f"{len(preds)} predictions written to {out}{_replaced(replacing)}")
-    else:
-        # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
-        shown = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+        written = _write_predictions(Path(out), clf, inputs, pairs, preds, rows.table if rows else None)
+        print(f"{written} predictions written to {out}{_replaced(replacing)}")
+        return 0
+    # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
+    shown = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
-        def show(text: str, limit: int = 300) -> str:  # a whole book on one line would bury the labels (--out keeps it whole)
-            text = text.translate(shown)
-            return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    def show(text: str, limit: int = 300) -> str:  # a whole book on one line would bury the labels (--out keeps it whole)
+        text = text.translate(shown)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
-        for t, t2, p in zip(inputs, second_texts, preds):
-            t = show(t) if t2 is None else f"{show(t)}\t{show(t2)}"
-            if clf.multi_label:
-                # Every label over its threshold with its probability; when none is, the most likely one for context.
-                found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"
-                print(f"{found}\t{t}")
-                continue
-            cal = f" (calibrated {p['calibrated_score']:.4f})" if "calibrated_score" in p else ""
-            print(f"{p['label']}\t{p['score']:.4f}{cal}\t{t}")
+    for i, p in enumerate(preds):
+        if p is None:  # a line still, so that line i of the output is row i of the file
+            print(f"-\t\t(row {i + 1}: no text)")
+            continue
+        t = show(inputs[i]) if not pairs else f"{show(inputs[i])}\t{show(pairs[i])}"
+        if clf.multi_label:
+            # Every label over its threshold with its probability; when none is, the most likely one for context.
+            found = ", ".join(f"{x} {p['scores'][x]:.4f}" for x in p["labels"]) or f"(none; top {p['label']} {p['score']:.4f})"
+            print(f"{found}\t{t}")
+            continue
+        cal = f" (calibrated {p['calibrated_score']:.4f})" if "calibrated_score" in p else ""
+        print(f"{p['label']}\t{p['score']:.4f}{cal}\t{t}")
     return 0
+
+
+def _write_predictions(out: Path, clf: Any, inputs: Sequence[str | None], pairs: Sequence[str | None] | None,
+                       preds: Sequence[dict[str, Any] | None], table: Any) -> int:
+    """predict --out: a table file's own columns, all of them (an id to join on, the truth where it has one), then the
+    prediction's; texts given as arguments or a .txt get `text` (and `text_pair`) instead. A row without text keeps
+    its columns and gets empty prediction cells (null in JSON Lines). Returns how many rows have a prediction."""
+    from taskembed.artifacts import written_whole
+
+    made = [(i, p) for i, p in enumerate(preds) if p is not None]
+    header, predicted = clf.table([inputs[i] for i, _ in made], [p for _, p in made], [pairs[i] for i, _ in made] if pairs else None)
+    lead = 2 if pairs else 1  # text and text_pair, which a table's own columns replace
+    pred_columns, cells = header[lead:], dict(zip((i for i, _ in made), (row[lead:] for row in predicted)))
+    keys = list(made[0][1])  # a prediction's keys, for JSON Lines
+    if table is None:
+        own = [{"text": t, **({"text_pair": pairs[i]} if pairs else {})} for i, t in enumerate(inputs)]
+        names = ["text", *(["text_pair"] if pairs else [])]
+    else:
+        # An input column named as a prediction's (a test file's own `label`) keeps its values under input_<name>.
+        taken = set(pred_columns if out.suffix.lower() == ".csv" else keys)
+        renamed = {}
+        for c in map(str, table.columns):
+            new = c
+            while new in taken or new in renamed.values():
+                new = f"input_{new}"
+            renamed[c] = new
+        if moved := [f"'{c}' to '{n}'" for c, n in renamed.items() if c != n]:
+            print(f"note: renamed the input's column{'s' if len(moved) > 1 else ''} {', '.join(moved)}: the prediction has "
+                  f"{'columns of those names' if len(moved) > 1 else 'a column of that name'}", file=sys.stderr)
+        # pandas' JSON writer turns numpy scalars, NaN and timestamps into JSON: an id column keeps its type.
+        own = json.loads(table.rename(columns=lambda c: renamed[str(c)]).to_json(orient="records", force_ascii=False, double_precision=15,
+                                                                                  date_format="iso"))
+        names = list(renamed.values())
+    with written_whole(out, newline="") as fh:
+        if out.suffix.lower() == ".jsonl":
+            for i, row in enumerate(own):
+                fh.write(json.dumps({**row, **(preds[i] or dict.fromkeys(keys))}, ensure_ascii=False) + "\n")
+            return len(made)
+        w = csv.writer(fh)
+        w.writerow([*names, *pred_columns])
+        empty = [""] * len(pred_columns)
+        w.writerows([*(v if isinstance(v, str) else "" if v is None else json.dumps(v, ensure_ascii=False) for v in row.values()),
+                     *(f"{v:.6f}" if isinstance(v, float) else v for v in cells.get(i, empty))] for i, row in enumerate(own))
+    return len(made)
 
 
 def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None, flag: str = "--out") -> None:

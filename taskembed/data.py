@@ -523,9 +523,10 @@ def check_joined_columns(where: str, present: Sequence[Any], text_columns: Seque
                         + (in_python("--text-column") if python else ""))
 
 
-def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1) -> list[str]:
+def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1, empty: Any = UserError) -> list[Any]:
     """data.text_columns: each row's cells of `columns` joined with a space, in order. An empty cell (null or blank) is
-    left out, as a missing title or body is; a row with all of them empty, or a cell that is no text, is refused."""
+    left out, as a missing title or body is; a row with all of them empty is refused, or given as `empty` where that
+    is not UserError (predict's None); a cell that is no text is refused."""
     values = [df[c].tolist() for c in columns]
     out = []
     for i, cells in enumerate(zip(*values), start=first_row):
@@ -539,6 +540,9 @@ def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row
                 raise UserError(f"{where}: row {i}: column '{col}' holds {kind}")
             if v.strip():
                 parts.append(v.strip())
+        if not parts and empty is not UserError:
+            out.append(empty)
+            continue
         if not parts:
             raise UserError(f"{where}: row {i}: the text columns {', '.join(repr(c) for c in columns)} are all empty; fill one or drop the row")
         out.append(" ".join(parts))
@@ -1360,10 +1364,44 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def texts_from_file(path: str | Path, text_column: str = "text", pair_column: str | None = None,
                     text_columns: Sequence[str] | None = None, notes: list[str] | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts from a .txt (one per line) or any table format (its text column, or `text_columns` joined as training
+    joined them), and the second texts from `pair_column` (None without it). A row without its text is refused, naming
+    it. `notes`, when given, gets a line for blank lines or empty table rows read past (the rows after them move up)."""
+    rows = texts_to_predict(path, text_column, pair_column, text_columns, notes)
+    if rows.missing:
+        raise UserError(rows.missing_message(1) + "; fill it or drop the row")
+    return rows.texts, rows.pairs  # type: ignore[return-value]
+
+
+@dataclass
+class TextsToPredict:
+    """What `predict --file` reads: each row's text (None where the row has none), its second text for a pair model,
+    and the table itself (None for a .txt), whose columns `--out` passes through."""
+
+    path: Path
+    texts: list[str | None]
+    pairs: list[str | None] | None
+    table: pd.DataFrame | None
+    where: str  # the column (or columns) the texts come from, as a message names them
+
+    @property
+    def missing(self) -> list[int]:
+        """Rows (0-based) without a text, or without a second text for a pair model."""
+        return [i for i, t in enumerate(self.texts) if t is None or (self.pairs is not None and self.pairs[i] is None)]
+
+    def missing_message(self, shown: int = 5) -> str:
+        rows = self.missing
+        listed = ", ".join(str(i + 1) for i in rows[:shown]) + (f" and {len(rows) - shown:,} more" if len(rows) > shown else "")
+        return f"{self.path}: row{'s' if len(rows) > 1 else ''} {listed}: no text in {self.where}"
+
+
+def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: str | None = None,
+                     text_columns: Sequence[str] | None = None, notes: list[str] | None = None) -> TextsToPredict:
     """Texts to predict from a .txt (one per line) or any table format (its text column, or `text_columns` joined as
-    training joined them), and the second texts from `pair_column` for a model trained on text pairs (None without it).
-    `notes`, when given, gets a line for blank lines or empty table rows read past (the rows after them move up), as
-    `predict` says it."""
+    training joined them), and the second texts from `pair_column` for a model trained on text pairs. An empty or
+    null cell reads as None, so that one blank cell need not stop a batch; a cell that holds no text (a number, bytes)
+    is refused, since the column is then probably not the text. `notes`, when given, gets a line for blank lines or
+    empty table rows read past (the rows after them move up), as `predict` says it."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
@@ -1379,27 +1417,38 @@ def texts_from_file(path: str | Path, text_column: str = "text", pair_column: st
         blank = lines[-1][0] + 1 - len(lines)  # those before the last text: the ones that shift the texts after them
         if notes is not None and blank:
             notes.append(f"note: {blank} blank line(s) skipped, so prediction i is for the i-th non-blank line, not line i")
-        return [text for _, text in lines], None
+        return TextsToPredict(p, [text for _, text in lines], None, None, "the line")
     df = read_table(p)
     if notes is not None and df.attrs.get("empty_rows"):
         notes.append(f"note: {df.attrs['empty_rows']} empty row(s) of {p} skipped, so prediction i is for the i-th non-empty row, "
                      "not row i")
 
-    def column(name: str, flag: str) -> list[str]:
+    def column(name: str, flag: str) -> list[str | None]:
         if name not in df.columns:  # as train and embed suggest it: the column whose values look like texts
             raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c], python=False)
-        values = df[name].tolist()
-        for i, t in enumerate(values, start=1):
-            if not isinstance(t, str) or not t.strip():
-                raise UserError(f"{p}: row {i}: column '{name}' is empty or not text; fill it or drop the row")
+        values: list[str | None] = []
+        for i, t in enumerate(df[name].tolist(), start=1):
+            if is_null(t) or (isinstance(t, str) and not t.strip()):
+                values.append(None)
+            elif isinstance(t, str):
+                values.append(t)
+            else:
+                raise UserError(f"{p}: row {i}: column '{name}' holds {repr(t)[:40]} ({type(t).__name__}), not text; "
+                                f"is '{name}' the text column? (name it with {flag})")
         return values
 
     if text_columns:  # for predict --file and the like, which no Python function with these keywords serves
         check_joined_columns(str(p), list(df.columns), text_columns, python=False)
-        texts = joined_texts(df, text_columns, str(p))
+        texts, where = joined_texts(df, text_columns, str(p), empty=None), f"the columns {', '.join(repr(c) for c in text_columns)}"
     else:
-        texts = column(text_column, "--text-column")
-    return texts, None if pair_column is None else column(pair_column, "--text-pair-column")
+        texts, where = column(text_column, "--text-column"), f"column '{text_column}'"
+    pairs = None if pair_column is None else column(pair_column, "--text-pair-column")
+    if pairs is not None:
+        where += f" or '{pair_column}'"
+    rows = TextsToPredict(p, texts, pairs, df, where)
+    if len(rows.missing) == len(texts):
+        raise UserError(f"{p}: no row has text in {where}; name the text column with --text-column")
+    return rows
 
 
 def unlabelled_texts(cfg: DataConfig) -> list[str]:

@@ -357,6 +357,43 @@ def test_cli_predict_to_csv_and_jsonl(trained, tmp_path, capsys):
     assert values[4] + values[5] == pytest.approx(1.0, abs=1e-5) and values[3] == max(values[4:])  # each class, calibrated
 
 
+
+def test_cli_predict_keeps_the_tables_columns_and_rows_without_text(trained, tmp_path, capsys):
+    # A nightly batch keyed by id: the ids come back beside their predictions, and one blank cell stops nothing.
+    _, result = trained
+    model = str(result.output_dir)
+    src = tmp_path / "in.csv"
+    src.write_text('id,text,label,note\n17,superb charming,pos,x\n18,,neg,\n19,"dull, boring",neg,y\n', encoding="utf-8")
+    want = taskembed.load(model).predict(["superb charming", "dull, boring"])
+    assert main(["predict", model, "--file", str(src), "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"{src}: row 2: no text in column 'text': it was left without a prediction" in err
+    assert "renamed the input's column 'label' to 'input_label'" in err
+    got = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+    assert list(got[0])[:5] == ["id", "text", "input_label", "note", "label"]
+    assert [g["id"] for g in got] == ["17", "18", "19"] and [g["input_label"] for g in got] == ["pos", "neg", "neg"]
+    assert [g["label"] for g in got] == [want[0]["label"], "", want[1]["label"]] and got[1]["score"] == ""
+    assert float(got[2]["score"]) == pytest.approx(want[1]["score"], abs=2e-6)
+    # JSON Lines keeps the values' types (an integer id stays one); the row without text has null predictions
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 17, "text": "superb charming"}\n{"id": 18, "text": null}\n{"id": 19, "text": "dull, boring"}\n', encoding="utf-8")
+    assert main(["predict", model, "--file", str(src), "--out", str(tmp_path / "p.jsonl")]) == 0
+    assert capsys.readouterr().out.strip() == f"2 predictions written to {tmp_path / 'p.jsonl'}"
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [17, 18, 19] and rows[1]["label"] is None and rows[1]["scores"] is None
+    assert rows[2]["scores"] == pytest.approx(want[1]["scores"], abs=2e-6)
+    # on the screen, row i is still line i
+    assert main(["predict", model, "--file", str(src)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1] == "-\t\t(row 2: no text)" and lines[2].startswith(want[1]["label"])
+    # a table with no text at all, or a column of numbers, is refused with its row
+    (tmp_path / "none.csv").write_text("id,text\n1,\n2, \n", encoding="utf-8")
+    assert main(["predict", model, "--file", str(tmp_path / "none.csv")]) == 2
+    assert "no row has text in column 'text'; name the text column with --text-column" in capsys.readouterr().err
+    (tmp_path / "num.jsonl").write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
+    assert main(["predict", model, "--file", str(tmp_path / "num.jsonl"), "--out", str(tmp_path / "n.csv")]) == 2
+    assert "row 2: column 'text' holds 5 (int), not text" in capsys.readouterr().err and not (tmp_path / "n.csv").exists()
+
 def test_cli_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):
     _, result = trained
     assert main(["predict", str(tmp_path / "missing"), "x"]) == 2
@@ -626,7 +663,8 @@ def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_pa
     out = tmp_path / "pred.csv"
     assert main(["predict", str(folder), "--file", str(sample), "--out", str(out)]) == 0
     got = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert [g["text_pair"] for g in got] == pairs
+    assert [g["hypothesis"] for g in got] == pairs  # the table's own columns, then the prediction's
+    assert list(got[0])[:3] == ["premise", "hypothesis", "input_label"] and "label" in got[0]
     assert [float(g["score"]) for g in got] == pytest.approx([w["score"] for w in want], abs=2e-6)
     capsys.readouterr()
     assert main(["predict", str(folder), "a text without its second text"]) == 2
@@ -781,7 +819,8 @@ def test_several_text_columns_are_joined_alike_in_training_predict_evaluate_and_
     assert main(["predict", str(res.output_dir), "--file", str(path), "--out", str(tmp_path / "p.csv")]) == 0
     capsys.readouterr()
     written = pd.read_csv(tmp_path / "p.csv")
-    assert written["text"].tolist() == joined  # read joined (the tiny model's labels alone would not tell)
+    assert list(written.columns[:3]) == ["title", "body", "input_label"]  # the table's own columns, as they were
+    assert written["input_label"].tolist() == table["label"].tolist()
     assert written["score"].tolist() == pytest.approx([p["score"] for p in clf.predict(joined)], abs=1e-5)
     m = taskembed.evaluate(res.output_dir, str(path), predictions=True)
     assert [r["text"] for r in m["predictions"]] == joined and m["n"] == 120
