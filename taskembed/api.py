@@ -22,7 +22,7 @@ from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encod
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
-from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier
+from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, packaged_model_version
 from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
@@ -353,7 +353,8 @@ def train(
             "last_step": st.step,
             "mlm": mlm_info,
             "seed": cfg.train.seed,
-            "versions": artifacts.versions(),
+            # The packages the default model and built-in data come from are versions of those assets too.
+            "versions": {**artifacts.versions(), **packaged_model_version(cfg.model.name), **builtin.package_versions(cfg.data.source)},
             "device": device_name(device),
             "bf16": bf16,
             "trim_top_layer": trimmed,
@@ -368,7 +369,7 @@ def train(
             "stopped_early": st.stopped_early,
             "world_size": world,
             "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(), "seen_in_train": seen,
-                     "lookalike_labels": lookalikes, "unlabelled_splits": splits.unlabelled,
+                     "lookalike_labels": lookalikes, "unlabelled_splits": splits.unlabelled, "train_sampled": splits.sampled,
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

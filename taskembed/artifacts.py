@@ -336,6 +336,10 @@ def model_card(info: dict[str, Any]) -> str:
     )
     data = info["data"]
     sizes = ", ".join(f"{s} {v['rows']:,}" for s, v in data["summary"].items())
+    if sampled := data.get("train_sampled"):  # scores of a model trained on part of the data should say so
+        sizes += f"; data.max_train_samples kept a seeded sample of {sampled['kept']:,} of the {sampled['from']:,} training examples"
+    if cfg["data"].get("max_train_per_label") is not None:
+        sizes += f"; data.max_train_per_label kept at most {cfg['data']['max_train_per_label']:,} training examples per label"
     plots = "\n".join(f"![{p}]({p})" for p in info["plots"])
     scaled = ("" if cfg["train"].get("lr_scaling", "none") == "none"
               else f"; every rate scaled with the batch ({cfg['train']['lr_scaling']}), the rates trained with are in the plan below")

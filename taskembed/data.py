@@ -793,6 +793,9 @@ class Splits:
     sampled_out: list[str] = field(default_factory=list)
     """Labels of the training data that data.max_train_samples left out: a sample smaller than the label count cannot
     hold them all, so the model does not learn them."""
+    sampled: dict[str, int] | None = None
+    """{"from": rows, "kept": rows} where data.max_train_samples sampled the training data (before any split was carved
+    from it), for run.json and the model card: the scores are then those of a model trained on part of the data."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -1057,7 +1060,9 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
     src = origin.get("train") or cfg.source
     sampled_out: list[str] = []
     given_labels = frames["train"]["label"].nunique() if cfg.max_train_samples is not None else 0  # for the advice below
+    sampled = None
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(frames["train"]):
+        sampled = {"from": len(frames["train"]), "kept": cfg.max_train_samples}
         frames["train"], sampled_out = sample_keeping_labels(frames["train"], cfg.max_train_samples, cfg.split_seed, cfg.multi_label)
     carve = _carve_multi if cfg.multi_label else _carve
     carved_test = "test" not in frames and cfg.test_fraction > 0
@@ -1076,7 +1081,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                            .sort_index().reset_index(drop=True))
     if cfg.multi_label:
         return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src, raw_train), origin=origin, multi_label=True,
-                      unlabelled=unlabelled, sampled_out=sampled_out)
+                      unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -1100,7 +1105,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
-    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out)
+    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled)
 
 
 # --- tokenization and batches --------------------------------------------------------------------

