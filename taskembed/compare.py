@@ -8,6 +8,8 @@ seeded sample):
   stratified 5-fold CV;
 - linear-probe accuracy: standardised features, logistic regression, the same folds;
 - silhouette score of the labels under cosine distance;
+- the share of the variance along the first principal component, which uses no labels: a classifier's head vector
+  often puts nearly all of it on one direction (the label), and a search over such vectors ranks by label, not topic;
 - cosine shift per class: 1 - mean cosine between a text's base and tuned vectors
   (only when both have the same dimension, which holds for BERT's pooler);
 - the nearest neighbours of a few sample texts before and after;
@@ -77,6 +79,15 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> d
             warnings.simplefilter("ignore")  # convergence warnings on tiny or separable data say nothing useful here
             probe_correct += int((probe.fit(x[train], y[train]).predict(x[test]) == y[test]).sum())
     return {"knn_accuracy": knn_correct / len(y), "linear_probe_accuracy": probe_correct / len(y), "folds": n_splits, "k": used_k}
+
+
+def _top_component_share(x: np.ndarray) -> float | None:
+    """The share of the variance along the first principal component (0 to 1), or None for fewer than two texts."""
+    if len(x) < 2:
+        return None
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    power = np.linalg.svd(centred, compute_uv=False) ** 2
+    return float(power[0] / power.sum()) if power.sum() > 0 else None
 
 
 def _silhouette(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -248,7 +259,7 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     for role, (emb, x) in spaces.items():
         desc = emb.describe()
         with _one_blas_thread():
-            scores = {**_cv_scores(x, y, k, folds, seed), "silhouette": _silhouette(x, y)}
+            scores = {**_cv_scores(x, y, k, folds, seed), "silhouette": _silhouette(x, y), "top_component_share": _top_component_share(x)}
         report[role] = {
             "model": desc["model"]["name"],
             "fingerprint": (desc["model"]["fingerprint"] or {}).get("sha256"),
@@ -394,6 +405,12 @@ def report_markdown(report: dict[str, Any]) -> str:
             shift_line += f" Note: {shift['note']}."
     else:
         shift_line = f"Cosine shift: not computed ({report.get('cosine_shift_note', 'dimensions differ')})."
+    bt, tt = b.get("top_component_share"), t.get("top_component_share")
+    spread = "" if bt is None or tt is None else (
+        f" One direction holds {100 * tt:.1f}% of the tuned vectors' variance ({100 * bt:.1f}% of the base's)"
+        # Most of it on one axis: the vectors say the label more than anything else about a text.
+        + (": they mostly encode the label, so a search over them ranks texts by label more than by topic; for topical "
+           "search or clustering, the base encoder's vectors keep more of what the texts are about." if tt >= 0.5 and tt > 2 * bt else "."))
     plot = f"\n\n![embedding projection before and after]({report['files']['plot']})" if report.get("files") else ""
     data = report.get("data") or {}
     name, splits = data.get("data") or data.get("source"), data.get("splits") or ([data["split"]] if data.get("split") else [])
@@ -405,5 +422,5 @@ def report_markdown(report: dict[str, Any]) -> str:
         + f", {how}; "
         "the silhouette says how well the labels separate as clusters (-1 to 1).\n\n"
         + "\n".join(rows)
-        + f"\n\n{shift_line}{plot}\n"
+        + f"\n\n{shift_line}{spread}{plot}\n"
     )
