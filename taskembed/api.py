@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from taskembed import artifacts, builtin, checkpoint, cudagraphs
+from taskembed.caller_state import keeps_caller_state
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
@@ -54,6 +55,7 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
                       unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
 
+@keeps_caller_state
 def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *,
          labels: Sequence[str] | None = None) -> LrPlan:
     """The learning-rate plan a config would train with; loads the model (its head sized for `labels`). Without
@@ -127,6 +129,7 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
     return seen, lookalikes
 
 
+@keeps_caller_state
 def lr_find(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, **options: Any):
     """Learning-rate range test for a config: the curve, a suggested `train.lr` and its files; see taskembed.lrfind.lr_find."""
     from taskembed.lrfind import lr_find as run  # imported here: lrfind builds on this module's loaders
@@ -142,6 +145,7 @@ EARLY_STOPPING_NEEDS_VALIDATION = ("train.early_stopping_patience needs a valida
                                    "or give data.validation")
 
 
+@keeps_caller_state
 def train(
     config: Config | dict[str, Any] | str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -490,14 +494,16 @@ def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str
     return str(url)
 
 
+@keeps_caller_state
 def load(folder: str | Path, device: str | None = None, bf16: bool = False) -> Classifier:
     """A trained model folder, ready to `predict`. bf16=True: bfloat16 autocast where the hardware has native units."""
     return Classifier(folder, device=device, bf16=bf16)
 
 
-def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_column: str | None = None,
+@keeps_caller_state
+def evaluate(folder: str | Path | Classifier, data: Any, split: str | None = None, *, text_column: str | None = None,
              text_pair_column: str | None = None, label_column: str | None = None, predictions: bool = False) -> dict[str, Any]:
-    """Score a trained folder on DATA: a whole file, or one split of a folder or built-in dataset (`split`, default
+    """Score a trained folder (or a classifier `load` returned, without loading it again) on DATA: a whole file, or one split of a folder or built-in dataset (`split`, default
     test; a file has none to pick). In Python DATA may also be a pandas DataFrame or datasets Dataset (scored whole),
     or a dict of split name to DataFrame or a DatasetDict (one split, as for a folder).
 
@@ -507,7 +513,8 @@ def evaluate(folder: str | Path, data: Any, split: str | None = None, *, text_co
     true label's) and scores ({label: probability}), and where the run calibrated, calibrated_score and calibrated_scores
     as predict gives them; multi-label: the label sets as lists, correct when they are equal, and each label's sigmoid.
     """
-    clf = load(folder)
+    clf = folder if isinstance(folder, Classifier) else load(folder)
+    folder = clf.folder
     trained = clf.training_config.get("data", {})
     if label_column and clf.multi_label and trained.get("label_columns"):
         raise UserError(f"--label-column {label_column} (label_column= in Python): {folder} reads its labels from the 0/1 columns "

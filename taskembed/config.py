@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 import re
 import types
@@ -288,15 +289,19 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"must be an integer (got {text})")
         if re.fullmatch(r"[-+]?0[0-9_]+", text):  # YAML 1.1's octal: a seed 010 meant ten, not eight
             return int(text.replace("_", ""), 10)
-        if isinstance(value, int) and not isinstance(value, bool):
+        # numbers.Integral takes NumPy's integers too: a value from np.arange or a pandas cell, in a sweep from Python.
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
         if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
             return int(value)  # quoted, "16": as a float option takes "1e-4" (YAML 1.1 reads that one as a string)
         raise ValueError(f"must be an integer (got {_shown(value)})")
     if hint is float:
         number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):  # np.float32(1e-4) too
+            try:
+                number = float(str(value))  # the number as written: float(np.float32(1e-4)) is 9.9999997e-05
+            except ValueError:
+                number = float(value)  # a Fraction
         elif isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept it.
             try:
@@ -310,6 +315,8 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, os.PathLike):  # a pathlib.Path for a file, a folder or a model (result.output_dir)
+            return os.fspath(value)
         if isinstance(value, bool):
             raise ValueError(f"must be a string (got {_shown(value)}; and YAML reads yes, no, on, off, true and false as booleans: "
                              "quote such a word, or write null to leave the option unset)")
@@ -596,7 +603,9 @@ def as_config(config: "Config | dict[str, Any] | str | Path | None", overrides: 
     if isinstance(config, dict):
         return config_from_dict(config, overrides or {}, where="the config dict")
     if config is not None and not isinstance(config, (str, Path)):
-        raise UserError(f"config: give a YAML file's path, a dict laid out as the YAML is, a Config or None (got {type(config).__name__})")
+        # Data where the config goes: train(df), as simpletransformers' train_model(df) reads it.
+        data = " (a DataFrame or Dataset goes in data=, as in taskembed.train(None, data=df))" if hasattr(config, "columns") or hasattr(config, "column_names") else ""
+        raise UserError(f"config: give a YAML file's path, a dict laid out as the YAML is, a Config or None (got {type(config).__name__}){data}")
     return load_config(config, overrides, overrides_from="overrides")
 
 

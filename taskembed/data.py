@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import math
+import numbers
 import random
 import re
 from collections import Counter
@@ -502,9 +503,11 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
             fix = f"give the first texts and the second as two lists, as in {call}(texts, pairs)" if call else "give single texts"
             raise UserError(f"{what} {i} is a pair of texts, not a string; {fix}")
         if not isinstance(t, str) or not t.strip():
-            kind = ("empty" if isinstance(t, str) else "None" if t is None else
-                    "a number" if isinstance(t, (int, float)) else f"a {type(t).__name__}")
-            raise UserError(f"{what} {i} is {kind}{'' if isinstance(t, str) else ', not a string'}; every input needs some text")
+            # A missing cell (NaN, pd.NA, None) is said as one: "a number" for NaN would send the user looking for digits.
+            missing = t is not None and not isinstance(t, str) and is_null(t)
+            kind = ("empty" if isinstance(t, str) else "None" if t is None else f"missing ({t!r})" if missing else
+                    "a number" if isinstance(t, numbers.Number) else f"a {type(t).__name__}")
+            raise UserError(f"{what} {i} is {kind}{'' if isinstance(t, str) or missing else ', not a string'}; every input needs some text")
     return texts
 
 

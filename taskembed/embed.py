@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from taskembed.caller_state import keeps_caller_state
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError, raise_write_error
 from taskembed.modeling import (HEAD_READS, PACKAGED_MODELS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
@@ -225,6 +226,7 @@ class Embedder:
     # construction
 
     @classmethod
+    @keeps_caller_state
     def load(cls, model_or_folder: str | Path, device: str | None = None, **options) -> "Embedder":
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from taskembed import config as config_module
-from taskembed.config import SECTIONS, Config, DataConfig, TrainConfig, config_from_dict, field_docs, load_config, parse_overrides
+from taskembed.config import SECTIONS, Config, DataConfig, TrainConfig, as_config, config_from_dict, field_docs, load_config, parse_overrides
 from taskembed.errors import UserError
 
 ROOT = Path(__file__).parent.parent
@@ -600,7 +600,6 @@ def test_the_trainers_names_are_answered_with_taskembeds_keys():
 
 
 def test_python_overrides_may_be_laid_out_as_the_yaml_is():
-    from taskembed.config import as_config
 
     cfg = as_config(None, {"train": {"epochs": 1, "class_weights": {"neg": 2.0}}, "data.max_length": 64, "seed": 3})
     assert (cfg.train.epochs, cfg.train.class_weights, cfg.data.max_length, cfg.train.seed) == (1.0, {"neg": 2.0}, 64, 3)
@@ -610,6 +609,25 @@ def test_python_overrides_may_be_laid_out_as_the_yaml_is():
         as_config(None, {"train": {"epochs": 1}, "train.epochs": 2})
     assert as_config(None, {"train": None}).train == as_config(None).train  # an empty section, as in YAML
 
+
+
+def test_python_values_a_notebook_passes_are_taken_as_they_mean():
+    # NumPy's numbers (np.arange in a sweep, a pandas cell) and paths (result.output_dir / "v2") are values like any other.
+    import numpy as np
+
+    cfg = as_config(None, {"train.epochs": np.int64(2), "train.lr": np.float32(1e-4), "train.batch_size": np.int64(16),
+                           "output.dir": Path("/tmp/x") / "v2", "model.name": Path("runs/sentiment")})
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (2.0, 1e-4, 16) and type(cfg.train.batch_size) is int
+    assert (cfg.output.dir, cfg.model.name) == ("/tmp/x/v2", "runs/sentiment")
+    with pytest.raises(UserError, match=r"train.batch_size must be an integer \(got np.True_\)"):
+        as_config(None, {"train.batch_size": np.bool_(True)})
+    with pytest.raises(UserError, match=r"train.lr must be a finite number \(got np.float64\(nan\)\)"):
+        as_config(None, {"train.lr": np.float64("nan")})
+    # a DataFrame given as the config is data: said where it goes
+    import pandas as pd
+
+    with pytest.raises(UserError, match=r"\(got DataFrame\) \(a DataFrame or Dataset goes in data=, as in taskembed.train\(None, data=df\)\)$"):
+        as_config(pd.DataFrame({"text": ["a"], "label": ["b"]}))
 
 def test_yaml_slips_of_a_trainer_user_get_advice_that_works():
     # A quoted integer is read as one, as a quoted float already was ("1e-4").

@@ -532,6 +532,15 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     worse = {**report, "tuned": {**report["tuned"], "knn_accuracy": 0.5}, "base": {**report["base"], "knn_accuracy": 0.6}}
     before, after = [line for line in report_markdown(worse).splitlines() if line.startswith(("| before", "| after"))]
     assert before.split(" | ")[1] == "**60.0**" and after.split(" | ")[1] == "50.0"
+    # the share of the variance on one direction, which needs no labels: here the tuned space's is the SVD's
+    x = Embedder.load(trained).encode([r["text"] for r in rows])
+    power = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    assert every["tuned"]["top_component_share"] == pytest.approx(power[0] / power.sum(), abs=1e-4)
+    assert 0 < every["base"]["top_component_share"] < 1
+    flat = {**report, "tuned": {**report["tuned"], "top_component_share": 0.97}, "base": {**report["base"], "top_component_share": 0.05}}
+    assert "One direction holds 97.0% of the tuned vectors' variance (5.0% of the base's): they mostly encode the label" in report_markdown(flat)
+    even = {**report, "tuned": {**report["tuned"], "top_component_share": 0.2}, "base": {**report["base"], "top_component_share": 0.15}}
+    assert "(15.0% of the base's)." in report_markdown(even) and "mostly encode" not in report_markdown(even)
     # the CLI on a labelled file
     data = _write_csv(tmp_path / "d.csv", rows)
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0
@@ -783,6 +792,8 @@ def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_col
         clf.count_truncated(["a fine film", None])
     with pytest.raises(UserError, match="^text 2 is empty; every input needs some text$"):
         clf.predict(["a fine film", "  "])
+    with pytest.raises(UserError, match=r"^text 2 is missing \(nan\); every input needs some text$"):  # a pandas gap, not a number
+        clf.predict(pd.Series(["a fine film", float("nan")]))
     # A pair as pipeline takes one: the second texts are predict's own argument.
     with pytest.raises(UserError, match=r"^text 1 is a pair of texts, not a string; give the first texts and the second as two lists"):
         clf.predict([("a fine film", "a dull film")])

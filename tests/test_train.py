@@ -319,6 +319,9 @@ def test_evaluate_predictions_line_up_with_the_data_and_agree_with_predict_and_t
     # Calibrated as predict gives them (this run calibrated), so a threshold chosen on these rows is one predict applies.
     assert max(abs(r["calibrated_score"] - p["calibrated_score"]) for r, p in zip(rows, said)) < 1e-5
     assert "predictions" not in taskembed.evaluate(result.output_dir, str(root / "test.csv"))
+    # a classifier already loaded scores alike, without loading the folder again
+    clf = taskembed.load(result.output_dir)
+    assert taskembed.evaluate(clf, test, predictions=True)["predictions"] == rows
 
     # The CLI writes them beside the metrics, prints the most confused pairs, and keeps them out of --out's JSON.
     out_csv, out_json = tmp_path / "rows.csv", tmp_path / "m.json"
@@ -673,6 +676,40 @@ def test_a_pair_model_predicts_from_both_texts(tiny_overrides, write_csv, tmp_pa
     assert main(["predict", str(folder), "--file", str(tmp_path / "t.txt")]) == 2
     assert "a .txt file cannot hold" in capsys.readouterr().err
 
+
+
+def test_the_api_gives_back_the_callers_random_state_threads_and_transformers_verbosity(tiny_overrides, write_csv, trained):
+    # In a notebook, training (which seeds every global generator) must not leave an unseeded df.sample() repeating itself
+    # in every session, nor torch on train.num_threads, nor the user's transformers warnings off.
+    import random
+
+    import numpy as np
+    from transformers.utils import logging as hf_logging
+
+    path = write_csv(make_rows(48, seed=4))
+    threads = torch.get_num_threads()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_progress_bar()
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    try:
+        random.seed(123), np.random.seed(123), torch.manual_seed(123)
+        want = draws()
+        random.seed(123), np.random.seed(123), torch.manual_seed(123)
+        taskembed.train(None, {**tiny_overrides, "data.source": str(path), "train.epochs": 1, "train.num_threads": threads + 1,
+                               "output.baselines": False}, progress=False, echo=None)
+        assert draws() == want
+        assert torch.get_num_threads() == threads
+        assert hf_logging.get_verbosity() == hf_logging.WARNING and hf_logging.is_progress_bar_enabled()
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        want = draws()
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        taskembed.load(trained[1].output_dir).predict(["superb"])
+        assert draws() == want and hf_logging.get_verbosity() == hf_logging.WARNING
+    finally:
+        torch.set_num_threads(threads)
 
 def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
     path = write_csv(make_rows(64, seed=3))
