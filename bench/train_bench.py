@@ -291,6 +291,7 @@ def _finish(result: dict[str, Any], spec: dict[str, Any], device, started: float
 
 
 def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
+    import torch
     from transformers import AutoTokenizer
 
     import taskembed
@@ -325,6 +326,9 @@ def worker_taskembed(spec: dict[str, Any], started: float) -> dict[str, Any]:
     overrides["train.keep_checkpoints"] = 0
     if spec["threads"]:
         overrides["train.num_threads"] = spec["threads"]
+        # The whole worker on those threads, as the Trainer's workers are (the scoring after training too): taskembed.train
+        # gives the caller's thread count back when it returns.
+        torch.set_num_threads(spec["threads"])
     if spec["system"] == "taskembed_flat":
         overrides.update({"train.layer_decay": 1.0, "train.head_lr": hp["lr"]})
     if spec["system"] == "taskembed_untrimmed":
