@@ -548,7 +548,8 @@ def metrics_rows(metrics: dict[str, Any] | None) -> list[list[Any]]:
             continue
         rows.append([split, "fine-tuned", _pct(m.get("accuracy")), _pct(m.get("macro_f1")), m.get("n")])
         for name, b in ((metrics or {}).get("baselines") or {}).get(split, {}).items():
-            rows.append([split, names.get(name, name), _pct(b.get("accuracy")), _pct(b.get("macro_f1")), m.get("n")])
+            tied = f" ({b['tied']} tied for most common: their mean)" if b.get("tied") else ""
+            rows.append([split, names.get(name, name) + tied, _pct(b.get("accuracy")), _pct(b.get("macro_f1")), m.get("n")])
     return rows
 
 

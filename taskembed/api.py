@@ -55,6 +55,10 @@ def make_plan(cfg: Config, model, world: int = 1) -> LrPlan:
                       unfreeze_start=t.unfreeze_start if t.gradual_unfreezing != "off" else None)
 
 
+SMALL_VALIDATION = 50
+"""Fewer validation texts than this, choosing the kept weights by accuracy or macro-F1, are said to be coarse."""
+
+
 @keeps_caller_state
 def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: dict[str, Any] | None = None, *,
          labels: Sequence[str] | None = None) -> LrPlan:
@@ -232,6 +236,18 @@ def train(
     encoded = {s: encode_split(tokenizer, df, splits.label2id, cfg.data.max_length, stride) for s, df in splits.frames.items()}
     if rank == 0 and (note := unknown_tokens_note(tokenizer, splits.frames["train"]["text"].tolist(), encoded["train"], cfg.model.name)):
         say(note)
+    if rank == 0 and "validation" in encoded and (n_val := len(splits.frames["validation"])) < SMALL_VALIDATION and cfg.train.metric != "loss":
+        # The kept weights are chosen on it: on a handful of texts accuracy moves in steps of one text and ties for
+        # evaluation after evaluation (a tie goes to the lower loss, but the choice is still coarse).
+        say(f"note: the best weights are chosen on {n_val} validation text(s), where one text is {100 / n_val:.0f} points of "
+            f"{cfg.train.metric}; train.metric loss chooses more finely, and without a validation split (data.validation_fraction 0, "
+            "where it is carved from train) every example trains and the last weights are kept (configs/fewshot.yaml)")
+    cut = {s: e.truncated for s, e in encoded.items() if e.truncated}
+    if rank == 0 and cut:  # predict, evaluate and embed say it too; run.json keeps the counts
+        counts = ", ".join(f"{n:,} of {len(splits.frames[s]):,} {s}" for s, n in cut.items())
+        say(f"note: texts longer than data.max_length {cfg.data.max_length} tokens are read up to it ({counts}); a longer "
+            "data.max_length reads more of them" + ("" if cfg.data.text_pair_column else
+                                                   ", and data.long_texts window classifies all of a long text"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)

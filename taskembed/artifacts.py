@@ -158,6 +158,8 @@ def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> 
         rows.append(f"| {split} | **fine-tuned** | **{100 * m['accuracy']:.2f}** | **{100 * m['macro_f1']:.2f}** |")
         for name, b in (baselines or {}).get(split, {}).items():
             label = {"majority": "majority class", "tfidf_logreg": "TF-IDF + logistic regression"}.get(name, name)
+            if b.get("tied"):  # no one most common class: the mean of answering each of the tied ones
+                label += f" ({b['tied']} tied for most common: their mean)"
             rows.append(f"| {split} | {label} | {100 * b['accuracy']:.2f} | {100 * b['macro_f1']:.2f} |")
     return "\n".join(rows)
 

@@ -147,7 +147,7 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
-    """Validation metric used to pick the best weights and for early stopping (loss: lower is better)."""
+    """Validation metric used to pick the best weights and for early stopping (loss: lower is better). A tie on accuracy or macro_f1 (a gain of at most early_stopping_min_delta, none lost) goes to the lower validation loss for the kept weights; it does not reset the patience."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement (0 disables)."""
     early_stopping_min_delta: float = 0.0

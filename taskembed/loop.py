@@ -68,6 +68,8 @@ class TrainState:
     batch_in_epoch: int = 0
     best_metric: float | None = None
     best_step: int = 0
+    best_loss: float | None = None
+    """The validation loss of the kept weights, which breaks a tie on the metric."""
     evals_since_best: int = 0
     stopped_early: bool = False
     samples_seen: int = 0
@@ -261,9 +263,14 @@ def planned_steps(cfg: TrainConfig, n_texts: int, world: int = 1) -> tuple[int, 
     return steps_per_epoch, max(1, math.ceil(steps_per_epoch * cfg.epochs))
 
 
+SHORT_RUN_STEPS = 100
+"""Fewer optimizer steps than this, over fewer than 10 epochs, gets the short-run note."""
+
+
 def schedule_notes(cfg: TrainConfig, steps_per_epoch: int, total_steps: int, validation: bool = True) -> list[str]:
     """Settings that this run's length leaves without effect, which the config alone cannot tell (said by training and the
-    dry run): an evaluation interval or a checkpoint interval past the last step, a patience that can never run out."""
+    dry run): an evaluation interval or a checkpoint interval past the last step, a patience that can never run out, and
+    a run of few epochs too short to train much."""
     notes = []
     eval_every = cfg.eval_every or steps_per_epoch
     evaluations = total_steps // eval_every + (total_steps % eval_every > 0)  # at every multiple, and at the last step
@@ -277,6 +284,13 @@ def schedule_notes(cfg: TrainConfig, steps_per_epoch: int, total_steps: int, val
                      f"{evaluations} time(s), the last at its last step, and stopping takes {cfg.early_stopping_patience} "
                      "evaluation(s) without a gain after the best one; evaluate more often (train.eval_every, in optimizer steps "
                      f"of the {total_steps}) or train longer")
+    # A short run of few epochs: the default recipe on a few examples per label gets a handful of steps, one of them
+    # warm-up, and scored below a frozen encoder with logistic regression (docs/benchmarks/fewshot.md). Said, as the
+    # Trainer does not; a run of many epochs that is short anyway (the few-shot recipe) is what was asked for.
+    if total_steps < SHORT_RUN_STEPS and cfg.epochs < 10:
+        notes.append(f"note: this run takes {total_steps} optimizer step(s) ({steps_per_epoch} an epoch), too few to train much; "
+                     "on a few examples per label more epochs at a smaller batch train further (configs/fewshot.yaml: 10 epochs "
+                     "of batches of 8, no validation split; docs/benchmarks/fewshot.md)")
     if cfg.checkpoint_every >= total_steps:
         notes.append(f"note: train.checkpoint_every {cfg.checkpoint_every} is not less than this run's {total_steps} optimizer steps, "
                      "so checkpoints are written at epoch ends only")
@@ -433,15 +447,22 @@ def fit(
             score = m[cfg.metric]
             # As Keras's min_delta: a gain of at most min_delta is no improvement, for the kept weights as for the patience.
             gain = (state.best_metric - score if cfg.metric == "loss" else score - state.best_metric) if state.best_metric is not None else None
-            if gain is None or gain > cfg.early_stopping_min_delta:
-                state.best_metric, state.best_step, state.evals_since_best = score, state.step, 0
+            # A tie on accuracy or macro-F1 (no loss, no gain beyond min_delta) goes to the lower validation loss. On a few
+            # validation texts the metric moves in coarse steps and can tie for several evaluations while the model still
+            # learns: keeping the first of them kept a few-shot model after its warm-up step, its scores near uniform.
+            tie = (gain is not None and 0 <= gain <= cfg.early_stopping_min_delta and cfg.metric != "loss"
+                   and state.best_loss is not None and m["loss"] < state.best_loss)
+            if gain is None or gain > cfg.early_stopping_min_delta or tie:
+                if not tie:  # a tie keeps the weights, not the patience: the metric did not improve
+                    state.evals_since_best = -1
+                state.best_metric, state.best_step, state.best_loss = score, state.step, m["loss"]
                 # On the host: a second copy of the weights must not take accelerator memory.
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                state.evals_since_best += 1
+            state.evals_since_best += 1
         if rank == 0:
             (bar.write if bar is not None else say)(
-                f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
+                f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step}"
+                f"{': a tie, kept for its lower validation loss' if tie else ''})"
             )
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience
 

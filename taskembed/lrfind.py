@@ -147,7 +147,11 @@ def lr_find(
     trainable = [p for p in model.parameters() if p.requires_grad]
     rates = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
     scaled = ", ".join(f"{name} {r:.3g}x" for name, r in ratios_by_name(plan, t.lr).items() if name in ("embeddings", "head"))
-    echo(f"lr range test: train.lr {start:.1e} -> {end:.1e} over {steps} steps of {t.batch_size * t.grad_accum} examples on {device}; "
+    per_step = min(t.batch_size, len(train)) * t.grad_accum  # a batch holds at most the texts there are
+    passes = steps * per_step / len(train)
+    # The curve of a few-shot set is many passes over the same texts: said, as training's length is said.
+    over = f" (the {len(train):,} training texts {passes:.0f} times over)" if passes >= 2 else ""
+    echo(f"lr range test: train.lr {start:.1e} -> {end:.1e} over {steps} steps of {per_step} examples{over} on {device}; "
          f"every group keeps its ratio to the top rate ({scaled})")
 
     bar = progress_bar(steps, "lr-find", "step") if progress else None

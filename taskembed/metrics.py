@@ -236,12 +236,18 @@ def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, t
 
 
 def majority_scores(train_y: list[int], eval_y: dict[str, list[int]], labels: list[str]) -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 of always answering the training split's most common class, per split (single-label)."""
-    majority = int(np.bincount(np.asarray(train_y), minlength=len(labels)).argmax())
+    """Accuracy and macro-F1 of always answering the training split's most common class, per split (single-label).
+
+    Where several classes share the largest count (a few-shot draw of N per label ties them all), which one argmax picks
+    is arbitrary, and so would the baseline be: it is then the mean over the tied classes, with "tied": their number."""
+    counts = np.bincount(np.asarray(train_y), minlength=len(labels))
+    tied = np.flatnonzero(counts == counts.max()).tolist()
     out = {}
     for split, y in eval_y.items():
-        m = classification_metrics(y, [majority] * len(y), labels)
-        out[split] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+        scores = [classification_metrics(y, [c] * len(y), labels) for c in tied]
+        out[split] = {"accuracy": float(np.mean([m["accuracy"] for m in scores])), "macro_f1": float(np.mean([m["macro_f1"] for m in scores]))}
+        if len(tied) > 1:
+            out[split]["tied"] = len(tied)
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from taskembed.artifacts import MODEL_MARKER
+from taskembed.builtin import BUILTIN_NAMES
 from taskembed.checkpoint import folder_for
 from taskembed.config import SECTIONS, Config, _hints, _resolve_key, _suggest, as_config, config_from_dict, parse_overrides
 from taskembed.data import load_splits
@@ -32,6 +33,9 @@ from taskembed.progress import seconds_text
 
 SAME_VALIDATION = {"max_length", "long_texts", "window_stride", "window_aggregate", "max_train_per_label", "threshold_min_positives"}
 """The data options a grid may vary: they leave the validation examples as they are (the few-shot draw comes after the carving)."""
+
+DRAWS = {"split_seed", "max_train_samples"}
+"""Data options that change only which examples train where validation is the data's own, not carved from train."""
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
@@ -162,10 +166,15 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
             raise UserError(f"--grid {key}: {problems[0]}")
         if found in (("train", "seed"), ("output", "dir")):
             raise UserError(f"--grid {key}: the sweep sets it for each trial ({'--seeds' if found[1] == 'seed' else '--output.dir names the sweep folder'})")
-        if found[0] == "data" and found[1] not in SAME_VALIDATION:
+        # A validation split of the data's own (a built-in dataset's, or data.validation's file) is not carved, so the seed
+        # of the carving and the sample before it only change which examples train: several few-shot draws, for one.
+        own_validation = base.data.validation is not None or base.data.source in BUILTIN_NAMES
+        allowed = SAME_VALIDATION | (DRAWS if own_validation else set())
+        if found[0] == "data" and found[1] not in allowed:
             # Validation is what ranks the settings: each must be scored on the same examples.
-            raise UserError(f"--grid {key}: it changes which examples validate, so the settings would be scored on different "
-                            f"data; run one sweep per value (the data options a grid may vary: {', '.join(sorted(SAME_VALIDATION))})")
+            also = "" if own_validation else f"; {' and '.join(sorted(DRAWS))} too where validation is the data's own (data.validation, or a built-in dataset's)"
+            raise UserError(f"--grid {key}: it changes which examples validate, so the settings would be scored on different data; "
+                            f"run one sweep per value (the data options a grid may vary: {', '.join(sorted(allowed))}{also})")
         where[key] = found
     root = Path(base.output.dir)
     if root.is_file():

@@ -529,12 +529,16 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     # epoch's end 3 evaluations, the last at the last step; a patience of 2 can stop such a run only there, so not early.
     stop = stop + ["--data.validation", "t.csv", "--data.validation_fraction", "0"]
     assert main(stop) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: train.")]
+    out = capsys.readouterr().out
+    assert "note: this run takes 6 optimizer step(s) (2 an epoch), too few to train much; on a few examples per label more " in out
+    notes = [line for line in out.splitlines() if line.startswith("note: train.")]
     assert notes == ["note: train.early_stopping_patience 2 cannot stop this run early: it evaluates 3 time(s), the last at its "
                      "last step, and stopping takes 2 evaluation(s) without a gain after the best one; evaluate more often "
                      "(train.eval_every, in optimizer steps of the 6) or train longer"]
     assert main(stop + ["--train.eval_every", "1"]) == 0  # 6 evaluations: no note
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: train.")]
+    assert main(stop + ["--train.epochs", "10", "--train.batch_size", "8"]) == 0  # the few-shot recipe's length was asked for
+    assert "note: this run takes" not in capsys.readouterr().out
     assert main(stop + ["--train.eval_every", "6", "--train.checkpoint_every", "6"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "note: train.eval_every 6 is not less than this run's 6 optimizer steps, so validation runs once, at the end" in out

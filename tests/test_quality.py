@@ -107,6 +107,18 @@ def test_scores_already_calibrated_are_said_to_be_so():
     report, why = calibrate(logits, y, {})
     assert report is None and why.startswith("the scores are already calibrated on the 1000 validation texts (the best temperature, "
                                              f"T = {t:.2f},") and "larger" not in why
+def test_a_low_error_the_best_temperature_does_not_lower_is_already_calibrated_even_away_from_t_1():
+    # A few-shot intent run's 721 texts at ECE 2.8% and T = 1.21 were told that "a larger validation split calibrates".
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(400, 4, generator=g) * 2
+    y = torch.multinomial((logits / 1.15).softmax(-1), 1, generator=g).squeeze(1)
+    t = fit_temperature(logits, y)
+    raw, scaled = (reliability(x.softmax(-1), y)["ece"] for x in (logits, logits / t))
+    assert abs(t - 1) > 0.1 and scaled >= raw and raw <= 0.05  # the case holds
+    report, why = calibrate(logits, y, {})
+    assert report is None and why.startswith("the scores are already calibrated on the 400 validation texts") and "larger" not in why
+
+
 def test_too_few_validation_texts_are_not_calibrated():
     logits, y = overconfident(seed=3)
     report, why = calibrate(logits[:19], y[:19], {})
@@ -207,3 +219,17 @@ def test_macro_f1_averages_the_labels_that_occur():
     assert per_class_cells(missed) == "– | 0.0 | 0.0 | 1"
     y, p = [0, 1, 1, 2, 0], [0, 1, 2, 2, 1]
     assert classification_metrics(y, p, ["a", "b", "c", "d"])["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_the_majority_baseline_of_tied_classes_is_their_mean_not_whichever_argmax_picks():
+    # A few-shot draw of N per label ties every class: argmax took the first, whose share of the test split is arbitrary.
+    from taskembed.artifacts import metrics_table
+    from taskembed.metrics import majority_scores
+
+    test = [0] * 6 + [1] * 3 + [2] * 1
+    tied = majority_scores([0, 1, 2, 0, 1, 2], {"test": test}, ["a", "b", "c"])["test"]
+    assert tied["tied"] == 3 and tied["accuracy"] == pytest.approx((0.6 + 0.3 + 0.1) / 3)
+    one = majority_scores([1, 1, 0, 2], {"test": test}, ["a", "b", "c"])["test"]
+    assert one == {"accuracy": pytest.approx(0.3), "macro_f1": one["macro_f1"]} and "tied" not in one
+    table = metrics_table({"test": {"accuracy": 0.9, "macro_f1": 0.9}}, {"test": {"majority": tied}})
+    assert "| test | majority class (3 tied for most common: their mean) | 33.33 |" in table

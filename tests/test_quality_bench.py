@@ -1,4 +1,4 @@
-"""The quality benchmarks (ablations, imbalance, long texts) and the large-vocabulary one run end to end on the tiny model.
+"""The quality benchmarks (ablations, imbalance, long texts, few-shot) and the large-vocabulary one run end to end on the tiny model.
 
 What they measure needs the real model and minutes of CPU; here each runs on the tiny model and tiny
 data, and the check is that the runs happen with the overrides they claim and the reports hold them.
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import ablations, imbalance, large_vocab, long_texts
+from bench import ablations, fewshot, imbalance, large_vocab, long_texts
 
 TINY = ["train.bf16=off", "train.epochs=1", "train.batch_size=16", "data.max_length=32", "output.embedding_report=false"]
 
@@ -83,3 +83,23 @@ def test_large_vocab_smoke(tiny_model_dir, tmp_path):
     assert on["token_rows_trained"][1] == 700 and on["token_rows_trained"][0] < 200 and off["token_rows_trained"] is None
     assert on["accuracy"] == off["accuracy"]  # the same weights: the same predictions
     assert "| true | " in (tmp_path / "lv.md").read_text()
+
+
+
+def test_fewshot_smoke(tiny_model_dir, tmp_path):
+    # Every recipe on one draw of 4 reviews per label: the draw is the benchmark's (configs/fewshot.yaml's own
+    # data.max_train_per_label must not cut it), and the steps are what training plans for it.
+    argv = ["--datasets", "rotten_tomatoes", "--sizes", "4", "--seeds", "0", "--model", str(tiny_model_dir), "--max-test", "40",
+            "--out", str(tmp_path), "--name", "fs", "--set", "train.epochs=2", "--set", "train.bf16=off", "--set", "data.max_length=32"]
+    assert fewshot.main(argv) == 0
+    runs = json.loads((tmp_path / "fs.json").read_text())["runs"]
+    assert [r["recipe"] for r in runs] == ["default", "fewshot", "frozen"] and all(r["train_texts"] == 8 for r in runs)
+    few = next(r for r in runs if r["recipe"] == "fewshot")
+    assert few["steps"] == 2  # 8 texts in one batch of 8, 2 epochs: no validation carved from them
+    assert all(0 <= r["accuracy"] <= 1 for r in runs)
+    assert "| rotten_tomatoes | 4 | fewshot | 2 |" in (tmp_path / "fs.md").read_text()
+    import pandas as pd
+
+    drawn = fewshot.draw(pd.DataFrame({"text": list("abcdefg"), "label": list("xxxxyyy")}), 2, 0)
+    assert drawn.groupby("label").size().tolist() == [2, 2] and drawn.equals(fewshot.draw(pd.DataFrame(
+        {"text": list("abcdefg"), "label": list("xxxxyyy")}), 2, 0))  # seeded

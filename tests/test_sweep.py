@@ -173,7 +173,8 @@ def test_mistakes_are_refused_before_any_training(base, write_csv, monkeypatch):
     with pytest.raises(UserError, match="a sweep chooses on validation, and this data has none"):
         sweep(None, {**base, "data.validation_fraction": 0.0}, grid={"train.lr": [1e-4]})
     # Settings compared on different validation examples, one setting twice, a model folder as the sweep's folder.
-    with pytest.raises(UserError, match="--grid data.max_train_samples: it changes which examples validate"):
+    with pytest.raises(UserError, match="--grid data.max_train_samples: it changes which examples validate.*; max_train_samples and "
+                                        "split_seed too where validation is the data's own"):
         sweep(None, base, grid={"data.max_train_samples": [None, 10]})
     with pytest.raises(UserError, match="gives the setting train.lr=0.001 twice"):
         sweep(None, base, grid={"train.lr": [0.001, "1e-3"]})
@@ -207,3 +208,21 @@ def test_a_tie_at_the_top_and_a_single_seed_are_said_and_tiny_times_are_not_zero
     # Three seeds and a clear winner: nothing to say.
     result = {**result, "seeds": [0, 1, 2], "ranking": [row(5e-5, 0.8), row(1.5e-4, 0.7)]}
     assert ranking_notes(result) == []
+
+
+
+def test_a_grid_over_few_shot_draws_is_taken_where_validation_is_the_datas_own(base, write_csv, monkeypatch):
+    # With its own validation split (data.validation, or a built-in dataset's), data.split_seed only draws other training
+    # examples: several few-shot draws, scored on the same validation texts.
+    class Started(Exception):
+        pass
+
+    def started(*_a, **_k):
+        raise Started
+
+    monkeypatch.setattr(api, "train", started)
+    own = {**base, "data.validation": str(write_csv(make_rows(20, seed=8), "val.csv")), "data.max_train_per_label": 4}
+    with pytest.raises(Started):
+        sweep(None, own, grid={"data.split_seed": [0, 1]}, seeds=[0])
+    with pytest.raises(UserError, match="--grid data.split_seed: it changes which examples validate"):
+        sweep(None, base, grid={"data.split_seed": [0, 1]}, seeds=[0])

@@ -711,6 +711,26 @@ def test_the_api_gives_back_the_callers_random_state_threads_and_transformers_ve
     finally:
         torch.set_num_threads(threads)
 
+
+def test_a_tie_on_the_validation_metric_goes_to_the_lower_validation_loss(tiny_overrides, write_csv):
+    # Four validation texts: accuracy ties for evaluation after evaluation while the loss still falls. Keeping the first
+    # of a tie kept a few-shot model after its warm-up step; the lower loss now takes it, and the patience still counts.
+    path = write_csv(make_rows(40, seed=5))
+    said: list[str] = []
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(path), "data.validation_fraction": 0.1, "train.eval_every": 1,
+                                 "train.epochs": 3, "train.batch_size": 8, "train.lr": 1e-4, "train.head_lr": 1e-3,
+                                 "output.baselines": False, "output.embedding_report": False}, progress=False, echo=said.append)
+    evals = [e for e in map(json.loads, (res.output_dir / "log.jsonl").read_text().splitlines()) if e["kind"] == "eval"]
+    best = None  # the rule, replayed on the log: a higher accuracy, or the same one at a lower loss
+    for e in evals:
+        if best is None or e["accuracy"] > best["accuracy"] or (e["accuracy"] == best["accuracy"] and e["loss"] < best["loss"]):
+            best = e
+    assert any(line.startswith("note: the best weights are chosen on 4 validation text(s), where one text is 25 points of accuracy; ")
+               for line in said)
+    ties = [line for line in said if line.endswith(": a tie, kept for its lower validation loss)")]
+    assert ties and best["step"] > evals[0]["step"]  # the case this test is for did happen
+    assert json.loads((res.output_dir / "metrics.json").read_text())["best_step"] == best["step"]
+
 def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
     path = write_csv(make_rows(64, seed=3))
     args = ["train", "--data.source", str(path)] + [f"--{k}={v}" for k, v in tiny_overrides.items()]
