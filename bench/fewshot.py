@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.set)
     if args.recount_steps:
         report = json.loads(Path(args.recount_steps).read_text())
+        extra = report["meta"].get("fewshot_overrides", extra)  # the settings the report's runs trained with
         splits = {name: load_builtin(name) for name in dict.fromkeys(r["dataset"] for r in report["runs"])}
         for r in report["runs"]:
             if r["recipe"] != "frozen":

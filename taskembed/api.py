@@ -240,8 +240,11 @@ def train(
         # The kept weights are chosen on it: on a handful of texts accuracy moves in steps of one text and ties for
         # evaluation after evaluation (a tie goes to the lower loss, but the choice is still coarse).
         say(f"note: the best weights are chosen on {n_val} validation text(s), where one text is {100 / n_val:.0f} points of "
-            f"{cfg.train.metric}; train.metric loss chooses more finely, and without a validation split (data.validation_fraction 0, "
+            f"accuracy; train.metric loss chooses more finely, and without a validation split (data.validation_fraction 0, "
             "where it is carved from train) every example trains and the last weights are kept (configs/fewshot.yaml)")
+    if rank == 0 and (per := splits.sampled or {}).get("per_label_from"):
+        say(f"note: data.max_train_per_label {cfg.data.max_train_per_label} keeps {per['per_label_kept']:,} of the "
+            f"{per['per_label_from']:,} training examples; set it to null to train on all of them")
     cut = {s: e.truncated for s, e in encoded.items() if e.truncated}
     if rank == 0 and cut:  # predict, evaluate and embed say it too; run.json keeps the counts
         counts = ", ".join(f"{n:,} of {len(splits.frames[s]):,} {s}" for s, n in cut.items())
@@ -341,11 +344,14 @@ def train(
                     majority_scores(label_targets(splits.frames["train"]["label"], splits.label2id), {split: encoded[split].targets},
                                     splits.labels)[split])
         # Both measures: with balanced class weights a model may trade accuracy for the small classes (macro-F1).
-        if metrics[split]["accuracy"] <= majority["accuracy"] and metrics[split]["macro_f1"] <= majority["macro_f1"]:
+        # Against the best of tied classes: a balanced few-shot draw ties them all, and a model that always answers the
+        # validation's commonest class learnt nothing whatever the mean of the tie is.
+        floor = {k: majority.get(f"best_{k}", majority[k]) for k in ("accuracy", "macro_f1")}
+        if metrics[split]["accuracy"] <= floor["accuracy"] and metrics[split]["macro_f1"] <= floor["macro_f1"]:
             # A finite loss can still climb (a rate far too high), or a run be too short to move: the model is saved as
             # asked, but not as a success. Equal on both is a model that answers the most common class whatever the text.
             say(f"note: the model scores no better than always answering the most common class on {split} "
-                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * majority['accuracy']:.2f}%): it learnt nothing "
+                f"({100 * metrics[split]['accuracy']:.2f}% against {100 * floor['accuracy']:.2f}%): it learnt nothing "
                 "useful; if its loss climbed, lower train.lr / train.head_lr (taskembed lr-find suggests one); if it barely "
                 "moved, train longer; and check the labels")
         elif base and (tfidf := base[split]["tfidf_logreg"]) and (

@@ -338,8 +338,9 @@ def model_card(info: dict[str, Any]) -> str:
     )
     data = info["data"]
     sizes = ", ".join(f"{s} {v['rows']:,}" for s, v in data["summary"].items())
-    if sampled := data.get("train_sampled"):  # scores of a model trained on part of the data should say so
-        sizes += f"; data.max_train_samples kept a seeded sample of {sampled['kept']:,} of the {sampled['from']:,} training examples"
+    if (sampled := data.get("train_sampled") or {}).get("kept"):  # scores of a model trained on part of the data should say so
+        sizes += (f"; data.max_train_samples kept a seeded sample of {sampled['kept']:,} of the {sampled['from']:,} training examples "
+                  "(before any split was carved from them)")
     if cfg["data"].get("max_train_per_label") is not None:
         sizes += f"; data.max_train_per_label kept at most {cfg['data']['max_train_per_label']:,} training examples per label"
     plots = "\n".join(f"![{p}]({p})" for p in info["plots"])

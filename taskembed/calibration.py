@@ -107,18 +107,16 @@ def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor,
     # T minimises the likelihood, not the binned ECE the report shows; on a small split the two can disagree (in 349 of
     # 3,000 random draws of 20 to 80 two-class logits). A T that does not lower the ECE of the very texts it was fitted on is not kept.
     raw, scaled = (reliability(x.softmax(-1), val_labels)["ece"] for x in (val_logits, val_logits / t))
-    if scaled >= raw and len(val_labels) >= 200 and raw <= 0.05:
-        # An error of 5% or less on 200 texts or more that the best temperature does not lower: nothing to correct, and a
-        # larger split would not change that (a few-shot intent run's 721 texts, ECE 2.8% at T = 1.21, were told to get
-        # one). On a small split, or with a large error, the advice below is for.
+    if scaled >= raw and abs(t - 1) <= 0.05 and len(val_labels) >= 200 and raw <= 0.05:
+        # T near 1 is the model's own scores: nothing to correct, and a larger split would not change that. On a small
+        # split, or with a large error, T near 1 may be noise, which the advice below is for.
         return None, (f"the scores are already calibrated on the {len(val_labels)} validation texts (the best temperature, "
                       f"T = {t:.2f}, changes their expected calibration error from {100 * raw:.1f}% to {100 * scaled:.1f}%), "
                       "so they are kept as they are")
     if scaled >= raw:
-        why = ("a larger validation split calibrates more reliably" if len(val_labels) < 200 else
-               "the temperature minimises the loss, not the binned error, and on these texts the two disagree")
         return None, (f"the temperature that fits the {len(val_labels)} validation texts best (T = {t:.2f}) would not lower their "
-                      f"expected calibration error ({100 * raw:.1f}% raw, {100 * scaled:.1f}% with it), so it is not kept; {why}")
+                      f"expected calibration error ({100 * raw:.1f}% raw, {100 * scaled:.1f}% with it), so it is not kept; a "
+                      "larger validation split calibrates more reliably")
     report: dict[str, Any] = {"temperature": t, "fitted_on": "validation", "bins": 15, "splits": {}}
     for split, (logits, labels) in {"validation": (val_logits, val_labels), **others}.items():
         before = reliability(logits.softmax(-1), labels)

@@ -390,7 +390,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         print(f"note: {rows.missing_message()}: {'they were' if len(rows.missing) > 1 else 'it was'} left without a prediction",
               file=sys.stderr)
     if out:
-        written = _write_predictions(Path(out), clf, inputs, pairs, preds, rows.table if rows else None)
+        written = _write_predictions(Path(out), clf, inputs, pairs, preds, rows.table if rows else None, rows.records if rows else None)
         print(f"{written} predictions written to {out}{_replaced(replacing)}")
         return 0
     # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.
@@ -416,7 +416,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
 
 
 def _write_predictions(out: Path, clf: Any, inputs: Sequence[str | None], pairs: Sequence[str | None] | None,
-                       preds: Sequence[dict[str, Any] | None], table: Any) -> int:
+                       preds: Sequence[dict[str, Any] | None], table: Any, records: list[dict[str, Any]] | None = None) -> int:
     """predict --out: a table file's own columns, all of them (an id to join on, the truth where it has one), then the
     prediction's; texts given as arguments or a .txt get `text` (and `text_pair`) instead. A row without text keeps
     its columns and gets empty prediction cells (null in JSON Lines). Returns how many rows have a prediction."""
@@ -442,21 +442,36 @@ def _write_predictions(out: Path, clf: Any, inputs: Sequence[str | None], pairs:
         if moved := [f"'{c}' to '{n}'" for c, n in renamed.items() if c != n]:
             print(f"note: renamed the input's column{'s' if len(moved) > 1 else ''} {', '.join(moved)}: the prediction has "
                   f"{'columns of those names' if len(moved) > 1 else 'a column of that name'}", file=sys.stderr)
-        # pandas' JSON writer turns numpy scalars, NaN and timestamps into JSON: an id column keeps its type.
-        own = json.loads(table.rename(columns=lambda c: renamed[str(c)]).to_json(orient="records", force_ascii=False, double_precision=15,
-                                                                                  date_format="iso"))
+        if records is not None:  # a JSON or Parquet file's rows as it holds them: an integer id stays one, a key stays absent
+            own = [{renamed.get(str(k), str(k)): v for k, v in r.items()} for r in records]
+        else:  # CSV and TSV: every cell a string already
+            own = table.rename(columns=lambda c: renamed[str(c)]).to_dict(orient="records")
         names = list(renamed.values())
     with written_whole(out, newline="") as fh:
         if out.suffix.lower() == ".jsonl":
             for i, row in enumerate(own):
-                fh.write(json.dumps({**row, **(preds[i] or dict.fromkeys(keys))}, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({**row, **(preds[i] or dict.fromkeys(keys))}, ensure_ascii=False, default=_json_value) + "\n")
             return len(made)
         w = csv.writer(fh)
         w.writerow([*names, *pred_columns])
         empty = [""] * len(pred_columns)
-        w.writerows([*(v if isinstance(v, str) else "" if v is None else json.dumps(v, ensure_ascii=False) for v in row.values()),
-                     *(f"{v:.6f}" if isinstance(v, float) else v for v in cells.get(i, empty))] for i, row in enumerate(own))
+        w.writerows([*(_cell(row.get(name)) for name in names), *(f"{v:.6f}" if isinstance(v, float) else v for v in cells.get(i, empty))]
+                    for i, row in enumerate(own))
     return len(made)
+
+
+def _json_value(v: Any) -> Any:
+    """What json cannot write of a Parquet row's values: a time as ISO 8601 (to its last digit), bytes and the rest as text."""
+    return v.isoformat() if hasattr(v, "isoformat") else v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _cell(v: Any) -> str:
+    """A passed-through value as a CSV cell: text as it is, nothing for a missing one, anything else as JSON."""
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return ""
+    return v.isoformat() if hasattr(v, "isoformat") else json.dumps(v, ensure_ascii=False, default=_json_value)
 
 
 def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None, flag: str = "--out") -> None:

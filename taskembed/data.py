@@ -798,7 +798,8 @@ class Splits:
     hold them all, so the model does not learn them."""
     sampled: dict[str, int] | None = None
     """{"from": rows, "kept": rows} where data.max_train_samples sampled the training data (before any split was carved
-    from it), for run.json and the model card: the scores are then those of a model trained on part of the data."""
+    from it), and {"per_label_from", "per_label_kept"} where data.max_train_per_label cut it (after the carving), for
+    run.json, training's note and the model card: the scores are then those of a model trained on part of the data."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -1082,6 +1083,8 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
         train = frames["train"]
         frames["train"] = (train.sample(frac=1.0, random_state=cfg.split_seed).groupby("label", sort=False).head(cfg.max_train_per_label)
                            .sort_index().reset_index(drop=True))
+        if len(frames["train"]) < len(train):  # said by training: a config's cap would otherwise drop a user's own examples unseen
+            sampled = {**(sampled or {}), "per_label_from": len(train), "per_label_kept": len(frames["train"])}
     if cfg.multi_label:
         return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src, raw_train), origin=origin, multi_label=True,
                       unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled)
@@ -1391,6 +1394,9 @@ class TextsToPredict:
     pairs: list[str | None] | None
     table: pd.DataFrame | None
     where: str  # the column (or columns) the texts come from, as a message names them
+    records: list[dict[str, Any]] | None = None
+    """A JSON or Parquet file's rows as the file holds them, for --out: pandas would make an id column with a gap in it
+    floats (17.0) and give every row every key."""
 
     @property
     def missing(self) -> list[int]:
@@ -1453,10 +1459,31 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
     pairs = None if pair_column is None else column(pair_column, "--text-pair-column")
     if pairs is not None:
         where += f" or '{pair_column}'"
-    rows = TextsToPredict(p, texts, pairs, df, where)
+    rows = TextsToPredict(p, texts, pairs, df, where, _records(p, len(df)))
     if len(rows.missing) == len(texts):
-        raise UserError(f"{p}: no row has text in {where}; name the text column with --text-column")
+        flag = "--text-pair-column" if pairs is not None and all(t is not None for t in texts) else "--text-column"
+        raise UserError(f"{p}: no row has text in {where}; name the column with {flag}")
     return rows
+
+
+def _records(p: Path, rows: int) -> list[dict[str, Any]] | None:
+    """The rows of a JSON, JSON Lines or Parquet file as Python values, in the table's order (None for CSV and TSV,
+    whose cells are strings in the table already, or where the count does not match the table's)."""
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        records = pq.read_table(p).to_pylist()
+    elif suffix in (".json", ".jsonl"):
+        text = p.read_text(encoding="utf-8-sig")
+        try:
+            whole = json.loads(text) if suffix == ".json" else None
+        except json.JSONDecodeError:
+            whole = None  # JSON Lines in a .json file, as read_table reads it
+        records = whole if isinstance(whole, list) else [json.loads(line) for line in text.split("\n") if line.strip()]
+    else:
+        return None
+    return records if len(records) == rows and all(isinstance(r, dict) for r in records) else None
 
 
 def unlabelled_texts(cfg: DataConfig) -> list[str]:

@@ -263,7 +263,7 @@ def planned_steps(cfg: TrainConfig, n_texts: int, world: int = 1) -> tuple[int, 
     return steps_per_epoch, max(1, math.ceil(steps_per_epoch * cfg.epochs))
 
 
-SHORT_RUN_STEPS = 100
+SHORT_RUN_STEPS = 50
 """Fewer optimizer steps than this, over fewer than 10 epochs, gets the short-run note."""
 
 
@@ -453,9 +453,9 @@ def fit(
             tie = (gain is not None and 0 <= gain <= cfg.early_stopping_min_delta and cfg.metric != "loss"
                    and state.best_loss is not None and m["loss"] < state.best_loss)
             if gain is None or gain > cfg.early_stopping_min_delta or tie:
-                if not tie:  # a tie keeps the weights, not the patience: the metric did not improve
-                    state.evals_since_best = -1
-                state.best_metric, state.best_step, state.best_loss = score, state.step, m["loss"]
+                if not tie:  # a tie keeps the weights only: the patience, and the value gains count from, stay
+                    state.evals_since_best, state.best_metric = -1, score
+                state.best_step, state.best_loss = state.step, m["loss"]
                 # On the host: a second copy of the weights must not take accelerator memory.
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.evals_since_best += 1

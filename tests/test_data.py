@@ -327,6 +327,9 @@ def test_max_train_per_label_keeps_n_of_each_label_and_the_carved_splits_whole(w
     for split in ("validation", "test"):  # carved before the few-shot draw: the same rows as without it
         assert few.frames[split].equals(whole.frames[split])
     assert set(map(tuple, few.frames["train"].values)) <= set(map(tuple, whole.frames["train"].values))
+    # what the cut kept, which training says (a config's cap must not drop a user's examples unseen)
+    assert few.sampled == {"per_label_from": len(whole.frames["train"]), "per_label_kept": 8} and whole.sampled is None
+    assert load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=500)).sampled is None
     again = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=4))
     other = load_splits(DataConfig(source=str(path), validation_fraction=0.2, test_fraction=0.2, max_train_per_label=4, split_seed=1))
     assert again.frames["train"].equals(few.frames["train"]) and not other.frames["train"].equals(few.frames["train"])

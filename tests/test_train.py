@@ -379,20 +379,34 @@ def test_cli_predict_keeps_the_tables_columns_and_rows_without_text(trained, tmp
     assert float(got[2]["score"]) == pytest.approx(want[1]["score"], abs=2e-6)
     # JSON Lines keeps the values' types (an integer id stays one); the row without text has null predictions
     src = tmp_path / "in.jsonl"
-    src.write_text('{"id": 17, "text": "superb charming"}\n{"id": 18, "text": null}\n{"id": 19, "text": "dull, boring"}\n', encoding="utf-8")
+    src.write_text('{"id": 17, "text": "superb charming"}\n{"id": 18, "text": null}\n{"id": 19, "text": "dull, boring"}\n'
+                   '{"text": "dull, boring", "tag": "x"}\n', encoding="utf-8")
     assert main(["predict", model, "--file", str(src), "--out", str(tmp_path / "p.jsonl")]) == 0
-    assert capsys.readouterr().out.strip() == f"2 predictions written to {tmp_path / 'p.jsonl'}"
+    assert capsys.readouterr().out.strip() == f"3 predictions written to {tmp_path / 'p.jsonl'}"
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == [17, 18, 19] and rows[1]["label"] is None and rows[1]["scores"] is None
+    # each record as the file holds it: an id beside a record without one stays an integer, a key stays absent
+    assert [r.get("id") for r in rows] == [17, 18, 19, None] and "id" not in rows[3] and "tag" not in rows[0]
+    assert rows[1]["label"] is None and rows[1]["scores"] is None
     assert rows[2]["scores"] == pytest.approx(want[1]["scores"], abs=2e-6)
+    assert main(["predict", model, "--file", str(src), "--out", str(tmp_path / "p2.csv")]) == 0
+    assert [g["id"] for g in csv.DictReader((tmp_path / "p2.csv").open(encoding="utf-8"))] == ["17", "18", "19", ""]
+    # a Parquet file's values too: a time to the microsecond
+    import pandas as pd
+
+    stamps = pd.to_datetime(["2026-01-02 03:04:05.123456", "2026-01-02 03:04:06.000001"])
+    pd.DataFrame({"at": stamps, "text": ["superb charming", "dull, boring"]}).to_parquet(tmp_path / "in.parquet")
+    assert main(["predict", model, "--file", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "p3.jsonl")]) == 0
+    assert [json.loads(x)["at"] for x in (tmp_path / "p3.jsonl").read_text().splitlines()] == [
+        "2026-01-02T03:04:05.123456", "2026-01-02T03:04:06.000001"]
     # on the screen, row i is still line i
+    capsys.readouterr()
     assert main(["predict", model, "--file", str(src)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[1] == "-\t\t(row 2: no text)" and lines[2].startswith(want[1]["label"])
+    assert len(lines) == 4 and lines[1] == "-\t\t(row 2: no text)" and lines[2].startswith(want[1]["label"])
     # a table with no text at all, or a column of numbers, is refused with its row
     (tmp_path / "none.csv").write_text("id,text\n1,\n2, \n", encoding="utf-8")
     assert main(["predict", model, "--file", str(tmp_path / "none.csv")]) == 2
-    assert "no row has text in column 'text'; name the text column with --text-column" in capsys.readouterr().err
+    assert "no row has text in column 'text'; name the column with --text-column" in capsys.readouterr().err
     (tmp_path / "num.jsonl").write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
     assert main(["predict", model, "--file", str(tmp_path / "num.jsonl"), "--out", str(tmp_path / "n.csv")]) == 2
     assert "row 2: column 'text' holds 5 (int), not text" in capsys.readouterr().err and not (tmp_path / "n.csv").exists()
