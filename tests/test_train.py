@@ -745,6 +745,39 @@ def test_a_tie_on_the_validation_metric_goes_to_the_lower_validation_loss(tiny_o
     assert ties and best["step"] > evals[0]["step"]  # the case this test is for did happen
     assert json.loads((res.output_dir / "metrics.json").read_text())["best_step"] == best["step"]
 
+
+def test_a_tie_within_min_delta_keeps_the_weights_but_not_the_value_gains_count_from(tiny_overrides, write_csv, monkeypatch):
+    # Validation scores given in turn: 0.805 ties 0.80 (a gain within min_delta 0.01, a lower loss), so its weights are
+    # kept; 0.812 is then a gain of 0.012 over 0.80, not a tie with 0.805, and the run goes on to 0.85. Counting gains
+    # from the tie's 0.805 made 0.812 a second tie, and patience 2 stopped the run there.
+    from taskembed import loop
+
+    given = iter([(0.80, 0.50), (0.805, 0.45), (0.812, 0.44), (0.85, 0.30)])
+
+    def scripted(*_a, **_k):
+        acc, loss = next(given)
+        return {"accuracy": acc, "macro_f1": acc, "loss": loss}
+
+    monkeypatch.setattr(loop, "evaluate_encoded", scripted)
+    path = write_csv(make_rows(40, seed=5))
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(path), "data.validation_fraction": 0.2, "train.eval_every": 1,
+                                 "train.epochs": 1, "train.batch_size": 8, "train.early_stopping_patience": 2,
+                                 "train.early_stopping_min_delta": 0.01, "output.baselines": False, "output.embedding_report": False},
+                          progress=False, echo=None)
+    assert json.loads((res.output_dir / "metrics.json").read_text())["best_step"] == 4
+    assert next(given, None) is None  # all four evaluations ran: no early stop
+
+
+def test_training_says_how_many_texts_data_max_length_cuts(tiny_overrides, write_csv):
+    path = write_csv(make_rows(40, seed=5))
+    said: list[str] = []
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(path), "data.max_length": 8, "train.epochs": 1,
+                                 "output.baselines": False, "output.embedding_report": False}, progress=False, echo=said.append)
+    data = json.loads((res.output_dir / "run.json").read_text())["data"]
+    assert data["truncated"]["train"] > 0  # the case this test is for
+    counts = ", ".join(f"{n:,} of {data['summary'][s]['rows']:,} {s}" for s, n in data["truncated"].items() if n)
+    assert f"note: texts longer than data.max_length 8 tokens are read up to it ({counts}); a longer data.max_length" in " ".join(said)
+
 def test_non_finite_loss_stops_with_the_step(tiny_overrides, write_csv, capsys):
     path = write_csv(make_rows(64, seed=3))
     args = ["train", "--data.source", str(path)] + [f"--{k}={v}" for k, v in tiny_overrides.items()]
