@@ -610,14 +610,8 @@ def load_builtin(name: str) -> dict[str, pd.DataFrame]:
 def _source(builtin: _Builtin) -> str:
     if _missing_packages(builtin):
         return "not installed"
-    versions = []
-    for package in builtin.packages:
-        try:
-            version = importlib.metadata.version(package.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            version = "version unknown"  # importable but without pip metadata
-        versions.append(f"{package.distribution} {version}")
-    return ", ".join(versions)
+    versions = package_versions(builtin.name)  # a package importable but without pip metadata has none
+    return ", ".join(f"{p.distribution} {versions.get(p.distribution, 'version unknown')}" for p in builtin.packages)
 
 
 def package_versions(name: str) -> dict[str, str]:

@@ -390,7 +390,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         print(f"note: {rows.missing_message()}: {'they were' if len(rows.missing) > 1 else 'it was'} left without a prediction",
               file=sys.stderr)
     if out:
-        written = _write_predictions(Path(out), clf, inputs, pairs, preds, rows.table if rows else None, rows.records if rows else None)
+        written = _write_predictions(Path(out), clf, inputs, pairs, preds, rows.table if rows else None, rows.records() if rows else None)
         print(f"{written} predictions written to {out}{_replaced(replacing)}")
         return 0
     # One line per text: a newline or tab inside one is shown escaped, so it cannot pass for the next text or column.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -1394,11 +1395,13 @@ class TextsToPredict:
     pairs: list[str | None] | None
     table: pd.DataFrame | None
     where: str  # the column (or columns) the texts come from, as a message names them
-    records: list[dict[str, Any]] | None = None
-    """A JSON or Parquet file's rows as the file holds them, for --out: pandas would make an id column with a gap in it
-    floats (17.0) and give every row every key."""
 
-    @property
+    def records(self) -> list[dict[str, Any]] | None:
+        """A JSON or Parquet file's rows as the file holds them, for --out (read again, so only when asked): pandas would
+        make an id column with a gap in it floats (17.0) and give every row every key. None for a .txt, CSV or TSV."""
+        return None if self.table is None else _records(self.path, len(self.table))
+
+    @functools.cached_property
     def missing(self) -> list[int]:
         """Rows (0-based) without a text, or without a second text for a pair model."""
         return [i for i, t in enumerate(self.texts) if t is None or (self.pairs is not None and self.pairs[i] is None)]
@@ -1459,7 +1462,7 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
     pairs = None if pair_column is None else column(pair_column, "--text-pair-column")
     if pairs is not None:
         where += f" or '{pair_column}'"
-    rows = TextsToPredict(p, texts, pairs, df, where, _records(p, len(df)))
+    rows = TextsToPredict(p, texts, pairs, df, where)
     if len(rows.missing) == len(texts):
         flag = "--text-pair-column" if pairs is not None and all(t is not None for t in texts) else "--text-column"
         raise UserError(f"{p}: no row has text in {where}; name the column with {flag}")

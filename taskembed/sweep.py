@@ -156,6 +156,11 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
         raise UserError(f"seeds must be distinct and at least one (got {seeds})")
     base = as_config(config, overrides)
     where: dict[str, tuple[str, str]] = {}  # each grid key's section and option (`epochs` is train.epochs)
+    # A validation split of the data's own (a built-in dataset's, or data.validation's file) is not carved, so the seed
+    # of the carving and the sample before it only change which examples train: several few-shot draws, for one.
+    # (data.max_eval_samples samples validation with data.split_seed too.)
+    own_validation = (base.data.validation is not None or base.data.source in BUILTIN_NAMES) and base.data.max_eval_samples is None
+    allowed = SAME_VALIDATION | (DRAWS if own_validation else set())
     for key in grid:
         problems: list[str] = []
         found = _resolve_key(key.replace("-", "_"), problems)
@@ -166,11 +171,6 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
             raise UserError(f"--grid {key}: {problems[0]}")
         if found in (("train", "seed"), ("output", "dir")):
             raise UserError(f"--grid {key}: the sweep sets it for each trial ({'--seeds' if found[1] == 'seed' else '--output.dir names the sweep folder'})")
-        # A validation split of the data's own (a built-in dataset's, or data.validation's file) is not carved, so the seed
-        # of the carving and the sample before it only change which examples train: several few-shot draws, for one.
-        # (data.max_eval_samples samples validation with data.split_seed too.)
-        own_validation = (base.data.validation is not None or base.data.source in BUILTIN_NAMES) and base.data.max_eval_samples is None
-        allowed = SAME_VALIDATION | (DRAWS if own_validation else set())
         if found[0] == "data" and found[1] not in allowed:
             # Validation is what ranks the settings: each must be scored on the same examples.
             also = "" if own_validation else f"; {' and '.join(sorted(DRAWS))} too where validation is the data's own (data.validation, or a built-in dataset's)"
