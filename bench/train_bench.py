@@ -253,7 +253,7 @@ def _bf16_supported(device) -> bool:
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere or newer, as taskembed's "auto"
     # AVX512-BF16 / AMX: the same test taskembed's bf16 "auto" makes, so B1 and taskembed agree on the hardware.
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 

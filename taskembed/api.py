@@ -29,7 +29,7 @@ from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
-from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, fit, seed_everything, use_bf16, world_size
+from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, fit, seed_everything, training_device, use_bf16, world_size
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -181,9 +181,11 @@ def train(
     if resume not in (True, False, "auto"):  # "yes" or "no" would both read as true
         raise UserError(f"resume={resume!r}: give True, False or 'auto'")
     echo = echo or (lambda _msg: None)  # echo=None: silent
-    rank, world = distributed()
-    say = echo if rank == 0 else (lambda _msg: None)
+    # Only the first process speaks (torchrun sets RANK); the group is joined once the config says which device.
+    say = echo if int(os.environ.get("RANK", "0") or 0) == 0 else (lambda _msg: None)
     cfg, given = with_data(as_config(config, overrides), data, say)
+    device = training_device(cfg.train.device)
+    rank, world = distributed(gpu=device.type == "cuda")
     for note in without_effect(cfg):
         say(f"note: {note}")
     out = Path(cfg.output.dir)
@@ -252,7 +254,6 @@ def train(
             "data.max_length reads more of them" + ("" if cfg.data.text_pair_column else
                                                    ", and data.long_texts window classifies all of a long text"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     bf16 = use_bf16(cfg.train.bf16, device)
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"

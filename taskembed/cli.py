@@ -43,6 +43,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
+        from taskembed.loop import training_device
+
+        device = training_device(cfg.train.device)  # a GPU that is not there fails the check as it would fail training
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
@@ -65,6 +68,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")
         print(splits.describe() if splits else f"data: {cfg.data.source} is read from the Hub when training")
+        print(f"device: {device} (train.device {cfg.train.device})")
         for note in notes:
             print(note)
         plan = api.plan(cfg, labels=splits.labels if splits else None)
@@ -280,7 +284,8 @@ def cmd_sweep(config: str | None, overrides: Sequence[str], grid: Sequence[str],
 
 
 def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | None = None, text_column: str | None = None,
-                 text_pair_column: str | None = None, label_column: str | None = None, predictions: str | None = None) -> int:
+                 text_pair_column: str | None = None, label_column: str | None = None, predictions: str | None = None,
+                 device: str | None = None) -> int:
     from taskembed import api
     from taskembed.artifacts import written_whole
 
@@ -288,7 +293,8 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
         check_out_file(out, (".json",), source=data)
     if predictions:
         check_out_file(predictions, (".csv", ".jsonl"), source=data, flag="--predictions")  # never --out's file: .json
-    m = api.evaluate(model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+    # evaluate loads the folder itself unless given a classifier: one loaded here where --device chooses.
+    m = api.evaluate(api.load(model, device=device) if device else model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                      predictions=bool(predictions))
     rows = m.pop("predictions", None)
     if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
@@ -344,7 +350,8 @@ def _write_evaluated(path: Path, rows: list[dict[str, Any]], labels: list[str], 
 
 
 def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, out: str | None = None,
-                text_column: str | None = None, bf16: bool = False, text_pair_column: str | None = None) -> int:
+                text_column: str | None = None, bf16: bool = False, text_pair_column: str | None = None,
+                device: str | None = None) -> int:
     """The columns of a table file default to those the model was trained on (else `text`); a model trained on text
     pairs reads its second texts from `text_pair_column`, so it takes a table file only."""
     from taskembed import api
@@ -356,7 +363,7 @@ def cmd_predict(model: str, texts: Sequence[str] = (), file: str | None = None, 
         check_out_file(out, (".csv", ".jsonl"), source=file)
     if texts and text_column:  # said as embed says it of a .txt: an option that does nothing should not pass unremarked
         print(f"note: --text-column {text_column} applies to a table given with --file, not to texts given as arguments", file=sys.stderr)
-    clf = api.load(model, bf16=bf16)
+    clf = api.load(model, device=device, bf16=bf16)
     trained = clf.training_config.get("data", {})
     # A model trained on several text columns joined reads a table file's the same way, unless one column is named.
     text_columns = None if text_column else trained.get("text_columns")
@@ -556,7 +563,7 @@ def _replaced(replacing: bool) -> str:
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
               normalize: bool | None = None, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
               label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
-              progress: bool = True, bf16: bool = False) -> int:
+              progress: bool = True, bf16: bool = False, device: str | None = None) -> int:
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
@@ -565,7 +572,7 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       label_required=asked,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
-                      max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
+                      max_length=max_length, batch_tokens=batch_tokens, bf16=bf16, device=device)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return 0
     what = (f"{info['count']:,} vectors ({info['dim']}-d {info['dtype']}, {info['pooling']}: {info['pooling_detail']}"
@@ -699,14 +706,15 @@ def _note_pair_model(model: str, text_column: str, what: str, text_columns: Sequ
 
 def cmd_compare(base: str, tuned: str, data: str, out_dir: str = "embedding_report", split: str | None = None,
                 text_column: str | None = None, label_column: str | None = None, max_texts: int = 2000, seed: int = 0,
-                base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True) -> int:
+                base_pooling: str = "mean", tuned_pooling: str | None = None, progress: bool = True, device: str | None = None) -> int:
     from taskembed.compare import REPORT_JSON, REPORT_PNG, compare_data, report_markdown
     from taskembed.embed import trained_columns
 
     text_column, label_column, text_columns = trained_columns(tuned, text_column, label_column)
     report = compare_data(base, tuned, data, out_dir, split=split, text_column=text_column, label_column=label_column,
-                          text_columns=text_columns, max_texts=max_texts, seed=seed, base_options={"pooling": base_pooling},
-                          tuned_options={"pooling": tuned_pooling}, progress=progress)
+                          text_columns=text_columns, max_texts=max_texts, seed=seed,
+                          base_options={"pooling": base_pooling, "device": device},
+                          tuned_options={"pooling": tuned_pooling, "device": device}, progress=progress)
     print(report_markdown({**report, "files": None}))  # the image link is for the Markdown files; the paths follow
     print(f"written to {Path(out_dir) / REPORT_JSON} and {Path(out_dir) / REPORT_PNG}")
     _note_pair_model(tuned, text_column, "each side embeds", text_columns)
@@ -806,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-column", help="the data's label column (default: the one the model was trained on)")
     e.add_argument("--predictions", help="write every example's prediction beside its true label to .csv or .jsonl, in the "
                    "data's order (for error analysis)")
+    e.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when torch has a GPU, else cpu)")
 
     pr = sub.add_parser("predict", help="predict labels for texts")
     pr.add_argument("model", help="a folder `taskembed train` wrote (its output.dir)")
@@ -816,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-pair-column", help="second-text column of a table file, for a model trained on text pairs "
                     "(default: the one it was trained on)")
     pr.add_argument("--out", help="write predictions to .csv or .jsonl")
+    pr.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when torch has a GPU, else cpu)")
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs): "
                     "about 1.6x faster than float32 there; scores differ from float32 in the third decimal (measured: up to 0.0071)")
 
@@ -855,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 2048 on CPU, 8192 on a GPU)")
     em.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matmuls (CPUs with AVX512-BF16/AMX, recent GPUs); "
                     "opt-in: faster, vectors off float32 in the 4th-5th decimal (min cosine 0.9999 for all-MiniLM-L6-v2)")
+    em.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when torch has a GPU, else cpu)")
     em.add_argument("--no-progress", action="store_true")
 
     ex = sub.add_parser("export", help="write a folder that sentence_transformers.SentenceTransformer loads, or an ONNX classifier "
@@ -902,6 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--seed", type=int, default=0)
     co.add_argument("--base-pooling", default="mean", help="pooling of the base encoder (default mean)")
     co.add_argument("--tuned-pooling", help="pooling of the tuned model (default: what its head reads)")
+    co.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when torch has a GPU, else cpu)")
     co.add_argument("--no-progress", action="store_true")
     return p
 
@@ -1034,10 +1046,10 @@ def _main(argv: list[str]) -> int:
             return cmd_sweep(args.config, extra, args.grid, args.seeds, args.keep, progress=not args.no_progress)
         if args.command == "evaluate":
             return cmd_evaluate(args.model, args.data, args.split, args.out, args.text_column, args.text_pair_column, args.label_column,
-                                predictions=args.predictions)
+                                predictions=args.predictions, device=args.device)
         if args.command == "predict":
             return cmd_predict(args.model, args.texts, args.file, args.out, args.text_column, bf16=args.bf16,
-                               text_pair_column=args.text_pair_column)
+                               text_pair_column=args.text_pair_column, device=args.device)
         if args.command == "push":
             return cmd_push(args.folder, args.repo_id, public=args.public, message=args.message)
         if args.command == "datasets":
@@ -1047,7 +1059,7 @@ def _main(argv: list[str]) -> int:
         if args.command == "embed":
             return cmd_embed(args.model, args.data, args.out, args.pooling, args.layer, args.mean_last, args.normalize, args.dtype,
                              args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,
-                             progress=not args.no_progress, bf16=args.bf16)
+                             progress=not args.no_progress, bf16=args.bf16, device=args.device)
         if args.command == "export":
             return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite,
                               args.int8, args.check, args.split, args.text_column, args.text_pair_column, args.label_column)
@@ -1055,7 +1067,8 @@ def _main(argv: list[str]) -> int:
             return cmd_search(args.vectors, args.queries, args.k, args.json, file=args.file, model=args.model)
         if args.command == "compare":
             return cmd_compare(args.base, args.tuned, args.data, args.out_dir, args.split, args.text_column, args.label_column,
-                               args.max_texts, args.seed, args.base_pooling, args.tuned_pooling, progress=not args.no_progress)
+                               args.max_texts, args.seed, args.base_pooling, args.tuned_pooling, progress=not args.no_progress,
+                               device=args.device)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -166,6 +166,8 @@ class TrainConfig:
     """While training, hold only the input token table's rows the training texts use (13,524 of MiniLM's 30,522 on rotten_tomatoes) in the optimizer; the other rows get the weight decay AdamW would give them and nothing else, which is all AdamW does to a row whose gradient is always zero. The same weights (bit for bit on the CPU, where it is tested); less optimizer memory and work, most for large vocabularies. Single process only. false trains the whole table."""
     cuda_graphs: bool = False
     """On a CUDA GPU, run each training forward and backward as a captured CUDA graph, one per padded batch shape (lengths padded to multiples of 16, rows to batch_size), instead of launching its kernels one by one (taskembed/cudagraphs.py). The same gradients up to float rounding. Off by default until measured on a GPU; ignored, with a note, on the CPU. Not with gradual unfreezing, auto_batch, long_texts window, the contrastive term or torchrun."""
+    device: str = "auto"
+    """Where training runs: auto (a CUDA GPU when torch has one, else the CPU), cpu, cuda, or cuda:N for one GPU of several. Under torchrun each process takes its own GPU: auto, cuda or cpu there."""
     num_threads: int | None = None
     """CPU threads for torch; None uses the number of physical cores."""
     checkpoint_every: int = 0
@@ -347,8 +349,8 @@ TRAINER_NAMES = {
     "lr_scheduler_type": "train.schedule (linear, cosine or constant)",
     "label_smoothing_factor": "train.label_smoothing",
     "fp16": "train.bf16 (auto, on or off); there is no float16 mixed precision",
-    "use_cpu": "no key; run with CUDA_VISIBLE_DEVICES= to train on the CPU where there is a GPU",
-    "no_cuda": "no key; run with CUDA_VISIBLE_DEVICES= to train on the CPU where there is a GPU",
+    "use_cpu": "train.device cpu",
+    "no_cuda": "train.device cpu",
     "metric_for_best_model": "train.metric (accuracy, macro_f1 or loss)",
     "load_best_model_at_end": "always on: the best weights by train.metric are restored",
     "greater_is_better": "no key; train.metric knows its direction",
@@ -703,6 +705,8 @@ def _contradictions(cfg: Config) -> list[str]:
     need(math.isfinite(t.early_stopping_min_delta) and t.early_stopping_min_delta >= 0,
          f"train.early_stopping_min_delta must be a finite number >= 0 (got {t.early_stopping_min_delta})")
     need(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0 (got {t.freeze_layers})")
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(t.device)) is not None,
+         f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})")
     need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 (got {t.num_threads})")
     # Seeds derive others (seed x 100,003 + epoch for each epoch's order) that must stay within torch's 64 bits.
     need(0 <= t.seed < 2**32, f"train.seed must be in [0, 2**32) (got {t.seed})")

@@ -37,7 +37,7 @@ from taskembed.token_table import CompactVocab, EmbeddingRows
 from taskembed.errors import UserError
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
-from taskembed.modeling import head_reads, head_vector, native_bf16, top_layer_reads_head
+from taskembed.modeling import head_reads, head_vector, native_bf16, pick_device, top_layer_reads_head
 from taskembed.lrplan import LrPlan, unfreeze_steps
 from taskembed.inference import pool_windows, predict_logits
 from taskembed.progress import progress_bar
@@ -227,13 +227,26 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun / accelerate launch, joining the process group; (0, 1) otherwise."""
+def distributed(gpu: bool | None = None) -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch, joining the process group (NCCL for processes on GPUs,
+    which `gpu` says, by default whether torch has one; gloo on the CPU); (0, 1) otherwise."""
     world = world_size()
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        gpu = torch.cuda.is_available() if gpu is None else gpu
+        torch.distributed.init_process_group("nccl" if gpu else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def training_device(setting: str = "auto") -> torch.device:
+    """train.device as a torch device; auto and cuda take this process's GPU (LOCAL_RANK's under torchrun)."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if setting == "auto":
+        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if setting.startswith("cuda:") and world_size() > 1:
+        raise UserError(f"train.device {setting} names one GPU, but torchrun started {world_size()} processes, each on its "
+                        "own GPU; set train.device cuda (or auto)")
+    device = pick_device(setting, option="train.device")  # its error names the setting as written
+    return torch.device("cuda", local) if setting == "cuda" else device
 
 
 def defer_host_reads(device: torch.device) -> bool:
@@ -320,8 +333,8 @@ def fit(
     the last step and when SIGINT/SIGTERM asks it to stop (then it raises TrainingInterrupted), and it
     continues from `checkpoints.resume_from` exactly as the stopped run would have gone on.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world = distributed()
+    device = device or training_device(cfg.device)
+    rank, world = distributed(gpu=device.type == "cuda")
     seed_everything(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -33,7 +33,7 @@ from taskembed.artifacts import check_writable, staged_folder, write_json
 from taskembed.config import Config, as_config
 from taskembed.data import collate, encode_split, epoch_batches, load_splits
 from taskembed.errors import UserError
-from taskembed.loop import distributed, seed_everything, use_bf16
+from taskembed.loop import seed_everything, training_device, use_bf16, world_size
 from taskembed.modeling import load_classifier, top_layer_reads_head
 from taskembed.losses import class_weights, classification_loss, step_shares
 from taskembed.lrplan import apply_freezing
@@ -111,11 +111,12 @@ def lr_find(
         raise UserError(f"lr-find measures train.lr at batch {cfg.train.batch_size} as given; run it with --train.lr_scaling none "
                         "and train with the suggested rate and lr_scaling none")
     _check_handled(cfg)
-    if distributed()[1] > 1:
+    if world_size() > 1:
         raise UserError("lr-find runs as a single process; start it without torchrun / accelerate launch")
     folder = Path(out) if out is not None else folder_for(cfg.output.dir)
     _check_folder(folder)
     t = cfg.train
+    device = training_device(t.device)  # before the data is read: a GPU that is not there is said at once
 
     splits = load_splits(cfg.data, given)
     if getattr(splits, "multi_label", False):
@@ -132,7 +133,6 @@ def lr_find(
         raise UserError(f"only {len(train)} training examples for batch {t.batch_size} x {t.grad_accum} accumulated; "
                         "lower train.batch_size or train.grad_accum")
 
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     model.to(device).train()  # dropout on: the curve is of training steps

@@ -458,19 +458,19 @@ def top_layer_reads_head(model, enabled: bool = True) -> Iterator[bool]:
         _HEAD_ROW_ONLY.reset(token)
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """The device asked for (default: cuda when torch can use one, else cpu), or a one-line error for a name torch does
-    not know or a GPU this machine does not have."""
+def pick_device(device: str | torch.device | None, option: str = "device") -> torch.device:
+    """The device asked for (default: cuda when torch can use one, else cpu), or a one-line error, naming `option`, for a
+    name torch does not know or a GPU this machine does not have."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise UserError(f"device '{device}' is not a device name; use cpu or cuda (cuda:N for one GPU of several)") from None
+        raise UserError(f"{option} '{device}' is not a device name; use cpu or cuda (cuda:N for one GPU of several)") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"device '{device}': torch here has no such CUDA GPU ({torch.cuda.device_count()} found); use cpu")
+        raise UserError(f"{option} '{device}': torch here has no such CUDA GPU ({torch.cuda.device_count()} found); use cpu")
     if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device '{device}': taskembed runs on cpu or cuda")
+        raise UserError(f"{option} '{device}': taskembed runs on cpu or cuda")
     return dev
 
 
@@ -478,7 +478,10 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matmuls run on dedicated units here (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer).
     Elsewhere autocast is emulated and slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # torch's default answer also counts emulation: a T4 or V100 "supports" bf16 with no bf16 units, no faster
+        # than float32 and with bf16's coarser rounding, which is not what "auto" should pick there.
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
     return False

@@ -1013,3 +1013,20 @@ def test_the_rates_of_a_diverged_run_fit_in_a_line():
               + [(f"layer.{i}{half}", 1e-4 * i) for i in range(1, 7) for half in ("", "/no_decay")] + [("head", 1e-3), ("head/no_decay", 1e-3)]]
     assert rates_summary(groups) == "embeddings=1e-05, (5 more), layer.6=0.0006, head=0.001"
     assert rates_summary(groups[:2] + groups[-2:]) == "embeddings=1e-05, head=0.001"
+
+
+def test_the_commands_that_load_a_model_take_a_device(trained, tmp_path, capsys, monkeypatch):
+    root, result = trained
+    model, test = str(result.output_dir), str(root / "test.csv")
+    assert main(["predict", model, "superb", "--device", "cpu"]) == 0
+    assert main(["evaluate", model, test, "--device", "cpu", "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 60
+    assert main(["embed", model, test, "--out", str(tmp_path / "v.npy"), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["compare", model, model, test, "--out", str(tmp_path / "cmp"), "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine, and said the same on one with a GPU
+    for command in (["predict", model, "superb"], ["evaluate", model, test],
+                    ["embed", model, test, "--out", str(tmp_path / "w.npy")], ["compare", model, model, test, "--out", str(tmp_path / "c2")]):
+        assert main([*command, "--device", "cuda:1"]) == 2, command
+        assert capsys.readouterr().err == "error: device 'cuda:1': torch here has no such CUDA GPU (0 found); use cpu\n", command
+    assert not (tmp_path / "w.npy").exists() and not (tmp_path / "c2").exists()
