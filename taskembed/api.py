@@ -23,13 +23,14 @@ from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encod
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
-from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, packaged_model_version
+from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, native_bf16, packaged_model_version
 from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
-from taskembed.loop import TrainingDiverged, TrainingInterrupted, distributed, fit, seed_everything, training_device, use_bf16, world_size
+from taskembed.loop import (TrainingDiverged, TrainingInterrupted, autocast_dtype, distributed, fit, seed_everything, training_device,
+                            world_size)
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -254,12 +255,17 @@ def train(
             "data.max_length reads more of them" + ("" if cfg.data.text_pair_column else
                                                    ", and data.long_texts window classifies all of a long text"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bf16 = use_bf16(cfg.train.bf16, device)
+    half = autocast_dtype(cfg.train, device)
+    bf16 = half == torch.bfloat16
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"
     graphs = cfg.train.cuda_graphs and cudagraphs.available(device)
-    say(f"{TRAINING_STARTS}{device}{' with bf16 autocast' if bf16 else ''}{', top layer for [CLS] only' if trimmed else ''}"
+    precision = {torch.bfloat16: " with bf16 autocast", torch.float16: " with fp16 autocast and loss scaling"}.get(half, "")
+    say(f"{TRAINING_STARTS}{device}{precision}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
+    if cfg.train.fp16 and device.type == "cpu":
+        say("note: train.fp16 on the CPU: float16 arithmetic is emulated here and slower than float32; it is for GPUs without "
+            "bf16 units (T4, V100)" + ("" if not native_bf16(device) else ", and this CPU has bf16: train.fp16 false uses it"))
     ckpts = None
     if cfg.train.keep_checkpoints:
         checkpoint.check_root(ckpt_root)
@@ -297,6 +303,9 @@ def train(
         if given is not None:  # no command line can give the data again
             exc.args = (exc.message("taskembed.train(the same config, data=the same data, resume=True)"),)
         raise
+    if result.state.overflow_steps:
+        say(f"fp16: {result.state.overflow_steps:,} of {result.state.step:,} optimizer steps made no update, their scaled gradient "
+            f"having overflowed float16 (the loss scale halves after each; it ended at {result.state.loss_scale:g})")
 
     agg = cfg.data.window_aggregate
     logits = {s: predict_logits(model, encoded[s], pad_id, device, agg) for s in ("validation", "test") if s in encoded}
@@ -384,6 +393,7 @@ def train(
             "versions": {**artifacts.versions(), **packaged_model_version(cfg.model.name), **builtin.package_versions(cfg.data.source)},
             "device": device_name(device),
             "bf16": bf16,
+            "fp16": {"overflow_steps": st.overflow_steps, "loss_scale": st.loss_scale} if cfg.train.fp16 else None,
             "trim_top_layer": trimmed,
             "fast_dropout": lanes,
             "token_rows_trained": result.token_rows,

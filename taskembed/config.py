@@ -156,6 +156,8 @@ class TrainConfig:
     """Seed of initialisation, shuffling and dropout."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """bfloat16 autocast: auto uses it where the hardware supports it natively."""
+    fp16: bool = False
+    """float16 autocast with dynamic loss scaling, for GPUs without bf16 units (T4, V100), where it runs on their tensor cores; bf16 auto is then off. A step whose scaled gradient overflows float16 is skipped and the scale halved (counted in the log and run.json); training stops if it overflows even at scale 1. On the CPU float16 is emulated and slower than float32. lr-find and the masked-LM stage run without it."""
     trim_top_layer: bool = True
     """Compute the top encoder layer only for the token the head reads ([CLS], or the pooler's input): the same arithmetic on the rows that matter, about a sixth less work for a 6-layer model. false computes every token, as the Trainer does."""
     fast_dropout: bool = True
@@ -348,7 +350,6 @@ TRAINER_NAMES = {
     "warmup_steps": "train.warmup_ratio, a share of the optimizer steps",
     "lr_scheduler_type": "train.schedule (linear, cosine or constant)",
     "label_smoothing_factor": "train.label_smoothing",
-    "fp16": "train.bf16 (auto, on or off); there is no float16 mixed precision",
     "use_cpu": "train.device cpu",
     "no_cuda": "train.device cpu",
     "metric_for_best_model": "train.metric (accuracy, macro_f1 or loss)",
@@ -726,11 +727,13 @@ def _contradictions(cfg: Config) -> list[str]:
          + f" with max_length {d.max_length}); set data.window_stride {max(0, d.max_length // 4)} (a quarter of the window)")
     need(d.long_texts == "truncate" or d.text_pair_column is None,
          "data.long_texts window works on single texts; sentence pairs are truncated (set long_texts truncate)")
+    need(not (t.fp16 and t.bf16 == "on"), "train.fp16 and train.bf16 on ask for two half-precision types; set one of them")
     if t.cuda_graphs:  # a graph replays fixed shapes and reads what it read when captured
         for on, what in ((t.gradual_unfreezing != "off", "train.gradual_unfreezing (which trainable weights changes)"),
                          (t.auto_batch, "train.auto_batch (which changes the batch shape)"),
                          (d.long_texts == "window", "data.long_texts window (texts have varying numbers of rows)"),
-                         (t.contrastive_weight > 0, "train.contrastive_weight (the graph returns only the logits)")):
+                         (t.contrastive_weight > 0, "train.contrastive_weight (the graph returns only the logits)"),
+                         (t.fp16, "train.fp16 (its loss scale changes between steps)")):
             need(not on, f"train.cuda_graphs cannot be combined with {what}; set train.cuda_graphs false or turn that off")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (got {t.checkpoint_every})")
     need(t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0 (got {t.keep_checkpoints})")

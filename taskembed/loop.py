@@ -20,6 +20,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,12 @@ class TrainState:
     eval_seconds: float = 0.0
     micro_splits: int = 1
     """Each batch runs as this many micro-batches (doubled by train.auto_batch after an out-of-memory error)."""
+    loss_scale: float = 0.0
+    """train.fp16: the factor the loss is multiplied by before backward (0 without fp16)."""
+    scale_good_steps: int = 0
+    """train.fp16: steps since the scale last changed without overflowing; at SCALE_GROWTH_STEPS it doubles."""
+    overflow_steps: int = 0
+    """train.fp16: steps skipped because the scaled gradient overflowed float16."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -155,6 +162,19 @@ def use_bf16(setting: str, device: torch.device) -> bool:
     return native_bf16(device)
 
 
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Training's autocast type: float16 under train.fp16, else bfloat16 where train.bf16 picks it, else None (float32)."""
+    if cfg.fp16:
+        return torch.float16
+    return torch.bfloat16 if use_bf16(cfg.bf16, device) else None
+
+
+# train.fp16's dynamic loss scale, as torch's GradScaler and the Trainer start and move it.
+SCALE_START = 2.0**16
+SCALE_GROWTH_STEPS = 2000
+SCALE_MAX = 2.0**24
+
+
 def lr_lambda(cfg: TrainConfig, total_steps: int, start: int = 0) -> Callable[[int], float]:
     """The rate multiplier at each optimizer step: warmup, then the schedule's decay.
 
@@ -195,18 +215,24 @@ def forward_outputs(module: torch.nn.Module, on: bool) -> Iterator[list[Any]]:
 
 
 def clip_in_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float,
-                 rows: EmbeddingRows | None = None) -> torch.Tensor:
+                 rows: EmbeddingRows | None = None, loss_scale: float = 1.0) -> torch.Tensor:
     """The gradients' total norm; with max_norm > 0 they are clipped to it inside the optimizer step.
 
     Same result as `clip_grad_norm_` without its separate pass multiplying every gradient: the fused
     AdamW divides each gradient by `grad_scale` as it reads it (the input GradScaler uses to unscale).
     With `rows`, the embedding table's gradient is read at its touched rows only (the same sum of squares).
+    Gradients of a loss multiplied by `loss_scale` (train.fp16) are divided by it in the same way, and the norm
+    returned is theirs divided by it.
     """
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([rows.norm_view(g) for g in grads] if rows is not None else grads)
+    if loss_scale != 1.0:
+        norm = norm / loss_scale
     if max_norm > 0:
         # clip_grad_norm_ multiplies by min(max_norm / (norm + 1e-6), 1); dividing by the inverse is the same.
-        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0) * loss_scale
+    elif loss_scale != 1.0:
+        optimizer.grad_scale = torch.full((), loss_scale, device=norm.device)
     return norm
 
 
@@ -381,8 +407,8 @@ def fit(
         graphs = cudagraphs.GraphedTraining(model, micro, max(train.lengths), pad_id)
     # A graph must not capture autocast's cache of cast weights (make_graphed_callables refuses it): each
     # replay casts them again, as eager autocast does once per forward anyway.
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=graphs is None)
-                if use_bf16(cfg.bf16, device) else nullcontext())
+    half = autocast_dtype(cfg, device)
+    autocast = torch.autocast(device.type, dtype=half, cache_enabled=graphs is None) if half else nullcontext()
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
 
     def set_trainable(step: int) -> None:
@@ -404,7 +430,7 @@ def fit(
         for note in schedule_notes(cfg, steps_per_epoch, total_steps, validation is not None):
             say(note)
 
-    state = TrainState()
+    state = TrainState(loss_scale=SCALE_START if cfg.fp16 else 0.0)
     best_weights: dict[str, torch.Tensor] | None = None
     if checkpoints is not None and checkpoints.resume_from is not None:
         planned = checkpoint.read_meta(checkpoints.resume_from).get("total_steps", total_steps)
@@ -499,9 +525,11 @@ def fit(
     # (its found_inf input, the mechanism GradScaler uses) and the run stops with that step's number at the
     # next read, before anything of it is saved. On a CPU there is no queue to keep full: every step is read
     # at once and a non-finite one stops before its update.
-    deferred = defer_host_reads(device)
+    # train.fp16 reads each step's gradient norm at once: whether it overflowed decides that step and the next scale.
+    deferred = defer_host_reads(device) and not cfg.fp16
     pin = device.type == "cuda"
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step number, loss, grad norm), still on the device
+    overflowed: set[int] = set()  # train.fp16: pending steps skipped for an overflowing scaled gradient
     last = {"loss": math.nan, "grad_norm": math.nan}
     # The bar's rate is the top encoder layer's, train.lr as scheduled, which is what a user reads "lr" as. With no
     # numbered layer in training, or while gradual unfreezing holds the top one at 0, the head is what trains: its rate
@@ -519,6 +547,11 @@ def fit(
         steps = [n for n, _, _ in pending]
         pending.clear()
         for step, (loss_value, norm) in zip(steps, values):
+            if step in overflowed:  # train.fp16 skipped it for its scaled gradient; its loss was finite
+                overflowed.discard(step)
+                state.window_loss, state.window_n = state.window_loss + loss_value, state.window_n + 1
+                last.update(loss=loss_value)
+                continue
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 # Raised before the step is taken (or, deferred, after the device skipped it) and before any
                 # checkpoint of it: the last checkpoint stays the last good state.
@@ -585,7 +618,7 @@ def fit(
                         z = pool_windows(z, segments, len(idx), "mean")
                     con = supervised_contrastive(z, y, cfg.contrastive_temperature)
                     loss = loss + cfg.contrastive_weight * con * (len(idx) / n_examples)
-            loss.backward()
+            (loss * state.loss_scale if cfg.fp16 else loss).backward()
             if graphs is not None and i == 0 and len(pieces) > 1:  # later pieces add into these copies
                 graphs.keep_grads(trainable)
             step_loss += loss.detach()
@@ -635,11 +668,28 @@ def fit(
                 state.tokens_seen += sum(lengths[j] for b in group for j in b)  # from the host: no device sync
                 if rows is not None:
                     rows.densify()
+                scale = state.loss_scale if cfg.fp16 else 1.0
                 if fused:
-                    grad_norm = clip_in_step(optimizer, trainable, cfg.max_grad_norm, rows)
+                    grad_norm = clip_in_step(optimizer, trainable, cfg.max_grad_norm, rows, scale)
                 else:
+                    if scale != 1.0:
+                        torch._foreach_mul_([p.grad for p in trainable if p.grad is not None], 1.0 / scale)
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
                 step = state.step + 1
+                skip = cfg.fp16 and math.isfinite(step_loss.item()) and not math.isfinite(grad_norm.item())
+                if skip:
+                    # The scaled gradient overflowed float16: no update this step, and half the scale from the next. A
+                    # gradient that is not finite even unscaled is no overflow but a fault, and stops the run.
+                    state.loss_scale /= 2
+                    state.scale_good_steps, state.overflow_steps = 0, state.overflow_steps + 1
+                    if state.loss_scale < 1:
+                        raise diverged("the gradient is not finite even at loss scale 1 (it overflowed float16 "
+                                       f"{state.overflow_steps} times); set train.fp16 false", step)
+                    overflowed.add(step)
+                elif cfg.fp16:
+                    state.scale_good_steps += 1
+                    if state.scale_good_steps == SCALE_GROWTH_STEPS:
+                        state.loss_scale, state.scale_good_steps = min(state.loss_scale * 2, SCALE_MAX), 0
                 epoch_end = state.batch_in_epoch + len(group) >= len(order)
                 pending.append((step, step_loss, grad_norm))
                 boundary = (step % log_every == 0 or step % eval_every == 0 or step == total_steps or epoch_end
@@ -649,10 +699,15 @@ def fit(
                     optimizer.found_inf = None
                 else:
                     optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
-                optimizer.step()
-                if compact is not None:
-                    compact.decay()
-                scheduler.step()
+                if not skip:
+                    optimizer.step()
+                    if compact is not None:
+                        compact.decay()
+                with warnings.catch_warnings() if skip else nullcontext():
+                    # A skipped first step has no optimizer.step() before this one, which torch warns of; the schedule
+                    # counts steps, skipped or not, as the Trainer's does under its loss scaler.
+                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.batch_in_epoch += len(group)
@@ -662,8 +717,11 @@ def fit(
                     bar.update(1)
                 if state.step % log_every == 0:  # a boundary: settled above
                     record({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": state.window_loss / state.window_n,
-                            "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "grad_norm": last["grad_norm"],
-                            "batches": state.batch_digest})
+                            "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                            # None until a step's norm is read: under train.fp16 the first steps can all overflow.
+                            "grad_norm": last["grad_norm"] if math.isfinite(last["grad_norm"]) else None,
+                            "batches": state.batch_digest,
+                            **({"loss_scale": state.loss_scale, "overflow_steps": state.overflow_steps} if cfg.fp16 else {})})
                     state.window_loss, state.window_n = 0.0, 0
                 if state.step % eval_every == 0 or state.step == total_steps:
                     t0 = time.perf_counter()

@@ -54,7 +54,10 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "early_stopping_min_delta", "auto_batch",
-              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer", "sampler",
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer", "sampler", "device",
+              # The sweep runs without float16 (in bf16 where train.bf16 picks it, else float32): training's loss scaling
+              # hands the optimizer the same gradients, so the rate it suggests is the optimizer's either way.
+              "fp16",
               # Speed only: the sweep keeps PyTorch's dropout (same drop rate), the dense embedding gradient, the
               # whole token table (both the same numbers) and launches its kernels one by one.
               "fast_dropout", "embedding_grad_rows", "compact_vocab", "cuda_graphs"},  # lr_scaling: its own error below

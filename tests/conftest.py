@@ -91,6 +91,16 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def keep_threads():
+    """For modules whose runs set train.num_threads (1, for exactness): give the rest of the suite its threads back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rows():
     return make_rows(120)
 

@@ -29,12 +29,7 @@ from taskembed.loop import TrainingInterrupted
 from tests.conftest import make_rows
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    """The runs here use one thread (train.num_threads 1, for exactness); give the rest of the suite its threads back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_threads")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -42,11 +42,7 @@ def planted_pickle(marker: Path) -> bytes:
     return pickle.dumps(_Plant(marker))
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_threads")  # tests/conftest.py
 
 
 def quiet(_msg: str) -> None:

@@ -8,7 +8,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 from taskembed import api
 from taskembed.cli import main
@@ -19,11 +18,7 @@ from tests.conftest import make_rows
 from tests.test_resume import interrupt_after, same_weights
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_threads")  # tests/conftest.py
 
 
 @pytest.fixture
