@@ -23,14 +23,14 @@ from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encod
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
 from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
-from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, native_bf16, packaged_model_version
+from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, packaged_model_version
 from taskembed.losses import check_class_weight_names, class_weights
 from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
 from taskembed.loop import (TrainingDiverged, TrainingInterrupted, autocast_dtype, distributed, fit, seed_everything, training_device,
-                            world_size)
+                            use_bf16, world_size)
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -210,7 +210,7 @@ def train(
     unlabelled = unlabelled_texts(cfg.data) if mlm and cfg.data.unlabelled else []
     fingerprint = splits.fingerprint()  # a hash over every split: computed once
     if resume_from is not None:
-        checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels)
+        checkpoint.check_compatible(resume_from, cfg.to_dict(), fingerprint, world, say, labels=splits.labels, device=device.type)
     say(splits.describe())
     seen, lookalikes = check_data(cfg, splits, say)
     embedding_report = cfg.output.embedding_report and "validation" in splits.frames and not splits.multi_label
@@ -265,7 +265,7 @@ def train(
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     if cfg.train.fp16 and device.type == "cpu":
         say("note: train.fp16 on the CPU: float16 arithmetic is emulated here and slower than float32; it is for GPUs without "
-            "bf16 units (T4, V100)" + ("" if not native_bf16(device) else ", and this CPU has bf16: train.fp16 false uses it"))
+            "bf16 units (T4, V100)" + (", and this CPU has bf16: train.fp16 false uses it" if use_bf16(cfg.train.bf16, device) else ""))
     ckpts = None
     if cfg.train.keep_checkpoints:
         checkpoint.check_root(ckpt_root)
@@ -410,7 +410,7 @@ def train(
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }
-        extra = _embedding_report(cfg, splits, model, tokenizer, say) if embedding_report else None
+        extra = _embedding_report(cfg, splits, model, tokenizer, say, device) if embedding_report else None
         try:
             artifacts.save(out, cfg.output.overwrite, model, tokenizer, info, st.log, extra=extra)
         except UserError as exc:
@@ -456,8 +456,10 @@ def _multi_label_skips(cfg: Config) -> dict[str, str]:
     return {name: reason for name, reason in why.items() if asked[name]}
 
 
-def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callable[[str], None]) -> Callable[[Path], str]:
-    """A hook for artifacts.save: base vs tuned embeddings of the validation texts, written into the folder."""
+def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callable[[str], None],
+                      device: torch.device) -> Callable[[Path], str]:
+    """A hook for artifacts.save: base vs tuned embeddings of the validation texts, written into the folder; the base
+    encoder runs where the tuned one trained."""
 
     def write(folder: Path) -> str:
         from taskembed.compare import compare, report_markdown
@@ -473,7 +475,7 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
             # A pair model's texts are read with their second texts on both sides, as the model reads them.
             report = compare(cfg.model.name, tuned, val["text"].tolist(), val["label"].tolist(), folder,
                              max_texts=cfg.output.embedding_report_max_texts, seed=cfg.train.seed,
-                             data={"source": cfg.data.source, "split": "validation"},
+                             data={"source": cfg.data.source, "split": "validation"}, base_options={"device": str(device)},
                              pairs=val["text_pair"].tolist() if "text_pair" in val else None)
         except UserError as exc:
             # The report describes the model; what stops it must not cost the trained model its folder.

@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from taskembed.config import Config
 from taskembed.data import IN_MEMORY
 from taskembed.errors import UserError, raise_write_error
 
@@ -61,7 +62,7 @@ SLOW_HOOK = "TASKEMBED_TEST_SLOW_CHECKPOINT"
 # Options that may differ between a checkpoint and the run that resumes it: none of them changes
 # what the optimizer state means, the schedule, or the sequence of batches.
 MAY_CHANGE_ON_RESUME = {
-    "train.checkpoint_every", "train.keep_checkpoints", "train.num_threads",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.num_threads", "train.device",
     "output.dir", "output.overwrite", "output.baselines", "output.calibrate", "output.error_analysis",
     "output.embedding_report", "output.embedding_report_max_texts",
 }
@@ -445,7 +446,8 @@ def _same_path(key: str, old: Any, new: Any) -> bool:
 
 
 def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, world: int,
-                     say: Callable[[str], None] = lambda _m: None, labels: list[str] | None = None) -> None:
+                     say: Callable[[str], None] = lambda _m: None, labels: list[str] | None = None,
+                     device: str | None = None) -> None:
     """A UserError naming what changed when the current run cannot continue `folder` exactly.
 
     Other library versions are no reason to refuse (the run is still the same run), but the continuation may
@@ -457,11 +459,16 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
         then = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
         say(f"note: {folder} was written with {then}; this run has {', '.join(f'{k} {v}' for k, v in now.items())}: "
             "it continues, but not necessarily bit for bit")
+    if device and meta.get("device", device) != device:  # `device`: the type this run trains on
+        say(f"note: {folder} was written on {meta['device']} and this run continues on {device}: the same run, but its "
+            "dropout draws and arithmetic differ from there on, so not bit for bit")
     changes = []
+    defaults = dataclasses.asdict(Config())
     for section, values in config.items():
         for name, value in values.items():
             key = f"{section}.{name}"
-            old = saved.get(section, {}).get(name, value)
+            # A key the checkpoint's config lacks came with a later taskembed: the run had its default then.
+            old = saved.get(section, {}).get(name, defaults.get(section, {}).get(name, value))
             if key not in MAY_CHANGE_ON_RESUME and old != value and not _same_path(key, old, value):
                 if key == "data.source" and IN_MEMORY in (old, value):  # data given in Python: the fix is in the call
                     from_python = ("the data: the checkpoint was trained on data given in Python (taskembed.train(data=...)); "

@@ -43,9 +43,13 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
-        from taskembed.loop import training_device
+        import torch
+
+        from taskembed.loop import autocast_dtype, training_device
 
         device = training_device(cfg.train.device)  # a GPU that is not there fails the check as it would fail training
+        half = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast and loss scaling (emulated on the CPU: slow)"
+                if device.type == "cpu" else ", fp16 autocast and loss scaling"}.get(autocast_dtype(cfg.train, device), "")
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
@@ -68,7 +72,7 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         for note in without_effect(cfg):  # training says these itself
             print(f"note: {note}")
         print(splits.describe() if splits else f"data: {cfg.data.source} is read from the Hub when training")
-        print(f"device: {device} (train.device {cfg.train.device})")
+        print(f"device: {device} (train.device {cfg.train.device}){half}")
         for note in notes:
             print(note)
         plan = api.plan(cfg, labels=splits.labels if splits else None)

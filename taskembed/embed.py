@@ -799,7 +799,12 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"{data}: no label column '{label_column}' (asked for with --label-column); check the name, or leave the "
                         "option out for vectors without labels")
     options = dict(options)
-    if world > 1 and options.get("device") in (None, "cuda") and (torch.cuda.is_available() or options.get("device")):
+    asked = options.get("device")
+    if world > 1 and asked is not None and str(asked).startswith("cuda:"):
+        raise UserError(f"device {asked} names one GPU, but torchrun started {world} processes, each on its own GPU; "
+                        "give device cuda, or none")
+    if world > 1 and (asked == "cuda" or (asked is None and torch.cuda.is_available())):
+        pick_device("cuda")  # a GPU asked for where there is none: said as the name given
         options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"  # one device per process, as the launcher means
     embedder = as_embedder(model_or_folder, options)
     made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first

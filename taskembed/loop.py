@@ -169,7 +169,8 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return torch.bfloat16 if use_bf16(cfg.bf16, device) else None
 
 
-# train.fp16's dynamic loss scale, as torch's GradScaler and the Trainer start and move it.
+# train.fp16's dynamic loss scale: it starts and grows as torch's GradScaler's does (the Trainer's fp16 uses that), and
+# is capped where a float32 gradient norm of the scaled loss still has room.
 SCALE_START = 2.0**16
 SCALE_GROWTH_STEPS = 2000
 SCALE_MAX = 2.0**24
@@ -266,13 +267,18 @@ def distributed(gpu: bool | None = None) -> tuple[int, int]:
 def training_device(setting: str = "auto") -> torch.device:
     """train.device as a torch device; auto and cuda take this process's GPU (LOCAL_RANK's under torchrun)."""
     local = int(os.environ.get("LOCAL_RANK", 0))
-    if setting == "auto":
-        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if setting == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
     if setting.startswith("cuda:") and world_size() > 1:
         raise UserError(f"train.device {setting} names one GPU, but torchrun started {world_size()} processes, each on its "
                         "own GPU; set train.device cuda (or auto)")
-    device = pick_device(setting, option="train.device")  # its error names the setting as written
-    return torch.device("cuda", local) if setting == "cuda" else device
+    device = pick_device("cuda" if setting == "auto" else setting, option="train.device")  # its error names the setting
+    if setting in ("auto", "cuda"):
+        if local >= torch.cuda.device_count():  # more processes on this machine than GPUs
+            raise UserError(f"train.device {setting}: this is process {local} of those torchrun started on this machine, "
+                            f"but torch sees {torch.cuda.device_count()} GPU(s); start one process per GPU, or set train.device cpu")
+        device = torch.device("cuda", local)
+    return device
 
 
 def defer_host_reads(device: torch.device) -> bool:
@@ -704,8 +710,9 @@ def fit(
                     if compact is not None:
                         compact.decay()
                 with warnings.catch_warnings() if skip else nullcontext():
-                    # A skipped first step has no optimizer.step() before this one, which torch warns of; the schedule
-                    # counts steps, skipped or not, as the Trainer's does under its loss scaler.
+                    # A skipped first step has no optimizer.step() before this one, which torch warns of. The schedule
+                    # counts every step, skipped or not, so that warm-up and decay end where the plan puts them (the
+                    # Trainer's fp16 instead holds its schedule back a step for each one skipped).
                     warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -468,7 +468,10 @@ def pick_device(device: str | torch.device | None, option: str = "device") -> to
     except (RuntimeError, TypeError):
         raise UserError(f"{option} '{device}' is not a device name; use cpu or cuda (cuda:N for one GPU of several)") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"{option} '{device}': torch here has no such CUDA GPU ({torch.cuda.device_count()} found); use cpu")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        there = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UserError(f"{option} '{device}': torch here has no such CUDA GPU ({count} found); use cpu"
+                        + (f" or {there}" if count else ""))
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"{option} '{device}': taskembed runs on cpu or cuda")
     return dev

@@ -6,19 +6,19 @@ none) and check the decision, not a GPU run."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
 import pytest
 import torch
 
 import taskembed
-from taskembed import loop
+from taskembed import api, loop
 from taskembed.cli import main
 from taskembed.config import load_config
 from taskembed.errors import UserError
 from taskembed.loop import distributed, training_device
-from taskembed.modeling import native_bf16
+from taskembed.embed import embed_file
+from taskembed.modeling import native_bf16, pick_device
 from tests.conftest import make_rows
 
 
@@ -65,13 +65,48 @@ def test_processes_on_the_cpu_join_gloo_and_processes_on_gpus_nccl(monkeypatch):
     assert joined == ["gloo", "nccl"]
 
 
-def test_a_cpu_run_trains_on_the_cpu_and_says_so(tiny_overrides, write_csv):
-    lines = []
-    result = taskembed.train(None, {**tiny_overrides, "data.source": str(write_csv(make_rows(60))), "train.epochs": 1,
-                                    "train.device": "cpu"}, progress=False, echo=lines.append)
-    assert any(line.startswith(f"{taskembed.api.TRAINING_STARTS}cpu") for line in lines), lines
-    saved = json.loads((result.output_dir / "training_config.json").read_text())
-    assert saved["train"]["device"] == "cpu"
+def test_training_and_its_process_group_follow_the_setting(monkeypatch, tiny_overrides, write_csv):
+    """On a machine with a GPU (made to seem so: fit, which would use it, is replaced), cpu keeps training on the CPU."""
+    class Reached(Exception):
+        pass
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(api, "distributed", lambda gpu=None: seen.append(("gpu", gpu)) or (0, 1))
+
+    def fit(*_args, device=None, **_kwargs):
+        seen.append(("device", device))
+        raise Reached
+
+    monkeypatch.setattr(api, "fit", fit)
+    data = str(write_csv(make_rows(60)))
+    for setting, device in (("cpu", torch.device("cpu")), ("auto", torch.device("cuda", 0)), ("cuda", torch.device("cuda", 0))):
+        seen.clear()
+        with pytest.raises(Reached):
+            taskembed.train(None, {**tiny_overrides, "data.source": data, "train.device": setting}, progress=False, echo=None)
+        assert seen == [("gpu", device.type == "cuda"), ("device", device)], setting
+
+
+def test_more_processes_than_gpus_and_a_named_gpu_under_torchrun_are_one_line_errors(monkeypatch, tiny_model_dir, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(UserError, match=r"^train.device auto: this is process 2 of those torchrun started on this machine, but torch "
+                                        r"sees 2 GPU\(s\); start one process per GPU, or set train.device cpu$"):
+        training_device("auto")
+    with pytest.raises(UserError, match=r"^device 'cuda:3': torch here has no such CUDA GPU \(2 found\); use cpu or cuda:0 to cuda:1$"):
+        pick_device("cuda:3")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\nanother\n")
+    with pytest.raises(UserError, match=r"^device cuda:1 names one GPU, but torchrun started 2 processes, each on its own GPU"):
+        embed_file(tiny_model_dir, texts, tmp_path / "v.npy", progress=False, device="cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"^device 'cuda': torch here has no such CUDA GPU \(0 found\); use cpu$"):
+        embed_file(tiny_model_dir, texts, tmp_path / "v.npy", progress=False, device="cuda")
+    assert not (tmp_path / "v.npy").exists()
 
 
 def test_emulated_bf16_is_not_native(monkeypatch):
