@@ -174,7 +174,7 @@ def train(
     none), `resume="auto"` continues if there is one and starts afresh otherwise. SIGINT/SIGTERM
     finish the step in flight, checkpoint and raise `taskembed.TrainingInterrupted`; no output folder is written.
     `echo` receives every line the run says (None: silent). `on_log` receives each entry of log.jsonl as training
-    writes it (a dict: kind "train" with step, epoch, loss, lr per group and grad_norm, every few steps; kind "eval" with
+    writes it (a dict: kind "train" with step, epoch, loss, lr per group and grad_norm, every train.log_every steps; kind "eval" with
     the validation loss, accuracy and macro_f1), for live tracking in TensorBoard, W&B or MLflow; after a resume, from the
     next entry on. Under torchrun only the first process calls it.
     """

@@ -144,6 +144,8 @@ class TrainConfig:
     """Weight of a supervised contrastive loss on the vector the head reads, added to cross-entropy (0 = off)."""
     contrastive_temperature: float = 0.1
     """Temperature of the supervised contrastive loss."""
+    log_every: int = 0
+    """Log the training loss, the rates and the gradient norm every N optimizer steps (log.jsonl, on_log); 0 = every tenth of an epoch, at most every 50 steps. On a GPU this is also how often the losses are read back from the device (and before every evaluation and checkpoint)."""
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
@@ -363,8 +365,7 @@ TRAINER_NAMES = {
     "save_steps": "train.checkpoint_every",
     "save_total_limit": "train.keep_checkpoints",
     "resume_from_checkpoint": "no key; taskembed train CONFIG --resume",
-    "logging_steps": "no key; the loss is logged every tenth of an epoch (at most every 50 steps); taskembed.train(on_log=...) "
-                     "receives each entry",
+    "logging_steps": "train.log_every",
     "report_to": "no key; taskembed.train(on_log=...) receives each log entry, for any tracker",
     "do_train": "no key; train trains, then scores validation and test; taskembed evaluate and predict do the rest",
     "do_eval": "no key; train scores validation and test; taskembed evaluate scores other data",
@@ -702,6 +703,7 @@ def _contradictions(cfg: Config) -> list[str]:
     need(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {t.max_grad_norm})")
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {t.label_smoothing})")
     need(t.eval_every >= 0, f"train.eval_every must be >= 0 (got {t.eval_every})")
+    need(t.log_every >= 0, f"train.log_every must be >= 0 (got {t.log_every})")
     need(t.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (got {t.early_stopping_patience})")
     need(math.isfinite(t.early_stopping_min_delta) and t.early_stopping_min_delta >= 0,
          f"train.early_stopping_min_delta must be a finite number >= 0 (got {t.early_stopping_min_delta})")

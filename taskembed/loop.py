@@ -431,7 +431,7 @@ def fit(
     if contrastive and kind is None:
         raise UserError(f"train.contrastive_weight needs a supported architecture; {model.config.model_type} is not one")
     eval_every = cfg.eval_every or steps_per_epoch
-    log_every = max(1, min(50, steps_per_epoch // 10))
+    log_every = cfg.log_every or max(1, min(50, steps_per_epoch // 10))
     if rank == 0:
         for note in schedule_notes(cfg, steps_per_epoch, total_steps, validation is not None):
             say(note)

@@ -54,7 +54,7 @@ HANDLED = {
     "train": {"lr", "layer_decay", "head_lr", "embedding_lr", "weight_decay", "freeze_embeddings", "freeze_layers", "batch_size",
               "grad_accum", "max_grad_norm", "label_smoothing", "class_weights", "seed", "bf16", "num_threads",
               "epochs", "warmup_ratio", "schedule", "eval_every", "metric", "early_stopping_patience", "early_stopping_min_delta", "auto_batch",
-              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer", "sampler", "device",
+              "checkpoint_every", "keep_checkpoints", "lr_batch_size", "trim_top_layer", "sampler", "device", "log_every",
               # The sweep runs without float16 (in bf16 where train.bf16 picks it, else float32): training's loss scaling
               # hands the optimizer the same gradients, so the rate it suggests is the optimizer's either way.
               "fp16",

@@ -1030,3 +1030,13 @@ def test_the_commands_that_load_a_model_take_a_device(trained, tmp_path, capsys,
         assert main([*command, "--device", "cuda:1"]) == 2, command
         assert capsys.readouterr().err == "error: device 'cuda:1': torch here has no such CUDA GPU (0 found); use cpu\n", command
     assert not (tmp_path / "w.npy").exists() and not (tmp_path / "c2").exists()
+
+
+def test_train_log_every_sets_how_often_the_loss_is_logged(tiny_overrides, write_csv):
+    overrides = {**tiny_overrides, "data.source": str(write_csv(make_rows(120, seed=3))), "output.embedding_report": False}
+    res = taskembed.train(None, {**overrides, "train.log_every": 4}, progress=False, echo=None)
+    log = [json.loads(x) for x in (res.output_dir / "log.jsonl").read_text().splitlines()]
+    last = max(e["step"] for e in log if e["kind"] == "eval")  # evaluated at each epoch's end, the last step included
+    assert [e["step"] for e in log if e["kind"] == "train"] == list(range(4, last + 1, 4)) and last >= 12
+    with pytest.raises(UserError, match=r"train.log_every must be >= 0 \(got -1\)"):
+        taskembed.train(None, {**overrides, "train.log_every": -1}, progress=False, echo=None)
