@@ -263,6 +263,9 @@ def train(
     precision = {torch.bfloat16: " with bf16 autocast", torch.float16: " with fp16 autocast and loss scaling"}.get(half, "")
     say(f"{TRAINING_STARTS}{device}{precision}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
+    if device.type == "cuda" and half is None and cfg.train.bf16 == "auto":
+        say("note: this GPU has no bf16 units, so training runs in float32; --train.fp16 true trains in float16 on its "
+            "tensor cores, with a loss scale (as the Trainer's fp16)")
     if cfg.train.fp16 and device.type == "cpu":
         say("note: train.fp16 on the CPU: float16 arithmetic is emulated here and slower than float32; it is for GPUs without "
             "bf16 units (T4, V100)" + (", and this CPU has bf16: train.fp16 false uses it" if use_bf16(cfg.train.bf16, device) else ""))

@@ -682,7 +682,10 @@ def fit(
                         torch._foreach_mul_([p.grad for p in trainable if p.grad is not None], 1.0 / scale)
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
                 step = state.step + 1
-                skip = cfg.fp16 and math.isfinite(step_loss.item()) and not math.isfinite(grad_norm.item())
+                skip = False
+                if cfg.fp16:  # one read for both
+                    loss_value, norm_value = torch.stack([step_loss.float(), grad_norm.float()]).tolist()
+                    skip = math.isfinite(loss_value) and not math.isfinite(norm_value)
                 if skip:
                     # The scaled gradient overflowed float16: no update this step, and half the scale from the next. A
                     # gradient that is not finite even unscaled is no overflow but a fault, and stops the run.

@@ -86,6 +86,15 @@ def test_training_and_its_process_group_follow_the_setting(monkeypatch, tiny_ove
         with pytest.raises(Reached):
             taskembed.train(None, {**tiny_overrides, "data.source": data, "train.device": setting}, progress=False, echo=None)
         assert seen == [("gpu", device.type == "cuda"), ("device", device)], setting
+    # A GPU without bf16 units (a T4) trains in float32 unless told otherwise: said, with the way to its tensor cores.
+    monkeypatch.setattr(api, "autocast_dtype", lambda cfg, device: torch.float16 if cfg.fp16 else None)
+    for extra, said in (({"train.bf16": "auto"}, True), ({"train.bf16": "auto", "train.fp16": True}, False), ({"train.bf16": "off"}, False)):
+        lines = []
+        with pytest.raises(Reached):
+            taskembed.train(None, {**tiny_overrides, "data.source": data, "train.device": "cuda", **extra}, progress=False,
+                            echo=lines.append)
+        note = "note: this GPU has no bf16 units, so training runs in float32; --train.fp16 true trains in float16 on its tensor cores"
+        assert any(line.startswith(note) for line in lines) == said, extra
 
 
 def test_more_processes_than_gpus_and_a_named_gpu_under_torchrun_are_one_line_errors(monkeypatch, tiny_model_dir, tmp_path):
