@@ -712,11 +712,14 @@ def fit(
                     optimizer.step()
                     if compact is not None:
                         compact.decay()
-                with warnings.catch_warnings() if skip else nullcontext():
+                if skip:
                     # A skipped first step has no optimizer.step() before this one, which torch warns of. The schedule
                     # counts every step, skipped or not, so that warm-up and decay end where the plan puts them (the
                     # Trainer's fp16 instead holds its schedule back a step for each one skipped).
-                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                        scheduler.step()
+                else:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1

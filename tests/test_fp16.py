@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,9 @@ def test_it_trains_in_float16_at_the_starting_scale_and_records_it(tiny, data, t
         return y
 
     monkeypatch.setattr(torch.nn.Linear, "forward", spy)
-    calls, lines = updates(monkeypatch), []
+    calls, lines, filters = updates(monkeypatch), [], list(warnings.filters)
     result = taskembed.train(None, options(tiny, data, tmp_path / "out"), progress=False, echo=lines.append)
+    assert warnings.filters == filters  # the caller's warning filters, as they were
     assert seen == {torch.float16}  # every training product, in float16
     assert any(line.startswith("training on cpu with fp16 autocast and loss scaling") for line in lines), lines
     assert any(line.startswith("note: train.fp16 on the CPU: float16 arithmetic is emulated here") for line in lines)
@@ -103,7 +105,9 @@ def test_an_overflowing_step_makes_no_update_and_halves_the_scale(tiny, data, tm
     calls, lines, decays = updates(monkeypatch), [], []
     real_decay = CompactVocab.decay  # the token rows no text uses decay with each update, and only then
     monkeypatch.setattr(CompactVocab, "decay", lambda self: decays.append(1) or real_decay(self))
+    filters = list(warnings.filters)
     result = taskembed.train(None, options(tiny, data, tmp_path / "out"), progress=False, echo=lines.append)
+    assert warnings.filters == filters
     run = json.loads((result.output_dir / "run.json").read_text())
     skipped = run["fp16"]["overflow_steps"]
     assert 1 <= skipped < 36 and len(calls) == len(decays) == 36 - skipped
