@@ -593,6 +593,10 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     if source.get("empty_rows_skipped"):  # rows of empty fields, as spreadsheets write empty rows: read past, as blank lines are
         notes.append(f"note: {source['empty_rows_skipped']} empty row(s) skipped, so id (and row) i is the i-th non-empty row of "
                      f"{data}, not row i")
+    # The default label column, not found (a .npy holds the vectors alone, labels or not): say so, or it goes unseen.
+    if source.get("label_column_absent") and source.get("format") != "lines" and Path(out).suffix.lower() == ".parquet":
+        notes.append(f"note: {data} has no column '{source['label_column_absent']}', so the vectors have no labels; "
+                     "--label-column names the one it has")
     if source.get("own_id_column"):  # a RAG user joins hits back to documents by id: theirs is not what comes back
         notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0 (join on the "
                      "text, or on the row number)")
@@ -692,9 +696,20 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
         print(f"query: {q}")
         for h in hits:
             label = f"\t{h['label']}" if h.get("label") is not None else ""
-            text = f"\t{h['text']}" if h.get("text") is not None else ""
+            text = f"\t{_shown_text(h['text'])}" if h.get("text") is not None else ""
             print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{label}{text}")
+        if results and len(hits) < k:  # fewer vectors than asked for: every one of them is above
+            print(f"  (all {len(hits)} vectors; -k {k} asked for more)")
     return 0
+
+
+SHOWN_CHARS = 300
+"""A hit's text on the terminal: a whole document would fill the screen; --json gives it whole."""
+
+
+def _shown_text(text: str) -> str:
+    flat = " ".join(str(text).split())  # one line per hit, whatever the text's own line breaks
+    return flat if len(flat) <= SHOWN_CHARS else f"{flat[:SHOWN_CHARS]}... ({len(flat):,} characters; --json shows it whole)"
 
 
 def _note_pair_model(model: str, text_column: str, what: str, text_columns: Sequence[str] | None = None) -> None:

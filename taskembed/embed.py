@@ -566,6 +566,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
 
     desc = {**desc, "text_column": None if text_columns else text_column, **({"text_columns": list(text_columns)} if text_columns else {}),
             "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames),
+            **({"label_column_absent": label_column} if label_column and not has_labels else {}),
             "empty_rows_skipped": sum(df.attrs.get("empty_rows", 0) for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks)
 
@@ -679,7 +680,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
 
     desc = {**desc, "format": "parquet", "text_column": None if text_columns else text_column,
             **({"text_columns": list(text_columns)} if text_columns else {}), "label_column": label_column if has_labels else None,
-            "own_id_column": "id" in names}
+            "own_id_column": "id" in names, **({"label_column_absent": label_column} if label_column and not has_labels else {})}
     return TextSource(desc, count, has_labels, False, chunks)
 
 

@@ -294,6 +294,21 @@ def test_cli_embed_and_search(trained, tmp_path, capsys):
     assert printed[0]["hits"][0]["id"] == 7 and len(printed[0]["hits"]) == 2
 
 
+def test_search_shows_a_long_hit_cut_to_one_line_and_says_when_k_is_more_than_there_are(tiny_model_dir, tmp_path, capsys):
+    long = "great film\n" + "and a very long review " * 40
+    out = tmp_path / "v.parquet"
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "d.csv", [{"text": long, "label": "pos"}, {"text": "dull", "label": "neg"}]),
+               out, progress=False)
+    assert main(["search", str(out), "great film", "-k", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hit = next(line for line in lines if "\tpos\t" in line)
+    shown = " ".join(long.split())
+    assert hit.endswith(f"\t{shown[:300]}... ({len(shown):,} characters; --json shows it whole)")
+    assert lines[-1] == "  (all 2 vectors; -k 5 asked for more)" and len(lines) == 4
+    assert main(["search", str(out), "great film", "-k", "5", "--json"]) == 0
+    assert long in [h["text"] for h in json.loads(capsys.readouterr().out)[0]["hits"]]
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
 def test_search_on_damaged_vectors_fails_in_one_line(tiny_model_dir, tmp_path, capsys, suffix):
     out = tmp_path / f"v{suffix}"
@@ -868,6 +883,13 @@ def test_embed_refuses_a_mistyped_label_column_and_a_failure_leaves_no_folders(t
     assert "no label column 'lable' (asked for with --label-column)" in capsys.readouterr().err
     assert main(["embed", str(tiny_model_dir), str(data), "--out", str(out), "--no-progress"]) == 0  # the default: labels if there
     assert load_vectors(out)[1]["label"][0] == make_rows(6, seed=2)[0]["label"]
+    assert "no labels" not in capsys.readouterr().out
+    # the default name and absent (the labels under another name): vectors without labels, said
+    other = _write_csv(tmp_path / "cat.csv", [{"text": r["text"], "category": r["label"]} for r in make_rows(6, seed=2)])
+    assert main(["embed", str(tiny_model_dir), str(other), "--out", str(out), "--no-progress"]) == 0
+    assert f"note: {other} has no column 'label', so the vectors have no labels; --label-column names the one it has" \
+        in capsys.readouterr().out.splitlines()
+    assert "label" not in load_vectors(out)[1]
     # a failure after the folders for --out were made (a blank text in row 2) removes them again
     rows = make_rows(6, seed=2)
     rows[1]["text"] = "  "
