@@ -64,7 +64,7 @@ from taskembed.caller_state import keeps_caller_state
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError, raise_write_error
 from taskembed.modeling import (HEAD_READS, PACKAGED_MODELS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
-                                 read_folder_json, read_training_config, top_layer_reads_head)
+                                 quiet_transformers, read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -231,8 +231,7 @@ class Embedder:
         """Load any encoder: a taskembed/classifier folder (keeps its head) or a plain encoder folder or id."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        from taskembed.modeling import (check_tokenizer, hub_error, is_classifier_config, load_errors, quiet_transformers,
-                                        refuse_missing, resolve_model)
+        from taskembed.modeling import check_tokenizer, hub_error, is_classifier_config, load_errors, refuse_missing, resolve_model
 
         check_options(options)
         _check_pooling_name(options.get("pooling"))  # before a model load, not after it
@@ -1305,6 +1304,7 @@ def exportable_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     return emb
 
 
+@keeps_caller_state  # its save would draw transformers' "Writing model shards" bar: quiet inside, as it was after
 def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite: bool = False, **options) -> Path:
     """A folder that `SentenceTransformer(out)` loads offline and whose `encode` gives `embed`'s vectors.
 
@@ -1338,6 +1338,7 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    quiet_transformers()
     with artifacts.staged_folder(out, overwrite=True) as tmp:
         emb.encoder.save_pretrained(tmp, safe_serialization=True)
         emb.tokenizer.save_pretrained(tmp)

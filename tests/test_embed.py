@@ -426,11 +426,14 @@ def test_embed_bench_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
 # --- export --------------------------------------------------------------------------------------
 
 
-def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, tiny_model_dir, tmp_path):
+def test_export_loads_in_sentence_transformers_with_the_same_vectors(trained, tiny_model_dir, tmp_path, capsys):
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
     out = tmp_path / "st"
+    hf_logging.enable_progress_bar()  # as a caller's are
     assert main(["export", str(trained), "--format", "sentence-transformers", str(out)]) == 0
+    assert "Writing model shards" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()  # quiet, then as it was
     modules = [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())]
     assert modules == ["Transformer", "Pooling", "Dense"]
     assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
