@@ -35,6 +35,8 @@ from taskembed.errors import UserError, raise_write_error
 from taskembed.metrics import save_figure
 
 REPORT_JSON = "embedding_report.json"
+SHIFT_CLASSES_SHOWN = 10
+"""The report lists every class's cosine shift up to this many classes; with more, the five that moved most and least."""
 REPORT_PNG = "embedding_projection.png"
 
 
@@ -399,8 +401,16 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     shift = report.get("cosine_shift")
     if shift:
-        per = ", ".join(f"{name} {v:.3f}" for name, v in shift["per_class"].items())
-        shift_line = f"Cosine shift (1 - cosine between a text's vector before and after): {shift['overall']:.3f} overall; per class: {per}."
+        classes = shift["per_class"]
+        if len(classes) <= SHIFT_CLASSES_SHOWN:
+            per = "per class: " + ", ".join(f"{name} {v:.3f}" for name, v in classes.items())
+        else:  # 77 intents in one line are read by no one: the ends of the ranking, and where the rest are
+            ranked = sorted(classes.items(), key=lambda kv: -kv[1])
+            half = SHIFT_CLASSES_SHOWN // 2
+            per = (f"most moved of {len(classes)} classes: " + ", ".join(f"{name} {v:.3f}" for name, v in ranked[:half])
+                   + "; least moved: " + ", ".join(f"{name} {v:.3f}" for name, v in ranked[-half:])
+                   + f" (every class in {REPORT_JSON})")
+        shift_line = f"Cosine shift (1 - cosine between a text's vector before and after): {shift['overall']:.3f} overall; {per}."
         if shift.get("note"):
             shift_line += f" Note: {shift['note']}."
     else:

@@ -562,6 +562,13 @@ def test_compare_writes_report_and_plot(trained, tiny_model_dir, tmp_path, capsy
     # on 50 texts one text is 2 points: said, as a few-shot split's 100.0 -> 83.3 (one text of six) was not
     assert "On 50 texts one text moves an accuracy by 2.0 points: read these figures as rough." in md
     assert "read these figures as rough" not in report_markdown({**report, "n": 500})
+    # per class while the classes fit on a line; with more, the ends of the ranking and where the rest are
+    assert f"per class: {', '.join(f'{k} {v:.3f}' for k, v in report['cosine_shift']['per_class'].items())}." in md
+    many = {f"intent_{i:02d}": i / 100 for i in range(77)}
+    line = report_markdown({**report, "cosine_shift": {**report["cosine_shift"], "per_class": many}})
+    assert ("most moved of 77 classes: intent_76 0.760, intent_75 0.750, intent_74 0.740, intent_73 0.730, intent_72 0.720; "
+            "least moved: intent_04 0.040, intent_03 0.030, intent_02 0.020, intent_01 0.010, intent_00 0.000 (every class in "
+            "embedding_report.json).") in line and "intent_40" not in line
     # the CLI on a labelled file
     data = _write_csv(tmp_path / "d.csv", rows)
     assert main(["compare", str(tiny_model_dir), str(trained), str(data), "--out-dir", str(tmp_path / "cli"), "--no-progress"]) == 0
