@@ -29,8 +29,8 @@ from taskembed.lrplan import LrPlan, apply_freezing, build_plan, lr_scale
 from taskembed.inference import predict_logits
 from taskembed.predict import Classifier
 from taskembed.calibration import calibrate
-from taskembed.loop import (TrainingDiverged, TrainingInterrupted, autocast_dtype, distributed, fit, seed_everything, training_device,
-                            use_bf16, world_size)
+from taskembed.loop import (PRECISION_WORDS, TrainingDiverged, TrainingInterrupted, autocast_dtype, distributed, fit, seed_everything,
+                            training_device, use_bf16, world_size)
 
 
 __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "load", "lr_find", "make_plan", "plan", "train"]
@@ -260,7 +260,7 @@ def train(
     trimmed = cfg.train.trim_top_layer and can_trim_top_layer(model)
     lanes = cfg.train.fast_dropout and device.type == "cpu"
     graphs = cfg.train.cuda_graphs and cudagraphs.available(device)
-    precision = {torch.bfloat16: " with bf16 autocast", torch.float16: " with fp16 autocast and loss scaling"}.get(half, "")
+    precision = f" with {PRECISION_WORDS[half]}" if half else ""
     say(f"{TRAINING_STARTS}{device}{precision}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     if device.type == "cuda" and half is None and cfg.train.bf16 == "auto":

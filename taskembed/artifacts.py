@@ -438,9 +438,9 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
                 card += "\n" + section  # a Markdown section, its heading included
         # Written last, so that its times cover the whole run: the weights, the plots and the embedding report (which
         # with many labels takes seconds) are part of what the user waited for.
-        run = {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "fp16", "trim_top_layer", "fast_dropout", "token_rows_trained",
-                                    "cuda_graphs", "train_seconds", "eval_seconds", "samples_per_second", "tokens_per_second",
-                                    "stopped_early", "world_size", "labels", "mlm")}
+        run = {k: info[k] for k in ("versions", "seed", "data", "device", "bf16", "fp16", "trim_top_layer", "fast_dropout",
+                                    "token_rows_trained", "cuda_graphs", "train_seconds", "eval_seconds", "samples_per_second",
+                                    "tokens_per_second", "stopped_early", "world_size", "labels", "mlm")}
         run["report_seconds"] = time.perf_counter() - report_started if extra is not None else None
         run["total_seconds"] = info["total_seconds"] + (time.perf_counter() - save_started)
         write_json(tmp / "run.json", run)

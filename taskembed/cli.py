@@ -43,13 +43,13 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         from taskembed.data import check_paths, load_splits
 
         check_paths(cfg.data)  # a dry run that passes should not be followed by a run that fails at once
-        import torch
-
-        from taskembed.loop import autocast_dtype, training_device
+        from taskembed.loop import PRECISION_WORDS, autocast_dtype, training_device
 
         device = training_device(cfg.train.device)  # a GPU that is not there fails the check as it would fail training
-        half = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast and loss scaling (emulated on the CPU: slow)"
-                if device.type == "cpu" else ", fp16 autocast and loss scaling"}.get(autocast_dtype(cfg.train, device), "")
+        dtype = autocast_dtype(cfg.train, device)
+        half = f", {PRECISION_WORDS[dtype]}" if dtype else ""
+        if cfg.train.fp16 and device.type == "cpu":
+            half += " (emulated on the CPU: slow)"
         # Data on this machine is read and checked as training reads it (columns, every row, the splits), and what
         # training says of it is said; a Hub dataset would be downloaded, which a dry run does not do.
         local = cfg.data.source in builtin.BUILTIN_NAMES or Path(cfg.data.source).expanduser().exists()
@@ -298,8 +298,8 @@ def cmd_evaluate(model: str, data: str, split: str | None = None, out: str | Non
     if predictions:
         check_out_file(predictions, (".csv", ".jsonl"), source=data, flag="--predictions")  # never --out's file: .json
     # evaluate loads the folder itself unless given a classifier: one loaded here where --device chooses.
-    m = api.evaluate(api.load(model, device=device) if device else model, data, split, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-                     predictions=bool(predictions))
+    m = api.evaluate(api.load(model, device=device) if device else model, data, split, text_column=text_column,
+                     text_pair_column=text_pair_column, label_column=label_column, predictions=bool(predictions))
     rows = m.pop("predictions", None)
     if "at_0.5" in m:  # multi-label: at the folder's thresholds and at 0.5
         fixed, which = m["at_0.5"], "tuned thresholds" if m["thresholds_tuned"] else "thresholds 0.5 (none tuned)"

@@ -35,9 +35,9 @@ from taskembed.errors import UserError, raise_write_error
 from taskembed.metrics import save_figure
 
 REPORT_JSON = "embedding_report.json"
+REPORT_PNG = "embedding_projection.png"
 SHIFT_CLASSES_SHOWN = 10
 """The report lists every class's cosine shift up to this many classes; with more, the five that moved most and least."""
-REPORT_PNG = "embedding_projection.png"
 
 
 def _one_blas_thread():

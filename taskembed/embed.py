@@ -64,7 +64,7 @@ from taskembed.caller_state import keeps_caller_state
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
 from taskembed.errors import UserError, raise_write_error
 from taskembed.modeling import (HEAD_READS, PACKAGED_MODELS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
-                                 quiet_transformers, read_folder_json, read_training_config, top_layer_reads_head)
+                                 process_device, quiet_transformers, read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
 from taskembed.progress import progress_bar
 
@@ -799,13 +799,8 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"{data}: no label column '{label_column}' (asked for with --label-column); check the name, or leave the "
                         "option out for vectors without labels")
     options = dict(options)
-    asked = options.get("device")
-    if world > 1 and asked is not None and str(asked).startswith("cuda:"):
-        raise UserError(f"device {asked} names one GPU, but torchrun started {world} processes, each on its own GPU; "
-                        "give device cuda, or none")
-    if world > 1 and (asked == "cuda" or (asked is None and torch.cuda.is_available())):
-        pick_device("cuda")  # a GPU asked for where there is none: said as the name given
-        options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"  # one device per process, as the launcher means
+    if world > 1:  # one device per process, as the launcher means, and chosen as training chooses its own
+        options["device"] = process_device(options.get("device"), "device")
     embedder = as_embedder(model_or_folder, options)
     made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)

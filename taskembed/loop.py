@@ -38,7 +38,7 @@ from taskembed.token_table import CompactVocab, EmbeddingRows
 from taskembed.errors import UserError
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
-from taskembed.modeling import head_reads, head_vector, native_bf16, pick_device, top_layer_reads_head
+from taskembed.modeling import head_reads, head_vector, native_bf16, process_device, top_layer_reads_head
 from taskembed.lrplan import LrPlan, unfreeze_steps
 from taskembed.inference import pool_windows, predict_logits
 from taskembed.progress import progress_bar
@@ -162,6 +162,10 @@ def use_bf16(setting: str, device: torch.device) -> bool:
     return native_bf16(device)
 
 
+PRECISION_WORDS = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast and loss scaling"}
+"""How training and its dry run name autocast_dtype's answer."""
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Training's autocast type: float16 under train.fp16, else bfloat16 where train.bf16 picks it, else None (float32)."""
     if cfg.fp16:
@@ -265,20 +269,8 @@ def distributed(gpu: bool | None = None) -> tuple[int, int]:
 
 
 def training_device(setting: str = "auto") -> torch.device:
-    """train.device as a torch device; auto and cuda take this process's GPU (LOCAL_RANK's under torchrun)."""
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if setting == "auto" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    if setting.startswith("cuda:") and world_size() > 1:
-        raise UserError(f"train.device {setting} names one GPU, but torchrun started {world_size()} processes, each on its "
-                        "own GPU; set train.device cuda (or auto)")
-    device = pick_device("cuda" if setting == "auto" else setting, option="train.device")  # its error names the setting
-    if setting in ("auto", "cuda"):
-        if local >= torch.cuda.device_count():  # more processes on this machine than GPUs
-            raise UserError(f"train.device {setting}: this is process {local} of those torchrun started on this machine, "
-                            f"but torch sees {torch.cuda.device_count()} GPU(s); start one process per GPU, or set train.device cpu")
-        device = torch.device("cuda", local)
-    return device
+    """train.device as this process's torch device (modeling.process_device)."""
+    return process_device(setting, "train.device")
 
 
 def defer_host_reads(device: torch.device) -> bool:
@@ -708,18 +700,17 @@ def fit(
                     optimizer.found_inf = None
                 else:
                     optimizer.found_inf = (~(torch.isfinite(step_loss) & torch.isfinite(grad_norm))).float()
-                if not skip:
-                    optimizer.step()
-                    if compact is not None:
-                        compact.decay()
                 if skip:
-                    # A skipped first step has no optimizer.step() before this one, which torch warns of. The schedule
-                    # counts every step, skipped or not, so that warm-up and decay end where the plan puts them (the
-                    # Trainer's fp16 instead holds its schedule back a step for each one skipped).
+                    # No update, but the schedule counts every step, skipped or not, so that warm-up and decay end where
+                    # the plan puts them (the Trainer's fp16 instead holds its schedule back a step for each one skipped).
+                    # A skipped first step has no optimizer.step() before this one, which torch warns of.
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
                         scheduler.step()
                 else:
+                    optimizer.step()
+                    if compact is not None:
+                        compact.decay()
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import importlib.util
 import json
+import os
 import types
 from contextlib import contextmanager
 from importlib import resources
@@ -475,6 +476,26 @@ def pick_device(device: str | torch.device | None, option: str = "device") -> to
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"{option} '{device}': taskembed runs on cpu or cuda")
     return dev
+
+
+def process_device(setting: str | None, option: str) -> torch.device:
+    """`setting` (auto or None, cpu, cuda, cuda:N) as this process's device: auto and cuda take its own GPU (LOCAL_RANK's
+    under torchrun or accelerate launch). A GPU named under torchrun, where each process takes its own, and more processes
+    than GPUs are one-line errors naming `option`, as pick_device's are."""
+    setting = str(setting or "auto")
+    local, world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", "1"))
+    if setting == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if setting.startswith("cuda:") and world > 1:
+        raise UserError(f"{option} {setting} names one GPU, but torchrun started {world} processes, each on its own GPU; "
+                        f"set {option} cuda")
+    device = pick_device("cuda" if setting == "auto" else setting, option=option)  # its error names the setting
+    if setting in ("auto", "cuda"):
+        if local >= torch.cuda.device_count():  # more processes on this machine than GPUs
+            raise UserError(f"{option} {setting}: this is process {local} of those torchrun started on this machine, "
+                            f"but torch sees {torch.cuda.device_count()} GPU(s); start one process per GPU, or set {option} cpu")
+        device = torch.device("cuda", local)
+    return device
 
 
 def native_bf16(device: torch.device) -> bool:
