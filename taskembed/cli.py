@@ -567,14 +567,18 @@ def _replaced(replacing: bool) -> str:
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
               normalize: bool | None = None, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
               label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
-              progress: bool = True, bf16: bool = False, device: str | None = None) -> int:
-    """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest."""
+              progress: bool = True, bf16: bool = False, device: str | None = None, keep: str | None = None) -> int:
+    """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest.
+    KEEP: comma-separated columns of DATA (or all) to write beside the vectors."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
     asked = label_column is not None
     replacing = Path(out).is_file()
+    columns = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else []
+    if keep is not None and not columns:
+        raise UserError("--keep: name the columns to keep, comma-separated (or all)")
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
-                      label_required=asked,
+                      label_required=asked, keep=columns,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,
                       max_length=max_length, batch_tokens=batch_tokens, bf16=bf16, device=device)
     if int(os.environ.get("RANK", "0") or 0) != 0:
@@ -597,9 +601,15 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     if source.get("label_column_absent") and source.get("format") != "lines" and Path(out).suffix.lower() == ".parquet":
         notes.append(f"note: {data} has no column '{source['label_column_absent']}', so the vectors have no labels; "
                      "--label-column names the one it has")
-    if source.get("own_id_column"):  # a RAG user joins hits back to documents by id: theirs is not what comes back
-        notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0 (join on the "
-                     "text, or on the row number)")
+    kept = source.get("kept_columns") or {}
+    if kept:  # first of the lines after the summary: what the output holds besides id, text and label
+        notes.insert(0, "kept columns: " + ", ".join(name if name == column else f"{name} (the data's '{column}')"
+                                                  for column, name in kept.items()))
+    elif keep is not None:  # --keep all, on data with nothing but its text and label
+        notes.append(f"note: --keep {keep}: {data} has no columns besides the text and the label, which are there already")
+    if source.get("own_id_column") and "id" not in kept:  # a RAG user joins hits back to documents by id: theirs is not what comes back
+        notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0; --keep id "
+                     "copies it beside the vectors (as data_id)")
     if "shards" in info:
         written = [s for s in info["shards"] if s["file"]]
         print(f"{what} written as {len(written)} shard(s) by {info['sharding']['world_size']} processes in {info['seconds']:.1f} s; {tail}")
@@ -697,7 +707,9 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
         for h in hits:
             label = f"\t{h['label']}" if h.get("label") is not None else ""
             text = f"\t{_shown_text(h['text'])}" if h.get("text") is not None else ""
-            print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{label}{text}")
+            # Columns kept with embed --keep (a document's own id, title, url), between the row id and the text.
+            kept = "".join(f"\t{name}={_shown_text(value, SHOWN_KEPT_CHARS)}" for name, value in h.items() if name not in HIT_FIELDS)
+            print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{kept}{label}{text}")
         if results and len(hits) < k:  # fewer vectors than asked for: every one of them is above
             print(f"  (all {len(hits)} vectors; -k {k} asked for more)")
     return 0
@@ -705,11 +717,14 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
 
 SHOWN_CHARS = 300
 """A hit's text on the terminal: a whole document would fill the screen; --json gives it whole."""
+SHOWN_KEPT_CHARS = 80
+"""A kept column's value on the terminal, shorter than the text it stands beside."""
+HIT_FIELDS = ("rank", "score", "id", "text", "label", "split")
 
 
-def _shown_text(text: str) -> str:
+def _shown_text(text: Any, limit: int = SHOWN_CHARS) -> str:
     flat = " ".join(str(text).split())  # one line per hit, whatever the text's own line breaks
-    return flat if len(flat) <= SHOWN_CHARS else f"{flat[:SHOWN_CHARS]}... ({len(flat):,} characters; --json shows it whole)"
+    return flat if len(flat) <= limit else f"{flat[:limit]}... ({len(flat):,} characters; --json shows it whole)"
 
 
 def _note_pair_model(model: str, text_column: str, what: str, text_columns: Sequence[str] | None = None) -> None:
@@ -866,7 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("embed", help="write one vector per text (Parquet or .npy) with a JSON sidecar")
     em.add_argument("model", help="a trained folder, or any encoder folder or id (the base model too)")
     em.add_argument("data", help="a table file, a .txt (one text per line), a save_to_disk folder or a built-in dataset name")
-    em.add_argument("--out", required=True, help="output file: .parquet (id, text, label, vector) or .npy; under torchrun or "
+    em.add_argument("--out", required=True, help="output file: .parquet (id = row number, text, label, kept columns, vector) or "
+                    ".npy (the vectors alone); under torchrun or "
                     "accelerate launch, one OUT-stem.shard-R-of-W file per process plus OUT-stem.manifest.json")
     em.add_argument("--pooling", help="auto (default: what the head reads, mean for a base encoder, a sentence-transformers folder's "
                     "own pooling), head, cls, mean or max")
@@ -880,6 +896,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--text-column", help="default: the one a taskembed model was trained on, else text")
     em.add_argument("--label-column", help="copied to the output when present (default: as trained, else label)")
     em.add_argument("--split", help="one split of a folder or built-in dataset (default: all, with a split column)")
+    em.add_argument("--keep", metavar="COLUMNS", help="other columns of DATA to copy beside each vector in the .parquet output "
+                    "(comma-separated, or all), so that search hits lead back to their documents; one named id, text, label, split, "
+                    "vector, rank or score is written as data_<name>")
     em.add_argument("--chunk-size", type=int, default=10_000, help="texts read, embedded and written at a time")
     em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 2048 on CPU, 8192 on a GPU)")
     em.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matmuls (CPUs with AVX512-BF16/AMX, recent GPUs); "
@@ -1078,7 +1097,7 @@ def _main(argv: list[str]) -> int:
         if args.command == "embed":
             return cmd_embed(args.model, args.data, args.out, args.pooling, args.layer, args.mean_last, args.normalize, args.dtype,
                              args.max_length, args.text_column, args.label_column, args.split, args.chunk_size, args.batch_tokens,
-                             progress=not args.no_progress, bf16=args.bf16, device=args.device)
+                             progress=not args.no_progress, bf16=args.bf16, device=args.device, keep=args.keep)
         if args.command == "export":
             return cmd_export(args.model, args.out, args.format, args.pooling, args.normalize, args.max_length, args.overwrite,
                               args.int8, args.check, args.split, args.text_column, args.text_pair_column, args.label_column)

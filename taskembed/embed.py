@@ -53,7 +53,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -75,6 +75,10 @@ POOLINGS = ("head", "cls", "mean", "max")
 BATCH_TOKENS = {"cpu": 2048, "cuda": 8192}
 DTYPES = ("float32", "float16")
 OUTPUT_SUFFIXES = (".parquet", ".npy")
+# The Parquet output's own columns, and the fields a search hit adds (rank, score). A column of the data kept under one
+# of these names (--keep id) is written as data_<name>: the output's id is the row number, which sharding and the
+# manifest count on, and a data's "score" column (a rating, say) must not hide the hit's.
+OWN_COLUMNS = ("id", "text", "label", "split", "vector", "rank", "score")
 
 # Activation names of transformers' ACT2FN that have an exact torch.nn module, for the export's Dense layer.
 _TORCH_ACTIVATIONS = {
@@ -509,10 +513,51 @@ class TextSource:
     has_labels: bool
     has_splits: bool
     _chunks: Callable[[int], Iterator[dict[str, list]]]
+    kept: dict[str, Any] = field(default_factory=dict)  # output name -> pyarrow type of each column kept with --keep
 
     def chunks(self, size: int) -> Iterator[dict[str, list]]:
-        """Dicts of equal-length lists: id, text, and label / split where the source has them."""
+        """Dicts of equal-length lists: id, text, and label / split / kept columns where the source has them."""
         return self._chunks(size)
+
+
+def kept_name(column: str) -> str:
+    """The output column a kept data column is written as."""
+    return f"data_{column}" if column in OWN_COLUMNS else column
+
+
+def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None, already: Sequence[str]) -> dict[str, str]:
+    """{data column: output column} for `keep` (column names, or ["all"]); `already` (the text and label columns) are
+    in the output as text and label, so they are not copied a second time."""
+    if not keep:
+        return {}
+    if "all" in keep and "all" not in available:
+        columns = [c for c in available if c not in already]
+    else:
+        missing = next((c for c in keep if c not in available), None)
+        if missing is not None:
+            raise UserError(f"{where}: no column '{missing}' to keep (--keep); it has {', '.join(map(str, available))}")
+        columns = [c for c in dict.fromkeys(keep) if c not in already]
+    plan = {c: kept_name(c) for c in columns}
+    taken: dict[str, str] = {}
+    for column, name in plan.items():
+        if name in taken:
+            raise UserError(f"{where}: columns '{taken[name]}' and '{column}' would both be written as '{name}' (a kept "
+                            f"{', '.join(OWN_COLUMNS)} column is written as data_<name>); keep one of them")
+        taken[name] = column
+    return plan
+
+
+def _arrow_type(values: Any, where: str, column: str):
+    """The pyarrow type of a kept column, from all its values: every chunk is then written with that type (a chunk of
+    nulls alone would otherwise fix a type the next chunk contradicts)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, from_pandas=True).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        kinds = sorted({type(v).__name__ for v in values if v is not None and v == v})
+        raise UserError(f"{where}: column '{column}' mixes kinds of values ({', '.join(kinds)}); make them one kind (all text, "
+                        "say) to keep it with --keep") from None
 
 
 def _check_column(texts: list, where: str, column: str, first_row: int) -> None:
@@ -530,8 +575,11 @@ def _label_list(values: list) -> list[str | None]:
 
 
 def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
-                   desc: dict[str, Any], text_columns: Sequence[str] | None = None) -> TextSource:
-    """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts)."""
+                   desc: dict[str, Any], text_columns: Sequence[str] | None = None, keep: Sequence[str] | None = None) -> TextSource:
+    """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts).
+    `keep`: columns copied beside the vectors (_keep_plan)."""
+    import pandas as pd
+
     from taskembed.data import check_joined_columns, joined_texts, missing_column
 
     for split, df in frames:
@@ -543,6 +591,10 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)
+    in_all = [c for c in frames[0][1].columns if all(c in df.columns for _, df in frames[1:])]  # a column every split has
+    plan = _keep_plan(where, in_all, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
+    kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
+            for column, name in plan.items()}
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
@@ -560,14 +612,17 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                     out["label"] = _label_list(part[label_column].tolist())
                 if has_splits:
                     out["split"] = [split] * len(texts)
+                for column, name in plan.items():
+                    out[name] = part[column].tolist()
                 next_id += len(texts)
                 yield out
 
     desc = {**desc, "text_column": None if text_columns else text_column, **({"text_columns": list(text_columns)} if text_columns else {}),
             "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames),
             **({"label_column_absent": label_column} if label_column and not has_labels else {}),
+            **({"kept_columns": plan} if plan else {}),
             "empty_rows_skipped": sum(df.attrs.get("empty_rows", 0) for _, df in frames)}
-    return TextSource(desc, count, has_labels, has_splits, chunks)
+    return TextSource(desc, count, has_labels, has_splits, chunks, kept)
 
 
 def check_source(data: Any) -> None:
@@ -579,11 +634,12 @@ def check_source(data: Any) -> None:
 
 
 def open_texts(data: str | Path, text_column: str = "text", label_column: str | None = "label", split: str | None = None,
-               text_columns: Sequence[str] | None = None) -> TextSource:
+               text_columns: Sequence[str] | None = None, keep: Sequence[str] | None = None) -> TextSource:
     """Any input the trainer accepts (table file, save_to_disk folder, built-in name) or a .txt file, one text per line.
 
     A multi-split source gives all its splits (train, validation, test) unless `split` picks one.
-    A label column is optional: absent, the vectors simply carry no label.
+    A label column is optional: absent, the vectors simply carry no label. `keep` names other columns to carry
+    along (["all"]: every one), written under their own names, or data_<name> for one of OWN_COLUMNS.
     """
     from taskembed.data import FILE_SUFFIXES, SPLIT_ALIASES, SPLITS, iter_text_lines, load_raw, missing_file, read_table
 
@@ -599,6 +655,8 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
             count, lines_in_file = count + 1, n + 1
         if count == 0:
             raise UserError(f"{p}: no text lines; one text per line")
+        if keep:
+            raise UserError(f"--keep {','.join(keep)}: {p} is a plain text file, one text per line, with no columns to keep; drop --keep")
         # Ids stay 0..count-1 (the .npy row, and what sharding counts on); blank lines before the last text shift
         # them from the line numbers, which the sidecar and the command's output say.
         blank = lines_in_file - count
@@ -619,12 +677,12 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     if p.is_file() and p.suffix.lower() == ".parquet":
         if split:
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
-        return _parquet_source(p, text_column, label_column, desc, text_columns)
+        return _parquet_source(p, text_column, label_column, desc, text_columns, keep)
     if p.is_file():
         if split:
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
         desc = {**desc, "format": p.suffix.lower()[1:]}
-        return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns)
+        return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns, keep)
     if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~"))):
         raise missing_file(data)
     from taskembed.config import DataConfig
@@ -637,11 +695,11 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
             raise UserError(f"{data}: has no '{split}' split (it has {', '.join(order)}); pick one with --split")
         order = [split]
     frames = [(s, raw[s].reset_index(drop=True)) for s in order]
-    return _frames_source(frames, data, text_column, label_column, {**desc, "format": "splits", "splits": order}, text_columns)
+    return _frames_source(frames, data, text_column, label_column, {**desc, "format": "splits", "splits": order}, text_columns, keep)
 
 
 def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: dict[str, Any],
-                    text_columns: Sequence[str] | None = None) -> TextSource:
+                    text_columns: Sequence[str] | None = None, keep: Sequence[str] | None = None) -> TextSource:
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -662,6 +720,9 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
     if count == 0:
         raise UserError(f"{p}: no rows; nothing to embed")
     columns = list(text_columns or [text_column]) + ([label_column] if has_labels else [])
+    plan = _keep_plan(str(p), names, keep, columns)
+    kept = {name: pf.schema_arrow.field(column).type for column, name in plan.items()}  # the file's own types
+    columns += [c for c in plan if c not in columns]
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
@@ -674,13 +735,16 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
             out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
             if has_labels:
                 out["label"] = _label_list(batch.column(label_column).to_pylist())
+            for column, name in plan.items():
+                out[name] = batch.column(column).to_pylist()
             next_id += len(texts)
             yield out
 
     desc = {**desc, "format": "parquet", "text_column": None if text_columns else text_column,
             **({"text_columns": list(text_columns)} if text_columns else {}), "label_column": label_column if has_labels else None,
-            "own_id_column": "id" in names, **({"label_column_absent": label_column} if label_column and not has_labels else {})}
-    return TextSource(desc, count, has_labels, False, chunks)
+            "own_id_column": "id" in names, **({"label_column_absent": label_column} if label_column and not has_labels else {}),
+            **({"kept_columns": plan} if plan else {})}
+    return TextSource(desc, count, has_labels, False, chunks, kept)
 
 
 # --- writing vectors -----------------------------------------------------------------------------
@@ -692,8 +756,8 @@ def sidecar_path(out: str | Path) -> Path:
 
 
 class _ParquetSink:
-    def __init__(self, tmp: Path):
-        self.tmp, self.writer = tmp, None
+    def __init__(self, tmp: Path, kept: dict[str, Any] | None = None):
+        self.tmp, self.writer, self.kept = tmp, None, kept or {}
 
     def write(self, chunk: dict[str, list], vectors: np.ndarray) -> None:
         import pyarrow as pa
@@ -705,6 +769,8 @@ class _ParquetSink:
         for key in ("label", "split"):
             if key in chunk:
                 cols[key] = pa.array(chunk[key], pa.string())
+        for name, kind in self.kept.items():
+            cols[name] = pa.array(chunk[name], kind, from_pandas=True)  # NaN, None and pandas' NA all become null
         cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
         table = pa.table(cols)
         if self.writer is None:
@@ -766,8 +832,13 @@ def trained_columns(model_or_folder, text_column: str | None = None,
 
 def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_column: str | None = None, label_column: str | None = None,
                split: str | None = None, chunk_size: int = 10_000, progress: bool = True, label_required: bool = False,
-               **options) -> dict[str, Any]:
-    """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], vector; .npy: the matrix), streaming.
+               keep: Sequence[str] | str | None = None, **options) -> dict[str, Any]:
+    """Embed every text of DATA into OUT (.parquet: id, text, [label], [split], [kept columns], vector; .npy: the matrix),
+    streaming.
+
+    `keep`: other columns of DATA copied beside each vector (a name, a list of names, or "all"), so that a search hit
+    leads back to its document (its own id, title, url); one named id, text, label, split or vector is written as
+    data_<name>, since the output's id is the row number.
 
     Returns the sidecar (also written to `<out>.json`). Under torchrun or `accelerate launch` (WORLD_SIZE > 1)
     each process embeds the rows whose id i has i % world_size == rank into `<stem>.shard-R-of-W<suffix>`
@@ -791,8 +862,12 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     check_not_input(out, data)
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
+    keep = [keep] if isinstance(keep, str) else list(keep or [])
+    if keep and fmt != ".parquet":
+        raise UserError(f"--keep {','.join(map(str, keep))} (keep= in Python): a .npy file holds the vectors alone; write a .parquet "
+                        "file to keep columns beside them")
     rank, world = _world()
-    source = open_texts(data, text_column, label_column, split, text_columns)
+    source = open_texts(data, text_column, label_column, split, text_columns, keep)
     if source.count == 0:
         raise UserError(f"{data}: no texts to embed")
     if label_required and label_column and not source.has_labels:
@@ -823,7 +898,7 @@ def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str,
     from taskembed import artifacts
 
     tmp = out.with_name(out.name + ".partial")
-    sink = _ParquetSink(tmp) if fmt == ".parquet" else _NpySink(tmp, count)
+    sink = _ParquetSink(tmp, source.kept) if fmt == ".parquet" else _NpySink(tmp, count)
     written = truncated = 0
     try:
         with _bar(count, progress) as bar:
@@ -841,7 +916,8 @@ def _embed_to(embedder: Embedder, source: TextSource, chunks: Iterator[dict[str,
             "count": written,
             "truncated": truncated,
             **embedder.describe(),
-            "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else []) + ["vector"])
+            "columns": (["id", "text"] + (["label"] if source.has_labels else []) + (["split"] if source.has_splits else [])
+                        + list(source.kept) + ["vector"])
             if fmt == ".parquet" else None,
             "source": source.description,
             **({"shard": shard} if shard else {}),
@@ -1214,7 +1290,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     The query is embedded with the model and options recorded in the sidecar (the model found at `model_path` when
     its folder moved). An `embedder` given instead must pool as the sidecar says and, when it has a folder, hold
     the same weights: a query from another space would score noise. Each hit is {"rank", "score", "id", "text",
-    "label"} (text/label are None for .npy files), and "split" where the file has one. VECTORS may be a sharded run's
+    "label"} (text/label are None for .npy files), and "split" and the columns kept with --keep where the file has
+    them. VECTORS may be a sharded run's
     manifest: its shards are searched one after another, ids stay global.
     """
     if isinstance(queries, str):
@@ -1258,7 +1335,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     results = []
     for hits in best:
         results.append([{"rank": r, "score": s, "id": c.get("id"), "text": c.get("text"), "label": c.get("label"),
-                         **({"split": c["split"]} if "split" in c else {})}  # a dataset's splits embedded together
+                         **({"split": c["split"]} if "split" in c else {}),  # a dataset's splits embedded together
+                         **{name: value for name, value in c.items() if name not in OWN_COLUMNS}}  # columns kept with --keep
                         for r, (s, c) in enumerate(hits, start=1)])
     return results
 

@@ -681,11 +681,81 @@ def test_a_data_id_column_that_the_vectors_do_not_keep_is_said(tiny_model_dir, t
     # A RAG user joining hits back to documents by id got row numbers where their own ids (1001, 1002, ...) had been.
     data = _write_csv(tmp_path / "d.csv", [{"id": 1001 + i, "text": t} for i, t in enumerate(TEXTS[:4])])
     assert main(["embed", str(tiny_model_dir), str(data), "--out", str(tmp_path / "v.parquet"), "--no-progress"]) == 0
-    assert "note: the data's own 'id' column is not kept: a vector's id is its row number, from 0" in capsys.readouterr().out
+    assert ("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0; --keep id copies it beside the "
+            "vectors (as data_id)") in capsys.readouterr().out
     assert list(load_vectors(tmp_path / "v.parquet")[1]["id"]) == [0, 1, 2, 3]
     plain = _write_csv(tmp_path / "p.csv", [{"text": t} for t in TEXTS[:4]])
     assert main(["embed", str(tiny_model_dir), str(plain), "--out", str(tmp_path / "w.parquet"), "--no-progress"]) == 0
     assert "'id' column" not in capsys.readouterr().out
+
+
+def test_kept_columns_travel_with_the_vectors_to_the_search_hits(tiny_model_dir, tmp_path, capsys):
+    # A RAG corpus: the document's own id, title and url must come back with a hit, not just its row number.
+    rows = [{"id": f"A-{i:03d}", "title": f"doc {i}", "text": t, "url": f"https://x/{i}", "score": 4.5 - i if i % 3 else None}
+            for i, t in enumerate(TEXTS[:7])]
+    data = _write_csv(tmp_path / "d.csv", rows)
+    out = tmp_path / "v.parquet"
+    args = ["embed", str(tiny_model_dir), str(data), "--out", str(out), "--no-progress", "--chunk-size", "3"]
+    assert main(args + ["--keep", "id, url,score"]) == 0
+    said = capsys.readouterr().out
+    assert "kept columns: data_id (the data's 'id'), url, data_score (the data's 'score')" in said
+    assert "'id' column is not kept" not in said
+    info = json.loads((tmp_path / "v.parquet.json").read_text())
+    assert info["columns"] == ["id", "text", "data_id", "url", "data_score", "vector"]
+    assert info["source"]["kept_columns"] == {"id": "data_id", "url": "url", "score": "data_score"}
+    _, cols = load_vectors(out)
+    assert cols["id"] == list(range(7))  # the row number stays the id
+    assert cols["data_id"] == [r["id"] for r in rows] and cols["url"] == [r["url"] for r in rows]
+    assert cols["data_score"] == ["" if r["score"] is None else str(r["score"]) for r in rows]  # a CSV's cells, as written
+    hit = search(out, TEXTS[4], k=1)[0][0]
+    assert (hit["id"], hit["data_id"], hit["url"], hit["score"]) == (4, "A-004", "https://x/4", pytest.approx(1.0, abs=1e-3))
+    assert hit["data_score"] == "0.5"  # the data's score does not hide the hit's
+    assert main(["search", str(out), TEXTS[4], "-k", "1"]) == 0
+    assert "\t4\tdata_id=A-004\turl=https://x/4\tdata_score=0.5\t" in capsys.readouterr().out
+
+    assert main(args + ["--keep", "all"]) == 0
+    assert "kept columns: data_id (the data's 'id'), title, url, data_score (the data's 'score')" in capsys.readouterr().out
+    assert "title" in load_vectors(out)[1]
+    plain = _write_csv(tmp_path / "p.csv", [{"text": t, "label": "x"} for t in TEXTS[:3]])
+    assert main(["embed", str(tiny_model_dir), str(plain), "--out", str(tmp_path / "p.parquet"), "--no-progress", "--keep", "all"]) == 0
+    assert f"note: --keep all: {plain} has no columns besides the text and the label" in capsys.readouterr().out
+
+
+def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    src = tmp_path / "d.parquet"
+    pd.DataFrame({"text": TEXTS[:5], "doc": pd.array([7, None, 9, 10, 11], dtype="Int64"),
+                  "when": pd.to_datetime(["2026-01-0%d" % (i + 1) for i in range(5)])}).to_parquet(src)
+    embed_file(tiny_model_dir, src, tmp_path / "v.parquet", progress=False, chunk_size=2, keep=["doc", "when"])
+    _, cols = load_vectors(tmp_path / "v.parquet")
+    assert cols["doc"] == [7, None, 9, 10, 11] and str(cols["when"][2].date()) == "2026-01-03"
+    lines = tmp_path / "d.jsonl"
+    lines.write_text("\n".join(json.dumps({"text": t, "n": i, **({"tag": "x"} if i else {})}) for i, t in enumerate(TEXTS[:4])))
+    embed_file(tiny_model_dir, lines, tmp_path / "j.parquet", progress=False, chunk_size=1, keep="all")
+    _, cols = load_vectors(tmp_path / "j.parquet")
+    assert cols["n"] == [0, 1, 2, 3] and cols["tag"] == [None, "x", "x", "x"]  # a first chunk of nulls fixes no type
+
+
+def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_path, capsys):
+    data = _write_csv(tmp_path / "d.csv", [{"id": i, "data_id": i, "text": t} for i, t in enumerate(TEXTS[:3])])
+    txt = tmp_path / "t.txt"
+    txt.write_text("\n".join(TEXTS[:3]), encoding="utf-8")
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text("\n".join(json.dumps({"text": t, "ref": [1, "a", 2.5][i]}) for i, t in enumerate(TEXTS[:3])))
+    cases = [
+        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep); it has id, data_id, text"),
+        ([str(data), "--out", str(tmp_path / "v.npy"), "--keep", "id"], "--keep id (keep= in Python): a .npy file holds the vectors alone"),
+        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "id,data_id"], "columns 'id' and 'data_id' would both be written as 'data_id'"),
+        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", " , "], "--keep: name the columns to keep"),
+        ([str(txt), "--out", str(tmp_path / "v.parquet"), "--keep", "all"], "is a plain text file, one text per line, with no columns to keep"),
+        ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "ref"], "column 'ref' mixes kinds of values (float, int, str)"),
+    ]
+    for args, message in cases:
+        assert main(["embed", str(tiny_model_dir), *args, "--no-progress"]) != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.jsonl", "t.txt"]
 
 
 def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(tiny_model_dir, tmp_path, capsys):

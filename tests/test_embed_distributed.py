@@ -30,11 +30,11 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_torchrun_writes_one_shard_per_process_and_a_manifest(tiny_model_dir, write_csv, tmp_path):
-    rows = make_rows(41, seed=21)  # odd, so the shards differ in size
+    rows = [{**r, "doc": f"d{i}"} for i, r in enumerate(make_rows(41, seed=21))]  # odd, so the shards differ in size
     data = write_csv(rows, "d.csv")
     texts = [r["text"] for r in rows]
     out = tmp_path / "out" / "v.parquet"
-    proc = _torchrun(str(tiny_model_dir), str(data), "--out", str(out), "--chunk-size", "4", "--no-progress")
+    proc = _torchrun(str(tiny_model_dir), str(data), "--out", str(out), "--chunk-size", "4", "--no-progress", "--keep", "doc")
 
     names = sorted(p.name for p in out.parent.iterdir())
     assert names == ["v.manifest.json", "v.shard-0-of-2.parquet", "v.shard-0-of-2.parquet.json",
@@ -58,10 +58,11 @@ def test_torchrun_writes_one_shard_per_process_and_a_manifest(tiny_model_dir, wr
 
     matrix, cols = load_vectors(out.parent / "v.manifest.json")
     assert cols["id"] == list(range(41)) and cols["text"] == texts and cols["label"] == [r["label"] for r in rows]
+    assert cols["doc"] == [r["doc"] for r in rows]  # a kept column, merged back in row order with the rest
     np.testing.assert_allclose(matrix, embed(tiny_model_dir, texts), atol=1e-5, rtol=1e-5)
 
     hits = search(out.parent / "v.manifest.json", texts[17], k=2)[0]  # search reads the shards, ids stay global
-    assert hits[0]["id"] == 17 and hits[0]["text"] == texts[17]
+    assert hits[0]["id"] == 17 and hits[0]["text"] == texts[17] and hits[0]["doc"] == "d17"
     with pytest.raises(UserError, match="v.manifest.json is: it was written in shards"):
         search(out, texts[0])
 
