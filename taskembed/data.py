@@ -1176,22 +1176,82 @@ class Encoded:
         return bool(self.labels) and isinstance(self.labels[0], list)
 
 
+# A text is cut before tokenizing when it is longer than this many characters per token of max_length (4,096
+# characters for 256 tokens): the tokenizer reads every character before truncating, so a 100 KB document cost
+# about 31 ms to tokenize (and twice that, with the count of truncated texts) where its first 256 tokens need about 1.
+CUT_CHARS_PER_TOKEN = 16
+
+# Tokenizer steps that never join text across a space into one word: whatever is cut after a space, the words before
+# it tokenize as they do in the whole text. Anything else (a Split pattern, a Replace rule, ByteLevel without its
+# regex, a Metaspace that does not split) is read whole, as before.
+_WORD_LOCAL = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "ByteLevel", "Metaspace",
+               "BertNormalizer", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "Prepend", "Precompiled"}
+
+
+def _word_local(step: dict[str, Any] | None) -> bool:
+    if step is None:
+        return True
+    kind = step.get("type")
+    if kind == "Sequence":
+        return all(_word_local(s) for s in step.get("pretokenizers", step.get("normalizers", [])))
+    if kind == "ByteLevel" and not step.get("use_regex", True):
+        return False
+    if kind == "Metaspace" and not step.get("split", True):
+        return False
+    return kind in _WORD_LOCAL
+
+
+def _cuttable(tokenizer) -> bool:
+    """Whether a text cut at a space keeps, in the tokens before the cut, the tokens the whole text has there."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "truncation_side", "right") != "right" or backend.pre_tokenizer is None:
+        return False  # a slow tokenizer, truncation that keeps the end, or no words at all (the text is one piece)
+    if any(" " in token for token in tokenizer.get_added_vocab()):
+        return False  # an added token is matched in the raw text, and one with a space could span the cut
+    steps = [json.loads(part.__getstate__()) for part in (backend.pre_tokenizer, backend.normalizer) if part is not None]
+    return all(_word_local(step) for step in steps)
+
+
+def _cut_long(tokenizer, texts: Sequence[str], max_length: int) -> dict[int, str]:
+    """{i: the start of text i} for texts that tokenize to more than max_length tokens within their first
+    CUT_CHARS_PER_TOKEN * max_length characters: their truncated encoding is that start's, and they are truncated.
+    The cut falls at a space (before it), so every word before it is whole."""
+    budget = CUT_CHARS_PER_TOKEN * max_length
+    long = [i for i, t in enumerate(texts) if len(t) > budget]
+    if not long or not _cuttable(tokenizer):
+        return {}
+    starts = {}
+    for i in long:
+        cut = texts[i].rfind(" ", 0, budget)
+        if cut > 0:
+            starts[i] = texts[i][:cut]
+    if not starts:
+        return {}
+    lengths = tokenizer(list(starts.values()), truncation=False, return_length=True, verbose=False)["length"]
+    # More than max_length tokens before the cut: the whole text has them too, the same ones first. Fewer (a text of
+    # very long words, or none at all) and the text is read whole.
+    return {i: start for (i, start), n in zip(starts.items(), lengths) if n > max_length}
+
+
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, labels: Sequence[int] | None = None, max_length: int = 128,
            window_stride: int | None = None) -> Encoded:
     if window_stride is not None:
         if pairs is not None:
             raise UserError("sliding windows work on single texts; sentence pairs are truncated (set data.long_texts truncate)")
         return encode_windows(tokenizer, texts, labels, max_length, window_stride)
+    # Pairs are truncated longest-first, which depends on both texts' whole lengths: they are read whole.
+    cut = _cut_long(tokenizer, texts, max_length) if pairs is None else {}
     # Tokenize without truncation first would double the work; instead ask for overflow info cheaply:
     # a text is truncated exactly when its truncated encoding is max_length long and the full one is longer.
-    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length, return_length=True)
-    truncated = 0
-    full_needed = [i for i, n in enumerate(enc["length"]) if n >= max_length]
+    enc = tokenizer([cut.get(i, t) for i, t in enumerate(texts)], list(pairs) if pairs is not None else None, truncation=True,
+                    max_length=max_length, return_length=True)
+    truncated = len(cut)
+    full_needed = [i for i, n in enumerate(enc["length"]) if n >= max_length and i not in cut]
     if full_needed:
         sub_t = [texts[i] for i in full_needed]
         sub_p = [pairs[i] for i in full_needed] if pairs is not None else None
         full = tokenizer(sub_t, sub_p, truncation=False, return_length=True, verbose=False)
-        truncated = sum(1 for n in full["length"] if n > max_length)
+        truncated += sum(1 for n in full["length"] if n > max_length)
     return Encoded(
         input_ids=enc["input_ids"],
         token_type_ids=enc.get("token_type_ids"),

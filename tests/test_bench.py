@@ -186,3 +186,16 @@ def test_markdown_per_seed_speedups_in_seed_order_and_old_reports():
     assert "| 1.50x, 1.50x, 1.20x, 3.00x |" in train_bench.render_markdown(report)
     del report["comparisons"]["d"][0]["speedup_per_seed"]  # a report written before the column existed
     assert "x | - | +0.00 |" in train_bench.render_markdown(report)
+
+
+@pytest.mark.integration
+def test_long_docs_bench_cuts_the_long_documents_and_finds_the_same_vectors(tmp_path):
+    from bench import long_docs
+
+    assert long_docs.main(["--sizes", "300,5000", "--docs", "3", "--rounds", "1", "--out", str(tmp_path), "--name", "ld"]) == 0
+    report = json.loads((tmp_path / "ld.json").read_text())
+    short, long = report["rows"]
+    assert (short["chars"], long["chars"], long["max_length"]) == (300, 5000, 256)
+    assert short["truncated"] == 0 and long["truncated"] == 3  # 5,000 characters: past the cut's 4,096, and truncated
+    assert all(r["same_ids"] and r["same_truncated"] and r["max_abs_diff"] == 0.0 for r in report["rows"])
+    assert "| 5,000 | 3 |" in (tmp_path / "ld.md").read_text()

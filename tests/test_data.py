@@ -442,6 +442,61 @@ def test_encode_counts_truncated_texts_exactly(tiny_model_dir):
     assert encode(tok, texts, pairs, max_length=limit).truncated == sum(n > limit for n in full_pairs)
 
 
+def _tokenizer(kind: str):
+    """A small fast tokenizer of each family a cut must be exact for (and one it must not be used with), trained here."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [" ".join(make_rows(40, seed=s)[i]["text"] for i in range(40)) for s in range(3)]
+    if kind == "bytelevel-bpe":  # RoBERTa, GPT-2
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<s>", "</s>", "<pad>"])
+    elif kind == "metaspace-unigram":  # SentencePiece models: XLM-R, ALBERT, T5
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=200, special_tokens=["<s>", "</s>", "<pad>", "<unk>"], unk_token="<unk>")
+    else:  # "split": a pattern that can join words across a space; never cut
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\w+ \w+|\S"), behavior="isolated")
+        trainer = trainers.WordLevelTrainer(special_tokens=["<s>", "</s>", "<pad>", "<unk>"])
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bytelevel-bpe", "metaspace-unigram", "split"])
+def test_long_texts_are_cut_before_tokenizing_with_the_same_tokens_and_counts(kind, tiny_model_dir):
+    # A 100 KB document was tokenized whole, twice, to keep its first 256 tokens; now its first 4,096 characters are.
+    from transformers import AutoTokenizer
+
+    from taskembed.data import CUT_CHARS_PER_TOKEN, _cut_long
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir) if kind == "wordpiece" else _tokenizer(kind)
+    limit = 12
+    rng = random.Random(0)
+    words = [w for r in make_rows(30, seed=4) for w in r["text"].split()] + ["naïve", "ﬁlm", "x" * 300, "[SEP]", "ÉTÉ"]
+    gaps = [" ", " ", " ", "  ", "\n", " \n ", "\t", "\u3000", "\r\n"]
+    texts = []
+    for _ in range(120):
+        n = rng.choice([2, 20, 60, 150, 400])  # around the cut's 192 characters, and far past it
+        texts.append("".join(rng.choice(words) + rng.choice(gaps) for _ in range(n)).strip() or "film")
+    texts += ["x" * 5000, ("y" * 150 + " ") * 30]  # no space to cut at; words too long to fill the window before the cut
+    cut = _cut_long(tok, texts, limit)
+    if kind == "split":
+        assert cut == {}
+    else:
+        assert len(cut) > 50 and all(len(texts[i]) > CUT_CHARS_PER_TOKEN * limit for i in cut)  # the cut is taken
+    reference = tok(texts, truncation=True, max_length=limit)["input_ids"]
+    full = [len(x) for x in tok(texts)["input_ids"]]
+    enc = encode(tok, texts, max_length=limit)
+    assert enc.input_ids == reference
+    assert enc.truncated == sum(n > limit for n in full)
+    tok.truncation_side = "left"  # keeps the end: a cut start would be the wrong part
+    assert _cut_long(tok, texts, limit) == {} and encode(tok, texts, max_length=limit).input_ids == tok(texts, truncation=True, max_length=limit)["input_ids"]
+
+
 def test_plain_text_files_for_prediction(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes(b"\xef\xbb\xbffirst\r\nsecond\n\n  \nthird\rfourth\n")  # BOM, CRLF, blank lines, a lone CR
