@@ -591,6 +591,12 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)
+    for split, df in frames:  # every text checked before the model loads: an empty cell at row 900,000 would end an hour's run
+        at = f"{where} [{split}]" if split else where
+        if text_columns:
+            joined_texts(df, text_columns, at, 1)
+        else:
+            _check_column(df[text_column].tolist(), at, text_column, 1)
     in_all = [c for c in frames[0][1].columns if all(c in df.columns for _, df in frames[1:])]  # a column every split has
     plan = _keep_plan(where, in_all, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
     kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
@@ -724,14 +730,24 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
     kept = {name: pf.schema_arrow.field(column).type for column, name in plan.items()}  # the file's own types
     columns += [c for c in plan if c not in columns]
 
+    def texts_of(batch, first_row: int) -> list[str]:
+        if text_columns:
+            return joined_texts(pd.DataFrame({c: batch.column(c).to_pylist() for c in text_columns}), text_columns, str(p), first_row)
+        texts = batch.column(text_column).to_pylist()
+        _check_column(texts, str(p), text_column, first_row)
+        return texts
+
+    # Every text checked before the model loads (reading the text column once more): an empty cell at row 900,000
+    # would otherwise end an hour's run.
+    checked = 0
+    for batch in pf.iter_batches(batch_size=65_536, columns=list(text_columns or [text_column])):
+        texts_of(batch, checked + 1)
+        checked += batch.num_rows
+
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
         for batch in pq.ParquetFile(p).iter_batches(batch_size=size, columns=columns):
-            if text_columns:
-                texts = joined_texts(pd.DataFrame({c: batch.column(c).to_pylist() for c in text_columns}), text_columns, str(p), next_id + 1)
-            else:
-                texts = batch.column(text_column).to_pylist()
-                _check_column(texts, str(p), text_column, next_id + 1)
+            texts = texts_of(batch, next_id + 1)
             out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
             if has_labels:
                 out["label"] = _label_list(batch.column(label_column).to_pylist())

@@ -758,6 +758,31 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.jsonl", "t.txt"]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", "joined"])
+def test_an_empty_text_anywhere_stops_embed_before_the_model_loads(suffix, tiny_model_dir, tmp_path, monkeypatch):
+    # With the texts checked chunk by chunk, an empty cell near the end of a large corpus ended the run after hours.
+    import pandas as pd
+
+    import taskembed.embed as embed_module
+
+    rows = pd.DataFrame({"text": TEXTS[:9] + [None if suffix == ".parquet" else ""], "title": ["t"] * 9 + [""], "n": range(10)})
+    if suffix == ".parquet":
+        rows.to_parquet(data := tmp_path / "d.parquet")
+    else:
+        data = _write_csv(tmp_path / "d.csv", rows.to_dict("records"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(embed_module, "as_embedder", no_model)
+    monkeypatch.setattr(embed_module, "trained_columns", lambda model, text, label: (text or "text", label or "label", None)
+                        if suffix != "joined" else ("text", "label", ["title", "text"]))
+    message = "row 10: the text columns 'title', 'text' are all empty" if suffix == "joined" else "row 10: column 'text' is empty"
+    with pytest.raises(UserError, match=message):
+        embed_file(tiny_model_dir, data, tmp_path / "v.parquet", chunk_size=2, progress=False)
+    assert not (tmp_path / "v.parquet").exists() and not (tmp_path / "v.parquet.partial").exists()
+
+
 def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(tiny_model_dir, tmp_path, capsys):
     import shutil
 
