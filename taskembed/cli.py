@@ -700,7 +700,9 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
     queries = texts_from_file(file)[0] if file else list(queries)
     results = search(vectors, queries, k=k, model_path=model)
     if as_json:
-        print(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, results)], indent=2, ensure_ascii=False))
+        # Kept columns can hold what JSON has no type for (Parquet's dates and decimals): dates as ISO 8601, the rest as text.
+        print(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, results)], indent=2, ensure_ascii=False,
+                         default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
         return 0
     for q, hits in zip(queries, results):
         print(f"query: {q}")

@@ -721,7 +721,7 @@ def test_kept_columns_travel_with_the_vectors_to_the_search_hits(tiny_model_dir,
     assert f"note: --keep all: {plain} has no columns besides the text and the label" in capsys.readouterr().out
 
 
-def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model_dir, tmp_path):
+def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model_dir, tmp_path, capsys):
     import pandas as pd
 
     src = tmp_path / "d.parquet"
@@ -730,6 +730,8 @@ def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model
     embed_file(tiny_model_dir, src, tmp_path / "v.parquet", progress=False, chunk_size=2, keep=["doc", "when"])
     _, cols = load_vectors(tmp_path / "v.parquet")
     assert cols["doc"] == [7, None, 9, 10, 11] and str(cols["when"][2].date()) == "2026-01-03"
+    assert main(["search", str(tmp_path / "v.parquet"), TEXTS[2], "-k", "1", "--json"]) == 0  # a date has no JSON type
+    assert json.loads(capsys.readouterr().out)[0]["hits"][0]["when"] == "2026-01-03T00:00:00"
     lines = tmp_path / "d.jsonl"
     lines.write_text("\n".join(json.dumps({"text": t, "n": i, **({"tag": "x"} if i else {})}) for i, t in enumerate(TEXTS[:4])))
     embed_file(tiny_model_dir, lines, tmp_path / "j.parquet", progress=False, chunk_size=1, keep="all")
