@@ -210,6 +210,11 @@ def _with_absent_keys(df: pd.DataFrame, records: list[dict[str, Any]]) -> pd.Dat
     and data whose records mostly leave out an optional key would pay that throughout; a typo is usually early."""
     width = len(df.columns)
     short = (i for i, rec in enumerate(records) if len(rec) < width)
+    # A key of whole numbers that some records leave out (or give as null) becomes floats in a table: 17 is read as
+    # 17.0, and an id past 2**53 loses digits. Such a column keeps the records' own numbers, and null.
+    for column in df.columns:
+        if df[column].dtype.kind == "f" and all(type(rec.get(column)) is int or rec.get(column) is None for rec in records):
+            df[column] = pd.Series([rec.get(column) for rec in records], index=df.index, dtype=object)
     df.attrs["record_keys"] = {i: list(records[i]) for i in itertools.islice(short, 1000)}
     return df
 
@@ -1188,12 +1193,19 @@ _WORD_LOCAL = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation
                "BertNormalizer", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "Prepend", "Precompiled"}
 
 
-def _word_local(step: dict[str, Any] | None) -> bool:
-    if step is None:
-        return True
+# Of those, the pre-tokenizers that end a word at a space (Punctuation and Digits only split words further).
+_SPACE_SPLITTING = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel", "Metaspace"}
+
+
+def _steps(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """A normalizer or pre-tokenizer as its list of single steps (a Sequence's members, flattened)."""
+    if step.get("type") == "Sequence":
+        return [s for member in step.get("pretokenizers", step.get("normalizers", [])) for s in _steps(member)]
+    return [step]
+
+
+def _word_local(step: dict[str, Any]) -> bool:
     kind = step.get("type")
-    if kind == "Sequence":
-        return all(_word_local(s) for s in step.get("pretokenizers", step.get("normalizers", [])))
     if kind == "ByteLevel" and not step.get("use_regex", True):
         return False
     if kind == "Metaspace" and not step.get("split", True):
@@ -1208,8 +1220,9 @@ def _cuttable(tokenizer) -> bool:
         return False  # a slow tokenizer, truncation that keeps the end, or no words at all (the text is one piece)
     if any(" " in token for token in tokenizer.get_added_vocab()):
         return False  # an added token is matched in the raw text, and one with a space could span the cut
-    steps = [json.loads(part.__getstate__()) for part in (backend.pre_tokenizer, backend.normalizer) if part is not None]
-    return all(_word_local(step) for step in steps)
+    pre = _steps(json.loads(backend.pre_tokenizer.__getstate__()))
+    norm = _steps(json.loads(backend.normalizer.__getstate__())) if backend.normalizer is not None else []
+    return all(_word_local(step) for step in pre + norm) and any(step.get("type") in _SPACE_SPLITTING for step in pre)
 
 
 def _cut_long(tokenizer, texts: Sequence[str], max_length: int) -> dict[int, str]:

@@ -52,6 +52,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,7 +517,8 @@ class TextSource:
     kept: dict[str, Any] = field(default_factory=dict)  # output name -> pyarrow type of each column kept with --keep
 
     def chunks(self, size: int) -> Iterator[dict[str, list]]:
-        """Dicts of equal-length lists: id, text, and label / split / kept columns where the source has them."""
+        """Dicts of equal-length lists: id, text, and label / split / kept columns where the source has them (a kept
+        column from a Parquet file comes as its Arrow array)."""
         return self._chunks(size)
 
 
@@ -531,7 +533,8 @@ def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None,
     if not keep:
         return {}
     if "all" in keep and "all" not in available:
-        columns = [c for c in available if c not in already]
+        # pandas writes a frame's index into Parquet as __index_level_0__: the frame's, not a column of the data.
+        columns = [c for c in available if c not in already and not re.fullmatch(r"__index_level_\d+__", str(c))]
     else:
         missing = next((c for c in keep if c not in available), None)
         if missing is not None:
@@ -549,15 +552,28 @@ def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None,
 
 def _arrow_type(values: Any, where: str, column: str):
     """The pyarrow type of a kept column, from all its values: every chunk is then written with that type (a chunk of
-    nulls alone would otherwise fix a type the next chunk contradicts)."""
+    nulls alone would otherwise fix a type the next chunk contradicts). Checked against Parquet here, before the
+    model loads, rather than by the first write."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taskembed.data import is_null
 
     try:
-        return pa.array(values, from_pandas=True).type
+        kind = pa.array(values, from_pandas=True).type
+    except OverflowError:
+        raise UserError(f"{where}: column '{column}' holds whole numbers too large for 64 bits; store them as text to keep "
+                        "them with --keep") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        kinds = sorted({type(v).__name__ for v in values if v is not None and v == v})
+        kinds = sorted({type(v).__name__ for v in values if not is_null(v)})
         raise UserError(f"{where}: column '{column}' mixes kinds of values ({', '.join(kinds)}); make them one kind (all text, "
                         "say) to keep it with --keep") from None
+    try:
+        pq.write_table(pa.table({column: pa.array([], kind)}), pa.BufferOutputStream())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise UserError(f"{where}: column '{column}' holds values Parquet cannot store ({kind}: empty objects, say); leave it "
+                        "out of --keep") from None
+    return kind
 
 
 def _check_column(texts: list, where: str, column: str, first_row: int) -> None:
@@ -598,6 +614,10 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
         else:
             _check_column(df[text_column].tolist(), at, text_column, 1)
     in_all = [c for c in frames[0][1].columns if all(c in df.columns for _, df in frames[1:])]  # a column every split has
+    lacking = next(((split, df) for split, df in frames for c in (keep or []) if c != "all" and c not in df.columns), None)
+    if lacking is not None and len(frames) > 1:  # say which split lacks it, and what that split has
+        split, df = lacking
+        _keep_plan(f"{where} [{split}]", list(df.columns), keep, [])
     plan = _keep_plan(where, in_all, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
     kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
             for column, name in plan.items()}
@@ -752,7 +772,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
             if has_labels:
                 out["label"] = _label_list(batch.column(label_column).to_pylist())
             for column, name in plan.items():
-                out[name] = batch.column(column).to_pylist()
+                out[name] = batch.column(column)  # as Arrow holds it: Python values would drop nanoseconds, and NaN
             next_id += len(texts)
             yield out
 
@@ -786,7 +806,8 @@ class _ParquetSink:
             if key in chunk:
                 cols[key] = pa.array(chunk[key], pa.string())
         for name, kind in self.kept.items():
-            cols[name] = pa.array(chunk[name], kind, from_pandas=True)  # NaN, None and pandas' NA all become null
+            values = chunk[name]  # an Arrow array from a Parquet source; else a list, where NaN, None and pandas' NA become null
+            cols[name] = values if isinstance(values, pa.Array) else pa.array(values, kind, from_pandas=True)
         cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
         table = pa.table(cols)
         if self.writer is None:
@@ -1032,7 +1053,7 @@ def _strided(chunks: Iterator[dict[str, list]], rank: int, world: int) -> Iterat
     for chunk in chunks:
         keep = [j for j, i in enumerate(chunk["id"]) if i % world == rank]
         if keep:
-            yield {k: [v[j] for j in keep] for k, v in chunk.items()}
+            yield {k: v.take(keep) if hasattr(v, "take") else [v[j] for j in keep] for k, v in chunk.items()}  # lists, or Arrow arrays
 
 
 def _embed_sharded(embedder: Embedder, source: TextSource, chunk_size: int, out: Path, fmt: str, rank: int, world: int,

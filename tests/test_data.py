@@ -493,6 +493,17 @@ def test_long_texts_are_cut_before_tokenizing_with_the_same_tokens_and_counts(ki
     enc = encode(tok, texts, max_length=limit)
     assert enc.input_ids == reference
     assert enc.truncated == sum(n > limit for n in full)
+    if kind == "wordpiece":  # pre-tokenizers that only split words further, with none that ends a word at a space: read whole
+        from tokenizers import pre_tokenizers
+
+        kept = tok.backend_tokenizer.pre_tokenizer
+        for only in (pre_tokenizers.Punctuation(), pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.Punctuation()]),
+                     pre_tokenizers.Sequence([])):
+            tok.backend_tokenizer.pre_tokenizer = only
+            assert _cut_long(tok, texts, limit) == {}
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.WhitespaceSplit()])
+        assert len(_cut_long(tok, texts, limit)) > 50
+        tok.backend_tokenizer.pre_tokenizer = kept
     tok.truncation_side = "left"  # keeps the end: a cut start would be the wrong part
     assert _cut_long(tok, texts, limit) == {} and encode(tok, texts, max_length=limit).input_ids == tok(texts, truncation=True, max_length=limit)["input_ids"]
 

@@ -733,10 +733,26 @@ def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model
     assert main(["search", str(tmp_path / "v.parquet"), TEXTS[2], "-k", "1", "--json"]) == 0  # a date has no JSON type
     assert json.loads(capsys.readouterr().out)[0]["hits"][0]["when"] == "2026-01-03T00:00:00"
     lines = tmp_path / "d.jsonl"
-    lines.write_text("\n".join(json.dumps({"text": t, "n": i, **({"tag": "x"} if i else {})}) for i, t in enumerate(TEXTS[:4])))
+    big = 1234567890123456789  # past 2**53: as a float it would come back 1234567890123456768
+    lines.write_text("\n".join(json.dumps({"text": t, "n": i, **({"tag": "x", "doc": big + i} if i else {})})
+                               for i, t in enumerate(TEXTS[:4])))
     embed_file(tiny_model_dir, lines, tmp_path / "j.parquet", progress=False, chunk_size=1, keep="all")
     _, cols = load_vectors(tmp_path / "j.parquet")
     assert cols["n"] == [0, 1, 2, 3] and cols["tag"] == [None, "x", "x", "x"]  # a first chunk of nulls fixes no type
+    assert cols["doc"] == [None, big + 1, big + 2, big + 3]  # whole numbers some records lack stay whole, digit for digit
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    exact = tmp_path / "x.parquet"  # nanoseconds and NaN, as the file holds them; a pandas index is not a data column
+    pq.write_table(pa.table({"text": TEXTS[:3], "at": pa.array([1, 2, 3], pa.time64("ns")), "f": [0.5, float("nan"), None]}), exact)
+    pd.DataFrame({"text": TEXTS[:3]}, index=[5, 6, 7]).to_parquet(indexed := tmp_path / "i.parquet")
+    embed_file(tiny_model_dir, exact, tmp_path / "xo.parquet", progress=False, chunk_size=2, keep="all")
+    back = pq.read_table(tmp_path / "xo.parquet")
+    assert back.column("at").cast(pa.int64()).to_pylist() == [1, 2, 3] and back.column("at").type == pa.time64("ns")
+    assert str(back.column("f").to_pylist()) == "[0.5, nan, None]"
+    embed_file(tiny_model_dir, indexed, tmp_path / "io.parquet", progress=False, keep="all")
+    assert list(load_vectors(tmp_path / "io.parquet")[1]) == ["id", "text"]
 
 
 def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_path, capsys):
@@ -744,7 +760,13 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
     txt = tmp_path / "t.txt"
     txt.write_text("\n".join(TEXTS[:3]), encoding="utf-8")
     mixed = tmp_path / "m.jsonl"
-    mixed.write_text("\n".join(json.dumps({"text": t, "ref": [1, "a", 2.5][i]}) for i, t in enumerate(TEXTS[:3])))
+    mixed.write_text("\n".join(json.dumps({"text": t, "ref": [1, "a", 2.5][i], "meta": {}, "huge": 2**64}) for i, t in enumerate(TEXTS[:3])))
+    import datasets
+
+    splits = tmp_path / "splits"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS[:2], "label": ["a", "b"], "doc": ["d1", "d2"]}),
+                          "test": datasets.Dataset.from_dict({"text": TEXTS[2:4], "label": ["a", "b"]})}).save_to_disk(str(splits))
+    capsys.readouterr()  # datasets' progress bar
     cases = [
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep); it has id, data_id, text"),
         ([str(data), "--out", str(tmp_path / "v.npy"), "--keep", "id"], "--keep id (keep= in Python): a .npy file holds the vectors alone"),
@@ -752,12 +774,15 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", " , "], "--keep: name the columns to keep"),
         ([str(txt), "--out", str(tmp_path / "v.parquet"), "--keep", "all"], "is a plain text file, one text per line, with no columns to keep"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "ref"], "column 'ref' mixes kinds of values (float, int, str)"),
+        ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "meta"], "column 'meta' holds values Parquet cannot store"),
+        ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "huge"], "column 'huge' holds whole numbers too large for 64 bits"),
+        ([str(splits), "--out", str(tmp_path / "v.parquet"), "--keep", "doc"], f"{splits} [test]: no column 'doc' to keep (--keep); it has text, label"),
     ]
     for args, message in cases:
         assert main(["embed", str(tiny_model_dir), *args, "--no-progress"]) != 0
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.jsonl", "t.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.jsonl", "splits", "t.txt"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", "joined"])
