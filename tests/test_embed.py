@@ -393,6 +393,10 @@ def test_shard_names_and_strided_rows(tiny_model_dir, tmp_path, monkeypatch):
     assert list(_strided(iter(chunks), 1, 2)) == [{"id": [1, 3], "text": ["b", "d"], "label": ["n", "n"]},
                                                   {"id": [5], "text": ["f"], "label": ["n"]}]
     assert list(_strided(iter(chunks), 2, 3)) == [{"id": [2], "text": ["c"], "label": ["p"]}, {"id": [5], "text": ["f"], "label": ["n"]}]
+    import pyarrow as pa
+
+    arrow = list(_strided(iter([{"id": [0, 1, 2, 3], "doc": pa.array([10, 11, 12, 13])}]), 1, 2))  # a Parquet file's kept column
+    assert arrow[0]["id"] == [1, 3] and arrow[0]["doc"].to_pylist() == [11, 13]
     src = tmp_path / "t.txt"
     src.write_text("one text\n", encoding="utf-8")
     monkeypatch.setenv("WORLD_SIZE", "2")
