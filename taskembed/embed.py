@@ -1251,8 +1251,14 @@ def load_vectors(vectors: str | Path) -> tuple[np.ndarray, dict[str, list] | Non
     return matrix, {name: table.column(name).to_pylist() for name in table.column_names if name != "vector"}
 
 
-def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
-    """(vectors, columns) a block at a time; `ids` gives a .npy file's row ids (default 0..n-1); a manifest chains its shards."""
+Rows = Callable[[Sequence[int]], list[dict[str, Any]]]
+"""Given row positions within a block, their columns (all but the vector) as dicts."""
+
+
+def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Rows]]:
+    """(vectors, rows) a block at a time; `ids` gives a .npy file's row ids (default 0..n-1); a manifest chains its shards.
+    Only the rows asked for become Python values: a search wants k of each block's 65,536 (turning every text into a
+    string was about a tenth of a search over 500,000 rows, more with large kept columns)."""
     if _is_manifest(path):
         info = read_manifest(path, verify=False)
         for s in info["shards"]:
@@ -1266,8 +1272,8 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
             raise _unreadable(path, exc) from None
         for start in range(0, len(arr), block):
             part = np.asarray(arr[start : start + block])
-            rows = ids[start : start + len(part)].tolist() if ids is not None else list(range(start, start + len(part)))
-            yield part, {"id": rows}
+            rows = ids[start : start + len(part)] if ids is not None else np.arange(start, start + len(part))
+            yield part, lambda picked, rows=rows: [{"id": int(rows[j])} for j in picked]
         return
     import pyarrow.parquet as pq
 
@@ -1278,7 +1284,8 @@ def _iter_blocks(path: Path, block: int = 65_536, ids: np.ndarray | None = None)
     for batch in parquet.iter_batches(batch_size=block):
         vec = batch.column("vector")
         matrix = vec.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), vec.type.list_size)
-        yield matrix, {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "vector"}
+        others = batch.drop_columns(["vector"])
+        yield matrix, lambda picked, others=others: others.take(list(picked)).to_pylist()
 
 
 def embedder_for(vectors: str | Path, device: str | None = None, model_path: str | Path | None = None) -> Embedder:
@@ -1352,7 +1359,7 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
                         "the sidecar does not match the file")
     best: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in queries]
     rows = 0
-    for matrix, cols in _iter_blocks(Path(vectors)):
+    for matrix, rows_of in _iter_blocks(Path(vectors)):
         if matrix.ndim != 2 or matrix.shape[1] != q.shape[1]:
             held = f"{matrix.shape[1]}-dimensional vectors" if matrix.ndim == 2 else f"a {matrix.ndim}-d array, not a matrix of vectors,"
             raise UserError(f"{vectors}: holds {held} but its sidecar says {info['dim']} dimensions; the file and its sidecar "
@@ -1364,7 +1371,7 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
         take = min(k, m.shape[0])
         for qi, row in enumerate(scores):
             top = np.argpartition(-row, take - 1)[:take]
-            cand = [(float(row[j]), {c: cols[c][j] for c in cols}) for j in top]
+            cand = [(float(row[j]), columns) for j, columns in zip(top, rows_of(top.tolist()))]
             best[qi] = sorted(best[qi] + cand, key=lambda t: -t[0])[:k]
     if rows != info["count"]:
         raise UserError(f"{vectors}: holds {rows:,} vectors but its sidecar says {info['count']:,}; the file and its sidecar "
