@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from taskembed.config import Config
+from taskembed.data import encode
 from taskembed.errors import UserError
 from taskembed.loop import TrainingDiverged, lr_lambda, seed_everything, use_bf16
 from taskembed.modeling import load_errors, quiet_transformers, resolve_model
@@ -108,10 +109,13 @@ def adapt_encoder(cfg: Config, classifier, tokenizer, texts: Sequence[str], pair
         torch.set_num_threads(t.num_threads)
     mlm = mlm_model(cfg, classifier).to(device).train()
     head = _head(mlm)
-    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=cfg.data.max_length)
+    # Tokenized as training tokenizes (data.encode: a long document is cut before the tokenizer reads all of it); the
+    # collator pads each batch and adds its attention mask.
+    enc = encode(tokenizer, list(texts), list(pairs) if pairs is not None else None, max_length=cfg.data.max_length)
     accepted = inspect.signature(mlm.base_model.forward).parameters  # DistilBERT takes no token types, which BERT's tokenizers give
-    rows = [{k: enc[k][i] for k in enc if k in accepted} for i in range(len(texts))]
-    cut = sum(len(r["input_ids"]) >= cfg.data.max_length for r in rows)
+    types = enc.token_type_ids if enc.token_type_ids is not None and "token_type_ids" in accepted else None
+    rows = [{"input_ids": ids, **({"token_type_ids": types[i]} if types is not None else {})} for i, ids in enumerate(enc.input_ids)]
+    cut = enc.truncated
     collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=t.mlm_probability, return_tensors="pt")
     per_epoch = math.ceil(len(rows) / t.batch_size)
     total = max(1, round(per_epoch * t.mlm_epochs))
@@ -130,7 +134,7 @@ def adapt_encoder(cfg: Config, classifier, tokenizer, texts: Sequence[str], pair
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(t.bf16, device))
     say(f"masked-LM stage: {t.mlm_epochs:g} epoch(s) over {len(rows):,} texts, {total} steps of {t.batch_size}, "
         f"{t.mlm_probability:.0%} of tokens masked, encoder lr {t.mlm_lr:g}, head lr {t.head_lr:g}"
-        + (f"; {cut:,} texts reach data.max_length ({cfg.data.max_length} tokens) and are read up to it" if cut else ""))
+        + (f"; {cut:,} texts are longer than data.max_length ({cfg.data.max_length} tokens) and are read up to it" if cut else ""))
     bar = progress_bar(total, "masked LM", "step") if progress else None
     losses: list[float] = []
     started = time.perf_counter()
