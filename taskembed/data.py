@@ -1228,16 +1228,20 @@ def _cuttable(tokenizer) -> bool:
 def _cut_long(tokenizer, texts: Sequence[str], max_length: int) -> dict[int, str]:
     """{i: the start of text i} for texts that tokenize to more than max_length tokens within their first
     CUT_CHARS_PER_TOKEN * max_length characters: their truncated encoding is that start's, and they are truncated.
-    The cut falls at a space (before it), so every word before it is whole."""
+    The cut falls before a space that follows a word, so every word before it, and the whitespace between them, is
+    read as in the whole text: the start's tokens are the first tokens of the whole text's."""
     budget = CUT_CHARS_PER_TOKEN * max_length
     long = [i for i, t in enumerate(texts) if len(t) > budget]
     if not long or not _cuttable(tokenizer):
         return {}
     starts = {}
     for i in long:
-        cut = texts[i].rfind(" ", 0, budget)
+        text = texts[i]
+        cut = text.rfind(" ", 0, budget)
+        while cut > 0 and text[cut - 1].isspace():  # the start ends in a word: a run of whitespace cut in two (ByteLevel
+            cut = text.rfind(" ", 0, cut)           # reads "\n " and "\n  " as different pieces) would end it otherwise
         if cut > 0:
-            starts[i] = texts[i][:cut]
+            starts[i] = text[:cut]
     if not starts:
         return {}
     lengths = tokenizer(list(starts.values()), truncation=False, return_length=True, verbose=False)["length"]

@@ -447,7 +447,8 @@ def _tokenizer(kind: str):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = [" ".join(make_rows(40, seed=s)[i]["text"] for i in range(40)) for s in range(3)]
+    # Runs of spaces in the corpus, so that BPE learns tokens for them (RoBERTa and GPT-2 have "ĠĠ" and longer).
+    corpus = [" ".join(make_rows(40, seed=s)[i]["text"] for i in range(40)) for s in range(3)] + ["a" + " " * n + "b" for n in range(2, 9)] * 20
     if kind == "bytelevel-bpe":  # RoBERTa, GPT-2
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -483,7 +484,12 @@ def test_long_texts_are_cut_before_tokenizing_with_the_same_tokens_and_counts(ki
         n = rng.choice([2, 20, 60, 150, 400])  # around the cut's 192 characters, and far past it
         texts.append("".join(rng.choice(words) + rng.choice(gaps) for _ in range(n)).strip() or "film")
     texts += ["x" * 5000, ("y" * 150 + " ") * 30]  # no space to cut at; words too long to fill the window before the cut
+    # Runs of whitespace across the cut's 192 characters, each run ending at a different place.
+    texts += [" ".join(words[:30])[:150 + j] + "\n" + " " * 60 + "tail " * 50 for j in range(0, 40, 3)]
     cut = _cut_long(tok, texts, limit)
+    for i, start in cut.items():  # the start's tokens are the whole text's first ones (all but the closing special token)
+        mine = tok(start, add_special_tokens=False)["input_ids"]
+        assert tok(texts[i], add_special_tokens=False)["input_ids"][:len(mine)] == mine, (kind, i)
     if kind == "split":
         assert cut == {}
     else:
