@@ -9,6 +9,7 @@ import argparse
 import csv
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -567,13 +568,14 @@ def _replaced(replacing: bool) -> str:
 def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer: int | None = None, mean_last: int | None = None,
               normalize: bool | None = None, dtype: str = "float32", max_length: int | None = None, text_column: str | None = None,
               label_column: str | None = None, split: str | None = None, chunk_size: int = 10_000, batch_tokens: int | None = None,
-              progress: bool = True, bf16: bool = False, device: str | None = None, keep: str | None = None) -> int:
+              progress: bool = True, bf16: bool = False, device: str | None = None, keep: str | Sequence[str] | None = None) -> int:
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest.
-    KEEP: comma-separated columns of DATA (or all) to write beside the vectors."""
+    KEEP: comma-separated columns of DATA (or all) to write beside the vectors; a list is what --keep given again makes."""
     from taskembed.embed import embed_file, manifest_path, sidecar_path
 
     asked = label_column is not None
     replacing = Path(out).is_file()
+    keep = ",".join([keep] if isinstance(keep, str) else keep) if keep is not None else None
     columns = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else []
     if keep is not None and not columns:
         raise UserError("--keep: name the columns to keep, comma-separated (or all)")
@@ -605,8 +607,14 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
     if kept:  # first of the lines after the summary: what the output holds besides id, text and label
         notes.insert(0, "kept columns: " + ", ".join(name if name == column else f"{name} (the data's '{column}')"
                                                   for column, name in kept.items()))
-    elif keep is not None:  # --keep all, on data with nothing but its text and label
+    elif keep is not None and "all" in columns:  # --keep all, on data with nothing but its text and label
         notes.append(f"note: --keep {keep}: {data} has no columns besides the text and the label, which are there already")
+    elif keep is not None:  # the text or label column named: in the output already, as text and label
+        notes.append(f"note: --keep {keep}: the text and label columns are in the output already (as text and label); "
+                     "nothing else was asked for")
+    if source.get("not_in_every_split"):
+        notes.append(f"note: --keep all keeps the columns every split has; {', '.join(map(str, source['not_in_every_split']))} "
+                     "left out (some split lacks it)")
     if source.get("own_id_column") and "id" not in kept:  # a RAG user joins hits back to documents by id: theirs is not what comes back
         notes.append("note: the data's own 'id' column is not kept: a vector's id is its row number, from 0; --keep id "
                      "copies it beside the vectors (as data_id)")
@@ -700,21 +708,34 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
     queries = texts_from_file(file)[0] if file else list(queries)
     results = search(vectors, queries, k=k, model_path=model)
     if as_json:
-        # Kept columns can hold what JSON has no type for (Parquet's dates and decimals): dates as ISO 8601, the rest as text.
-        print(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, results)], indent=2, ensure_ascii=False,
-                         default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
+        print(json.dumps(_json_safe([{"query": q, "hits": hits} for q, hits in zip(queries, results)]), indent=2, ensure_ascii=False,
+                         allow_nan=False))
         return 0
     for q, hits in zip(queries, results):
         print(f"query: {q}")
         for h in hits:
             label = f"\t{h['label']}" if h.get("label") is not None else ""
             text = f"\t{_shown_text(h['text'])}" if h.get("text") is not None else ""
-            # Columns kept with embed --keep (a document's own id, title, url), between the row id and the text.
+            # Columns kept with embed --keep (a document's own id, title, url), named, between the label and the text.
             kept = "".join(f"\t{name}={_shown_text(value, SHOWN_KEPT_CHARS)}" for name, value in h.items() if name not in HIT_FIELDS)
-            print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{kept}{label}{text}")
+            print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{label}{kept}{text}")
         if results and len(hits) < k:  # fewer vectors than asked for: every one of them is above
             print(f"  (all {len(hits)} vectors; -k {k} asked for more)")
     return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """Kept columns can hold what JSON has no type for: NaN and infinities (which JSON.parse refuses) become null,
+    dates ISO 8601, anything else (decimals, bytes) its text."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 SHOWN_CHARS = 300
@@ -898,9 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--text-column", help="default: the one a taskembed model was trained on, else text")
     em.add_argument("--label-column", help="copied to the output when present (default: as trained, else label)")
     em.add_argument("--split", help="one split of a folder or built-in dataset (default: all, with a split column)")
-    em.add_argument("--keep", metavar="COLUMNS", help="other columns of DATA to copy beside each vector in the .parquet output "
+    em.add_argument("--keep", metavar="COLUMNS", action="append", help="other columns of DATA to copy beside each vector in the .parquet output "
                     "(comma-separated, or all), so that search hits lead back to their documents; one named id, text, label, split, "
-                    "vector, rank or score is written as data_<name>")
+                    "vector, rank or score is written as data_<name>; may be repeated")
     em.add_argument("--chunk-size", type=int, default=10_000, help="texts read, embedded and written at a time")
     em.add_argument("--batch-tokens", type=int, help="token budget per batch (default 2048 on CPU, 8192 on a GPU)")
     em.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the matmuls (CPUs with AVX512-BF16/AMX, recent GPUs); "

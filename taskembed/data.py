@@ -168,6 +168,13 @@ def _read_delimited(p: Path, text: str, delimiter: str) -> pd.DataFrame:
     return df
 
 
+def rows_counted(where: str, df: pd.DataFrame) -> str:
+    """WHERE for a message naming a row: a table read past its empty rows (a spreadsheet's `,,`) counts the others, which
+    is said, or "row 3" would send the user to the wrong line of the file."""
+    skipped = df.attrs.get("empty_rows", 0)
+    return f"{where} (rows counted without its {skipped} empty one{'s' if skipped > 1 else ''})" if skipped else where
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str):
         super().__init__(key)
@@ -601,6 +608,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             raise UserError(f"{where}: no column '{col}' (columns: {', '.join(map(str, df.columns))}); {hint}")
     if len(df) == 0:
         raise UserError(f"{where}: no rows; add examples")
+    where = rows_counted(where, df)
     # Files joined with `cat` keep each one's header line, which would be read as an example of a class named
     # after the label column.
     for i, row in enumerate(df[columns].itertuples(index=False, name=None), start=1):

@@ -538,14 +538,15 @@ def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None,
     else:
         missing = next((c for c in keep if c not in available), None)
         if missing is not None:
-            raise UserError(f"{where}: no column '{missing}' to keep (--keep); it has {', '.join(map(str, available))}")
+            raise UserError(f"{where}: no column '{missing}' to keep (--keep, keep= in Python); it has {', '.join(map(str, available))}")
         columns = [c for c in dict.fromkeys(keep) if c not in already]
     plan = {c: kept_name(c) for c in columns}
     taken: dict[str, str] = {}
     for column, name in plan.items():
         if name in taken:
             raise UserError(f"{where}: columns '{taken[name]}' and '{column}' would both be written as '{name}' (a kept "
-                            f"{', '.join(OWN_COLUMNS)} column is written as data_<name>); keep one of them")
+                            f"{', '.join(OWN_COLUMNS)} column is written as data_<name>); keep one of them"
+                            + (", naming the columns to keep instead of all" if "all" in keep else ""))
         taken[name] = column
     return plan
 
@@ -566,8 +567,9 @@ def _arrow_type(values: Any, where: str, column: str):
                         "them with --keep") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         kinds = sorted({type(v).__name__ for v in values if not is_null(v)})
-        raise UserError(f"{where}: column '{column}' mixes kinds of values ({', '.join(kinds)}); make them one kind (all text, "
-                        "say) to keep it with --keep") from None
+        what = (f"mixes kinds of values ({', '.join(kinds)})" if len(kinds) > 1 else
+                f"holds {kinds[0] if kinds else 'values'} values whose items mix kinds (numbers and text, say)")
+        raise UserError(f"{where}: column '{column}' {what}; make them one kind (all text, say) to keep it with --keep") from None
     try:
         pq.write_table(pa.table({column: pa.array([], kind)}), pa.BufferOutputStream())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -596,7 +598,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     `keep`: columns copied beside the vectors (_keep_plan)."""
     import pandas as pd
 
-    from taskembed.data import check_joined_columns, joined_texts, missing_column
+    from taskembed.data import check_joined_columns, joined_texts, missing_column, rows_counted
 
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
@@ -608,7 +610,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)
     for split, df in frames:  # every text checked before the model loads: an empty cell at row 900,000 would end an hour's run
-        at = f"{where} [{split}]" if split else where
+        at = rows_counted(f"{where} [{split}]" if split else where, df)
         if text_columns:
             joined_texts(df, text_columns, at, 1)
         else:
@@ -619,13 +621,14 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
         split, df = lacking
         _keep_plan(f"{where} [{split}]", list(df.columns), keep, [])
     plan = _keep_plan(where, in_all, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
+    partial = [c for _, df in frames for c in df.columns if c not in in_all] if keep and "all" in keep else []
     kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
             for column, name in plan.items()}
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
         for split, df in frames:
-            at = f"{where} [{split}]" if split else where
+            at = rows_counted(f"{where} [{split}]" if split else where, df)
             for start in range(0, len(df), size):
                 part = df.iloc[start : start + size]
                 if text_columns:
@@ -647,6 +650,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
             "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames),
             **({"label_column_absent": label_column} if label_column and not has_labels else {}),
             **({"kept_columns": plan} if plan else {}),
+            **({"not_in_every_split": list(dict.fromkeys(partial))} if partial else {}),  # what --keep all left out
             "empty_rows_skipped": sum(df.attrs.get("empty_rows", 0) for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks, kept)
 
@@ -899,7 +903,10 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     check_not_input(out, data)
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
-    keep = [keep] if isinstance(keep, str) else list(keep or [])
+    if keep is not None and not (isinstance(keep, str) or (isinstance(keep, (list, tuple)) and all(isinstance(c, str) for c in keep))):
+        raise UserError(f"keep={keep!r}: give a column name, a list of names, or 'all'")
+    # A string is read as the command line reads --keep: names separated by commas.
+    keep = [c.strip() for c in keep.split(",") if c.strip()] if isinstance(keep, str) else list(keep or [])
     if keep and fmt != ".parquet":
         raise UserError(f"--keep {','.join(map(str, keep))} (keep= in Python): a .npy file holds the vectors alone; write a .parquet "
                         "file to keep columns beside them")

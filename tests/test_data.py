@@ -647,6 +647,9 @@ def test_what_spreadsheets_add_to_a_csv_is_read_past(tmp_path):
     # an empty column that holds something is not trailing padding: its blank name is still refused
     (tmp_path / "full.csv").write_text("text,label,,\na fine warm film,pos,,x\na dull cold film,neg,,\n", encoding="utf-8")
     assert "column '' appears twice in the header" in user_error(tmp_path / "full.csv")
+    # a row named in an error after empty rows were read past: counted without them, which is said
+    (tmp_path / "gap.csv").write_text("text,label\n,\n,\na fine warm film,pos\n,neg\n", encoding="utf-8")
+    assert f"{tmp_path / 'gap.csv'} (rows counted without its 2 empty ones): row 2: column 'text' is empty" in user_error(tmp_path / "gap.csv")
 
 
 def test_a_class_label_keeps_its_own_ids(tmp_path):

@@ -717,6 +717,12 @@ def test_kept_columns_travel_with_the_vectors_to_the_search_hits(tiny_model_dir,
     assert main(["search", str(out), TEXTS[4], "-k", "1"]) == 0
     assert "\t4\tdata_id=A-004\turl=https://x/4\tdata_score=0.5\t" in capsys.readouterr().out
 
+    assert main(args + ["--keep", "id", "--keep", "url"]) == 0  # given twice: both kept
+    assert "kept columns: data_id (the data's 'id'), url\n" in capsys.readouterr().out
+    embed_file(tiny_model_dir, data, out, progress=False, keep="id, url")  # in Python, a string is read as the command line's
+    assert list(load_vectors(out)[1]) == ["id", "text", "data_id", "url"]
+    assert main(args + ["--keep", "text"]) == 0
+    assert "note: --keep text: the text and label columns are in the output already (as text and label)" in capsys.readouterr().out
     assert main(args + ["--keep", "all"]) == 0
     assert "kept columns: data_id (the data's 'id'), title, url, data_score (the data's 'score')" in capsys.readouterr().out
     assert "title" in load_vectors(out)[1]
@@ -755,6 +761,9 @@ def test_kept_columns_keep_a_parquet_files_types_and_json_lines_kinds(tiny_model
     back = pq.read_table(tmp_path / "xo.parquet")
     assert back.column("at").cast(pa.int64()).to_pylist() == [1, 2, 3] and back.column("at").type == pa.time64("ns")
     assert str(back.column("f").to_pylist()) == "[0.5, nan, None]"
+    assert main(["search", str(tmp_path / "xo.parquet"), TEXTS[1], "-k", "3", "--json"]) == 0
+    kept = {h["id"]: h["f"] for h in json.loads(capsys.readouterr().out)[0]["hits"]}  # strict JSON: NaN would not parse in JavaScript
+    assert kept == {0: 0.5, 1: None, 2: None}
     embed_file(tiny_model_dir, indexed, tmp_path / "io.parquet", progress=False, keep="all")
     assert list(load_vectors(tmp_path / "io.parquet")[1]) == ["id", "text"]
 
@@ -764,7 +773,8 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
     txt = tmp_path / "t.txt"
     txt.write_text("\n".join(TEXTS[:3]), encoding="utf-8")
     mixed = tmp_path / "m.jsonl"
-    mixed.write_text("\n".join(json.dumps({"text": t, "ref": [1, "a", 2.5][i], "meta": {}, "huge": 2**64}) for i, t in enumerate(TEXTS[:3])))
+    mixed.write_text("\n".join(json.dumps({"text": t, "ref": [1, "a", 2.5][i], "meta": {}, "huge": 2**64, "items": [[1, "x"], [2], [3]][i]})
+                               for i, t in enumerate(TEXTS[:3])))
     import datasets
 
     splits = tmp_path / "splits"
@@ -772,21 +782,26 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
                           "test": datasets.Dataset.from_dict({"text": TEXTS[2:4], "label": ["a", "b"]})}).save_to_disk(str(splits))
     capsys.readouterr()  # datasets' progress bar
     cases = [
-        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep); it has id, data_id, text"),
+        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep, keep= in Python); it has id, data_id, text"),
         ([str(data), "--out", str(tmp_path / "v.npy"), "--keep", "id"], "--keep id (keep= in Python): a .npy file holds the vectors alone"),
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "id,data_id"], "columns 'id' and 'data_id' would both be written as 'data_id'"),
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", " , "], "--keep: name the columns to keep"),
         ([str(txt), "--out", str(tmp_path / "v.parquet"), "--keep", "all"], "is a plain text file, one text per line, with no columns to keep"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "ref"], "column 'ref' mixes kinds of values (float, int, str)"),
+        ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "items"], "column 'items' holds list values whose items mix kinds"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "meta"], "column 'meta' holds values Parquet cannot store"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "huge"], "column 'huge' holds whole numbers too large for 64 bits"),
-        ([str(splits), "--out", str(tmp_path / "v.parquet"), "--keep", "doc"], f"{splits} [test]: no column 'doc' to keep (--keep); it has text, label"),
+        ([str(splits), "--out", str(tmp_path / "v.parquet"), "--keep", "doc"], f"{splits} [test]: no column 'doc' to keep (--keep, keep= in Python); it has text, label"),
     ]
     for args, message in cases:
         assert main(["embed", str(tiny_model_dir), *args, "--no-progress"]) != 0
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(UserError, match="keep=True: give a column name, a list of names, or 'all'"):
+        embed_file(tiny_model_dir, data, tmp_path / "v.parquet", progress=False, keep=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.jsonl", "splits", "t.txt"]
+    assert main(["embed", str(tiny_model_dir), str(splits), "--out", str(tmp_path / "s.parquet"), "--no-progress", "--keep", "all"]) == 0
+    assert "note: --keep all keeps the columns every split has; doc left out (some split lacks it)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", "joined"])
@@ -812,6 +827,10 @@ def test_an_empty_text_anywhere_stops_embed_before_the_model_loads(suffix, tiny_
     with pytest.raises(UserError, match=message):
         embed_file(tiny_model_dir, data, tmp_path / "v.parquet", chunk_size=2, progress=False)
     assert not (tmp_path / "v.parquet").exists() and not (tmp_path / "v.parquet.partial").exists()
+    if suffix == ".csv":  # a spreadsheet's empty rows are read past; the row a message names is counted without them
+        data.write_text("text,n\n" + ",\n" * 3 + "a good film,1\n,2\n", encoding="utf-8")
+        with pytest.raises(UserError, match=r"d\.csv \(rows counted without its 3 empty ones\): row 2: column 'text' is empty"):
+            embed_file(tiny_model_dir, data, tmp_path / "v.parquet", progress=False)
 
 
 def test_search_checks_an_embedder_given_and_finds_a_moved_model_by_its_weights(tiny_model_dir, tmp_path, capsys):
