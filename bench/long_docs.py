@@ -16,6 +16,13 @@ articles, reviews or pages). For each size, the same process embeds the same doc
 It reports the tokenization alone (`taskembed.data.encode`) and the whole `Embedder.encode` (tokenization and
 the model), as documents per second (the median round), and checks that both ways give the same token ids, the
 same count of truncated texts and the same vectors (max absolute difference).
+
+    python bench/long_docs.py --predict runs/sentiment --sizes 100000 --docs 32 --name long-docs-predict
+
+With --predict FOLDER (a trained classifier, `make run`'s runs/sentiment), each size is classified instead: `taskembed.
+load(FOLDER).predict` against `transformers.pipeline("text-classification")` with truncation at the run's
+max_length and batch size 8 (its best on short texts, docs/benchmarks.md), alternating for `--rounds` rounds, with
+the labels compared and the largest score difference.
 """
 
 from __future__ import annotations
@@ -102,6 +109,58 @@ def run(sizes: list[int], n_docs: int, rounds: int) -> dict:
     return {"model": MODEL, "cut_chars_per_token": shipped, "rows": rows}
 
 
+def run_predict(folder: str, sizes: list[int], n_docs: int, rounds: int) -> dict:
+    from transformers import pipeline
+
+    import taskembed
+    from taskembed.data import CUT_CHARS_PER_TOKEN
+
+    clf = taskembed.load(folder)
+    max_length = json.loads((Path(folder) / "training_config.json").read_text())["data"]["max_length"]
+    pipe = pipeline("text-classification", model=folder, device="cpu")
+    warm = documents(4, 2000)
+    clf.predict(warm)
+    pipe(warm, truncation=True, max_length=max_length)
+    rows = []
+    for chars in sizes:
+        docs = documents(n_docs, chars)
+        times: dict[str, list[float]] = {"taskembed": [], "pipeline": []}
+        for _ in range(rounds):
+            dt, ours = timed(lambda: clf.predict(docs))
+            times["taskembed"].append(dt)
+            dt, theirs = timed(lambda: pipe(docs, truncation=True, max_length=max_length, batch_size=8))
+            times["pipeline"].append(dt)
+        row = {"chars": chars, "docs": n_docs, "max_length": max_length,
+               "same_labels": sum(a["label"] == b["label"] for a, b in zip(ours, theirs)),
+               "max_score_diff": max(abs(a["score"] - b["score"]) for a, b in zip(ours, theirs)),
+               **{f"{k}_docs_per_s": n_docs / statistics.median(v) for k, v in times.items()}, "times": times}
+        row["speedup"] = row["taskembed_docs_per_s"] / row["pipeline_docs_per_s"]
+        rows.append(row)
+        print(f"long_docs: {chars:>7,} chars  predict {row['taskembed_docs_per_s']:6.1f} docs/s, pipeline {row['pipeline_docs_per_s']:6.1f} "
+              f"({row['speedup']:.2f}x)  same labels {row['same_labels']}/{n_docs}  max score diff {row['max_score_diff']:.1e}", flush=True)
+    return {"model": folder, "predict": True, "cut_chars_per_token": CUT_CHARS_PER_TOKEN, "rows": rows}
+
+
+def render_predict(report: dict) -> str:
+    lines = [
+        "# Long documents: predict against pipeline",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        "",
+        f"The classifier in `{report['model']}`, max_length {report['rows'][0]['max_length']}; documents per second, the median of "
+        f"{report['rounds']} alternating rounds in one process. `pipeline` truncates at the same max_length, batch size 8.",
+        "",
+        "| characters per document | documents | `predict` | `pipeline` | speed-up | same labels | max score diff |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["rows"]:
+        lines.append(f"| {r['chars']:,} | {r['docs']} | {r['taskembed_docs_per_s']:,.1f} | {r['pipeline_docs_per_s']:,.1f} | "
+                     f"{r['speedup']:.2f}x | {r['same_labels']} of {r['docs']} | {r['max_score_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(report: dict) -> str:
     lines = [
         "# Long documents: cut before tokenizing",
@@ -131,16 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="folder for long-docs.md and long-docs.json")
     p.add_argument("--name", default="long-docs")
+    p.add_argument("--predict", metavar="FOLDER", help="classify with this trained folder against pipeline, instead of embedding")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    report = run(sizes, args.docs, args.rounds)
+    report = run_predict(args.predict, sizes, args.docs, args.rounds) if args.predict else run(sizes, args.docs, args.rounds)
     report.update(command="python bench/long_docs.py " + " ".join(argv if argv is not None else sys.argv[1:]), rounds=args.rounds,
                   machine=hardware(machine_info()), versions=versions())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / f"{args.name}.md").write_text(render(report), encoding="utf-8")
+    (out / f"{args.name}.md").write_text(render_predict(report) if args.predict else render(report), encoding="utf-8")
     print(f"long_docs: wrote {out / (args.name + '.md')}")
+    if args.predict:
+        return 0 if all(r["same_labels"] == r["docs"] for r in report["rows"]) else 1
     return 0 if all(r["same_ids"] and r["same_truncated"] for r in report["rows"]) else 1
 
 

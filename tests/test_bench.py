@@ -199,3 +199,20 @@ def test_long_docs_bench_cuts_the_long_documents_and_finds_the_same_vectors(tmp_
     assert short["truncated"] == 0 and long["truncated"] == 3  # 5,000 characters: past the cut's 4,096, and truncated
     assert all(r["same_ids"] and r["same_truncated"] and r["max_abs_diff"] == 0.0 for r in report["rows"])
     assert "| 5,000 | 3 |" in (tmp_path / "ld.md").read_text()
+
+
+def test_long_docs_bench_predict_mode_against_pipeline(tiny_overrides, write_csv, tmp_path):
+    import taskembed
+    from bench import long_docs
+    from tests.conftest import make_rows
+
+    data = write_csv(make_rows(60), "d.csv")
+    folder = taskembed.train("configs/sentiment.yaml", {**tiny_overrides, "data.source": str(data), "train.epochs": 1,
+                                                        "output.embedding_report": False}).output_dir
+    out = tmp_path / "report"
+    assert long_docs.main(["--predict", str(folder), "--sizes", "300,3000", "--docs", "3", "--rounds", "1", "--out", str(out),
+                           "--name", "ldp"]) == 0
+    report = json.loads((out / "ldp.json").read_text())
+    assert [r["chars"] for r in report["rows"]] == [300, 3000] and report["rows"][0]["max_length"] == 32
+    assert all(r["same_labels"] == 3 and r["max_score_diff"] < 1e-5 for r in report["rows"])  # the same outputs as pipeline
+    assert "| 3,000 | 3 |" in (out / "ldp.md").read_text()
