@@ -141,14 +141,13 @@ def run_predict(folder: str, sizes: list[int], n_docs: int, rounds: int) -> dict
     return {"model": folder, "predict": True, "cut_chars_per_token": CUT_CHARS_PER_TOKEN, "rows": rows}
 
 
+def _heading(title: str, report: dict) -> list[str]:
+    return [f"# {title}", "", f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+            f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}", ""]
+
+
 def render_predict(report: dict) -> str:
-    lines = [
-        "# Long documents: predict against pipeline",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}  ",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
-        "",
+    lines = _heading("Long documents: predict against pipeline", report) + [
         f"The classifier in `{report['model']}`, max_length {report['rows'][0]['max_length']}; documents per second, the median of "
         f"{report['rounds']} alternating rounds in one process. `pipeline` truncates at the same max_length, batch size 8.",
         "",
@@ -162,13 +161,7 @@ def render_predict(report: dict) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [
-        "# Long documents: cut before tokenizing",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}  ",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
-        "",
+    lines = _heading("Long documents: cut before tokenizing", report) + [
         f"{report['model']}, mean pooling, normalised, max_length {report['rows'][0]['max_length']}; documents per second, the median of "
         f"{report['rounds']} alternating rounds in one process. A text longer than {report['cut_chars_per_token']} characters per token "
         "of max_length is cut at a space before tokenizing ('cut', as shipped) or read whole ('whole', as before).",
