@@ -592,12 +592,28 @@ def _label_list(values: list) -> list[str | None]:
     return [None if is_null(v) else label_str(v).strip() for v in values]
 
 
+def _frames_kept(frames: list[tuple[str | None, Any]], where: str, keep: Sequence[str] | None,
+                 already: list[str]) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+    """--keep over a source's splits: {data column: output column}, the output columns' Arrow types, and the columns
+    `--keep all` left out because some split lacks them. A column named outright must be in every split."""
+    import pandas as pd
+
+    in_all = [c for c in frames[0][1].columns if all(c in df.columns for _, df in frames[1:])]
+    lacking = next(((split, df) for split, df in frames for c in (keep or []) if c != "all" and c not in df.columns), None)
+    if lacking is not None and len(frames) > 1:  # say which split lacks it, and what that split has
+        split, df = lacking
+        _keep_plan(f"{where} [{split}]", list(df.columns), keep, [])
+    plan = _keep_plan(where, in_all, keep, already)
+    partial = list(dict.fromkeys(c for _, df in frames for c in df.columns if c not in in_all)) if keep and "all" in keep else []
+    kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
+            for column, name in plan.items()}
+    return plan, kept, partial
+
+
 def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column: str, label_column: str | None,
                    desc: dict[str, Any], text_columns: Sequence[str] | None = None, keep: Sequence[str] | None = None) -> TextSource:
     """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts).
     `keep`: columns copied beside the vectors (_keep_plan)."""
-    import pandas as pd
-
     from taskembed.data import check_joined_columns, joined_texts, missing_column, rows_counted
 
     for split, df in frames:
@@ -615,15 +631,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
             joined_texts(df, text_columns, at, 1)
         else:
             _check_column(df[text_column].tolist(), at, text_column, 1)
-    in_all = [c for c in frames[0][1].columns if all(c in df.columns for _, df in frames[1:])]  # a column every split has
-    lacking = next(((split, df) for split, df in frames for c in (keep or []) if c != "all" and c not in df.columns), None)
-    if lacking is not None and len(frames) > 1:  # say which split lacks it, and what that split has
-        split, df = lacking
-        _keep_plan(f"{where} [{split}]", list(df.columns), keep, [])
-    plan = _keep_plan(where, in_all, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
-    partial = [c for _, df in frames for c in df.columns if c not in in_all] if keep and "all" in keep else []
-    kept = {name: _arrow_type(pd.concat([df[column] for _, df in frames], ignore_index=True), where, column)
-            for column, name in plan.items()}
+    plan, kept, partial = _frames_kept(frames, where, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
@@ -650,7 +658,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
             "label_column": label_column if has_labels else None, "own_id_column": any("id" in df.columns for _, df in frames),
             **({"label_column_absent": label_column} if label_column and not has_labels else {}),
             **({"kept_columns": plan} if plan else {}),
-            **({"not_in_every_split": list(dict.fromkeys(partial))} if partial else {}),  # what --keep all left out
+            **({"not_in_every_split": partial} if partial else {}),  # what --keep all left out
             "empty_rows_skipped": sum(df.attrs.get("empty_rows", 0) for _, df in frames)}
     return TextSource(desc, count, has_labels, has_splits, chunks, kept)
 
