@@ -571,14 +571,12 @@ def cmd_embed(model: str, data: str, out: str, pooling: str | None = None, layer
               progress: bool = True, bf16: bool = False, device: str | None = None, keep: str | Sequence[str] | None = None) -> int:
     """Embed DATA into OUT; under torchrun / accelerate launch each process writes one shard and rank 0 a manifest.
     KEEP: comma-separated columns of DATA (or all) to write beside the vectors; a list is what --keep given again makes."""
-    from taskembed.embed import embed_file, manifest_path, sidecar_path
+    from taskembed.embed import embed_file, keep_columns, manifest_path, sidecar_path
 
     asked = label_column is not None
     replacing = Path(out).is_file()
-    keep = ",".join([keep] if isinstance(keep, str) else keep) if keep is not None else None
-    columns = [c.strip() for c in keep.split(",") if c.strip()] if keep is not None else []
-    if keep is not None and not columns:
-        raise UserError("--keep: name the columns to keep, comma-separated (or all)")
+    keep = ",".join([keep] if isinstance(keep, str) else keep) if keep is not None else None  # --keep given again: all of them
+    columns = keep_columns(keep)
     info = embed_file(model, data, out, text_column=text_column, label_column=label_column, split=split, chunk_size=chunk_size,
                       label_required=asked, keep=columns,
                       progress=progress, pooling=pooling, layer=layer, mean_last=mean_last, normalize=normalize, dtype=dtype,

@@ -527,6 +527,21 @@ def kept_name(column: str) -> str:
     return f"data_{column}" if column in OWN_COLUMNS else column
 
 
+def keep_columns(keep: Sequence[str] | str | None) -> list[str]:
+    """What `keep=` (and --keep) asks for, as a list of names: a string is read as the command line reads it, names
+    separated by commas; a list holds names as they are."""
+    if keep is None:
+        return []
+    if not (isinstance(keep, str) or (isinstance(keep, (list, tuple)) and all(isinstance(c, str) for c in keep))):
+        raise UserError(f"keep={keep!r}: give a column name, a list of names, or 'all'")
+    if isinstance(keep, str):
+        names = [c.strip() for c in keep.split(",") if c.strip()]
+        if not names:
+            raise UserError("--keep: name the columns to keep, comma-separated (or all)")
+        return names
+    return list(keep)
+
+
 def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None, already: Sequence[str]) -> dict[str, str]:
     """{data column: output column} for `keep` (column names, or ["all"]); `already` (the text and label columns) are
     in the output as text and label, so they are not copied a second time."""
@@ -625,25 +640,24 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
     has_labels = bool(label_column) and all(label_column in df.columns for _, df in frames)
     has_splits = any(split for split, _ in frames)
     count = sum(len(df) for _, df in frames)
-    for split, df in frames:  # every text checked before the model loads: an empty cell at row 900,000 would end an hour's run
+    # Every text read and checked before the model loads (an empty cell at row 900,000 would end an hour's run), once:
+    # the chunks slice these lists.
+    texts_of: list[list[str]] = []
+    for split, df in frames:
         at = rows_counted(f"{where} [{split}]" if split else where, df)
         if text_columns:
-            joined_texts(df, text_columns, at, 1)
+            texts_of.append(joined_texts(df, text_columns, at, 1))
         else:
-            _check_column(df[text_column].tolist(), at, text_column, 1)
+            texts_of.append(df[text_column].tolist())
+            _check_column(texts_of[-1], at, text_column, 1)
     plan, kept, partial = _frames_kept(frames, where, keep, list(text_columns or [text_column]) + ([label_column] if has_labels else []))
 
     def chunks(size: int) -> Iterator[dict[str, list]]:
         next_id = 0
-        for split, df in frames:
-            at = rows_counted(f"{where} [{split}]" if split else where, df)
+        for (split, df), split_texts in zip(frames, texts_of):
             for start in range(0, len(df), size):
                 part = df.iloc[start : start + size]
-                if text_columns:
-                    texts = joined_texts(part, text_columns, at, start + 1)
-                else:
-                    texts = part[text_column].tolist()
-                    _check_column(texts, at, text_column, start + 1)
+                texts = split_texts[start : start + size]
                 out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
                 if has_labels:
                     out["label"] = _label_list(part[label_column].tolist())
@@ -911,10 +925,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     check_not_input(out, data)
     if chunk_size < 1:
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
-    if keep is not None and not (isinstance(keep, str) or (isinstance(keep, (list, tuple)) and all(isinstance(c, str) for c in keep))):
-        raise UserError(f"keep={keep!r}: give a column name, a list of names, or 'all'")
-    # A string is read as the command line reads --keep: names separated by commas.
-    keep = [c.strip() for c in keep.split(",") if c.strip()] if isinstance(keep, str) else list(keep or [])
+    keep = keep_columns(keep)
     if keep and fmt != ".parquet":
         raise UserError(f"--keep {','.join(map(str, keep))} (keep= in Python): a .npy file holds the vectors alone; write a .parquet "
                         "file to keep columns beside them")
