@@ -21,7 +21,7 @@ from taskembed.caller_state import keeps_caller_state
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
-from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
+from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError, again, resume_option, setting
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, packaged_model_version
 from taskembed.losses import check_class_weight_names, class_weights
@@ -194,11 +194,11 @@ def train(
     if resume and not cfg.output.overwrite and (out / artifacts.MODEL_MARKER).is_file() and not checkpoint.step_folders(ckpt_root):
         # A finished run deletes its checkpoints: the overwrite advice below would train again from step 1.
         raise UserError(f"output.dir {out} holds a finished run, so there is nothing to resume (its checkpoints were deleted "
-                        "when it completed); use it as it is, or pass --output.overwrite true without --resume to train again")
+                        f"when it completed); use it as it is, or pass {setting({'output.overwrite': True})} without {resume_option()} to train again")
     artifacts.check_output_dir(out, cfg.output.overwrite)
     if resume and cfg.train.keep_checkpoints == 0:
         if resume != "auto":
-            raise UserError("--resume needs checkpoints, but train.keep_checkpoints is 0")
+            raise UserError(f"{resume_option()} needs checkpoints, but train.keep_checkpoints is 0")
         say("train.keep_checkpoints is 0, so there is nothing to resume: starting afresh")  # a script may pass auto always
     resume_from = checkpoint.resume_point(ckpt_root, resume, cfg.output.overwrite, say) if cfg.train.keep_checkpoints else None
     mlm = cfg.train.mlm_epochs > 0 and resume_from is None  # a resumed run has the stage's weights in its checkpoint
@@ -264,7 +264,7 @@ def train(
     say(f"{TRAINING_STARTS}{device}{precision}{', top layer for [CLS] only' if trimmed else ''}"
         f"{', lane dropout' if lanes else ''}{', CUDA graphs' if graphs else ''}, {world} process(es)")
     if device.type == "cuda" and half is None and cfg.train.bf16 == "auto":
-        say("note: this GPU has no bf16 units, so training runs in float32; --train.fp16 true trains in float16 on its "
+        say(f"note: this GPU has no bf16 units, so training runs in float32; {setting({'train.fp16': True})} trains in float16 on its "
             "tensor cores, with a loss scale (as the Trainer's fp16)")
     if cfg.train.fp16 and device.type == "cpu":
         say("note: train.fp16 on the CPU: float16 arithmetic is emulated here and slower than float32; it is for GPUs without "
@@ -424,17 +424,17 @@ def train(
             # the checkpoint, which is kept beside this one. Say how to save without training again instead.
             if out.is_dir() and (out / artifacts.MODEL_MARKER).is_file() and not cfg.output.overwrite:
                 raise UserError(f"output.dir {out} was written by something else while this run trained; training is complete "
-                                f"and checkpointed in {ckpt_root}: rerun the same command with --resume --output.overwrite true "
-                                "to replace that folder, or move it away and rerun with --resume, to save without training again") from exc
-            raise UserError(f"{exc} (but training is complete and checkpointed in {ckpt_root}, which --resume finds only beside "
-                            "this output.dir: make room there and rerun the same command with --resume to save without training again)") from exc
+                                f"and checkpointed in {ckpt_root}: {again()} with {setting({'output.overwrite': True}, resume=True)} "
+                                f"to replace that folder, or move it away and {again()} with {resume_option()}, to save without training again") from exc
+            raise UserError(f"{exc} (but training is complete and checkpointed in {ckpt_root}, which {resume_option()} finds only beside "
+                            f"this output.dir: make room there and {again()} with {resume_option()} to save without training again)") from exc
         except OSError as exc:
             if ckpts is None or exc.errno not in FIXABLE_WRITE_ERRORS:
                 raise
             # The machine refused the model folder after all the training: the last step is checkpointed, so say how
             # to save it without training again.
             raise UserError(f"{exc.strerror}: {exc.filename or out}; training is complete and checkpointed in {ckpt_root}: free some "
-                            "space (or fix the permission) and rerun the same command with --resume to save it without training again") from exc
+                            f"space (or fix the permission) and {again()} with {resume_option()} to save it without training again") from exc
         try:
             checkpoint.remove(ckpt_root)  # only now: a failure while saving leaves the last checkpoint to --resume from
         except KeyboardInterrupt:
@@ -575,7 +575,7 @@ def evaluate(folder: str | Path | Classifier, data: Any, split: str | None = Non
     def flag(field: str) -> str | None:  # the evaluate command's own options; how labels and joined texts are read, the model fixes
         if field in ("multi_label", "label_columns", "label_delimiter", "text_columns"):
             return None
-        return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"--data.{field}"
+        return "--" + field.replace("_", "-") if field in ("text_column", "text_pair_column", "label_column") else f"data.{field}"
 
     import datasets
 

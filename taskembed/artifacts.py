@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from taskembed.errors import UserError, raise_write_error
+from taskembed.errors import UserError, key_name, raise_write_error, setting
 
 
 MODEL_MARKER = "training_config.json"
@@ -79,7 +79,7 @@ def check_not_input(out: str | Path, source: str | Path | None, what: str = "--o
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail before training, not after an hour of it, when the output cannot be written."""
-    check_replaceable(out, overwrite, MODEL_MARKER, "output.dir ", "--output.overwrite true", "--output.dir")
+    check_replaceable(out, overwrite, MODEL_MARKER, "output.dir ", setting({"output.overwrite": True}), key_name("output.dir"))
     check_writable(out, "output.dir")
 
 
@@ -102,7 +102,7 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
             out.rmdir()  # an empty folder made beforehand (mkdir -p) is no conflict
         if out.exists():
             if not overwrite:
-                raise UserError(f"output.dir {out} appeared while training; pass --output.overwrite true")
+                raise UserError(f"output.dir {out} appeared while training; pass {setting({'output.overwrite': True})}")
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)
             tmp.rename(out)

@@ -45,7 +45,7 @@ import torch
 
 from taskembed.config import Config
 from taskembed.data import IN_MEMORY
-from taskembed.errors import UserError, raise_write_error
+from taskembed.errors import UserError, raise_write_error, resume_option, setting
 
 FORMAT = 1
 MARKER = "COMPLETE.json"
@@ -380,7 +380,7 @@ def resume_point(root: Path, resume: bool | str, overwrite: bool, say=print) -> 
         if folders and not overwrite:
             raise UserError(
                 f"{root} holds checkpoints of an earlier run into this output.dir (newest {folders[0][1].name}); "
-                "continue it with --resume, or pass --output.overwrite true to start afresh and delete them"
+                f"continue it with {resume_option()}, or pass {setting({'output.overwrite': True})} to start afresh and delete them"
             )
         return None
     found, skipped = latest(root)
@@ -393,7 +393,7 @@ def resume_point(root: Path, resume: bool | str, overwrite: bool, say=print) -> 
             say(f"no usable checkpoint in {root}; starting afresh")
         return None
     why = f" ({'; '.join(skipped)})" if skipped else ""
-    raise UserError(f"no complete checkpoint in {root} to resume from{why}; run without --resume to start afresh")
+    raise UserError(f"no complete checkpoint in {root} to resume from{why}; run without {resume_option()} to start afresh")
 
 
 def _read_json(path: Path) -> Any:
@@ -490,14 +490,15 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
         changes.append(f"the number of processes {meta.get('world_size')} -> {world} (changes the batches each one sees)")
     if renumbered and not changes:
         raise UserError(f"cannot resume from {folder}: {renumbered} with the same data and config, which only this version of "
-                        "taskembed can have changed (a datasets ClassLabel keeps its own ids); start afresh without --resume "
-                        "(pass --output.overwrite true to delete the checkpoints)")
+                        f"taskembed can have changed (a datasets ClassLabel keeps its own ids); start afresh without {resume_option()} "
+                        f"(pass {setting({'output.overwrite': True})} to delete the checkpoints)")
     if renumbered:
         changes.append(renumbered)
     if changes:
         raise UserError(
             f"cannot resume from {folder}: the run changed since the checkpoint: {'; '.join(changes)}. "
-            "Put the old values back, or start afresh without --resume (pass --output.overwrite true to delete the checkpoints)"
+            f"Put the old values back, or start afresh without {resume_option()} (pass {setting({'output.overwrite': True})} to delete "
+            "the checkpoints)"
         )
 
 
@@ -512,13 +513,13 @@ def load_checkpoint(
     groups = _group_params(model, optimizer)
     if [g["name"] for g in saved_groups["groups"]] != [g["name"] for g in groups]:
         raise UserError(f"cannot resume from {folder}: optimizer groups were {[g['name'] for g in saved_groups['groups']]}, "
-                        f"now {[g['name'] for g in groups]} (a different lr plan); start afresh without --resume")
+                        f"now {[g['name'] for g in groups]} (a different lr plan); start afresh without {resume_option()}")
     for old, new in zip(saved_groups["groups"], groups):
         for what in ("params", "shapes"):
             if old[what] != new[what]:
                 diff = next((a, b) for a, b in zip(old[what] + [None] * len(new[what]), new[what] + [None] * len(old[what])) if a != b)
                 raise UserError(f"cannot resume from {folder}: group '{new['name']}' had parameter {what} {diff[0]}, now {diff[1]} "
-                                "(a different model or plan); start afresh without --resume")
+                                f"(a different model or plan); start afresh without {resume_option()}")
 
     _load_weights(model, folder / "model.safetensors")
     optimizer.load_state_dict(unflatten(saved_groups["state_dict"], _read_tensors(folder / "optimizer.safetensors")))

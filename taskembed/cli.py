@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError
+from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError, command_line
 
 
 # api.plan builds the model with two labels so that it reads no data; say so where the head's count would otherwise mislead.
@@ -1056,7 +1056,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if own else None
     try:
         try:
-            return _main(argv)
+            with command_line():  # advice names settings as flags (errors.setting)
+                return _main(argv)
         finally:
             if own:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from taskembed.errors import UserError
+from taskembed.errors import UserError, key_name, setting
 
 
 @dataclass
@@ -520,21 +520,22 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         p = Path(path)
         if p.is_dir():
             if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
-                raise UserError(f"{p}: is a dataset folder (datasets.save_to_disk), not a config; train on it with --data.source {p} "
-                                "(no config needed)")
+                raise UserError(f"{p}: is a dataset folder (datasets.save_to_disk), not a config; train on it with "
+                                f"{setting({'data.source': str(p)})} (no config needed)")
             if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
-                raise UserError(f"{p}: is a model folder, not a config; to fine-tune it further, give it as --model.name {p}")
+                raise UserError(f"{p}: is a model folder, not a config; to fine-tune it further, give it as {setting({'model.name': str(p)})}")
             raise UserError(f"{p}: is a folder; give a YAML config file ({CONFIG_HELP})")
         if not p.is_file():
             raise UserError(f"{p}: config file not found; check the path ({CONFIG_HELP})")
         suffix = p.suffix.lower()
         if suffix in (".xlsx", ".xls"):
-            raise UserError(f"{p}: is a spreadsheet, not a config; save it as CSV and train on it with --data.source {p.stem}.csv")
+            raise UserError(f"{p}: is a spreadsheet, not a config; save it as CSV and train on it with "
+                            f"{setting({'data.source': p.stem + '.csv'})}")
         if suffix == ".txt":
             raise UserError(f"{p}: is a text file, not a config; training reads labelled examples from a table (.csv, .tsv, "
-                            ".json, .jsonl or .parquet) given with --data.source")
+                            f".json, .jsonl or .parquet) given with {key_name('data.source')}")
         if suffix in DATA_SUFFIXES - {".json"}:  # a .json file may be either: known once it is read
-            raise UserError(f"{p}: is a data file, not a config; train on it with --data.source {p} (no config needed)")
+            raise UserError(f"{p}: is a data file, not a config; train on it with {setting({'data.source': str(p)})} (no config needed)")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -552,7 +553,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             loaded = {}
         if not isinstance(loaded, dict) or (p.suffix.lower() == ".json" and loaded and not set(loaded) & set(SECTIONS)):
             raise UserError(f"{p}: a config must be a mapping of sections (data, model, train, output)"
-                            + (f"; if the file holds training data, train on it with --data.source {p}" if p.suffix.lower() == ".json" else ""))
+                            + (f"; if the file holds training data, train on it with {setting({'data.source': str(p)})}" if p.suffix.lower() == ".json" else ""))
         raw = loaded
     cfg = config_from_dict(raw, overrides or {}, where=where)
     if path is not None:

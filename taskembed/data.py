@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from taskembed.config import DataConfig
-from taskembed.errors import UserError
+from taskembed.errors import UserError, key_name, setting
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
@@ -565,12 +565,13 @@ def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row
     return out
 
 
-def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None] = lambda field: f"--data.{field}",
+def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[str], str | None] = lambda field: f"data.{field}",
                 extra_file: bool = False) -> pd.DataFrame:
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
 
     Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
-    the option that sets a column field (`text_column` -> `--data.text_column` in training), for the hints; None
+    the option that sets a column field (`text_column` -> the config key `data.text_column` in training, evaluate's own
+    `--text-column`), for the hints; None
     for multi_label, label_columns and label_delimiter where a trained model fixes them (evaluate).
     `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
@@ -585,8 +586,6 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
             role = _which(cfg, col)
             close = likely_column(df, col, role, set(columns))
             option = flag(role)
-            hint = (f"did you mean '{close[0]}'? set it with {option} {close[0]}" if close else f"set {option} to one of them") + \
-                (in_python(option) if option else "")
             if role == "label_columns":
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
                 if flag("label_columns") is None:
@@ -598,6 +597,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
                             f"them, or one column of joined texts named with --text-column{in_python('--text-column')}")
             elif extra_file:  # the option would rename the column in the training data too
                 hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
+            else:
+                hint = (f"did you mean '{close[0]}'? set it with {_set_option(option, close[0])}" if close
+                        else f"set {_option_name(option)} to one of them")
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
             # A first example read as the header: its label then also names the label column's values ('pos').
             if len(df) and any(str(c) in set(df[c].astype(str).head(1000)) for c in df.columns if str(c).strip()):
@@ -743,10 +745,20 @@ def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> li
     return [max(score, key=score.get)] if score else []
 
 
+def _set_option(option: str, value: str) -> str:
+    """`option` set to `value` in advice: a config key (data.text_column) as the caller sets one (errors.setting), a
+    command's own option (--text-column) with the keyword its Python function takes."""
+    return f"{option} {value}{in_python(option)}" if option.startswith("--") else setting({option: value})
+
+
+def _option_name(option: str) -> str:
+    return f"{option}{in_python(option)}" if option.startswith("--") else key_name(option)
+
+
 def in_python(option: str) -> str:
     """' (text_column= in Python)' after a command's own option (--text-column), which the Python function of the command
-    takes as that keyword, so that the advice serves both; '' for a config key (--data.text_column), which both spell alike."""
-    return "" if option.startswith("--data.") else f" ({option.lstrip('-').replace('-', '_')}= in Python)"
+    takes as that keyword, so that the advice serves both. (Config keys are said as the caller sets them: errors.setting.)"""
+    return f" ({option.lstrip('-').replace('-', '_')}= in Python)"
 
 
 def missing_column(where: str, column: str, columns: Sequence[str], flag: str, df: pd.DataFrame | None = None,

@@ -6,16 +6,70 @@ everything else (a bug) keeps its traceback. `raise_write_error` makes what the
 machine refuses to a writer (a full disk, a permission) name the user's path.
 """
 
+import contextvars
 import errno
 import os
 import re
-from typing import NoReturn
+from contextlib import contextmanager
+from typing import Any, Iterator, NoReturn
 
 
 class UserError(Exception):
     """A problem with the user's input, config or environment, stated in one line."""
 
     exit_code = 2
+
+
+# Whether the call came through the command line, which is how advice names a setting: `--output.overwrite true` there,
+# `overrides={'output.overwrite': True}` to a Python caller of train, plan or lr_find (a flag with two dashes and a
+# lower-case true is nothing a Python user can type). A context variable, so that threads (the demo's) start as Python.
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("taskembed_command_line", default=False)
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """The body's advice names settings as command-line flags (the CLI runs each command inside it)."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def on_command_line() -> bool:
+    return _COMMAND_LINE.get()
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return repr(text) if not text or any(c.isspace() for c in text) else text
+
+
+def setting(values: dict[str, Any], resume: bool = False) -> str:
+    """How the caller sets these config keys (and asks to resume), for the advice in a message: `--resume
+    --output.overwrite true` on the command line, `resume=True, overrides={'output.overwrite': True}` in Python."""
+    if on_command_line():
+        return " ".join((["--resume"] if resume else []) + [f"--{key} {_flag_value(value)}" for key, value in values.items()])
+    pairs = ", ".join(f"{key!r}: {value!r}" for key, value in values.items())
+    return ", ".join((["resume=True"] if resume else []) + ([f"overrides={{{pairs}}}"] if values else []))
+
+
+def key_name(key: str) -> str:
+    """A config key as the caller names it: `--data.source` on the command line, `data.source` in Python."""
+    return f"--{key}" if on_command_line() else key
+
+
+def resume_option() -> str:
+    """`--resume` on the command line, `resume=True` in Python."""
+    return "--resume" if on_command_line() else "resume=True"
+
+
+def again(same: bool = True) -> str:
+    """How the caller repeats what failed: "rerun the same command" (or "rerun", for a changed one) or, in Python,
+    "call it again"."""
+    return ("rerun the same command" if same else "rerun") if on_command_line() else "call it again"
 
 
 FIXABLE_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})

@@ -35,7 +35,8 @@ from taskembed.config import TrainConfig
 from taskembed.data import Encoded, collate, epoch_batches
 from taskembed.dropout import fast_dropout
 from taskembed.token_table import CompactVocab, EmbeddingRows
-from taskembed.errors import UserError
+from taskembed.errors import UserError, setting
+from taskembed.errors import again as rerun  # `again` is the advice below
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, process_device, top_layer_reads_head
@@ -435,7 +436,7 @@ def fit(
         if planned != total_steps:  # the schedule is a function of it: continuing would follow another one
             raise UserError(f"cannot resume from {checkpoints.resume_from}: it was planned for {planned} optimizer steps and this "
                             f"run plans {total_steps} (an earlier taskembed dropped each epoch's leftover "
-                            "micro-batches under train.grad_accum and planned fewer); start afresh with --output.overwrite true")
+                            f"micro-batches under train.grad_accum and planned fewer); start afresh with {setting({'output.overwrite': True})}")
         # Weights, optimizer, scheduler, RNG streams and progress: the next step is the one the stopped run would have taken.
         saved, best_weights = checkpoint.load_checkpoint(checkpoints.resume_from, model, optimizer, scheduler, rank=rank, device=device)
         state = TrainState(**saved)
@@ -460,7 +461,8 @@ def fit(
         # The checkpoints before it are kept (the last good state), so a run with lower rates into the same
         # output.dir must say it starts afresh over them.
         kept = checkpoints is not None and checkpoint.step_folders(checkpoints.root)
-        again = f", and rerun with --output.overwrite true (the checkpoints before it stay in {checkpoints.root} until then)" if kept else ""
+        again = (f", and {rerun(same=False)} with {setting({'output.overwrite': True})} (the checkpoints before it stay in "
+                 f"{checkpoints.root} until then)") if kept else ""
         return TrainingDiverged(f"step {state.step if step is None else step}: {what}; rates were {rates}; "
                                 f"lower train.lr / train.head_lr or check the data{again}")
 

@@ -32,7 +32,7 @@ from taskembed.api import make_plan, with_data
 from taskembed.artifacts import check_writable, staged_folder, write_json
 from taskembed.config import Config, as_config
 from taskembed.data import collate, encode_split, epoch_batches, load_splits
-from taskembed.errors import UserError
+from taskembed.errors import UserError, setting
 from taskembed.loop import seed_everything, training_device, use_bf16, world_size
 from taskembed.modeling import load_classifier, top_layer_reads_head
 from taskembed.losses import class_weights, classification_loss, step_shares
@@ -111,7 +111,8 @@ def lr_find(
     _check_sweep(steps, start, end, smoothing)
     if cfg.train.lr_scaling != "none":
         # The sweep measures rates at train.batch_size itself; scaling its suggestion again in training would be wrong.
-        raise UserError(f"lr-find measures train.lr at batch {cfg.train.batch_size} as given; run it with --train.lr_scaling none "
+        raise UserError(f"lr-find measures train.lr at batch {cfg.train.batch_size} as given; run it with "
+                        f"{setting({'train.lr_scaling': 'none'})} "
                         "and train with the suggested rate and lr_scaling none")
     _check_handled(cfg)
     if world_size() > 1:

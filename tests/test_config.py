@@ -11,7 +11,7 @@ import yaml
 
 from taskembed import config as config_module
 from taskembed.config import SECTIONS, Config, DataConfig, TrainConfig, as_config, config_from_dict, field_docs, load_config, parse_overrides
-from taskembed.errors import UserError
+from taskembed.errors import UserError, command_line
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
@@ -296,14 +296,16 @@ def test_a_folder_given_as_the_config_file_is_named_as_one(tmp_path):
     # A saved dataset and a model folder are named for what they are, with the option that takes them.
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "dataset_dict.json").write_text("{}")
-    with pytest.raises(UserError, match=rf"^{tmp_path / 'ds'}: is a dataset folder \(datasets.save_to_disk\), not a config; "
-                                        rf"train on it with --data.source {tmp_path / 'ds'} \(no config needed\)$"):
+    with command_line(), pytest.raises(UserError, match=rf"^{tmp_path / 'ds'}: is a dataset folder \(datasets.save_to_disk\), "
+                                                        rf"not a config; train on it with --data.source {tmp_path / 'ds'} \(no config needed\)$"):
         load_config(tmp_path / "ds")
+    with pytest.raises(UserError, match=re.escape(f"train on it with overrides={{'data.source': '{tmp_path / 'ds'}'}} (no config needed)")):
+        load_config(tmp_path / "ds")  # in Python, the same advice as train() takes it
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(UserError, match=rf"^{tmp_path / 'm'}: is a model folder, not a config; to fine-tune it further, give it as "
-                                        rf"--model.name {tmp_path / 'm'}$"):
+    with command_line(), pytest.raises(UserError, match=rf"^{tmp_path / 'm'}: is a model folder, not a config; to fine-tune it "
+                                                        rf"further, give it as --model.name {tmp_path / 'm'}$"):
         load_config(tmp_path / "m")
 
 
@@ -314,16 +316,17 @@ def test_a_data_file_given_as_the_config_is_pointed_to_data_source(tmp_path):
     assert config_module.DATA_SUFFIXES == FILE_SUFFIXES  # the tables training reads, which the advice sends to --data.source
     tsv = tmp_path / "tickets.tsv"
     tsv.write_text("text\tlabel\nwhere is my parcel\tshipping\n", encoding="utf-8")
-    with pytest.raises(UserError, match=rf"^{re.escape(str(tsv))}: is a data file, not a config; train on it with --data.source "):
+    with command_line(), pytest.raises(UserError, match=rf"^{re.escape(str(tsv))}: is a data file, not a config; train on it with --data.source "):
         load_config(tsv)
     records = tmp_path / "tickets.json"  # a .json may be a config: judged by what it holds
     records.write_text('[{"text": "where is my parcel", "label": "shipping"}]', encoding="utf-8")
-    with pytest.raises(UserError, match=r"a config must be a mapping of sections .*; if the file holds training data, train on it with --data.source"):
+    with command_line(), pytest.raises(UserError, match=r"a config must be a mapping of sections .*; if the file holds training data, "
+                                                        r"train on it with --data.source"):
         load_config(records)
     for name, said in (("notes.txt", "is a text file, not a config; training reads labelled examples from a table"),
                        ("tickets.xlsx", "is a spreadsheet, not a config; save it as CSV and train on it with --data.source tickets.csv")):
         (tmp_path / name).write_text("x", encoding="utf-8")
-        with pytest.raises(UserError, match=re.escape(said)):  # the advice to use --data.source would fail for these
+        with command_line(), pytest.raises(UserError, match=re.escape(said)):  # the advice to use --data.source would fail for these
             load_config(tmp_path / name)
     (tmp_path / "config.json").write_text('{"train": {"epochs": 2}}', encoding="utf-8")
     assert load_config(tmp_path / "config.json").train.epochs == 2

@@ -93,7 +93,8 @@ def test_training_and_its_process_group_follow_the_setting(monkeypatch, tiny_ove
         with pytest.raises(Reached):
             taskembed.train(None, {**tiny_overrides, "data.source": data, "train.device": "cuda", **extra}, progress=False,
                             echo=lines.append)
-        note = "note: this GPU has no bf16 units, so training runs in float32; --train.fp16 true trains in float16 on its tensor cores"
+        note = ("note: this GPU has no bf16 units, so training runs in float32; overrides={'train.fp16': True} trains in float16 on its "
+                "tensor cores")  # as train() in Python takes it; the command line's --train.fp16 true is errors.setting's other case
         assert any(line.startswith(note) for line in lines) == said, extra
 
 

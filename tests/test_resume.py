@@ -302,7 +302,7 @@ def test_a_full_disk_at_the_final_save_says_how_to_save_without_training_again(s
     with pytest.raises(taskembed.UserError) as info:
         taskembed.train(None, opts, progress=False, echo=quiet)
     assert str(info.value) == (f"No space left on device: {out}; training is complete and checkpointed in {tmp_path / 'out.checkpoints'}: "
-                               "free some space (or fix the permission) and rerun the same command with --resume to save it without training again")
+                               "free some space (or fix the permission) and call it again with resume=True to save it without training again")
     assert checkpoint.latest(tmp_path / "out.checkpoints")[0].name == "step-000022"
 
 
@@ -324,8 +324,8 @@ def test_an_output_folder_that_appeared_while_training_says_how_to_save_without_
     with pytest.raises(taskembed.UserError) as info:
         taskembed.train(None, opts, progress=False, echo=quiet)
     assert str(info.value) == (f"output.dir {out} was written by something else while this run trained; training is complete and "
-                               f"checkpointed in {tmp_path / 'out.checkpoints'}: rerun the same command with --resume --output.overwrite true "
-                               "to replace that folder, or move it away and rerun with --resume, to save without training again")
+                               f"checkpointed in {tmp_path / 'out.checkpoints'}: call it again with resume=True, overrides={{'output.overwrite': True}} "
+                               "to replace that folder, or move it away and call it again with resume=True, to save without training again")
     monkeypatch.setattr(artifacts, "save", real)
     capsys.readouterr()
     said: list[str] = []

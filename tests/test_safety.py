@@ -83,7 +83,7 @@ def test_nan_at_step_3_stops_before_any_checkpoint_of_it(diverged):
     opts, error, root = diverged
     assert str(error).startswith("step 3: loss is not finite (nan)")
     # The way on: lower rates into the same output.dir must start afresh over the kept checkpoints.
-    assert str(error).endswith(f"lower train.lr / train.head_lr or check the data, and rerun with --output.overwrite true "
+    assert str(error).endswith(f"lower train.lr / train.head_lr or check the data, and call it again with overrides={{'output.overwrite': True}} "
                                f"(the checkpoints before it stay in {root} until then)")
     assert not Path(opts["output.dir"]).exists()
     # Steps 1 and 2 were checkpointed (keep 2); nothing of step 3, not even a temporary folder.
