@@ -22,7 +22,7 @@ import numbers
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV/JSON/JSONL/Parquet file into a DataFrame, or raise a UserError naming what is wrong."""
     p = Path(path)
     if not p.exists():
-        raise missing_file(p)
+        raise missing_file(path)  # as given: Path() would fold a URL's // into one
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a data file, or a folder written by datasets.save_to_disk as data.source")
     suffix = p.suffix.lower()
@@ -338,11 +338,17 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
 def missing_file(path: str | Path, more: str = "") -> UserError:
     """"file not found", with the name in the same folder that it most likely meant ('Tickets.jsonl' for
     'tickets.jsonl': a case slip or a typo), when there is one; `more` goes inside the advice's parentheses."""
     import difflib
 
+    if _URL.match(str(path)):  # no path at all: "check the path" would send them looking for a file
+        return UserError(f"{path}: a URL; taskembed reads local files, built-in datasets and Hub dataset names, not "
+                         "web addresses: download the file first (curl -LO URL) and give its path")
     p = Path(path).expanduser()
     try:
         names = [q.name for q in p.parent.iterdir()] if p.parent.is_dir() else []
@@ -365,7 +371,8 @@ def check_paths(cfg: DataConfig) -> None:
     if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
         raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
                         f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
-    if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))):
+    if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))
+                                                                   or _URL.match(src)):
         raise missing_file(src, f"built-in datasets: {', '.join(builtin.BUILTIN_NAMES)}")
     for file in (cfg.validation, cfg.test):
         if file and not Path(file).exists():
@@ -412,8 +419,8 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
         origin = {s: f"{path} [{s}]" for s in splits}
     elif path.exists():  # a device, a pipe or a socket: nothing to read a table from
         raise UserError(f"{src}: not a file or a folder; give a data file, or a folder written by datasets.save_to_disk")
-    elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")):
-        check_paths(cfg)  # raises: a path that is not there
+    elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")) or _URL.match(src):
+        check_paths(cfg)  # raises: a path that is not there, or a URL
     else:
         splits, origin = _load_hub(src, "data.source " if training else "", cfg.subset)
     if training and "train" not in splits:
@@ -503,8 +510,8 @@ def is_null(value: Any) -> bool:
 def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plural: str | None = None) -> list[str]:
     """The texts as a list, refusing none at all and any empty or non-string one (purpose: "predict", "embed")."""
     # Iterating a table or a mapping gives its column names or keys, which would be scored as if they were the texts.
-    if texts is None or isinstance(texts, (pd.DataFrame, Mapping)):
-        kind = "None" if texts is None else type(texts).__name__
+    if texts is None or isinstance(texts, (pd.DataFrame, Mapping)) or not isinstance(texts, Iterable):
+        kind = "None" if texts is None else type(texts).__name__  # a lone number, say, which list() would fail on
         raise UserError(f"give the {what_plural or what + 's'} to {purpose} as a list or a column (df['text']), not {kind}")
     texts = list(texts)
     if not texts:
@@ -1520,7 +1527,7 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
     if not p.is_file():
-        raise missing_file(p)
+        raise missing_file(path)
     if p.suffix.lower() not in FILE_SUFFIXES:
         if pair_column is not None:
             raise UserError(f"{p}: the model reads text pairs, which a .txt file cannot hold; give a table file with the "

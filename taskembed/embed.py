@@ -735,7 +735,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
         desc = {**desc, "format": p.suffix.lower()[1:]}
         return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns, keep)
-    if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~"))):
+    if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~")) or "://" in data):
         raise missing_file(data)
     from taskembed.config import DataConfig
 

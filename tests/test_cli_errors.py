@@ -595,6 +595,22 @@ def test_advice_names_a_setting_as_the_caller_sets_it(tmp_path, capsys):
         artifacts.check_output_dir(out, overwrite=False)
 
 
+def test_a_url_for_data_is_said_to_be_one(classifier_dir, tmp_path, capsys):
+    # It was "file not found; check the path", or for a URL without a table's suffix a Hub lookup of it as a dataset name.
+    said = "a URL; taskembed reads local files, built-in datasets and Hub dataset names, not web addresses: download the file first"
+    for url in ("https://example.com/reviews.csv", "https://example.com/reviews"):
+        out = tmp_path / "out"
+        code, _, err = run_cli(["train", "--data.source", url, "--output.dir", str(out)], capsys)
+        assert_clean_failure(code, err, out)
+        assert err.startswith(f"error: {url}: {said}"), err
+    url = "http://example.com/more.csv"
+    for args in (["predict", str(classifier_dir), "--file", url], ["evaluate", str(classifier_dir), url],
+                 ["embed", str(classifier_dir), url, "--out", str(tmp_path / "v.parquet")]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and err.startswith(f"error: {url}: {said}") and "\n" not in err.strip(), (args, err)
+    assert not (tmp_path / "v.parquet").exists()
+
+
 def test_embed_suggests_the_column_of_texts_not_the_closest_name(classifier_dir, tmp_path, capsys):
     data = tmp_path / "intents.csv"
     data.write_text("utterance,intent\nwhat is the weather like today,weather\nturn on the lights please,lights\n", encoding="utf-8")

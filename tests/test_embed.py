@@ -958,7 +958,7 @@ def test_tables_and_mappings_in_place_of_texts_are_refused_not_read_as_their_col
     clf = taskembed.load(trained)
     frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": ["pos", "neg"]})
     for call in (clf.predict, clf.predict_proba, clf.embed, clf.count_truncated):
-        for given, kind in ((frame, "DataFrame"), (frame.to_dict("list"), "dict"), (None, "None")):
+        for given, kind in ((frame, "DataFrame"), (frame.to_dict("list"), "dict"), (None, "None"), (5, "int")):  # a lone number
             with pytest.raises(UserError, match=rf"as a list or a column \(df\['text'\]\), not {kind}$"):
                 call(given)
     with pytest.raises(UserError, match="^text 2 is None, not a string; every input needs some text$"):
