@@ -21,7 +21,7 @@ from taskembed.caller_state import keeps_caller_state
 from taskembed.config import Config, DataConfig, as_config, without_effect
 from taskembed.data import (IN_MEMORY, SPLIT_ALIASES, Splits, clean_split, encode_split, frames_from_python, label_targets, load_raw, load_splits,
                             read_table, unknown_tokens_note, unlabelled_texts, window_stride)
-from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError, again, resume_option, setting
+from taskembed.errors import FIXABLE_WRITE_ERRORS, UserError, again, option, resume_option, setting
 from taskembed.metrics import baselines, error_analysis, majority_scores, metrics_from_logits, multi_label_metrics, threshold_report
 from taskembed.modeling import can_trim_top_layer, head_reads, is_classifier_config, load_classifier, packaged_model_version
 from taskembed.losses import check_class_weight_names, class_weights
@@ -555,10 +555,10 @@ def evaluate(folder: str | Path | Classifier, data: Any, split: str | None = Non
     folder = clf.folder
     trained = clf.training_config.get("data", {})
     if label_column and clf.multi_label and trained.get("label_columns"):
-        raise UserError(f"--label-column {label_column} (label_column= in Python): {folder} reads its labels from the 0/1 columns "
+        raise UserError(f"{option('--label-column', label_column)}: {folder} reads its labels from the 0/1 columns "
                         f"{', '.join(trained['label_columns'])}, which the data must have; drop it")
     if text_pair_column and not clf.text_pair_column:
-        raise UserError(f"--text-pair-column {text_pair_column} (text_pair_column= in Python): {folder} was trained on single texts; drop it")
+        raise UserError(f"{option('--text-pair-column', text_pair_column)}: {folder} was trained on single texts; drop it")
     in_memory = not isinstance(data, (str, Path))
     dcfg = DataConfig(source=IN_MEMORY if in_memory else str(data), text_column=text_column or trained.get("text_column", "text"),
                       text_columns=None if text_column else trained.get("text_columns"),
@@ -569,8 +569,7 @@ def evaluate(folder: str | Path | Classifier, data: Any, split: str | None = Non
     named = [c for c in (dcfg.text_column, dcfg.text_pair_column, None if dcfg.label_columns else dcfg.label_column) if c]
     if len(set(named)) < len(named):
         raise UserError(f"the text, second-text and label columns must differ (they are {', '.join(named)}); "
-                        "name each with --text-column, --text-pair-column and --label-column (in Python text_column=, "
-                        "text_pair_column= and label_column=)")
+                        f"name each with {option('--text-column')}, {option('--text-pair-column')} and {option('--label-column')}")
 
     def flag(field: str) -> str | None:  # the evaluate command's own options; how labels and joined texts are read, the model fixes
         if field in ("multi_label", "label_columns", "label_delimiter", "text_columns"):

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from taskembed.config import DataConfig
-from taskembed.errors import UserError, key_name, setting
+from taskembed.errors import UserError, key_name, option, setting
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
@@ -536,14 +536,13 @@ def text_columns_named(text_column: str, text_columns: Sequence[str] | None) -> 
     return ", ".join(f"'{c}'" for c in text_columns) if text_columns else f"'{text_column}'"
 
 
-def check_joined_columns(where: str, present: Sequence[Any], text_columns: Sequence[str], python: bool = True) -> None:
+def check_joined_columns(where: str, present: Sequence[Any], text_columns: Sequence[str]) -> None:
     """A table read for a model trained on data.text_columns holds each of them (or, named with --text-column, one column
     of texts joined already)."""
     lacking = next((c for c in text_columns if c not in present), None)
     if lacking is not None:
         raise UserError(f"{where}: no column '{lacking}' (columns: {', '.join(map(str, present))}); the model reads its text from "
-                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with --text-column"
-                        + (in_python("--text-column") if python else ""))
+                        f"the columns {', '.join(text_columns)}, joined, or give one column of joined texts with {option('--text-column')}")
 
 
 def joined_texts(df: pd.DataFrame, columns: Sequence[str], where: str, first_row: int = 1, empty: Any = UserError) -> list[Any]:
@@ -592,7 +591,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         if col not in df.columns:
             role = _which(cfg, col)
             close = likely_column(df, col, role, set(columns))
-            option = flag(role)
+            named_by = flag(role)  # the option or config key that names this column
             if role == "label_columns":
                 hint = f"did you mean '{close[0]}'? fix data.label_columns" if close else "fix data.label_columns"
                 if flag("label_columns") is None:
@@ -601,12 +600,12 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
                 hint = f"did you mean '{close[0]}'? fix data.text_columns" if close else "fix data.text_columns"
                 if flag("text_columns") is None:
                     hint = (f"the model reads its text from the columns {', '.join(text_cols)}, joined: the data needs each of "
-                            f"them, or one column of joined texts named with --text-column{in_python('--text-column')}")
+                            f"them, or one column of joined texts named with {option('--text-column')}")
             elif extra_file:  # the option would rename the column in the training data too
-                hint = f"every split uses the training data's column names ({option.lstrip('-')} '{col}'): rename this file's column"
+                hint = f"every split uses the training data's column names ({named_by.lstrip('-')} '{col}'): rename this file's column"
             else:
-                hint = (f"did you mean '{close[0]}'? set it with {_set_option(option, close[0])}" if close
-                        else f"set {_option_name(option)} to one of them")
+                hint = (f"did you mean '{close[0]}'? set it with {_set_option(named_by, close[0])}" if close
+                        else f"set {_option_name(named_by)} to one of them")
             spaced = [str(c) for c in df.columns if str(c).strip() == col]
             # A first example read as the header: its label then also names the label column's values ('pos').
             if len(df) and any(str(c) in set(df[c].astype(str).head(1000)) for c in df.columns if str(c).strip()):
@@ -752,24 +751,18 @@ def likely_column(df: pd.DataFrame, col: str, field: str, named: set[str]) -> li
     return [max(score, key=score.get)] if score else []
 
 
-def _set_option(option: str, value: str) -> str:
-    """`option` set to `value` in advice: a config key (data.text_column) as the caller sets one (errors.setting), a
-    command's own option (--text-column) with the keyword its Python function takes."""
-    return f"{option} {value}{in_python(option)}" if option.startswith("--") else setting({option: value})
+def _set_option(name: str, value: str) -> str:
+    """`name` set to `value` in advice, as the caller sets it: a config key (data.text_column; errors.setting) or a
+    command's own option (--text-column; errors.option)."""
+    return option(name, value) if name.startswith("--") else setting({name: value})
 
 
-def _option_name(option: str) -> str:
-    return f"{option}{in_python(option)}" if option.startswith("--") else key_name(option)
-
-
-def in_python(option: str) -> str:
-    """' (text_column= in Python)' after a command's own option (--text-column), which the Python function of the command
-    takes as that keyword, so that the advice serves both. (Config keys are said as the caller sets them: errors.setting.)"""
-    return f" ({option.lstrip('-').replace('-', '_')}= in Python)"
+def _option_name(name: str) -> str:
+    return option(name) if name.startswith("--") else key_name(name)
 
 
 def missing_column(where: str, column: str, columns: Sequence[str], flag: str, df: pd.DataFrame | None = None,
-                   named: Sequence[str] = (), python: bool = True) -> UserError:
+                   named: Sequence[str] = ()) -> UserError:
     """The error for a text column the data lacks. With the data at hand (`df`), the suggestion is the column whose
     values look like texts (likely_column), among those not `named` already; with names only (a Parquet file's
     schema), the closest name."""
@@ -777,8 +770,7 @@ def missing_column(where: str, column: str, columns: Sequence[str], flag: str, d
 
     close = likely_column(df, column, "text_column", {column, *named}) if df is not None else \
         difflib.get_close_matches(column, [str(c) for c in columns], n=1)
-    hint = (f"did you mean '{close[0]}'? pass {flag} {close[0]}" if close else f"pass {flag} with one of them") + \
-        (in_python(flag) if python else "")  # `python`: whether a Python function takes the option as that keyword
+    hint = f"did you mean '{close[0]}'? pass {option(flag, close[0])}" if close else f"pass {option(flag)} with one of them"
     return UserError(f"{where}: no column '{column}' (columns: {', '.join(map(str, columns))}); {hint}")
 
 
@@ -1546,7 +1538,7 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
 
     def column(name: str, flag: str) -> list[str | None]:
         if name not in df.columns:  # as train and embed suggest it: the column whose values look like texts
-            raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c], python=False)
+            raise missing_column(str(p), name, list(df.columns), flag, df, [c for c in (text_column, pair_column) if c])
         values: list[str | None] = []
         for i, t in enumerate(df[name].tolist(), start=1):
             if is_null(t) or (isinstance(t, str) and not t.strip()):
@@ -1559,7 +1551,7 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
         return values
 
     if text_columns:  # for predict --file and the like, which no Python function with these keywords serves
-        check_joined_columns(str(p), list(df.columns), text_columns, python=False)
+        check_joined_columns(str(p), list(df.columns), text_columns)
         texts, where = joined_texts(df, text_columns, str(p), empty=None), f"the columns {', '.join(repr(c) for c in text_columns)}"
     else:
         texts, where = column(text_column, "--text-column"), f"column '{text_column}'"

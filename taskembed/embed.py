@@ -63,7 +63,7 @@ import torch
 
 from taskembed.caller_state import keeps_caller_state
 from taskembed.checkpoint import file_sha256  # one file-hash helper for checkpoints and shard manifests
-from taskembed.errors import UserError, raise_write_error
+from taskembed.errors import UserError, on_command_line, option, raise_write_error
 from taskembed.modeling import (HEAD_READS, PACKAGED_MODELS, head_reads, head_vector, model_token_limit, native_bf16, pick_device, pool,
                                  process_device, quiet_transformers, read_folder_json, read_training_config, top_layer_reads_head)
 from taskembed.onednn import onednn_linear
@@ -553,7 +553,7 @@ def _keep_plan(where: str, available: Sequence[str], keep: Sequence[str] | None,
     else:
         missing = next((c for c in keep if c not in available), None)
         if missing is not None:
-            raise UserError(f"{where}: no column '{missing}' to keep (--keep, keep= in Python); it has {', '.join(map(str, available))}")
+            raise UserError(f"{where}: no column '{missing}' to keep ({option('--keep')}); it has {', '.join(map(str, available))}")
         columns = [c for c in dict.fromkeys(keep) if c not in already]
     plan = {c: kept_name(c) for c in columns}
     taken: dict[str, str] = {}
@@ -915,9 +915,9 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
     out = Path(out)
     fmt = out.suffix.lower()
     if fmt not in OUTPUT_SUFFIXES:  # the command's --out is this function's `out`: both are named
-        raise UserError(f"--out {out} (out= in Python): use a .parquet or .npy file name")
+        raise UserError(f"{option('--out', str(out))}: use a .parquet or .npy file name")
     if out.is_dir():
-        raise UserError(f"--out {out} (out= in Python) is a folder; give a file name ending in .parquet or .npy")
+        raise UserError(f"{option('--out', str(out))} is a folder; give a file name ending in .parquet or .npy")
     from taskembed.artifacts import check_not_input, check_writable
 
     check_writable(out, "--out")
@@ -927,7 +927,7 @@ def embed_file(model_or_folder, data: str | Path, out: str | Path, *, text_colum
         raise UserError(f"chunk_size must be positive, got {chunk_size}")
     keep = keep_columns(keep)
     if keep and fmt != ".parquet":
-        raise UserError(f"--keep {','.join(map(str, keep))} (keep= in Python): a .npy file holds the vectors alone; write a .parquet "
+        raise UserError(f"{option('--keep', ','.join(map(str, keep)))}: a .npy file holds the vectors alone; write a .parquet "
                         "file to keep columns beside them")
     rank, world = _world()
     source = open_texts(data, text_column, label_column, split, text_columns, keep)
@@ -1323,7 +1323,7 @@ def embedder_for(vectors: str | Path, device: str | None = None, model_path: str
     if model_path is None and model.get("path") and not Path(model["path"]).is_dir():
         if model["name"] not in PACKAGED_MODELS:
             raise UserError(f"{vectors}: the model that wrote it ({model['path']}) is no longer there; if it moved, say where "
-                            "(--model FOLDER, model_path= in Python; the weights are checked), else re-embed with the model you have")
+                            f"({'--model FOLDER' if on_command_line() else 'model_path='}; the weights are checked), else re-embed with the model you have")
         # A packaged model's path is inside a virtual environment, which may have been made again elsewhere: its id
         # finds it there, and the weights' fingerprint below still refuses other weights.
         where = model["name"]

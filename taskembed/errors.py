@@ -56,6 +56,18 @@ def setting(values: dict[str, Any], resume: bool = False) -> str:
     return ", ".join((["resume=True"] if resume else []) + ([f"overrides={{{pairs}}}"] if values else []))
 
 
+_NO_VALUE = object()
+
+
+def option(flag: str, value: Any = _NO_VALUE) -> str:
+    """A command's own option as the caller gives it: `--text-column review` on the command line, `text_column='review'`
+    to the command's Python function (evaluate, embed_file), which takes it as that keyword."""
+    if on_command_line():
+        return flag if value is _NO_VALUE else f"{flag} {value}"
+    name = flag.lstrip("-").replace("-", "_")
+    return f"{name}=" if value is _NO_VALUE else f"{name}={value!r}"
+
+
 def key_name(key: str) -> str:
     """A config key as the caller names it: `--data.source` on the command line, `data.source` in Python."""
     return f"--{key}" if on_command_line() else key

@@ -637,7 +637,7 @@ def test_errors_are_user_errors(tiny_model_dir, trained, tmp_path, monkeypatch):
     blank.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(UserError, match="no text lines"):
         embed_file(tiny_model_dir, blank, tmp_path / "v.parquet", progress=False)
-    with pytest.raises(UserError, match=r"v.csv \(out= in Python\): use a .parquet or .npy"):
+    with pytest.raises(UserError, match=r"^out='.*v.csv': use a .parquet or .npy"):
         embed_file(tiny_model_dir, blank, tmp_path / "v.csv", progress=False)
     with pytest.raises(UserError, match="no sidecar"):
         np.save(tmp_path / "bare.npy", np.zeros((2, 3)))
@@ -782,8 +782,8 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
                           "test": datasets.Dataset.from_dict({"text": TEXTS[2:4], "label": ["a", "b"]})}).save_to_disk(str(splits))
     capsys.readouterr()  # datasets' progress bar
     cases = [
-        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep, keep= in Python); it has id, data_id, text"),
-        ([str(data), "--out", str(tmp_path / "v.npy"), "--keep", "id"], "--keep id (keep= in Python): a .npy file holds the vectors alone"),
+        ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "url"], f"{data}: no column 'url' to keep (--keep); it has id, data_id, text"),
+        ([str(data), "--out", str(tmp_path / "v.npy"), "--keep", "id"], "--keep id: a .npy file holds the vectors alone"),
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", "id,data_id"], "columns 'id' and 'data_id' would both be written as 'data_id'"),
         ([str(data), "--out", str(tmp_path / "v.parquet"), "--keep", " , "], "--keep: name the columns to keep"),
         ([str(txt), "--out", str(tmp_path / "v.parquet"), "--keep", "all"], "is a plain text file, one text per line, with no columns to keep"),
@@ -791,7 +791,7 @@ def test_keep_mistakes_fail_in_one_line_and_write_nothing(tiny_model_dir, tmp_pa
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "items"], "column 'items' holds list values whose items mix kinds"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "meta"], "column 'meta' holds values Parquet cannot store"),
         ([str(mixed), "--out", str(tmp_path / "v.parquet"), "--keep", "huge"], "column 'huge' holds whole numbers too large for 64 bits"),
-        ([str(splits), "--out", str(tmp_path / "v.parquet"), "--keep", "doc"], f"{splits} [test]: no column 'doc' to keep (--keep, keep= in Python); it has text, label"),
+        ([str(splits), "--out", str(tmp_path / "v.parquet"), "--keep", "doc"], f"{splits} [test]: no column 'doc' to keep (--keep); it has text, label"),
     ]
     for args, message in cases:
         assert main(["embed", str(tiny_model_dir), *args, "--no-progress"]) != 0

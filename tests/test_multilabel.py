@@ -429,7 +429,7 @@ def test_evaluate_refuses_a_label_column_for_a_model_of_0_1_columns(tiny_overrid
     overrides = {**tiny_overrides, "data.source": str(path), "data.multi_label": True, "data.label_columns": "x,y",
                  "train.epochs": 1, "output.baselines": False}
     folder = taskembed.train(None, overrides, progress=False, echo=lambda _m: None).output_dir
-    with pytest.raises(taskembed.UserError, match=r"--label-column stars \(label_column= in Python\): .* reads its labels from the 0/1 columns x, y"):
+    with pytest.raises(taskembed.UserError, match=r"^label_column='stars': .* reads its labels from the 0/1 columns x, y"):
         taskembed.evaluate(folder, str(path), label_column="stars")
     assert taskembed.evaluate(folder, str(path))["n"] == 40
     short = tmp_path / "no-y.csv"
