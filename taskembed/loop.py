@@ -35,7 +35,7 @@ from taskembed.config import TrainConfig
 from taskembed.data import Encoded, collate, epoch_batches
 from taskembed.dropout import fast_dropout
 from taskembed.token_table import CompactVocab, EmbeddingRows
-from taskembed.errors import UserError, setting
+from taskembed.errors import UserError, on_command_line, setting
 from taskembed.errors import again as rerun  # `again` is the advice below
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
@@ -57,7 +57,8 @@ class TrainingInterrupted(UserError):
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
         self.step, self.saved = step, saved
-        super().__init__(self.message("taskembed train CONFIG --resume (in Python: taskembed.train(..., resume=True))"))
+        # The command line prints its own line, with the run's actual config and overrides (cli.cmd_train).
+        super().__init__(self.message("taskembed train CONFIG --resume" if on_command_line() else "taskembed.train(..., resume=True)"))
 
     def message(self, resume_command: str) -> str:
         return f"interrupted by {self.signal_name} after step {self.step}; checkpoint saved to {self.saved}; continue with: {resume_command}"

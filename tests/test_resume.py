@@ -107,6 +107,7 @@ def test_sigint_in_process_then_resume_with_validation_and_no_unpickling(tiny_mo
         taskembed.train(None, opts, progress=False, echo=quiet)
     # The signal came after the checkpoint at step 10; the step in flight (11) finished and was checkpointed.
     assert info.value.exit_code == 130 and info.value.step == 11 and info.value.saved.name == "step-000011"
+    assert str(info.value).endswith("continue with: taskembed.train(..., resume=True)")  # a Python caller's way on
     assert not (tmp_path / "out").exists()
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     root = tmp_path / "out.checkpoints"
