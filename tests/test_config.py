@@ -644,3 +644,20 @@ def test_yaml_slips_of_a_trainer_user_get_advice_that_works():
     # A dotted key at the top of the file, as an override is written
     assert problems({"train.epochs": 1}) == ("config: 1 problem: unknown section 'train.epochs'; a file nests its keys: write train: "
                                              "on its own line and epochs: indented under it")
+
+
+def test_advice_settings_read_back_as_what_they_set():
+    # errors.setting writes the fix a message gives: taken as written, on the command line or in Python, it must set
+    # exactly these values (a path with a space quoted, a boolean as YAML's true, a number as a number).
+    import ast
+    import shlex
+
+    values = {"data.source": "my reviews.csv", "output.overwrite": True, "train.lr": 0.0001, "data.max_length": 256}
+    from taskembed.errors import setting
+
+    with command_line():
+        flags = setting(values, resume=True)
+    assert flags == "--resume --data.source 'my reviews.csv' --output.overwrite true --train.lr 0.0001 --data.max_length 256"
+    assert parse_overrides(shlex.split(flags)[1:]) == values
+    python = setting(values, resume=True)
+    assert python.startswith("resume=True, overrides=") and ast.literal_eval(python.split("overrides=", 1)[1]) == values
