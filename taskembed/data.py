@@ -576,9 +576,9 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
     """Check the columns and every row; return a frame with text, [text_pair], label (all str).
 
     Multi-label: `label` holds each row's label set as a sorted tuple of names (empty for none). `flag` names
-    the option that sets a column field (`text_column` -> the config key `data.text_column` in training, evaluate's own
-    `--text-column`), for the hints; None
-    for multi_label, label_columns and label_delimiter where a trained model fixes them (evaluate).
+    the option that sets a column field, for the hints (`text_column` -> the config key `data.text_column` in
+    training, evaluate's own `--text-column`); None for multi_label, label_columns and label_delimiter where a trained
+    model fixes them (evaluate).
     `extra_file`: a data.validation or data.test file, whose columns the options cannot name apart from train's.
     """
     label_cols = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
