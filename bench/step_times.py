@@ -6,8 +6,8 @@
 
 A probe for one question: does a system's step get slower as a run goes on (a growing cache, a fragmenting heap), so
 that a short run's speed-up over B1 would not hold for a long one? Each system trains as train_bench.py's worker trains
-it (the same data files, hyperparameters and threads); taskembed logs every step (`train.log_every 1`, its `on_log`
-records the time), the Trainer gets a callback at each step's end. It prints the mean milliseconds a step over
+it (its worker function, with the same data files, hyperparameters and threads); taskembed logs every step
+(`train.log_every 1`, its `on_log` records the time), the Trainer gets a callback at each step's end. It prints the mean milliseconds a step over
 windows of 100 steps and per epoch, and writes every step's time to the JSON. Run one system at a time, alone.
 """
 
@@ -49,20 +49,16 @@ def main(argv: list[str] | None = None) -> int:
                             model, work)
     times: list[tuple[int, float]] = []
     if args.system == "taskembed":
-        overrides = {"data.source": ds["files"]["train"], "data.test": ds["files"]["test"], "data.validation_fraction": 0.0,
-                     "data.test_fraction": 0.0, "data.max_length": hp["max_length"], "model.name": model, "train.lr": hp["lr"],
-                     "train.epochs": args.epochs, "train.batch_size": hp["batch_size"], "train.warmup_ratio": hp["warmup_ratio"],
-                     "train.weight_decay": hp["weight_decay"], "train.max_grad_norm": hp["max_grad_norm"], "train.schedule": "linear",
-                     "train.seed": 0, "train.num_threads": 2, "train.keep_checkpoints": 0, "train.log_every": 1,
-                     "output.dir": str(work / "taskembed"), "output.overwrite": True, "output.baselines": False,
-                     "output.embedding_report": False}
+        real_train = taskembed.train
 
-        def on_log(entry: dict) -> None:
-            if entry.get("kind") == "train":
-                times.append((entry["step"], time.perf_counter()))
+        def train(config, overrides, **kwargs):  # the worker's own call, logging every step to the clock
+            def on_log(entry: dict) -> None:
+                if entry.get("kind") == "train":
+                    times.append((entry["step"], time.perf_counter()))
 
-        res = taskembed.train(None, overrides, progress=False, echo=None, on_log=on_log)
-        accuracy, train_s = res.metrics["test"]["accuracy"], res.train_seconds
+            return real_train(config, {**overrides, "train.log_every": 1}, on_log=on_log, **kwargs)
+
+        taskembed.train = train
     else:
         import transformers
 
@@ -77,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             self.add_callback(StepEnd())
 
         transformers.Trainer.__init__ = init
-        spec = {"dataset": ds, "hp": hp, "system": "b1", "seed": 0, "epochs": args.epochs, "model_path": model,
-                "run_dir": str(work / "b1"), "threads": 2}
-        result = tb.worker_trainer(spec, time.perf_counter())
-        accuracy, train_s = result["accuracy"], result["train_s"]
+    spec = {"dataset": ds, "hp": hp, "system": args.system, "seed": 0, "epochs": args.epochs, "model_path": model,
+            "run_dir": str(work / args.system), "threads": 2}
+    result = tb.WORKERS[args.system](spec, time.perf_counter())
+    accuracy, train_s = result["accuracy"], result["train_s"]
 
     steps = [b - a for (_, a), (_, b) in zip(times, times[1:])]  # from the first step's end: no warm-up in it
     per_epoch = -(-ds["train"] // hp["batch_size"])

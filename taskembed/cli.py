@@ -697,7 +697,7 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
     """Queries come as arguments or from --file (a .txt, one per line); --model says where the model that wrote the
     vectors is now, when its folder moved."""
     from taskembed.data import texts_from_file
-    from taskembed.embed import search
+    from taskembed.embed import OWN_COLUMNS, search
 
     if bool(queries) == bool(file):
         raise UserError("give queries as arguments or --file FILE (one of them)")
@@ -715,7 +715,7 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
             label = f"\t{h['label']}" if h.get("label") is not None else ""
             text = f"\t{_shown_text(h['text'])}" if h.get("text") is not None else ""
             # Columns kept with embed --keep (a document's own id, title, url), named, between the label and the text.
-            kept = "".join(f"\t{name}={_shown_text(value, SHOWN_KEPT_CHARS)}" for name, value in h.items() if name not in HIT_FIELDS)
+            kept = "".join(f"\t{name}={_shown_text(value, SHOWN_KEPT_CHARS)}" for name, value in h.items() if name not in OWN_COLUMNS)
             print(f"  {h['rank']}\t{h['score']:.4f}\t{h['id']}{label}{kept}{text}")
         if results and len(hits) < k:  # fewer vectors than asked for: every one of them is above
             print(f"  (all {len(hits)} vectors; -k {k} asked for more)")
@@ -740,7 +740,6 @@ SHOWN_CHARS = 300
 """A hit's text on the terminal: a whole document would fill the screen; --json gives it whole."""
 SHOWN_KEPT_CHARS = 80
 """A kept column's value on the terminal, shorter than the text it stands beside."""
-HIT_FIELDS = ("rank", "score", "id", "text", "label", "split")
 
 
 def _shown_text(text: Any, limit: int = SHOWN_CHARS) -> str:

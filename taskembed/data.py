@@ -341,6 +341,12 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+def names_a_path(src: str, suffixes: set[str] | frozenset[str] = FILE_SUFFIXES) -> bool:
+    """Whether `src`, which is not there, was meant as a file (a table's suffix, a path's start, or a URL) rather than
+    a dataset's name: its error is then missing_file's, not a Hub lookup's."""
+    return Path(src).suffix.lower() in suffixes or src.startswith((".", "/", "~")) or bool(_URL.match(src))
+
+
 def missing_file(path: str | Path, more: str = "") -> UserError:
     """"file not found", with the name in the same folder that it most likely meant ('Tickets.jsonl' for
     'tickets.jsonl': a case slip or a typo), when there is one; `more` goes inside the advice's parentheses."""
@@ -371,8 +377,7 @@ def check_paths(cfg: DataConfig) -> None:
     if cfg.subset and (src in builtin.BUILTIN_NAMES or path.exists()):
         raise UserError(f"data.subset names a configuration of a Hub dataset, and data.source {src} is a "
                         f"{'built-in dataset' if src in builtin.BUILTIN_NAMES else 'local file or folder'}; drop data.subset")
-    if src not in builtin.BUILTIN_NAMES and not path.exists() and (path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~"))
-                                                                   or _URL.match(src)):
+    if src not in builtin.BUILTIN_NAMES and not path.exists() and names_a_path(src):
         raise missing_file(src, f"built-in datasets: {', '.join(builtin.BUILTIN_NAMES)}")
     for file in (cfg.validation, cfg.test):
         if file and not Path(file).exists():
@@ -419,7 +424,7 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
         origin = {s: f"{path} [{s}]" for s in splits}
     elif path.exists():  # a device, a pipe or a socket: nothing to read a table from
         raise UserError(f"{src}: not a file or a folder; give a data file, or a folder written by datasets.save_to_disk")
-    elif path.suffix.lower() in FILE_SUFFIXES or src.startswith((".", "/", "~")) or _URL.match(src):
+    elif names_a_path(src):
         check_paths(cfg)  # raises: a path that is not there, or a URL
     else:
         splits, origin = _load_hub(src, "data.source " if training else "", cfg.subset)

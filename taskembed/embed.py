@@ -693,7 +693,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
     A label column is optional: absent, the vectors simply carry no label. `keep` names other columns to carry
     along (["all"]: every one), written under their own names, or data_<name> for one of OWN_COLUMNS.
     """
-    from taskembed.data import FILE_SUFFIXES, SPLIT_ALIASES, SPLITS, iter_text_lines, load_raw, missing_file, read_table
+    from taskembed.data import FILE_SUFFIXES, SPLIT_ALIASES, SPLITS, iter_text_lines, load_raw, missing_file, names_a_path, read_table
 
     check_source(data)
     data = str(data)
@@ -735,7 +735,7 @@ def open_texts(data: str | Path, text_column: str = "text", label_column: str | 
             raise UserError(f"--split {split}: {p} is a single file, which has no splits")
         desc = {**desc, "format": p.suffix.lower()[1:]}
         return _frames_source([(None, read_table(p))], str(p), text_column, label_column, desc, text_columns, keep)
-    if not p.exists() and (p.suffix.lower() in FILE_SUFFIXES | {".txt"} or data.startswith((".", "/", "~")) or "://" in data):
+    if not p.exists() and names_a_path(data, FILE_SUFFIXES | {".txt"}):
         raise missing_file(data)
     from taskembed.config import DataConfig
 

@@ -51,9 +51,8 @@ def setting(values: dict[str, Any], resume: bool = False) -> str:
     """How the caller sets these config keys (and asks to resume), for the advice in a message: `--resume
     --output.overwrite true` on the command line, `resume=True, overrides={'output.overwrite': True}` in Python."""
     if on_command_line():
-        return " ".join((["--resume"] if resume else []) + [f"--{key} {_flag_value(value)}" for key, value in values.items()])
-    pairs = ", ".join(f"{key!r}: {value!r}" for key, value in values.items())
-    return ", ".join((["resume=True"] if resume else []) + ([f"overrides={{{pairs}}}"] if values else []))
+        return " ".join(([resume_option()] if resume else []) + [f"--{key} {_flag_value(value)}" for key, value in values.items()])
+    return ", ".join(([resume_option()] if resume else []) + ([f"overrides={values!r}"] if values else []))
 
 
 _NO_VALUE = object()

@@ -35,8 +35,7 @@ from taskembed.config import TrainConfig
 from taskembed.data import Encoded, collate, epoch_batches
 from taskembed.dropout import fast_dropout
 from taskembed.token_table import CompactVocab, EmbeddingRows
-from taskembed.errors import UserError, on_command_line, setting
-from taskembed.errors import again as rerun  # `again` is the advice below
+from taskembed.errors import UserError, again, on_command_line, setting
 from taskembed.losses import classification_loss, step_shares, supervised_contrastive
 from taskembed.metrics import metrics_from_logits
 from taskembed.modeling import head_reads, head_vector, native_bf16, process_device, top_layer_reads_head
@@ -462,10 +461,10 @@ def fit(
         # The checkpoints before it are kept (the last good state), so a run with lower rates into the same
         # output.dir must say it starts afresh over them.
         kept = checkpoints is not None and checkpoint.step_folders(checkpoints.root)
-        again = (f", and {rerun(same=False)} with {setting({'output.overwrite': True})} (the checkpoints before it stay in "
-                 f"{checkpoints.root} until then)") if kept else ""
+        afresh = (f", and {again(same=False)} with {setting({'output.overwrite': True})} (the checkpoints before it stay in "
+                  f"{checkpoints.root} until then)") if kept else ""
         return TrainingDiverged(f"step {state.step if step is None else step}: {what}; rates were {rates}; "
-                                f"lower train.lr / train.head_lr or check the data{again}")
+                                f"lower train.lr / train.head_lr or check the data{afresh}")
 
     def check_weights() -> None:
         """Before anything reads the weights to keep them: an update can overflow them even when the loss and the
