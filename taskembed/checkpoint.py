@@ -477,6 +477,7 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
                                    "was given now")
                     continue
                 changes.append(_describe(key, old, value))
+    renumbered = None
     if meta.get("data_fingerprint") != fingerprint:
         changes.append("the training data (its fingerprint differs)")
     elif labels is not None and meta.get("labels", labels) != labels:  # checkpoints written before labels were recorded have none
@@ -484,8 +485,6 @@ def check_compatible(folder: Path, config: dict[str, Any], fingerprint: str, wor
         # config, only taskembed itself can have changed the numbering (a datasets ClassLabel keeps its own ids since
         # 2026-11-30; the labels were sorted before): no value can be put back for that.
         renumbered = f"the label numbering ({', '.join(meta['labels'])} -> {', '.join(labels)})"
-    else:
-        renumbered = None
     if meta.get("world_size") != world:
         changes.append(f"the number of processes {meta.get('world_size')} -> {world} (changes the batches each one sees)")
     if renumbered and not changes:

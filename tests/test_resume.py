@@ -492,3 +492,14 @@ def test_the_same_files_named_another_way_are_no_change(stopped, tmp_path, monke
     other = {**saved, "data": {**saved["data"], "source": str(tmp_path / "copy.csv")}}
     with pytest.raises(taskembed.UserError, match="data.source"):
         checkpoint.check_compatible(folder, other, meta["data_fingerprint"], meta["world_size"], labels=meta.get("labels"))
+
+
+def test_changed_training_data_is_refused_in_one_line(stopped):
+    # The data file edited after a stop (same path, same config): the refusal names the data. It raised
+    # UnboundLocalError instead, and a sweep, which resumes its trial in flight, could not continue at all.
+    _, root = stopped
+    folder, _ = checkpoint.latest(root)
+    saved = json.loads((folder / "training_config.json").read_text())
+    meta = checkpoint.read_meta(folder)
+    with pytest.raises(taskembed.UserError, match=r"cannot resume from .*the training data \(its fingerprint differs\)"):
+        checkpoint.check_compatible(folder, saved, "0" * 16, meta["world_size"], labels=meta.get("labels"))
