@@ -73,7 +73,8 @@ class Trial:
     setting: dict[str, Any]
     seed: int
     folder: str
-    config: dict[str, Any]  # the trial's resolved config: a rerun reuses a record only for the same one
+    config: dict[str, Any]  # the trial's resolved config: a rerun reuses a record only for the same one ...
+    data_fingerprint: str | None = None  # ... and the same data: the config names the files, not what is in them
     validation: dict[str, float] | None = None
     test: dict[str, float] | None = None
     train_seconds: float | None = None
@@ -201,9 +202,18 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
             trials.append(Trial(setting=setting, seed=seed, folder=folder, config=configs[folder].to_dict()))
     # The grid as the config reads it, for the record and the table: full keys, typed values, in the order given.
     grid = {f"{s}.{n}": list({repr(t.setting[f"{s}.{n}"]): t.setting[f"{s}.{n}"] for t in trials}.values()) for s, n in where.values()}
-    # Read once before any trial (every trial reads the same examples: SAME_VALIDATION): missing columns or splits fail now.
-    if "validation" not in load_splits(base.data).frames:
-        raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) or give data.validation")
+    # Read before any trial (every trial reads the same examples: SAME_VALIDATION): missing columns or splits fail now.
+    # Each distinct data section is read once; its fingerprint tells a record of the same files edited since from one to reuse.
+    fingerprints: dict[str, str] = {}
+    for trial in trials:
+        key = json.dumps(trial.config["data"], sort_keys=True, default=str)
+        if key not in fingerprints:
+            splits = load_splits(configs[trial.folder].data)
+            if "validation" not in splits.frames:
+                raise UserError("a sweep chooses on validation, and this data has none: set data.validation_fraction (e.g. 0.1) "
+                                "or give data.validation")
+            fingerprints[key] = splits.fingerprint()
+        trial.data_fingerprint = fingerprints[key]
     done = _read_records(root / SWEEP_JSON)
     metric = base.train.metric
     echo(f"sweep: {len(trials) // len(seeds)} setting(s) x {len(seeds)} seed(s) = {len(trials)} trials into {root}/")
@@ -211,9 +221,13 @@ def sweep(config: Config | dict[str, Any] | str | Path | None = None, overrides:
     for i, trial in enumerate(trials, start=1):
         record = done.get(trial.folder)
         if record is not None and record.get("config") == trial.config:
-            trial.validation, trial.test, trial.train_seconds = record["validation"], record["test"], record["train_seconds"]
-            echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
-            continue
+            if record.get("data_fingerprint") == trial.data_fingerprint:
+                trial.validation, trial.test, trial.train_seconds = record["validation"], record["test"], record["train_seconds"]
+                echo(f"[{i}/{len(trials)}] {trial.folder}: done before, read back")
+                continue
+            why = "on other data (the files changed since)" if "data_fingerprint" in record else \
+                "by an earlier taskembed, whose record does not say on which data"
+            echo(f"  note: {trial.folder} was trained {why}; training it again")
         # Only the trial's notes reach the sweep's output; its full log is in its folder (log.jsonl). The notes before
         # training starts (about the data, which every trial reads) are said once; those after it are the trial's own
         # (a model that learnt nothing) and named with it.

@@ -126,6 +126,26 @@ def test_a_rerun_reads_finished_trials_back_instead_of_training_them(base, monke
     assert again["ranking"] == first["ranking"] and sum("done before, read back" in m for m in said) == 2
 
 
+def test_a_rerun_on_edited_data_trains_again(base, monkeypatch):
+    # The same command after the data file changed (here every label flipped): the records name the same config, but
+    # their scores are of the old data, and reading them back reported the old ranking and kept the old models.
+    grid = {"train.lr": [1e-3]}
+    sweep(None, base, grid=grid, seeds=[0], keep="none", echo=lambda _m: None)
+    import pandas as pd
+
+    frame = pd.read_csv(base["data.source"])
+    assert set(frame["label"]) == {"pos", "neg"}
+    frame["label"] = frame["label"].map({"pos": "neg", "neg": "pos"})
+    frame.to_csv(base["data.source"], index=False)
+    trained = []
+    real = api.train
+    monkeypatch.setattr(api, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
+    said: list[str] = []
+    sweep(None, base, grid=grid, seeds=[0], keep="none", echo=said.append)
+    assert trained == [1] and not any("read back" in m for m in said)
+    assert any("was trained on other data (the files changed since); training it again" in m for m in said), said
+
+
 def test_a_stopped_sweep_continues_and_ends_where_an_unstopped_one_does(base, tmp_path, monkeypatch, capsys):
     opts = [f"--{k}={v}" for k, v in base.items() if k != "output.dir"] + ["--train.checkpoint_every=2"]
     args = ["sweep", "--grid", "train.lr=1e-4,1e-3", "--seeds", "0", "--keep", "all", "--no-progress", *opts]
