@@ -77,6 +77,23 @@ def check_not_input(out: str | Path, source: str | Path | None, what: str = "--o
         raise UserError(f"{what} {out} is the input file {source}, which writing would replace; choose another {what}")
 
 
+def check_not_in_model(out: str | Path, what: str = "--out") -> None:
+    """Before any work: a file written into a trained model's folder may not replace one that training wrote there
+    (metrics.json, which the demo reads; the model card; the weights): an evaluation's metrics.json in its place would
+    silently break the folder. run.json lists them; in a folder whose run.json does not, no existing file is replaced.
+    A file of the user's own beside them (predictions.csv, written again) is allowed."""
+    out = Path(out).expanduser()
+    if not out.exists() or not (out.parent / MODEL_MARKER).is_file():
+        return
+    try:
+        written = json.loads((out.parent / "run.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    if not isinstance(written, list) or out.name in written:
+        raise UserError(f"{what} {out} would replace {out.name}, which training wrote into the model folder {out.parent}; "
+                        "write to a path outside the model folder")
+
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail before training, not after an hour of it, when the output cannot be written."""
     check_replaceable(out, overwrite, MODEL_MARKER, "output.dir ", setting({"output.overwrite": True}), key_name("output.dir"))
@@ -443,6 +460,8 @@ def save(out: Path, overwrite: bool, model, tokenizer, info: dict[str, Any], log
                                     "tokens_per_second", "stopped_early", "world_size", "labels", "mlm")}
         run["report_seconds"] = time.perf_counter() - report_started if extra is not None else None
         run["total_seconds"] = info["total_seconds"] + (time.perf_counter() - save_started)
+        # What training wrote, so that a later command's output beside them is told from one that would replace them.
+        run["files"] = sorted({str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()} | {"run.json", "README.md"})
         write_json(tmp / "run.json", run)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

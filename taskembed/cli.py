@@ -493,10 +493,11 @@ def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = Non
         raise UserError(f"{flag} {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if Path(out).suffix.lower() not in suffixes:
         raise UserError(f"{flag} {out}: use a {' or '.join(suffixes)} file name")
-    from taskembed.artifacts import check_not_input, check_writable
+    from taskembed.artifacts import check_not_in_model, check_not_input, check_writable
 
     check_writable(Path(out), flag)
     check_not_input(out, source, flag)
+    check_not_in_model(out, flag)
 
 
 def cmd_push(folder: str, repo_id: str, public: bool = False, message: str | None = None) -> int:

@@ -338,6 +338,13 @@ def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = Non
     from taskembed.data import SPLITS
     from taskembed.embed import open_texts
 
+    from taskembed.artifacts import MODEL_MARKER
+
+    # Training writes its own report into the model's folder (compare, above), which the model card quotes: a report
+    # on other data must not replace it.
+    if out_dir is not None and (Path(out_dir) / MODEL_MARKER).is_file():
+        raise UserError(f"--out-dir {out_dir} is a trained model's folder, whose {REPORT_JSON} training wrote and its model card "
+                        "quotes; choose another folder for the report")
     _check_out_dir(out_dir)  # before reading any data
     source = open_texts(data, text_column, label_column, split, text_columns)
     splits = source.description.get("splits")

@@ -690,6 +690,32 @@ def test_an_output_that_is_the_input_file_is_refused_before_any_work(classifier_
     assert code == 2 and "is the input file" in err and js.read_bytes() == before, err
 
 
+def test_outputs_do_not_replace_the_files_of_a_trained_folder(tiny_overrides, tmp_path, capsys, write_csv):
+    # `evaluate --out runs/X/metrics.json` replaced training's metrics (which the demo reads) with an evaluation's, and
+    # `compare --out-dir runs/X` the report the model card quotes; nothing said so. A new file beside them is allowed.
+    data = write_csv(make_rows(40))
+    folder = Path(taskembed.train(None, {**tiny_overrides, "data.source": str(data), "train.epochs": 1,
+                                         "data.test_fraction": 0.2}, progress=False).output_dir)
+    kept = {name: (folder / name).read_bytes() for name in ("metrics.json", "embedding_report.json")}
+    for argv, named in (
+        (["evaluate", str(folder), str(data), "--out", str(folder / "metrics.json")], "would replace metrics.json, which training wrote"),
+        (["compare", str(tiny_overrides["model.name"]), str(folder), str(data), "--out-dir", str(folder), "--no-progress"],
+         "is a trained model's folder"),
+    ):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+    assert "metrics.json" in json.loads((folder / "run.json").read_text())["files"]
+    predict = ["predict", str(folder), "--file", str(data), "--out", str(folder / "predictions.csv")]
+    for _ in range(2):  # a file of the user's own, written again
+        assert run_cli(predict, capsys)[0] == 0 and (folder / "predictions.csv").is_file()
+    # A folder whose run.json lists nothing (an earlier taskembed's): no existing file is replaced.
+    run = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "files"}))
+    code, _, err = run_cli(predict, capsys)
+    assert code == 2 and "would replace predictions.csv" in err and "outside the model folder" in err, err
+
+
 def test_a_model_folder_under_home_loads_by_tilde(classifier_dir, monkeypatch):
     import taskembed
 
