@@ -589,7 +589,7 @@ def evaluate(folder: str | Path | Classifier, data: Any, split: str | None = Non
             raise UserError(f"data: has no '{split}' split (it has {', '.join(raw)}); pick one with split")
         where = f"data['{split}']"
         df = clean_split(raw[split], dcfg, where, flag)
-    elif Path(data).is_file():
+    elif Path(data).expanduser().is_file():  # ~/x.csv from Python or in quotes, as config paths read it
         if split is not None:
             raise UserError(f"--split {split}: {data} is a single file, which has no splits; drop --split")
         df, where = clean_split(read_table(data), dcfg, data, flag), data

@@ -72,7 +72,7 @@ def check_writable(path: Path, what: str) -> None:
 
 def check_not_input(out: str | Path, source: str | Path | None, what: str = "--out") -> None:
     """Before any work: an output that is the input file would replace the user's data with what was read from it."""
-    out, source = Path(out), Path(source) if source is not None else None
+    out, source = Path(out).expanduser(), Path(source).expanduser() if source is not None else None
     if source is not None and out.exists() and source.is_file() and os.path.samefile(out, source):
         raise UserError(f"{what} {out} is the input file {source}, which writing would replace; choose another {what}")
 

@@ -46,7 +46,7 @@ FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV/JSON/JSONL/Parquet file into a DataFrame, or raise a UserError naming what is wrong."""
-    p = Path(path)
+    p = Path(path).expanduser()  # as config paths are (a path from Python or in quotes reaches here with its ~)
     if not p.exists():
         raise missing_file(path)  # as given: Path() would fold a URL's // into one
     if p.is_dir():
@@ -370,7 +370,7 @@ def check_paths(cfg: DataConfig) -> None:
     """What a dry run can check without reading a row: the files the config names are there (as load_raw says it)."""
     from taskembed import builtin
 
-    src, path = cfg.source, Path(cfg.source)
+    src, path = cfg.source, Path(cfg.source).expanduser()
     if src == IN_MEMORY:
         raise UserError(f"data.source {IN_MEMORY} is data that was given in Python (taskembed.train(data=...)); give it again "
                         "that way, or name a file or dataset")
@@ -380,7 +380,7 @@ def check_paths(cfg: DataConfig) -> None:
     if src not in builtin.BUILTIN_NAMES and not path.exists() and names_a_path(src):
         raise missing_file(src, f"built-in datasets: {', '.join(builtin.BUILTIN_NAMES)}")
     for file in (cfg.validation, cfg.test):
-        if file and not Path(file).exists():
+        if file and not Path(file).expanduser().exists():
             raise missing_file(file)
     if cfg.unlabelled and not Path(cfg.unlabelled).expanduser().is_file():
         raise UserError(f"data.unlabelled {cfg.unlabelled}: file not found (or a folder); give a .txt, one text per line, or a table file")
@@ -392,7 +392,7 @@ def load_raw(cfg: DataConfig, training: bool = True, given: dict[str, pd.DataFra
     from taskembed import builtin
 
     src = cfg.source
-    path = Path(src)
+    path = Path(src).expanduser()
     if given is None and (src == IN_MEMORY or cfg.subset):
         check_paths(cfg)  # raises for in-memory data given no longer, or a subset beside a local or built-in source
     if given is not None:  # frames_from_python's splits; data.source reads IN_MEMORY
@@ -1520,7 +1520,7 @@ def texts_to_predict(path: str | Path, text_column: str = "text", pair_column: s
     null cell reads as None, so that one blank cell need not stop a batch; a cell that holds no text (a number, bytes)
     is refused, since the column is then probably not the text. `notes`, when given, gets a line for blank lines or
     empty table rows read past (the rows after them move up), as `predict` says it."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
         raise UserError(f"{p}: is a folder; give a .txt (one text per line) or a table file")
     if not p.is_file():

@@ -716,6 +716,21 @@ def test_outputs_do_not_replace_the_files_of_a_trained_folder(tiny_overrides, tm
     assert code == 2 and "would replace predictions.csv" in err and "outside the model folder" in err, err
 
 
+def test_a_data_file_under_home_reads_by_tilde(classifier_dir, monkeypatch, capsys, write_csv):
+    # Config paths expanded ~, but evaluate's DATA and predict's --file did not: "~/x.csv: file not found; did you
+    # mean /home/.../x.csv?", naming the very file that was given (a path from Python, or in quotes on a command line).
+    import taskembed
+
+    data = write_csv(make_rows(8, labels=("LABEL_0", "LABEL_1")))  # the labels classifier_dir knows
+    monkeypatch.setenv("HOME", str(data.parent))
+    tilde = f"~/{data.name}"
+    assert taskembed.evaluate(classifier_dir, tilde)["n"] == 8
+    code, out, err = run_cli(["predict", str(classifier_dir), "--file", tilde], capsys)
+    assert code == 0 and len(out.strip().splitlines()) >= 8, err
+    code, _, err = run_cli(["evaluate", str(classifier_dir), "~/missing.csv"], capsys)
+    assert code == 2 and "~/missing.csv: file not found" in err, err
+
+
 def test_a_model_folder_under_home_loads_by_tilde(classifier_dir, monkeypatch):
     import taskembed
 
