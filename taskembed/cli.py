@@ -462,7 +462,7 @@ def _write_predictions(out: Path, clf: Any, inputs: Sequence[str | None], pairs:
     with written_whole(out, newline="") as fh:
         if out.suffix.lower() == ".jsonl":
             for i, row in enumerate(own):
-                fh.write(json.dumps({**row, **(preds[i] or dict.fromkeys(keys))}, ensure_ascii=False, default=_json_value) + "\n")
+                fh.write(json.dumps(_json_safe({**row, **(preds[i] or dict.fromkeys(keys))}), ensure_ascii=False, allow_nan=False) + "\n")
             return len(made)
         w = csv.writer(fh)
         w.writerow([*names, *pred_columns])
@@ -472,18 +472,13 @@ def _write_predictions(out: Path, clf: Any, inputs: Sequence[str | None], pairs:
     return len(made)
 
 
-def _json_value(v: Any) -> Any:
-    """What json cannot write of a Parquet row's values: a time as ISO 8601 (to its last digit), bytes and the rest as text."""
-    return v.isoformat() if hasattr(v, "isoformat") else v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
 def _cell(v: Any) -> str:
-    """A passed-through value as a CSV cell: text as it is, nothing for a missing one, anything else as JSON."""
-    if isinstance(v, str):
-        return v
+    """A passed-through value as a CSV cell: what _json_safe makes of it, text as it is (a decimal, bytes or a time
+    too, as in JSON Lines), nothing for a missing or non-finite one, numbers and lists as JSON."""
+    v = _json_safe(v)
     if v is None:
         return ""
-    return v.isoformat() if hasattr(v, "isoformat") else json.dumps(v, ensure_ascii=False, default=_json_value)
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
 
 def check_out_file(out: str, suffixes: tuple[str, ...], source: str | None = None, flag: str = "--out") -> None:
@@ -724,16 +719,21 @@ def cmd_search(vectors: str, queries: Sequence[str], k: int = 5, as_json: bool =
 
 
 def _json_safe(value: Any) -> Any:
-    """Kept columns can hold what JSON has no type for: NaN and infinities (which JSON.parse refuses) become null,
-    dates ISO 8601, anything else (decimals, bytes) its text."""
+    """A table's own columns (predict --out, search's kept columns) can hold what JSON has no type for: NaN and
+    infinities (which JSON.parse refuses) become null, numpy scalars Python's, times ISO 8601 (to their last digit),
+    bytes their UTF-8 text, anything else (decimals, durations) its text."""
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
+    if type(value).__module__ == "numpy" and getattr(getattr(value, "dtype", None), "kind", "x") in "biufO":
+        return _json_safe(value.tolist())  # np.int64 is no int to json; an array is a list (a datetime64 is left to str)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 

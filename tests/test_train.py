@@ -398,6 +398,19 @@ def test_cli_predict_keeps_the_tables_columns_and_rows_without_text(trained, tmp
     assert main(["predict", model, "--file", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "p3.jsonl")]) == 0
     assert [json.loads(x)["at"] for x in (tmp_path / "p3.jsonl").read_text().splitlines()] == [
         "2026-01-02T03:04:05.123456", "2026-01-02T03:04:06.000001"]
+    # Values JSON has no type for: an infinity was written as Infinity (which JSON parsers refuse), and in CSV bytes,
+    # decimals and durations got JSON's quotes inside the cell ("x" where a text column gives x).
+    import decimal
+
+    pd.DataFrame({"text": ["superb charming", "dull, boring"], "f": [1.5, float("inf")], "b": [b"x", b"y"],
+                  "dec": [decimal.Decimal("1.10"), decimal.Decimal("2")], "td": pd.to_timedelta([1, 2], unit="s"),
+                  }).to_parquet(tmp_path / "odd.parquet")
+    assert main(["predict", model, "--file", str(tmp_path / "odd.parquet"), "--out", str(tmp_path / "odd.jsonl")]) == 0
+    strict = [json.loads(x, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) for x in (tmp_path / "odd.jsonl").read_text().splitlines()]
+    assert [(r["f"], r["b"], r["dec"], r["td"]) for r in strict] == [(1.5, "x", "1.10", "0:00:01"), (None, "y", "2.00", "0:00:02")]  # a decimal column has one scale
+    assert main(["predict", model, "--file", str(tmp_path / "odd.parquet"), "--out", str(tmp_path / "odd.csv")]) == 0
+    cells = [(g["f"], g["b"], g["dec"], g["td"]) for g in csv.DictReader((tmp_path / "odd.csv").open(encoding="utf-8"))]
+    assert cells == [("1.5", "x", "1.10", "0:00:01"), ("", "y", "2.00", "0:00:02")]
     # on the screen, row i is still line i
     capsys.readouterr()
     assert main(["predict", model, "--file", str(src)]) == 0
