@@ -102,6 +102,11 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
             f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
             "label when it has at least as many rows as there are labels")
+    if splits.renumbered:  # the README promises the dataset's ids: where they cannot hold, the user compares by name
+        moved = ", ".join(f"{name} {was} -> {splits.labels.index(name)}" for name, was in list(splits.renumbered.items())[:5])
+        say(f"note: the training data has no example of some of its ClassLabel's names, so the model's label ids differ from "
+            f"the dataset's ({moved}{', ...' if len(splits.renumbered) > 5 else ''}); compare predictions by name (clf.labels), "
+            "not by id")
     seen = splits.seen_in_train()
     for split, n in seen.items():
         if n:  # a test file that is (partly) the training file scores memory: said, not refused (a sanity run may want it)
@@ -409,7 +414,7 @@ def train(
             "stopped_early": st.stopped_early,
             "world_size": world,
             "data": {"fingerprint": fingerprint, "origin": splits.origin, "summary": splits.summary(), "seen_in_train": seen,
-                     "lookalike_labels": lookalikes, "unlabelled_splits": splits.unlabelled, "train_sampled": splits.sampled,
+                     "lookalike_labels": lookalikes, "renumbered_labels": splits.renumbered, "unlabelled_splits": splits.unlabelled, "train_sampled": splits.sampled,
                      "truncated": {s: e.truncated for s, e in encoded.items()},
                      **({"windowed": {s: e.windowed for s, e in encoded.items()}} if stride is not None else {})},
         }

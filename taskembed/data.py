@@ -298,6 +298,12 @@ def label_order(raw_train: pd.DataFrame, column: str, labels: set[str]) -> list[
     return kept + sort_labels(labels - set(kept))
 
 
+def renumbered_labels(raw_train: pd.DataFrame, column: str, labels: Sequence[str]) -> dict[str, int]:
+    """{name: the ClassLabel's id} for the model's labels (label_order) whose id differs from the dataset's."""
+    names = raw_train.attrs.get(CLASS_ORDER, {}).get(column) or []
+    return {name: names.index(name) for i, name in enumerate(labels) if name in names and names.index(name) != i}
+
+
 IN_MEMORY = "<in-memory data>"
 """data.source of a run whose data was given in Python (`taskembed.train(data=...)`), as training_config.json records it."""
 
@@ -826,6 +832,9 @@ class Splits:
     sampled_out: list[str] = field(default_factory=list)
     """Labels of the training data that data.max_train_samples left out: a sample smaller than the label count cannot
     hold them all, so the model does not learn them."""
+    renumbered: dict[str, int] = field(default_factory=dict)
+    """A datasets ClassLabel's names whose dataset id is not the model's, with the dataset's id: a name with no
+    training example before them moves them down (the model has no row for it). Said by training; empty otherwise."""
     sampled: dict[str, int] | None = None
     """{"from": rows, "kept": rows} where data.max_train_samples sampled the training data (before any split was carved
     from it), and {"per_label_from", "per_label_kept"} where data.max_train_per_label cut it (after the carving), for
@@ -1116,8 +1125,9 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
         if len(frames["train"]) < len(train):  # said by training: a config's cap would otherwise drop a user's own examples unseen
             sampled = {**(sampled or {}), "per_label_from": len(train), "per_label_kept": len(frames["train"])}
     if cfg.multi_label:
-        return Splits(frames=frames, labels=_multi_label_names(frames, origin, cfg, src, raw_train), origin=origin, multi_label=True,
-                      unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled)
+        labels = _multi_label_names(frames, origin, cfg, src, raw_train)
+        return Splits(frames=frames, labels=labels, origin=origin, multi_label=True, unlabelled=unlabelled, sampled_out=sampled_out,
+                      sampled=sampled, renumbered={} if cfg.label_columns else renumbered_labels(raw_train, cfg.label_column, labels))
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -1141,7 +1151,8 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                     f"{origin.get(split, split)}: row {row}: label '{unseen[0]}' never occurs in training"
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
-    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled)
+    return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled,
+                  renumbered=renumbered_labels(raw_train, cfg.label_column, labels))
 
 
 # --- tokenization and batches --------------------------------------------------------------------

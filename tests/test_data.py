@@ -669,7 +669,18 @@ def test_a_class_label_keeps_its_own_ids(tmp_path):
     assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(dd)).labels == ["pos", "neg", "mixed"]
     # A name the training split lacks is left out, and the others keep their order.
     without = dd["train"].filter(lambda r: r["label"] != 2)
-    assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(without)).labels == ["pos", "neg"]
+    kept = load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(without))
+    assert kept.labels == ["pos", "neg"] and kept.renumbered == {}  # the last name: the others' ids are the dataset's
+    # A name before others missing: their ids move down, which the README's "keeps its own ids" cannot promise, so
+    # training says so (and run.json records it).
+    from taskembed.api import check_data
+    from taskembed.config import Config
+
+    shifted = load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(dd["train"].filter(lambda r: r["label"] != 0)))
+    assert shifted.labels == ["neg", "mixed"] and shifted.renumbered == {"neg": 1, "mixed": 2}
+    said: list[str] = []
+    check_data(Config(), shifted, said.append)
+    assert any("model's label ids differ from the dataset's (neg 1 -> 0, mixed 2 -> 1); compare predictions by name" in m for m in said), said
     # Plain files and frames keep the sorted order.
     frame = dd["train"].to_pandas().assign(label=lambda f: f["label"].map(names.int2str))
     assert load_splits(DataConfig(source="<in-memory data>"), given=frames_from_python(frame)).labels == ["mixed", "neg", "pos"]
