@@ -21,17 +21,18 @@ the report; `report_markdown` turns it into a paragraph and table for a model ca
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from taskembed.errors import UserError, raise_write_error
+from taskembed.errors import UserError, option, raise_write_error
 from taskembed.metrics import save_figure
 
 REPORT_JSON = "embedding_report.json"
@@ -202,6 +203,8 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
 
     _check_out_dir(out_dir)
     texts = check_texts(texts, "embed")
+    if labels is None or isinstance(labels, (str, dict)) or not isinstance(labels, Iterable):
+        raise UserError(f"compare: give the labels as a list or a column (df['label']), one per text, not {type(labels).__name__}")
     labels = list(labels)
     given = len(texts)
     if len(labels) != len(texts):
@@ -214,8 +217,8 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     labels = [str(x) for x in labels]
     if len(set(labels)) < 2:
         raise UserError(f"compare needs labelled texts of at least two classes; every one has the label '{labels[0]}'")
-    if max_texts < 2:
-        raise UserError(f"max_texts must be at least 2, got {max_texts}")
+    if isinstance(max_texts, bool) or not isinstance(max_texts, numbers.Integral) or max_texts < 2:
+        raise UserError(f"{option('--max-texts', max_texts)}: give a whole number of texts, at least 2")
     if pairs is not None:
         pairs = check_texts([pairs] if isinstance(pairs, str) else pairs, "embed", "second text")
         if len(pairs) != given:
@@ -228,6 +231,11 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     y = np.array(labels)
 
     # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
+    for name, side, options in (("base_options", base, base_options), ("tuned_options", tuned, tuned_options)):
+        asked = [k for k, v in (options or {}).items() if v is not None]
+        if isinstance(side, Embedder) and asked:  # they were dropped, and the report described another space
+            raise UserError(f"{name} ({', '.join(asked)}): that side is an Embedder, which has its own options; build it with "
+                            "them (Embedder.load(folder, pooling=...)) or give the folder")
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", "normalize": False, **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, {"normalize": False, **(tuned_options or {})})
     # The tuned model's labels would be read as one class per combination. The base is only an encoder here: a

@@ -51,6 +51,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import numbers
 import os
 import re
 import time
@@ -474,7 +475,8 @@ def as_embedder(model_or_folder, options: dict[str, Any]) -> Embedder:
     check_options(options)
     if isinstance(model_or_folder, Embedder):
         if options:
-            raise TypeError("options belong to the Embedder; build a new one to change them")
+            raise UserError(f"{', '.join(options)}: options of an Embedder are set when it is built; build one with them "
+                            "(Embedder.load(folder, pooling=...)) or give the folder")
         return model_or_folder
     if isinstance(model_or_folder, Classifier):
         clf = model_or_folder
@@ -1369,8 +1371,8 @@ def search(vectors: str | Path, queries: Sequence[str] | str, k: int = 5, *,
     from taskembed.data import check_texts
 
     queries = check_texts(queries, "embed", "query", "queries")
-    if k < 1:
-        raise UserError(f"-k must be at least 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise UserError(f"{option('-k', k)}: give a whole number of hits, at least 1")
     info = read_sidecar(vectors)
     if embedder is not None:
         if model_path is not None:

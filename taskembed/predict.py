@@ -48,6 +48,8 @@ class Classifier:
     """A trained classifier loaded from a folder. Use `taskembed.load(folder)`."""
 
     def __init__(self, folder: str | Path, device: str | None = None, bf16: bool = False):
+        if not isinstance(folder, (str, Path)):  # Path(None) is a TypeError
+            raise UserError(f"give the model folder as a path (a str or Path), not {type(folder).__name__}")
         self.folder = Path(folder).expanduser()  # as config paths are: `load("~/runs/sentiment")`
         self.device = pick_device(device)
         self.bf16 = bool(bf16)

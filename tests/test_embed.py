@@ -1093,3 +1093,30 @@ def test_a_text_pair_is_embedded_as_a_pair_model_reads_it(tiny_model_dir):
         report = compare(tiny_model_dir, tiny_model_dir, texts, ["pos", "neg", "pos", "neg"], pairs=pairs, examples=1)
     assert len(seen) == 2 and all(sorted(p) == sorted(pairs) for p in seen)
     assert report["neighbours"][0]["text"] in [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
+
+
+def test_python_argument_mistakes_are_user_errors(trained, tiny_model_dir, tmp_path):
+    """Each raised TypeError (from Path(None), '<' between str and int, numpy's partition) or, for compare, dropped the
+    options it was given and reported on another space than the one asked for."""
+    import taskembed
+    from taskembed.compare import compare
+
+    texts, labels = ["a fine film", "a dull film", "a warm story", "a cold story"], ["pos", "neg", "pos", "neg"]
+    out = tmp_path / "v.npy"
+    embed_file(tiny_model_dir, _write_csv(tmp_path / "d.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)]), out,
+               progress=False)
+    emb = Embedder.load(tiny_model_dir)
+    mistakes = [
+        (lambda: taskembed.load(None), "give the model folder as a path"),
+        (lambda: taskembed.evaluate(None, "x.csv"), "give the model folder as a path"),
+        (lambda: taskembed.load(trained).predict(b"a fine film"), r"are bytes; decode them first"),
+        (lambda: embed(emb, texts, pooling="mean"), r"pooling: options of an Embedder are set when it is built"),
+        (lambda: search(out, "fine", k="3"), r"k='3': give a whole number of hits"),
+        (lambda: search(out, "fine", k=2.5), r"k=2.5: give a whole number of hits"),
+        (lambda: compare(tiny_model_dir, trained, texts, None), "give the labels as a list"),
+        (lambda: compare(tiny_model_dir, trained, texts, labels, max_texts="10"), r"max_texts='10': give a whole number"),
+        (lambda: compare(emb, trained, texts, labels, base_options={"pooling": "max"}), r"base_options \(pooling\): that side is an Embedder"),
+    ]
+    for call, message in mistakes:
+        with pytest.raises(UserError, match=message):
+            call()
