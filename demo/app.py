@@ -287,8 +287,10 @@ def _error(message: str, title: str = "Error") -> gr.Error:
 
 
 def check_text(text: str | None, limits: Limits) -> str:
-    text = (text or "").strip()
-    if not text:
+    # Blank is refused, but the text is scored as typed, spaces and all, as `taskembed predict` and `pipeline` score it:
+    # a tokenizer that makes tokens of spaces (RoBERTa's, DeBERTa-v3's) gives other scores for a stripped text.
+    text = text or ""
+    if not text.strip():
         raise _error("Type a text first.", title="No input")
     if len(text) > limits.max_chars:
         raise _error(f"Input too long: {len(text):,} characters; the demo takes at most {limits.max_chars:,} per text. "
@@ -299,9 +301,10 @@ def check_text(text: str | None, limits: Limits) -> str:
 def check_batch(texts: list[str], limits: Limits, unit: str = "line") -> list[str]:
     # Blank lines are dropped, but a message names a line as the user sees it in the input (a CSV's rows count from 1
     # after the header, unit "row", as the command line counts them).
-    lengths = [len(t.strip()) if t else 0 for t in texts]
+    # A line is scored as it is, as check_text says why.
+    lengths = [len(t) if t else 0 for t in texts]
     long = next((i for i, n in enumerate(lengths, start=1) if n > limits.max_chars), None)
-    texts = [t.strip() for t in texts if t and t.strip()]
+    texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise _error("No texts: paste one text per line or upload a CSV with a 'text' column.", title="No input")
     if len(texts) > limits.max_lines:
@@ -579,7 +582,13 @@ def summary_markdown(model: Model) -> str:
     if data.get("source"):
         lines.append(f"- **data**: `{_short(str(data['source']))}`, max length {data.get('max_length')} tokens")
     if train:
-        lines.append(f"- **rates**: top {train.get('lr'):g}, layer decay {train.get('layer_decay'):g}, head {train.get('head_lr'):g}; "
+        # The rates trained with are the plan's: train.lr_scaling multiplies the configured ones for the batch size.
+        groups = {g.get("name"): g.get("lr") for g in (model.reports.get("plan") or {}).get("groups") or [] if isinstance(g, dict)}
+        top = next((lr for name, lr in reversed(groups.items()) if name not in ("head", "embeddings")), None)
+        top, head = (top, groups["head"]) if top is not None and groups.get("head") is not None else (train.get("lr"), train.get("head_lr"))
+        scaled = (f" (train.lr {train.get('lr'):g} and head_lr {train.get('head_lr'):g} scaled by train.lr_scaling "
+                  f"{train.get('lr_scaling')})" if (top, head) != (train.get("lr"), train.get("head_lr")) else "")
+        lines.append(f"- **rates**: top {top:g}, layer decay {train.get('layer_decay'):g}, head {head:g}{scaled}; "
                      f"{train.get('epochs'):g} epochs, batch {train.get('batch_size')}, seed {train.get('seed')}")
     if run:
         lines.append(f"- **trained on** {run.get('device', '?')} in {run.get('train_seconds', 0):.0f} s"

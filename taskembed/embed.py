@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import numbers
 import os
@@ -1487,7 +1488,13 @@ def export_sentence_transformers(model_or_folder, out: str | Path, *, overwrite:
     with artifacts.staged_folder(out, overwrite=True) as tmp:
         emb.encoder.save_pretrained(tmp, safe_serialization=True)
         emb.tokenizer.save_pretrained(tmp)
-        artifacts.write_json(tmp / "sentence_bert_config.json", {"max_seq_length": emb.max_length, "do_lower_case": False})
+        sbert = {"max_seq_length": emb.max_length, "do_lower_case": False}
+        if getattr(emb.encoder, "pooler", "") is None and "add_pooling_layer" in inspect.signature(type(emb.encoder).__init__).parameters:
+            # A RoBERTa-family classifier's encoder has no pooler, but AutoModel builds one by default, and loading the
+            # export reported its weights "newly initialized ... consider training" (unused by the Pooling module).
+            # sentence-transformers passes model_args to from_pretrained (2.x to 6 alike).
+            sbert["model_args"] = {"add_pooling_layer": False}
+        artifacts.write_json(tmp / "sentence_bert_config.json", sbert)
         (tmp / "1_Pooling").mkdir()
         artifacts.write_json(tmp / "1_Pooling" / "config.json", {
             "word_embedding_dimension": hidden,

@@ -103,3 +103,21 @@ def test_the_embedding_summary_states_the_k_that_was_used():
               "tuned": {"model": "tuned", "pooling": "head", "dim": 32, "knn_accuracy": 0.75, "k": 3}}
     text = demo.embedding_markdown(report)
     assert "k-NN accuracy (k=3)" in text and "k=10" not in text
+
+
+def test_the_summary_gives_the_rates_trained_with(folders, tmp_path):
+    # Under train.lr_scaling the summary gave the configured rates while the plan table beside it gave the trained ones.
+    folder, _ = folders
+    line = next(x for x in demo.summary_markdown(demo.load_models([folder])[0]).splitlines() if "**rates**" in x)
+    assert line.startswith("- **rates**: top 0.003, layer decay") and "head 0.005;" in line and "scaled" not in line
+    scaled = tmp_path / "scaled"
+    shutil.copytree(folder, scaled)
+    plan = json.loads((scaled / "lr_plan.json").read_text())
+    for group in plan["groups"]:  # what linear scaling from batch 16 to 32 gives
+        group["lr"] *= 2
+    (scaled / "lr_plan.json").write_text(json.dumps(plan))
+    config = json.loads((scaled / "training_config.json").read_text())
+    config["train"]["lr_scaling"] = "linear"
+    (scaled / "training_config.json").write_text(json.dumps(config))
+    line = next(x for x in demo.summary_markdown(demo.load_models([scaled])[0]).splitlines() if "**rates**" in x)
+    assert "top 0.006" in line and "head 0.01 (train.lr 0.003 and head_lr 0.005 scaled by train.lr_scaling linear)" in line, line

@@ -1120,3 +1120,22 @@ def test_python_argument_mistakes_are_user_errors(trained, tiny_model_dir, tmp_p
     for call, message in mistakes:
         with pytest.raises(UserError, match=message):
             call()
+
+
+def test_an_export_of_an_encoder_without_a_pooler_loads_without_one(tiny_model_dir, tmp_path):
+    # A RoBERTa-family classifier has no pooler; AutoModel builds one by default, and loading the export reported its
+    # weights as "newly initialized", which reads as a broken export.
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig, AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    tok, base = AutoTokenizer.from_pretrained(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
+    cfg = RobertaConfig(vocab_size=base.vocab_size, hidden_size=base.hidden_size, num_hidden_layers=2, num_attention_heads=base.num_attention_heads,
+                        intermediate_size=base.intermediate_size, max_position_embeddings=base.max_position_embeddings + 2,
+                        pad_token_id=tok.pad_token_id, num_labels=2)
+    torch.manual_seed(0)
+    RobertaForSequenceClassification(cfg).save_pretrained(tmp_path / "rob")
+    tok.save_pretrained(tmp_path / "rob")
+    export_sentence_transformers(tmp_path / "rob", tmp_path / "st")
+    loaded = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    assert loaded[0].auto_model.pooler is None
+    assert np.abs(loaded.encode(TEXTS, convert_to_numpy=True) - embed(tmp_path / "rob", TEXTS)).max() < 1e-5
