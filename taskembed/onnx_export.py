@@ -242,7 +242,9 @@ def _export(model, tok, inputs: list[str], pair: bool, path: Path, output: str, 
     dynamic. Inside `top_layer_reads_head` the top layer is traced for the head's row only (exact, and about a sixth less
     work for a 6-layer model: docs/benchmarks.md)."""
     sample = tok(["a short text", "a longer text, to give the batch some padding"],
-                 ["a second text", "and another"] if pair else None, padding=True, return_tensors="pt")
+                 ["a second text", "and another"] if pair else None, padding=True, truncation=True, return_tensors="pt")
+    # (Cut at the tokenizer's length, set to the model's: a model trained with a short data.max_length would otherwise
+    # get transformers' "longer than the specified maximum ... indexing errors" warning for this sample.)
     kwargs = {n: sample[n] for n in inputs}
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     # The exporter's own deprecation and axis-naming warnings and its log lines about torchvision's operators are not
