@@ -85,7 +85,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run code shipped with the model. Off unless you trust the source and pin a revision."""
     dropout: float | None = None
-    """Classifier dropout; None keeps the model's own."""
+    """The classification head's dropout (every family's: BERT's classifier_dropout, DistilBERT's seq_classif_dropout, ...; the encoder's is left alone); None keeps the model's own."""
 
 
 @dataclass

@@ -239,6 +239,14 @@ def load_classifier(cfg: ModelConfig, labels: list[str], multi_label: bool = Fal
     # The new head starts at random, as it should, and so may a pooler the encoder's file lacks (it is trained with
     # the head); anything else missing from the encoder is damage.
     refuse_missing(cfg.name, info["missing_keys"], allowed=lambda key: not key.startswith(prefix) or ".pooler." in key)
+    if cfg.dropout is not None:
+        # classifier_dropout (above) is what BERT's, RoBERTa's and ELECTRA's heads read; DistilBERT's reads
+        # seq_classif_dropout, ALBERT's classifier_dropout_prob, MPNet's the encoder's own hidden_dropout_prob, DeBERTa's
+        # cls_dropout. So the head's dropout modules are set themselves: those outside the encoder, except a pooler's
+        # (DeBERTa's ContextPooler has its own, 0 by default), which would drop twice.
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Dropout) and not name.startswith(prefix) and "pooler" not in name:
+                module.p = cfg.dropout
     return model, tokenizer
 
 

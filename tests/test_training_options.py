@@ -375,3 +375,35 @@ def test_step_shares_count_weight_with_class_weights_and_examples_without():
     whole = F.cross_entropy(logits, y, weight=weights)
     parts = sum(F.cross_entropy(logits[p], y[p], weight=weights) * s for p, s in zip(pieces, shares))
     assert float(parts) == pytest.approx(float(whole), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "albert", "mpnet", "deberta-v2"])
+def test_model_dropout_sets_every_familys_head_dropout(kind, tiny_model_dir, tmp_path):
+    # model.dropout was written to config.classifier_dropout alone, which only BERT-type heads read: on DistilBERT,
+    # ALBERT, MPNet and DeBERTa it was recorded and did nothing.
+    from transformers import AlbertConfig, AutoConfig, AutoModel, AutoTokenizer, BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig
+
+    from taskembed.config import ModelConfig
+    from taskembed.modeling import load_classifier
+
+    tok, base = AutoTokenizer.from_pretrained(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
+    shape = dict(vocab_size=base.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                 max_position_embeddings=130)
+    config = {"bert": lambda: BertConfig(**shape),
+              "distilbert": lambda: DistilBertConfig(vocab_size=base.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=37,
+                                                     max_position_embeddings=130),
+              "albert": lambda: AlbertConfig(**shape, embedding_size=16),
+              "mpnet": lambda: MPNetConfig(**shape),
+              "deberta-v2": lambda: DebertaV2Config(**shape)}[kind]()
+    folder = tmp_path / kind
+    AutoModel.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+    def head_rates(dropout):
+        model, _ = load_classifier(ModelConfig(name=str(folder), dropout=dropout), ["a", "b"])
+        return {name: m.p for name, m in model.named_modules()
+                if isinstance(m, torch.nn.Dropout) and not name.startswith(model.base_model_prefix + ".") and "pooler" not in name}
+
+    own = head_rates(None)
+    assert own and 0.9 not in own.values()
+    assert head_rates(0.9) == dict.fromkeys(own, 0.9)
