@@ -568,7 +568,7 @@ def _check_beside(config_file: Path, data: Any, overrides: dict[str, Any]) -> No
     it may be a Hugging Face Hub dataset id; so is a bare name (see `_names_a_path`)."""
     if not isinstance(data, dict):
         return
-    for key in ("source", "validation", "test"):
+    for key in ("source", "validation", "test", "unlabelled"):
         value = data.get(key)
         if not isinstance(value, str) or not value or f"data.{key}" in overrides or Path(value).is_absolute():
             continue
@@ -650,7 +650,14 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         for key, value in values[section].items():
             if key not in hints:
                 source = " (an override, not the file)" if (section, key) in overridden and where.endswith((".yaml", ".yml")) else ""
-                problems.append(f"unknown key '{section}.{key}'{source}{_suggest(key, hints, section)}")
+                owners = [s for s, c in SECTIONS.items() if s != section and isinstance(key, str) and key in _hints(c)]
+                if not isinstance(key, str):  # YAML reads `0:` as a number: an entry of a mapping above, indented too little
+                    hint = " (read as a number, not a name: an entry of the mapping above it, such as class_weights, indented too little?)"
+                elif owners:
+                    hint = f"; it is a key of section '{owners[0]}': move it under {owners[0]}:"
+                else:
+                    hint = _suggest(key, hints, section)
+                problems.append(f"unknown key '{section}.{key}'{source}{hint}")
                 continue
             try:
                 kwargs[key] = _coerce(value, hints[key])

@@ -73,6 +73,13 @@ def test_unknown_keys_and_sections_suggest_the_right_name():
     assert "unknown key 'data.text_colum'; did you mean 'data.text_column'?" in msg
     # a column's role alone means its column option, not the nearest spelling (data.multi_label for data.label)
     assert problems({"data": {"label": "stars"}}).endswith("unknown key 'data.label'; did you mean 'data.label_column'?")
+    # a key of another section, and a key YAML read as a number (class_weights' entries indented too little), which
+    # raised a TypeError from the spelling suggestion
+    assert problems({"train": {"max_length": 64}}).endswith("unknown key 'train.max_length'; it is a key of section 'data': move it under data:")
+    import yaml
+
+    msg = problems(yaml.safe_load("train:\n  class_weights:\n  0: 1.0\n  1: 3.0\n"))
+    assert "unknown key 'train.0' (read as a number, not a name: an entry of the mapping above it, such as class_weights," in msg
 
 
 def test_wrong_types_are_named_with_the_value():
@@ -494,6 +501,10 @@ def test_a_data_path_found_only_beside_the_config_is_refused_with_both_places(tm
     (tmp_path / "sub" / "builtin.yaml").write_text("data:\n  source: rotten_tomatoes\n")
     monkeypatch.chdir(tmp_path)
     assert load_config("sub/builtin.yaml").data.source == "rotten_tomatoes"
+    (tmp_path / "sub" / "unl.txt").write_text("a text\n")  # data.unlabelled too (a bare "file not found" before)
+    (tmp_path / "sub" / "unl.yaml").write_text("data:\n  source: rotten_tomatoes\n  unlabelled: unl.txt\n")
+    with pytest.raises(UserError, match=r"data.unlabelled 'unl.txt' is not in the current folder .* but is beside the config"):
+        load_config("sub/unl.yaml")
 
 
 def test_output_dir_dot_means_the_folder_it_names_and_root_is_refused(tmp_path, monkeypatch):
