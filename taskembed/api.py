@@ -69,7 +69,9 @@ def plan(config: Config | dict[str, Any] | str | Path | None = None, overrides: 
     cfg = as_config(config, overrides)
     if labels is None and cfg.data.source in builtin.BUILTIN_NAMES:
         labels = load_splits(cfg.data).labels
-    model, _ = load_classifier(cfg.model, list(labels) if labels else ["negative", "positive"])
+    # With max_length, as training loads it: a data.max_length the model cannot read fails here, so a dry run that
+    # passes is not followed by a run that fails once the model has loaded.
+    model, _ = load_classifier(cfg.model, list(labels) if labels else ["negative", "positive"], max_length=cfg.data.max_length)
     # The world size scales the rates; reading it needs no process group (a plan under torchrun would otherwise
     # leave one up). build_plan refuses a freeze_layers beyond the model's depth.
     return make_plan(cfg, model, world_size())

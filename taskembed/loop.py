@@ -378,9 +378,11 @@ def fit(
         raise UserError("train.gradual_unfreezing works with a single process; under torchrun use train.freeze_layers instead")
     micro = cfg.batch_size
     batches_per_epoch = math.ceil(train.n_texts / micro) // world
-    if batches_per_epoch < cfg.grad_accum:
-        raise UserError(f"only {train.n_texts} training examples for {world} process(es) of batch {micro} x {cfg.grad_accum} accumulated; "
-                        "lower train.batch_size or train.grad_accum")
+    # Fewer micro-batches than train.grad_accum make an epoch of one step that takes them all, as an epoch's last step
+    # takes those left over (accumulate averages over the examples the step has); only no batch at all cannot train.
+    if batches_per_epoch < 1:
+        raise UserError(f"only {train.n_texts} training examples for {world} processes of batch {micro}: fewer batches than "
+                        "processes; lower train.batch_size or run fewer processes")
     steps_per_epoch, total_steps = planned_steps(cfg, train.n_texts, world)
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(plan.optimizer_groups(model), fused=fused)

@@ -407,3 +407,27 @@ def test_model_dropout_sets_every_familys_head_dropout(kind, tiny_model_dir, tmp
     own = head_rates(None)
     assert own and 0.9 not in own.values()
     assert head_rates(0.9) == dict.fromkeys(own, 0.9)
+
+
+def test_fewer_batches_than_grad_accum_make_one_step_an_epoch_as_planned(tiny_overrides, write_csv, tmp_path, capsys):
+    # The dry run planned one step an epoch (the step takes the micro-batches there are, as an epoch's last step does),
+    # and training then refused the run once the model had loaded.
+    opts = {**tiny_overrides, "data.source": str(write_csv(make_rows(40))), "data.validation_fraction": 0.0, "train.batch_size": 8,
+            "train.grad_accum": 9, "train.epochs": 2, "output.embedding_report": False, "output.baselines": False}
+    args = ["train", "--no-progress", *[f"--{k}={v}" for k, v in opts.items()]]
+    assert main(args + ["--dry-run"]) == 0
+    assert "this run takes 2 optimizer step(s) (1 an epoch)" in capsys.readouterr().out
+    assert main(args) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 2
+
+
+def test_a_dry_run_refuses_a_max_length_the_model_cannot_read(tiny_overrides, capsys):
+    # Training refused it once the model had loaded and the data was read; the dry run passed.
+    from transformers import AutoConfig
+
+    limit = AutoConfig.from_pretrained(tiny_overrides["model.name"]).max_position_embeddings
+    args = ["train", "--dry-run", *[f"--{k}={v}" for k, v in tiny_overrides.items() if k != "data.max_length"],
+            f"--data.max_length={limit + 1}"]
+    assert main(args) == 2
+    assert f"data.max_length {limit + 1} is more than model" in capsys.readouterr().err
