@@ -104,6 +104,15 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
             f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
             "label when it has at least as many rows as there are labels")
+    if splits.ignored:
+        say(f"note: {cfg.data.source} has split(s) {', '.join(repr(s) for s in splits.ignored)} that training does not read (it reads "
+            "train, validation and test; dev, valid and val as validation); rename one to use it")
+    for split, key, default in (("validation", "validation_fraction", DataConfig.validation_fraction), ("test", "test_fraction", DataConfig.test_fraction)):
+        value = getattr(cfg.data, key)
+        # A fraction carves a split only where the data has none: set on data that has its own, it does nothing.
+        if value != default and split in splits.frames and "carved" not in splits.origin.get(split, "carved") and getattr(cfg.data, split) is None:
+            say(f"note: data.{key} {value:g} has no effect: {splits.origin[split]} is the data's own {split} split "
+                "(a fraction carves one only where the data has none)")
     if splits.renumbered:  # the README promises the dataset's ids: where they cannot hold, the user compares by name
         moved = ", ".join(f"{name} {was} -> {splits.labels.index(name)}" for name, was in list(splits.renumbered.items())[:5])
         say(f"note: the training data has no example of some of its ClassLabel's names, so the model's label ids differ from "

@@ -281,6 +281,10 @@ def _from_datasets(obj: Any) -> dict[str, pd.DataFrame]:
         # silently score the wrong classes.
         df.attrs[CLASS_ORDER] = order
         name = SPLIT_ALIASES.get(split, split)
+        if name in out:  # 'dev' and 'validation': one of them was dropped without a word
+            first = next(s for s in obj if SPLIT_ALIASES.get(s, s) == name)
+            raise UserError(f"the dataset's splits '{first}' and '{split}' both name the {name} split; keep one of them "
+                            "(DatasetDict.pop, then save_to_disk again)")
         out[name] = df
     return out
 
@@ -834,6 +838,9 @@ class Splits:
     sampled_out: list[str] = field(default_factory=list)
     """Labels of the training data that data.max_train_samples left out: a sample smaller than the label count cannot
     hold them all, so the model does not learn them."""
+    ignored: list[str] = field(default_factory=list)
+    """The source's splits that are none of train, validation and test (nor named as one: dev, valid, val), which
+    training does not read: said in a note (an 'eval' split was dropped silently and validation carved from train)."""
     renumbered: dict[str, int] = field(default_factory=dict)
     """A datasets ClassLabel's names whose dataset id is not the model's, with the dataset's id: a name with no
     training example before them moves them down (the model has no row for it). Said by training; empty otherwise."""
@@ -1088,6 +1095,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                         f"and data.label_delimiter '{sep}' (configs/multilabel.yaml does)")
     raw, origin = load_raw(cfg, given=given)
     raw_train = raw["train"]
+    ignored = [split for split in raw if split not in SPLITS]
     unlabelled = {}
     columns = cfg.label_columns if cfg.multi_label and cfg.label_columns else [cfg.label_column]
     for split in ("validation", "test"):
@@ -1129,7 +1137,8 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
     if cfg.multi_label:
         labels = _multi_label_names(frames, origin, cfg, src, raw_train)
         return Splits(frames=frames, labels=labels, origin=origin, multi_label=True, unlabelled=unlabelled, sampled_out=sampled_out,
-                      sampled=sampled, renumbered={} if cfg.label_columns else renumbered_labels(raw_train, cfg.label_column, labels))
+                      sampled=sampled, renumbered={} if cfg.label_columns else renumbered_labels(raw_train, cfg.label_column, labels),
+                      ignored=ignored)
 
     train_labels = set(frames["train"]["label"])
     if len(train_labels) < 2:
@@ -1154,7 +1163,7 @@ def _read_splits(cfg: DataConfig, given: dict[str, pd.DataFrame] | None = None) 
                     f"{f' (and {len(unseen) - 1} more)' if len(unseen) > 1 else ''}; {fix}"
                 )
     return Splits(frames=frames, labels=labels, origin=origin, unlabelled=unlabelled, sampled_out=sampled_out, sampled=sampled,
-                  renumbered=renumbered_labels(raw_train, cfg.label_column, labels))
+                  renumbered=renumbered_labels(raw_train, cfg.label_column, labels), ignored=ignored)
 
 
 # --- tokenization and batches --------------------------------------------------------------------

@@ -852,3 +852,30 @@ def test_a_tokenizer_that_cannot_read_the_text_is_said_to(tiny_model_dir):
     long = [" ".join([t] * 6) + " 😀 😀 😀" for t in english[:6]]
     windowed = encode(tok, long, max_length=24, window_stride=8)
     assert windowed.doc_ids is not None and "'😀'" in unknown_tokens_note(tok, long, windowed, "tiny")
+
+
+def test_a_datasets_other_splits_are_said_and_two_names_for_one_refused(tmp_path):
+    # An 'eval' split was dropped without a word (validation then carved from train), and of 'dev' and 'validation'
+    # one was dropped; a fraction set on data with its own split did nothing, silently.
+    import datasets
+
+    from taskembed.api import check_data
+    from taskembed.config import Config
+
+    rows = make_rows(40)
+    part = lambda rs: datasets.Dataset.from_list(rs)  # noqa: E731
+    datasets.DatasetDict({"train": part(rows[:30]), "eval": part(rows[30:])}).save_to_disk(str(tmp_path / "eval"))
+    splits = load_splits(DataConfig(source=str(tmp_path / "eval")))
+    assert splits.ignored == ["eval"] and "carved" in splits.origin["validation"]
+    said: list[str] = []
+    check_data(Config(data=DataConfig(source=str(tmp_path / "eval"))), splits, said.append)
+    assert any(f"{tmp_path / 'eval'} has split(s) 'eval' that training does not read" in m for m in said), said
+    datasets.DatasetDict({"train": part(rows[:20]), "dev": part(rows[20:30]), "validation": part(rows[30:])}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(UserError, match="the dataset's splits 'dev' and 'validation' both name the validation split"):
+        load_splits(DataConfig(source=str(tmp_path / "two")))
+    datasets.DatasetDict({"train": part(rows[:30]), "validation": part(rows[30:])}).save_to_disk(str(tmp_path / "own"))
+    cfg = DataConfig(source=str(tmp_path / "own"), validation_fraction=0.0, test_fraction=0.2)
+    said = []
+    check_data(Config(data=cfg), load_splits(cfg), said.append)
+    assert any(m.startswith("note: data.validation_fraction 0 has no effect:") and "the data's own validation split" in m for m in said), said
+    assert not any("test_fraction" in m for m in said)  # carved: it took effect
