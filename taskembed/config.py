@@ -424,9 +424,10 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raw = "true"
             i += 1
         key = key.replace("-", "_")  # --max-length reads as max_length
-        if raw.strip() and not any(c.isalnum() for c in raw) and raw.strip() not in ("~", "[]", "{}"):
-            # Symbols only (a delimiter such as | ; #) are meant literally: YAML would read | and > as block
-            # scalars (""), # as a comment (null) and - as a list.
+        if raw and not any(c.isalnum() for c in raw) and raw.strip() not in ("[]", "{}"):
+            # Symbols only (a delimiter such as | ; # ~, or a space) are meant literally: YAML would read | and > as
+            # block scalars (""), # as a comment, ~ and blanks as null, and - as a list; a delimiter read as null was
+            # then "not set", and the advice asked for the very option given. (null is written null.)
             out[key] = raw
             continue
         try:

@@ -182,6 +182,16 @@ def test_override_values_are_yaml_scalars():
     assert cfg.model.revision is None and cfg.output.baselines is False and cfg.train.bf16 == "off" and cfg.train.epochs == 2.5
 
 
+def test_override_symbols_are_taken_literally():
+    # A delimiter of symbols is meant as written: | and > are YAML block scalars, # a comment, and ~ and a blank were
+    # read as null, so `--data.label_delimiter "~"` was "not set" and the advice asked for the option just given.
+    for raw in ("|", ";", "#", "~", " ", "-", "> "):
+        assert parse_overrides(["--data.label_delimiter", raw]) == {"data.label_delimiter": raw}
+    assert load_config(overrides=parse_overrides(["--data.multi_label", "true", "--data.label_delimiter", "~"])).data.label_delimiter == "~"
+    with pytest.raises(UserError, match="data.label_delimiter is empty or whitespace"):
+        load_config(overrides=parse_overrides(["--data.multi_label", "true", "--data.label_delimiter", " "]))
+
+
 def test_override_value_with_dashes_stays_intact():
     assert parse_overrides(["--model.name=/tmp/a-b", "--output.dir", "runs/my-run", "--train.lr", "-1"]) == {
         "model.name": "/tmp/a-b",
