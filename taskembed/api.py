@@ -104,6 +104,15 @@ def check_data(cfg: Config, splits: Splits, say: Callable[[str], None]) -> tuple
         say(f"note: data.max_train_samples {cfg.data.max_train_samples} leaves {len(left)} label(s) of the training data out "
             f"({', '.join(left[:10])}{', ...' if len(left) > 10 else ''}), so the model will not know them; a sample holds every "
             "label when it has at least as many rows as there are labels")
+    if not splits.multi_label:
+        # 'billing|refund' beside 'billing' and 'refund': sets of labels, which single-label training makes classes of their own.
+        names = set(splits.labels)
+        for sep in ("|", ";", ","):
+            joined = [n for n in splits.labels if sep in n and all(part.strip() in names for part in n.split(sep))]
+            if joined:
+                say(f"note: {len(joined)} label(s) are other labels joined by '{sep}' (such as {joined[0]!r}) and train as classes of "
+                    f"their own; if a text may have several labels, set data.multi_label true and data.label_delimiter '{sep}'")
+                break
     if splits.ignored:
         say(f"note: {cfg.data.source} has split(s) {', '.join(repr(s) for s in splits.ignored)} that training does not read (it reads "
             "train, validation and test; dev, valid and val as validation); rename one to use it")

@@ -879,3 +879,24 @@ def test_a_datasets_other_splits_are_said_and_two_names_for_one_refused(tmp_path
     check_data(Config(data=cfg), load_splits(cfg), said.append)
     assert any(m.startswith("note: data.validation_fraction 0 has no effect:") and "the data's own validation split" in m for m in said), said
     assert not any("test_fraction" in m for m in said)  # carved: it took effect
+
+
+def test_labels_that_join_other_labels_are_said_to_be_sets():
+    # A single-label file whose labels look multi-label trained 'a|b' as a class of its own without a word.
+    from taskembed.api import check_data
+    from taskembed.config import Config
+
+    rows = make_rows(30)
+    for r in rows[:6]:
+        r["label"] = "neg|pos"
+    splits = load_splits(DataConfig(source="<in-memory data>", validation_fraction=0.0), given=frames_from_python(pd.DataFrame(rows)))
+    said: list[str] = []
+    check_data(Config(), splits, said.append)
+    assert any("1 label(s) are other labels joined by '|' (such as 'neg|pos')" in m and "data.multi_label true" in m for m in said), said
+    rows[0]["label"] = "good|bad"  # parts that are no labels: a name of its own, nothing said
+    for r in rows[1:6]:
+        r["label"] = "neg"
+    splits = load_splits(DataConfig(source="<in-memory data>", validation_fraction=0.0), given=frames_from_python(pd.DataFrame(rows)))
+    said = []
+    check_data(Config(), splits, said.append)
+    assert not any("joined by" in m for m in said), said
