@@ -552,6 +552,7 @@ def metrics_rows(metrics: dict[str, Any] | None) -> list[list[Any]]:
         rows.append([split, "fine-tuned", _pct(m.get("accuracy")), _pct(m.get("macro_f1")), m.get("n")])
         for name, b in ((metrics or {}).get("baselines") or {}).get(split, {}).items():
             tied = f" ({b['tied']} tied for most common: their mean)" if b.get("tied") else ""
+            tied += " (character n-grams)" if b.get("features") else ""
             rows.append([split, names.get(name, name) + tied, _pct(b.get("accuracy")), _pct(b.get("macro_f1")), m.get("n")])
     return rows
 

@@ -374,6 +374,8 @@ def train(
         tr = splits.frames["train"]
         base = baselines(_joined(tr), label_targets(tr["label"], splits.label2id),
                          {s: (_joined(splits.frames[s]), encoded[s].targets) for s in metrics}, splits.labels, cfg.train.seed)
+        if features := next((b["tfidf_logreg"].get("features") for b in base.values()), None):
+            say(f"note: the TF-IDF baseline reads {features}")
     split = "validation" if "validation" in metrics else "test" if "test" in metrics else None
     # Said with or without output.baselines (the majority class alone costs nothing); on a handful of texts (under 20)
     # the comparison is chance, so it is not made.

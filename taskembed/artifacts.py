@@ -177,6 +177,8 @@ def metrics_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> 
             label = {"majority": "majority class", "tfidf_logreg": "TF-IDF + logistic regression"}.get(name, name)
             if b.get("tied"):  # no one most common class: the mean of answering each of the tied ones
                 label += f" ({b['tied']} tied for most common: their mean)"
+            if b.get("features"):  # texts without words: the baseline read characters (metrics.CHARACTER_FEATURES)
+                label += " (character n-grams)"
             rows.append(f"| {split} | {label} | {100 * b['accuracy']:.2f} | {100 * b['macro_f1']:.2f} |")
     return "\n".join(rows)
 

@@ -214,24 +214,41 @@ def error_analysis(logits, y: Sequence[int], texts: Sequence[str], labels: list[
     }
 
 
-def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, tuple[list[str], list[int]]], labels: list[str], seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Majority class and TF-IDF (word 1-2 grams) + logistic regression, fitted on train only."""
+CHARACTER_FEATURES = "character 1-3-grams: no training text has a word of two letters or digits"
+"""The TF-IDF baseline's "features" where it falls back from words to characters (texts of emoticons, emoji or
+one-letter answers), which scikit-learn's word tokenizer finds empty and refuses with "empty vocabulary"."""
+
+
+def _tfidf_features(train_texts: list[str]):
+    """Word 1-2-grams, or character 1-3-grams where no training text has a word for them (see CHARACTER_FEATURES): an
+    error there came after training, and cost the run its model folder."""
+    import re
+
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's own token_pattern
+    if any(words.search(t) for t in train_texts):
+        return TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True), None
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=1, sublinear_tf=True), CHARACTER_FEATURES
+
+
+def baselines(train_texts: list[str], train_y: list[int], eval_sets: dict[str, tuple[list[str], list[int]]], labels: list[str], seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Majority class and TF-IDF (word 1-2 grams; characters where there are no words) + logistic regression, fitted on
+    train only."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     if train_y and isinstance(train_y[0], (list, tuple)):
         return _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed)
 
-    tfidf = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-        LogisticRegression(C=10.0, max_iter=2000, random_state=seed),
-    ).fit(train_texts, train_y)
+    vectorizer, features = _tfidf_features(train_texts)
+    tfidf = make_pipeline(vectorizer, LogisticRegression(C=10.0, max_iter=2000, random_state=seed)).fit(train_texts, train_y)
     majority = majority_scores(train_y, {split: y for split, (_, y) in eval_sets.items()}, labels)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for split, (texts, y) in eval_sets.items():
         m = classification_metrics(y, tfidf.predict(texts).tolist(), labels)
-        out[split] = {"majority": majority[split], "tfidf_logreg": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}}
+        out[split] = {"majority": majority[split], "tfidf_logreg": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                                                                    **({"features": features} if features else {})}}
     return out
 
 
@@ -262,17 +279,14 @@ def _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed) -> dic
     usually the empty set) and TF-IDF + one-vs-rest logistic regression at 0.5, fitted on train only."""
     import warnings
 
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
 
     target = np.asarray(train_y, dtype=np.int64)
     majority = (target.mean(axis=0) > 0.5).astype(np.int64)
-    tfidf = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-        OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000, random_state=seed)),
-    )
+    vectorizer, features = _tfidf_features(train_texts)
+    tfidf = make_pipeline(vectorizer, OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000, random_state=seed)))
     with warnings.catch_warnings():
         # A label present in every training example gets a constant predictor; sklearn warns, the result is right.
         warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
@@ -283,7 +297,8 @@ def _multi_label_baselines(train_texts, train_y, eval_sets, labels, seed) -> dic
         out[split] = {}
         for name, pred in (("majority", np.tile(majority, (len(y), 1))), ("tfidf_logreg", np.asarray(tfidf.predict(texts)))):
             m = multi_label_scores(y, pred, labels)
-            out[split][name] = {"accuracy": m["accuracy"], "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]}
+            out[split][name] = {"accuracy": m["accuracy"], "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"],
+                                **({"features": features} if features and name == "tfidf_logreg" else {})}
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -1053,3 +1054,17 @@ def test_train_log_every_sets_how_often_the_loss_is_logged(tiny_overrides, write
     assert [e["step"] for e in log if e["kind"] == "train"] == list(range(4, last + 1, 4)) and last >= 12
     with pytest.raises(UserError, match=r"train.log_every must be >= 0 \(got -1\)"):
         taskembed.train(None, {**overrides, "train.log_every": -1}, progress=False, echo=None)
+
+
+def test_texts_without_words_get_a_character_baseline_and_keep_their_model(tiny_overrides, write_csv, tmp_path, capsys):
+    # Emoticons alone: the word TF-IDF's vocabulary was empty, scikit-learn raised after training, and the run ended
+    # with a traceback and no model folder (resuming hit it again).
+    faces = {"pos": [":)", ":-)", ":D", "^_^", "<3"], "neg": [":(", ":-(", ":'(", ">:(", "D:"]}
+    rows = [{"text": " ".join(random.Random(i).choices(faces[label], k=3)), "label": label}
+            for i, label in enumerate(["pos", "neg"] * 30)]
+    opts = {**tiny_overrides, "data.source": str(write_csv(rows)), "train.epochs": 1, "output.embedding_report": False}
+    assert main(["train", "--no-progress", *[f"--{k}={v}" for k, v in opts.items()]]) == 0
+    assert "note: the TF-IDF baseline reads character 1-3-grams: no training text has a word" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["baselines"]["validation"]["tfidf_logreg"]["features"].startswith("character 1-3-grams")
+    assert "TF-IDF + logistic regression (character n-grams)" in (tmp_path / "out" / "README.md").read_text()
