@@ -526,7 +526,8 @@ def _embedding_report(cfg: Config, splits: Splits, model, tokenizer, say: Callab
 def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str | None = None) -> str:
     """Upload a trained output folder to the Hugging Face Hub as a model repository, created if it is not there: private
     unless `private=False`. The folder already is what the Hub shows (safetensors weights, a model card with its YAML
-    header, JSON metadata). Returns the repository's URL."""
+    header, JSON metadata). Only the files training wrote go (run.json lists them): predictions or evaluations written
+    beside them hold the user's own texts (`pushed_extra` names those left out). Returns the repository's URL."""
     import re
 
     from taskembed import hub
@@ -547,8 +548,10 @@ def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str
     client = HfApi()
     try:
         url = client.create_repo(repo_id, private=private, exist_ok=True)
-        # Hidden files (a staging folder's leftovers, editor files) are not part of the model.
-        client.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=[".*", "**/.*"],
+        # Hidden files (a staging folder's leftovers, editor files) are not part of the model, nor files training did
+        # not write (a folder from before run.json listed them goes whole, as it did then).
+        written = artifacts.files_written(folder)
+        client.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=[".*", "**/.*"], allow_patterns=written,
                              commit_message=message or f"taskembed: upload {folder.name}")
     except HFValidationError as exc:  # a name the Hub does not take ('me/a..b', '--', over 96 characters)
         raise UserError(f"{repo_id}: not a repository name the Hub takes ({str(exc).strip().splitlines()[0][:200]})") from None
@@ -557,6 +560,16 @@ def push(folder: str | Path, repo_id: str, *, private: bool = True, message: str
         raise UserError(f"pushing {folder} to {repo_id} failed ({first}); log in with `hf auth login` or set HF_TOKEN, "
                         "and check that you may write to that owner") from None
     return str(url)
+
+
+def pushed_extra(folder: str | Path) -> list[str]:
+    """Files in a model folder that `push` leaves out: not hidden, and not among those training wrote."""
+    folder = Path(folder).expanduser()
+    written = artifacts.files_written(folder)
+    if written is None:
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts) and str(p.relative_to(folder)) not in written)
 
 
 @keeps_caller_state

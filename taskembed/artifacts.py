@@ -77,6 +77,16 @@ def check_not_input(out: str | Path, source: str | Path | None, what: str = "--o
         raise UserError(f"{what} {out} is the input file {source}, which writing would replace; choose another {what}")
 
 
+def files_written(folder: Path) -> list[str] | None:
+    """The files training wrote into a model folder (run.json's `files`, paths relative to it); None for a folder whose
+    run.json does not list them (an earlier taskembed's)."""
+    try:
+        written = json.loads((folder / "run.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return written if isinstance(written, list) and all(isinstance(f, str) for f in written) else None
+
+
 def check_not_in_model(out: str | Path, what: str = "--out") -> None:
     """Before any work: a file written into a trained model's folder may not replace one that training wrote there
     (metrics.json, which the demo reads; the model card; the weights): an evaluation's metrics.json in its place would
@@ -85,11 +95,8 @@ def check_not_in_model(out: str | Path, what: str = "--out") -> None:
     out = Path(out).expanduser()
     if not out.exists() or not (out.parent / MODEL_MARKER).is_file():
         return
-    try:
-        written = json.loads((out.parent / "run.json").read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        written = None
-    if not isinstance(written, list) or out.name in written:
+    written = files_written(out.parent)
+    if written is None or out.name in written:
         raise UserError(f"{what} {out} would replace {out.name}, which training wrote into the model folder {out.parent}; "
                         "write to a path outside the model folder")
 

@@ -502,6 +502,8 @@ def cmd_push(folder: str, repo_id: str, public: bool = False, message: str | Non
     # create_repo leaves an existing repository's visibility as it is: only a new one is made public or private here.
     print(f"pushed {folder} to {url} (a repository created now is {'public' if public else 'private'}; one that was there "
           "keeps its visibility)")
+    if extra := api.pushed_extra(folder):
+        print(f"left out, not written by training: {', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")
     return 0
 
 

@@ -213,6 +213,14 @@ def test_push_uploads_a_trained_folder_to_a_private_repository(tmp_path, monkeyp
     upload = calls[1][1]
     assert upload["repo_id"] == "me/model" and upload["folder_path"] == folder and ".*" in upload["ignore_patterns"]
     assert main(["push", str(folder), "me/model", "--public"]) == 0 and calls[2][2]["private"] is False
+    assert upload["allow_patterns"] is None  # a folder whose run.json lists nothing (an earlier taskembed's) goes whole
+    # Only what training wrote: a predictions table of the user's own texts beside it went too (public with --public).
+    (folder / "run.json").write_text(json.dumps({"files": ["model.safetensors", "run.json", "training_config.json"]}))
+    (folder / "scored.csv").write_text("text,label\nmy own text,pos\n")
+    capsys.readouterr()
+    assert main(["push", str(folder), "me/model"]) == 0
+    assert calls[-1][1]["allow_patterns"] == ["model.safetensors", "run.json", "training_config.json"]
+    assert "left out, not written by training: scored.csv" in capsys.readouterr().out
     # Not a taskembed folder, a bad name, and a refusal by the Hub: one line each.
     assert main(["push", str(tmp_path), "me/model"]) == 2 and "not a model folder taskembed wrote" in capsys.readouterr().err
     assert main(["push", str(folder), "model"]) == 2 and "name the repository owner/name" in capsys.readouterr().err
