@@ -255,12 +255,18 @@ from `thresholds.json` to turn them into label sets (`taskembed predict` does).
 """
 
 
+def md_cell(value: Any) -> str:
+    """A value as one Markdown table cell: a | escaped (a label 'billing|refund' shifted every figure after it into
+    the wrong column) and line breaks as spaces (a text's own ended the table at its row)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def _errors_section(errors: dict[str, Any] | None) -> str:
     if not errors or not errors["confused_pairs"]:
         return ""
-    pairs = "\n".join(f"| {p['true']} | {p['predicted']} | {p['count']} |" for p in errors["confused_pairs"][:5])
+    pairs = "\n".join(f"| {md_cell(p['true'])} | {md_cell(p['predicted'])} | {p['count']} |" for p in errors["confused_pairs"][:5])
     worst = "\n".join(
-        f"| {e['text'][:120].replace('|', '/')} | {e['label']} ({100 * e['p_label']:.0f}%) | {e['predicted']} ({100 * e['p_predicted']:.0f}%) |"
+        f"| {md_cell(e['text'][:120])} | {md_cell(e['label'])} ({100 * e['p_label']:.0f}%) | {md_cell(e['predicted'])} ({100 * e['p_predicted']:.0f}%) |"
         for e in errors["top_loss"][:5]
     )
     return f"""### Errors ({errors['split']})
@@ -345,7 +351,7 @@ def model_card(info: dict[str, Any]) -> str:
     per_class = metrics[split]["per_class"] if split in metrics else {}
     from taskembed.metrics import per_class_cells
 
-    pc_rows = "\n".join(f"| {name} | {per_class_cells(v)} |" for name, v in per_class.items())
+    pc_rows = "\n".join(f"| {md_cell(name)} | {per_class_cells(v)} |" for name, v in per_class.items())
     per_class_section = f"""### Per class ({split})
 
 | label | precision | recall | F1 | support |

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -1068,3 +1069,23 @@ def test_texts_without_words_get_a_character_baseline_and_keep_their_model(tiny_
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["baselines"]["validation"]["tfidf_logreg"]["features"].startswith("character 1-3-grams")
     assert "TF-IDF + logistic regression (character n-grams)" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_card_tables_keep_their_columns_whatever_the_labels_and_texts_hold(tiny_overrides, write_csv, tmp_path):
+    # A label 'billing|refund' shifted every figure after it into the wrong column, and a text's own line breaks
+    # ended the errors table at its row.
+    rows = make_rows(80)
+    for i, r in enumerate(rows):
+        r["label"] = {"pos": "billing|refund", "neg": "refund"}[r["label"]]
+        r["text"] = r["text"].replace(" ", "\n\n", 1) if i % 3 == 0 else r["text"]
+    opts = {**tiny_overrides, "data.source": str(write_csv(rows)), "train.epochs": 1, "data.test_fraction": 0.25,
+            "output.embedding_report": False, "output.error_analysis": True}
+    folder = taskembed.train(None, opts, progress=False, echo=lambda _m: None).output_dir
+    card = (folder / "README.md").read_text()
+    tables = [block for block in card.split("\n\n") if block.startswith("|")]
+    assert tables
+    for table in tables:
+        lines = table.splitlines()
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in lines}
+        assert len(widths) == 1, table  # every row has the header's cells
+    assert "| billing\\|refund |" in card
