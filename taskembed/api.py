@@ -353,6 +353,10 @@ def train(
     else:
         metrics = {s: metrics_from_logits(logits[s], encoded[s].targets, splits.labels) for s in logits}
     calibration = None
+    if cfg.output.calibrate and "validation" not in logits and logits and not splits.multi_label:
+        # Said, as the other skips are (the README promises "the run said why"): a few-shot run has no validation split.
+        skipped["calibration"] = "no validation split to fit the temperature on (data.validation_fraction or data.validation gives one)"
+        say(f"calibration skipped: {skipped['calibration']}")
     if cfg.output.calibrate and "validation" in logits and not splits.multi_label:
         y = {s: torch.tensor(encoded[s].targets) for s in logits}
         calibration, why = calibrate(logits["validation"], y["validation"], {s: (logits[s], y[s]) for s in logits if s != "validation"})

@@ -1089,3 +1089,14 @@ def test_card_tables_keep_their_columns_whatever_the_labels_and_texts_hold(tiny_
         widths = {len(re.split(r"(?<!\\)\|", line)) for line in lines}
         assert len(widths) == 1, table  # every row has the header's cells
     assert "| billing\\|refund |" in card
+
+
+def test_a_run_without_validation_says_why_it_did_not_calibrate(tiny_overrides, write_csv):
+    # configs/fewshot.yaml's way (no validation split): calibration was skipped without a word, in the run or the card.
+    said: list[str] = []
+    opts = {**tiny_overrides, "data.source": str(write_csv(make_rows(60))), "train.epochs": 1, "data.validation_fraction": 0.0,
+            "data.test_fraction": 0.25, "output.embedding_report": False}
+    folder = taskembed.train(None, opts, progress=False, echo=said.append).output_dir
+    assert "calibration skipped: no validation split to fit the temperature on" in "\n".join(said)
+    assert "no validation split to fit the temperature on" in (folder / "README.md").read_text()
+    assert not (folder / "calibration.json").exists() and taskembed.load(folder).temperature is None
