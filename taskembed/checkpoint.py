@@ -280,10 +280,16 @@ def step_folders(root: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def prune(root: Path, keep: int) -> None:
+def prune(root: Path, keep: int, saved_step: int | None = None) -> None:
     """Delete all but the `keep` newest complete checkpoints. (Each holds the best weights so far, so the one taken
-    at the best step has nothing the newest lacks.)"""
-    complete = [p for _, p in step_folders(root) if (p / MARKER).is_file()]
+    at the best step has nothing the newest lacks.) With `saved_step`, the step just saved: folders of later steps are
+    an earlier run's, which a resume went back past (they failed to verify), and go too. Counted among the newest, a
+    broken one kept a slot, and with keep 1 the checkpoint just reported saved was deleted in its place."""
+    folders = step_folders(root)
+    for step, p in folders:
+        if saved_step is not None and step > saved_step:
+            _discard(p)
+    complete = [p for step, p in folders if (p / MARKER).is_file() and (saved_step is None or step <= saved_step)]
     for p in complete[keep:]:
         _discard(p)
 

@@ -580,7 +580,7 @@ def fit(
                     plan=plan.to_json(), config=checkpoints.config, meta={"world_size": world, "data_fingerprint": checkpoints.fingerprint,
                                                                           "labels": list(labels), "total_steps": total_steps, "device": device.type},
                 )
-            checkpoint.prune(checkpoints.root, checkpoints.keep)
+            checkpoint.prune(checkpoints.root, checkpoints.keep, state.step)
         ckpt_seconds += time.perf_counter() - t0
         return saved
 

@@ -503,3 +503,17 @@ def test_changed_training_data_is_refused_in_one_line(stopped):
     meta = checkpoint.read_meta(folder)
     with pytest.raises(taskembed.UserError, match=r"cannot resume from .*the training data \(its fingerprint differs\)"):
         checkpoint.check_compatible(folder, saved, "0" * 16, meta["world_size"], labels=meta.get("labels"))
+
+
+def test_pruning_after_a_resume_drops_the_later_steps_it_went_back_past(tmp_path):
+    # A resume skipped a broken step-6 and went back to step 4; its next save (step 5) was then pruned with keep 1,
+    # since the broken folder, newest by number, kept the only slot: "checkpoint saved to step-000005", and none left.
+    root = tmp_path / "ckpt"
+    for step in (2, 4, 5, 6):
+        folder = root / f"step-00000{step}"
+        folder.mkdir(parents=True)
+        (folder / checkpoint.MARKER).write_text("{}")
+    checkpoint.prune(root, keep=1, saved_step=5)
+    assert [p.name for _, p in checkpoint.step_folders(root)] == ["step-000005"]
+    checkpoint.prune(root, keep=1)  # without the step saved, as before: the newest complete ones
+    assert [p.name for _, p in checkpoint.step_folders(root)] == ["step-000005"]
