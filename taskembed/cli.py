@@ -95,7 +95,9 @@ def cmd_train(config: str | None, overrides: Sequence[str] = (), dry_run: bool =
         except UserError as exc:  # said as what training would do, after a check that otherwise passed
             raise UserError(f"the check above passed, but training would stop here: {exc}") from None
         return 0
-    resume_command = shlex.join([*_invoked_as(), "train", *([config] if config else []), *overrides, "--resume"])  # as typed, as "try it:" is
+    # As typed, as "try it:" is, and under the launcher it ran under: one process would be refused (the number of
+    # processes changes the batches each sees).
+    resume_command = shlex.join([*_launched_as(), "train", *([config] if config else []), *overrides, "--resume"])
     if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun, as the run's own lines are
         print("config (data, model, output, and the settings that differ from the defaults; all of them: --dry-run, or "
               "training_config.json in the output folder):\n"
@@ -150,6 +152,16 @@ def _invoked_as() -> list[str]:
     if Path(argv0).parent.name == "taskembed" and Path(argv0).name in ("cli.py", "__main__.py"):  # python -m taskembed(.cli)
         return [sys.executable, "-m", "taskembed"]
     return ["taskembed"]
+
+
+def _launched_as() -> list[str]:
+    """_invoked_as, under the torchrun that started this process when one did (it sets TORCHELASTIC_RUN_ID): a
+    training command to run again needs the same processes."""
+    world, local = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    if world <= 1 or "TORCHELASTIC_RUN_ID" not in os.environ or not local:
+        return _invoked_as()
+    nodes = ["--nnodes", str(world // local)] if world > local else []  # (and the rendezvous options given then)
+    return ["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "taskembed"]
 
 
 def cmd_help_config() -> int:

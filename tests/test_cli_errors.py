@@ -822,6 +822,23 @@ def test_printed_commands_name_taskembed_as_it_was_started(argv0, words, monkeyp
     assert _invoked_as() == [w.format(python=sys.executable) for w in words]
 
 
+def test_a_command_to_train_again_under_torchrun_names_torchrun(monkeypatch):
+    # The "continue with:" line after a stopped torchrun run named `python -m taskembed train ... --resume`, which one
+    # process then refused ("the number of processes 2 -> 1").
+    import sys
+
+    from taskembed.cli import _launched_as
+
+    monkeypatch.setattr(sys, "argv", ["/repo/taskembed/__main__.py"])
+    assert _launched_as() == [sys.executable, "-m", "taskembed"]  # one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert _launched_as() == ["torchrun", "--nproc_per_node", "2", "-m", "taskembed"]
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert _launched_as() == ["torchrun", "--nnodes", "4", "--nproc_per_node", "2", "-m", "taskembed"]
+
+
 def test_a_folder_that_is_no_model_is_told_which_folder_to_give(tmp_path, capsys, write_csv):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("mine")
