@@ -501,10 +501,15 @@ def fit(
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.evals_since_best += 1
         if rank == 0:
-            (bar.write if bar is not None else say)(
-                f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step}"
-                f"{': a tie, kept for its lower validation loss' if tie else ''})"
-            )
+            line = (f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step}"
+                    f"{': a tie, kept for its lower validation loss' if tie else ''})")
+            # Through `say` (the caller's echo: None silences it, a logger gets it), with tqdm's bar cleared around it
+            # where one is drawn; bar.write printed past the echo.
+            if bar is not None and hasattr(type(bar), "external_write_mode"):
+                with type(bar).external_write_mode():
+                    say(line)
+            else:
+                say(line)
         return cfg.early_stopping_patience > 0 and state.evals_since_best >= cfg.early_stopping_patience
 
     # Batches are drawn over texts. In window mode a text is all its windows: they run in the same batch and

@@ -1100,3 +1100,16 @@ def test_a_run_without_validation_says_why_it_did_not_calibrate(tiny_overrides, 
     assert "calibration skipped: no validation split to fit the temperature on" in "\n".join(said)
     assert "no validation split to fit the temperature on" in (folder / "README.md").read_text()
     assert not (folder / "calibration.json").exists() and taskembed.load(folder).temperature is None
+
+
+def test_the_validation_lines_reach_echo_with_progress_on(tiny_overrides, write_csv, capsys):
+    # With the progress display on (the Python API's default), "step N: validation ..." went to stdout past `echo`:
+    # echo=None did not silence it and a caller's logger never got it.
+    opts = {**tiny_overrides, "data.source": str(write_csv(make_rows(60))), "train.epochs": 1, "output.embedding_report": False}
+    said: list[str] = []
+    capsys.readouterr()
+    taskembed.train(None, opts, progress=True, echo=said.append)
+    assert any(m.startswith("step ") and ": validation accuracy " in m for m in said), said
+    assert ": validation accuracy " not in capsys.readouterr().out
+    taskembed.train(None, {**opts, "output.overwrite": True}, progress=True, echo=None)
+    assert ": validation accuracy " not in capsys.readouterr().out
