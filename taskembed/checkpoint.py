@@ -562,7 +562,8 @@ def check_root(root: Path) -> None:
 
 
 def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    # Below a megabyte in kB: 400 kB free read "0 MB free", as if nothing were left.
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def check_disk_space(root: Path, model, keep: int, has_validation: bool) -> None:

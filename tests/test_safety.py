@@ -306,6 +306,10 @@ def test_too_little_disk_for_the_checkpoints_fails_before_training(tmp_path, mon
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(UserError, match=r"checkpoints need about 48 MB \(2 kept \+ one being written\) but .* 1 MB free; lower train.keep_checkpoints"):
         checkpoint.check_disk_space(tmp_path / "out.checkpoints", model, keep=2, has_validation=True)
+    # Under a megabyte in kB: 400 kB read "0 MB free", as if nothing were left.
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 4 * 10**5, 4 * 10**5))
+    with pytest.raises(UserError, match=r"but .* has 400 kB free"):
+        checkpoint.check_disk_space(tmp_path / "out.checkpoints", model, keep=2, has_validation=True)
 
 
 def test_no_shipped_code_calls_a_loader_that_can_unpickle():
