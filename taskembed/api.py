@@ -572,8 +572,8 @@ def pushed_extra(folder: str | Path) -> list[str]:
     written = artifacts.files_written(folder)
     if written is None:
         return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts) and str(p.relative_to(folder)) not in written)
+    paths = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    return sorted(str(p) for p in paths if not any(part.startswith(".") for part in p.parts) and str(p) not in written)
 
 
 @keeps_caller_state

@@ -230,12 +230,12 @@ def compare(base, tuned, texts: Sequence[str], labels: Sequence[str], out_dir: s
     shown = texts if pairs is None else [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]  # the neighbours' texts
     y = np.array(labels)
 
-    # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
     for name, side, options in (("base_options", base, base_options), ("tuned_options", tuned, tuned_options)):
         asked = [k for k, v in (options or {}).items() if v is not None]
         if isinstance(side, Embedder) and asked:  # they were dropped, and the report described another space
             raise UserError(f"{name} ({', '.join(asked)}): that side is an Embedder, which has its own options; build it with "
                             "them (Embedder.load(folder, pooling=...)) or give the folder")
+    # Both sides unnormalised unless asked (a sentence-transformers folder would otherwise be normalised on one side only).
     base_emb = base if isinstance(base, Embedder) else as_embedder(base, {"pooling": "mean", "normalize": False, **(base_options or {})})
     tuned_emb = tuned if isinstance(tuned, Embedder) else as_embedder(tuned, {"normalize": False, **(tuned_options or {})})
     # The tuned model's labels would be read as one class per combination. The base is only an encoder here: a
@@ -343,10 +343,9 @@ def compare_data(base, tuned, data: str | Path, out_dir: str | Path | None = Non
     """`compare` on labelled DATA (any source `embed` reads). A multi-split source uses its test split,
     else validation, else train, unless `split` says otherwise. `text_columns`: columns joined into the text, as a
     model trained with data.text_columns reads it."""
+    from taskembed.artifacts import MODEL_MARKER
     from taskembed.data import SPLITS
     from taskembed.embed import open_texts
-
-    from taskembed.artifacts import MODEL_MARKER
 
     # Training writes its own report into the model's folder (compare, above), which the model card quotes: a report
     # on other data must not replace it.

@@ -528,12 +528,12 @@ def check_texts(texts: Sequence[str], purpose: str, what: str = "text", what_plu
     if texts is None or isinstance(texts, (pd.DataFrame, Mapping)) or not isinstance(texts, Iterable):
         kind = "None" if texts is None else type(texts).__name__  # a lone number, say, which list() would fail on
         raise UserError(f"give the {what_plural or what + 's'} to {purpose} as a list or a column (df['text']), not {kind}")
-    texts_given, texts = texts, list(texts)
+    if isinstance(texts, (bytes, bytearray)):  # iterating bytes gives numbers, which read as "text 1 is a number"
+        raise UserError(f"the {what_plural or what + 's'} to {purpose} are bytes; decode them first (b.decode('utf-8'))")
+    texts = list(texts)
     if not texts:
         raise UserError(f"no {what_plural or what + 's'} to {purpose}; give at least one")
     for i, t in enumerate(texts, start=1):
-        if isinstance(t, int) and isinstance(texts_given, (bytes, bytearray)):  # iterating bytes gives numbers
-            raise UserError(f"the {what_plural or what + 's'} to {purpose} are bytes; decode them first (b.decode('utf-8'))")
         if isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t):
             # ("premise", "hypothesis"), as pipeline takes a pair: here the second texts are their own argument.
             call = {"predict": "predict", "embed": "embed", "count": "count_truncated"}.get(purpose) if what == "text" else None
