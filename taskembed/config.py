@@ -291,8 +291,6 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise ValueError(f"must be true or false (got {value!r})")
     if hint is int:
         text = getattr(value, "text", "")
-        if ":" in text:  # YAML 1.1's base 60: 1:30 is 90
-            raise ValueError(f"must be an integer (got {text})")
         if re.fullmatch(r"[-+]?0[0-9_]+", text):  # YAML 1.1's octal: a seed 010 meant ten, not eight
             return int(text.replace("_", ""), 10)
         # numbers.Integral takes NumPy's integers too: a value from np.arange or a pandas cell, in a sweep from Python.
@@ -471,6 +469,10 @@ class _Float(float):
 
 def _number(cls: type, construct: Callable) -> Callable:
     def build(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+        if ":" in node.value:
+            # YAML 1.1's base 60 (1:30 is 90, 12:30 is 750) is never what a config means: kept as text, a number
+            # option refuses it by name, and a text option (a revision, a column) gets it as written.
+            return node.value
         out = cls(construct(loader, node))
         out.text = node.value
         return out
@@ -479,7 +481,7 @@ def _number(cls: type, construct: Callable) -> Callable:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML that refuses a key given twice in one mapping, where PyYAML would keep the last without a word, and
-    whose numbers remember how they were written: YAML 1.1 reads 0123 as octal (83), 12:30 as 750 and 1_0 as
+    whose numbers remember how they were written: YAML 1.1 reads 0123 as octal (83) and 1_0 as
     10, so a revision, column name or delimiter that looks like a number must be given to a text option as
     written, not as str() of the number."""
 

@@ -507,6 +507,14 @@ def label_str(value: Any) -> str:
     return str(value)
 
 
+def label_values(column: pd.Series) -> list:
+    """A label column's values as Python objects. A float32 column (Parquet's 'float') is read through float32's own
+    shortest form: widened to Python's float first, 0.1 would become the class '0.10000000149011612'."""
+    if column.dtype == np.float32:
+        return [float(str(v)) for v in column.to_numpy()]
+    return column.tolist()
+
+
 def lookalike_key(name: str) -> str:
     """What two label names share when they differ only in case or as written numbers ('POS' and 'pos', '1' and '1.0')."""
     try:
@@ -668,7 +676,7 @@ def clean_split(df: pd.DataFrame, cfg: DataConfig, where: str, flag: Callable[[s
         out["label"] = _multi_labels(df, cfg, where, flag)
         return pd.DataFrame(out)
     labels = []
-    for i, v in enumerate(df[cfg.label_column].tolist(), start=1):
+    for i, v in enumerate(label_values(df[cfg.label_column]), start=1):
         if is_null(v):
             check_key(i, cfg.label_column)
         if is_null(v) or (isinstance(v, str) and not v.strip()):

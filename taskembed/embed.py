@@ -632,7 +632,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                    desc: dict[str, Any], text_columns: Sequence[str] | None = None, keep: Sequence[str] | None = None) -> TextSource:
     """`text_columns`: the columns a model trained on joined texts reads, joined the same way (data.joined_texts).
     `keep`: columns copied beside the vectors (_keep_plan)."""
-    from taskembed.data import check_joined_columns, joined_texts, missing_column, rows_counted
+    from taskembed.data import check_joined_columns, joined_texts, label_values, missing_column, rows_counted
 
     for split, df in frames:
         at = f"{where} [{split}]" if split else where
@@ -663,7 +663,7 @@ def _frames_source(frames: list[tuple[str | None, Any]], where: str, text_column
                 texts = split_texts[start : start + size]
                 out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
                 if has_labels:
-                    out["label"] = _label_list(part[label_column].tolist())
+                    out["label"] = _label_list(label_values(part[label_column]))
                 if has_splits:
                     out["split"] = [split] * len(texts)
                 for column, name in plan.items():
@@ -758,7 +758,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from taskembed.data import check_joined_columns, check_unique_columns, joined_texts, missing_column
+    from taskembed.data import check_joined_columns, check_unique_columns, joined_texts, label_values, missing_column
 
     try:
         pf = pq.ParquetFile(p)
@@ -799,7 +799,7 @@ def _parquet_source(p: Path, text_column: str, label_column: str | None, desc: d
             texts = texts_of(batch, next_id + 1)
             out: dict[str, list] = {"id": list(range(next_id, next_id + len(texts))), "text": texts}
             if has_labels:
-                out["label"] = _label_list(batch.column(label_column).to_pylist())
+                out["label"] = _label_list(label_values(batch.column(label_column).to_pandas()))
             for column, name in plan.items():
                 out[name] = batch.column(column)  # as Arrow holds it: Python values would drop nanoseconds, and NaN
             next_id += len(texts)

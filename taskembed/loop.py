@@ -312,6 +312,11 @@ def schedule_notes(cfg: TrainConfig, steps_per_epoch: int, total_steps: int, val
     notes = []
     eval_every = cfg.eval_every or steps_per_epoch
     evaluations = total_steps // eval_every + (total_steps % eval_every > 0)  # at every multiple, and at the last step
+    if not validation and (idle := [f"train.{key}" for key in ("eval_every", "metric", "early_stopping_min_delta")
+                                    if getattr(cfg, key) != getattr(TrainConfig(), key)]):
+        # Without validation the last weights are kept; patience without validation is refused before this (api.py).
+        notes.append(f"note: {' and '.join(idle)} {'is set but has' if len(idle) == 1 else 'are set but have'} no effect without a validation "
+                     "split: the last weights are kept (data.validation_fraction or data.validation gives one)")
     if validation and cfg.eval_every >= total_steps:
         notes.append(f"note: train.eval_every {cfg.eval_every} is not less than this run's {total_steps} optimizer steps, so validation "
                      "runs once, at the end")

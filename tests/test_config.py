@@ -432,7 +432,8 @@ def test_a_mistyped_override_is_not_blamed_on_the_file(tmp_path):
 def test_integer_options_read_leading_zeros_as_decimal_and_refuse_base_60():
     # YAML 1.1 reads 010 as octal 8 and 1:30 as 90; nobody means either for a seed or a batch size.
     assert load_config(None, parse_overrides(["--train.seed", "010", "--train.batch_size", "0x10"])).train.seed == 10
-    assert "train.batch_size must be an integer (got 1:30)" in problems(overrides={"train.batch_size": parse_overrides(["--x", "1:30"])["x"]})
+    assert "train.batch_size must be an integer (got '1:30')" in problems(overrides={"train.batch_size": parse_overrides(["--x", "1:30"])["x"]})
+    assert "train.lr must be a finite number (got '1:30')" in problems(overrides={"train.lr": parse_overrides(["--x", "1:30"])["x"]})
 
 
 # --- settings the rest of the config makes meaningless --------------------------------------------
@@ -568,6 +569,11 @@ def test_a_dry_run_checks_that_the_data_files_are_there(tmp_path, monkeypatch, c
     assert "note: train.eval_every 6 is not less than this run's 6 optimizer steps, so validation runs once, at the end" in out
     assert "note: train.early_stopping_patience 2 cannot stop this run early: it evaluates 1 time(s)" in out
     assert "note: train.checkpoint_every 6 is not less than this run's 6 optimizer steps, so checkpoints are written at epoch ends only" in out
+    # Without validation the last weights are kept, so what chooses among evaluations does nothing.
+    assert main(["train", "--data.source", "train.csv", "--data.validation_fraction", "0", "--train.metric", "macro_f1",
+                 "--train.eval_every", "2", "--dry-run"]) == 0
+    assert ("note: train.eval_every and train.metric are set but have no effect without a validation split: the last weights "
+            "are kept (data.validation_fraction or data.validation gives one)") in " ".join(capsys.readouterr().out.split())
     # A Hub dataset with the Hub out of reach (HF_HUB_OFFLINE here) is read from the local cache, as training reads it, so
     # what training refuses the dry run refuses (it said "read from the Hub when training" and passed); a near miss of a
     # built-in name likewise, but not another name that shares a word with one.

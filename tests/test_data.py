@@ -11,6 +11,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -268,6 +269,13 @@ def test_int_and_float_labels_are_the_same_class(tmp_path):
     test.write_text("text,label\ne,1\nf,0\n")
     splits = load_splits(DataConfig(source=str(train), test=str(test), validation_fraction=0.0))
     assert splits.labels == ["0", "1"] and splits.frames["test"]["label"].tolist() == ["1", "0"]
+
+
+def test_float32_labels_keep_their_written_form(tmp_path):
+    # Parquet's 32-bit floats widened to Python floats would name the class 0.10000000149011612
+    path = tmp_path / "scores.parquet"
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": np.array([0.1, 2.5, 0.1, 3.0], dtype=np.float32)}).to_parquet(path)
+    assert load_splits(DataConfig(source=str(path), validation_fraction=0.0)).labels == ["0.1", "2.5", "3"]
 
 
 # --- carved splits -------------------------------------------------------------------------------
