@@ -149,11 +149,11 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."""
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
-    """Validation metric used to pick the best weights and for early stopping (loss: lower is better). A tie on accuracy or macro_f1 (a gain of at most early_stopping_min_delta, none lost) goes to the lower validation loss for the kept weights; it does not reset the patience."""
+    """Validation metric used to pick the best weights and for early stopping (loss: lower is better). A tie on accuracy or macro_f1 (a gain of at most early_stopping_min_delta over the last improvement, and no lower than the kept weights' score) goes to the lower validation loss for the kept weights; it does not reset the patience."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement (0 disables)."""
     early_stopping_min_delta: float = 0.0
-    """What counts as an improvement: beating the best validation metric so far by more than this (0.002 = 0.2 points of accuracy). Smaller gains neither reset the patience nor replace the kept weights."""
+    """What counts as an improvement: beating the best validation metric so far by more than this (0.002 = 0.2 points of accuracy). Smaller gains do not reset the patience, and replace the kept weights only as a tie does (train.metric)."""
     seed: int = 0
     """Seed of initialisation, shuffling and dropout."""
     bf16: Literal["auto", "on", "off"] = "auto"

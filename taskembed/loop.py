@@ -69,6 +69,9 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_metric: float | None = None
+    """The value gains are measured from (early_stopping_min_delta): the metric at the last improvement."""
+    best_score: float | None = None
+    """The validation metric of the kept weights: at least best_metric, more where a tie replaced them."""
     best_step: int = 0
     best_loss: float | None = None
     """The validation loss of the kept weights, which breaks a tie on the metric."""
@@ -496,17 +499,22 @@ def fit(
             # A tie on accuracy or macro-F1 (no loss, no gain beyond min_delta) goes to the lower validation loss. On a few
             # validation texts the metric moves in coarse steps and can tie for several evaluations while the model still
             # learns: keeping the first of them kept a few-shot model after its warm-up step, its scores near uniform.
-            tie = (gain is not None and 0 <= gain <= cfg.early_stopping_min_delta and cfg.metric != "loss"
+            # "No loss" is against the kept weights' own score, which a tie may have raised above the value gains count
+            # from: measured from that value, weights scoring less than the kept ones replaced them. (A checkpoint of
+            # a version before best_score has it as None: its kept weights scored best_metric or, after a tie, more.)
+            kept = state.best_score if state.best_score is not None else state.best_metric
+            tie = (gain is not None and gain <= cfg.early_stopping_min_delta and cfg.metric != "loss" and score >= kept
                    and state.best_loss is not None and m["loss"] < state.best_loss)
             if gain is None or gain > cfg.early_stopping_min_delta or tie:
                 if not tie:  # a tie keeps the weights only: the patience, and the value gains count from, stay
                     state.evals_since_best, state.best_metric = -1, score
-                state.best_step, state.best_loss = state.step, m["loss"]
+                state.best_step, state.best_loss, state.best_score = state.step, m["loss"], score
                 # On the host: a second copy of the weights must not take accelerator memory.
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.evals_since_best += 1
         if rank == 0:
-            line = (f"step {state.step}: validation {cfg.metric} {score:.4f} (best {state.best_metric:.4f} at step {state.best_step}"
+            best = state.best_score if state.best_score is not None else state.best_metric
+            line = (f"step {state.step}: validation {cfg.metric} {score:.4f} (best {best:.4f} at step {state.best_step}"
                     f"{': a tie, kept for its lower validation loss' if tie else ''})")
             # Through `say` (the caller's echo: None silences it, a logger gets it), with tqdm's bar cleared around it
             # where one is drawn; bar.write printed past the echo.

@@ -783,6 +783,31 @@ def test_a_tie_within_min_delta_keeps_the_weights_but_not_the_value_gains_count_
     assert next(given, None) is None  # all four evaluations ran: no early stop
 
 
+def test_a_tie_never_keeps_weights_that_score_below_the_kept_ones(tiny_overrides, write_csv, monkeypatch):
+    # 0.84 ties 0.80 within min_delta 0.05 at a lower loss: kept. 0.82 at a lower loss still is within 0.05 of 0.80, but
+    # below the kept 0.84: measured from 0.80 alone it replaced them, and the line said "best 0.8000" of weights at 0.84.
+    from taskembed import loop
+
+    given = iter([(0.80, 0.50), (0.84, 0.48), (0.82, 0.44), (0.83, 0.46)])
+
+    def scripted(*_a, **_k):
+        acc, loss = next(given)
+        return {"accuracy": acc, "macro_f1": acc, "loss": loss}
+
+    monkeypatch.setattr(loop, "evaluate_encoded", scripted)
+    path = write_csv(make_rows(40, seed=5))
+    said: list[str] = []
+    res = taskembed.train(None, {**tiny_overrides, "data.source": str(path), "data.validation_fraction": 0.2, "train.eval_every": 1,
+                                 "train.epochs": 1, "train.batch_size": 8, "train.early_stopping_min_delta": 0.05,
+                                 "output.baselines": False, "output.embedding_report": False}, progress=False, echo=said.append)
+    assert json.loads((res.output_dir / "metrics.json").read_text())["best_step"] == 2
+    lines = [line for line in said if line.startswith("step ")]
+    assert lines == ["step 1: validation accuracy 0.8000 (best 0.8000 at step 1)",
+                     "step 2: validation accuracy 0.8400 (best 0.8400 at step 2: a tie, kept for its lower validation loss)",
+                     "step 3: validation accuracy 0.8200 (best 0.8400 at step 2)",
+                     "step 4: validation accuracy 0.8300 (best 0.8400 at step 2)"]
+
+
 def test_training_says_how_many_texts_data_max_length_cuts(tiny_overrides, write_csv):
     path = write_csv(make_rows(40, seed=5))
     said: list[str] = []
